@@ -1,0 +1,300 @@
+//! Validated names: interface names and namespace names, plus generators of unique ones.
+//!
+//! Names are checked here, before any syscall, with the kernel's own rules, so a bad name is an
+//! [`Error::InvalidName`] that says which rule it breaks instead of a bare `EINVAL` (or worse, a
+//! path that escapes `/run/netns`).
+//!
+//! Unique names are `prefix + pid + counter`, with the pid and the counter written in fixed width
+//! (base 36), so two names from different processes or threads running at the same time can never
+//! be equal: the pid tells processes apart, an atomic counter tells calls within one process apart,
+//! and the fixed widths make the split unambiguous for a given prefix length. An interface name
+//! keeps within the kernel's 15 bytes because the prefix is limited to 4 bytes.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use crate::error::{Error, NameKind, Result};
+
+/// The longest interface name the kernel accepts (`IFNAMSIZ - 1`).
+pub const IFNAME_MAX: usize = 15;
+/// The longest namespace name (one path component, `NAME_MAX`).
+pub const NSNAME_MAX: usize = 255;
+/// The longest prefix [`IfName::unique`] accepts.
+pub const IFNAME_UNIQUE_PREFIX_MAX: usize = IFNAME_MAX - PID_WIDTH - COUNTER_WIDTH;
+
+const PID_WIDTH: usize = 5; // 36^5 > PID_MAX_LIMIT (2^22)
+const COUNTER_WIDTH: usize = 6; // 36^6 ≈ 2.2e9 names per process
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn base36(mut n: u64, width: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'0'; width];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8(out).expect("base36 digits are ASCII")
+}
+
+fn unique_suffix() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) % 36u64.pow(COUNTER_WIDTH as u32);
+    format!(
+        "{}{}",
+        base36(u64::from(std::process::id()), PID_WIDTH),
+        base36(n, COUNTER_WIDTH)
+    )
+}
+
+fn invalid(kind: NameKind, name: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidName {
+        kind,
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A network interface name the kernel will accept (see `dev_valid_name()` in the kernel, and
+/// ip-link(8)): 1–15 bytes, not `.` or `..`, no `/`, `:`, whitespace or NUL.
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::IfName;
+///
+/// let name = IfName::new("veth0")?;
+/// assert_eq!(name.as_str(), "veth0");
+/// assert!(IfName::new("eth0:1").is_err());
+/// assert!(IfName::new("sixteen-bytes-xx").is_err());
+/// # Ok::<(), netns_kit::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IfName(String);
+
+impl IfName {
+    /// Validates `name` as an interface name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] naming the rule the name breaks.
+    pub fn new(name: impl AsRef<str>) -> Result<IfName> {
+        let name = name.as_ref();
+        let bad = |reason: String| invalid(NameKind::Interface, name, reason);
+        if name.is_empty() {
+            return Err(bad("empty".into()));
+        }
+        if name.len() > IFNAME_MAX {
+            return Err(bad(format!(
+                "longer than {IFNAME_MAX} bytes ({} bytes)",
+                name.len()
+            )));
+        }
+        if name == "." || name == ".." {
+            return Err(bad("`.` and `..` are reserved".into()));
+        }
+        for c in name.chars() {
+            let what = match c {
+                '/' => "contains `/`",
+                ':' => "contains `:` (reserved for alias labels)",
+                '\0' => "contains a NUL byte",
+                c if c.is_whitespace() => "contains whitespace",
+                _ => continue,
+            };
+            return Err(bad(what.into()));
+        }
+        Ok(IfName(name.to_owned()))
+    }
+
+    /// A fresh name `prefix` + 11 characters, unique among all names made by this function in
+    /// every process running at the same time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] if `prefix` is longer than [`IFNAME_UNIQUE_PREFIX_MAX`] (4) bytes
+    /// or contains a character an interface name may not have.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netns_kit::IfName;
+    ///
+    /// let a = IfName::unique("veth")?;
+    /// let b = IfName::unique("veth")?;
+    /// assert_ne!(a, b);
+    /// assert_eq!(a.as_str().len(), 15);
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
+    pub fn unique(prefix: &str) -> Result<IfName> {
+        if prefix.len() > IFNAME_UNIQUE_PREFIX_MAX {
+            return Err(invalid(
+                NameKind::Interface,
+                prefix,
+                format!(
+                    "a unique-name prefix may be at most {IFNAME_UNIQUE_PREFIX_MAX} bytes (the rest of the 15 make it unique)"
+                ),
+            ));
+        }
+        IfName::new(format!("{prefix}{}", unique_suffix()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for IfName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for IfName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<IfName> {
+        IfName::new(s)
+    }
+}
+
+/// A named network namespace's name: the single path component under `/run/netns` that
+/// ip-netns(8) uses, so it can never escape that directory. 1–255 bytes, not `.` or `..`, no
+/// `/` or NUL.
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::NsName;
+///
+/// assert_eq!(NsName::new("ns1")?.as_str(), "ns1");
+/// assert!(NsName::new("../etc").is_err());
+/// # Ok::<(), netns_kit::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NsName(String);
+
+impl NsName {
+    /// Validates `name` as a namespace name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] naming the rule the name breaks.
+    pub fn new(name: impl AsRef<str>) -> Result<NsName> {
+        let name = name.as_ref();
+        let bad = |reason: String| invalid(NameKind::Namespace, name, reason);
+        if name.is_empty() {
+            return Err(bad("empty".into()));
+        }
+        if name.len() > NSNAME_MAX {
+            return Err(bad(format!(
+                "longer than {NSNAME_MAX} bytes ({} bytes)",
+                name.len()
+            )));
+        }
+        if name == "." || name == ".." {
+            return Err(bad("`.` and `..` are reserved".into()));
+        }
+        if name.contains('/') {
+            return Err(bad(
+                "contains `/` (a namespace name is one path component under /run/netns)".into(),
+            ));
+        }
+        if name.contains('\0') {
+            return Err(bad("contains a NUL byte".into()));
+        }
+        Ok(NsName(name.to_owned()))
+    }
+
+    /// A fresh name `prefix-` + 11 characters, unique among all names made by this function in
+    /// every process running at the same time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] if the result would not be a valid namespace name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netns_kit::NsName;
+    ///
+    /// let name = NsName::unique("test")?;
+    /// assert!(name.as_str().starts_with("test-"));
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
+    pub fn unique(prefix: &str) -> Result<NsName> {
+        NsName::new(format!("{prefix}-{}", unique_suffix()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for NsName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for NsName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<NsName> {
+        NsName::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn base36_is_fixed_width() {
+        assert_eq!(base36(0, 5), "00000");
+        assert_eq!(base36(35, 2), "0z");
+        assert_eq!(base36(4_194_304, 5), "2hwcg"); // PID_MAX_LIMIT still fits
+    }
+
+    #[test]
+    fn unique_names_from_many_threads_never_collide() {
+        let names: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..1000)
+                            .map(|_| IfName::unique("nk").unwrap().0)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let set: HashSet<_> = names.iter().collect();
+        assert_eq!(set.len(), names.len());
+        assert!(names.iter().all(|n| n.len() <= IFNAME_MAX));
+    }
+
+    #[test]
+    fn unique_prefix_limit() {
+        assert!(IfName::unique("abcd").is_ok());
+        assert!(IfName::unique("abcde").is_err());
+        assert!(IfName::unique("a/b").is_err());
+    }
+}
