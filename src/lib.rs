@@ -1,12 +1,117 @@
-//! Typed, leak-proof Linux network namespaces over rtnetlink.
+//! Typed, leak-proof Linux network namespaces — with veth pairs, bridges, addresses and routes —
+//! over rtnetlink.
 //!
-//! This first slice provides the crate's error type and validated names.
+//! `netns-kit` turns the classic shell recipes for joining network namespaces (`ip netns add`,
+//! `ip link add ... type veth peer ...`, `ip addr add`, `ip route add default via ...`) into a typed
+//! async API whose every object is an RAII guard: it is torn down when dropped, also during a
+//! panic, and an anonymous namespace vanishes even if the process is killed.
+//!
+//! It is meant for two kinds of users:
+//!
+//! * **container runtimes**, which want "give this namespace an `eth0` on bridge `cni0` with
+//!   10.88.0.5/16 and a default route via 10.88.0.1", fast, with an error to show the user and
+//!   nothing left behind on failure;
+//! * **integration tests**, which want a few isolated hosts on a private network, able to bind
+//!   sockets and run commands, gone when the test ends, never colliding with tests running in
+//!   parallel.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use netns_kit::Namespace;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // A private "host" namespace: everything below lives inside it and dies with it.
+//! let ns = Namespace::new().await?;
+//!
+//! // Bind a server inside it; the socket keeps working from any thread.
+//! let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0"))??;
+//!
+//! // Run a program inside it, like `ip netns exec`.
+//! let out = ns.command("ip").args(["-br", "link"]).output()?;
+//! assert!(String::from_utf8_lossy(&out.stdout).starts_with("lo"));
+//! # drop(listener);
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! The crate is layered; lower layers never use higher ones.
+//!
+//! 1. [`IfName`]/[`NsName`] validate names with the kernel's rules before any syscall, and
+//!    [`Error`] is the one error type: each variant names the operation and the object and keeps
+//!    the errno.
+//! 2. The system layer is the only place that enters namespaces, mounts, or uses `unsafe`.
+//!    Namespaces are entered **only on threads this crate owns** (`setns` is per thread; a
+//!    caller's thread — say a Tokio worker — is never moved).
+//! 3. The netlink layer gives each namespace **one rtnetlink connection**, from a socket created
+//!    inside that namespace, so every request on it acts there. All connections are driven by one
+//!    library thread, so the async API works on any executor. `Drop` uses a small blocking path
+//!    that needs no runtime at all.
+//! 4. [`Namespace`] is a namespace held by a file descriptor: anonymous, named (a bind mount
+//!    under `/run/netns`, as `ip netns add` makes it), or opened (by name, path, pid or fd; never
+//!    destroyed by us).
+//!
+//! # Guards
+//!
+//! Every object this crate creates is returned as a guard that owns it, and every guard follows
+//! the same contract (modelled on `tempfile`):
+//!
+//! * **`Drop` tears down**, synchronously and best-effort: it needs no async runtime (it works
+//!   after the runtime has shut down, on a plain thread, during a panic), never panics, and waits
+//!   for the kernel at most a bounded time. Errors are swallowed and logged with the [`log`]
+//!   crate at `warn` level.
+//! * **`delete(self).await`** tears down the same way and **reports** errors.
+//! * **`keep(self)`** disarms the guard so the object outlives the program (what a container
+//!   runtime wants once a container's network is set up).
+//! * Teardown is **idempotent**: something already gone counts as deleted.
+//! * Only what this crate **created** is deleted; opened namespaces are never destroyed.
+//!
+//! # Resource leaking
+//!
+//! * An **anonymous** namespace is held only by file descriptors (the handle's, and its netlink
+//!   socket's). When the process exits for any reason, `SIGKILL` included, the kernel closes them
+//!   and frees the namespace with every interface in it. Nothing can leak.
+//! * A **named** namespace is a bind mount; it survives the process unless the guard runs. A
+//!   process killed before its guards ran leaves it behind, exactly as a killed `ip netns add`
+//!   script would.
+//! * Guards do not run if the process exits through [`std::process::exit`] or an abort, or if
+//!   the guard is leaked with [`std::mem::forget`].
+//!
+//! # Privileges
+//!
+//! Creating and entering network namespaces needs `CAP_SYS_ADMIN`; changing interfaces,
+//! addresses, routes and `net.*` sysctls needs `CAP_NET_ADMIN` in the namespace; naming a
+//! namespace mounts under `/run/netns`, which needs root. In practice: run as root. Missing
+//! privileges are reported as [`Error::PermissionDenied`].
+//!
+//! # Cancel safety
+//!
+//! A netlink request, once sent, is carried out by the kernel whether or not its future is still
+//! awaited; dropping a future of this crate therefore never leaves a request half-sent, but may
+//! leave its effect in place without a guard to undo it. Each async function's documentation says
+//! what dropping it early leaves behind.
+//!
+//! # Async runtimes
+//!
+//! The async functions need no particular executor: netlink sockets are driven by a library
+//! thread running its own current-thread Tokio runtime, and results come back over channels. Only
+//! [`Namespace::tokio_command`] is tied to Tokio (it returns a Tokio type).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// `VethPair::new(..)` returns a `VethPairBuilder` whose `create()` returns the `VethPair` guard:
+// the builder is named after what it makes, like `std::process::Command::new(..).spawn()`.
+#![allow(clippy::new_ret_no_self)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("netns-kit works only on Linux: network namespaces are a Linux kernel feature");
 
 mod error;
 mod name;
+mod netlink;
+mod netns;
+mod sys;
 
 pub use error::{Error, NameKind, Result};
 pub use name::{IFNAME_MAX, IFNAME_UNIQUE_PREFIX_MAX, IfName, NSNAME_MAX, NsName};
+pub use netns::{Namespace, NamespaceBuilder};

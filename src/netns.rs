@@ -1,0 +1,946 @@
+//! [`Namespace`]: a network namespace held by a file descriptor.
+//!
+//! # Kinds, and what dropping each one does
+//!
+//! | made by | kind | dropping the handle |
+//! | --- | --- | --- |
+//! | [`Namespace::new`] | anonymous: only our fd holds it | closes the fd; the kernel frees the namespace (and every interface in it) once nothing else holds it |
+//! | [`Namespace::named`] | named: bind-mounted at `/run/netns/NAME`, exactly as `ip netns add` does | unmounts and removes `/run/netns/NAME` — only if that name still refers to *this* namespace — then closes the fd |
+//! | [`Namespace::open`], [`open_path`](Namespace::open_path), [`from_pid`](Namespace::from_pid), [`from_fd`](Namespace::from_fd), [`current`](Namespace::current) | opened: someone else's | closes our fd; never destroys anything |
+//!
+//! Holding namespaces by fd rather than by name is what makes anonymous namespaces leak-proof:
+//! if the process dies, even by `SIGKILL`, the kernel closes the fd and frees the namespace.
+//! It is also what makes tests parallel-safe: each test's namespaces have no name to collide on.
+//!
+//! # Running code inside
+//!
+//! [`Namespace::run`] runs a closure on a fresh thread that entered the namespace; the caller's
+//! thread never changes namespace, even when the closure panics. A socket made there keeps acting
+//! in the namespace from any thread, which is how a test binds a server "inside" a namespace and
+//! then serves from its async runtime. [`Namespace::command`] builds a
+//! [`std::process::Command`] (and [`Namespace::tokio_command`] a Tokio one) that enters the
+//! namespace between `fork` and `exec`, like `ip netns exec`, with no shell in between.
+//!
+//! # Netlink
+//!
+//! Each namespace lazily opens one rtnetlink connection, from a socket created inside it, and
+//! reuses it for every link, address and route request (see [`netlink`](crate::netlink)). A
+//! namespace made by [`Namespace::new`]/[`named`](Namespace::named) gets that socket for free: it
+//! is opened on the same worker thread, right after `unshare`, before the thread leaves.
+
+use std::{
+    ffi::OsStr,
+    fmt,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{LinkUnspec, sys::Socket};
+
+use crate::{
+    error::{Error, Result},
+    name::NsName,
+    netlink::{self, Conn, KernelError, Nl},
+    sys::{self, NETNS_RUN_DIR, NotNetNs},
+};
+
+/// How long `Drop` and other synchronous paths wait for a worker thread or the kernel.
+pub(crate) const BLOCKING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by a namespace handle and the guards of objects inside it.
+pub(crate) struct NsInner {
+    fd: Arc<OwnedFd>,
+    id: (u64, u64),
+    label: String,
+    name: Option<NsName>,
+    path: Option<PathBuf>,
+    conn: Mutex<ConnSlot>,
+}
+
+enum ConnSlot {
+    Empty,
+    /// A socket opened inside at creation time, not yet wrapped in a connection.
+    Spare(Socket),
+    Live(Conn),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NsInner {
+    fn new(
+        fd: OwnedFd,
+        label: String,
+        name: Option<NsName>,
+        path: Option<PathBuf>,
+    ) -> Result<Self> {
+        let id = sys::ns_id(fd.as_fd()).map_err(|e| Error::os("inspect", label.clone(), e))?;
+        Ok(NsInner {
+            fd: Arc::new(fd),
+            id,
+            label,
+            name,
+            path,
+            conn: Mutex::new(ConnSlot::Empty),
+        })
+    }
+
+    /// How errors name this namespace, e.g. `namespace "ns1"`.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub(crate) fn fd(&self) -> &Arc<OwnedFd> {
+        &self.fd
+    }
+
+    /// The (nsfs device, inode) pair identifying the namespace.
+    pub(crate) fn id(&self) -> (u64, u64) {
+        self.id
+    }
+
+    /// The namespace's connection, opened on first use.
+    pub(crate) async fn nl(&self) -> Result<Nl> {
+        {
+            let mut slot = lock(&self.conn);
+            match std::mem::replace(&mut *slot, ConnSlot::Empty) {
+                ConnSlot::Live(conn) if conn.is_alive() => {
+                    let nl = conn.nl();
+                    *slot = ConnSlot::Live(conn);
+                    return Ok(nl);
+                }
+                ConnSlot::Spare(socket) => {
+                    let conn = Conn::start(socket)
+                        .map_err(|e| Error::os("connect to netlink in", self.label.clone(), e))?;
+                    let nl = conn.nl();
+                    *slot = ConnSlot::Live(conn);
+                    return Ok(nl);
+                }
+                ConnSlot::Live(_) | ConnSlot::Empty => {}
+            }
+        }
+        let fd = self.fd.clone();
+        let socket = sys::on_worker(move || {
+            sys::setns_net(fd.as_fd())?;
+            netlink::new_socket()
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| Error::os("open a netlink socket in", self.label.clone(), e))?;
+        let conn = Conn::start(socket)
+            .map_err(|e| Error::os("connect to netlink in", self.label.clone(), e))?;
+        let mut slot = lock(&self.conn);
+        if let ConnSlot::Live(existing) = &*slot {
+            if existing.is_alive() {
+                return Ok(existing.nl());
+            }
+        }
+        let nl = conn.nl();
+        *slot = ConnSlot::Live(conn);
+        Ok(nl)
+    }
+
+    /// Closes the connection (if any); the next request opens a new one.
+    pub(crate) fn close_netlink(&self) {
+        let old = std::mem::replace(&mut *lock(&self.conn), ConnSlot::Empty);
+        drop(old);
+    }
+
+    /// Sends `messages` over a fresh blocking socket inside this namespace and returns the
+    /// kernel's answer to each. For `Drop`: needs no runtime, and waits at most `timeout` for
+    /// each step.
+    pub(crate) fn blocking_acks(
+        &self,
+        messages: Vec<(RouteNetlinkMessage, u16)>,
+        timeout: Duration,
+    ) -> std::io::Result<Vec<std::result::Result<(), KernelError>>> {
+        let fd = self.fd.clone();
+        let socket = sys::on_worker_blocking(
+            move || {
+                sys::setns_net(fd.as_fd())?;
+                netlink::new_socket()
+            },
+            timeout,
+        )??;
+        netlink::blocking_acks(&socket, messages, timeout)
+    }
+
+    /// Runs `f` on a worker thread inside this namespace and blocks for the result.
+    fn on_worker_inside<R, F>(&self, f: F) -> std::io::Result<R>
+    where
+        F: FnOnce() -> std::io::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let fd = self.fd.clone();
+        sys::on_worker_blocking(
+            move || {
+                sys::setns_net(fd.as_fd())?;
+                f()
+            },
+            BLOCKING_TIMEOUT,
+        )?
+    }
+}
+
+impl fmt::Debug for NsInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+/// What dropping a [`Namespace`] handle undoes.
+#[derive(Debug)]
+enum Teardown {
+    /// Opened, kept, or anonymous: only our fd is closed.
+    Nothing,
+    /// Named by us: unmount and remove `/run/netns/NAME` if it is still ours.
+    Unname(PathBuf),
+}
+
+/// A network namespace, held by a file descriptor; also the guard of a namespace this crate
+/// created.
+///
+/// | made by | kind | dropping the handle |
+/// | --- | --- | --- |
+/// | [`Namespace::new`] | anonymous: only our fd holds it | closes the fd; the kernel frees the namespace (and every interface in it) once nothing else holds it |
+/// | [`Namespace::named`] | named: bind-mounted at `/run/netns/NAME`, as `ip netns add` does | unmounts and removes `/run/netns/NAME` if that name still refers to *this* namespace, then closes the fd |
+/// | [`open`](Namespace::open), [`open_path`](Namespace::open_path), [`from_pid`](Namespace::from_pid), [`from_fd`](Namespace::from_fd), [`current`](Namespace::current) | opened: someone else's | closes our fd; never destroys anything |
+///
+/// Every guard of this crate follows the [guard contract](crate#guards): best-effort synchronous [`Drop`], reporting [`delete`](Namespace::delete),
+/// disarming [`keep`](Namespace::keep).
+///
+/// Guards of objects inside a namespace (interfaces, routes, ...) hold a reference to it, so the
+/// kernel namespace stays alive until they are gone too; its *name*, though, is removed as soon as
+/// its handle is dropped.
+///
+/// # Examples
+///
+/// ```no_run
+/// use netns_kit::Namespace;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// // Anonymous: nothing to clean up even if the process is killed.
+/// let ns = Namespace::new().await?;
+/// let out = ns.command("ip").args(["-br", "link"]).output()?;
+/// assert!(String::from_utf8_lossy(&out.stdout).starts_with("lo"));
+///
+/// // Named: visible to `ip netns list`, removed on drop.
+/// let named = Namespace::named("demo1").await?;
+/// assert_eq!(named.path().unwrap(), std::path::Path::new("/run/netns/demo1"));
+/// # Ok(()) }
+/// ```
+pub struct Namespace {
+    inner: Arc<NsInner>,
+    teardown: Teardown,
+    owned: bool,
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Namespace")
+            .field("label", &self.inner.label)
+            .field("inode", &self.inner.id.1)
+            .field("owned", &self.owned)
+            .field("teardown", &self.teardown)
+            .finish()
+    }
+}
+
+/// Builds a new namespace; see [`Namespace::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `.create().await`"]
+pub struct NamespaceBuilder {
+    name: Option<String>,
+    loopback_up: bool,
+}
+
+impl NamespaceBuilder {
+    /// Names the namespace: it is bind-mounted at `/run/netns/NAME`, exactly as
+    /// `ip netns add NAME` does, so `ip netns exec NAME ...` and `tcpdump` see it.
+    ///
+    /// The name is validated by [`create`](NamespaceBuilder::create) (see [`NsName`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether to bring the loopback interface `lo` up (default: yes, like a normal host).
+    pub fn loopback_up(mut self, up: bool) -> Self {
+        self.loopback_up = up;
+        self
+    }
+
+    /// Creates the namespace.
+    ///
+    /// The namespace is created with `unshare(CLONE_NEWNET)` on a library worker thread (never
+    /// the caller's), which also opens the namespace's netlink socket and brings `lo` up before
+    /// returning to its home namespace. No process is forked.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidName`] for a bad name, before any syscall;
+    /// * [`Error::AlreadyExists`] if `/run/netns/NAME` exists; the existing namespace is left
+    ///   untouched;
+    /// * [`Error::PermissionDenied`] without `CAP_SYS_ADMIN` (and `CAP_NET_ADMIN` for `lo`);
+    /// * [`Error::Os`] for other OS failures. Nothing is left behind on error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe for anonymous namespaces: if the future is dropped, the namespace made so far
+    /// is freed by the kernel. For a named namespace, dropping the future while the worker
+    /// thread is creating the namespace leaves the empty mount point `/run/netns/NAME` behind,
+    /// as a killed `ip netns add` would.
+    #[doc(alias = "ip netns add")]
+    pub async fn create(self) -> Result<Namespace> {
+        let name = self.name.as_deref().map(NsName::new).transpose()?;
+        let Some(name) = name else {
+            let (fd, socket) = new_anonymous(self.loopback_up).await?;
+            let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
+            let inner = NsInner::new(fd, label, None, None)?;
+            *lock(&inner.conn) = ConnSlot::Spare(socket);
+            return Ok(Namespace {
+                inner: Arc::new(inner),
+                teardown: Teardown::Nothing,
+                owned: true,
+            });
+        };
+
+        let label = format!("namespace {:?}", name.as_str());
+        let dir = Path::new(NETNS_RUN_DIR);
+        let path = dir.join(name.as_str());
+        sys::ensure_run_dir(dir)
+            .map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
+        sys::create_ns_file(&path).map_err(|e| Error::os("create", label.clone(), e))?;
+        // From here on the mount point exists: remove it on every error path.
+        let undo = |e: Error| {
+            let _ = std::fs::remove_file(&path);
+            e
+        };
+        let (fd, socket) = new_anonymous(self.loopback_up).await.map_err(undo)?;
+        sys::bind_ns(fd.as_fd(), &path)
+            .map_err(|e| Error::os("bind-mount", label.clone(), e))
+            .map_err(undo)?;
+        let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))
+            .inspect_err(|_| drop(sys::unmount_and_unlink(&path)))?;
+        *lock(&inner.conn) = ConnSlot::Spare(socket);
+        Ok(Namespace {
+            inner: Arc::new(inner),
+            teardown: Teardown::Unname(path),
+            owned: true,
+        })
+    }
+}
+
+fn ns_inode(fd: &OwnedFd) -> u64 {
+    sys::ns_id(fd.as_fd()).map(|(_, ino)| ino).unwrap_or(0)
+}
+
+/// Makes a fresh namespace on a worker thread, returning its fd and a netlink socket inside it
+/// (with `lo` already up if asked).
+async fn new_anonymous(loopback_up: bool) -> Result<(OwnedFd, Socket)> {
+    let job = move || -> std::result::Result<(OwnedFd, Socket), Error> {
+        let op = |what: &'static str| move |e| Error::os(what, "a new network namespace", e);
+        sys::unshare_net().map_err(op("create"))?;
+        let fd = sys::open_thread_ns().map_err(op("open"))?;
+        let socket = netlink::new_socket().map_err(op("open a netlink socket in"))?;
+        if loopback_up {
+            let up = LinkUnspec::new_with_index(1).up().build();
+            let answers = netlink::blocking_acks(
+                &socket,
+                vec![(RouteNetlinkMessage::SetLink(up), 0)],
+                BLOCKING_TIMEOUT,
+            )
+            .map_err(op("bring lo up in"))?;
+            if let Some(Err(e)) = answers.into_iter().next() {
+                return Err(e.into_error("bring lo up in", "a new network namespace"));
+            }
+        }
+        Ok((fd, socket))
+    };
+    sys::on_worker(job)
+        .await
+        .map_err(|e| Error::os("create", "a new network namespace", e))?
+}
+
+fn open_error(op: &'static str, object: String, e: NotNetNs) -> Error {
+    match e {
+        NotNetNs::Io(e) => Error::os(op, object, e),
+        NotNetNs::Other(reason) => Error::invalid(object, reason),
+    }
+}
+
+impl Namespace {
+    /// Starts building a namespace: anonymous unless [named](NamespaceBuilder::name), with `lo`
+    /// up unless [told otherwise](NamespaceBuilder::loopback_up).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let bare = netns_kit::Namespace::builder().loopback_up(false).create().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> NamespaceBuilder {
+        NamespaceBuilder {
+            name: None,
+            loopback_up: true,
+        }
+    }
+
+    /// Creates an anonymous namespace with `lo` up. It lives as long as this handle (and the
+    /// guards of anything created inside it); the kernel frees it then, even if the process is
+    /// killed.
+    ///
+    /// # Errors
+    ///
+    /// See [`NamespaceBuilder::create`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a namespace made before the future was dropped is freed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// assert_ne!(ns.inode(), netns_kit::Namespace::current()?.inode());
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "unshare")]
+    pub async fn new() -> Result<Namespace> {
+        Namespace::builder().create().await
+    }
+
+    /// Creates a named namespace `/run/netns/NAME` with `lo` up, as `ip netns add NAME` would.
+    ///
+    /// # Errors
+    ///
+    /// See [`NamespaceBuilder::create`]; notably [`Error::AlreadyExists`] if the name is taken.
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`NamespaceBuilder::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ns = netns_kit::Namespace::named("blue").await?;
+    /// let ok = std::process::Command::new("ip").args(["netns", "exec", "blue", "true"]).status()?;
+    /// assert!(ok.success());
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip netns add")]
+    pub async fn named(name: impl Into<String>) -> Result<Namespace> {
+        Namespace::builder().name(name).create().await
+    }
+
+    /// Opens the named namespace `/run/netns/NAME` (made by `ip netns add` or by this crate).
+    /// The handle never deletes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such namespace;
+    /// [`Error::InvalidInput`] if the file is not a network namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let ns = netns_kit::Namespace::open("blue")?;
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
+    pub fn open(name: impl AsRef<str>) -> Result<Namespace> {
+        let name = NsName::new(name)?;
+        let label = format!("namespace {:?}", name.as_str());
+        let path = Path::new(NETNS_RUN_DIR).join(name.as_str());
+        let fd = sys::open_net_ns(&path).map_err(|e| open_error("open", label.clone(), e))?;
+        Namespace::opened(fd, label, Some(name), Some(path))
+    }
+
+    /// Opens the namespace file at `path`, such as `/run/netns/X` or `/proc/PID/ns/net`. The
+    /// handle never deletes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if `path` does not exist; [`Error::InvalidInput`] if it is not a
+    /// network namespace file (a regular file, another namespace type, ...).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let ns = netns_kit::Namespace::open_path("/proc/1/ns/net")?;
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Namespace> {
+        let path = path.as_ref();
+        let label = format!("namespace at {}", path.display());
+        let fd = sys::open_net_ns(path).map_err(|e| open_error("open", label.clone(), e))?;
+        Namespace::opened(fd, label, None, Some(path.to_owned()))
+    }
+
+    /// Opens the namespace of process `pid`. A pidfd pins the process while
+    /// `/proc/PID/ns/net` is opened, so a pid reused in between is detected, not followed. The
+    /// handle never deletes the namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such process (or it exited meanwhile);
+    /// [`Error::PermissionDenied`] if its namespace may not be opened.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let child = std::process::Command::new("unshare").args(["--net", "sleep", "10"]).spawn()?;
+    /// let ns = netns_kit::Namespace::from_pid(child.id())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_pid(pid: u32) -> Result<Namespace> {
+        let label = format!("namespace of process {pid}");
+        let fd = sys::open_pid_ns(pid).map_err(|e| open_error("open", label.clone(), e))?;
+        Namespace::opened(fd, label, None, None)
+    }
+
+    /// Wraps an fd that refers to a network namespace (e.g. received from another process).
+    /// The handle never deletes the namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `fd` is not a network namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let file = std::fs::File::open("/proc/self/ns/net")?;
+    /// let ns = netns_kit::Namespace::from_fd(file.into())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Result<Namespace> {
+        sys::check_net_ns(fd.as_fd())
+            .map_err(|e| open_error("open", "namespace from a file descriptor".into(), e))?;
+        let label = format!("namespace net:[{}]", ns_inode(&fd));
+        Namespace::opened(fd, label, None, None)
+    }
+
+    /// The namespace the calling thread is in. The handle never deletes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if `/proc/thread-self/ns/net` cannot be opened (no `/proc`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let here = netns_kit::Namespace::current()?;
+    /// println!("running in net:[{}]", here.inode());
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
+    pub fn current() -> Result<Namespace> {
+        let fd =
+            sys::open_thread_ns().map_err(|e| Error::os("open", "the current namespace", e))?;
+        let label = format!("current namespace net:[{}]", ns_inode(&fd));
+        Namespace::opened(fd, label, None, None)
+    }
+
+    fn opened(
+        fd: OwnedFd,
+        label: String,
+        name: Option<NsName>,
+        path: Option<PathBuf>,
+    ) -> Result<Namespace> {
+        Ok(Namespace {
+            inner: Arc::new(NsInner::new(fd, label, name, path)?),
+            teardown: Teardown::Nothing,
+            owned: false,
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<NsInner> {
+        &self.inner
+    }
+
+    /// The namespace's name, for a named namespace.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_ref().map(NsName::as_str)
+    }
+
+    /// The path it was opened from or bind-mounted at, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// The namespace's inode number: the `N` in `net:[N]` that `readlink /proc/PID/ns/net`
+    /// prints, and what `ip netns identify` compares. Two handles with the same inode refer to
+    /// the same namespace.
+    pub fn inode(&self) -> u64 {
+        self.inner.id.1
+    }
+
+    /// Whether this handle was created by this crate and tears its namespace down (false for
+    /// opened namespaces and after [`keep`](Namespace::keep)).
+    pub fn is_owned(&self) -> bool {
+        self.owned
+    }
+
+    /// How error messages name this namespace, e.g. `namespace "ns1"`.
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result. The calling
+    /// thread never changes namespace. Sockets created by `f` stay in this namespace and can be
+    /// used from any thread afterwards.
+    ///
+    /// This blocks the calling thread until `f` returns; in async code prefer
+    /// [`run_async`](Namespace::run_async).
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics, the panic is resumed on the calling thread (which is still in its own
+    /// namespace), as [`std::thread::scope`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] if the thread may not enter the namespace; [`Error::Os`] if
+    /// no thread can be spawned.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0"))??;
+    /// // `listener` accepts connections made inside `ns` only.
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "setns")]
+    pub fn run<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let fd = self.inner.fd.as_fd();
+        let label = &self.inner.label;
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new()
+                .name("netns-kit-run".into())
+                .spawn_scoped(scope, move || -> Result<R> {
+                    sys::setns_net(fd).map_err(|e| Error::os("enter", label.clone(), e))?;
+                    Ok(f())
+                })
+                .map_err(|e| Error::os("spawn a thread to enter", label.clone(), e))?;
+            match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// Like [`run`](Namespace::run), but waits asynchronously (any executor).
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics, the panic is resumed in the awaiting task.
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Namespace::run).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped, `f` still runs to completion on its thread; its result is
+    /// dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let socket = ns.run_async(|| std::net::UdpSocket::bind("127.0.0.1:0")).await??;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_async<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let fd = self.inner.fd.clone();
+        let label = self.inner.label.clone();
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let thread_label = label.clone();
+        std::thread::Builder::new()
+            .name("netns-kit-run".into())
+            .spawn(move || {
+                let result = sys::setns_net(fd.as_fd())
+                    .map_err(|e| Error::os("enter", thread_label, e))
+                    .map(|()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+                let _ = tx.send(result);
+            })
+            .map_err(|e| Error::os("spawn a thread to enter", label.clone(), e))?;
+        match rx.await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(panic))) => std::panic::resume_unwind(panic),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::os(
+                "run a closure in",
+                label,
+                std::io::Error::other("the thread ended without a result"),
+            )),
+        }
+    }
+
+    /// A [`std::process::Command`] for `program` that runs inside this namespace, like
+    /// `ip netns exec NS program`: the child enters the namespace between `fork` and `exec`; no
+    /// shell is involved and the caller never changes namespace. Unlike `ip netns exec`, `/sys`
+    /// is not remounted, so tools that list interfaces through `/sys/class/net` see the
+    /// caller's; netlink-based tools (`ip`, `ping`, `ss`, `tcpdump -i IF`) are unaffected.
+    ///
+    /// The command holds its own reference to the namespace, so it may outlive this handle.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let status = ns.command("ping").args(["-c1", "127.0.0.1"]).status()?;
+    /// assert!(status.success());
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip netns exec")]
+    pub fn command(&self, program: impl AsRef<OsStr>) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
+        sys::enter_before_exec(&mut command, self.inner.fd.clone());
+        command
+    }
+
+    /// A [`tokio::process::Command`] for `program` that runs inside this namespace; see
+    /// [`command`](Namespace::command).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let out = ns.tokio_command("ip").args(["-j", "link"]).output().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tokio_command(&self, program: impl AsRef<OsStr>) -> tokio::process::Command {
+        tokio::process::Command::from(self.command(program))
+    }
+
+    /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace.
+    ///
+    /// Only `net.*` keys are accepted: they are the per-namespace ones, so this can never read or
+    /// change a global setting by mistake. As with sysctl(8), a `/` inside a component stands for
+    /// a `.` in an interface name (`net.ipv4.conf.eth0/10.forwarding`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a key outside `net.` or with empty, `.` or `..` components;
+    /// [`Error::NotFound`] if the key does not exist in this namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// assert_eq!(ns.sysctl("net.ipv4.ip_forward")?, "0");
+    /// # Ok(()) }
+    /// ```
+    pub fn sysctl(&self, key: &str) -> Result<String> {
+        let path = sysctl_path(key)?;
+        let value = self
+            .inner
+            .on_worker_inside(move || std::fs::read_to_string(path))
+            .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
+        Ok(value.trim_end().to_owned())
+    }
+
+    /// Writes `value` to the sysctl `key` of this namespace only; see
+    /// [`sysctl`](Namespace::sysctl).
+    ///
+    /// # Errors
+    ///
+    /// As for [`sysctl`](Namespace::sysctl); [`Error::Os`] (`EINVAL`) if the kernel rejects the
+    /// value; [`Error::PermissionDenied`] without `CAP_NET_ADMIN`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// ns.set_sysctl("net.ipv4.ip_forward", "1")?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "sysctl -w")]
+    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let path = sysctl_path(key)?;
+        let value = value.to_owned();
+        self.inner
+            .on_worker_inside(move || std::fs::write(path, value))
+            .map_err(|e| Error::os("write sysctl", format!("{key} in {}", self.label()), e))
+    }
+
+    /// Closes this namespace's netlink connection, freeing its socket and buffers (~72 KiB); the
+    /// next request opens a new one. Useful when holding many namespaces at once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// ns.close_netlink();
+    /// # Ok(()) }
+    /// ```
+    pub fn close_netlink(&self) {
+        self.inner.close_netlink();
+    }
+
+    /// Disarms the guard: the namespace's name (if any) is no longer removed when this handle
+    /// is dropped, so a named namespace outlives the program. The handle stays usable.
+    ///
+    /// An anonymous namespace cannot outlive every handle to it; keep a handle (or a process in
+    /// it), or name it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::named("container-1").await?.keep();
+    /// drop(ns); // /run/netns/container-1 stays
+    /// # Ok(()) }
+    /// ```
+    pub fn keep(mut self) -> Namespace {
+        self.teardown = Teardown::Nothing;
+        self.owned = false;
+        self
+    }
+
+    /// Tears the namespace down now and reports errors (dropping does the same, silently).
+    ///
+    /// For a named namespace, `/run/netns/NAME` is unmounted and removed if it still refers to
+    /// this namespace (a name reused by someone else is left alone). The fd and netlink
+    /// connection are closed; the kernel frees the namespace, with its interfaces, once nothing
+    /// else holds it. Deleting an opened namespace only closes the handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`]/[`Error::PermissionDenied`] if the name cannot be unmounted or removed.
+    /// A name that is already gone is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// The work is synchronous and done on the first poll.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::named("tmp1").await?;
+    /// ns.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip netns del")]
+    pub async fn delete(mut self) -> Result<()> {
+        self.teardown_now()
+    }
+
+    fn teardown_now(&mut self) -> Result<()> {
+        if self.owned {
+            // A live netlink socket keeps its namespace alive.
+            self.inner.close_netlink();
+        }
+        match std::mem::replace(&mut self.teardown, Teardown::Nothing) {
+            Teardown::Nothing => Ok(()),
+            Teardown::Unname(path) => {
+                let label = || self.inner.label.clone();
+                match sys::path_id(&path).map_err(|e| Error::os("inspect", label(), e))? {
+                    Some(id) if id == self.inner.id => {
+                        sys::unmount_and_unlink(&path).map_err(|e| Error::os("delete", label(), e))
+                    }
+                    // Already gone, or the name now belongs to another namespace.
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl AsFd for Namespace {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.fd.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for Namespace {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.fd.as_raw_fd()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.teardown_now()));
+        if let Ok(Err(e)) = result {
+            log::warn!("netns-kit: dropping {}: {e}", self.inner.label);
+        }
+    }
+}
+
+/// Maps a `net.*` sysctl key to its `/proc/sys` path, refusing anything that could leave
+/// `/proc/sys/net`.
+fn sysctl_path(key: &str) -> Result<PathBuf> {
+    let bad = |reason: &str| Error::invalid(format!("sysctl key {key:?}"), reason);
+    let mut parts = key.split('.');
+    if parts.next() != Some("net") {
+        return Err(bad(
+            "only net.* keys are per-namespace; other sysctls are global and are not touched",
+        ));
+    }
+    let mut path = PathBuf::from("/proc/sys/net");
+    let mut any = false;
+    for part in parts {
+        let part = part.replace('/', ".");
+        if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+            return Err(bad("has an empty, `.` or `..` component"));
+        }
+        path.push(part);
+        any = true;
+    }
+    if !any {
+        return Err(bad("names no setting"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_keys() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            Path::new("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.eth0/10.forwarding").unwrap(),
+            Path::new("/proc/sys/net/ipv4/conf/eth0.10/forwarding")
+        );
+        for bad in [
+            "kernel.hostname",
+            "net",
+            "net.",
+            "net..x",
+            "net.ipv4...",
+            "net./",
+            "vm.swappiness",
+        ] {
+            assert!(sysctl_path(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The only module that enters namespaces, mounts, or uses `unsafe`.
+//!
+//! # Threads the library owns
+//!
+//! `setns(2)` and `unshare(2)` with `CLONE_NEWNET` change the namespace of the *calling thread*
+//! only. A thread of the caller (a Tokio worker, the test harness's thread) must never be left in
+//! a foreign namespace, not even when the code that runs there panics, so this crate changes
+//! namespaces only on threads it owns:
+//!
+//! * a small pool of long-lived **worker threads** for the library's own short jobs (create a
+//!   namespace, open a netlink or ICMP socket inside one, read a sysctl). A worker starts in the
+//!   process's namespace (`/proc/self/ns/net`, the main thread's) and goes back there after
+//!   *every* job, whatever the job did, so it never pins a namespace the caller has dropped. If it
+//!   cannot go back it exits instead of serving another job from the wrong place, and the pool
+//!   starts a replacement. Keeping the threads alive, rather than spawning one per job, keeps
+//!   thread creation off the hot path (a namespace costs ~0.5 ms to make; a thread spawn would
+//!   add a noticeable fraction of that);
+//! * a **fresh scoped thread per [`Namespace::run`](crate::Namespace::run)** for the caller's own
+//!   closures, which may block or panic; the thread ends with the closure, and with it the
+//!   namespace association.
+//!
+//! A socket keeps the namespace it was created in, whichever thread later uses it, so the sockets
+//! made on these threads are handed back and used from anywhere.
+//!
+//! # Why `/proc/thread-self`
+//!
+//! After `unshare(CLONE_NEWNET)` on a non-main thread, `/proc/self/ns/net` still names the
+//! *process's* (main thread's) namespace; `/proc/thread-self/ns/net` names the thread's.
+//!
+//! # Named namespaces
+//!
+//! [`ensure_run_dir`], [`create_ns_file`] and [`bind_ns`] do exactly what `ip netns add` does
+//! (iproute2 `ip/ipnetns.c`): make `/run/netns` a shared mount (binding it onto itself first if it
+//! is not a mount point), create the file with `O_EXCL`, then bind-mount the namespace onto it, so
+//! `ip netns exec` and every other tool see it.
+
+#![allow(unsafe_code)]
+
+use std::{
+    fs, io,
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::{fs::OpenOptionsExt, process::CommandExt},
+    },
+    path::Path,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+    time::Duration,
+};
+
+use nix::{
+    fcntl::OFlag,
+    libc,
+    mount::{MntFlags, MsFlags},
+    sched::CloneFlags,
+    sys::stat::Mode,
+};
+
+/// Where ip-netns(8) keeps named namespaces.
+pub(crate) const NETNS_RUN_DIR: &str = "/run/netns";
+
+fn errno(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespace syscalls. `unshare_net` and `setns_net` must only run on threads this crate owns.
+
+/// Moves the calling thread into a brand-new network namespace.
+pub(crate) fn unshare_net() -> io::Result<()> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(errno)
+}
+
+/// Moves the calling thread into the network namespace `fd` refers to.
+pub(crate) fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::sched::setns(fd, CloneFlags::CLONE_NEWNET).map_err(errno)
+}
+
+/// Opens the calling thread's network namespace.
+pub(crate) fn open_thread_ns() -> io::Result<OwnedFd> {
+    open_ns_file(Path::new("/proc/thread-self/ns/net"))
+}
+
+/// Opens the process's (main thread's) network namespace.
+pub(crate) fn open_process_ns() -> io::Result<OwnedFd> {
+    open_ns_file(Path::new("/proc/self/ns/net"))
+}
+
+fn open_ns_file(path: &Path) -> io::Result<OwnedFd> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// What an opened file turned out to be, when it is not a network namespace.
+#[derive(Debug)]
+pub(crate) enum NotNetNs {
+    /// An I/O error while checking.
+    Io(io::Error),
+    /// Something else, described.
+    Other(String),
+}
+
+/// Opens `path` and checks that it is a network namespace file (nsfs, of type `net`).
+pub(crate) fn open_net_ns(path: &Path) -> Result<OwnedFd, NotNetNs> {
+    let fd = open_ns_file(path).map_err(NotNetNs::Io)?;
+    check_net_ns(fd.as_fd())?;
+    Ok(fd)
+}
+
+/// Checks that `fd` refers to a network namespace: on nsfs (`NSFS_MAGIC`), and of type
+/// `CLONE_NEWNET` according to the `NS_GET_NSTYPE` ioctl (ioctl_ns(2)).
+pub(crate) fn check_net_ns(fd: BorrowedFd<'_>) -> Result<(), NotNetNs> {
+    let fs = nix::sys::statfs::fstatfs(fd).map_err(|e| NotNetNs::Io(errno(e)))?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        return Err(NotNetNs::Other(
+            "not a namespace file (not on nsfs)".to_owned(),
+        ));
+    }
+    // _IO(0xb7, 0x3), from <linux/nsfs.h>.
+    const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns an int; `fd` is a valid open fd
+    // for the duration of the call (it is borrowed).
+    let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind < 0 {
+        return Err(NotNetNs::Io(io::Error::last_os_error()));
+    }
+    if kind != libc::CLONE_NEWNET {
+        return Err(NotNetNs::Other(
+            "a namespace of another type, not a network namespace".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The (device, inode) pair that identifies the namespace `fd` refers to.
+pub(crate) fn ns_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let st = nix::sys::stat::fstat(fd).map_err(errno)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// The (device, inode) of what `path` resolves to, or `None` if it does not exist.
+pub(crate) fn path_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    match nix::sys::stat::stat(path) {
+        Ok(st) => Ok(Some((st.st_dev, st.st_ino))),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Opens the network namespace of process `pid`, robustly against pid reuse: a pidfd pins the
+/// process first; if the process is still running after `/proc/PID/ns/net` was opened, the file
+/// opened was that process's.
+pub(crate) fn open_pid_ns(pid: u32) -> Result<OwnedFd, NotNetNs> {
+    let pid_t = libc::pid_t::try_from(pid)
+        .map_err(|_| NotNetNs::Io(io::Error::from_raw_os_error(libc::ESRCH)))?;
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1; no memory
+    // is shared with the kernel.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid_t, 0) };
+    if raw < 0 {
+        return Err(NotNetNs::Io(io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh fd returned by pidfd_open that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    let ns = open_net_ns(Path::new(&format!("/proc/{pid}/ns/net")))?;
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .map_err(|e| NotNetNs::Io(errno(e)))?;
+    if ready > 0 {
+        // The pidfd is readable: the process exited, so /proc/PID may have been someone else.
+        return Err(NotNetNs::Io(io::Error::from_raw_os_error(libc::ESRCH)));
+    }
+    Ok(ns)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Named namespaces under /run/netns, as `ip netns add` makes them.
+
+static RUN_DIR_LOCK: Mutex<()> = Mutex::new(());
+
+/// Makes sure `dir` exists and is a shared mount point, as `ip netns add` does.
+pub(crate) fn ensure_run_dir(dir: &Path) -> io::Result<()> {
+    let _serialise = RUN_DIR_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let shared = || {
+        nix::mount::mount(
+            None::<&str>,
+            dir,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            // Not a mount point yet: bind it onto itself, then make that shared.
+            nix::mount::mount(
+                Some(dir),
+                dir,
+                Some("none"),
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(errno)?;
+            shared().map_err(errno)
+        }
+        Err(e) => Err(errno(e)),
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+/// Creates the empty mount-point file for a named namespace, failing with `EEXIST` if the name
+/// is taken.
+pub(crate) fn create_ns_file(path: &Path) -> io::Result<()> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    drop(fd);
+    Ok(())
+}
+
+/// Bind-mounts the namespace `fd` refers to onto `target`.
+pub(crate) fn bind_ns(fd: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+    let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::mount::mount(
+        Some(source.as_str()),
+        target,
+        Some("none"),
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(errno)
+}
+
+/// Detaches the bind mount at `path` and removes the file, as `ip netns del` does. A missing
+/// mount or file counts as done.
+pub(crate) fn unmount_and_unlink(path: &Path) -> io::Result<()> {
+    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(errno(e)),
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes that start inside a namespace.
+
+/// Makes `cmd` enter the namespace `fd` refers to between `fork` and `exec`, as
+/// `ip netns exec` does. The parent never changes namespace; no shell is involved.
+pub(crate) fn enter_before_exec(cmd: &mut std::process::Command, fd: Arc<OwnedFd>) {
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // work is allowed. It makes one setns(2) syscall and allocates nothing (the error path builds
+    // an io::Error from a raw errno, which does not allocate). The fd it names stays open in the
+    // child: the fork copied the parent's fd table while `fd`, moved into the closure and so alive
+    // as long as `cmd`, kept it open. The fd is O_CLOEXEC, so the program exec'd does not inherit
+    // it.
+    unsafe {
+        cmd.pre_exec(move || setns_net(fd.as_fd()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker threads.
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+struct Pool {
+    tx: Mutex<mpsc::Sender<Job>>,
+    rx: Mutex<mpsc::Receiver<Job>>,
+    home: OwnedFd,
+    alive: AtomicUsize,
+    size: usize,
+}
+
+static POOL: OnceLock<Result<Pool, i32>> = OnceLock::new();
+
+fn pool() -> io::Result<&'static Pool> {
+    let pool = POOL.get_or_init(|| {
+        let home = open_process_ns().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let (tx, rx) = mpsc::channel();
+        let size = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 4);
+        Ok(Pool {
+            tx: Mutex::new(tx),
+            rx: Mutex::new(rx),
+            home,
+            alive: AtomicUsize::new(0),
+            size,
+        })
+    });
+    pool.as_ref()
+        .map_err(|&code| io::Error::from_raw_os_error(code))
+}
+
+fn worker(pool: &'static Pool) {
+    // The spawning thread may itself have been in a foreign namespace.
+    if setns_net(pool.home.as_fd()).is_err() {
+        pool.alive.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    loop {
+        let job = {
+            let rx = pool.rx.lock().unwrap_or_else(|p| p.into_inner());
+            rx.recv()
+        };
+        let Ok(job) = job else { break };
+        // A job that panics drops its reply channel; the submitter sees the worker "gone".
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        if setns_net(pool.home.as_fd()).is_err() {
+            // Never serve another job from the wrong namespace.
+            break;
+        }
+    }
+    pool.alive.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn submit(job: Job) -> io::Result<()> {
+    let pool = pool()?;
+    loop {
+        let alive = pool.alive.load(Ordering::SeqCst);
+        if alive >= pool.size {
+            break;
+        }
+        if pool
+            .alive
+            .compare_exchange(alive, alive + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            let spawned = std::thread::Builder::new()
+                .name("netns-kit-worker".into())
+                .spawn(move || worker(pool));
+            if let Err(e) = spawned {
+                pool.alive.fetch_sub(1, Ordering::SeqCst);
+                if alive == 0 {
+                    return Err(e);
+                }
+                break;
+            }
+        }
+    }
+    pool.tx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(job)
+        .map_err(|_| io::Error::other("netns-kit worker pool is gone"))
+}
+
+fn worker_gone() -> io::Error {
+    io::Error::other("a netns-kit worker thread failed while running the job")
+}
+
+/// Runs `f` on a worker thread and waits for its result asynchronously (any executor).
+///
+/// `f` may call [`unshare_net`] or [`setns_net`]; the worker returns to its home namespace
+/// afterwards.
+pub(crate) async fn on_worker<R, F>(f: F) -> io::Result<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let (tx, rx) = futures::channel::oneshot::channel();
+    submit(Box::new(move || {
+        let _ = tx.send(f());
+    }))?;
+    rx.await.map_err(|_| worker_gone())
+}
+
+/// Runs `f` on a worker thread and blocks for its result for at most `timeout` (for `Drop`,
+/// which can neither `.await` nor count on a runtime).
+pub(crate) fn on_worker_blocking<R, F>(f: F, timeout: Duration) -> io::Result<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let (tx, rx) = mpsc::sync_channel(1);
+    submit(Box::new(move || {
+        let _ = tx.send(f());
+    }))?;
+    rx.recv_timeout(timeout).map_err(|e| match e {
+        mpsc::RecvTimeoutError::Timeout => io::Error::from(io::ErrorKind::TimedOut),
+        mpsc::RecvTimeoutError::Disconnected => worker_gone(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registering sockets with a Tokio reactor.
+
+/// Types that own their file descriptor for their whole life and always report the same one
+/// from `as_raw_fd`, as [`tokio::io::unix::AsyncFd::register`] requires.
+pub(crate) trait OwnsFd: std::os::fd::AsRawFd {}
+impl OwnsFd for OwnedFd {}
+impl OwnsFd for rtnetlink::sys::Socket {}
+
+/// Registers `inner` with the reactor of `runtime`.
+pub(crate) fn register_async_fd<T: OwnsFd>(
+    inner: T,
+    runtime: &tokio::runtime::Handle,
+) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    let _enter = runtime.enter();
+    // SAFETY: `OwnsFd` is implemented only for types that own their fd (`OwnedFd`, netlink-sys's
+    // `Socket`, which closes its fd on drop and never swaps it), so the fd stays open and the same
+    // for as long as the `AsyncFd` owns `inner`. Nothing in this crate replaces the inner value
+    // through `get_mut`.
+    unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(io::Error::from)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Misc.
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`),
+/// which together with the pid identifies a process even after its pid is reused.
+pub(crate) fn process_start_time(pid: u32) -> io::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may contain spaces: split after it.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+    rest.split_whitespace()
+        .nth(19)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))
+}

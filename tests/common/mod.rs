@@ -1,0 +1,155 @@
+#![allow(missing_docs)]
+//! The per-test sandbox and checks made from outside the library.
+//!
+//! Every test builds its topology inside a fresh anonymous namespace of its own (its "host"),
+//! so no test touches the namespace the test process started in, and tests running in parallel
+//! cannot see each other. Checks run the system's tools (`ip -j`, `ping`, `readlink`) through
+//! `nsenter --net=/proc/PID/fd/N`, not through this crate, so they do not trust the code under
+//! test.
+#![allow(dead_code)]
+
+use std::{os::fd::AsRawFd, process::Command};
+
+use netns_kit::Namespace;
+use serde_json::Value;
+
+/// A fresh private namespace to act as this test's host.
+pub async fn sandbox() -> Namespace {
+    Namespace::new()
+        .await
+        .expect("create the test's sandbox namespace")
+}
+
+/// The path under /proc through which outside tools reach `ns`.
+pub fn proc_path(ns: &Namespace) -> String {
+    format!("/proc/{}/fd/{}", std::process::id(), ns.as_raw_fd())
+}
+
+/// `nsenter --net=... PROGRAM ARGS`, a command run in `ns` without this crate's help.
+pub fn outside(ns: &Namespace, program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", proc_path(ns)))
+        .arg("--")
+        .arg(program)
+        .args(args);
+    c
+}
+
+/// Runs `ip -j ARGS` in `ns` from outside and parses its JSON.
+pub fn ip_json(ns: &Namespace, args: &[&str]) -> Value {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    let out = outside(ns, "ip", &full).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {full:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Value::Array(vec![]);
+    }
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from ip {full:?}: {e}: {text}"))
+}
+
+/// Names of the links in `ns`, from `ip -j link`.
+pub fn link_names(ns: &Namespace) -> Vec<String> {
+    ip_json(ns, &["link"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The JSON object of link `name` in `ns`.
+pub fn link_json(ns: &Namespace, name: &str) -> Value {
+    let all = ip_json(ns, &["-d", "link", "show", "dev", name]);
+    all[0].clone()
+}
+
+/// `ADDR/PREFIX` strings of the global addresses of `dev` in `ns`.
+pub fn addrs(ns: &Namespace, dev: &str) -> Vec<String> {
+    let v = ip_json(ns, &["addr", "show", "dev", dev]);
+    let mut out = Vec::new();
+    for info in v[0]["addr_info"].as_array().into_iter().flatten() {
+        if info["scope"] == "global" {
+            out.push(format!(
+                "{}/{}",
+                info["local"].as_str().unwrap(),
+                info["prefixlen"]
+            ));
+        }
+    }
+    out
+}
+
+/// Whether a real `ping` from `ns` to `addr` gets an answer within a second or two.
+pub fn ping(ns: &Namespace, addr: &str) -> bool {
+    outside(ns, "ping", &["-c", "1", "-W", "2", "-q", addr])
+        .output()
+        .expect("run ping")
+        .status
+        .success()
+}
+
+/// The inode of the namespace at `path` (a `/proc/.../ns/net` link or a `/run/netns` bind
+/// mount), as an outside `stat -L` reports it.
+pub fn inode_outside(path: &str) -> u64 {
+    let out = Command::new("stat")
+        .args(["-L", "-c", "%i", path])
+        .output()
+        .expect("stat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "stat {path} said {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Names listed by `ip netns list`.
+pub fn netns_list() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Waits (bounded) until `cond` holds; for the kernel's asynchronous namespace cleanup.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A namespace made with `ip netns add` (not by this crate), deleted with `ip netns del` when
+/// dropped, even if the test panics.
+pub struct IpNetns(pub String);
+
+impl IpNetns {
+    pub fn add(name: &str) -> IpNetns {
+        let ok = Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        IpNetns(name.to_owned())
+    }
+}
+
+impl Drop for IpNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}

@@ -1,0 +1,416 @@
+//! `Namespace`: anonymous, named, opened; running code and commands inside; sysctls; the guard
+//! contract. Checked from outside the library (`ip netns list`, `nsenter ... ip -j`, `readlink`)
+//! wherever possible.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    path::Path,
+    process::Command,
+};
+
+use common::*;
+use netns_kit::{Error, Namespace, NsName};
+
+fn thread_ns() -> String {
+    std::fs::read_link("/proc/thread-self/ns/net")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test]
+async fn named_namespace_is_visible_to_ip_netns_and_gone_after_drop() {
+    let name = NsName::unique("nktest").unwrap();
+    let ns = Namespace::named(name.as_str()).await.unwrap();
+    assert!(netns_list().contains(&name.to_string()));
+    // `ip netns exec` works on it and sees only lo, up.
+    let out = Command::new("ip")
+        .args(["-n", name.as_str(), "-j", "link"])
+        .output()
+        .unwrap();
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(links.as_array().unwrap().len(), 1);
+    assert_eq!(links[0]["ifname"], "lo");
+    // Same namespace as our handle, seen from outside.
+    assert_eq!(inode_outside(&format!("/run/netns/{name}")), ns.inode());
+    drop(ns);
+    assert!(!netns_list().contains(&name.to_string()));
+    assert!(!Path::new("/run/netns").join(name.as_str()).exists());
+}
+
+#[tokio::test]
+async fn named_namespace_is_gone_after_delete() {
+    let name = NsName::unique("nktest").unwrap();
+    let ns = Namespace::named(name.as_str()).await.unwrap();
+    assert!(netns_list().contains(&name.to_string()));
+    ns.delete().await.unwrap();
+    assert!(!netns_list().contains(&name.to_string()));
+}
+
+#[tokio::test]
+async fn already_exists_leaves_the_original_intact() {
+    let name = NsName::unique("nktest").unwrap();
+    let first = Namespace::named(name.as_str()).await.unwrap();
+    // Mark the original so we can tell it apart from a replacement.
+    let status = Command::new("ip")
+        .args(["-n", name.as_str(), "link", "set", "lo", "mtu", "1234"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let err = Namespace::named(name.as_str()).await.unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert!(err.to_string().contains(name.as_str()), "{err}");
+
+    assert_eq!(inode_outside(&format!("/run/netns/{name}")), first.inode());
+    let out = Command::new("ip")
+        .args(["-n", name.as_str(), "-j", "link", "show", "lo"])
+        .output()
+        .unwrap();
+    let lo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(lo[0]["mtu"], 1234);
+    drop(first);
+    assert!(!netns_list().contains(&name.to_string()));
+}
+
+#[tokio::test]
+async fn a_reused_name_is_not_deleted_by_the_old_guard() {
+    let name = NsName::unique("nktest").unwrap();
+    let ours = Namespace::named(name.as_str()).await.unwrap();
+    // Someone deletes it behind our back and makes a new one with the same name.
+    assert!(
+        Command::new("ip")
+            .args(["netns", "del", name.as_str()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _cleanup = IpNetns::add(name.as_str());
+    let theirs = inode_outside(&format!("/run/netns/{name}"));
+    assert_ne!(theirs, ours.inode());
+    drop(ours);
+    assert!(
+        netns_list().contains(&name.to_string()),
+        "the other namespace was deleted"
+    );
+    assert_eq!(inode_outside(&format!("/run/netns/{name}")), theirs);
+}
+
+#[tokio::test]
+async fn anonymous_namespace_is_a_new_namespace_with_only_lo_up() {
+    let ns = sandbox().await;
+    let process_ns = inode_outside("/proc/self/ns/net");
+    assert_ne!(inode_outside(&proc_path(&ns)), process_ns);
+    assert_eq!(inode_outside(&proc_path(&ns)), ns.inode());
+    assert!(ns.name().is_none() && ns.is_owned());
+    let links = ip_json(&ns, &["link"]);
+    assert_eq!(links.as_array().unwrap().len(), 1);
+    assert_eq!(links[0]["ifname"], "lo");
+    assert!(
+        links[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP")
+    );
+}
+
+#[tokio::test]
+async fn loopback_can_be_left_down() {
+    let ns = Namespace::builder()
+        .loopback_up(false)
+        .create()
+        .await
+        .unwrap();
+    let links = ip_json(&ns, &["link"]);
+    assert!(
+        !links[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP")
+    );
+}
+
+#[tokio::test]
+async fn run_never_moves_the_callers_thread_even_when_the_closure_panics() {
+    let ns = sandbox().await;
+    let before = thread_ns();
+    let inside = ns.run(thread_ns).unwrap();
+    assert_eq!(inside, format!("net:[{}]", ns.inode()));
+    assert_ne!(inside, before);
+    assert_eq!(thread_ns(), before);
+
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ns.run(|| panic!("boom inside")).unwrap();
+    }));
+    let payload = panicked.unwrap_err();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom inside"));
+    assert_eq!(thread_ns(), before);
+
+    let async_inside = ns.run_async(thread_ns).await.unwrap();
+    assert_eq!(async_inside, inside);
+    assert_eq!(thread_ns(), before);
+}
+
+#[tokio::test]
+async fn tcp_listener_bound_inside_is_reachable_only_inside() {
+    let host = sandbox().await;
+    let a = Namespace::new().await.unwrap();
+    let listener = a
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Serve from this (the test's) thread pool, outside the namespace.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    let echoed = a
+        .run(move || {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.write_all(b"ping").unwrap();
+            let mut buf = [0u8; 4];
+            c.read_exact(&mut buf).unwrap();
+            buf
+        })
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+    server.join().unwrap();
+
+    // The same port on the sandbox's loopback is a different socket space: refused.
+    let from_host = host
+        .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()))
+        .unwrap();
+    assert_eq!(
+        from_host.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+}
+
+#[tokio::test]
+async fn command_runs_inside_and_sees_only_lo_up() {
+    let ns = sandbox().await;
+    let out = ns.command("ip").args(["-j", "link"]).output().unwrap();
+    assert!(out.status.success());
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(links.as_array().unwrap().len(), 1);
+    assert_eq!(links[0]["ifname"], "lo");
+    assert!(
+        links[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP")
+    );
+    // The child really is in the namespace, per the kernel.
+    let out = ns
+        .command("readlink")
+        .arg("/proc/self/ns/net")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("net:[{}]", ns.inode())
+    );
+    // And the caller did not move.
+    assert_ne!(thread_ns(), format!("net:[{}]", ns.inode()));
+
+    let out = ns
+        .tokio_command("readlink")
+        .arg("/proc/self/ns/net")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("net:[{}]", ns.inode())
+    );
+}
+
+#[tokio::test]
+async fn command_arguments_never_go_through_a_shell() {
+    let ns = sandbox().await;
+    let out = ns
+        .command("echo")
+        .arg("$(touch /tmp/netns-kit-should-not-exist); `id`")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "$(touch /tmp/netns-kit-should-not-exist); `id`"
+    );
+    assert!(!Path::new("/tmp/netns-kit-should-not-exist").exists());
+}
+
+#[tokio::test]
+async fn open_by_pid_and_dropping_it_leaves_the_childs_namespace_intact() {
+    let mut child = Command::new("unshare")
+        .args(["--net", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let child_ns = format!("/proc/{pid}/ns/net");
+    eventually("the child to unshare", || {
+        inode_outside(&child_ns) != inode_outside("/proc/self/ns/net")
+    });
+    let ns = Namespace::from_pid(pid).unwrap();
+    assert_eq!(ns.inode(), inode_outside(&child_ns));
+    assert!(!ns.is_owned());
+    ns.delete().await.unwrap();
+    // Still there, still the same, still usable.
+    assert_eq!(inode_outside(&child_ns), inode_outside(&child_ns));
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "ip", "-j", "link"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let again = Namespace::from_pid(pid).unwrap();
+    assert_eq!(again.inode(), inode_outside(&child_ns));
+    drop(again);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = Namespace::from_pid(pid).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn opened_namespaces_are_never_destroyed() {
+    let name = NsName::unique("nktest").unwrap();
+    let _cleanup = IpNetns::add(name.as_str());
+    let by_name = Namespace::open(name.as_str()).unwrap();
+    let by_path = Namespace::open_path(format!("/run/netns/{name}")).unwrap();
+    assert_eq!(by_name.inode(), by_path.inode());
+    assert_eq!(by_name.name(), Some(name.as_str()));
+    drop(by_name);
+    by_path.delete().await.unwrap();
+    assert!(netns_list().contains(&name.to_string()));
+    let current = Namespace::current().unwrap();
+    assert_eq!(current.inode(), inode_outside("/proc/thread-self/ns/net"));
+    drop(current);
+}
+
+#[tokio::test]
+async fn keep_leaves_a_named_namespace_behind() {
+    let name = NsName::unique("nktest").unwrap();
+    let ns = Namespace::named(name.as_str()).await.unwrap().keep();
+    let _cleanup = IpNetns(name.to_string());
+    assert!(!ns.is_owned());
+    drop(ns);
+    assert!(netns_list().contains(&name.to_string()));
+}
+
+#[tokio::test]
+async fn opening_something_that_is_not_a_network_namespace_is_a_clear_error() {
+    let file = std::env::temp_dir().join(format!("netns-kit-not-ns-{}", std::process::id()));
+    std::fs::write(&file, b"").unwrap();
+    let err = Namespace::open_path(&file).unwrap_err();
+    std::fs::remove_file(&file).unwrap();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a namespace file"), "{err}");
+
+    let err = Namespace::open_path("/proc/self/ns/uts").unwrap_err();
+    assert!(err.to_string().contains("not a network namespace"), "{err}");
+
+    let err = Namespace::open_path("/nonexistent/ns").unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+
+    let err = Namespace::open(NsName::unique("nktest").unwrap().as_str()).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_names_are_rejected_before_any_syscall() {
+    let before: Vec<_> = netns_list();
+    let long = "x".repeat(256);
+    let cases: &[(&str, &str)] = &[
+        ("", "empty"),
+        ("a/b", "`/`"),
+        ("../etc", "`/`"),
+        ("..", "reserved"),
+        (".", "reserved"),
+        ("nul\0byte", "NUL"),
+        (&long, "longer than 255"),
+    ];
+    for (name, why) in cases {
+        let err = Namespace::named(*name).await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidName { .. }),
+            "{name:?}: {err:?}"
+        );
+        assert!(err.to_string().contains(why), "{name:?}: {err}");
+        let err = Namespace::open(name).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidName { .. }),
+            "{name:?}: {err:?}"
+        );
+    }
+    assert_eq!(netns_list(), before);
+}
+
+#[tokio::test]
+async fn sysctls_are_per_namespace() {
+    let host = sandbox().await;
+    let ns = Namespace::new().await.unwrap();
+    assert_eq!(ns.sysctl("net.ipv4.ip_forward").unwrap(), "0");
+    ns.set_sysctl("net.ipv4.ip_forward", "1").unwrap();
+    assert_eq!(ns.sysctl("net.ipv4.ip_forward").unwrap(), "1");
+    let read = |n: &Namespace| {
+        let out = outside(n, "cat", &["/proc/sys/net/ipv4/ip_forward"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(read(&ns), "1");
+    assert_eq!(read(&host), "0");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "0",
+        "the test process's namespace must not change"
+    );
+    let err = ns.set_sysctl("kernel.hostname", "x").unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    let err = ns.sysctl("net.ipv4.no_such_key").unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_namespaces_created_concurrently() {
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            tokio::spawn(async move {
+                if i % 4 == 0 {
+                    let name = NsName::unique("nktest").unwrap();
+                    Namespace::named(name.as_str()).await
+                } else {
+                    Namespace::new().await
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap().unwrap());
+    }
+    let mut inodes: Vec<_> = all.iter().map(Namespace::inode).collect();
+    inodes.sort();
+    inodes.dedup();
+    assert_eq!(inodes.len(), 32);
+    let names: Vec<String> = all
+        .iter()
+        .filter_map(|n| n.name().map(str::to_owned))
+        .collect();
+    assert_eq!(names.len(), 8);
+    let listed = netns_list();
+    assert!(names.iter().all(|n| listed.contains(n)));
+    drop(all);
+    let listed = netns_list();
+    assert!(names.iter().all(|n| !listed.contains(n)));
+}
