@@ -51,6 +51,10 @@
 //! 4. [`Namespace`] is a namespace held by a file descriptor: anonymous, named (a bind mount
 //!    under `/run/netns`, as `ip netns add` makes it), or opened (by name, path, pid or fd; never
 //!    destroyed by us).
+//! 5. Builders named after the `ip` commands they replace: [`VethPair`] (the peer is created
+//!    directly inside its namespace), [`Bridge`], [`Address`] (IPv4 and IPv6, with `nodad`),
+//!    [`Route`] (typed by IP version), plus the [`Link`] handle for the operations common to
+//!    every link, and [`forward_check`].
 //!
 //! # Guards
 //!
@@ -77,6 +81,31 @@
 //!   script would.
 //! * Guards do not run if the process exits through [`std::process::exit`] or an abort, or if
 //!   the guard is leaked with [`std::mem::forget`].
+//!
+//! # The FORWARD mystery
+//!
+//! The seed's bridge recipe needs `iptables -A FORWARD -i br0 -j ACCEPT` "for unknown reasons".
+//! The reason: with `br_netfilter` active, the per-namespace sysctl
+//! `net.bridge.bridge-nf-call-iptables` (1 by default in every namespace) makes IPv4 frames
+//! that are merely *bridged* between two ports of `br0` traverse the iptables `FORWARD` chain as
+//! if they were routed (`bridge-nf-call-ip6tables` does the same for IPv6). Docker, and other
+//! tools, set that chain's policy to `DROP`. So on a machine running Docker two namespaces on one
+//! bridge cannot reach each other until a rule accepts their traffic. (The bridge's own
+//! `nf_call_iptables` option is ORed with the sysctl, so clearing it alone does not help.)
+//!
+//! This crate explains rather than guesses:
+//!
+//! * [`forward_check`] reads the sysctls and the `FORWARD` policies of a namespace and says
+//!   whether bridged traffic would be dropped ([`ForwardCheck::needs_fix`]);
+//! * [`BridgeBuilder::accept_forward`] is the
+//!   opt-in, scoped fix: `ACCEPT` rules for that bridge only, in and out, IPv4 and IPv6,
+//!   **inserted** at the top of the chain (an appended rule would come after a trailing
+//!   `REJECT`), tagged with the owning process, and removed with the bridge. It runs the system's
+//!   `iptables`, so it works with both the nf_tables and the legacy backends.
+//!
+//! Nothing global is changed: neither `bridge-nf-call-iptables` nor `ip_forward` is touched
+//! unless you call [`Namespace::set_sysctl`] yourself. Inside a fresh namespace the firewall is
+//! empty and accepts everything, so tests need no fix.
 //!
 //! # Privileges
 //!
@@ -106,12 +135,29 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("netns-kit works only on Linux: network namespaces are a Linux kernel feature");
 
+mod addr;
 mod error;
+mod firewall;
+mod guard;
+mod link;
 mod name;
 mod netlink;
 mod netns;
+mod owner;
+mod route;
 mod sys;
 
+pub use addr::{Address, AddressBuilder, AddressInfo, IntoIpNetwork};
 pub use error::{Error, NameKind, Result};
+pub use firewall::{ForwardCheck, forward_check};
+/// Re-exported so the address types in this crate's API can be named without a separate
+/// dependency.
+pub use ipnetwork;
+pub use link::{
+    Link, LinkInfo, MacAddr, OperState,
+    bridge::{Bridge, BridgeBuilder},
+    veth::{VethPair, VethPairBuilder},
+};
 pub use name::{IFNAME_MAX, IFNAME_UNIQUE_PREFIX_MAX, IfName, NSNAME_MAX, NsName};
 pub use netns::{Namespace, NamespaceBuilder};
+pub use route::{Route, RouteBuilder, RouteInfo};

@@ -226,7 +226,6 @@ fn driver() -> io::Result<&'static tokio::runtime::Handle> {
 
 /// Runs `future` on the driver thread's runtime and returns a future for its output that any
 /// executor can await. Used for socket I/O that must be registered with a Tokio reactor.
-#[allow(dead_code)] // used by the ICMP prober
 pub(crate) async fn on_driver<F>(future: F) -> io::Result<F::Output>
 where
     F: std::future::Future + Send + 'static,

@@ -563,6 +563,20 @@ impl Namespace {
         &self.inner
     }
 
+    /// A handle to the same namespace that never tears it down.
+    pub(crate) fn view(inner: Arc<NsInner>) -> Namespace {
+        Namespace {
+            inner,
+            teardown: Teardown::Nothing,
+            owned: false,
+        }
+    }
+
+    /// Tears down now, synchronously, reporting errors (what `delete` and `Drop` do).
+    pub(crate) fn close(mut self) -> Result<()> {
+        self.teardown_now()
+    }
+
     /// The namespace's name, for a named namespace.
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_ref().map(NsName::as_str)
@@ -845,8 +859,8 @@ impl Namespace {
     /// # Ok(()) }
     /// ```
     #[doc(alias = "ip netns del")]
-    pub async fn delete(mut self) -> Result<()> {
-        self.teardown_now()
+    pub async fn delete(self) -> Result<()> {
+        self.close()
     }
 
     fn teardown_now(&mut self) -> Result<()> {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use common::*;
-use netns_kit::{Error, Namespace, NsName};
+use netns_kit::{Error, Namespace, NsName, VethPair};
 
 fn thread_ns() -> String {
     std::fs::read_link("/proc/thread-self/ns/net")
@@ -132,6 +132,28 @@ async fn loopback_can_be_left_down() {
             .iter()
             .any(|f| f == "UP")
     );
+}
+
+#[tokio::test]
+async fn dropping_an_anonymous_namespace_frees_it() {
+    // A veth between the sandbox and the namespace shows when the kernel frees the namespace:
+    // its end in the sandbox disappears with it. This also proves the namespace's own netlink
+    // connection was closed (a live netlink socket would keep it alive).
+    let host = sandbox().await;
+    let ns = Namespace::new().await.unwrap();
+    ns.links().await.unwrap(); // open its netlink connection
+    VethPair::new("probe0", "probe1")
+        .namespace(&host)
+        .peer_namespace(&ns)
+        .create()
+        .await
+        .unwrap()
+        .keep();
+    assert!(link_names(&host).contains(&"probe0".to_owned()));
+    drop(ns);
+    eventually("the namespace to be freed", || {
+        !link_names(&host).contains(&"probe0".to_owned())
+    });
 }
 
 #[tokio::test]
@@ -379,6 +401,46 @@ async fn sysctls_are_per_namespace() {
     assert!(err.is_invalid_input(), "{err}");
     let err = ns.sysctl("net.ipv4.no_such_key").unwrap_err();
     assert!(err.is_not_found(), "{err}");
+}
+
+#[test]
+fn drop_after_the_runtime_shut_down_still_tears_down() {
+    let name = NsName::unique("nktest").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (ns, host, veth) = runtime.block_on(async {
+        let ns = Namespace::named(name.as_str()).await.unwrap();
+        ns.links().await.unwrap(); // a live netlink connection
+        let host = Namespace::new().await.unwrap();
+        let veth = VethPair::new("rt0", "rt1")
+            .namespace(&host)
+            .peer_namespace(&ns)
+            .create()
+            .await
+            .unwrap();
+        (ns, host, veth)
+    });
+    drop(runtime);
+    assert!(link_names(&host).contains(&"rt0".to_owned()));
+    drop(veth);
+    assert_eq!(link_names(&host), ["lo"]);
+    drop(ns);
+    assert!(!netns_list().contains(&name.to_string()));
+}
+
+#[test]
+fn works_without_any_tokio_runtime() {
+    futures::executor::block_on(async {
+        let ns = Namespace::new().await.unwrap();
+        assert_eq!(ns.links().await.unwrap().len(), 1);
+        let v = VethPair::new("a", "b")
+            .namespace(&ns)
+            .create()
+            .await
+            .unwrap();
+        assert_eq!(link_names(&ns).len(), 3);
+        v.delete().await.unwrap();
+        assert_eq!(link_names(&ns), ["lo"]);
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -153,3 +153,48 @@ impl Drop for IpNetns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// A real TCP round trip: a server bound to `addr:port` inside `server`, a client connecting
+/// from inside `client`; returns whether the bytes came back.
+pub fn tcp_echo(server: &Namespace, client: &Namespace, addr: std::net::IpAddr) -> bool {
+    use std::io::{Read, Write};
+    let listener = server
+        .run(move || std::net::TcpListener::bind((addr, 0)))
+        .unwrap()
+        .expect("bind inside the server namespace");
+    let port = listener.local_addr().unwrap().port();
+    let serve = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    let ok = client
+        .run(move || {
+            let timeout = std::time::Duration::from_secs(3);
+            let Ok(mut c) = std::net::TcpStream::connect_timeout(&(addr, port).into(), timeout)
+            else {
+                return false;
+            };
+            c.set_read_timeout(Some(timeout)).unwrap();
+            c.write_all(b"hello").unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).is_ok() && &buf == b"hello"
+        })
+        .unwrap();
+    if ok {
+        serve.join().unwrap();
+    }
+    ok
+}
+
+/// Runs `ip -j ADDR/ROUTE ...` style queries and returns the `dst` of every route.
+pub fn routes(ns: &Namespace, v6: bool) -> Vec<Value> {
+    let args: &[&str] = if v6 { &["-6", "route"] } else { &["route"] };
+    ip_json(ns, args).as_array().unwrap().clone()
+}
+
+/// Whether `flags` (a JSON array from `ip -j link`) contains `flag`.
+pub fn has_flag(link: &Value, flag: &str) -> bool {
+    link["flags"].as_array().unwrap().iter().any(|f| f == flag)
+}

@@ -1,0 +1,318 @@
+//! The seed's FORWARD mystery: why bridged traffic can be dropped by `iptables`, how to tell,
+//! and a fix scoped to one bridge.
+//!
+//! With `br_netfilter` active, the per-namespace sysctl `net.bridge.bridge-nf-call-iptables`
+//! (default 1 in every namespace) makes IPv4 frames that are merely *bridged* between two ports
+//! traverse the iptables `FORWARD` chain, as if they were routed (`ip6tables` likewise for IPv6
+//! with `bridge-nf-call-ip6tables`). Docker, and other tools, set that chain's policy to `DROP`.
+//! So on a host running Docker, two namespaces on one bridge cannot ping each other until
+//! something accepts their traffic — the seed's `iptables -A FORWARD -i br0 -j ACCEPT`, whose
+//! reason its author did not know. (The kernel ORs the sysctl with the bridge's own
+//! `nf_call_iptables` option, so clearing the option alone does not help.)
+//!
+//! [`ForwardRules`] is the scoped fix: two rules per IP version, accepting traffic into and out
+//! of one bridge, **inserted** at the top of `FORWARD` (an appended rule would come after a
+//! trailing `REJECT`, as Docker's and firewalld's chains have), tagged with a comment naming the
+//! owning process, and deleted with the bridge. It runs the system's `iptables`/`ip6tables`, so
+//! it works with both the nf_tables and the legacy backend. Nothing global changes: neither
+//! `bridge-nf-call-iptables` nor `ip_forward` is touched.
+//!
+//! [`forward_check`] reports whether a namespace would drop bridged traffic this way. In a fresh
+//! namespace the firewall is empty and the policy `ACCEPT`, so tests need no fix.
+
+use std::{process::Output, sync::Arc};
+
+use crate::{
+    error::{Error, Result},
+    link::Link,
+    netns::{Namespace, NsInner},
+    owner,
+};
+
+const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
+
+/// Runs `program args...` inside `ns` (no shell), on a short-lived thread so async callers are
+/// not blocked, and returns its output.
+async fn run_inside(
+    ns: &Arc<NsInner>,
+    program: &'static str,
+    args: Vec<String>,
+) -> std::io::Result<Output> {
+    let mut command = std::process::Command::new(program);
+    command.args(&args);
+    crate::sys::enter_before_exec(&mut command, ns.fd().clone());
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netns-kit-iptables".into())
+        .spawn(move || {
+            let _ = tx.send(command.output());
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the iptables thread ended early")))
+}
+
+fn run_inside_blocking(
+    ns: &NsInner,
+    program: &'static str,
+    args: &[String],
+) -> std::io::Result<Output> {
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    crate::sys::enter_before_exec(&mut command, ns.fd().clone());
+    command.output()
+}
+
+fn command_error(
+    op: &'static str,
+    object: String,
+    program: &str,
+    args: &[String],
+    result: std::io::Result<Output>,
+) -> Error {
+    let program = format!("{program} {}", args.join(" "));
+    let outcome = match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "is not installed (install the iptables package)".to_owned()
+        }
+        Err(e) => format!("could not be run: {e}"),
+        Ok(out) => format!(
+            "failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    };
+    Error::Command {
+        op,
+        object,
+        program,
+        outcome,
+    }
+}
+
+/// Whether a failed `iptables -D` failed because the rule (or chain) is not there.
+fn rule_absent(out: &Output) -> bool {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    out.status.code() == Some(1)
+        && (stderr.contains("does a matching rule exist")
+            || stderr.contains("No chain/target/match")
+            || stderr.contains("doesn't exist"))
+}
+
+/// The `FORWARD` accept rules of one bridge; see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct ForwardRules {
+    ns: Arc<NsInner>,
+    bridge: String,
+    tag: String,
+}
+
+impl ForwardRules {
+    fn rule(&self, direction: &str) -> Vec<String> {
+        [
+            "FORWARD",
+            direction,
+            &self.bridge,
+            "-m",
+            "comment",
+            "--comment",
+            &self.tag,
+            "-j",
+            "ACCEPT",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn object(&self) -> String {
+        format!(
+            "FORWARD accept rules for bridge {:?} in {}",
+            self.bridge,
+            self.ns.label()
+        )
+    }
+
+    fn args(&self, action: &str, direction: &str) -> Vec<String> {
+        let mut args = vec!["-w".to_owned(), action.to_owned()];
+        args.extend(self.rule(direction));
+        args
+    }
+
+    /// Inserts the rules for `bridge`; on failure removes what was inserted.
+    pub(crate) async fn insert(bridge: &Link) -> Result<ForwardRules> {
+        let rules = ForwardRules {
+            ns: bridge.ns().clone(),
+            bridge: bridge.name().to_owned(),
+            tag: owner::marker(),
+        };
+        for program in IPTABLES {
+            for direction in ["-i", "-o"] {
+                let args = rules.args("-I", direction);
+                let result = run_inside(&rules.ns, program, args.clone()).await;
+                if !matches!(&result, Ok(out) if out.status.success()) {
+                    let e = command_error("insert", rules.object(), program, &args, result);
+                    if let Err(undo) = rules.remove().await {
+                        log::warn!("netns-kit: rolling back {}: {undo}", rules.object());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Deletes the rules; rules already gone count as deleted. Goes on after a failure.
+    pub(crate) async fn remove(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        for program in IPTABLES {
+            for direction in ["-i", "-o"] {
+                let args = self.args("-D", direction);
+                let result = run_inside(&self.ns, program, args.clone()).await;
+                match &result {
+                    Ok(out) if out.status.success() || rule_absent(out) => {}
+                    _ => errors.push(command_error(
+                        "delete",
+                        self.object(),
+                        program,
+                        &args,
+                        result,
+                    )),
+                }
+            }
+        }
+        Error::collect(self.object(), errors)
+    }
+
+    /// Like [`remove`](Self::remove), blocking (for `Drop`).
+    pub(crate) fn remove_blocking(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        for program in IPTABLES {
+            for direction in ["-i", "-o"] {
+                let args = self.args("-D", direction);
+                let result = run_inside_blocking(&self.ns, program, &args);
+                match &result {
+                    Ok(out) if out.status.success() || rule_absent(out) => {}
+                    _ => errors.push(command_error(
+                        "delete",
+                        self.object(),
+                        program,
+                        &args,
+                        result,
+                    )),
+                }
+            }
+        }
+        Error::collect(self.object(), errors)
+    }
+}
+
+/// What [`forward_check`] found out about a namespace's firewall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ForwardCheck {
+    /// `net.bridge.bridge-nf-call-iptables` in the namespace; `None` if `br_netfilter` is not
+    /// loaded (then bridged frames never see iptables).
+    pub bridge_nf_call_iptables: Option<bool>,
+    /// `net.bridge.bridge-nf-call-ip6tables`, likewise for IPv6.
+    pub bridge_nf_call_ip6tables: Option<bool>,
+    /// The policy of the IPv4 `FORWARD` chain (`"ACCEPT"`, `"DROP"`), or `None` if `iptables`
+    /// is not installed.
+    pub ipv4_forward_policy: Option<String>,
+    /// The policy of the IPv6 `FORWARD` chain, or `None` if `ip6tables` is not installed.
+    pub ipv6_forward_policy: Option<String>,
+}
+
+impl ForwardCheck {
+    /// Bridged IPv4 traffic goes through an iptables `FORWARD` chain whose policy is not
+    /// `ACCEPT`: it is dropped unless a rule accepts it.
+    pub fn blocks_bridged_ipv4(&self) -> bool {
+        self.bridge_nf_call_iptables == Some(true)
+            && self
+                .ipv4_forward_policy
+                .as_deref()
+                .is_some_and(|p| p != "ACCEPT")
+    }
+
+    /// Likewise for IPv6 and ip6tables.
+    pub fn blocks_bridged_ipv6(&self) -> bool {
+        self.bridge_nf_call_ip6tables == Some(true)
+            && self
+                .ipv6_forward_policy
+                .as_deref()
+                .is_some_and(|p| p != "ACCEPT")
+    }
+
+    /// Either family is blocked: a bridge in this namespace wants
+    /// [`accept_forward`](crate::BridgeBuilder::accept_forward).
+    pub fn needs_fix(&self) -> bool {
+        self.blocks_bridged_ipv4() || self.blocks_bridged_ipv6()
+    }
+}
+
+/// Reports whether bridged traffic in `ns` would hit a `FORWARD` chain that does not accept it
+/// (the seed's "mystery"; see [the crate docs](crate#the-forward-mystery)). Reads two sysctls
+/// and runs `iptables -S FORWARD` / `ip6tables -S FORWARD` inside `ns`; changes nothing.
+///
+/// Only chain policies are considered: an explicit `DROP` rule matching the bridge is not
+/// detected.
+///
+/// # Errors
+///
+/// [`Error::Command`] if `iptables` is installed but fails (e.g. without `CAP_NET_ADMIN`);
+/// a missing `iptables` is reported as an unknown policy, not an error.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only reads.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// let host = netns_kit::Namespace::current()?;
+/// let check = netns_kit::forward_check(&host).await?;
+/// if check.needs_fix() {
+///     println!("bridged traffic here needs Bridge::accept_forward");
+/// }
+/// # Ok(()) }
+/// ```
+#[doc(alias = "iptables -S FORWARD")]
+pub async fn forward_check(ns: &Namespace) -> Result<ForwardCheck> {
+    let flag = |key: &str| -> Result<Option<bool>> {
+        match ns.sysctl(key) {
+            Ok(v) => Ok(Some(v.trim() != "0")),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let mut policies = Vec::new();
+    for program in IPTABLES {
+        let args = vec!["-w".to_owned(), "-S".to_owned(), "FORWARD".to_owned()];
+        let result = run_inside(ns.inner(), program, args.clone()).await;
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => policies.push(None),
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                policies.push(
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("-P FORWARD ").map(|p| p.trim().to_owned())),
+                );
+            }
+            other => {
+                return Err(command_error(
+                    "check the FORWARD chain of",
+                    ns.label().to_owned(),
+                    program,
+                    &args,
+                    other,
+                ));
+            }
+        }
+    }
+    Ok(ForwardCheck {
+        bridge_nf_call_iptables: flag("net.bridge.bridge-nf-call-iptables")?,
+        bridge_nf_call_ip6tables: flag("net.bridge.bridge-nf-call-ip6tables")?,
+        ipv6_forward_policy: policies.pop().flatten(),
+        ipv4_forward_policy: policies.pop().flatten(),
+    })
+}

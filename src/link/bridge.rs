@@ -1,0 +1,460 @@
+//! [`Bridge`]: a Linux software bridge (bridge(8)), the switch the seed's second script plugs
+//! its veths into.
+//!
+//! The bridge is created up, with its MTU/MAC, in one `RTM_NEWLINK` echoed back for its ifindex;
+//! its addresses (typically the gateway of the network behind it) follow, pipelined. STP is off
+//! (the kernel default), so a port forwards as soon as it is attached and up.
+
+use std::sync::Arc;
+
+use ipnetwork::IpNetwork;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{
+    LinkBridge,
+    packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL},
+};
+
+use crate::{
+    addr::{self, IntoIpNetwork},
+    error::{Error, Result},
+    firewall::ForwardRules,
+    guard::{Guard, Resource},
+    link::{
+        Link, LinkInfo, MacAddr, check_mac, delete_link, delete_link_blocking, get_by_name,
+        veth::{await_all, echoed_index},
+    },
+    name::IfName,
+    netns::{Namespace, NsInner},
+};
+
+/// Builds a [`Bridge`]; see [`Bridge::new`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `.create().await`"]
+pub struct BridgeBuilder {
+    name: String,
+    ns: Option<Arc<NsInner>>,
+    mtu: Option<u32>,
+    mac: Option<MacAddr>,
+    addresses: Vec<Result<IpNetwork>>,
+    nodad: bool,
+    accept_forward: bool,
+    group: Option<u32>,
+}
+
+impl BridgeBuilder {
+    /// Creates the bridge in `ns` (default: the caller's current namespace).
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
+        self.ns = Some(ns.inner().clone());
+        self
+    }
+
+    /// The bridge's MTU (`mtu N`).
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// The bridge's MAC address (`address MAC`).
+    pub fn mac(mut self, mac: MacAddr) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+
+    /// Adds an address to the bridge, typically the gateway of the network behind it
+    /// (`ip addr add 192.168.1.254/24 dev br0`). May be called several times.
+    pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
+        self.addresses.push(net.into_ip_network());
+        self
+    }
+
+    /// Adds IPv6 addresses without duplicate-address detection (default: off).
+    pub fn nodad(mut self, nodad: bool) -> Self {
+        self.nodad = nodad;
+        self
+    }
+
+    /// Puts the bridge in link group `group` (`group N`); see [`VethPairBuilder::group`](crate::VethPairBuilder::group).
+    pub fn group(mut self, group: u32) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    /// Inserts `iptables` rules that accept forwarded traffic into and out of this bridge,
+    /// removed with the bridge — the scoped version of the seed's
+    /// `iptables -A FORWARD -i br0 -j ACCEPT`. See [the crate docs](crate#the-forward-mystery)
+    /// for why it is needed and [`forward_check`](crate::forward_check) to find out whether it
+    /// is. Default: off.
+    pub fn accept_forward(mut self, on: bool) -> Self {
+        self.accept_forward = on;
+        self
+    }
+
+    /// Creates the bridge, up, with its addresses.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
+    /// * [`Error::AlreadyExists`] if the name is taken (the existing link is untouched);
+    /// * [`Error::Command`] if [`accept_forward`](BridgeBuilder::accept_forward) is on and
+    ///   `iptables` is missing or fails;
+    /// * the kernel's refusal otherwise.
+    ///
+    /// If anything fails after the bridge was created, it is deleted again before the error is
+    /// returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped after the creation request was sent, the bridge may exist with
+    /// no guard.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let br = netns_kit::Bridge::new("br0")
+    ///     .namespace(&host)
+    ///     .address("192.168.1.254/24")
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link add type bridge")]
+    #[doc(alias = "brctl addbr")]
+    pub async fn create(self) -> Result<Bridge> {
+        let name = IfName::new(&self.name)?;
+        let ns = match self.ns {
+            Some(ns) => ns,
+            None => Namespace::current()?.inner().clone(),
+        };
+        let object = || format!("bridge {:?} in {}", name.as_str(), ns.label());
+        if let Some(mac) = &self.mac {
+            check_mac(mac, object)?;
+        }
+        let mut addresses = Vec::new();
+        for net in self.addresses {
+            let net = net?;
+            addr::validate_host(&net, object)?;
+            if addresses.contains(&net) {
+                return Err(Error::invalid(
+                    object(),
+                    format!("address {net} is given twice"),
+                ));
+            }
+            addresses.push(net);
+        }
+
+        let mut msg = LinkBridge::new(name.as_str());
+        if let Some(mtu) = self.mtu {
+            msg = msg.mtu(mtu);
+        }
+        if let Some(mac) = self.mac {
+            msg = msg.address(mac.0.to_vec());
+        }
+        if let Some(group) = self.group {
+            msg = msg.link_group(group);
+        }
+        let nl = ns.nl().await?;
+        let created = nl
+            .send(
+                RouteNetlinkMessage::NewLink(msg.build()),
+                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            )
+            .messages()
+            .await
+            .map_err(|e| e.into_error("create", object()))?;
+        let index = match echoed_index(&created) {
+            Some(index) => index,
+            None => {
+                get_by_name(&nl, name.as_str())
+                    .await
+                    .map_err(|e| e.into_error("look up the new", object()))?
+                    .header
+                    .index
+            }
+        };
+        let link = Link::new(ns.clone(), index, name.clone());
+
+        let rest = async {
+            let pending = addresses
+                .iter()
+                .map(|net| {
+                    let (m, flags) = addr::add_message(index, net, self.nodad);
+                    (nl.send(m, flags), addr::label(net, &link))
+                })
+                .collect();
+            await_all("add", pending).await?;
+            if self.accept_forward {
+                ForwardRules::insert(&link).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        match rest.await {
+            Ok(rules) => Ok(Bridge(Guard::new(BridgeResource { link, rules }))),
+            Err(e) => {
+                if let Err(undo) = delete_link(&ns, index, object).await {
+                    log::warn!("netns-kit: rolling back {}: {undo}", object());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct BridgeResource {
+    link: Link,
+    rules: Option<ForwardRules>,
+}
+
+impl Resource for BridgeResource {
+    fn describe(&self) -> String {
+        format!(
+            "bridge {:?} in {}",
+            self.link.name(),
+            self.link.ns().label()
+        )
+    }
+
+    async fn remove(self) -> Result<()> {
+        // Keep going after a failure and report everything.
+        let mut errors = Vec::new();
+        if let Some(rules) = &self.rules {
+            if let Err(e) = rules.remove().await {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = delete_link(self.link.ns(), self.link.index(), || self.describe()).await {
+            errors.push(e);
+        }
+        Error::collect(self.describe(), errors)
+    }
+
+    fn remove_blocking(self) -> Result<()> {
+        let mut errors = Vec::new();
+        if let Some(rules) = &self.rules {
+            if let Err(e) = rules.remove_blocking() {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = delete_link_blocking(self.link.ns(), self.link.index(), || self.describe())
+        {
+            errors.push(e);
+        }
+        Error::collect(self.describe(), errors)
+    }
+}
+
+/// A bridge; the guard deletes it, with the firewall rules it added, if any (see the
+/// [guard contract](crate#guards)). Deleting a bridge detaches its ports; it does not delete
+/// them.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{Bridge, Namespace, VethPair};
+///
+/// let host = Namespace::new().await?;
+/// let br = Bridge::new("br0").namespace(&host).address("10.0.0.254/24").create().await?;
+/// let guest = Namespace::new().await?;
+/// let veth = VethPair::new("veth1-br", "eth0")
+///     .namespace(&host)
+///     .controller(br.link())
+///     .peer_namespace(&guest)
+///     .peer_address("10.0.0.1/24")
+///     .create()
+///     .await?;
+/// assert_eq!(br.ports().await?.len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Bridge(Guard<BridgeResource>);
+
+impl Bridge {
+    /// Starts building a bridge called `name`, like `ip link add NAME type bridge` (or the
+    /// seed's `brctl addbr NAME`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let br = netns_kit::Bridge::new("br0").namespace(&ns).create().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(name: impl Into<String>) -> BridgeBuilder {
+        BridgeBuilder {
+            name: name.into(),
+            ns: None,
+            mtu: None,
+            mac: None,
+            addresses: Vec::new(),
+            nodad: false,
+            accept_forward: false,
+            group: None,
+        }
+    }
+
+    /// The bridge interface itself.
+    pub fn link(&self) -> &Link {
+        &self.0.get().link
+    }
+
+    /// Whether this bridge inserted `iptables` FORWARD accept rules
+    /// ([`accept_forward`](BridgeBuilder::accept_forward)).
+    pub fn accepts_forward(&self) -> bool {
+        self.0.get().rules.is_some()
+    }
+
+    /// Inserts the FORWARD accept rules of [`BridgeBuilder::accept_forward`] now, if not
+    /// already there; they are removed with the bridge.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Command`] if `iptables` is missing or fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped while `iptables` runs, a rule may be inserted with no guard.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut br: netns_kit::Bridge) -> netns_kit::Result<()> {
+    /// br.accept_forward().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "iptables -I FORWARD")]
+    pub async fn accept_forward(&mut self) -> Result<()> {
+        if self.0.get().rules.is_none() {
+            let rules = ForwardRules::insert(self.link()).await?;
+            self.0.get_mut().rules = Some(rules);
+        }
+        Ok(())
+    }
+
+    /// Makes `port` (any link in the bridge's namespace) a port of this bridge, like
+    /// `ip link set PORT master BRIDGE` or the seed's `brctl addif BRIDGE PORT`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Link::set_controller`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Link::set_controller`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(br: netns_kit::Bridge, port: netns_kit::Link) -> netns_kit::Result<()> {
+    /// br.attach(&port).await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "brctl addif")]
+    pub async fn attach(&self, port: &Link) -> Result<()> {
+        port.set_controller(self.link()).await
+    }
+
+    /// Detaches `port` from this bridge, like `ip link set PORT nomaster` or
+    /// `brctl delif BRIDGE PORT`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `port` is not a port of this bridge.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Link::set_no_controller`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(br: netns_kit::Bridge, port: netns_kit::Link) -> netns_kit::Result<()> {
+    /// br.detach(&port).await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "brctl delif")]
+    pub async fn detach(&self, port: &Link) -> Result<()> {
+        let info = port.info().await?;
+        if !port.same_ns(self.link()) || info.controller != Some(self.link().index()) {
+            return Err(Error::invalid(
+                port.label(),
+                format!("it is not a port of {}", self.link().label()),
+            ));
+        }
+        port.set_no_controller().await
+    }
+
+    /// Lists the bridge's ports (one dump of the namespace's links, filtered).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the listing fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(br: netns_kit::Bridge) -> netns_kit::Result<()> {
+    /// for port in br.ports().await? {
+    ///     println!("{}", port.name);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "bridge link show")]
+    pub async fn ports(&self) -> Result<Vec<LinkInfo>> {
+        let index = self.link().index();
+        let mut links = super::dump_links(self.link().ns()).await?;
+        links.retain(|l| l.controller == Some(index));
+        Ok(links)
+    }
+
+    /// Deletes the bridge (and its firewall rules) now and reports every error met; teardown
+    /// goes on after a failure.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`]. A bridge already
+    /// gone is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the deletion is sent and carried out even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(br: netns_kit::Bridge) -> netns_kit::Result<()> {
+    /// br.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link del")]
+    #[doc(alias = "brctl delbr")]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// Disarms the guard: the bridge (and its firewall rules) stay. Returns the bridge link.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(br: netns_kit::Bridge) {
+    /// let link = br.keep();
+    /// # }
+    /// ```
+    pub fn keep(self) -> Link {
+        self.0.keep().link
+    }
+
+    /// Disarms the guard and hands over what it owned, for composites that tear it down
+    /// themselves.
+    pub(crate) fn into_parts(self) -> (Link, Option<ForwardRules>) {
+        let BridgeResource { link, rules } = self.0.keep();
+        (link, rules)
+    }
+}

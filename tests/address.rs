@@ -1,0 +1,144 @@
+//! Addresses: IPv4 and IPv6, `nodad`, listing, the guard contract, bad input. Checked with
+//! `ip -j addr` through `nsenter`.
+
+mod common;
+
+use common::*;
+use netns_kit::{Address, Namespace, VethPair};
+
+async fn link_in(ns: &Namespace) -> VethPair {
+    VethPair::new("a0", "a1")
+        .namespace(ns)
+        .create()
+        .await
+        .unwrap()
+}
+
+fn tentative(ns: &Namespace, dev: &str, local: &str) -> bool {
+    let v = ip_json(ns, &["addr", "show", "dev", dev]);
+    v[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["local"] == local)
+        .map(|a| a["tentative"].as_bool().unwrap_or(false))
+        .expect("address present")
+}
+
+#[tokio::test]
+async fn ipv4_and_ipv6_addresses_are_added_listed_and_removed() {
+    let ns = sandbox().await;
+    let veth = link_in(&ns).await;
+    let a4 = veth.link().add_address("10.40.0.1/24").await.unwrap();
+    let a6 = Address::new("fd40::1/64")
+        .nodad(true)
+        .add(veth.link())
+        .await
+        .unwrap();
+    assert_eq!(addrs(&ns, "a0"), ["10.40.0.1/24", "fd40::1/64"]);
+    assert_eq!(a4.network().to_string(), "10.40.0.1/24");
+    let listed: Vec<String> = veth
+        .link()
+        .addresses()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| !a.link_local)
+        .map(|a| a.address.to_string())
+        .collect();
+    assert_eq!(listed, ["10.40.0.1/24", "fd40::1/64"]);
+    assert!(
+        ns.addresses()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.address.to_string() == "127.0.0.1/8")
+    );
+    a6.delete().await.unwrap();
+    assert_eq!(addrs(&ns, "a0"), ["10.40.0.1/24"]);
+    drop(a4);
+    assert!(addrs(&ns, "a0").is_empty());
+}
+
+#[tokio::test]
+async fn nodad_makes_ipv6_usable_at_once() {
+    let ns = sandbox().await;
+    let veth = link_in(&ns).await;
+    let _slow = Address::new("fd41::1/64").add(veth.link()).await.unwrap();
+    let _fast = Address::new("fd41::2/64")
+        .nodad(true)
+        .add(veth.link())
+        .await
+        .unwrap();
+    assert!(
+        tentative(&ns, "a0", "fd41::1"),
+        "without nodad the address should start tentative"
+    );
+    assert!(!tentative(&ns, "a0", "fd41::2"));
+    // Usable at once: a socket can bind it.
+    let bound = ns
+        .run(|| std::net::UdpSocket::bind("[fd41::2]:0").map(|_| ()))
+        .unwrap();
+    assert!(bound.is_ok(), "{bound:?}");
+}
+
+#[tokio::test]
+async fn keep_leaves_the_address_and_remove_address_takes_it() {
+    let ns = sandbox().await;
+    let veth = link_in(&ns).await;
+    let kept = veth
+        .link()
+        .add_address("10.42.0.1/24")
+        .await
+        .unwrap()
+        .keep();
+    assert_eq!(addrs(&ns, "a0"), ["10.42.0.1/24"]);
+    veth.link().remove_address(kept).await.unwrap();
+    veth.link().remove_address(kept).await.unwrap(); // already gone: fine
+    assert!(addrs(&ns, "a0").is_empty());
+}
+
+#[tokio::test]
+async fn an_address_whose_link_is_gone_counts_as_removed() {
+    let ns = sandbox().await;
+    let veth = link_in(&ns).await;
+    let a = veth.link().add_address("10.43.0.1/24").await.unwrap();
+    veth.delete().await.unwrap();
+    a.delete().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_addresses_are_refused_before_any_request() {
+    let ns = sandbox().await;
+    let veth = link_in(&ns).await;
+    for (bad, why) in [
+        ("10.44.0.0/24", "network address"),
+        ("10.44.0.255/24", "broadcast address"),
+        ("0.0.0.0/8", "not a host address"),
+        ("224.0.0.1/24", "multicast"),
+        ("255.255.255.255/32", "limited broadcast"),
+        ("ff02::1/64", "multicast"),
+        ("::/64", "not a host address"),
+        ("10.44.0.1/33", "out of range"),
+        ("fd44::1/129", "out of range"),
+        ("10.44.0.1", "ADDRESS/PREFIX"),
+        ("banana/24", "not an IPv4 or IPv6"),
+    ] {
+        let err = veth.link().add_address(bad).await.unwrap_err();
+        assert!(err.is_invalid_input(), "{bad}: {err:?}");
+        assert!(err.to_string().contains(why), "{bad}: {err}");
+    }
+    assert!(addrs(&ns, "a0").is_empty());
+    // /31 and /32 have no network or broadcast address to avoid.
+    let _p2p = veth.link().add_address("10.45.0.0/31").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_duplicate_address_is_already_exists() {
+    let ns = sandbox().await;
+    let veth = link_in(&ns).await;
+    let _a = veth.link().add_address("10.46.0.1/24").await.unwrap();
+    let err = veth.link().add_address("10.46.0.1/24").await.unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert!(err.to_string().contains("10.46.0.1/24"), "{err}");
+}

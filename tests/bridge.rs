@@ -1,0 +1,248 @@
+//! `Bridge`: creation with the gateway address, ports, the guard contract, and the FORWARD fix
+//! proven with a real `ping` under `iptables -P FORWARD DROP`. Checked with `ip -j` and
+//! `iptables -S` run through `nsenter`.
+
+mod common;
+
+use common::*;
+use netns_kit::{Bridge, Namespace, Route, VethPair, forward_check};
+
+fn ports(host: &Namespace, bridge: &str) -> Vec<String> {
+    ip_json(host, &["link", "show", "master", bridge])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn forward_rules(host: &Namespace, program: &str) -> Vec<String> {
+    let out = outside(host, program, &["-w", "-S", "FORWARD"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn bridge_is_up_with_its_address_and_gone_after_drop() {
+    let host = sandbox().await;
+    let br = Bridge::new("br0")
+        .namespace(&host)
+        .address("10.20.0.254/24")
+        .address("fd20::fe/64")
+        .nodad(true)
+        .mtu(1450)
+        .create()
+        .await
+        .unwrap();
+    let j = link_json(&host, "br0");
+    assert_eq!(j["linkinfo"]["info_kind"], "bridge");
+    assert!(has_flag(&j, "UP"));
+    assert_eq!(j["mtu"], 1450);
+    assert_eq!(addrs(&host, "br0"), ["10.20.0.254/24", "fd20::fe/64"]);
+    assert_eq!(br.link().name(), "br0");
+    drop(br);
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[tokio::test]
+async fn ports_attach_and_detach() {
+    let host = sandbox().await;
+    let br = Bridge::new("br1").namespace(&host).create().await.unwrap();
+    let v1 = VethPair::new("p1", "p1b")
+        .namespace(&host)
+        .controller(br.link())
+        .create()
+        .await
+        .unwrap();
+    let v2 = VethPair::new("p2", "p2b")
+        .namespace(&host)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(ports(&host, "br1"), ["p1"]);
+    br.attach(v2.link()).await.unwrap();
+    assert_eq!(ports(&host, "br1"), ["p1", "p2"]);
+    let listed: Vec<String> = br
+        .ports()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(listed, ["p1", "p2"]);
+    br.detach(v1.link()).await.unwrap();
+    assert_eq!(ports(&host, "br1"), ["p2"]);
+    let err = br.detach(v1.link()).await.unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    // Deleting the bridge leaves its ports (they belong to their own guards).
+    br.delete().await.unwrap();
+    assert!(link_names(&host).contains(&"p2".to_owned()));
+    drop((v1, v2));
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[tokio::test]
+async fn a_taken_bridge_name_is_already_exists_and_the_original_stays() {
+    let host = sandbox().await;
+    let _br = Bridge::new("brx")
+        .namespace(&host)
+        .address("10.21.0.1/24")
+        .create()
+        .await
+        .unwrap();
+    let err = Bridge::new("brx")
+        .namespace(&host)
+        .address("10.22.0.1/24")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert_eq!(addrs(&host, "brx"), ["10.21.0.1/24"]);
+}
+
+#[tokio::test]
+async fn an_address_the_kernel_refuses_rolls_the_bridge_back() {
+    let host = sandbox().await;
+    host.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .unwrap();
+    let err = Bridge::new("brr")
+        .namespace(&host)
+        .address("10.23.0.1/24")
+        .address("fd23::1/64")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fd23::1/64"), "{err}");
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+/// Two namespaces on a bridge in `host`, as in the seed's second script.
+async fn seed_two(
+    host: &Namespace,
+    accept_forward: bool,
+) -> (Bridge, Vec<Namespace>, Vec<VethPair>, Vec<Route>) {
+    let br = Bridge::new("br0")
+        .namespace(host)
+        .address("10.30.0.254/24")
+        .accept_forward(accept_forward)
+        .create()
+        .await
+        .unwrap();
+    let mut nss = Vec::new();
+    let mut veths = Vec::new();
+    let mut routes = Vec::new();
+    for i in 1..=2 {
+        let ns = Namespace::new().await.unwrap();
+        let v = VethPair::new(format!("veth{i}-br"), "eth0")
+            .namespace(host)
+            .controller(br.link())
+            .peer_namespace(&ns)
+            .peer_address(format!("10.30.0.{i}/24"))
+            .create()
+            .await
+            .unwrap();
+        routes.push(
+            Route::default_v4()
+                .via("10.30.0.254".parse().unwrap())
+                .add(&ns)
+                .await
+                .unwrap(),
+        );
+        nss.push(ns);
+        veths.push(v);
+    }
+    (br, nss, veths, routes)
+}
+
+#[tokio::test]
+async fn the_forward_fix_makes_bridged_traffic_pass_under_a_drop_policy_and_leaves_no_rule() {
+    let host = sandbox().await;
+    for program in ["iptables", "ip6tables"] {
+        assert!(
+            outside(&host, program, &["-w", "-P", "FORWARD", "DROP"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    // Something like Docker's trailing reject rule: appended rules would never be reached.
+    assert!(
+        outside(&host, "iptables", &["-w", "-A", "FORWARD", "-j", "REJECT"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let check = forward_check(&host).await.unwrap();
+    assert_eq!(check.bridge_nf_call_iptables, Some(true));
+    assert_eq!(check.ipv4_forward_policy.as_deref(), Some("DROP"));
+    assert!(check.needs_fix());
+
+    // Without the fix: bridged traffic between the two namespaces is dropped.
+    let (br, nss, veths, routes) = seed_two(&host, false).await;
+    assert!(!br.accepts_forward());
+    assert!(
+        !ping(&nss[0], "10.30.0.2"),
+        "bridged ping passed without the fix"
+    );
+    drop((routes, veths, nss, br));
+
+    // With it: the ping passes, and the rules are inserted before the REJECT.
+    let (br, nss, veths, routes) = seed_two(&host, true).await;
+    assert!(br.accepts_forward());
+    assert!(
+        ping(&nss[0], "10.30.0.2"),
+        "bridged ping failed with the fix"
+    );
+    let rules = forward_rules(&host, "iptables");
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert!(
+        rules[0].contains("-o br0") && rules[0].contains("netns-kit:"),
+        "{rules:?}"
+    );
+    assert!(
+        rules[1].contains("-i br0") && rules[1].contains("-j ACCEPT"),
+        "{rules:?}"
+    );
+    assert_eq!(
+        rules[2],
+        "-A FORWARD -j REJECT --reject-with icmp-port-unreachable"
+    );
+    assert_eq!(forward_rules(&host, "ip6tables").len(), 2);
+    drop((routes, veths, nss, br));
+
+    // Gone with the bridge; the user's own rule and policy stay.
+    assert_eq!(
+        forward_rules(&host, "iptables"),
+        ["-A FORWARD -j REJECT --reject-with icmp-port-unreachable"]
+    );
+    assert!(forward_rules(&host, "ip6tables").is_empty());
+    assert!(forward_check(&host).await.unwrap().needs_fix());
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[tokio::test]
+async fn a_fresh_namespace_needs_no_forward_fix() {
+    let host = sandbox().await;
+    let check = forward_check(&host).await.unwrap();
+    assert!(!check.needs_fix(), "{check:?}");
+    let (_br, nss, _veths, _routes) = seed_two(&host, false).await;
+    assert!(ping(&nss[0], "10.30.0.2"));
+    assert!(ping(&nss[1], "10.30.0.254"));
+}
+
+#[tokio::test]
+async fn accept_forward_can_be_added_later_and_goes_with_delete() {
+    let host = sandbox().await;
+    let mut br = Bridge::new("brl").namespace(&host).create().await.unwrap();
+    br.accept_forward().await.unwrap();
+    br.accept_forward().await.unwrap(); // idempotent
+    assert_eq!(forward_rules(&host, "iptables").len(), 2);
+    br.delete().await.unwrap();
+    assert!(forward_rules(&host, "iptables").is_empty());
+    assert_eq!(link_names(&host), ["lo"]);
+}

@@ -1,0 +1,198 @@
+//! `VethPair`: ends in two namespaces, created in place, configured, up; the guard contract;
+//! bad input and rollback. Checked with `ip -j` run through `nsenter`.
+
+mod common;
+
+use common::*;
+use netns_kit::{MacAddr, Namespace, VethPair, VethPairBuilder};
+
+#[tokio::test]
+async fn ends_live_in_their_namespaces_configured_and_up() {
+    let (a, b) = (sandbox().await, sandbox().await);
+    let veth = VethPair::new("va", "vb")
+        .namespace(&a)
+        .peer_namespace(&b)
+        .mtu(1400)
+        .mac("02:00:00:00:aa:01".parse().unwrap())
+        .peer_mac("02:00:00:00:bb:01".parse().unwrap())
+        .address("10.7.0.1/24")
+        .address("fd07::1/64")
+        .peer_address("10.7.0.2/24")
+        .nodad(true)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(link_names(&a), ["lo", "va"]);
+    assert_eq!(link_names(&b), ["lo", "vb"]);
+    let va = link_json(&a, "va");
+    let vb = link_json(&b, "vb");
+    assert_eq!(va["linkinfo"]["info_kind"], "veth");
+    assert_eq!(va["mtu"], 1400);
+    assert_eq!(vb["mtu"], 1400);
+    assert_eq!(va["address"], "02:00:00:00:aa:01");
+    assert_eq!(vb["address"], "02:00:00:00:bb:01");
+    assert!(has_flag(&va, "UP") && has_flag(&vb, "UP"));
+    assert_eq!(va["operstate"], "UP");
+    assert_eq!(veth.link().index(), va["ifindex"].as_u64().unwrap() as u32);
+    assert_eq!(veth.peer().index(), vb["ifindex"].as_u64().unwrap() as u32);
+    assert_eq!(addrs(&a, "va"), ["10.7.0.1/24", "fd07::1/64"]);
+    assert_eq!(addrs(&b, "vb"), ["10.7.0.2/24"]);
+    assert!(ping(&a, "10.7.0.2"));
+
+    // The library's own view agrees.
+    let info = veth.link().info().await.unwrap();
+    assert_eq!(info.mac, Some(MacAddr([2, 0, 0, 0, 0xaa, 1])));
+    assert_eq!(info.kind.as_deref(), Some("veth"));
+
+    drop(veth);
+    assert_eq!(link_names(&a), ["lo"]);
+    assert_eq!(link_names(&b), ["lo"]);
+}
+
+#[tokio::test]
+async fn delete_reports_and_already_gone_counts_as_deleted() {
+    let ns = sandbox().await;
+    let veth = VethPair::new("x0", "x1")
+        .namespace(&ns)
+        .create()
+        .await
+        .unwrap();
+    // Someone deletes the peer behind our back: both ends are gone.
+    assert!(
+        outside(&ns, "ip", &["link", "del", "x1"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    veth.delete().await.unwrap();
+    assert_eq!(link_names(&ns), ["lo"]);
+
+    let veth = VethPair::new("y0", "y1")
+        .namespace(&ns)
+        .create()
+        .await
+        .unwrap();
+    veth.delete().await.unwrap();
+    assert_eq!(link_names(&ns), ["lo"]);
+}
+
+#[tokio::test]
+async fn keep_leaves_the_pair() {
+    let ns = sandbox().await;
+    let [a, b] = VethPair::new("k0", "k1")
+        .namespace(&ns)
+        .create()
+        .await
+        .unwrap()
+        .keep();
+    let names = link_names(&ns);
+    assert!(names.contains(&"k0".to_owned()) && names.contains(&"k1".to_owned()));
+    a.delete().await.unwrap();
+    b.delete().await.unwrap();
+    assert_eq!(link_names(&ns), ["lo"]);
+}
+
+#[tokio::test]
+async fn a_taken_name_is_already_exists_and_nothing_is_left() {
+    let (a, b) = (sandbox().await, sandbox().await);
+    let _first = VethPair::new("dup0", "dup1")
+        .namespace(&a)
+        .peer_namespace(&b)
+        .create()
+        .await
+        .unwrap();
+    let err = VethPair::new("dup0", "other")
+        .namespace(&a)
+        .peer_namespace(&b)
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert!(err.to_string().contains("dup0"), "{err}");
+    // Peer name taken in the peer's namespace.
+    let err = VethPair::new("fresh", "dup1")
+        .namespace(&a)
+        .peer_namespace(&b)
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert_eq!(link_names(&a), ["lo", "dup0"]);
+    assert_eq!(link_names(&b), ["lo", "dup1"]);
+}
+
+#[tokio::test]
+async fn a_failure_after_creation_rolls_the_pair_back() {
+    let (a, b) = (sandbox().await, sandbox().await);
+    // IPv6 disabled in b: the kernel refuses the peer's IPv6 address after the pair exists.
+    b.set_sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+    b.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .unwrap();
+    let err = VethPair::new("rb0", "rb1")
+        .namespace(&a)
+        .peer_namespace(&b)
+        .address("10.8.0.1/24")
+        .peer_address("fd08::2/64")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fd08::2/64"), "{err}");
+    assert_eq!(link_names(&a), ["lo"]);
+    assert_eq!(link_names(&b), ["lo"]);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_anything_is_made() {
+    let ns = sandbox().await;
+    let cases: Vec<(VethPairBuilder, &str)> = vec![
+        (VethPair::new("", "b"), "empty"),
+        (VethPair::new("sixteen-bytes-xx", "b"), "longer than 15"),
+        (VethPair::new("a/b", "b"), "`/`"),
+        (VethPair::new("a b", "b"), "whitespace"),
+        (VethPair::new("a:1", "b"), "`:`"),
+        (VethPair::new("a", "a"), "same name"),
+        (
+            VethPair::new("a", "b").address("10.0.0.0/24"),
+            "network address",
+        ),
+        (
+            VethPair::new("a", "b").address("10.0.0.255/24"),
+            "broadcast address",
+        ),
+        (
+            VethPair::new("a", "b").address("10.0.0.1/33"),
+            "out of range",
+        ),
+        (
+            VethPair::new("a", "b")
+                .address("10.0.0.1/24")
+                .address("10.0.0.1/24"),
+            "twice",
+        ),
+        (
+            VethPair::new("a", "b").mac(MacAddr([1, 0, 0, 0, 0, 1])),
+            "multicast",
+        ),
+    ];
+    for (builder, why) in cases {
+        let err = builder.namespace(&ns).create().await.unwrap_err();
+        assert!(err.is_invalid_input(), "{why}: {err:?}");
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+    assert_eq!(link_names(&ns), ["lo"]);
+}
+
+#[tokio::test]
+async fn a_namespace_deleted_from_elsewhere_still_tears_down_cleanly() {
+    let host = sandbox().await;
+    let inner = Namespace::new().await.unwrap();
+    let veth = VethPair::new("h0", "i0")
+        .namespace(&host)
+        .peer_namespace(&inner)
+        .create()
+        .await
+        .unwrap();
+    drop(inner); // the guard still holds the namespace, so teardown still works
+    drop(veth);
+    assert_eq!(link_names(&host), ["lo"]);
+}
