@@ -17,21 +17,39 @@
 //!
 //! # Example
 //!
+//! The seed's two patterns, each in one call, inside a private "host" namespace:
+//!
 //! ```no_run
-//! use netns_kit::Namespace;
+//! use std::time::Duration;
+//! use netns_kit::{MemberSpec, Namespace, bridged, connect};
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! // A private "host" namespace: everything below lives inside it and dies with it.
-//! let ns = Namespace::new().await?;
+//! # async fn demo() -> netns_kit::Result<()> {
+//! // Pattern 1: two namespaces joined by a veth pair ("a cable").
+//! let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+//! let cable = connect(&ns1, &ns2)
+//!     .address("10.0.1.1/24", "10.0.1.2/24")
+//!     .create()
+//!     .await?;
+//! let rtt = ns1.ping("10.0.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
 //!
-//! // Bind a server inside it; the socket keeps working from any thread.
-//! let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0"))??;
+//! // Pattern 2: namespaces on a bridge whose address is their default gateway.
+//! let host = Namespace::new().await?;
+//! let lan = bridged()
+//!     .host(&host)
+//!     .gateway("10.0.2.254/24")
+//!     .member(MemberSpec::new().address("10.0.2.1/24"))
+//!     .member(MemberSpec::new().address("10.0.2.2/24"))
+//!     .create()
+//!     .await?;
+//! let first = lan.members()[0].namespace();
+//! first.ping("10.0.2.2".parse().unwrap(), Duration::from_secs(1)).await?;
 //!
-//! // Run a program inside it, like `ip netns exec`.
-//! let out = ns.command("ip").args(["-br", "link"]).output()?;
-//! assert!(String::from_utf8_lossy(&out.stdout).starts_with("lo"));
-//! # drop(listener);
+//! // Run code and programs inside a namespace.
+//! let listener = first.run(|| std::net::TcpListener::bind("10.0.2.1:8080")).unwrap();
+//! let status = first.command("ip").args(["route"]).status();
+//! # drop((rtt, listener, status, cable));
 //! # Ok(()) }
+//! // Everything above is removed when it goes out of scope.
 //! ```
 //!
 //! # Design
@@ -54,7 +72,9 @@
 //! 5. Builders named after the `ip` commands they replace: [`VethPair`] (the peer is created
 //!    directly inside its namespace), [`Bridge`], [`Address`] (IPv4 and IPv6, with `nodad`),
 //!    [`Route`] (typed by IP version), plus the [`Link`] handle for the operations common to
-//!    every link, and [`forward_check`].
+//!    every link, [`Namespace::ping`], and [`forward_check`].
+//! 6. The seed's two patterns, composed only from layer 5: [`connect`] ([`DirectLink`]) and
+//!    [`bridged`] ([`BridgedNetwork`]).
 //!
 //! # Guards
 //!
@@ -97,7 +117,7 @@
 //!
 //! * [`forward_check`] reads the sysctls and the `FORWARD` policies of a namespace and says
 //!   whether bridged traffic would be dropped ([`ForwardCheck::needs_fix`]);
-//! * [`BridgeBuilder::accept_forward`] is the
+//! * [`BridgeBuilder::accept_forward`] (and [`BridgedNetworkBuilder::accept_forward`]) is the
 //!   opt-in, scoped fix: `ACCEPT` rules for that bridge only, in and out, IPv4 and IPv6,
 //!   **inserted** at the top of the chain (an appended rule would come after a trailing
 //!   `REJECT`), tagged with the owning process, and removed with the bridge. It runs the system's
@@ -144,15 +164,14 @@ mod name;
 mod netlink;
 mod netns;
 mod owner;
+mod probe;
 mod route;
 mod sys;
+mod topology;
 
 pub use addr::{Address, AddressBuilder, AddressInfo, IntoIpNetwork};
 pub use error::{Error, NameKind, Result};
 pub use firewall::{ForwardCheck, forward_check};
-/// Re-exported so the address types in this crate's API can be named without a separate
-/// dependency.
-pub use ipnetwork;
 pub use link::{
     Link, LinkInfo, MacAddr, OperState,
     bridge::{Bridge, BridgeBuilder},
@@ -161,3 +180,16 @@ pub use link::{
 pub use name::{IFNAME_MAX, IFNAME_UNIQUE_PREFIX_MAX, IfName, NSNAME_MAX, NsName};
 pub use netns::{Namespace, NamespaceBuilder};
 pub use route::{Route, RouteBuilder, RouteInfo};
+pub use topology::{
+    BridgedNetwork, BridgedNetworkBuilder, DirectLink, DirectLinkBuilder, Member, MemberSpec,
+    bridged, connect,
+};
+
+/// Re-exported so the address types in this crate's API can be named without a separate
+/// dependency.
+pub use ipnetwork;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

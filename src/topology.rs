@@ -1,0 +1,1192 @@
+//! The seed's two patterns as composable async functions, built only from the public builders
+//! ([`VethPair`], [`Bridge`], [`Route`]).
+//!
+//! * [`connect`] — **pattern 1**: two namespaces joined directly by a veth pair, an address on
+//!   each end, default routes via the peer ([`DirectLink`]).
+//! * [`bridged`] — **pattern 2**: a bridge holding the gateway address in a host namespace, and
+//!   for each member namespace a veth whose inside end (`eth0`) has the member's address and a
+//!   default route via the gateway ([`BridgedNetwork`]).
+//!
+//! Both validate everything before the first request, roll back what they made if a later step
+//! fails, and return one guard owning everything they made.
+//!
+//! # Fast teardown of a bridged network
+//!
+//! Deleting a link costs the kernel 15–35 ms (it waits for RCU grace periods); deleting a
+//! network's links one by one would cost that per member. Instead the bridge and every member's
+//! host-side veth end are put in one **link group** (`ip link ... group N`), and teardown is a
+//! single `RTM_DELLINK` for the group: the kernel unregisters them all in one batch (one set of
+//! grace periods), and deleting a veth end deletes its peer inside the member namespace. The
+//! group number is `0x6e6b0000 + the bridge's ifindex`, unique among the live bridges of the
+//! host namespace. Member namespaces the network created are then closed, which frees them.
+
+use std::{collections::HashSet, net::IpAddr, sync::Arc};
+
+use futures::StreamExt;
+use ipnetwork::IpNetwork;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::LinkUnspec;
+
+use crate::{
+    addr::{self, IntoIpNetwork},
+    error::{Error, Result},
+    firewall::ForwardRules,
+    guard::{Guard, Resource},
+    link::{Link, blocking_one, bridge::Bridge, veth::VethPair},
+    name::IfName,
+    netns::{BLOCKING_TIMEOUT, Namespace, NsInner},
+    route::Route,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Pattern 1: a direct link.
+
+/// Builds a [`DirectLink`]; see [`connect`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `.create().await`"]
+pub struct DirectLinkBuilder {
+    a: Arc<NsInner>,
+    b: Arc<NsInner>,
+    names: (String, String),
+    addresses: Vec<(Result<IpNetwork>, Result<IpNetwork>)>,
+    default_routes: bool,
+    nodad: bool,
+    mtu: Option<u32>,
+}
+
+/// Starts pattern 1 of the seed: namespaces `a` and `b` joined directly by a veth pair, like two
+/// computers joined by a cable.
+///
+/// Give each end an address with [`address`](DirectLinkBuilder::address) (once per IP
+/// version); by default each side gets a default route via the other.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{Namespace, connect};
+/// use std::time::Duration;
+///
+/// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+/// let link = connect(&ns1, &ns2)
+///     .address("192.168.1.1/24", "192.168.1.2/24")
+///     .address("fd00:1::1/64", "fd00:1::2/64")
+///     .create()
+///     .await?;
+/// ns1.ping("192.168.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
+/// # Ok(()) }
+/// ```
+pub fn connect(a: &Namespace, b: &Namespace) -> DirectLinkBuilder {
+    DirectLinkBuilder {
+        a: a.inner().clone(),
+        b: b.inner().clone(),
+        names: ("veth0".into(), "veth1".into()),
+        addresses: Vec::new(),
+        default_routes: true,
+        nodad: true,
+        mtu: None,
+    }
+}
+
+impl DirectLinkBuilder {
+    /// Names the interfaces in `a` and in `b` (default `veth0` and `veth1`).
+    pub fn names(mut self, a: impl Into<String>, b: impl Into<String>) -> Self {
+        self.names = (a.into(), b.into());
+        self
+    }
+
+    /// Gives `a`'s end `a_net` and `b`'s end `b_net`: the same IP version, each inside the
+    /// other's prefix. Call once for IPv4 and once for IPv6 for a dual-stack link.
+    pub fn address(mut self, a_net: impl IntoIpNetwork, b_net: impl IntoIpNetwork) -> Self {
+        self.addresses
+            .push((a_net.into_ip_network(), b_net.into_ip_network()));
+        self
+    }
+
+    /// Whether each side gets a default route via the other (default: yes).
+    pub fn default_routes(mut self, on: bool) -> Self {
+        self.default_routes = on;
+        self
+    }
+
+    /// IPv6 addresses without duplicate-address detection, usable at once (default: yes).
+    pub fn nodad(mut self, on: bool) -> Self {
+        self.nodad = on;
+        self
+    }
+
+    /// MTU of both ends.
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// Creates the link: the veth pair (the peer directly inside `b`), the addresses, both ends
+    /// up, and the default routes.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no address, two
+    ///   addresses of one IP version, ends of different IP versions, an end outside the other's
+    ///   prefix, equal addresses, `a` and `b` the same namespace with the same names;
+    /// * the errors of [`VethPairBuilder::create`](crate::VethPairBuilder::create) and
+    ///   [`RouteBuilder::add`](crate::RouteBuilder::add). Whatever was created is removed again.
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped half-way, the veth pair may exist without a guard; it goes away
+    /// with either namespace.
+    pub async fn create(self) -> Result<DirectLink> {
+        let a_view = Namespace::view(self.a.clone());
+        let b_view = Namespace::view(self.b.clone());
+        let object = || {
+            format!(
+                "direct link {:?} in {} <-> {:?} in {}",
+                self.names.0,
+                self.a.label(),
+                self.names.1,
+                self.b.label()
+            )
+        };
+        let mut pairs = Vec::new();
+        for (a_net, b_net) in self.addresses {
+            let (a_net, b_net) = (a_net?, b_net?);
+            if a_net.is_ipv4() != b_net.is_ipv4() {
+                return Err(Error::invalid(
+                    object(),
+                    format!("{a_net} and {b_net} are of different IP versions"),
+                ));
+            }
+            if !a_net.contains(b_net.ip()) || !b_net.contains(a_net.ip()) {
+                return Err(Error::invalid(
+                    object(),
+                    format!("{a_net} and {b_net} are not on the same subnet"),
+                ));
+            }
+            if a_net.ip() == b_net.ip() {
+                return Err(Error::invalid(
+                    object(),
+                    format!("both ends would have {}", a_net.ip()),
+                ));
+            }
+            if pairs
+                .iter()
+                .any(|(p, _): &(IpNetwork, IpNetwork)| p.is_ipv4() == a_net.is_ipv4())
+            {
+                return Err(Error::invalid(
+                    object(),
+                    "give at most one address pair per IP version",
+                ));
+            }
+            addr::validate_host(&a_net, object)?;
+            addr::validate_host(&b_net, object)?;
+            pairs.push((a_net, b_net));
+        }
+        if pairs.is_empty() {
+            return Err(Error::invalid(
+                object(),
+                "give each end an address with `.address(a, b)`",
+            ));
+        }
+
+        let mut veth = VethPair::new(self.names.0.clone(), self.names.1.clone())
+            .namespace(&a_view)
+            .peer_namespace(&b_view)
+            .nodad(self.nodad);
+        if let Some(mtu) = self.mtu {
+            veth = veth.mtu(mtu);
+        }
+        for (a_net, b_net) in &pairs {
+            veth = veth.address(*a_net).peer_address(*b_net);
+        }
+        let veth = veth.create().await?;
+
+        if self.default_routes {
+            let routes = pairs.iter().flat_map(|(a_net, b_net)| {
+                [
+                    default_route(&a_view, b_net.ip()),
+                    default_route(&b_view, a_net.ip()),
+                ]
+            });
+            let added = futures::future::join_all(routes).await;
+            let mut first_error = None;
+            for result in added {
+                match result {
+                    // The routes go with the veth pair; no guard of their own.
+                    Ok(route) => route.keep(),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                if let Err(undo) = veth.delete().await {
+                    log::warn!("netns-kit: rolling back {}: {undo}", object());
+                }
+                return Err(e);
+            }
+        }
+        Ok(DirectLink {
+            veth,
+            addresses: pairs,
+        })
+    }
+}
+
+fn default_route(ns: &Namespace, via: IpAddr) -> impl Future<Output = Result<Route>> + '_ {
+    let default = match via {
+        IpAddr::V4(_) => IpNetwork::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+        IpAddr::V6(_) => IpNetwork::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+    }
+    .expect("prefix 0 is valid");
+    Route::to(default).via(via).add(ns)
+}
+
+/// Pattern 1 of the seed, made by [`connect`]: a veth pair between two namespaces with an
+/// address on each end and default routes via the peer. The guard deletes the pair, which takes
+/// its addresses and routes with it (see the [guard contract](crate#guards)); it never deletes
+/// the namespaces.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(ns1: netns_kit::Namespace, ns2: netns_kit::Namespace) -> netns_kit::Result<()> {
+/// let link = netns_kit::connect(&ns1, &ns2).address("10.0.0.1/30", "10.0.0.2/30").create().await?;
+/// assert_eq!(link.a().name(), "veth0");
+/// link.delete().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct DirectLink {
+    veth: VethPair,
+    addresses: Vec<(IpNetwork, IpNetwork)>,
+}
+
+impl DirectLink {
+    /// The end in the first namespace.
+    pub fn a(&self) -> &Link {
+        self.veth.link()
+    }
+
+    /// The end in the second namespace.
+    pub fn b(&self) -> &Link {
+        self.veth.peer()
+    }
+
+    /// The address pairs, `(a, b)`, one per IP version.
+    pub fn addresses(&self) -> &[(IpNetwork, IpNetwork)] {
+        &self.addresses
+    }
+
+    /// Deletes the link now and reports errors.
+    ///
+    /// # Errors
+    ///
+    /// As for [`VethPair::delete`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the deletion is sent and carried out even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(link: netns_kit::DirectLink) -> netns_kit::Result<()> {
+    /// link.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(self) -> Result<()> {
+        self.veth.delete().await
+    }
+
+    /// Disarms the guard: the link stays. Returns its two ends.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(link: netns_kit::DirectLink) {
+    /// let [a, b] = link.keep();
+    /// # }
+    /// ```
+    pub fn keep(self) -> [Link; 2] {
+        self.veth.keep()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pattern 2: a bridged network.
+
+const GROUP_BASE: u32 = 0x6e6b_0000;
+
+/// Where a member's namespace comes from.
+#[derive(Debug)]
+enum MemberNs {
+    /// A new anonymous namespace, owned by the network.
+    New,
+    /// An existing namespace; never destroyed by the network.
+    Borrowed(Arc<NsInner>),
+    /// A namespace handed over to the network, destroyed with it.
+    Owned(Namespace),
+}
+
+/// One member of a [`BridgedNetwork`], to be created: where its namespace comes from and its
+/// addresses.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(container: netns_kit::Namespace) -> netns_kit::Result<()> {
+/// use netns_kit::MemberSpec;
+///
+/// let fresh = MemberSpec::new().address("10.88.0.5/16");
+/// let existing = MemberSpec::in_namespace(&container)
+///     .address("10.88.0.6/16")
+///     .address("fd88::6/64");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a member spec does nothing until added to a network"]
+pub struct MemberSpec {
+    ns: MemberNs,
+    addresses: Vec<Result<IpNetwork>>,
+    interface_name: Option<String>,
+    host_interface_name: Option<String>,
+}
+
+impl MemberSpec {
+    /// A member in a new anonymous namespace, created and owned by the network (freed with
+    /// it, or when the member is removed).
+    pub fn new() -> MemberSpec {
+        MemberSpec::with(MemberNs::New)
+    }
+
+    /// A member in an existing namespace, e.g. a container's (`/run/netns/X`,
+    /// `/proc/PID/ns/net`). The network adds a veth, addresses and a default route to it and
+    /// removes them again; it never destroys the namespace.
+    pub fn in_namespace(ns: &Namespace) -> MemberSpec {
+        MemberSpec::with(MemberNs::Borrowed(ns.inner().clone()))
+    }
+
+    /// A member in `ns`, which the network takes over and destroys with itself (a named
+    /// namespace is unmounted then).
+    pub fn owning(ns: Namespace) -> MemberSpec {
+        MemberSpec::with(MemberNs::Owned(ns))
+    }
+
+    fn with(ns: MemberNs) -> MemberSpec {
+        MemberSpec {
+            ns,
+            addresses: Vec::new(),
+            interface_name: None,
+            host_interface_name: None,
+        }
+    }
+
+    /// An address of the member's interface; it must lie in the subnet of the network's
+    /// gateway of the same IP version. Call once per IP version.
+    pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
+        self.addresses.push(net.into_ip_network());
+        self
+    }
+
+    /// The name of the member's interface (default: the network's
+    /// [`interface_name`](BridgedNetworkBuilder::interface_name), `eth0`).
+    pub fn interface_name(mut self, name: impl Into<String>) -> Self {
+        self.interface_name = Some(name.into());
+        self
+    }
+
+    /// The name of the host-side veth end attached to the bridge (default: a unique
+    /// generated name such as `nkv0ab1c000002`).
+    pub fn host_interface_name(mut self, name: impl Into<String>) -> Self {
+        self.host_interface_name = Some(name.into());
+        self
+    }
+}
+
+impl Default for MemberSpec {
+    fn default() -> Self {
+        MemberSpec::new()
+    }
+}
+
+/// A member of a [`BridgedNetwork`]: its namespace, its interface (inside) and the host-side
+/// end attached to the bridge.
+#[derive(Debug)]
+pub struct Member {
+    ns: Namespace,
+    inside: Link,
+    host: Link,
+    addresses: Vec<IpNetwork>,
+}
+
+impl Member {
+    /// The member's namespace; run code or commands in it from here.
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// The member's interface, inside its namespace (`eth0`).
+    pub fn interface(&self) -> &Link {
+        &self.inside
+    }
+
+    /// The host-side veth end, a port of the bridge.
+    pub fn host_interface(&self) -> &Link {
+        &self.host
+    }
+
+    /// The member's addresses.
+    pub fn addresses(&self) -> &[IpNetwork] {
+        &self.addresses
+    }
+
+    /// The member's address of the given IP version, if any.
+    pub fn address(&self, ipv6: bool) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .find(|a| a.is_ipv6() == ipv6)
+            .map(IpNetwork::ip)
+    }
+}
+
+/// Builds a [`BridgedNetwork`]; see [`bridged`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `.create().await`"]
+pub struct BridgedNetworkBuilder {
+    host: Option<Arc<NsInner>>,
+    bridge_name: Option<String>,
+    gateways: Vec<Result<IpNetwork>>,
+    interface_name: String,
+    members: Vec<MemberSpec>,
+    accept_forward: bool,
+    nodad: bool,
+    mtu: Option<u32>,
+}
+
+/// Starts pattern 2 of the seed: a bridge holding the gateway address(es) in a host namespace,
+/// and members each joined to it by a veth pair, with their address(es) and a default route via
+/// the gateway.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{MemberSpec, Namespace, bridged};
+/// use std::time::Duration;
+///
+/// let host = Namespace::new().await?;
+/// let net = bridged()
+///     .host(&host)
+///     .gateway("192.168.1.254/24")
+///     .member(MemberSpec::new().address("192.168.1.1/24"))
+///     .member(MemberSpec::new().address("192.168.1.2/24"))
+///     .create()
+///     .await?;
+/// let ns1 = net.members()[0].namespace();
+/// ns1.ping("192.168.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
+/// # Ok(()) }
+/// ```
+pub fn bridged() -> BridgedNetworkBuilder {
+    BridgedNetworkBuilder {
+        host: None,
+        bridge_name: None,
+        gateways: Vec::new(),
+        interface_name: "eth0".into(),
+        members: Vec::new(),
+        accept_forward: false,
+        nodad: true,
+        mtu: None,
+    }
+}
+
+/// A validated member, ready to be built.
+#[derive(Debug)]
+struct PlannedMember {
+    ns: MemberNs,
+    addresses: Vec<IpNetwork>,
+    interface_name: IfName,
+    host_interface_name: IfName,
+}
+
+/// What a network needs to build members, shared by `create` and `add_member`.
+#[derive(Debug, Clone)]
+struct Plan {
+    host: Arc<NsInner>,
+    bridge: Link,
+    group: u32,
+    gateways: Vec<IpNetwork>,
+    interface_name: IfName,
+    nodad: bool,
+    mtu: Option<u32>,
+}
+
+impl BridgedNetworkBuilder {
+    /// The namespace holding the bridge (default: the caller's current namespace).
+    pub fn host(mut self, ns: &Namespace) -> Self {
+        self.host = Some(ns.inner().clone());
+        self
+    }
+
+    /// The bridge's name (default: a unique generated name such as `nkbr0ab1c000001`).
+    pub fn bridge_name(mut self, name: impl Into<String>) -> Self {
+        self.bridge_name = Some(name.into());
+        self
+    }
+
+    /// A gateway address, put on the bridge; its prefix is the network's subnet for that IP
+    /// version. Call once for IPv4 and/or once for IPv6.
+    pub fn gateway(mut self, net: impl IntoIpNetwork) -> Self {
+        self.gateways.push(net.into_ip_network());
+        self
+    }
+
+    /// The default name of each member's interface (default `eth0`).
+    pub fn interface_name(mut self, name: impl Into<String>) -> Self {
+        self.interface_name = name.into();
+        self
+    }
+
+    /// Adds a member.
+    pub fn member(mut self, member: MemberSpec) -> Self {
+        self.members.push(member);
+        self
+    }
+
+    /// Adds several members.
+    pub fn members(mut self, members: impl IntoIterator<Item = MemberSpec>) -> Self {
+        self.members.extend(members);
+        self
+    }
+
+    /// Inserts scoped `iptables` FORWARD accept rules for the bridge (see
+    /// [`BridgeBuilder::accept_forward`](crate::BridgeBuilder::accept_forward) and
+    /// [`forward_check`](crate::forward_check)). Default: off.
+    pub fn accept_forward(mut self, on: bool) -> Self {
+        self.accept_forward = on;
+        self
+    }
+
+    /// IPv6 addresses without duplicate-address detection, usable at once (default: yes).
+    pub fn nodad(mut self, on: bool) -> Self {
+        self.nodad = on;
+        self
+    }
+
+    /// MTU of the bridge and every veth.
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// Creates the network: the bridge with its gateway address(es), then every member.
+    ///
+    /// Everything is validated before the first request. If a step fails, everything already
+    /// made (bridge, veths, namespaces the network created, firewall rules) is removed before
+    /// the error is returned.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no gateway, two
+    ///   gateways of one IP version, a member address outside its gateway's subnet or equal to
+    ///   it, a member without an address or with two of one IP version, duplicate member
+    ///   addresses, host interface names or namespaces, bad names;
+    /// * the errors of the builders it uses ([`Bridge`], [`VethPair`], [`Route`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped half-way, the links made so far remain without a guard; they
+    /// are all in the network's link group (`ip link del group N` removes them).
+    #[doc(alias = "brctl addbr")]
+    pub async fn create(self) -> Result<BridgedNetwork> {
+        let host = match self.host {
+            Some(host) => host,
+            None => Namespace::current()?.inner().clone(),
+        };
+        let host_view = Namespace::view(host.clone());
+        let bridge_name = match &self.bridge_name {
+            Some(name) => IfName::new(name)?,
+            None => IfName::unique("nkbr")?,
+        };
+        let object = || {
+            format!(
+                "bridged network {:?} in {}",
+                bridge_name.as_str(),
+                host.label()
+            )
+        };
+        let interface_name = IfName::new(&self.interface_name)?;
+        let mut gateways: Vec<IpNetwork> = Vec::new();
+        for gw in self.gateways {
+            let gw = gw?;
+            addr::validate_host(&gw, object)?;
+            if gateways.iter().any(|g| g.is_ipv4() == gw.is_ipv4()) {
+                return Err(Error::invalid(
+                    object(),
+                    "give at most one gateway per IP version",
+                ));
+            }
+            gateways.push(gw);
+        }
+        if gateways.is_empty() {
+            return Err(Error::invalid(
+                object(),
+                "give the bridge a gateway address with `.gateway(...)`",
+            ));
+        }
+        let mut taken = Taken::default();
+        let mut planned = Vec::new();
+        for spec in self.members {
+            planned.push(plan_member(
+                spec,
+                &gateways,
+                &interface_name,
+                &mut taken,
+                &object,
+            )?);
+        }
+
+        let mut bridge = Bridge::new(bridge_name.as_str())
+            .namespace(&host_view)
+            .nodad(self.nodad)
+            .accept_forward(self.accept_forward);
+        if let Some(mtu) = self.mtu {
+            bridge = bridge.mtu(mtu);
+        }
+        for gw in &gateways {
+            bridge = bridge.address(*gw);
+        }
+        let bridge = bridge.create().await?;
+        let (bridge_link, rules) = bridge.into_parts();
+        let group = GROUP_BASE.wrapping_add(bridge_link.index());
+        let mut resource = NetworkResource {
+            plan: Plan {
+                host: host.clone(),
+                bridge: bridge_link,
+                group,
+                gateways,
+                interface_name,
+                nodad: self.nodad,
+                mtu: self.mtu,
+            },
+            rules,
+            members: Vec::new(),
+            taken,
+        };
+        // From here on, `resource` owns everything made: on error, remove it all.
+        if let Err(e) = set_group(&resource.plan).await {
+            return Err(rollback(resource, e).await);
+        }
+        let plan = resource.plan.clone();
+        let mut built = futures::stream::iter(planned.into_iter().enumerate())
+            .map(|(order, member)| {
+                let plan = &plan;
+                async move { (order, build_member(plan, member).await) }
+            })
+            .buffer_unordered(MEMBER_CONCURRENCY);
+        let mut first_error = None;
+        let mut members = Vec::new();
+        while let Some((order, result)) = built.next().await {
+            match result {
+                Ok(member) => members.push((order, member)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        drop(built);
+        // Keep the members in the order they were given.
+        members.sort_by_key(|(order, _)| *order);
+        resource.members = members.into_iter().map(|(_, m)| m).collect();
+        if let Some(e) = first_error {
+            return Err(rollback(resource, e).await);
+        }
+        Ok(BridgedNetwork(Guard::new(resource)))
+    }
+}
+
+/// How many members are set up at once: enough to overlap namespace creation (on the worker
+/// threads) with netlink requests, few enough to bound open sockets.
+const MEMBER_CONCURRENCY: usize = 8;
+
+/// Names, addresses and namespaces already used in a network.
+#[derive(Debug, Default, Clone)]
+struct Taken {
+    addresses: HashSet<IpAddr>,
+    host_names: HashSet<String>,
+    namespaces: HashSet<(u64, u64)>,
+}
+
+fn plan_member(
+    spec: MemberSpec,
+    gateways: &[IpNetwork],
+    default_name: &IfName,
+    taken: &mut Taken,
+    network: &dyn Fn() -> String,
+) -> Result<PlannedMember> {
+    let interface_name = match &spec.interface_name {
+        Some(n) => IfName::new(n)?,
+        None => default_name.clone(),
+    };
+    let host_interface_name = match &spec.host_interface_name {
+        Some(n) => IfName::new(n)?,
+        None => IfName::unique("nkv")?,
+    };
+    let mut addresses: Vec<IpNetwork> = Vec::new();
+    for net in spec.addresses {
+        addresses.push(net?);
+    }
+    let object = || {
+        let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        format!("member {} of {}", list.join(", "), network())
+    };
+    if addresses.is_empty() {
+        return Err(Error::invalid(
+            object(),
+            "a member needs an address (`MemberSpec::address`)",
+        ));
+    }
+    for (i, net) in addresses.iter().enumerate() {
+        addr::validate_host(net, object)?;
+        if addresses[..i].iter().any(|n| n.is_ipv4() == net.is_ipv4()) {
+            return Err(Error::invalid(
+                object(),
+                "give at most one address per IP version",
+            ));
+        }
+        let Some(gw) = gateways.iter().find(|g| g.is_ipv4() == net.is_ipv4()) else {
+            return Err(Error::invalid(
+                object(),
+                format!(
+                    "{net} is an {} address but the network has no {} gateway",
+                    if net.is_ipv4() { "IPv4" } else { "IPv6" },
+                    if net.is_ipv4() { "IPv4" } else { "IPv6" }
+                ),
+            ));
+        };
+        if !gw.contains(net.ip()) || !net.contains(gw.ip()) {
+            return Err(Error::invalid(
+                object(),
+                format!(
+                    "{net} is not in the gateway's subnet {}/{}",
+                    gw.network(),
+                    gw.prefix()
+                ),
+            ));
+        }
+        if net.ip() == gw.ip() {
+            return Err(Error::invalid(
+                object(),
+                format!("{} is the gateway's address", net.ip()),
+            ));
+        }
+        if taken.addresses.contains(&net.ip()) {
+            return Err(Error::invalid(
+                object(),
+                format!("{} is already another member's address", net.ip()),
+            ));
+        }
+    }
+    if taken.host_names.contains(host_interface_name.as_str()) {
+        return Err(Error::invalid(
+            object(),
+            format!(
+                "host interface name {:?} is already another member's",
+                host_interface_name.as_str()
+            ),
+        ));
+    }
+    let ns_id = match &spec.ns {
+        MemberNs::New => None,
+        MemberNs::Borrowed(inner) => Some(inner.id()),
+        MemberNs::Owned(ns) => Some(ns.inner().id()),
+    };
+    if let Some(id) = ns_id {
+        if !taken.namespaces.insert(id) {
+            return Err(Error::invalid(
+                object(),
+                "its namespace is already a member of this network",
+            ));
+        }
+    }
+    for net in &addresses {
+        taken.addresses.insert(net.ip());
+    }
+    taken.host_names.insert(host_interface_name.to_string());
+    Ok(PlannedMember {
+        ns: spec.ns,
+        addresses,
+        interface_name,
+        host_interface_name,
+    })
+}
+
+/// Builds one member: its namespace (if new), the veth pair with the host end attached to the
+/// bridge and in the network's group, the addresses, the default routes.
+async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
+    let ns = match member.ns {
+        MemberNs::New => Namespace::new().await?,
+        MemberNs::Borrowed(inner) => Namespace::view(inner),
+        MemberNs::Owned(ns) => ns,
+    };
+    let host_view = Namespace::view(plan.host.clone());
+    let mut veth = VethPair::new(
+        member.host_interface_name.as_str(),
+        member.interface_name.as_str(),
+    )
+    .namespace(&host_view)
+    .controller(&plan.bridge)
+    .group(plan.group)
+    .peer_namespace(&ns)
+    .nodad(plan.nodad);
+    if let Some(mtu) = plan.mtu {
+        veth = veth.mtu(mtu);
+    }
+    for net in &member.addresses {
+        veth = veth.peer_address(*net);
+    }
+    let veth = veth.create().await?;
+    let routes = member.addresses.iter().filter_map(|net| {
+        plan.gateways
+            .iter()
+            .find(|g| g.is_ipv4() == net.is_ipv4())
+            .map(|gw| default_route(&ns, gw.ip()))
+    });
+    let mut first_error = None;
+    for result in futures::future::join_all(routes).await {
+        match result {
+            Ok(route) => route.keep(),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        if let Err(undo) = veth.delete().await {
+            log::warn!("netns-kit: rolling back a member: {undo}");
+        }
+        return Err(e);
+    }
+    // The veth goes with the network's link group (or with the member's namespace).
+    let [host, inside] = veth.keep();
+    if ns.is_owned() {
+        // Free the socket and buffers of a namespace the network will not talk to again.
+        ns.close_netlink();
+    }
+    Ok(Member {
+        ns,
+        inside,
+        host,
+        addresses: member.addresses,
+    })
+}
+
+fn group_message(group: u32) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelLink(
+        rtnetlink::LinkMessageBuilder::<LinkUnspec>::default()
+            .link_group(group)
+            .build(),
+    )
+}
+
+async fn set_group(plan: &Plan) -> Result<()> {
+    let nl = plan.host.nl().await?;
+    let msg = LinkUnspec::new_with_index(plan.bridge.index())
+        .link_group(plan.group)
+        .build();
+    nl.send(RouteNetlinkMessage::SetLink(msg), 0)
+        .ack()
+        .await
+        .map_err(|e| e.into_error("set the link group of", plan.bridge.label()))
+}
+
+async fn rollback(resource: NetworkResource, error: Error) -> Error {
+    let what = resource.describe();
+    if let Err(undo) = resource.remove().await {
+        log::warn!("netns-kit: rolling back {what}: {undo}");
+    }
+    error
+}
+
+#[derive(Debug)]
+struct NetworkResource {
+    plan: Plan,
+    rules: Option<ForwardRules>,
+    members: Vec<Member>,
+    taken: Taken,
+}
+
+impl Resource for NetworkResource {
+    fn describe(&self) -> String {
+        format!(
+            "bridged network {:?} in {}",
+            self.plan.bridge.name(),
+            self.plan.host.label()
+        )
+    }
+
+    async fn remove(self) -> Result<()> {
+        let what = self.describe();
+        let mut errors = Vec::new();
+        if let Some(rules) = self.rules {
+            if let Err(e) = rules.remove().await {
+                errors.push(e);
+            }
+        }
+        // One request, one kernel batch: the bridge and every member's veth pair.
+        let nl = self.plan.host.nl().await;
+        match nl {
+            Ok(nl) => match nl.send(group_message(self.plan.group), 0).ack().await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(e.into_error("delete the links of", what.clone())),
+            },
+            Err(e) => errors.push(e),
+        }
+        for member in self.members {
+            if let Err(e) = member.ns.close() {
+                errors.push(e);
+            }
+        }
+        Error::collect(what, errors)
+    }
+
+    fn remove_blocking(self) -> Result<()> {
+        let what = self.describe();
+        let mut errors = Vec::new();
+        if let Some(rules) = self.rules {
+            if let Err(e) = rules.remove_blocking() {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = blocking_one(
+            &self.plan.host,
+            group_message(self.plan.group),
+            BLOCKING_TIMEOUT,
+            "delete the links of",
+            || what.clone(),
+        ) {
+            errors.push(e);
+        }
+        for member in self.members {
+            if let Err(e) = member.ns.close() {
+                errors.push(e);
+            }
+        }
+        Error::collect(what, errors)
+    }
+}
+
+/// Pattern 2 of the seed, made by [`bridged`]: a bridge with the gateway address(es) in a host
+/// namespace and members joined to it. The guard removes the bridge, every member's veth pair
+/// (in one kernel batch, see below), the firewall rules if any, and the member namespaces it
+/// created or was given; it never destroys the host namespace or namespaces given with
+/// [`MemberSpec::in_namespace`]. See the [guard contract](crate#guards).
+///
+/// # Fast teardown
+///
+/// Deleting a link costs the kernel 15–35 ms (it waits for RCU grace periods), so deleting a
+/// network's links one by one would cost that per member. Instead the bridge and every member's
+/// host-side veth end share one **link group** (`ip link ... group N`; [`group`](Self::group)),
+/// and teardown is a single `RTM_DELLINK` for the group — what `ip link del group N` sends: the
+/// kernel unregisters them all in one batch, and deleting a veth end deletes its peer inside the
+/// member's namespace. Do not put other links in that group.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
+/// use netns_kit::{MemberSpec, bridged};
+///
+/// let mut net = bridged()
+///     .host(&host)
+///     .gateway("10.1.0.1/24")
+///     .member(MemberSpec::new().address("10.1.0.2/24"))
+///     .create()
+///     .await?;
+/// net.add_member(MemberSpec::new().address("10.1.0.3/24")).await?;
+/// net.remove_member("10.1.0.2".parse().unwrap()).await?;
+/// assert_eq!(net.members().len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct BridgedNetwork(Guard<NetworkResource>);
+
+impl BridgedNetwork {
+    /// The bridge.
+    pub fn bridge(&self) -> &Link {
+        &self.0.get().plan.bridge
+    }
+
+    /// The gateway addresses on the bridge, one per IP version.
+    pub fn gateways(&self) -> &[IpNetwork] {
+        &self.0.get().plan.gateways
+    }
+
+    /// The link group of the bridge and the members' host-side veth ends.
+    pub fn group(&self) -> u32 {
+        self.0.get().plan.group
+    }
+
+    /// Whether the network inserted `iptables` FORWARD accept rules for its bridge.
+    pub fn accepts_forward(&self) -> bool {
+        self.0.get().rules.is_some()
+    }
+
+    /// The members, in the order they were added.
+    pub fn members(&self) -> &[Member] {
+        &self.0.get().members
+    }
+
+    /// The member that has address `address`.
+    pub fn member(&self, address: IpAddr) -> Option<&Member> {
+        self.members()
+            .iter()
+            .find(|m| m.addresses.iter().any(|a| a.ip() == address))
+    }
+
+    /// Adds a member to the live network, validated against the existing ones like the members
+    /// given to [`create`](BridgedNetworkBuilder::create). On failure nothing of the new member
+    /// remains and the network is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// As for [`BridgedNetworkBuilder::create`].
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped half-way, the new member's veth may remain in the network's
+    /// link group without being listed; it is removed with the network.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// let m = net.add_member(netns_kit::MemberSpec::new().address("10.1.0.9/24")).await?;
+    /// println!("new member's eth0 is #{}", m.interface().index());
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_member(&mut self, spec: MemberSpec) -> Result<&Member> {
+        let resource = self.0.get_mut();
+        let plan = resource.plan.clone();
+        let describe = resource.describe();
+        // Validate against a copy of what is taken; commit it only once the member exists.
+        let mut taken = resource.taken.clone();
+        let planned = plan_member(
+            spec,
+            &plan.gateways,
+            &plan.interface_name,
+            &mut taken,
+            &|| describe.clone(),
+        )?;
+        let member = build_member(&plan, planned).await?;
+        let resource = self.0.get_mut();
+        resource.taken = taken;
+        resource.members.push(member);
+        Ok(resource.members.last().expect("just pushed"))
+    }
+
+    /// Removes the member that has `address`: deletes its veth pair (with its address and
+    /// routes) and, if the network created or was given its namespace, destroys that too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if no member has that address; the kernel's refusal otherwise
+    /// (the member is forgotten by the network in any case).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the member is taken out of the network and its deletion sent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// net.remove_member("10.1.0.9".parse().unwrap()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_member(&mut self, address: IpAddr) -> Result<()> {
+        let resource = self.0.get_mut();
+        let Some(position) = resource
+            .members
+            .iter()
+            .position(|k| k.addresses.iter().any(|a| a.ip() == address))
+        else {
+            return Err(Error::invalid(
+                resource.describe(),
+                format!("no member has address {address}"),
+            ));
+        };
+        let member = resource.members.remove(position);
+        for net in &member.addresses {
+            resource.taken.addresses.remove(&net.ip());
+        }
+        resource.taken.host_names.remove(member.host.name());
+        resource.taken.namespaces.remove(&member.ns.inner().id());
+        let host = member.host.clone();
+        let mut errors = Vec::new();
+        if let Err(e) = crate::link::delete_link(host.ns(), host.index(), || host.label()).await {
+            errors.push(e);
+        }
+        if let Err(e) = member.ns.close() {
+            errors.push(e);
+        }
+        Error::collect(format!("member {address}"), errors)
+    }
+
+    /// Tears the whole network down now and reports every error met; teardown goes on after a
+    /// failure.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the group deletion is sent and carried out even if the future is dropped;
+    /// member namespaces are then freed when the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// net.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// Disarms the guard: the bridge, veths, rules and member namespaces stay (a named member
+    /// namespace keeps its name; an anonymous one still dies with its last handle, which is
+    /// returned here).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(net: netns_kit::BridgedNetwork) {
+    /// let members = net.keep();
+    /// # }
+    /// ```
+    pub fn keep(self) -> Vec<Member> {
+        self.0
+            .keep()
+            .members
+            .into_iter()
+            .map(|m| {
+                let Member {
+                    ns,
+                    inside,
+                    host,
+                    addresses,
+                } = m;
+                Member {
+                    ns: ns.keep(),
+                    inside,
+                    host,
+                    addresses,
+                }
+            })
+            .collect()
+    }
+}

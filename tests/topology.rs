@@ -1,0 +1,332 @@
+//! The seed's two patterns: what `ip -j` shows, real `ping` and TCP across them (IPv4 and IPv6,
+//! the IPv6 one without waiting for DAD), adding and removing members, bad input, and teardown
+//! that leaves nothing.
+
+mod common;
+
+use std::{net::IpAddr, time::Duration};
+
+use common::*;
+use netns_kit::{MemberSpec, Namespace, bridged, connect};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn direct_link_is_what_the_seed_builds_and_carries_ping_and_tcp() {
+    let (ns1, ns2) = (sandbox().await, sandbox().await);
+    let link = connect(&ns1, &ns2)
+        .names("veth1", "veth2")
+        .address("10.61.0.1/24", "10.61.0.2/24")
+        .address("fd61::1/64", "fd61::2/64")
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(link_names(&ns1), ["lo", "veth1"]);
+    assert_eq!(link_names(&ns2), ["lo", "veth2"]);
+    assert_eq!(addrs(&ns1, "veth1"), ["10.61.0.1/24", "fd61::1/64"]);
+    assert_eq!(addrs(&ns2, "veth2"), ["10.61.0.2/24", "fd61::2/64"]);
+    for (ns, v4gw, v6gw) in [
+        (&ns1, "10.61.0.2", "fd61::2"),
+        (&ns2, "10.61.0.1", "fd61::1"),
+    ] {
+        let v4 = routes(ns, false);
+        let d = v4
+            .iter()
+            .find(|r| r["dst"] == "default")
+            .expect("v4 default");
+        assert_eq!(d["gateway"], v4gw);
+        let v6 = routes(ns, true);
+        let d = v6
+            .iter()
+            .find(|r| r["dst"] == "default")
+            .expect("v6 default");
+        assert_eq!(d["gateway"], v6gw);
+    }
+    // Immediately usable, IPv6 included (no DAD wait): the real ping binary, and TCP.
+    assert!(ping(&ns1, "10.61.0.2"));
+    assert!(ping(&ns2, "fd61::1"));
+    assert!(tcp_echo(&ns2, &ns1, ip("10.61.0.2")));
+    assert!(tcp_echo(&ns1, &ns2, ip("fd61::1")));
+    // And the in-process prober agrees.
+    ns1.ping(ip("fd61::2"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    drop(link);
+    assert_eq!(link_names(&ns1), ["lo"]);
+    assert_eq!(link_names(&ns2), ["lo"]);
+}
+
+#[tokio::test]
+async fn direct_link_delete_leaves_nothing_and_routes_are_optional() {
+    let (ns1, ns2) = (sandbox().await, sandbox().await);
+    let link = connect(&ns1, &ns2)
+        .address("10.62.0.1/30", "10.62.0.2/30")
+        .default_routes(false)
+        .create()
+        .await
+        .unwrap();
+    assert!(routes(&ns1, false).iter().all(|r| r["dst"] != "default"));
+    assert!(ping(&ns1, "10.62.0.2"));
+    link.delete().await.unwrap();
+    assert_eq!(link_names(&ns1), ["lo"]);
+    assert_eq!(link_names(&ns2), ["lo"]);
+}
+
+#[tokio::test]
+async fn direct_link_bad_input_leaves_nothing() {
+    let (ns1, ns2) = (sandbox().await, sandbox().await);
+    let cases = [
+        (connect(&ns1, &ns2), "give each end an address"),
+        (
+            connect(&ns1, &ns2).address("10.0.0.1/24", "fd00:9::2/64"),
+            "different IP versions",
+        ),
+        (
+            connect(&ns1, &ns2).address("10.0.0.1/24", "10.0.1.2/24"),
+            "not on the same subnet",
+        ),
+        (
+            connect(&ns1, &ns2).address("10.0.0.1/24", "10.0.0.1/24"),
+            "both ends would have",
+        ),
+        (
+            connect(&ns1, &ns2)
+                .address("10.0.0.1/24", "10.0.0.2/24")
+                .address("10.0.1.1/24", "10.0.1.2/24"),
+            "one address pair per IP version",
+        ),
+        (
+            connect(&ns1, &ns2)
+                .address("10.0.0.1/24", "10.0.0.2/24")
+                .names("a-name-too-long-x", "b"),
+            "longer than 15",
+        ),
+    ];
+    for (builder, why) in cases {
+        let err = builder.create().await.unwrap_err();
+        assert!(err.is_invalid_input(), "{why}: {err:?}");
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+    assert_eq!(link_names(&ns1), ["lo"]);
+    assert_eq!(link_names(&ns2), ["lo"]);
+}
+
+#[tokio::test]
+async fn bridged_network_is_what_the_seed_builds_and_carries_ping_and_tcp() {
+    let host = sandbox().await;
+    let net = bridged()
+        .host(&host)
+        .bridge_name("br0")
+        .gateway("10.63.0.254/24")
+        .gateway("fd63::fe/64")
+        .member(
+            MemberSpec::new()
+                .address("10.63.0.1/24")
+                .address("fd63::1/64"),
+        )
+        .member(
+            MemberSpec::new()
+                .address("10.63.0.2/24")
+                .address("fd63::2/64"),
+        )
+        .member(MemberSpec::new().address("10.63.0.3/24"))
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(addrs(&host, "br0"), ["10.63.0.254/24", "fd63::fe/64"]);
+    let ports: Vec<String> = ip_json(&host, &["link", "show", "master", "br0"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ports.len(), 3);
+    for m in net.members() {
+        assert!(ports.contains(&m.host_interface().name().to_owned()));
+        let j = link_json(&host, m.host_interface().name());
+        assert!(has_flag(&j, "UP"));
+        assert_eq!(j["group"], net.group().to_string());
+        let ns = m.namespace();
+        assert_eq!(link_names(ns), ["lo", "eth0"]);
+        let expected: Vec<String> = m.addresses().iter().map(ToString::to_string).collect();
+        assert_eq!(addrs(ns, "eth0"), expected);
+        let v4 = routes(ns, false);
+        assert_eq!(
+            v4.iter().find(|r| r["dst"] == "default").unwrap()["gateway"],
+            "10.63.0.254"
+        );
+    }
+    let v6 = routes(net.members()[0].namespace(), true);
+    assert_eq!(
+        v6.iter().find(|r| r["dst"] == "default").unwrap()["gateway"],
+        "fd63::fe"
+    );
+
+    let (m1, m2, m3) = (&net.members()[0], &net.members()[1], &net.members()[2]);
+    assert!(ping(m1.namespace(), "10.63.0.2"));
+    assert!(ping(m3.namespace(), "10.63.0.1"));
+    assert!(ping(m1.namespace(), "10.63.0.254"));
+    assert!(ping(m2.namespace(), "fd63::1"));
+    assert!(tcp_echo(m2.namespace(), m1.namespace(), ip("10.63.0.2")));
+    assert!(tcp_echo(m1.namespace(), m2.namespace(), ip("fd63::1")));
+    // A server on the gateway, in the host namespace.
+    assert!(tcp_echo(&host, m3.namespace(), ip("10.63.0.254")));
+    drop(net);
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[tokio::test]
+async fn members_can_join_and_leave_a_live_network() {
+    let host = sandbox().await;
+    let mut net = bridged()
+        .host(&host)
+        .gateway("10.64.0.1/24")
+        .member(MemberSpec::new().address("10.64.0.2/24"))
+        .create()
+        .await
+        .unwrap();
+    let existing = Namespace::new().await.unwrap();
+    let joined = net
+        .add_member(
+            MemberSpec::in_namespace(&existing)
+                .address("10.64.0.3/24")
+                .interface_name("lan0"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(joined.interface().name(), "lan0");
+    assert_eq!(link_names(&existing), ["lo", "lan0"]);
+    assert!(ping(&existing, "10.64.0.2"));
+    assert_eq!(net.members().len(), 2);
+
+    // A duplicate address is refused and changes nothing.
+    let err = net
+        .add_member(MemberSpec::new().address("10.64.0.3/24"))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    assert_eq!(net.members().len(), 2);
+    assert_eq!(link_names(&host).len(), 4); // lo, bridge, two host ends
+
+    // Leaving: the borrowed namespace is left intact, with only its lo.
+    net.remove_member(ip("10.64.0.3")).await.unwrap();
+    assert_eq!(link_names(&existing), ["lo"]);
+    assert_eq!(net.members().len(), 1);
+    assert_eq!(link_names(&host).len(), 3);
+    // Its address can be reused now.
+    net.add_member(MemberSpec::new().address("10.64.0.3/24"))
+        .await
+        .unwrap();
+    assert!(ping(net.members()[1].namespace(), "10.64.0.2"));
+    let err = net.remove_member(ip("10.64.0.99")).await.unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+
+    net.delete().await.unwrap();
+    assert_eq!(link_names(&host), ["lo"]);
+    assert_eq!(link_names(&existing), ["lo"]);
+}
+
+#[tokio::test]
+async fn bridged_bad_input_is_refused_before_anything_is_made() {
+    let host = sandbox().await;
+    let existing = Namespace::new().await.unwrap();
+    let base = || bridged().host(&host).gateway("10.65.0.1/24");
+    let cases = [
+        (bridged().host(&host), "gateway address"),
+        (
+            base().member(MemberSpec::new().address("10.66.0.2/24")),
+            "not in the gateway's subnet",
+        ),
+        (
+            base().member(MemberSpec::new().address("10.65.0.1/24")),
+            "gateway's address",
+        ),
+        (
+            base()
+                .member(MemberSpec::new().address("10.65.0.2/24"))
+                .member(MemberSpec::new().address("10.65.0.2/24")),
+            "already another member's address",
+        ),
+        (
+            base()
+                .member(
+                    MemberSpec::new()
+                        .address("10.65.0.2/24")
+                        .host_interface_name("same"),
+                )
+                .member(
+                    MemberSpec::new()
+                        .address("10.65.0.3/24")
+                        .host_interface_name("same"),
+                ),
+            "already another member's",
+        ),
+        (
+            base()
+                .member(MemberSpec::in_namespace(&existing).address("10.65.0.2/24"))
+                .member(MemberSpec::in_namespace(&existing).address("10.65.0.3/24")),
+            "already a member",
+        ),
+        (
+            base().member(MemberSpec::new().address("fd65::2/64")),
+            "no IPv6 gateway",
+        ),
+        (base().member(MemberSpec::new()), "needs an address"),
+        (base().gateway("10.67.0.1/24"), "one gateway per IP version"),
+        (
+            base().bridge_name("a-bridge-name-too-long"),
+            "longer than 15",
+        ),
+        (
+            base().member(
+                MemberSpec::new()
+                    .address("10.65.0.2/24")
+                    .interface_name("eth/0"),
+            ),
+            "`/`",
+        ),
+        (
+            base().member(MemberSpec::new().address("10.65.0.255/24")),
+            "broadcast address",
+        ),
+    ];
+    for (builder, why) in cases {
+        let err = builder.create().await.unwrap_err();
+        assert!(err.is_invalid_input(), "{why}: {err:?}");
+        assert!(err.to_string().contains(why), "{why}: {err}");
+    }
+    assert_eq!(link_names(&host), ["lo"]);
+    assert_eq!(link_names(&existing), ["lo"]);
+}
+
+#[tokio::test]
+async fn a_kernel_refusal_half_way_rolls_everything_back() {
+    let host = sandbox().await;
+    // The 4th of 5 members lives in a namespace where its interface name is already taken.
+    let crowded = Namespace::new().await.unwrap();
+    let _squatter = netns_kit::VethPair::new("eth0", "other")
+        .namespace(&crowded)
+        .create()
+        .await
+        .unwrap();
+    let err = bridged()
+        .host(&host)
+        .gateway("10.68.0.1/24")
+        .members((2..=6).map(|i| {
+            if i == 5 {
+                MemberSpec::in_namespace(&crowded).address(format!("10.68.0.{i}/24"))
+            } else {
+                MemberSpec::new().address(format!("10.68.0.{i}/24"))
+            }
+        }))
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert_eq!(link_names(&host), ["lo"]);
+    let mut left = link_names(&crowded);
+    left.sort();
+    assert_eq!(left, ["eth0", "lo", "other"]);
+}
