@@ -7,8 +7,9 @@
 //! [`Error::errno`], ...).
 //!
 //! Kernel refusals are sorted into variants by errno: `EEXIST` becomes
-//! [`Error::AlreadyExists`], `ENOENT`/`ENODEV`/`ESRCH` become [`Error::NotFound`], `EPERM`/`EACCES`
-//! become [`Error::PermissionDenied`] (whose message says which capabilities are needed), anything
+//! [`Error::AlreadyExists`], `ENOENT`/`ENODEV`/`ESRCH` become [`Error::NotFound`], `EPERM` (and
+//! `EACCES` from a syscall, not from rtnetlink, where it means something else) become
+//! [`Error::PermissionDenied`] (whose message says which capabilities are needed), anything
 //! else [`Error::Os`]. The `Display` text names the errno (`EBUSY`, ...) and, when the kernel sent
 //! an extended-ack explanation, quotes it; the source carries the errno as an [`io::Error`].
 
@@ -97,8 +98,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The object already exists (`EEXIST`, `EBUSY` on a name); the existing one was left
-    /// untouched.
+    /// The object already exists (`EEXIST`); the existing one was left untouched.
     #[error("cannot {op} {object}: it already exists{}", kernel_says(.detail))]
     AlreadyExists {
         /// The operation.
@@ -138,18 +138,6 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: io::Error,
-    },
-
-    /// An asynchronous operation needs a Tokio runtime with I/O enabled and none was current.
-    #[error(
-        "cannot {op} {object}: no Tokio runtime with I/O enabled is running on this thread \
-         (call it from inside a runtime built with `enable_io()`/`enable_all()`)"
-    )]
-    NoRuntime {
-        /// The operation.
-        op: &'static str,
-        /// The object operated on.
-        object: String,
     },
 
     /// An operation did not finish in time.

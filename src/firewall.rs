@@ -20,7 +20,11 @@
 //! [`forward_check`] reports whether a namespace would drop bridged traffic this way. In a fresh
 //! namespace the firewall is empty and the policy `ACCEPT`, so tests need no fix.
 
-use std::{process::Output, sync::Arc};
+use std::{
+    process::{Output, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     error::{Error, Result},
@@ -31,45 +35,70 @@ use crate::{
 
 const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
 
-/// Runs `program args...` inside `ns` (no shell), on a short-lived thread so async callers are
-/// not blocked, and returns its output.
-async fn run_inside(
+/// How long `iptables` may wait for the xtables lock (`-w 5`), and how long it may run at all
+/// before it is killed: a guard's `Drop` must not hang.
+const LOCK_WAIT: &str = "5";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// `program -w 5 args...`, entering `ns` between fork and exec (no shell), killed if the thread
+/// that started it ends.
+fn command(ns: &NsInner, program: &'static str, args: &[String]) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command
+        .arg("-w")
+        .arg(LOCK_WAIT)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    crate::sys::enter_before_exec(&mut command, ns.fd().clone());
+    crate::sys::kill_with_parent(&mut command);
+    command
+}
+
+/// Runs `program args...` inside `ns` and returns its output; the process is driven by the
+/// library's runtime thread, killed if it outlives [`DEADLINE`] or if the future is dropped.
+pub(crate) async fn run(
     ns: &Arc<NsInner>,
     program: &'static str,
     args: Vec<String>,
 ) -> std::io::Result<Output> {
-    let mut command = std::process::Command::new(program);
-    command.args(&args);
-    crate::sys::enter_before_exec(&mut command, ns.fd().clone());
-    let (tx, rx) = futures::channel::oneshot::channel();
-    std::thread::Builder::new()
-        .name("netns-kit-iptables".into())
-        .spawn(move || {
-            let _ = tx.send(command.output());
-        })?;
-    rx.await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the iptables thread ended early")))
+    let mut command = tokio::process::Command::from(command(ns, program, &args));
+    command.kill_on_drop(true);
+    crate::netlink::on_driver(async move {
+        match tokio::time::timeout(DEADLINE, command.output()).await {
+            Ok(output) => output,
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        }
+    })
+    .await?
 }
 
-fn run_inside_blocking(
-    ns: &NsInner,
-    program: &'static str,
-    args: &[String],
-) -> std::io::Result<Output> {
-    let mut command = std::process::Command::new(program);
-    command.args(args);
-    crate::sys::enter_before_exec(&mut command, ns.fd().clone());
-    command.output()
+/// Like [`run`], blocking (for `Drop`): waits at most [`DEADLINE`], then kills the process.
+fn run_blocking(ns: &NsInner, program: &'static str, args: &[String]) -> std::io::Result<Output> {
+    let mut child = command(ns, program, args).spawn()?;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if child.try_wait()?.is_some() {
+            return child.wait_with_output();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
-fn command_error(
+pub(crate) fn command_error(
     op: &'static str,
     object: String,
     program: &str,
     args: &[String],
     result: std::io::Result<Output>,
 ) -> Error {
-    let program = format!("{program} {}", args.join(" "));
+    let program = format!("{program} -w {LOCK_WAIT} {}", args.join(" "));
     let outcome = match result {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             "is not installed (install the iptables package)".to_owned()
@@ -107,7 +136,7 @@ pub(crate) struct ForwardRules {
 }
 
 impl ForwardRules {
-    fn rule(&self, direction: &str) -> Vec<String> {
+    fn rule(&self, direction: &str, tag: &str) -> Vec<String> {
         [
             "FORWARD",
             direction,
@@ -115,7 +144,7 @@ impl ForwardRules {
             "-m",
             "comment",
             "--comment",
-            &self.tag,
+            tag,
             "-j",
             "ACCEPT",
         ]
@@ -133,41 +162,70 @@ impl ForwardRules {
     }
 
     fn args(&self, action: &str, direction: &str) -> Vec<String> {
-        let mut args = vec!["-w".to_owned(), action.to_owned()];
-        args.extend(self.rule(direction));
+        self.args_tagged(action, direction, &self.tag)
+    }
+
+    fn args_tagged(&self, action: &str, direction: &str, tag: &str) -> Vec<String> {
+        let mut args = vec![action.to_owned()];
+        args.extend(self.rule(direction, tag));
         args
     }
 
-    /// Inserts the rules for `bridge`; on failure removes what was inserted.
-    pub(crate) async fn insert(bridge: &Link) -> Result<ForwardRules> {
-        let rules = ForwardRules {
-            ns: bridge.ns().clone(),
-            bridge: bridge.name().to_owned(),
-            tag: owner::marker(),
-        };
+    /// Replaces the ownership mark of the rules by [`owner::KEPT`] (for `keep()`): each rule is
+    /// inserted again with the new comment before the marked one is deleted, so traffic never
+    /// stops passing. Errors are logged.
+    pub(crate) fn keep_blocking(self) {
         for program in IPTABLES {
             for direction in ["-i", "-o"] {
-                let args = rules.args("-I", direction);
-                let result = run_inside(&rules.ns, program, args.clone()).await;
-                if !matches!(&result, Ok(out) if out.status.success()) {
-                    let e = command_error("insert", rules.object(), program, &args, result);
-                    if let Err(undo) = rules.remove().await {
-                        log::warn!("netns-kit: rolling back {}: {undo}", rules.object());
+                for (action, tag) in [("-I", owner::KEPT), ("-D", self.tag.as_str())] {
+                    let args = self.args_tagged(action, direction, tag);
+                    let result = run_blocking(&self.ns, program, &args);
+                    if !matches!(&result, Ok(out) if out.status.success()) {
+                        let e = command_error("keep", self.object(), program, &args, result);
+                        log::warn!("netns-kit: {e}");
                     }
-                    return Err(e);
                 }
             }
         }
-        Ok(rules)
+    }
+
+    /// The rules for `bridge`, not inserted yet.
+    pub(crate) fn for_bridge(bridge: &Link) -> ForwardRules {
+        ForwardRules {
+            ns: bridge.ns().clone(),
+            bridge: bridge.name().to_owned(),
+            tag: owner::marker(),
+        }
+    }
+
+    /// Inserts the rules. Put `self` under a guard first: on failure (or if this future is
+    /// dropped) the guard removes whatever was inserted.
+    pub(crate) async fn insert(&self) -> Result<()> {
+        for program in IPTABLES {
+            for direction in ["-i", "-o"] {
+                let args = self.args("-I", direction);
+                let result = run(&self.ns, program, args.clone()).await;
+                if !matches!(&result, Ok(out) if out.status.success()) {
+                    return Err(command_error(
+                        "insert",
+                        self.object(),
+                        program,
+                        &args,
+                        result,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the rules; rules already gone count as deleted. Goes on after a failure.
-    pub(crate) async fn remove(&self) -> Result<()> {
+    pub(crate) async fn remove(self) -> Result<()> {
         let mut errors = Vec::new();
         for program in IPTABLES {
             for direction in ["-i", "-o"] {
                 let args = self.args("-D", direction);
-                let result = run_inside(&self.ns, program, args.clone()).await;
+                let result = run(&self.ns, program, args.clone()).await;
                 match &result {
                     Ok(out) if out.status.success() || rule_absent(out) => {}
                     _ => errors.push(command_error(
@@ -184,12 +242,12 @@ impl ForwardRules {
     }
 
     /// Like [`remove`](Self::remove), blocking (for `Drop`).
-    pub(crate) fn remove_blocking(&self) -> Result<()> {
+    pub(crate) fn remove_blocking(self) -> Result<()> {
         let mut errors = Vec::new();
         for program in IPTABLES {
             for direction in ["-i", "-o"] {
                 let args = self.args("-D", direction);
-                let result = run_inside_blocking(&self.ns, program, &args);
+                let result = run_blocking(&self.ns, program, &args);
                 match &result {
                     Ok(out) if out.status.success() || rule_absent(out) => {}
                     _ => errors.push(command_error(
@@ -278,17 +336,17 @@ impl ForwardCheck {
 /// ```
 #[doc(alias = "iptables -S FORWARD")]
 pub async fn forward_check(ns: &Namespace) -> Result<ForwardCheck> {
-    let flag = |key: &str| -> Result<Option<bool>> {
-        match ns.sysctl(key) {
+    async fn flag(ns: &Namespace, key: &str) -> Result<Option<bool>> {
+        match ns.sysctl_async(key).await {
             Ok(v) => Ok(Some(v.trim() != "0")),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
-    };
+    }
     let mut policies = Vec::new();
     for program in IPTABLES {
-        let args = vec!["-w".to_owned(), "-S".to_owned(), "FORWARD".to_owned()];
-        let result = run_inside(ns.inner(), program, args.clone()).await;
+        let args = vec!["-S".to_owned(), "FORWARD".to_owned()];
+        let result = run(ns.inner(), program, args.clone()).await;
         match result {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => policies.push(None),
             Ok(out) if out.status.success() => {
@@ -310,9 +368,23 @@ pub async fn forward_check(ns: &Namespace) -> Result<ForwardCheck> {
         }
     }
     Ok(ForwardCheck {
-        bridge_nf_call_iptables: flag("net.bridge.bridge-nf-call-iptables")?,
-        bridge_nf_call_ip6tables: flag("net.bridge.bridge-nf-call-ip6tables")?,
+        bridge_nf_call_iptables: flag(ns, "net.bridge.bridge-nf-call-iptables").await?,
+        bridge_nf_call_ip6tables: flag(ns, "net.bridge.bridge-nf-call-ip6tables").await?,
         ipv6_forward_policy: policies.pop().flatten(),
         ipv4_forward_policy: policies.pop().flatten(),
     })
+}
+
+impl crate::guard::Resource for ForwardRules {
+    fn describe(&self) -> String {
+        self.object()
+    }
+
+    async fn remove(self) -> Result<()> {
+        ForwardRules::remove(self).await
+    }
+
+    fn remove_blocking(self) -> Result<()> {
+        ForwardRules::remove_blocking(self)
+    }
 }

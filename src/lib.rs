@@ -165,6 +165,7 @@ mod netlink;
 mod netns;
 mod owner;
 mod probe;
+mod reap;
 mod route;
 mod sys;
 mod topology;
@@ -179,6 +180,7 @@ pub use link::{
 };
 pub use name::{IFNAME_MAX, IFNAME_UNIQUE_PREFIX_MAX, IfName, NSNAME_MAX, NsName};
 pub use netns::{Namespace, NamespaceBuilder};
+pub use reap::{Reaped, reap};
 pub use route::{Route, RouteBuilder, RouteInfo};
 pub use topology::{
     BridgedNetwork, BridgedNetworkBuilder, DirectLink, DirectLinkBuilder, Member, MemberSpec,

@@ -56,8 +56,10 @@ fn invalid(kind: NameKind, name: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// A network interface name the kernel will accept (see `dev_valid_name()` in the kernel, and
-/// ip-link(8)): 1–15 bytes, not `.` or `..`, no `/`, `:`, whitespace or NUL.
+/// A network interface name the kernel will accept as is (see `dev_valid_name()` in the kernel,
+/// and ip-link(8)): 1–15 bytes, not `.` or `..`, no `/`, `:`, whitespace or NUL — and no `%`,
+/// which the kernel would expand as a template (`veth%d` becomes `veth0`), so the link would not
+/// have the name asked for.
 ///
 /// # Examples
 ///
@@ -98,6 +100,7 @@ impl IfName {
             let what = match c {
                 '/' => "contains `/`",
                 ':' => "contains `:` (reserved for alias labels)",
+                '%' => "contains `%` (the kernel would expand it as a name template, e.g. eth%d)",
                 '\0' => "contains a NUL byte",
                 c if c.is_whitespace() => "contains whitespace",
                 _ => continue,

@@ -71,12 +71,18 @@ impl KernelError {
 
     /// Turns this into the crate's error for `op` on `object`.
     pub(crate) fn into_error(self, op: &'static str, object: impl Into<String>) -> Error {
-        Error::with_detail(
-            op,
-            object,
-            io::Error::from_raw_os_error(self.errno),
-            self.detail,
-        )
+        let source = io::Error::from_raw_os_error(self.errno);
+        if self.errno == nix::libc::EACCES {
+            // From rtnetlink, EACCES is a refusal such as "IPv6 is disabled on this device",
+            // not a missing privilege (that is EPERM): do not tell the user to run as root.
+            return Error::Os {
+                op,
+                object: object.into(),
+                detail: self.detail,
+                source,
+            };
+        }
+        Error::with_detail(op, object, source, self.detail)
     }
 
     pub(crate) fn is_not_found(&self) -> bool {
@@ -87,12 +93,26 @@ impl KernelError {
     }
 }
 
-/// Reads the kernel's extended-ack message out of an `NLMSG_ERROR` payload. With
-/// `NETLINK_CAP_ACK` the payload after the errno is the request's 16-byte header followed by
-/// attributes; `NLMSGERR_ATTR_MSG` (1) is a NUL-terminated string.
-fn ext_ack_message(payload_after_errno: &[u8]) -> Option<String> {
+/// Reads the kernel's extended-ack message out of an `NLMSG_ERROR` payload (what follows the
+/// errno). The payload starts with the failed request: only its 16-byte header when the answer
+/// is capped (`NLM_F_CAPPED`, from `NETLINK_CAP_ACK`), the whole request otherwise (its length is
+/// in its header). Attributes follow only if `NLM_F_ACK_TLVS` is set; `NLMSGERR_ATTR_MSG` (1) is
+/// a NUL-terminated string.
+fn ext_ack_message(flags: u16, payload_after_errno: &[u8]) -> Option<String> {
+    const NLM_F_CAPPED: u16 = 0x100;
+    const NLM_F_ACK_TLVS: u16 = 0x200;
     const NLMSGERR_ATTR_MSG: u16 = 1;
-    let mut rest = payload_after_errno.get(16..)?;
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let request_len = if flags & NLM_F_CAPPED != 0 {
+        16
+    } else {
+        let len = payload_after_errno.get(..4)?;
+        let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        (len + 3) & !3
+    };
+    let mut rest = payload_after_errno.get(request_len..)?;
     while rest.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
         let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
@@ -110,12 +130,12 @@ fn ext_ack_message(payload_after_errno: &[u8]) -> Option<String> {
     None
 }
 
-fn check_error(payload: &NetlinkPayload<RouteNetlinkMessage>) -> Result<(), KernelError> {
-    if let NetlinkPayload::Error(e) = payload {
+fn check_error(message: &NetlinkMessage<RouteNetlinkMessage>) -> Result<(), KernelError> {
+    if let NetlinkPayload::Error(e) = &message.payload {
         if let Some(code) = e.code {
             return Err(KernelError {
                 errno: code.get().abs(),
-                detail: ext_ack_message(&e.header),
+                detail: ext_ack_message(message.header.flags, &e.header),
             });
         }
     }
@@ -190,7 +210,7 @@ pub(crate) fn blocking_acks(
             if let NetlinkPayload::Error(_) = message.payload {
                 if let Some(slot) = seq.checked_sub(1).and_then(|i| results.get_mut(i)) {
                     if slot.is_none() {
-                        *slot = Some(check_error(&message.payload));
+                        *slot = Some(check_error(&message));
                         pending -= 1;
                     }
                 }
@@ -204,35 +224,52 @@ pub(crate) fn blocking_acks(
 // The driver thread and the async socket it polls.
 
 fn driver() -> io::Result<&'static tokio::runtime::Handle> {
-    static DRIVER: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
-    DRIVER
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .enable_time()
-                .thread_name("netns-kit-netlink")
-                .build()
-                .map_err(|e| e.to_string())?;
-            let handle = runtime.handle().clone();
-            std::thread::Builder::new()
-                .name("netns-kit-netlink".into())
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))
-                .map_err(|e| e.to_string())?;
-            Ok(handle)
-        })
-        .as_ref()
-        .map_err(|e| io::Error::other(format!("cannot start the netlink driver thread: {e}")))
+    // Only success is cached: a failure (say EMFILE) is reported and retried next time.
+    static DRIVER: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(handle) = DRIVER.get() {
+        return Ok(handle);
+    }
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(handle) = DRIVER.get() {
+        return Ok(handle);
+    }
+    let failed = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot start the netlink driver thread: {e}"),
+        )
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(failed)?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("netns-kit-netlink".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .map_err(failed)?;
+    Ok(DRIVER.get_or_init(|| handle))
 }
 
 /// Runs `future` on the driver thread's runtime and returns a future for its output that any
-/// executor can await. Used for socket I/O that must be registered with a Tokio reactor.
+/// executor can await. Dropping the returned future aborts the task (dropping `future`, and
+/// with it any socket or child process it owns).
 pub(crate) async fn on_driver<F>(future: F) -> io::Result<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let task = driver()?.spawn(future);
-    task.await
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(driver()?.spawn(future));
+    (&mut task.0)
+        .await
         .map_err(|e| io::Error::other(format!("netns-kit driver task failed: {e}")))
 }
 
@@ -332,7 +369,11 @@ impl Conn {
         socket.set_non_blocking(true)?;
         let runtime = driver()?;
         let socket = NlSocket(crate::sys::register_async_fd(socket, runtime)?);
-        let (connection, handle, _unsolicited) = rtnetlink::from_socket(socket);
+        let (mut connection, handle, _unsolicited) = rtnetlink::from_socket(socket);
+        // Pass acknowledgements and end-of-dump markers through, so a reply stream that ends
+        // without one is known to have been cut (the connection closed), not to have succeeded.
+        connection.set_forward_ack(true);
+        connection.set_forward_done(true);
         let task = runtime.spawn(connection);
         Ok(Conn {
             nl: Nl { handle },
@@ -402,29 +443,49 @@ impl Reply {
     ///
     /// Dropping this future does not cancel the request: the kernel carries it out anyway.
     pub(crate) async fn messages(self) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
-        let mut stream = self
-            .0
-            .map_err(|()| KernelError::protocol("the netlink connection is closed"))?;
+        let closed =
+            || KernelError::protocol("the netlink connection closed before the kernel answered");
+        let mut stream = self.0.map_err(|()| closed())?;
         let mut out = Vec::new();
         let mut error = None;
+        let mut answered = false;
         while let Some(message) = stream.next().await {
-            if let Err(e) = check_error(&message.payload) {
-                error.get_or_insert(e);
-                continue;
-            }
-            if let NetlinkPayload::InnerMessage(inner) = message.payload {
-                out.push(inner);
+            match message.payload {
+                NetlinkPayload::Error(_) => {
+                    answered = true;
+                    if let Err(e) = check_error(&message) {
+                        error.get_or_insert(e);
+                    }
+                }
+                NetlinkPayload::Done(_) => answered = true,
+                NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                _ => {}
             }
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(out),
+            None if answered => Ok(out),
+            None => Err(closed()),
         }
     }
 
     /// Waits for the acknowledgement.
     pub(crate) async fn ack(self) -> Result<(), KernelError> {
         self.messages().await.map(|_| ())
+    }
+
+    /// Waits for the acknowledgement from synchronous code (`Drop`), at most `timeout`. The
+    /// reply is driven by the driver thread, so this works on any thread, in or out of a runtime.
+    pub(crate) fn ack_blocking(self, timeout: Duration) -> Result<(), KernelError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let runtime = driver().map_err(|e| KernelError::protocol(&e.to_string()))?;
+        runtime.spawn(async move {
+            let _ = tx.send(self.ack().await);
+        });
+        rx.recv_timeout(timeout).unwrap_or(Err(KernelError {
+            errno: nix::libc::ETIMEDOUT,
+            detail: None,
+        }))
     }
 }
 
@@ -440,11 +501,21 @@ mod tests {
         payload.extend_from_slice(&len.to_ne_bytes());
         payload.extend_from_slice(&1u16.to_ne_bytes());
         payload.extend_from_slice(msg);
+        let capped_tlvs = 0x100 | 0x200;
         assert_eq!(
-            ext_ack_message(&payload).as_deref(),
+            ext_ack_message(capped_tlvs, &payload).as_deref(),
             Some("Nexthop has invalid gateway")
         );
-        assert_eq!(ext_ack_message(&payload[..16]), None);
-        assert_eq!(ext_ack_message(&[]), None);
+        assert_eq!(ext_ack_message(capped_tlvs, &payload[..16]), None);
+        assert_eq!(ext_ack_message(capped_tlvs, &[]), None);
+        assert_eq!(ext_ack_message(0x100, &payload), None, "no TLVs flagged");
+        // Not capped: the whole request (here 20 bytes) precedes the attributes.
+        let mut uncapped = 20u32.to_ne_bytes().to_vec();
+        uncapped.extend_from_slice(&[0u8; 16]);
+        uncapped.extend_from_slice(&payload[16..]);
+        assert_eq!(
+            ext_ack_message(0x200, &uncapped).as_deref(),
+            Some("Nexthop has invalid gateway")
+        );
     }
 }

@@ -44,6 +44,7 @@ use crate::{
     error::{Error, Result},
     name::NsName,
     netlink::{self, Conn, KernelError, Nl},
+    owner,
     sys::{self, NETNS_RUN_DIR, NotNetNs},
 };
 
@@ -150,14 +151,32 @@ impl NsInner {
         drop(old);
     }
 
-    /// Sends `messages` over a fresh blocking socket inside this namespace and returns the
-    /// kernel's answer to each. For `Drop`: needs no runtime, and waits at most `timeout` for
-    /// each step.
+    /// Sends `messages` and returns the kernel's answer to each, from synchronous code (`Drop`):
+    /// needs no runtime, and waits at most `timeout` for each step.
+    ///
+    /// If the namespace's connection is open, the messages go through it, so they are handled
+    /// after every request already queued on it — a teardown never overtakes a creation whose
+    /// future was just dropped — and its answers are awaited on the driver thread. Otherwise a
+    /// short-lived blocking socket is opened inside the namespace.
     pub(crate) fn blocking_acks(
         &self,
         messages: Vec<(RouteNetlinkMessage, u16)>,
         timeout: Duration,
     ) -> std::io::Result<Vec<std::result::Result<(), KernelError>>> {
+        let live = match &*lock(&self.conn) {
+            ConnSlot::Live(conn) if conn.is_alive() => Some(conn.nl()),
+            _ => None,
+        };
+        if let Some(nl) = live {
+            let replies: Vec<_> = messages
+                .into_iter()
+                .map(|(msg, flags)| nl.send(msg, flags))
+                .collect();
+            return Ok(replies
+                .into_iter()
+                .map(|reply| reply.ack_blocking(timeout))
+                .collect());
+        }
         let fd = self.fd.clone();
         let socket = sys::on_worker_blocking(
             move || {
@@ -298,7 +317,7 @@ impl NamespaceBuilder {
     pub async fn create(self) -> Result<Namespace> {
         let name = self.name.as_deref().map(NsName::new).transpose()?;
         let Some(name) = name else {
-            let (fd, socket) = new_anonymous(self.loopback_up).await?;
+            let (fd, socket) = new_anonymous(self.loopback_up, None).await?;
             let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
             let inner = NsInner::new(fd, label, None, None)?;
             *lock(&inner.conn) = ConnSlot::Spare(socket);
@@ -314,18 +333,16 @@ impl NamespaceBuilder {
         let path = dir.join(name.as_str());
         sys::ensure_run_dir(dir)
             .map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
-        sys::create_ns_file(&path).map_err(|e| Error::os("create", label.clone(), e))?;
-        // From here on the mount point exists: remove it on every error path.
-        let undo = |e: Error| {
-            let _ = std::fs::remove_file(&path);
-            e
-        };
-        let (fd, socket) = new_anonymous(self.loopback_up).await.map_err(undo)?;
-        sys::bind_ns(fd.as_fd(), &path)
-            .map_err(|e| Error::os("bind-mount", label.clone(), e))
-            .map_err(undo)?;
-        let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))
-            .inspect_err(|_| drop(sys::unmount_and_unlink(&path)))?;
+        let mark = owner::marker();
+        sys::claim_ns_file(dir, name.as_str(), &owner::claim_name(), &mark)
+            .map_err(|e| Error::os("create", label.clone(), e))?;
+        // From here on the name is claimed: `claim` gives it back on every error path, and if
+        // this future is dropped.
+        let claim = Claim(Some(path.clone()));
+        let (fd, socket) = new_anonymous(self.loopback_up, Some(mark)).await?;
+        sys::bind_ns(fd.as_fd(), &path).map_err(|e| Error::os("bind-mount", label.clone(), e))?;
+        let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))?;
+        claim.done();
         *lock(&inner.conn) = ConnSlot::Spare(socket);
         Ok(Namespace {
             inner: Arc::new(inner),
@@ -335,28 +352,75 @@ impl NamespaceBuilder {
     }
 }
 
+/// The calling thread's namespace, shared: every handle to it made by [`Namespace::current`]
+/// (and every builder that defaults to it) uses one `NsInner`, so one netlink connection, for
+/// as long as any of them is alive.
+pub(crate) fn current_inner() -> Result<Arc<NsInner>> {
+    static CACHE: Mutex<Vec<std::sync::Weak<NsInner>>> = Mutex::new(Vec::new());
+    let fd = sys::open_thread_ns().map_err(|e| Error::os("open", "the current namespace", e))?;
+    let id =
+        sys::ns_id(fd.as_fd()).map_err(|e| Error::os("inspect", "the current namespace", e))?;
+    let mut cache = lock(&CACHE);
+    cache.retain(|weak| weak.strong_count() > 0);
+    if let Some(inner) = cache
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .find(|i| i.id == id)
+    {
+        return Ok(inner);
+    }
+    let label = format!("current namespace net:[{}]", id.1);
+    let inner = Arc::new(NsInner::new(fd, label, None, None)?);
+    cache.push(Arc::downgrade(&inner));
+    Ok(inner)
+}
+
+/// A claimed `/run/netns/NAME`, unmounted (if mounted) and removed on drop unless `done`.
+struct Claim(Option<PathBuf>);
+
+impl Claim {
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = sys::unmount_and_unlink(&path);
+        }
+    }
+}
+
 fn ns_inode(fd: &OwnedFd) -> u64 {
     sys::ns_id(fd.as_fd()).map(|(_, ino)| ino).unwrap_or(0)
 }
 
-/// Makes a fresh namespace on a worker thread, returning its fd and a netlink socket inside it
-/// (with `lo` already up if asked).
-async fn new_anonymous(loopback_up: bool) -> Result<(OwnedFd, Socket)> {
+/// Makes a fresh namespace on a worker thread, returning its fd and a netlink socket inside it,
+/// with `lo` already up if asked and carrying `mark` as its alias if given (the ownership mark
+/// of a named namespace, see [`owner`](crate::owner)).
+async fn new_anonymous(loopback_up: bool, mark: Option<String>) -> Result<(OwnedFd, Socket)> {
     let job = move || -> std::result::Result<(OwnedFd, Socket), Error> {
         let op = |what: &'static str| move |e| Error::os(what, "a new network namespace", e);
         sys::unshare_net().map_err(op("create"))?;
         let fd = sys::open_thread_ns().map_err(op("open"))?;
         let socket = netlink::new_socket().map_err(op("open a netlink socket in"))?;
-        if loopback_up {
-            let up = LinkUnspec::new_with_index(1).up().build();
+        if loopback_up || mark.is_some() {
+            let mut lo = LinkUnspec::new_with_index(1);
+            if loopback_up {
+                lo = lo.up();
+            }
+            if let Some(mark) = mark {
+                lo = lo.alias(mark);
+            }
             let answers = netlink::blocking_acks(
                 &socket,
-                vec![(RouteNetlinkMessage::SetLink(up), 0)],
+                vec![(RouteNetlinkMessage::SetLink(lo.build()), 0)],
                 BLOCKING_TIMEOUT,
             )
-            .map_err(op("bring lo up in"))?;
+            .map_err(op("set up lo in"))?;
             if let Some(Err(e)) = answers.into_iter().next() {
-                return Err(e.into_error("bring lo up in", "a new network namespace"));
+                return Err(e.into_error("set up lo in", "a new network namespace"));
             }
         }
         Ok((fd, socket))
@@ -522,6 +586,9 @@ impl Namespace {
     pub fn from_fd(fd: OwnedFd) -> Result<Namespace> {
         sys::check_net_ns(fd.as_fd())
             .map_err(|e| open_error("open", "namespace from a file descriptor".into(), e))?;
+        // Programs started by `command()` must not inherit (and so keep alive) the namespace.
+        sys::set_cloexec(fd.as_fd())
+            .map_err(|e| Error::os("open", "namespace from a file descriptor", e))?;
         let label = format!("namespace net:[{}]", ns_inode(&fd));
         Namespace::opened(fd, label, None, None)
     }
@@ -540,10 +607,7 @@ impl Namespace {
     /// # Ok::<(), netns_kit::Error>(())
     /// ```
     pub fn current() -> Result<Namespace> {
-        let fd =
-            sys::open_thread_ns().map_err(|e| Error::os("open", "the current namespace", e))?;
-        let label = format!("current namespace net:[{}]", ns_inode(&fd));
-        Namespace::opened(fd, label, None, None)
+        Ok(Namespace::view(current_inner()?))
     }
 
     fn opened(
@@ -746,7 +810,23 @@ impl Namespace {
         tokio::process::Command::from(self.command(program))
     }
 
-    /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace.
+    /// Reads sysctl `key` without blocking the caller (for async code inside the crate).
+    pub(crate) async fn sysctl_async(&self, key: &str) -> Result<String> {
+        let path = sysctl_path(key)?;
+        let fd = self.inner.fd.clone();
+        let value = sys::on_worker(move || {
+            sys::setns_net(fd.as_fd())?;
+            std::fs::read_to_string(path)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
+        Ok(value.trim_end().to_owned())
+    }
+
+    /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace. This blocks the
+    /// caller for the few microseconds a worker thread takes to read it (at most 10 s if the
+    /// workers are stuck).
     ///
     /// Only `net.*` keys are accepted: they are the per-namespace ones, so this can never read or
     /// change a global setting by mistake. As with sysctl(8), a `/` inside a component stands for
@@ -829,6 +909,19 @@ impl Namespace {
     /// # Ok(()) }
     /// ```
     pub fn keep(mut self) -> Namespace {
+        if let Teardown::Unname(_) = self.teardown {
+            // Replace the ownership mark, so `reap` never removes what we were told to keep.
+            let kept = LinkUnspec::new_with_index(1).alias(owner::KEPT).build();
+            if let Err(e) = crate::link::blocking_one(
+                &self.inner,
+                RouteNetlinkMessage::SetLink(kept),
+                BLOCKING_TIMEOUT,
+                "unmark",
+                || self.inner.label.clone(),
+            ) {
+                log::warn!("netns-kit: keeping {}: {e}", self.inner.label);
+            }
+        }
         self.teardown = Teardown::Nothing;
         self.owned = false;
         self

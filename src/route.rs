@@ -504,7 +504,7 @@ impl RouteInfo {
 }
 
 impl Namespace {
-    /// Lists the unicast routes of the main table, IPv4 and IPv6 (one dump), like
+    /// Lists the unicast routes of the main table, IPv4 and IPv6 (two pipelined dumps), like
     /// `ip route show; ip -6 route show`.
     ///
     /// # Errors
@@ -525,11 +525,17 @@ impl Namespace {
     #[doc(alias = "ip route show")]
     pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
         let nl = self.inner().nl().await?;
+        // Both dumps are sent before either is awaited.
+        let replies: Vec<_> = [AddressFamily::Inet, AddressFamily::Inet6]
+            .into_iter()
+            .map(|family| {
+                let mut msg = RouteMessage::default();
+                msg.header.address_family = family;
+                nl.dump(RouteNetlinkMessage::GetRoute(msg))
+            })
+            .collect();
         let mut all = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut msg = RouteMessage::default();
-            msg.header.address_family = family;
-            let reply = nl.dump(RouteNetlinkMessage::GetRoute(msg));
+        for reply in replies {
             let msgs = reply
                 .messages()
                 .await

@@ -40,7 +40,10 @@ use std::{
     fs, io,
     os::{
         fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-        unix::{fs::OpenOptionsExt, process::CommandExt},
+        unix::{
+            fs::{DirBuilderExt, OpenOptionsExt},
+            process::CommandExt,
+        },
     },
     path::Path,
     sync::{
@@ -52,11 +55,9 @@ use std::{
 };
 
 use nix::{
-    fcntl::OFlag,
     libc,
     mount::{MntFlags, MsFlags},
     sched::CloneFlags,
-    sys::stat::Mode,
 };
 
 /// Where ip-netns(8) keeps named namespaces.
@@ -136,6 +137,28 @@ pub(crate) fn check_net_ns(fd: BorrowedFd<'_>) -> Result<(), NotNetNs> {
         ));
     }
     Ok(())
+}
+
+/// Sets `FD_CLOEXEC` on `fd`, so programs this process starts do not inherit it.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(errno)?;
+    let flags = FdFlag::from_bits_retain(flags) | FdFlag::FD_CLOEXEC;
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(errno)?;
+    Ok(())
+}
+
+/// Makes `command` receive SIGKILL if the thread that started it ends, so a helper program
+/// (`iptables`) never outlives this process and acts after it is gone.
+pub(crate) fn kill_with_parent(command: &mut std::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec; it makes one prctl(2) syscall
+    // (async-signal-safe, no allocation) and returns its result.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))
+        });
+    }
 }
 
 /// The (device, inode) pair that identifies the namespace `fd` refers to.
@@ -225,19 +248,24 @@ pub(crate) fn ensure_run_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-use std::os::unix::fs::DirBuilderExt;
-
-/// Creates the empty mount-point file for a named namespace, failing with `EEXIST` if the name
-/// is taken.
-pub(crate) fn create_ns_file(path: &Path) -> io::Result<()> {
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno)?;
-    drop(fd);
-    Ok(())
+/// Claims `dir/name` atomically with a file holding `mark`: the mark is written to the
+/// temporary `dir/temp` first, which is then hard-linked to `dir/name` (`link(2)` fails with
+/// `EEXIST` if the name is taken) and unlinked. No moment exists at which `dir/name` exists
+/// without the mark.
+pub(crate) fn claim_ns_file(dir: &Path, name: &str, temp: &str, mark: &str) -> io::Result<()> {
+    use std::io::Write;
+    let temp = dir.join(temp);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&temp)?;
+    let written = file.write_all(mark.as_bytes());
+    drop(file);
+    let linked = written.and_then(|()| fs::hard_link(&temp, dir.join(name)));
+    let _ = fs::remove_file(&temp);
+    linked
 }
 
 /// Bind-mounts the namespace `fd` refers to onto `target`.
@@ -277,8 +305,8 @@ pub(crate) fn enter_before_exec(cmd: &mut std::process::Command, fd: Arc<OwnedFd
     // work is allowed. It makes one setns(2) syscall and allocates nothing (the error path builds
     // an io::Error from a raw errno, which does not allocate). The fd it names stays open in the
     // child: the fork copied the parent's fd table while `fd`, moved into the closure and so alive
-    // as long as `cmd`, kept it open. The fd is O_CLOEXEC, so the program exec'd does not inherit
-    // it.
+    // as long as `cmd`, kept it open. Every namespace fd this crate holds has FD_CLOEXEC (opened
+    // with O_CLOEXEC, or set by `Namespace::from_fd`), so the program exec'd does not inherit it.
     unsafe {
         cmd.pre_exec(move || setns_net(fd.as_fd()));
     }
@@ -297,34 +325,38 @@ struct Pool {
     size: usize,
 }
 
-static POOL: OnceLock<Result<Pool, i32>> = OnceLock::new();
+static POOL: OnceLock<Pool> = OnceLock::new();
 
 fn pool() -> io::Result<&'static Pool> {
-    let pool = POOL.get_or_init(|| {
-        let home = open_process_ns().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-        let (tx, rx) = mpsc::channel();
-        let size = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(2, 4);
-        Ok(Pool {
-            tx: Mutex::new(tx),
-            rx: Mutex::new(rx),
-            home,
-            alive: AtomicUsize::new(0),
-            size,
-        })
-    });
-    pool.as_ref()
-        .map_err(|&code| io::Error::from_raw_os_error(code))
+    // Only success is cached: a failure (say EMFILE) is reported and retried next time.
+    static STARTING: Mutex<()> = Mutex::new(());
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let home = open_process_ns()?;
+    let (tx, rx) = mpsc::channel();
+    let size = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 4);
+    Ok(POOL.get_or_init(|| Pool {
+        tx: Mutex::new(tx),
+        rx: Mutex::new(rx),
+        home,
+        alive: AtomicUsize::new(0),
+        size,
+    }))
 }
 
 fn worker(pool: &'static Pool) {
-    // The spawning thread may itself have been in a foreign namespace.
-    if setns_net(pool.home.as_fd()).is_err() {
-        pool.alive.fetch_sub(1, Ordering::SeqCst);
-        return;
-    }
+    // The spawning thread may itself have been in a foreign namespace. Every job enters the
+    // namespace it needs before doing anything, so a worker that cannot go home still serves
+    // correctly; it only pins the namespace it is in, hence the retries after each job.
+    let _ = setns_net(pool.home.as_fd());
     loop {
         let job = {
             let rx = pool.rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -334,19 +366,22 @@ fn worker(pool: &'static Pool) {
         // A job that panics drops its reply channel; the submitter sees the worker "gone".
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         if setns_net(pool.home.as_fd()).is_err() {
-            // Never serve another job from the wrong namespace.
-            break;
+            // Do not keep a namespace the caller may have dropped alive: end this thread (its
+            // namespace reference goes with it) and let a fresh one take over queued jobs.
+            pool.alive.fetch_sub(1, Ordering::SeqCst);
+            let _ = ensure_workers(pool);
+            return;
         }
     }
     pool.alive.fetch_sub(1, Ordering::SeqCst);
 }
 
-fn submit(job: Job) -> io::Result<()> {
-    let pool = pool()?;
+/// Starts workers until the pool has its full size.
+fn ensure_workers(pool: &'static Pool) -> io::Result<()> {
     loop {
         let alive = pool.alive.load(Ordering::SeqCst);
         if alive >= pool.size {
-            break;
+            return Ok(());
         }
         if pool
             .alive
@@ -358,13 +393,15 @@ fn submit(job: Job) -> io::Result<()> {
                 .spawn(move || worker(pool));
             if let Err(e) = spawned {
                 pool.alive.fetch_sub(1, Ordering::SeqCst);
-                if alive == 0 {
-                    return Err(e);
-                }
-                break;
+                return if alive == 0 { Err(e) } else { Ok(()) };
             }
         }
     }
+}
+
+fn submit(job: Job) -> io::Result<()> {
+    let pool = pool()?;
+    ensure_workers(pool)?;
     pool.tx
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -426,8 +463,10 @@ pub(crate) fn register_async_fd<T: OwnsFd>(
     let _enter = runtime.enter();
     // SAFETY: `OwnsFd` is implemented only for types that own their fd (`OwnedFd`, netlink-sys's
     // `Socket`, which closes its fd on drop and never swaps it), so the fd stays open and the same
-    // for as long as the `AsyncFd` owns `inner`. Nothing in this crate replaces the inner value
-    // through `get_mut`.
+    // for as long as the `AsyncFd` owns `inner`. The inner value is never replaced: this crate
+    // does not do it, and the only other code that gets `&mut Socket` (through
+    // `AsyncSocket::socket_mut`) is netlink-proto's `Connection`, which only sets socket options
+    // and is never exposed outside `netlink.rs`.
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(io::Error::from)
 }
 

@@ -14,11 +14,12 @@
 //!
 //! Deleting a link costs the kernel 15–35 ms (it waits for RCU grace periods); deleting a
 //! network's links one by one would cost that per member. Instead the bridge and every member's
-//! host-side veth end are put in one **link group** (`ip link ... group N`), and teardown is a
-//! single `RTM_DELLINK` for the group: the kernel unregisters them all in one batch (one set of
+//! host-side veth end are created in one **link group** (`ip link ... group N`), and teardown is
+//! a single `RTM_DELLINK` for the group: the kernel unregisters them all in one batch (one set of
 //! grace periods), and deleting a veth end deletes its peer inside the member namespace. The
-//! group number is `0x6e6b0000 + the bridge's ifindex`, unique among the live bridges of the
-//! host namespace. Member namespaces the network created are then closed, which frees them.
+//! group number (see [`owner`](crate::owner)) is unique among this process's live networks and
+//! encodes its pid, which also marks the links for `reap` from the moment they exist. Member
+//! namespaces the network created are then closed, which frees them.
 
 use std::{collections::HashSet, net::IpAddr, sync::Arc};
 
@@ -35,6 +36,7 @@ use crate::{
     link::{Link, blocking_one, bridge::Bridge, veth::VethPair},
     name::IfName,
     netns::{BLOCKING_TIMEOUT, Namespace, NsInner},
+    owner,
     route::Route,
 };
 
@@ -315,8 +317,6 @@ impl DirectLink {
 
 // ---------------------------------------------------------------------------------------------
 // Pattern 2: a bridged network.
-
-const GROUP_BASE: u32 = 0x6e6b_0000;
 
 /// Where a member's namespace comes from.
 #[derive(Debug)]
@@ -601,7 +601,7 @@ impl BridgedNetworkBuilder {
     pub async fn create(self) -> Result<BridgedNetwork> {
         let host = match self.host {
             Some(host) => host,
-            None => Namespace::current()?.inner().clone(),
+            None => crate::netns::current_inner()?,
         };
         let host_view = Namespace::view(host.clone());
         let bridge_name = match &self.bridge_name {
@@ -639,6 +639,7 @@ impl BridgedNetworkBuilder {
         for spec in self.members {
             planned.push(plan_member(
                 spec,
+                host.id(),
                 &gateways,
                 &interface_name,
                 &mut taken,
@@ -646,8 +647,15 @@ impl BridgedNetworkBuilder {
             )?);
         }
 
+        let group = owner::allocate_group().ok_or_else(|| {
+            Error::invalid(
+                object(),
+                "this process already has 512 live bridged networks, the most it can tell apart",
+            )
+        })?;
         let mut bridge = Bridge::new(bridge_name.as_str())
             .namespace(&host_view)
+            .owned_group(group)
             .nodad(self.nodad)
             .accept_forward(self.accept_forward);
         if let Some(mtu) = self.mtu {
@@ -656,10 +664,17 @@ impl BridgedNetworkBuilder {
         for gw in &gateways {
             bridge = bridge.address(*gw);
         }
-        let bridge = bridge.create().await?;
+        let bridge = match bridge.create().await {
+            Ok(bridge) => bridge,
+            Err(e) => {
+                owner::release_group(group);
+                return Err(e);
+            }
+        };
         let (bridge_link, rules) = bridge.into_parts();
-        let group = GROUP_BASE.wrapping_add(bridge_link.index());
-        let mut resource = NetworkResource {
+        // From here on the guard owns everything made: if a step fails it is removed, and if
+        // this future is dropped the guard's `Drop` removes it.
+        let mut network = Guard::new(NetworkResource {
             plan: Plan {
                 host: host.clone(),
                 bridge: bridge_link,
@@ -672,12 +687,8 @@ impl BridgedNetworkBuilder {
             rules,
             members: Vec::new(),
             taken,
-        };
-        // From here on, `resource` owns everything made: on error, remove it all.
-        if let Err(e) = set_group(&resource.plan).await {
-            return Err(rollback(resource, e).await);
-        }
-        let plan = resource.plan.clone();
+        });
+        let plan = network.get().plan.clone();
         let mut built = futures::stream::iter(planned.into_iter().enumerate())
             .map(|(order, member)| {
                 let plan = &plan;
@@ -697,11 +708,11 @@ impl BridgedNetworkBuilder {
         drop(built);
         // Keep the members in the order they were given.
         members.sort_by_key(|(order, _)| *order);
-        resource.members = members.into_iter().map(|(_, m)| m).collect();
+        network.get_mut().members = members.into_iter().map(|(_, m)| m).collect();
         if let Some(e) = first_error {
-            return Err(rollback(resource, e).await);
+            return Err(rollback(network, e).await);
         }
-        Ok(BridgedNetwork(Guard::new(resource)))
+        Ok(BridgedNetwork(network))
     }
 }
 
@@ -719,6 +730,7 @@ struct Taken {
 
 fn plan_member(
     spec: MemberSpec,
+    host: (u64, u64),
     gateways: &[IpNetwork],
     default_name: &IfName,
     taken: &mut Taken,
@@ -801,6 +813,12 @@ fn plan_member(
         MemberNs::Borrowed(inner) => Some(inner.id()),
         MemberNs::Owned(ns) => Some(ns.inner().id()),
     };
+    if ns_id == Some(host) {
+        return Err(Error::invalid(
+            object(),
+            "a member cannot be the host namespace, which holds the bridge",
+        ));
+    }
     if let Some(id) = ns_id {
         if !taken.namespaces.insert(id) {
             return Err(Error::invalid(
@@ -836,7 +854,8 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
     )
     .namespace(&host_view)
     .controller(&plan.bridge)
-    .group(plan.group)
+    .owned_group(plan.group)
+    .mark(false) // the group marks it
     .peer_namespace(&ns)
     .nodad(plan.nodad);
     if let Some(mtu) = plan.mtu {
@@ -868,7 +887,7 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
         return Err(e);
     }
     // The veth goes with the network's link group (or with the member's namespace).
-    let [host, inside] = veth.keep();
+    let [host, inside] = veth.disarm();
     if ns.is_owned() {
         // Free the socket and buffers of a namespace the network will not talk to again.
         ns.close_netlink();
@@ -881,6 +900,14 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
     })
 }
 
+fn link_alias(index: u32, alias: &str) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).alias(alias).build())
+}
+
+fn link_group(index: u32, group: u32) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).link_group(group).build())
+}
+
 fn group_message(group: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelLink(
         rtnetlink::LinkMessageBuilder::<LinkUnspec>::default()
@@ -889,20 +916,9 @@ fn group_message(group: u32) -> RouteNetlinkMessage {
     )
 }
 
-async fn set_group(plan: &Plan) -> Result<()> {
-    let nl = plan.host.nl().await?;
-    let msg = LinkUnspec::new_with_index(plan.bridge.index())
-        .link_group(plan.group)
-        .build();
-    nl.send(RouteNetlinkMessage::SetLink(msg), 0)
-        .ack()
-        .await
-        .map_err(|e| e.into_error("set the link group of", plan.bridge.label()))
-}
-
-async fn rollback(resource: NetworkResource, error: Error) -> Error {
-    let what = resource.describe();
-    if let Err(undo) = resource.remove().await {
+async fn rollback(network: Guard<NetworkResource>, error: Error) -> Error {
+    let what = network.get().describe();
+    if let Err(undo) = network.delete().await {
         log::warn!("netns-kit: rolling back {what}: {undo}");
     }
     error
@@ -948,6 +964,7 @@ impl Resource for NetworkResource {
                 errors.push(e);
             }
         }
+        owner::release_group(self.plan.group);
         Error::collect(what, errors)
     }
 
@@ -973,6 +990,7 @@ impl Resource for NetworkResource {
                 errors.push(e);
             }
         }
+        owner::release_group(self.plan.group);
         Error::collect(what, errors)
     }
 }
@@ -1023,7 +1041,9 @@ impl BridgedNetwork {
         &self.0.get().plan.gateways
     }
 
-    /// The link group of the bridge and the members' host-side veth ends.
+    /// The link group of the bridge and the members' host-side veth ends. `ip` prints it as a
+    /// signed number (`group -2131965439`); `ip link del group <that number>` would remove the
+    /// whole network.
     pub fn group(&self) -> u32 {
         self.0.get().plan.group
     }
@@ -1074,6 +1094,7 @@ impl BridgedNetwork {
         let mut taken = resource.taken.clone();
         let planned = plan_member(
             spec,
+            plan.host.id(),
             &plan.gateways,
             &plan.interface_name,
             &mut taken,
@@ -1169,9 +1190,34 @@ impl BridgedNetwork {
     /// # }
     /// ```
     pub fn keep(self) -> Vec<Member> {
-        self.0
-            .keep()
-            .members
+        let NetworkResource {
+            plan,
+            rules,
+            members,
+            ..
+        } = self.0.keep();
+        // Unmark everything, so `reap` never removes it: the bridge's alias, the link group of
+        // the bridge and the members' host ends, the firewall rules' comments, the names.
+        let mut unmark = vec![(link_alias(plan.bridge.index(), owner::KEPT), 0)];
+        unmark.extend(
+            std::iter::once(plan.bridge.index())
+                .chain(members.iter().map(|m| m.host.index()))
+                .map(|index| (link_group(index, 0), 0)),
+        );
+        match plan.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
+            Ok(answers) => {
+                for e in answers.into_iter().filter_map(|a| a.err()) {
+                    let e = e.into_error("unmark", plan.bridge.label());
+                    log::warn!("netns-kit: keeping a bridged network: {e}");
+                }
+            }
+            Err(e) => log::warn!("netns-kit: keeping a bridged network: {e}"),
+        }
+        if let Some(rules) = rules {
+            rules.keep_blocking();
+        }
+        owner::release_group(plan.group);
+        members
             .into_iter()
             .map(|m| {
                 let Member {

@@ -16,17 +16,6 @@ fn ports(host: &Namespace, bridge: &str) -> Vec<String> {
         .collect()
 }
 
-fn forward_rules(host: &Namespace, program: &str) -> Vec<String> {
-    let out = outside(host, program, &["-w", "-S", "FORWARD"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("-A"))
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test]
 async fn bridge_is_up_with_its_address_and_gone_after_drop() {
     let host = sandbox().await;

@@ -282,11 +282,12 @@ async fn open_by_pid_and_dropping_it_leaves_the_childs_namespace_intact() {
         inode_outside(&child_ns) != inode_outside("/proc/self/ns/net")
     });
     let ns = Namespace::from_pid(pid).unwrap();
-    assert_eq!(ns.inode(), inode_outside(&child_ns));
+    let inode = inode_outside(&child_ns);
+    assert_eq!(ns.inode(), inode);
     assert!(!ns.is_owned());
     ns.delete().await.unwrap();
     // Still there, still the same, still usable.
-    assert_eq!(inode_outside(&child_ns), inode_outside(&child_ns));
+    assert_eq!(inode_outside(&child_ns), inode);
     let out = Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-n", "ip", "-j", "link"])
         .output()

@@ -147,7 +147,11 @@ async fn bridged_network_is_what_the_seed_builds_and_carries_ping_and_tcp() {
         assert!(ports.contains(&m.host_interface().name().to_owned()));
         let j = link_json(&host, m.host_interface().name());
         assert!(has_flag(&j, "UP"));
-        assert_eq!(j["group"], net.group().to_string());
+        assert_eq!(
+            j["group"],
+            (net.group() as i32).to_string(),
+            "ip prints groups signed"
+        );
         let ns = m.namespace();
         assert_eq!(link_names(ns), ["lo", "eth0"]);
         let expected: Vec<String> = m.addresses().iter().map(ToString::to_string).collect();

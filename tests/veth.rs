@@ -184,15 +184,27 @@ async fn bad_input_is_refused_before_anything_is_made() {
 
 #[tokio::test]
 async fn a_namespace_deleted_from_elsewhere_still_tears_down_cleanly() {
+    // `ip netns del` removes the name behind our back; the guard holds the namespace by fd, so
+    // the pair is still there and still removed by the guard.
     let host = sandbox().await;
-    let inner = Namespace::new().await.unwrap();
+    let name = netns_kit::NsName::unique("nktest").unwrap();
+    let named = Namespace::named(name.as_str()).await.unwrap();
     let veth = VethPair::new("h0", "i0")
         .namespace(&host)
-        .peer_namespace(&inner)
+        .peer_namespace(&named)
         .create()
         .await
         .unwrap();
-    drop(inner); // the guard still holds the namespace, so teardown still works
-    drop(veth);
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "del", name.as_str()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(!netns_list().contains(&name.to_string()));
+    assert!(link_names(&host).contains(&"h0".to_owned()));
+    drop(named); // its name is gone already: nothing to unmount, no error
+    veth.delete().await.unwrap();
     assert_eq!(link_names(&host), ["lo"]);
 }

@@ -20,7 +20,8 @@ use crate::{
     firewall::ForwardRules,
     guard::{Guard, Resource},
     link::{
-        Link, LinkInfo, MacAddr, check_mac, delete_link, delete_link_blocking, get_by_name,
+        CreationGroup, Link, LinkInfo, MacAddr, PendingLink, check_mac, delete_link,
+        delete_link_blocking, get_by_name, roll_back, settle_message, unmark_blocking,
         veth::{await_all, echoed_index},
     },
     name::IfName,
@@ -39,6 +40,7 @@ pub struct BridgeBuilder {
     nodad: bool,
     accept_forward: bool,
     group: Option<u32>,
+    owned_group: Option<u32>,
 }
 
 impl BridgeBuilder {
@@ -76,6 +78,13 @@ impl BridgeBuilder {
     /// Puts the bridge in link group `group` (`group N`); see [`VethPairBuilder::group`](crate::VethPairBuilder::group).
     pub fn group(mut self, group: u32) -> Self {
         self.group = Some(group);
+        self
+    }
+
+    /// Creates the bridge as the first link of `group`, a group a composite owns and deletes
+    /// (see [`CreationGroup`]).
+    pub(crate) fn owned_group(mut self, group: u32) -> Self {
+        self.owned_group = Some(group);
         self
     }
 
@@ -124,7 +133,7 @@ impl BridgeBuilder {
         let name = IfName::new(&self.name)?;
         let ns = match self.ns {
             Some(ns) => ns,
-            None => Namespace::current()?.inner().clone(),
+            None => crate::netns::current_inner()?,
         };
         let object = || format!("bridge {:?} in {}", name.as_str(), ns.label());
         if let Some(mac) = &self.mac {
@@ -150,54 +159,84 @@ impl BridgeBuilder {
         if let Some(mac) = self.mac {
             msg = msg.address(mac.0.to_vec());
         }
-        if let Some(group) = self.group {
+        let creation = match self.owned_group {
+            Some(group) => CreationGroup::owned(group),
+            None => CreationGroup::temporary(self.group),
+        };
+        if let Some(group) = creation.create_in() {
             msg = msg.link_group(group);
         }
         let nl = ns.nl().await?;
+        // Armed before the request goes out: if this future is dropped while the request is in
+        // flight, the bridge may still be created; it is the only link in its group (temporary,
+        // or the composite's, of which it is the first), which finds it.
+        let in_flight = Guard::new(PendingLink {
+            ns: ns.clone(),
+            via: nl.clone(),
+            name: name.clone(),
+            index: None,
+            alone_in_group: creation.temporary_group().or(self.owned_group),
+        });
         let created = nl
             .send(
                 RouteNetlinkMessage::NewLink(msg.build()),
                 NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
             )
             .messages()
-            .await
-            .map_err(|e| e.into_error("create", object()))?;
-        let index = match echoed_index(&created) {
-            Some(index) => index,
-            None => {
-                get_by_name(&nl, name.as_str())
-                    .await
-                    .map_err(|e| e.into_error("look up the new", object()))?
-                    .header
-                    .index
+            .await;
+        let created = match created {
+            Ok(created) => created,
+            Err(e) => {
+                // Nothing was created.
+                in_flight.keep();
+                return Err(e.into_error("create", object()));
             }
         };
+        // From here on the bridge exists: until its guard takes over, `pending` deletes it if a
+        // later step fails or this future is dropped.
+        let mut pending = in_flight;
+        pending.get_mut().index = echoed_index(&created);
+        let index = match pending.get().index {
+            Some(index) => index,
+            None => match get_by_name(&nl, name.as_str()).await {
+                Ok(msg) => msg.header.index,
+                Err(e) => {
+                    let e = e.into_error("look up the new", object());
+                    return Err(roll_back(pending, e).await);
+                }
+            },
+        };
+        pending.get_mut().index = Some(index);
         let link = Link::new(ns.clone(), index, name.clone());
 
-        let rest = async {
-            let pending = addresses
-                .iter()
-                .map(|net| {
-                    let (m, flags) = addr::add_message(index, net, self.nodad);
-                    (nl.send(m, flags), addr::label(net, &link))
-                })
-                .collect();
-            await_all("add", pending).await?;
-            if self.accept_forward {
-                ForwardRules::insert(&link).await.map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        match rest.await {
-            Ok(rules) => Ok(Bridge(Guard::new(BridgeResource { link, rules }))),
-            Err(e) => {
-                if let Err(undo) = delete_link(&ns, index, object).await {
-                    log::warn!("netns-kit: rolling back {}: {undo}", object());
-                }
-                Err(e)
-            }
+        // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the
+        // move out of the temporary group.
+        let mut requests: Vec<_> = settle_message(index, true, creation.final_group())
+            .map(|msg| (nl.send(msg, 0), "mark", object()))
+            .into_iter()
+            .collect();
+        requests.extend(addresses.iter().map(|net| {
+            let (m, flags) = addr::add_message(index, net, self.nodad);
+            (nl.send(m, flags), "add", addr::label(net, &link))
+        }));
+        if let Err(e) = await_all(requests).await {
+            return Err(roll_back(pending, e).await);
         }
+        let rules = if self.accept_forward {
+            let rules = Guard::new(ForwardRules::for_bridge(&link));
+            if let Err(e) = rules.get().insert().await {
+                let what = rules.get().describe();
+                if let Err(undo) = rules.delete().await {
+                    log::warn!("netns-kit: rolling back {what}: {undo}");
+                }
+                return Err(roll_back(pending, e).await);
+            }
+            Some(rules.keep())
+        } else {
+            None
+        };
+        pending.keep();
+        Ok(Bridge(Guard::new(BridgeResource { link, rules })))
     }
 }
 
@@ -218,30 +257,31 @@ impl Resource for BridgeResource {
 
     async fn remove(self) -> Result<()> {
         // Keep going after a failure and report everything.
+        let what = self.describe();
         let mut errors = Vec::new();
-        if let Some(rules) = &self.rules {
+        if let Some(rules) = self.rules {
             if let Err(e) = rules.remove().await {
                 errors.push(e);
             }
         }
-        if let Err(e) = delete_link(self.link.ns(), self.link.index(), || self.describe()).await {
+        if let Err(e) = delete_link(self.link.ns(), self.link.index(), || what.clone()).await {
             errors.push(e);
         }
-        Error::collect(self.describe(), errors)
+        Error::collect(what, errors)
     }
 
     fn remove_blocking(self) -> Result<()> {
+        let what = self.describe();
         let mut errors = Vec::new();
-        if let Some(rules) = &self.rules {
+        if let Some(rules) = self.rules {
             if let Err(e) = rules.remove_blocking() {
                 errors.push(e);
             }
         }
-        if let Err(e) = delete_link_blocking(self.link.ns(), self.link.index(), || self.describe())
-        {
+        if let Err(e) = delete_link_blocking(self.link.ns(), self.link.index(), || what.clone()) {
             errors.push(e);
         }
-        Error::collect(self.describe(), errors)
+        Error::collect(what, errors)
     }
 }
 
@@ -292,6 +332,7 @@ impl Bridge {
             nodad: false,
             accept_forward: false,
             group: None,
+            owned_group: None,
         }
     }
 
@@ -327,8 +368,15 @@ impl Bridge {
     #[doc(alias = "iptables -I FORWARD")]
     pub async fn accept_forward(&mut self) -> Result<()> {
         if self.0.get().rules.is_none() {
-            let rules = ForwardRules::insert(self.link()).await?;
-            self.0.get_mut().rules = Some(rules);
+            let rules = Guard::new(ForwardRules::for_bridge(self.link()));
+            if let Err(e) = rules.get().insert().await {
+                let what = rules.get().describe();
+                if let Err(undo) = rules.delete().await {
+                    log::warn!("netns-kit: rolling back {what}: {undo}");
+                }
+                return Err(e);
+            }
+            self.0.get_mut().rules = Some(rules.keep());
         }
         Ok(())
     }
@@ -386,7 +434,7 @@ impl Bridge {
         port.set_no_controller().await
     }
 
-    /// Lists the bridge's ports (one dump of the namespace's links, filtered).
+    /// Lists the bridge's ports (one dump, filtered by the kernel).
     ///
     /// # Errors
     ///
@@ -407,10 +455,7 @@ impl Bridge {
     /// ```
     #[doc(alias = "bridge link show")]
     pub async fn ports(&self) -> Result<Vec<LinkInfo>> {
-        let index = self.link().index();
-        let mut links = super::dump_links(self.link().ns()).await?;
-        links.retain(|l| l.controller == Some(index));
-        Ok(links)
+        super::dump_ports(self.link().ns(), self.link().index()).await
     }
 
     /// Deletes the bridge (and its firewall rules) now and reports every error met; teardown
@@ -448,7 +493,12 @@ impl Bridge {
     /// # }
     /// ```
     pub fn keep(self) -> Link {
-        self.0.keep().link
+        let BridgeResource { link, rules } = self.0.keep();
+        unmark_blocking(link.ns(), link.index(), || link.label());
+        if let Some(rules) = rules {
+            rules.keep_blocking();
+        }
+        link
     }
 
     /// Disarms the guard and hands over what it owned, for composites that tear it down

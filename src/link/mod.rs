@@ -24,6 +24,7 @@ use crate::{
     name::IfName,
     netlink::{KernelError, Nl},
     netns::{BLOCKING_TIMEOUT, Namespace, NsInner},
+    owner,
 };
 
 /// An Ethernet (MAC) address.
@@ -147,6 +148,8 @@ pub struct LinkInfo {
     pub controller: Option<u32>,
     /// The alias (`ip link set NAME alias TEXT`), if set.
     pub alias: Option<String>,
+    /// The link group (`ip link set NAME group N`; 0 is the default group).
+    pub group: u32,
 }
 
 impl LinkInfo {
@@ -161,6 +164,7 @@ impl LinkInfo {
             mac: None,
             controller: None,
             alias: None,
+            group: 0,
         };
         for attr in &msg.attributes {
             match attr {
@@ -173,6 +177,7 @@ impl LinkInfo {
                 }
                 LinkAttribute::Controller(c) => info.controller = Some(*c),
                 LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
+                LinkAttribute::Group(g) => info.group = *g,
                 LinkAttribute::OperState(s) => {
                     info.oper_state = match s {
                         State::Up => OperState::Up,
@@ -237,6 +242,185 @@ fn set_link(
     ) -> rtnetlink::LinkMessageBuilder<LinkUnspec>,
 ) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(f(LinkUnspec::new_with_index(index)).build())
+}
+
+/// `RTM_SETLINK` setting the alias of link `index`: an ownership mark, or [`owner::KEPT`].
+pub(crate) fn alias_message(index: u32, alias: &str) -> RouteNetlinkMessage {
+    set_link(index, |b| b.alias(alias))
+}
+
+/// Replaces the ownership mark of link `index` in `ns` by [`owner::KEPT`] (for `keep()`, which
+/// cannot report errors: they are logged).
+pub(crate) fn unmark_blocking(ns: &NsInner, index: u32, label: impl FnOnce() -> String) {
+    let label = label();
+    if let Err(e) = blocking_one(
+        ns,
+        alias_message(index, owner::KEPT),
+        BLOCKING_TIMEOUT,
+        "unmark",
+        || label.clone(),
+    ) {
+        log::warn!("netns-kit: keeping {label}: {e}");
+    }
+}
+
+/// The link group a new link is created in.
+///
+/// A link is created in a group of its own — a fresh tagged group (see [`owner`]) — unless a
+/// composite puts it in the group it owns. That has two uses, both about the moments before the
+/// link has its guard: a [`PendingLink`] whose creation request is in flight when its future is
+/// dropped can delete "the links of this group" without knowing the new link's ifindex and
+/// without risking a same-named link of someone else; and a process killed before the link's
+/// alias mark is set leaves a link whose group names its pid, which `reap` recognises. Right
+/// after creation the link is moved to its final group (the one asked for, or 0) together with
+/// setting its alias mark, in one request.
+#[derive(Debug)]
+pub(crate) struct CreationGroup {
+    group: Option<u32>,
+    temporary: bool,
+    final_group: Option<u32>,
+}
+
+impl CreationGroup {
+    /// For a link whose final group is `requested` (`None`: the default, 0).
+    pub(crate) fn temporary(requested: Option<u32>) -> CreationGroup {
+        match owner::allocate_group() {
+            Some(group) => CreationGroup {
+                group: Some(group),
+                temporary: true,
+                final_group: Some(requested.unwrap_or(0)),
+            },
+            // Every tagged group is in use by this process: create it where it belongs.
+            None => CreationGroup {
+                group: requested,
+                temporary: false,
+                final_group: None,
+            },
+        }
+    }
+
+    /// For a link of a composite that owns `group`.
+    pub(crate) fn owned(group: u32) -> CreationGroup {
+        CreationGroup {
+            group: Some(group),
+            temporary: false,
+            final_group: None,
+        }
+    }
+
+    /// The group to put in `RTM_NEWLINK`.
+    pub(crate) fn create_in(&self) -> Option<u32> {
+        self.group
+    }
+
+    /// The temporary group, which holds only the new link (and its peer).
+    pub(crate) fn temporary_group(&self) -> Option<u32> {
+        self.group.filter(|_| self.temporary)
+    }
+
+    /// The group to move the link to once created, if it must move.
+    pub(crate) fn final_group(&self) -> Option<u32> {
+        self.final_group
+    }
+}
+
+impl Drop for CreationGroup {
+    fn drop(&mut self) {
+        if let Some(group) = self.temporary_group() {
+            owner::release_group(group);
+        }
+    }
+}
+
+/// `RTM_SETLINK` that gives a new link its ownership mark and/or moves it to its final group.
+pub(crate) fn settle_message(
+    index: u32,
+    mark: bool,
+    group: Option<u32>,
+) -> Option<RouteNetlinkMessage> {
+    if !mark && group.is_none() {
+        return None;
+    }
+    Some(set_link(index, |mut b| {
+        if mark {
+            b = b.alias(owner::marker());
+        }
+        if let Some(group) = group {
+            b = b.link_group(group);
+        }
+        b
+    }))
+}
+
+/// A link just created, not yet handed to its guard: removed if the creation fails later or its
+/// future is dropped — by ifindex once known; before that by its group if it is alone in one,
+/// else by name.
+///
+/// The removal goes through `via`, the connection the creation request was sent on: requests
+/// on one connection are handled in order, so the removal cannot overtake a creation request
+/// still queued in user space when the creating future was dropped.
+#[derive(Debug)]
+pub(crate) struct PendingLink {
+    pub(crate) ns: Arc<NsInner>,
+    pub(crate) via: crate::netlink::Nl,
+    pub(crate) name: IfName,
+    pub(crate) index: Option<u32>,
+    pub(crate) alone_in_group: Option<u32>,
+}
+
+impl PendingLink {
+    fn message(&self) -> RouteNetlinkMessage {
+        match (self.index, self.alone_in_group) {
+            (Some(index), _) => del_link_message(index),
+            (None, Some(group)) => RouteNetlinkMessage::DelLink(
+                rtnetlink::LinkMessageBuilder::<LinkUnspec>::default()
+                    .link_group(group)
+                    .build(),
+            ),
+            (None, None) => {
+                RouteNetlinkMessage::DelLink(LinkUnspec::new_with_name(self.name.as_str()).build())
+            }
+        }
+    }
+}
+
+impl crate::guard::Resource for PendingLink {
+    fn describe(&self) -> String {
+        format!(
+            "new interface {:?} in {}",
+            self.name.as_str(),
+            self.ns.label()
+        )
+    }
+
+    async fn remove(self) -> Result<()> {
+        match self.via.send(self.message(), 0).ack().await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into_error("roll back", self.describe())),
+        }
+    }
+
+    fn remove_blocking(self) -> Result<()> {
+        match self
+            .via
+            .send(self.message(), 0)
+            .ack_blocking(BLOCKING_TIMEOUT)
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into_error("roll back", self.describe())),
+        }
+    }
+}
+
+/// Rolls a pending link back after `error`, logging a failure to do so, and returns `error`.
+pub(crate) async fn roll_back(pending: crate::guard::Guard<PendingLink>, error: Error) -> Error {
+    let what = crate::guard::Resource::describe(pending.get());
+    if let Err(undo) = pending.delete().await {
+        log::warn!("netns-kit: rolling back {what}: {undo}");
+    }
+    error
 }
 
 pub(crate) fn del_link_message(index: u32) -> RouteNetlinkMessage {
@@ -683,9 +867,24 @@ impl Namespace {
 
 /// Lists every link of `ns` (one dump).
 pub(crate) async fn dump_links(ns: &NsInner) -> Result<Vec<LinkInfo>> {
+    dump_links_filtered(ns, LinkMessage::default()).await
+}
+
+/// Lists the ports of bridge `controller` in `ns`: one dump that the kernel filters
+/// (`IFLA_MASTER` in the request, as `ip link show master BRIDGE` sends).
+pub(crate) async fn dump_ports(ns: &NsInner, controller: u32) -> Result<Vec<LinkInfo>> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Controller(controller));
+    let mut ports = dump_links_filtered(ns, msg).await?;
+    // Kernels that ignore the filter still answer correctly.
+    ports.retain(|l| l.controller == Some(controller));
+    Ok(ports)
+}
+
+async fn dump_links_filtered(ns: &NsInner, request: LinkMessage) -> Result<Vec<LinkInfo>> {
     let nl = ns.nl().await?;
     let msgs = nl
-        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .dump(RouteNetlinkMessage::GetLink(request))
         .messages()
         .await
         .map_err(|e| e.into_error("list the links of", ns.label()))?;

@@ -29,7 +29,10 @@ use crate::{
     addr::{self, IntoIpNetwork},
     error::{Error, Result},
     guard::{Guard, Resource},
-    link::{Link, MacAddr, check_mac, delete_link, delete_link_blocking, get_by_name},
+    link::{
+        CreationGroup, Link, MacAddr, PendingLink, check_mac, get_by_name, roll_back,
+        settle_message, unmark_blocking,
+    },
     name::IfName,
     netlink::{KernelError, Reply},
     netns::{Namespace, NsInner},
@@ -54,9 +57,25 @@ pub struct VethPairBuilder {
     nodad: bool,
     controller: Option<Link>,
     group: Option<u32>,
+    owned_group: Option<u32>,
+    mark: bool,
 }
 
 impl VethPairBuilder {
+    /// Whether the first end gets this process's ownership mark (default: yes). Composites that
+    /// mark their links otherwise turn it off.
+    pub(crate) fn mark(mut self, mark: bool) -> Self {
+        self.mark = mark;
+        self
+    }
+
+    /// Creates the first end in `group`, a group a composite owns and deletes (see
+    /// [`CreationGroup`]).
+    pub(crate) fn owned_group(mut self, group: u32) -> Self {
+        self.owned_group = Some(group);
+        self
+    }
+
     /// Puts the first end in `ns` (default: the caller's current namespace). The request is
     /// sent on `ns`'s netlink connection.
     pub fn namespace(mut self, ns: &Namespace) -> Self {
@@ -168,7 +187,7 @@ impl VethPairBuilder {
         let peer = IfName::new(&second.name)?;
         let ns = match first.ns {
             Some(ns) => ns,
-            None => Namespace::current()?.inner().clone(),
+            None => crate::netns::current_inner()?,
         };
         let peer_ns = second.ns.unwrap_or_else(|| ns.clone());
         let object = || {
@@ -245,7 +264,11 @@ impl VethPairBuilder {
         if let Some(controller) = &self.controller {
             msg = msg.controller(controller.index());
         }
-        if let Some(group) = self.group {
+        let creation = match self.owned_group {
+            Some(group) => CreationGroup::owned(group),
+            None => CreationGroup::temporary(self.group),
+        };
+        if let Some(group) = creation.create_in() {
             msg = msg.link_group(group);
         }
 
@@ -255,6 +278,17 @@ impl VethPairBuilder {
         } else {
             peer_ns.nl().await?
         };
+        // Armed before the request goes out: if this future is dropped while the request is in
+        // flight, the pair may still be created, and its temporary group finds it.
+        let in_flight = creation.temporary_group().map(|group| {
+            Guard::new(PendingLink {
+                ns: ns.clone(),
+                via: nl.clone(),
+                name: name.clone(),
+                index: None,
+                alone_in_group: Some(group),
+            })
+        });
         let created = nl
             .send(
                 RouteNetlinkMessage::NewLink(msg.build()),
@@ -262,22 +296,45 @@ impl VethPairBuilder {
             )
             // `peer_ns`'s fd, named in the message, stays open: `peer_ns` is alive here.
             .messages()
-            .await
-            .map_err(|e| e.into_error("create", object()))?;
-        let index = match echoed_index(&created) {
-            Some(index) => index,
-            None => {
-                get_by_name(&nl, name.as_str())
-                    .await
-                    .map_err(|e| e.into_error("look up the new", object()))?
-                    .header
-                    .index
+            .await;
+        let created = match created {
+            Ok(created) => created,
+            Err(e) => {
+                // Nothing was created.
+                in_flight.map(Guard::keep);
+                return Err(e.into_error("create", object()));
             }
         };
+        // From here on the pair exists: until its guard takes over, `pending` deletes it if a
+        // later step fails or this future is dropped.
+        let mut pending = in_flight.unwrap_or_else(|| {
+            Guard::new(PendingLink {
+                ns: ns.clone(),
+                via: nl.clone(),
+                name: name.clone(),
+                index: None,
+                alone_in_group: None,
+            })
+        });
+        pending.get_mut().index = echoed_index(&created);
+        let index = match pending.get().index {
+            Some(index) => index,
+            None => match get_by_name(&nl, name.as_str()).await {
+                Ok(msg) => msg.header.index,
+                Err(e) => {
+                    let e = e.into_error("look up the new", object());
+                    return Err(roll_back(pending, e).await);
+                }
+            },
+        };
+        pending.get_mut().index = Some(index);
         let first_link = Link::new(ns.clone(), index, name.clone());
 
-        // From here on the pair exists: every error path deletes it.
         let rest = async {
+            // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and
+            // the move out of the temporary group.
+            let marked =
+                settle_message(index, self.mark, creation.final_group()).map(|msg| nl.send(msg, 0));
             let up = self.up.then(|| {
                 let msg = LinkUnspec::new_with_name(peer.as_str()).up().build();
                 peer_nl.send(RouteNetlinkMessage::SetLink(msg), 0)
@@ -292,30 +349,35 @@ impl VethPairBuilder {
                     .await
                     .map_err(|e| e.into_error("bring up the peer of", object()))?;
             }
+            if let Some(marked) = marked {
+                marked
+                    .ack()
+                    .await
+                    .map_err(|e| e.into_error("mark", object()))?;
+            }
             let second_link = Link::new(peer_ns.clone(), peer_index, peer.clone());
-            let mut pending: Vec<(Reply, String)> = Vec::new();
+            let mut pending: Vec<(Reply, &'static str, String)> = Vec::new();
             for (link, nl, list) in [
                 (&first_link, &nl, &addresses[0]),
                 (&second_link, &peer_nl, &addresses[1]),
             ] {
                 for net in list {
                     let (m, flags) = addr::add_message(link.index(), net, self.nodad);
-                    pending.push((nl.send(m, flags), addr::label(net, link)));
+                    pending.push((nl.send(m, flags), "add", addr::label(net, link)));
                 }
             }
-            await_all("add", pending).await?;
+            await_all(pending).await?;
             Ok::<Link, Error>(second_link)
         };
         match rest.await {
-            Ok(second_link) => Ok(VethPair(Guard::new(VethResource {
-                ends: [first_link, second_link],
-            }))),
-            Err(e) => {
-                if let Err(undo) = delete_link(&ns, index, object).await {
-                    log::warn!("netns-kit: rolling back {}: {undo}", object());
-                }
-                Err(e)
+            Ok(second_link) => {
+                pending.keep();
+                Ok(VethPair(Guard::new(VethResource {
+                    ends: [first_link, second_link],
+                    marked: self.mark,
+                })))
             }
+            Err(e) => Err(roll_back(pending, e).await),
         }
     }
 }
@@ -330,25 +392,60 @@ pub(crate) fn echoed_index(messages: &[RouteNetlinkMessage]) -> Option<u32> {
     })
 }
 
-/// Waits for every pipelined request and returns the first error, naming its object.
-pub(crate) async fn await_all(op: &'static str, pending: Vec<(Reply, String)>) -> Result<()> {
-    let results = futures::future::join_all(
-        pending
-            .into_iter()
-            .map(|(reply, label)| async move { reply.ack().await.map_err(|e| (e, label)) }),
-    )
-    .await;
+/// Waits for every pipelined request, each with its operation and object, and returns the
+/// first error.
+pub(crate) async fn await_all(pending: Vec<(Reply, &'static str, String)>) -> Result<()> {
+    let results =
+        futures::future::join_all(pending.into_iter().map(|(reply, op, label)| async move {
+            reply.ack().await.map_err(|e| (e, op, label))
+        }))
+        .await;
     for result in results {
-        if let Err((e, label)) = result {
+        if let Err((e, op, label)) = result {
             return Err(KernelError::into_error(e, op, label));
         }
     }
     Ok(())
 }
 
+/// Whether a deletion removed the link or found it gone.
+enum Gone {
+    Deleted,
+    Already,
+}
+
+async fn delete_end(end: &Link) -> Result<Gone> {
+    let nl = end.ns().nl().await?;
+    match nl
+        .send(crate::link::del_link_message(end.index()), 0)
+        .ack()
+        .await
+    {
+        Ok(()) => Ok(Gone::Deleted),
+        Err(e) if e.is_not_found() => Ok(Gone::Already),
+        Err(e) => Err(e.into_error("delete", end.label())),
+    }
+}
+
+fn delete_end_blocking(end: &Link) -> Result<Gone> {
+    let answers = end
+        .ns()
+        .blocking_acks(
+            vec![(crate::link::del_link_message(end.index()), 0)],
+            crate::netns::BLOCKING_TIMEOUT,
+        )
+        .map_err(|e| Error::os("delete", end.label(), e))?;
+    match answers.into_iter().next() {
+        Some(Err(e)) if e.is_not_found() => Ok(Gone::Already),
+        Some(Err(e)) => Err(e.into_error("delete", end.label())),
+        _ => Ok(Gone::Deleted),
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct VethResource {
     pub(crate) ends: [Link; 2],
+    marked: bool,
 }
 
 impl Resource for VethResource {
@@ -361,16 +458,22 @@ impl Resource for VethResource {
     }
 
     async fn remove(self) -> Result<()> {
-        // Deleting either end deletes both; try the second only if the first is already gone.
+        // Deleting either end deletes both. The first end is tried; the second only if the
+        // first was gone (it may have been moved away): deleting it by an ifindex that was
+        // already freed could hit another link.
         let [a, b] = &self.ends;
-        delete_link(a.ns(), a.index(), || a.label()).await?;
-        delete_link(b.ns(), b.index(), || b.label()).await
+        match delete_end(a).await? {
+            Gone::Deleted => Ok(()),
+            Gone::Already => delete_end(b).await.map(drop),
+        }
     }
 
     fn remove_blocking(self) -> Result<()> {
         let [a, b] = &self.ends;
-        delete_link_blocking(a.ns(), a.index(), || a.label())?;
-        delete_link_blocking(b.ns(), b.index(), || b.label())
+        match delete_end_blocking(a)? {
+            Gone::Deleted => Ok(()),
+            Gone::Already => delete_end_blocking(b).map(drop),
+        }
     }
 }
 
@@ -425,6 +528,8 @@ impl VethPair {
             nodad: false,
             controller: None,
             group: None,
+            owned_group: None,
+            mark: true,
         }
     }
 
@@ -470,6 +575,17 @@ impl VethPair {
     /// # }
     /// ```
     pub fn keep(self) -> [Link; 2] {
+        let resource = self.0.keep();
+        if resource.marked {
+            let [end, _] = &resource.ends;
+            unmark_blocking(end.ns(), end.index(), || end.label());
+        }
+        resource.ends
+    }
+
+    /// Disarms the guard without touching the ownership mark (for composites, whose own guard
+    /// stays responsible).
+    pub(crate) fn disarm(self) -> [Link; 2] {
         self.0.keep().ends
     }
 }

@@ -198,3 +198,83 @@ pub fn routes(ns: &Namespace, v6: bool) -> Vec<Value> {
 pub fn has_flag(link: &Value, flag: &str) -> bool {
     link["flags"].as_array().unwrap().iter().any(|f| f == flag)
 }
+
+/// The environment variable that makes a test run as a child process in a given role.
+pub const ROLE_ENV: &str = "NETNS_KIT_TEST_ROLE";
+
+/// The role this test process plays, if it was started by [`child`].
+pub fn role() -> Option<String> {
+    std::env::var(ROLE_ENV).ok()
+}
+
+/// A command that re-runs test `test` of this test binary, alone, as a child in role `role`
+/// (the test checks [`role`] first and acts as the child).
+pub fn child(test: &str, role: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_ENV, role);
+    c
+}
+
+/// A small deterministic-per-seed random generator (xorshift64*), so tests need no extra crate.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the clock, printed so a failing run can be replayed with `Rng::new(seed)`.
+    pub fn from_time(what: &str) -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        println!("{what}: seed {seed}");
+        Rng(seed)
+    }
+
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Entries of /run/netns whose name starts with `prefix`.
+pub fn run_netns_entries(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `-A FORWARD ...` rules of `program` (`iptables`/`ip6tables`) in `ns`.
+pub fn forward_rules(ns: &Namespace, program: &str) -> Vec<String> {
+    let out = outside(ns, program, &["-w", "-S", "FORWARD"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A"))
+        .map(str::to_owned)
+        .collect()
+}

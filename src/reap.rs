@@ -1,0 +1,225 @@
+//! [`reap`]: remove what crashed processes left behind, and nothing else.
+
+use std::{collections::BTreeSet, path::Path};
+
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{LinkMessageBuilder, LinkUnspec};
+
+use crate::{
+    error::{Error, Result},
+    link::{delete_link, dump_links},
+    netns::Namespace,
+    owner,
+    sys::{self, NETNS_RUN_DIR, NotNetNs},
+};
+
+/// What [`reap`] removed, and what it could not.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Reaped {
+    /// Entries removed from `/run/netns`: named namespaces and half-made names.
+    pub namespaces: Vec<String>,
+    /// Links removed from the host namespace (a bridged network's group counts once, with the
+    /// names of its links).
+    pub links: Vec<String>,
+    /// `iptables`/`ip6tables` rules removed from the host namespace's `FORWARD` chain.
+    pub firewall_rules: Vec<String>,
+    /// Removals that failed; everything else was still attempted.
+    pub errors: Vec<Error>,
+}
+
+impl Reaped {
+    /// Whether nothing was found to remove and nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.namespaces.is_empty()
+            && self.links.is_empty()
+            && self.firewall_rules.is_empty()
+            && self.errors.is_empty()
+    }
+}
+
+/// Finds and removes everything this crate created whose owning process is dead: named
+/// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host`.
+///
+/// Every such object carries its owner's mark — process id *and* start time, so a reused pid
+/// is never mistaken for the owner (see the [crate docs](crate#resource-leaking)). Objects
+/// without a mark (made by other tools), marked by a process that is still running, or disarmed
+/// with `keep()` are never touched. Only processes of this PID namespace can be checked: run the
+/// reaper where the owners ran.
+///
+/// Anonymous namespaces never need reaping: the kernel frees them with their last handle.
+///
+/// # Errors
+///
+/// [`Error::Os`] if `/run/netns` or `host` cannot be listed at all. Failures to remove single
+/// objects are reported in [`Reaped::errors`] after everything else was tried.
+///
+/// # Cancel safety
+///
+/// Removals already sent are carried out; dropping the future stops the scan.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// let host = netns_kit::Namespace::current()?;
+/// let reaped = netns_kit::reap(&host).await?;
+/// println!("removed {:?} {:?} {:?}", reaped.namespaces, reaped.links, reaped.firewall_rules);
+/// # Ok(()) }
+/// ```
+pub async fn reap(host: &Namespace) -> Result<Reaped> {
+    let mut reaped = Reaped::default();
+    reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
+    reap_links(host, &mut reaped).await?;
+    reap_rules(host, &mut reaped).await;
+    Ok(reaped)
+}
+
+async fn reap_run_dir(dir: &Path, reaped: &mut Reaped) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::os("list", dir.display().to_string(), e)),
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let path = dir.join(&name);
+        let label = format!("{} (left by a dead process)", path.display());
+        if name.starts_with(owner::CLAIM_PREFIX) {
+            // A temporary claim file: its name carries the mark.
+            if owner::is_dead_claim(&name) {
+                match sys::unmount_and_unlink(&path) {
+                    Ok(()) => reaped.namespaces.push(name),
+                    Err(e) => reaped.errors.push(Error::os("remove", label, e)),
+                }
+            }
+            continue;
+        }
+        match sys::open_net_ns(&path) {
+            Ok(fd) => {
+                // A namespace: its mark is the alias of its `lo`.
+                let Ok(ns) = Namespace::from_fd(fd) else {
+                    continue;
+                };
+                let alias = match ns.link_by_index(1).await {
+                    Ok(lo) => lo.info().await.ok().and_then(|i| i.alias),
+                    Err(_) => None,
+                };
+                let id = ns.inner().id();
+                drop(ns);
+                if alias.as_deref().is_some_and(owner::is_dead_mark) {
+                    // Only if the name still refers to the namespace we inspected.
+                    match sys::path_id(&path) {
+                        Ok(Some(now)) if now == id => match sys::unmount_and_unlink(&path) {
+                            Ok(()) => reaped.namespaces.push(name),
+                            Err(e) => reaped.errors.push(Error::os("remove", label, e)),
+                        },
+                        _ => {}
+                    }
+                }
+            }
+            Err(NotNetNs::Other(_)) => {
+                // Not mounted: a name claimed by a process that died before mounting holds
+                // that process's mark.
+                let marked = std::fs::read(&path)
+                    .ok()
+                    .filter(|c| c.len() < 128)
+                    .and_then(|c| String::from_utf8(c).ok())
+                    .is_some_and(|c| owner::is_dead_mark(&c));
+                if marked {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => reaped.namespaces.push(name),
+                        Err(e) => reaped.errors.push(Error::os("remove", label, e)),
+                    }
+                }
+            }
+            Err(NotNetNs::Io(_)) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn reap_links(host: &Namespace, reaped: &mut Reaped) -> Result<()> {
+    let links = dump_links(host.inner()).await?;
+    let mut groups = BTreeSet::new();
+    let mut singles = Vec::new();
+    for link in &links {
+        let dead_mark = link.alias.as_deref().is_some_and(owner::is_dead_mark);
+        let tagged = owner::group_pid(link.group).is_some();
+        if tagged && (dead_mark || owner::is_dead_group(link.group)) {
+            groups.insert(link.group);
+        } else if dead_mark {
+            singles.push(link);
+        }
+    }
+    let nl = host.inner().nl().await?;
+    for group in groups {
+        let names: Vec<&str> = links
+            .iter()
+            .filter(|l| l.group == group)
+            .map(|l| l.name.as_str())
+            .collect();
+        let msg = LinkMessageBuilder::<LinkUnspec>::default()
+            .link_group(group)
+            .build();
+        match nl.send(RouteNetlinkMessage::DelLink(msg), 0).ack().await {
+            Ok(()) => reaped
+                .links
+                .push(format!("group {group:#x} ({})", names.join(", "))),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => reaped.errors.push(e.into_error(
+                "delete",
+                format!("link group {group:#x} in {}", host.label()),
+            )),
+        }
+    }
+    for link in singles {
+        let label = || format!("interface {:?} in {}", link.name, host.label());
+        match delete_link(host.inner(), link.index, label).await {
+            Ok(()) => reaped.links.push(link.name.clone()),
+            Err(e) => reaped.errors.push(e),
+        }
+    }
+    Ok(())
+}
+
+async fn reap_rules(host: &Namespace, reaped: &mut Reaped) {
+    for program in ["iptables", "ip6tables"] {
+        let listed =
+            crate::firewall::run(host.inner(), program, vec!["-S".into(), "FORWARD".into()]).await;
+        let Ok(out) = listed else {
+            continue; // not installed: there can be no rules of ours
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let words: Vec<String> = line
+                .split_whitespace()
+                .map(|w| w.trim_matches('"').to_owned())
+                .collect();
+            let mark = words
+                .iter()
+                .position(|w| w == "--comment")
+                .and_then(|i| words.get(i + 1));
+            if words.first().map(String::as_str) != Some("-A")
+                || !mark.is_some_and(|m| owner::is_dead_mark(m))
+            {
+                continue;
+            }
+            let mut args = vec!["-D".to_owned()];
+            args.extend(words.into_iter().skip(1));
+            match crate::firewall::run(host.inner(), program, args.clone()).await {
+                Ok(out) if out.status.success() => {
+                    reaped.firewall_rules.push(format!("{program} {line}"))
+                }
+                result => reaped.errors.push(crate::firewall::command_error(
+                    "delete",
+                    format!("a FORWARD rule left by a dead process in {}", host.label()),
+                    program,
+                    &args,
+                    result,
+                )),
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Nothing leaks: processes killed with SIGKILL mid-setup, the reaper for named leftovers (and
+//! what it must never touch), teardown in every situation, rollback at each step, and running
+//! without privileges. Children are this test binary re-run in a role (see `common::child`).
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use netns_kit::{
+    Bridge, BridgedNetwork, DirectLink, Error, MemberSpec, Namespace, NsName, Route, VethPair,
+    bridged, connect, reap,
+};
+
+const MEMBERS: usize = 50;
+const KILLS: usize = 20;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs a child in `role` with `env`, until it prints `NK done`; returns how long that took.
+fn time_to_done(test: &str, role: &str, env: &[(&str, String)]) -> Duration {
+    let start = Instant::now();
+    let mut c = child(test, role);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut done = None;
+    for line in out.lines() {
+        if line.unwrap().trim() == "NK done" {
+            done = Some(start.elapsed());
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    done.expect("the child finished its setup")
+}
+
+/// Kills a fresh child in `role` with SIGKILL after `delay`, by PID, and reaps it.
+fn kill_after(test: &str, role: &str, env: &[(&str, String)], delay: Duration) {
+    let mut c = child(test, role);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(delay);
+    child.kill().unwrap(); // SIGKILL, to this PID only
+    child.wait().unwrap();
+}
+
+/// Kill moments spread over the whole setup: one per slice of `total`, at a random point in it.
+fn kill_points(total: Duration, what: &str) -> Vec<Duration> {
+    let mut rng = Rng::from_time(what);
+    (0..KILLS)
+        .map(|i| total.mul_f64((i as f64 + rng.unit()) / KILLS as f64))
+        .collect()
+}
+
+/// The child of the anonymous crash test: in namespaces of its own, with a witness veth from the
+/// test's sandbox into each (a witness vanishes when its namespace is freed), it builds a
+/// 50-member bridged network, says `NK done`, and waits to be killed.
+fn crash_child_anonymous() {
+    let sandbox = std::env::var("NK_SANDBOX").unwrap();
+    futures::executor::block_on(async {
+        let sandbox = Namespace::open_path(&sandbox).unwrap();
+        let witness = |ns: &Namespace| {
+            VethPair::new(netns_kit::IfName::unique("w").unwrap().as_str(), "witness")
+                .namespace(&sandbox)
+                .peer_namespace(ns)
+                .up(false)
+                .create()
+        };
+        let host = Namespace::new().await.unwrap();
+        witness(&host).await.unwrap().keep();
+        let mut members = Vec::new();
+        for i in 0..MEMBERS {
+            let ns = Namespace::new().await.unwrap();
+            witness(&ns).await.unwrap().keep();
+            members.push(MemberSpec::owning(ns).address(format!("10.80.0.{}/24", i + 1)));
+        }
+        let _net = bridged()
+            .host(&host)
+            .gateway("10.80.0.254/24")
+            .members(members)
+            .create()
+            .await
+            .unwrap();
+        println!("NK done");
+        std::thread::sleep(Duration::from_secs(600));
+    });
+}
+
+#[test]
+fn sigkill_during_setup_leaves_nothing_behind_with_anonymous_namespaces() {
+    if role().as_deref() == Some("crash-anonymous") {
+        return crash_child_anonymous();
+    }
+    let rt = runtime();
+    let sandbox = rt.block_on(sandbox());
+    let env = [("NK_SANDBOX", proc_path(&sandbox))];
+    let test = "sigkill_during_setup_leaves_nothing_behind_with_anonymous_namespaces";
+    let setup = time_to_done(test, "crash-anonymous", &env);
+    let cleanup = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link_names(&sandbox) != ["lo"] {
+            if Instant::now() > deadline {
+                println!("{what}: left behind {:?}", link_names(&sandbox));
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    };
+    assert!(
+        cleanup("the calibration run"),
+        "a finished, killed child leaked"
+    );
+    let mut leftovers = 0;
+    for (i, delay) in kill_points(setup, "kill points").into_iter().enumerate() {
+        kill_after(test, "crash-anonymous", &env, delay);
+        if !cleanup(&format!("kill {i} at {delay:?}")) {
+            leftovers += 1;
+        }
+    }
+    println!(
+        "setup took {setup:?}; {KILLS} kills spread over it; {leftovers} left anything behind"
+    );
+    assert_eq!(leftovers, 0);
+}
+
+/// The child of the named crash test: 50 named member namespaces and a bridged network with
+/// firewall rules in the test's sandbox, which survives the child.
+fn crash_child_named() {
+    let sandbox = std::env::var("NK_SANDBOX").unwrap();
+    futures::executor::block_on(async {
+        let sandbox = Namespace::open_path(&sandbox).unwrap();
+        let mut members = Vec::new();
+        for i in 0..MEMBERS {
+            let name = NsName::unique("nkcrash").unwrap();
+            let ns = Namespace::named(name.as_str()).await.unwrap();
+            members.push(MemberSpec::owning(ns).address(format!("10.81.0.{}/24", i + 1)));
+        }
+        let _net = bridged()
+            .host(&sandbox)
+            .gateway("10.81.0.254/24")
+            .accept_forward(true)
+            .members(members)
+            .create()
+            .await
+            .unwrap();
+        println!("NK done");
+        std::thread::sleep(Duration::from_secs(600));
+    });
+}
+
+#[test]
+fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothing_else() {
+    if role().as_deref() == Some("crash-named") {
+        return crash_child_named();
+    }
+    let rt = runtime();
+    let sandbox = rt.block_on(sandbox());
+    let env = [("NK_SANDBOX", proc_path(&sandbox))];
+    let test =
+        "the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothing_else";
+
+    // Decoys the reaper must never touch: things without a mark, kept things, and things whose
+    // owner (this process) is alive.
+    let decoy_ns = IpNetns::add(NsName::unique("nkdecoy").unwrap().as_str());
+    assert!(
+        outside(&sandbox, "ip", &["link", "add", "decoy0", "type", "bridge"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        outside(
+            &sandbox,
+            "iptables",
+            &["-w", "-A", "FORWARD", "-i", "decoy0", "-j", "ACCEPT"]
+        )
+        .status()
+        .unwrap()
+        .success()
+    );
+    let (live_ns, live_br, kept_br) = rt.block_on(async {
+        let live_ns = Namespace::named(NsName::unique("nklive").unwrap().as_str())
+            .await
+            .unwrap();
+        let live_br = Bridge::new("livebr")
+            .namespace(&sandbox)
+            .accept_forward(true)
+            .create()
+            .await
+            .unwrap();
+        let kept = Bridge::new("keptbr")
+            .namespace(&sandbox)
+            .create()
+            .await
+            .unwrap()
+            .keep();
+        (live_ns, live_br, kept)
+    });
+    let decoy_links = link_names(&sandbox);
+    let decoy_rules = forward_rules(&sandbox, "iptables");
+    assert_eq!(decoy_rules.len(), 3);
+
+    let check = |what: &str, reaped: &netns_kit::Reaped| -> bool {
+        let mut clean = true;
+        if link_names(&sandbox) != decoy_links {
+            println!("{what}: links left {:?}", link_names(&sandbox));
+            clean = false;
+        }
+        if forward_rules(&sandbox, "iptables") != decoy_rules
+            || forward_rules(&sandbox, "ip6tables").len() != 2
+        {
+            println!(
+                "{what}: rules left {:?}",
+                forward_rules(&sandbox, "iptables")
+            );
+            clean = false;
+        }
+        let names = run_netns_entries("nkcrash");
+        let claims = run_netns_entries(".netns-kit");
+        if !names.is_empty() || !claims.is_empty() {
+            println!("{what}: names left {names:?} {claims:?}");
+            clean = false;
+        }
+        if !reaped.errors.is_empty() {
+            println!("{what}: reaper errors {:?}", reaped.errors);
+            clean = false;
+        }
+        clean
+    };
+
+    let setup = time_to_done(test, "crash-named", &env);
+    let reaped = rt.block_on(reap(&sandbox)).unwrap();
+    assert_eq!(reaped.namespaces.len(), MEMBERS, "{reaped:?}");
+    assert_eq!(reaped.links.len(), 1, "one link group: {reaped:?}");
+    assert_eq!(reaped.firewall_rules.len(), 4, "{reaped:?}");
+    assert!(check("the calibration run", &reaped));
+
+    let mut leftovers = 0;
+    let mut found = 0;
+    for (i, delay) in kill_points(setup, "kill points").into_iter().enumerate() {
+        kill_after(test, "crash-named", &env, delay);
+        let reaped = rt.block_on(reap(&sandbox)).unwrap();
+        found += reaped.namespaces.len() + reaped.links.len() + reaped.firewall_rules.len();
+        if !check(&format!("kill {i} at {delay:?}"), &reaped) {
+            leftovers += 1;
+        }
+    }
+    println!(
+        "setup took {setup:?}; {KILLS} kills; the reaper removed {found} objects; {leftovers} kills left anything after reaping"
+    );
+    assert_eq!(leftovers, 0);
+
+    // The decoys are all still there, and still work.
+    assert!(netns_list().contains(&decoy_ns.0));
+    assert!(netns_list().contains(&live_ns.name().unwrap().to_owned()));
+    assert!(link_names(&sandbox).contains(&"decoy0".to_owned()));
+    assert!(live_br.accepts_forward());
+    assert_eq!(kept_br.name(), "keptbr");
+    assert!(link_names(&sandbox).contains(&"keptbr".to_owned()));
+    rt.block_on(async {
+        live_ns.links().await.unwrap();
+        live_br.delete().await.unwrap();
+        kept_br.delete().await.unwrap();
+        live_ns.delete().await.unwrap();
+    });
+}
+
+#[tokio::test]
+async fn the_reaper_finds_nothing_of_a_live_process() {
+    let host = sandbox().await;
+    let name = NsName::unique("nktest").unwrap();
+    let _ns = Namespace::named(name.as_str()).await.unwrap();
+    let _net = bridged()
+        .host(&host)
+        .gateway("10.82.0.1/24")
+        .accept_forward(true)
+        .member(MemberSpec::new().address("10.82.0.2/24"))
+        .create()
+        .await
+        .unwrap();
+    let reaped = reap(&host).await.unwrap();
+    assert!(!reaped.namespaces.contains(&name.to_string()), "{reaped:?}");
+    assert!(
+        reaped.links.is_empty() && reaped.firewall_rules.is_empty(),
+        "{reaped:?}"
+    );
+    assert_eq!(link_names(&host).len(), 3);
+}
+
+#[test]
+fn guards_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Namespace>();
+    check::<VethPair>();
+    check::<Bridge>();
+    check::<Route>();
+    check::<netns_kit::Address>();
+    check::<DirectLink>();
+    check::<BridgedNetwork>();
+    check::<Error>();
+}
+
+#[test]
+fn teardown_happens_when_a_thread_panics_and_on_a_plain_thread() {
+    let rt = runtime();
+    let (host, veth, net) = rt.block_on(async {
+        let host = sandbox().await;
+        let veth = VethPair::new("p0", "p1")
+            .namespace(&host)
+            .create()
+            .await
+            .unwrap();
+        let net = bridged()
+            .host(&host)
+            .gateway("10.83.0.1/24")
+            .member(MemberSpec::new().address("10.83.0.2/24"))
+            .create()
+            .await
+            .unwrap();
+        (host, veth, net)
+    });
+    drop(rt);
+    assert_eq!(link_names(&host).len(), 5); // lo, p0, p1, bridge, member end
+
+    // Moved to a thread that panics while holding it: unwinding drops it.
+    let panicked = std::thread::spawn(move || {
+        let _held = veth;
+        panic!("test panic while holding a guard");
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(link_names(&host).len(), 3);
+
+    // Moved to a plain thread, with no runtime anywhere, and dropped there.
+    std::thread::spawn(move || drop(net)).join().unwrap();
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[test]
+fn a_bridge_with_firewall_rules_is_torn_down_after_the_runtime_is_gone() {
+    let rt = runtime();
+    let (host, br) = rt.block_on(async {
+        let host = sandbox().await;
+        let br = Bridge::new("fw0")
+            .namespace(&host)
+            .accept_forward(true)
+            .create()
+            .await
+            .unwrap();
+        (host, br)
+    });
+    drop(rt);
+    assert_eq!(forward_rules(&host, "iptables").len(), 2);
+    drop(br);
+    assert!(forward_rules(&host, "iptables").is_empty());
+    assert!(forward_rules(&host, "ip6tables").is_empty());
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[tokio::test]
+async fn a_cancelled_creation_leaves_nothing() {
+    let host = sandbox().await;
+    for micros in [0u64, 200, 500, 1000, 2000, 4000, 8000] {
+        let build = bridged()
+            .host(&host)
+            .gateway("10.84.0.254/24")
+            .accept_forward(true)
+            .members((1..=6).map(|i| MemberSpec::new().address(format!("10.84.0.{i}/24"))))
+            .create();
+        let outcome = tokio::time::timeout(Duration::from_micros(micros), build).await;
+        drop(outcome);
+        assert_eq!(link_names(&host), ["lo"], "cancelled after {micros} µs");
+        assert!(
+            forward_rules(&host, "iptables").is_empty(),
+            "cancelled after {micros} µs"
+        );
+        assert!(
+            forward_rules(&host, "ip6tables").is_empty(),
+            "cancelled after {micros} µs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rollback_at_each_step_of_a_direct_link() {
+    let (a, b) = (sandbox().await, sandbox().await);
+    // Step 1, the veth pair: the name is taken in `a`.
+    let squatter = VethPair::new("veth0", "other")
+        .namespace(&a)
+        .create()
+        .await
+        .unwrap();
+    let err = connect(&a, &b)
+        .address("10.85.0.1/24", "10.85.0.2/24")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    drop(squatter);
+    // Step 2, the addresses: IPv6 refused in `b`.
+    b.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .unwrap();
+    let err = connect(&a, &b)
+        .address("10.85.0.1/24", "10.85.0.2/24")
+        .address("fd85::1/64", "fd85::2/64")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fd85::2/64"), "{err}");
+    assert_eq!(link_names(&a), ["lo"]);
+    assert_eq!(link_names(&b), ["lo"]);
+    // Step 3, the default routes: `b` already has one.
+    b.set_sysctl("net.ipv6.conf.default.disable_ipv6", "0")
+        .unwrap();
+    let stray = VethPair::new("s0", "s1")
+        .namespace(&b)
+        .address("10.86.0.1/24")
+        .create()
+        .await
+        .unwrap();
+    let _default = Route::default_v4()
+        .via("10.86.0.2".parse().unwrap())
+        .add(&b)
+        .await
+        .unwrap();
+    let err = connect(&a, &b)
+        .address("10.85.0.1/24", "10.85.0.2/24")
+        .create()
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert!(err.to_string().contains("default route"), "{err}");
+    assert_eq!(link_names(&a), ["lo"]);
+    let mut left = link_names(&b);
+    left.sort();
+    assert_eq!(left, ["lo", "s0", "s1"]);
+    drop(stray);
+}
+
+#[tokio::test]
+async fn a_failed_add_member_changes_nothing() {
+    let host = sandbox().await;
+    let mut net = bridged()
+        .host(&host)
+        .gateway("10.87.0.1/24")
+        .member(MemberSpec::new().address("10.87.0.2/24"))
+        .create()
+        .await
+        .unwrap();
+    let before = link_names(&host);
+    // The member's namespace refuses IPv6 addresses: the kernel fails the 2nd address.
+    let picky = Namespace::new().await.unwrap();
+    picky
+        .set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .unwrap();
+    let gw6 = net.gateways().iter().any(|g| g.is_ipv6());
+    assert!(!gw6);
+    let err = net
+        .add_member(
+            MemberSpec::in_namespace(&picky)
+                .address("10.87.0.3/24")
+                .interface_name("x/y"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    // The interface name is taken inside the member's namespace: refused by the kernel after
+    // validation passed.
+    let _squatter = VethPair::new("eth0", "other")
+        .namespace(&picky)
+        .create()
+        .await
+        .unwrap();
+    let err = net
+        .add_member(MemberSpec::in_namespace(&picky).address("10.87.0.3/24"))
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert_eq!(link_names(&host), before);
+    assert_eq!(net.members().len(), 1);
+    // And the address is still free to use.
+    net.add_member(MemberSpec::new().address("10.87.0.3/24"))
+        .await
+        .unwrap();
+    assert_eq!(net.members().len(), 2);
+}
+
+/// The child of the privilege test: every operation needing a privilege is refused with a
+/// typed error saying so, invalid input is refused before any privileged call, and nothing is
+/// created.
+fn no_privileges_child() {
+    futures::executor::block_on(async {
+        let err = Namespace::new().await.unwrap_err();
+        assert!(err.is_permission_denied(), "{err:?}");
+        assert!(err.to_string().contains("CAP_SYS_ADMIN"), "{err}");
+        let name = NsName::unique("nkpriv").unwrap();
+        let err = Namespace::named(name.as_str()).await.unwrap_err();
+        assert!(err.is_permission_denied(), "{err:?}");
+        assert!(
+            !std::path::Path::new("/run/netns")
+                .join(name.as_str())
+                .exists()
+        );
+        // Validation comes before any privileged call: still InvalidName, not PermissionDenied.
+        let err = Namespace::named("a/b").await.unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
+        let err = VethPair::new("bad name", "b").create().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
+        let sandbox = Namespace::open_path(std::env::var("NK_SANDBOX").unwrap());
+        if let Ok(sandbox) = sandbox {
+            let err = VethPair::new("v0", "v1")
+                .namespace(&sandbox)
+                .create()
+                .await
+                .unwrap_err();
+            assert!(err.is_permission_denied(), "{err:?}");
+        }
+        println!("NK ok");
+    });
+}
+
+#[test]
+fn without_privileges_every_refusal_is_typed_and_nothing_is_made() {
+    if role().as_deref() == Some("no-privileges") {
+        return no_privileges_child();
+    }
+    let rt = runtime();
+    let sandbox = rt.block_on(sandbox());
+    let test = "without_privileges_every_refusal_is_typed_and_nothing_is_made";
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ])
+        .arg(me)
+        .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_ENV, "no-privileges")
+        .env("NK_SANDBOX", proc_path(&sandbox))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("NK ok"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(link_names(&sandbox), ["lo"]);
+}
