@@ -1,0 +1,552 @@
+//! Bad input, table-driven: each case must give a typed error that names the object (or, for
+//! the idempotent ones, succeed), never panic, and leave nothing behind — checked afterwards with
+//! `ip -j link` in the sandbox and `ip netns list`.
+
+mod common;
+
+use std::{future::Future, pin::Pin, process::Command};
+
+use common::*;
+use netns_kit::{
+    Address, Bridge, IfName, MemberSpec, Namespace, NsName, Result, Route, VethPair, bridged,
+    connect,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// Refused before the kernel was asked anything.
+    Invalid,
+    NotFound,
+    AlreadyExists,
+    /// Succeeds: "already gone" counts as done.
+    Ok,
+}
+
+type Case<'a> = (
+    &'static str,
+    Pin<Box<dyn Future<Output = Result<()>> + 'a>>,
+    Expect,
+    String,
+);
+
+fn ok<T>(r: Result<T>) -> Result<()> {
+    r.map(drop)
+}
+
+fn check(label: &str, result: Result<()>, expect: Expect, names: &str) {
+    match (expect, result) {
+        (Expect::Ok, Ok(())) => {}
+        (Expect::Ok, Err(e)) => panic!("{label}: expected success, got {e:?}"),
+        (_, Ok(())) => panic!("{label}: expected {expect:?}, got success"),
+        (expect, Err(e)) => {
+            let kind_ok = match expect {
+                Expect::Invalid => e.is_invalid_input(),
+                Expect::NotFound => e.is_not_found(),
+                Expect::AlreadyExists => e.is_already_exists(),
+                Expect::Ok => unreachable!(),
+            };
+            assert!(kind_ok, "{label}: expected {expect:?}, got {e:?}");
+            let text = e.to_string();
+            assert!(
+                text.contains(names),
+                "{label}: {text:?} does not name {names:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
+    let sb = sandbox().await;
+    let other = sandbox().await;
+    let before_netns = netns_list();
+    // Things that exist, to collide with.
+    let existing_ns = Namespace::named(NsName::unique("nkbad").unwrap().as_str())
+        .await
+        .unwrap();
+    let existing_name = existing_ns.name().unwrap().to_owned();
+    let veth = VethPair::new("taken0", "taken1")
+        .namespace(&sb)
+        .address("10.95.0.1/24")
+        .create()
+        .await
+        .unwrap();
+    let _route = Route::default_v4()
+        .via("10.95.0.2".parse().unwrap())
+        .add(&sb)
+        .await
+        .unwrap();
+    let _br = Bridge::new("takenbr")
+        .namespace(&sb)
+        .create()
+        .await
+        .unwrap();
+    let elsewhere = VethPair::new("far0", "far1")
+        .namespace(&other)
+        .create()
+        .await
+        .unwrap();
+    let regular_file = std::env::temp_dir().join(format!("nk-not-a-ns-{}", std::process::id()));
+    std::fs::write(&regular_file, b"").unwrap();
+    let dead_pid = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    // A named namespace deleted from elsewhere.
+    let gone = Namespace::named(NsName::unique("nkgone").unwrap().as_str())
+        .await
+        .unwrap();
+    let gone_name = gone.name().unwrap().to_owned();
+    assert!(
+        Command::new("ip")
+            .args(["netns", "del", &gone_name])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let long_ns = "n".repeat(256);
+    let veth_in = |name: &str| VethPair::new(name, "peer").namespace(&sb).create();
+    let member = |a: &str| MemberSpec::new().address(a);
+    let net = || bridged().host(&sb).gateway("10.96.0.254/24");
+    let lo = sb.link("lo").await.unwrap();
+
+    let cases: Vec<Case<'_>> = vec![
+        // Interface names.
+        (
+            "empty interface name",
+            Box::pin(async { ok(veth_in("").await) }),
+            Expect::Invalid,
+            "\"\"".into(),
+        ),
+        (
+            "16-byte interface name",
+            Box::pin(async { ok(veth_in("sixteen-bytes-xx").await) }),
+            Expect::Invalid,
+            "sixteen-bytes-xx".into(),
+        ),
+        (
+            "interface name with /",
+            Box::pin(async { ok(veth_in("a/b").await) }),
+            Expect::Invalid,
+            "a/b".into(),
+        ),
+        (
+            "interface name with a space",
+            Box::pin(async { ok(veth_in("a b").await) }),
+            Expect::Invalid,
+            "a b".into(),
+        ),
+        (
+            "interface name with a tab",
+            Box::pin(async { ok(veth_in("a\tb").await) }),
+            Expect::Invalid,
+            "whitespace".into(),
+        ),
+        (
+            "interface name with :",
+            Box::pin(async { ok(veth_in("eth0:1").await) }),
+            Expect::Invalid,
+            "eth0:1".into(),
+        ),
+        (
+            "interface name with NUL",
+            Box::pin(async { ok(veth_in("a\0b").await) }),
+            Expect::Invalid,
+            "NUL".into(),
+        ),
+        (
+            "interface name .",
+            Box::pin(async { ok(veth_in(".").await) }),
+            Expect::Invalid,
+            "\".\"".into(),
+        ),
+        (
+            "interface name ..",
+            Box::pin(async { ok(veth_in("..").await) }),
+            Expect::Invalid,
+            "\"..\"".into(),
+        ),
+        (
+            "interface name with %",
+            Box::pin(async { ok(veth_in("veth%d").await) }),
+            Expect::Invalid,
+            "veth%d".into(),
+        ),
+        (
+            "bridge name too long",
+            Box::pin(async {
+                ok(Bridge::new("a-very-long-bridge")
+                    .namespace(&sb)
+                    .create()
+                    .await)
+            }),
+            Expect::Invalid,
+            "a-very-long-bridge".into(),
+        ),
+        (
+            "unique-name prefix too long",
+            Box::pin(async { ok(IfName::unique("toolong")) }),
+            Expect::Invalid,
+            "toolong".into(),
+        ),
+        // Namespace names and paths.
+        (
+            "namespace name with /",
+            Box::pin(async { ok(Namespace::named("a/b").await) }),
+            Expect::Invalid,
+            "a/b".into(),
+        ),
+        (
+            "namespace name ..",
+            Box::pin(async { ok(Namespace::named("..").await) }),
+            Expect::Invalid,
+            "\"..\"".into(),
+        ),
+        (
+            "namespace name escaping /run/netns",
+            Box::pin(async { ok(Namespace::named("../../etc/x").await) }),
+            Expect::Invalid,
+            "../../etc/x".into(),
+        ),
+        (
+            "namespace name with NUL",
+            Box::pin(async { ok(Namespace::named("a\0b").await) }),
+            Expect::Invalid,
+            "NUL".into(),
+        ),
+        (
+            "namespace name of 256 bytes",
+            Box::pin(async { ok(Namespace::named(long_ns.as_str()).await) }),
+            Expect::Invalid,
+            "longer than 255".into(),
+        ),
+        (
+            "empty namespace name",
+            Box::pin(async { ok(Namespace::named("").await) }),
+            Expect::Invalid,
+            "empty".into(),
+        ),
+        (
+            "opening a bad namespace name",
+            Box::pin(async { ok(Namespace::open("../x")) }),
+            Expect::Invalid,
+            "../x".into(),
+        ),
+        (
+            "a path that is a regular file",
+            Box::pin(async { ok(Namespace::open_path(&regular_file)) }),
+            Expect::Invalid,
+            "nk-not-a-ns".into(),
+        ),
+        (
+            "a path that is another namespace type",
+            Box::pin(async { ok(Namespace::open_path("/proc/self/ns/uts")) }),
+            Expect::Invalid,
+            "/proc/self/ns/uts".into(),
+        ),
+        (
+            "a path that does not exist",
+            Box::pin(async { ok(Namespace::open_path("/nonexistent/ns")) }),
+            Expect::NotFound,
+            "/nonexistent/ns".into(),
+        ),
+        (
+            "a pid that does not exist",
+            Box::pin(async { ok(Namespace::from_pid(dead_pid)) }),
+            Expect::NotFound,
+            format!("process {dead_pid}"),
+        ),
+        (
+            "a namespace deleted from elsewhere, by name",
+            Box::pin(async { ok(Namespace::open(&gone_name)) }),
+            Expect::NotFound,
+            gone_name.clone(),
+        ),
+        (
+            "a sysctl outside net.*",
+            Box::pin(async { ok(sb.set_sysctl("kernel.hostname", "x")) }),
+            Expect::Invalid,
+            "kernel.hostname".into(),
+        ),
+        (
+            "a sysctl escaping /proc/sys/net",
+            Box::pin(async { ok(sb.sysctl("net.ipv4....")) }),
+            Expect::Invalid,
+            "net.ipv4....".into(),
+        ),
+        // IPv4/IPv6 mixes.
+        (
+            "route: v4 destination, v6 gateway",
+            Box::pin(async {
+                ok(Route::to("10.9.0.0/16")
+                    .via("fd00:9::1".parse().unwrap())
+                    .add(&sb)
+                    .await)
+            }),
+            Expect::Invalid,
+            "fd00:9::1".into(),
+        ),
+        (
+            "route: v6 destination, v4 gateway",
+            Box::pin(async {
+                ok(Route::to("fd09::/64")
+                    .via("10.95.0.2".parse().unwrap())
+                    .add(&sb)
+                    .await)
+            }),
+            Expect::Invalid,
+            "10.95.0.2".into(),
+        ),
+        (
+            "direct link: v4 end, v6 end",
+            Box::pin(async {
+                ok(connect(&sb, &other)
+                    .address("10.9.0.1/24", "fd09::2/64")
+                    .create()
+                    .await)
+            }),
+            Expect::Invalid,
+            "fd09::2/64".into(),
+        ),
+        (
+            "bridged member: v6 address, v4-only gateway",
+            Box::pin(async { ok(net().member(member("fd96::1/64")).create().await) }),
+            Expect::Invalid,
+            "fd96::1/64".into(),
+        ),
+        // Prefixes out of range and host-address rules.
+        (
+            "address /33",
+            Box::pin(async { ok(lo.add_address("10.9.0.1/33").await) }),
+            Expect::Invalid,
+            "10.9.0.1/33".into(),
+        ),
+        (
+            "address /129",
+            Box::pin(async { ok(Address::new("fd09::1/129").add(&lo).await) }),
+            Expect::Invalid,
+            "fd09::1/129".into(),
+        ),
+        (
+            "route /40",
+            Box::pin(async {
+                ok(Route::to("10.9.0.0/40")
+                    .via("10.95.0.2".parse().unwrap())
+                    .add(&sb)
+                    .await)
+            }),
+            Expect::Invalid,
+            "10.9.0.0/40".into(),
+        ),
+        (
+            "address: network address",
+            Box::pin(async { ok(lo.add_address("10.9.0.0/24").await) }),
+            Expect::Invalid,
+            "10.9.0.0".into(),
+        ),
+        (
+            "address: broadcast address",
+            Box::pin(async { ok(lo.add_address("10.9.0.255/24").await) }),
+            Expect::Invalid,
+            "10.9.0.255".into(),
+        ),
+        (
+            "route with host bits",
+            Box::pin(async {
+                ok(Route::to("10.9.0.1/16")
+                    .via("10.95.0.2".parse().unwrap())
+                    .add(&sb)
+                    .await)
+            }),
+            Expect::Invalid,
+            "10.9.0.1/16".into(),
+        ),
+        (
+            "route with a device in another namespace",
+            Box::pin(async {
+                ok(Route::to("10.9.0.0/16")
+                    .dev(elsewhere.link())
+                    .add(&sb)
+                    .await)
+            }),
+            Expect::Invalid,
+            "far0".into(),
+        ),
+        (
+            "multicast MAC",
+            Box::pin(async {
+                ok(VethPair::new("m0", "m1")
+                    .namespace(&sb)
+                    .mac("01:00:5e:00:00:01".parse().unwrap())
+                    .create()
+                    .await)
+            }),
+            Expect::Invalid,
+            "01:00:5e:00:00:01".into(),
+        ),
+        (
+            "unparsable MAC",
+            Box::pin(async { ok("02:00:zz:00:00:01".parse::<netns_kit::MacAddr>()) }),
+            Expect::Invalid,
+            "02:00:zz:00:00:01".into(),
+        ),
+        // Bridged networks.
+        (
+            "gateway outside the subnet of a member",
+            Box::pin(async { ok(net().member(member("10.97.0.1/24")).create().await) }),
+            Expect::Invalid,
+            "10.96.0.0/24".into(),
+        ),
+        (
+            "member on the gateway's address",
+            Box::pin(async { ok(net().member(member("10.96.0.254/24")).create().await) }),
+            Expect::Invalid,
+            "10.96.0.254".into(),
+        ),
+        (
+            "duplicate member addresses",
+            Box::pin(async {
+                ok(net()
+                    .member(member("10.96.0.1/24"))
+                    .member(member("10.96.0.1/24"))
+                    .create()
+                    .await)
+            }),
+            Expect::Invalid,
+            "10.96.0.1".into(),
+        ),
+        (
+            "duplicate member host names",
+            Box::pin(async {
+                ok(net()
+                    .member(member("10.96.0.1/24").host_interface_name("dup"))
+                    .member(member("10.96.0.2/24").host_interface_name("dup"))
+                    .create()
+                    .await)
+            }),
+            Expect::Invalid,
+            "\"dup\"".into(),
+        ),
+        (
+            "the host as a member",
+            Box::pin(async {
+                ok(net()
+                    .member(MemberSpec::in_namespace(&sb).address("10.96.0.1/24"))
+                    .create()
+                    .await)
+            }),
+            Expect::Invalid,
+            "host namespace".into(),
+        ),
+        (
+            "no gateway",
+            Box::pin(async {
+                ok(bridged()
+                    .host(&sb)
+                    .member(member("10.96.0.1/24"))
+                    .create()
+                    .await)
+            }),
+            Expect::Invalid,
+            "gateway".into(),
+        ),
+        // Things that already exist.
+        (
+            "an interface that exists",
+            Box::pin(async { ok(veth_in("taken0").await) }),
+            Expect::AlreadyExists,
+            "taken0".into(),
+        ),
+        (
+            "a bridge that exists",
+            Box::pin(async { ok(Bridge::new("takenbr").namespace(&sb).create().await) }),
+            Expect::AlreadyExists,
+            "takenbr".into(),
+        ),
+        (
+            "a namespace that exists",
+            Box::pin(async { ok(Namespace::named(&existing_name).await) }),
+            Expect::AlreadyExists,
+            existing_name.clone(),
+        ),
+        (
+            "an address that exists",
+            Box::pin(async { ok(veth.link().add_address("10.95.0.1/24").await) }),
+            Expect::AlreadyExists,
+            "10.95.0.1/24".into(),
+        ),
+        (
+            "a route that exists",
+            Box::pin(async {
+                ok(Route::default_v4()
+                    .via("10.95.0.2".parse().unwrap())
+                    .add(&sb)
+                    .await)
+            }),
+            Expect::AlreadyExists,
+            "default route".into(),
+        ),
+        (
+            "a member interface name taken",
+            Box::pin(async {
+                ok(net()
+                    .bridge_name("takenbr")
+                    .member(member("10.96.0.1/24"))
+                    .create()
+                    .await)
+            }),
+            Expect::AlreadyExists,
+            "takenbr".into(),
+        ),
+        // Deleting twice, and operations on things gone from elsewhere: success.
+        (
+            "removing an address twice",
+            Box::pin(async {
+                veth.link().remove_address("10.95.0.9/24").await?;
+                veth.link().remove_address("10.95.0.9/24").await
+            }),
+            Expect::Ok,
+            String::new(),
+        ),
+        (
+            "deleting a link twice",
+            Box::pin(async {
+                let v = VethPair::new("twice0", "twice1")
+                    .namespace(&sb)
+                    .create()
+                    .await?;
+                let [a, _] = v.keep();
+                a.clone().delete().await?;
+                a.delete().await
+            }),
+            Expect::Ok,
+            String::new(),
+        ),
+        (
+            "using a handle whose name was deleted elsewhere",
+            Box::pin(async { ok(gone.links().await) }),
+            Expect::Ok,
+            String::new(),
+        ),
+    ];
+    let count = cases.len();
+    for (label, future, expect, names) in cases {
+        let result = future.await;
+        check(label, result, expect, &names);
+    }
+    println!("{count} bad-input cases checked");
+    assert!(count >= 40);
+
+    std::fs::remove_file(&regular_file).unwrap();
+    drop((veth, elsewhere, gone, existing_ns));
+    let mut left = link_names(&sb);
+    left.sort();
+    assert_eq!(
+        left,
+        ["lo", "takenbr"],
+        "only the test's own bridge is left"
+    );
+    assert_eq!(netns_list(), before_netns);
+}
