@@ -313,6 +313,15 @@ impl NamespaceBuilder {
     /// is freed by the kernel. For a named namespace, dropping the future while the worker
     /// thread is creating the namespace leaves the empty mount point `/run/netns/NAME` behind,
     /// as a killed `ip netns add` would.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::builder().name("lab1").create().await?;
+    /// assert_eq!(ns.name(), Some("lab1"));
+    /// # Ok(()) }
+    /// ```
     #[doc(alias = "ip netns add")]
     pub async fn create(self) -> Result<Namespace> {
         let name = self.name.as_deref().map(NsName::new).transpose()?;

@@ -136,8 +136,21 @@ impl DirectLinkBuilder {
     ///
     /// # Cancel safety
     ///
-    /// If the future is dropped half-way, the veth pair may exist without a guard; it goes away
-    /// with either namespace.
+    /// Dropping the future half-way removes whatever was already made (see the
+    /// [crate docs](crate#resource-leaking)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(a: netns_kit::Namespace, b: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let link = netns_kit::connect(&a, &b)
+    ///     .names("left", "right")
+    ///     .address("10.0.0.1/30", "10.0.0.2/30")
+    ///     .mtu(9000)
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn create(self) -> Result<DirectLink> {
         let a_view = Namespace::view(self.a.clone());
         let b_view = Namespace::view(self.b.clone());
@@ -595,8 +608,28 @@ impl BridgedNetworkBuilder {
     ///
     /// # Cancel safety
     ///
-    /// If the future is dropped half-way, the links made so far remain without a guard; they
-    /// are all in the network's link group (`ip link del group N` removes them).
+    /// Dropping the future half-way removes whatever was already made (see the
+    /// [crate docs](crate#resource-leaking)).
+    ///
+    /// # Examples
+    ///
+    /// A container runtime joining an existing namespace to `cni0`:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, Namespace, bridged};
+    ///
+    /// let container = Namespace::open_path("/run/netns/c1")?;
+    /// let net = bridged()
+    ///     .host(&Namespace::current()?)
+    ///     .bridge_name("cni0")
+    ///     .gateway("10.88.0.1/16")
+    ///     .member(MemberSpec::in_namespace(&container).address("10.88.0.5/16"))
+    ///     .create()
+    ///     .await?;
+    /// let members = net.keep(); // the container's network outlives this process
+    /// # Ok(()) }
+    /// ```
     #[doc(alias = "brctl addbr")]
     pub async fn create(self) -> Result<BridgedNetwork> {
         let host = match self.host {

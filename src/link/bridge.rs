@@ -113,8 +113,8 @@ impl BridgeBuilder {
     ///
     /// # Cancel safety
     ///
-    /// If the future is dropped after the creation request was sent, the bridge may exist with
-    /// no guard.
+    /// Dropping the future removes whatever was already made, even a bridge whose creation
+    /// request was still in flight (see the [crate docs](crate#resource-leaking)).
     ///
     /// # Examples
     ///

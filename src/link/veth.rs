@@ -161,8 +161,8 @@ impl VethPairBuilder {
     ///
     /// # Cancel safety
     ///
-    /// If the future is dropped after the creation request was sent, the pair may exist with no
-    /// guard; it goes away with either end's namespace.
+    /// Dropping the future removes whatever was already made, even a pair whose creation
+    /// request was still in flight (see the [crate docs](crate#resource-leaking)).
     ///
     /// # Examples
     ///
