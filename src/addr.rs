@@ -260,6 +260,9 @@ impl Resource for AddrResource {
     }
 
     async fn remove(self) -> Result<()> {
+        if self.link.ns().is_doomed() {
+            return Ok(()); // goes with its namespace
+        }
         let nl = self.link.ns().nl().await?;
         match nl
             .send(del_message(self.link.index(), &self.net), 0)
@@ -273,6 +276,9 @@ impl Resource for AddrResource {
     }
 
     fn remove_blocking(self) -> Result<()> {
+        if self.link.ns().is_doomed() {
+            return Ok(());
+        }
         blocking_one(
             self.link.ns(),
             del_message(self.link.index(), &self.net),

@@ -168,6 +168,22 @@ pub(crate) fn blocking_acks(
     messages: Vec<(RouteNetlinkMessage, u16)>,
     timeout: Duration,
 ) -> io::Result<Vec<Result<(), KernelError>>> {
+    Ok(blocking_requests(socket, messages, timeout)?
+        .into_iter()
+        .map(|r| r.map(drop))
+        .collect())
+}
+
+/// Like [`blocking_acks`], also returning the messages the kernel sent in answer to each
+/// request before its acknowledgement (an object echoed by `NLM_F_ECHO`, ...).
+///
+/// The kernel handles the messages of one `sendmsg` in order and answers each, also after a
+/// failure, so a batch costs one system call each way however long it is.
+pub(crate) fn blocking_requests(
+    socket: &Socket,
+    messages: Vec<(RouteNetlinkMessage, u16)>,
+    timeout: Duration,
+) -> io::Result<Vec<Result<Vec<RouteNetlinkMessage>, KernelError>>> {
     let tv = nix::sys::time::TimeVal::new(
         timeout.as_secs() as nix::libc::time_t,
         timeout.subsec_micros() as nix::libc::suseconds_t,
@@ -187,6 +203,7 @@ pub(crate) fn blocking_acks(
     }
     socket.send(&buf, 0)?;
 
+    let mut answers: Vec<Vec<RouteNetlinkMessage>> = (0..count).map(|_| Vec::new()).collect();
     let mut results: Vec<Option<Result<(), KernelError>>> = (0..count).map(|_| None).collect();
     let mut pending = count;
     while pending > 0 {
@@ -206,18 +223,27 @@ pub(crate) fn blocking_acks(
                 break;
             }
             offset += (len + 3) & !3;
-            let seq = message.header.sequence_number as usize;
-            if let NetlinkPayload::Error(_) = message.payload {
-                if let Some(slot) = seq.checked_sub(1).and_then(|i| results.get_mut(i)) {
-                    if slot.is_none() {
-                        *slot = Some(check_error(&message));
-                        pending -= 1;
-                    }
+            let Some(i) = (message.header.sequence_number as usize).checked_sub(1) else {
+                continue;
+            };
+            if i >= count {
+                continue;
+            }
+            match message.payload {
+                NetlinkPayload::Error(_) if results[i].is_none() => {
+                    results[i] = Some(check_error(&message));
+                    pending -= 1;
                 }
+                NetlinkPayload::InnerMessage(inner) => answers[i].push(inner),
+                _ => {}
             }
         }
     }
-    Ok(results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
+    Ok(results
+        .into_iter()
+        .zip(answers)
+        .map(|(r, a)| r.unwrap_or(Ok(())).map(|()| a))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,6 +59,9 @@ pub(crate) struct NsInner {
     name: Option<NsName>,
     path: Option<PathBuf>,
     conn: Mutex<ConnSlot>,
+    /// Set when the handle that owned this namespace is gone: nothing keeps it alive but the
+    /// remaining references, and when they go the kernel frees it with everything inside.
+    doomed: std::sync::atomic::AtomicBool,
 }
 
 enum ConnSlot {
@@ -87,6 +90,7 @@ impl NsInner {
             name,
             path,
             conn: Mutex::new(ConnSlot::Empty),
+            doomed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -97,6 +101,13 @@ impl NsInner {
 
     pub(crate) fn fd(&self) -> &Arc<OwnedFd> {
         &self.fd
+    }
+
+    /// Whether the namespace's owning handle is gone, so the kernel will free it (and delete
+    /// its links, addresses, routes and firewall rules, in one batch) once the last reference
+    /// to it is dropped. Guards of objects inside skip their own, slower, deletion then.
+    pub(crate) fn is_doomed(&self) -> bool {
+        self.doomed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The (nsfs device, inode) pair identifying the namespace.
@@ -358,6 +369,68 @@ impl NamespaceBuilder {
             teardown: Teardown::Unname(path),
             owned: true,
         })
+    }
+}
+
+/// A job run inside a namespace on a worker thread, with a blocking netlink socket opened
+/// there for it (closed afterwards).
+pub(crate) type SocketJob<T> = Box<dyn FnOnce(&Socket) -> Result<T> + Send + 'static>;
+
+impl Namespace {
+    /// Creates an anonymous namespace with `lo` up and runs `job` inside it with a blocking
+    /// netlink socket, all in one worker job right after `unshare`. The socket is then closed,
+    /// so the namespace holds a single fd and no connection. If `job` fails, the namespace (and
+    /// anything `job` made inside it) is freed.
+    pub(crate) async fn create_with<T: Send + 'static>(
+        job: SocketJob<T>,
+    ) -> Result<(Namespace, T)> {
+        let (fd, value) = sys::on_worker(move || -> Result<(OwnedFd, T)> {
+            let op = |what: &'static str| move |e| Error::os(what, "a new network namespace", e);
+            sys::unshare_net().map_err(op("create"))?;
+            let fd = sys::open_thread_ns().map_err(op("open"))?;
+            let socket = netlink::new_socket().map_err(op("open a netlink socket in"))?;
+            let up = LinkUnspec::new_with_index(1).up().build();
+            let answers = netlink::blocking_acks(
+                &socket,
+                vec![(RouteNetlinkMessage::SetLink(up), 0)],
+                BLOCKING_TIMEOUT,
+            )
+            .map_err(op("bring lo up in"))?;
+            if let Some(Err(e)) = answers.into_iter().next() {
+                return Err(e.into_error("bring lo up in", "a new network namespace"));
+            }
+            let value = job(&socket)?;
+            Ok((fd, value))
+        })
+        .await
+        .map_err(|e| Error::os("create", "a new network namespace", e))??;
+        let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
+        let inner = NsInner::new(fd, label, None, None)?;
+        Ok((
+            Namespace {
+                inner: Arc::new(inner),
+                teardown: Teardown::Nothing,
+                owned: true,
+            },
+            value,
+        ))
+    }
+}
+
+impl NsInner {
+    /// Runs `job` inside this namespace on a worker thread, with a fresh blocking netlink
+    /// socket there (closed afterwards).
+    pub(crate) async fn with_socket<T: Send + 'static>(&self, job: SocketJob<T>) -> Result<T> {
+        let fd = self.fd.clone();
+        let label = self.label.clone();
+        sys::on_worker(move || -> Result<T> {
+            sys::setns_net(fd.as_fd()).map_err(|e| Error::os("enter", label.clone(), e))?;
+            let socket = netlink::new_socket()
+                .map_err(|e| Error::os("open a netlink socket in", label, e))?;
+            job(&socket)
+        })
+        .await
+        .map_err(|e| Error::os("run a job in", self.label.clone(), e))?
     }
 }
 
@@ -970,7 +1043,7 @@ impl Namespace {
             // A live netlink socket keeps its namespace alive.
             self.inner.close_netlink();
         }
-        match std::mem::replace(&mut self.teardown, Teardown::Nothing) {
+        let result = match std::mem::replace(&mut self.teardown, Teardown::Nothing) {
             Teardown::Nothing => Ok(()),
             Teardown::Unname(path) => {
                 let label = || self.inner.label.clone();
@@ -982,7 +1055,14 @@ impl Namespace {
                     _ => Ok(()),
                 }
             }
+        };
+        if self.owned && result.is_ok() {
+            // Nothing but the remaining references keeps it alive now.
+            self.inner
+                .doomed
+                .store(true, std::sync::atomic::Ordering::Release);
         }
+        result
     }
 }
 

@@ -318,6 +318,9 @@ impl Resource for RouteResource {
     }
 
     async fn remove(self) -> Result<()> {
+        if self.ns.is_doomed() {
+            return Ok(()); // goes with its namespace
+        }
         let nl = self.ns.nl().await?;
         match nl.send(self.spec.del_message(), 0).ack().await {
             Ok(()) => Ok(()),
@@ -327,6 +330,9 @@ impl Resource for RouteResource {
     }
 
     fn remove_blocking(self) -> Result<()> {
+        if self.ns.is_doomed() {
+            return Ok(());
+        }
         blocking_one(
             &self.ns,
             self.spec.del_message(),

@@ -28,16 +28,27 @@ use ipnetwork::IpNetwork;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::LinkUnspec;
 
+use std::os::fd::{AsFd, AsRawFd};
+
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+
 use crate::{
     addr::{self, IntoIpNetwork},
     error::{Error, Result},
     firewall::ForwardRules,
     guard::{Guard, Resource},
     link::{Link, blocking_one, bridge::Bridge, veth::VethPair},
+    link::{
+        get_by_name,
+        veth::{VethMessage, echoed_index, veth_message},
+    },
     name::IfName,
+    netlink::blocking_requests,
+    netns::SocketJob,
     netns::{BLOCKING_TIMEOUT, Namespace, NsInner},
     owner,
     route::Route,
+    route::RouteSpec,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -475,6 +486,7 @@ pub struct BridgedNetworkBuilder {
     accept_forward: bool,
     nodad: bool,
     mtu: Option<u32>,
+    link_local_ipv6: Option<bool>,
 }
 
 /// Starts pattern 2 of the seed: a bridge holding the gateway address(es) in a host namespace,
@@ -510,6 +522,7 @@ pub fn bridged() -> BridgedNetworkBuilder {
         accept_forward: false,
         nodad: true,
         mtu: None,
+        link_local_ipv6: None,
     }
 }
 
@@ -532,6 +545,7 @@ struct Plan {
     interface_name: IfName,
     nodad: bool,
     mtu: Option<u32>,
+    link_local_ipv6: bool,
 }
 
 impl BridgedNetworkBuilder {
@@ -589,6 +603,19 @@ impl BridgedNetworkBuilder {
     /// MTU of the bridge and every veth.
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
+        self
+    }
+
+    /// Whether members' interfaces get an IPv6 link-local address (`fe80::`). Default: only if
+    /// the network has an IPv6 gateway. On an IPv4-only network the members' interfaces are
+    /// created with `addrgenmode none`: IPv6 stays enabled (addresses can be added by hand) but
+    /// silent. Otherwise each member's IPv6 start-up traffic (duplicate-address detection, MLD
+    /// reports, router solicitations) is flooded by the bridge to every other member, which
+    /// makes setting up N members cost O(N²) — with 1000 members, about 10× slower.
+    ///
+    /// The bridge's own ports (the host-side veth ends) never get an IPv6 address.
+    pub fn link_local_ipv6(mut self, on: bool) -> Self {
+        self.link_local_ipv6 = Some(on);
         self
     }
 
@@ -686,17 +713,18 @@ impl BridgedNetworkBuilder {
                 "this process already has 512 live bridged networks, the most it can tell apart",
             )
         })?;
-        let mut bridge = Bridge::new(bridge_name.as_str())
+        // A fixed MAC and MTU: otherwise the kernel recomputes both from all ports each time one
+        // joins (the bridge takes the lowest port MAC, and the lowest port MTU), and every MAC
+        // change ripples through the bridge's IPv6 configuration — costs that grow with the
+        // number of members.
+        let bridge = Bridge::new(bridge_name.as_str())
             .namespace(&host_view)
             .owned_group(group)
+            .mac(crate::link::random_mac())
+            .mtu(self.mtu.unwrap_or(1500))
             .nodad(self.nodad)
             .accept_forward(self.accept_forward);
-        if let Some(mtu) = self.mtu {
-            bridge = bridge.mtu(mtu);
-        }
-        for gw in &gateways {
-            bridge = bridge.address(*gw);
-        }
+        let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
         let bridge = match bridge.create().await {
             Ok(bridge) => bridge,
             Err(e) => {
@@ -705,6 +733,7 @@ impl BridgedNetworkBuilder {
             }
         };
         let (bridge_link, rules) = bridge.into_parts();
+        let has_ipv6 = gateways.iter().any(IpNetwork::is_ipv6);
         // From here on the guard owns everything made: if a step fails it is removed, and if
         // this future is dropped the guard's `Drop` removes it.
         let mut network = Guard::new(NetworkResource {
@@ -713,6 +742,7 @@ impl BridgedNetworkBuilder {
                 bridge: bridge_link,
                 group,
                 gateways,
+                link_local_ipv6: self.link_local_ipv6.unwrap_or(has_ipv6),
                 interface_name,
                 nodad: self.nodad,
                 mtu: self.mtu,
@@ -872,65 +902,258 @@ fn plan_member(
     })
 }
 
-/// Builds one member: its namespace (if new), the veth pair with the host end attached to the
-/// bridge and in the network's group, the addresses, the default routes.
+/// Builds one member in two steps, each a single batch of requests:
+///
+/// 1. **inside the member's namespace**, on a worker thread — right after `unshare` for a new
+///    namespace: the veth pair is created from that side (its first end is the member's
+///    interface, up; the peer, the host end, is created directly in the host namespace, in the
+///    network's link group), then the addresses and default routes are added, in one `sendmsg`;
+/// 2. **in the host namespace**: the host end is attached to the bridge and brought up (one
+///    `RTM_SETLINK`).
+///
+/// This is the same work as `VethPair` + `Address` + `Route` (built from the same messages) but
+/// needs no netlink connection in the member's namespace: a member costs one worker job, one
+/// host request and, once built, one file descriptor (the namespace's). Anything made is removed
+/// if a later step fails.
 async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
-    let ns = match member.ns {
-        MemberNs::New => Namespace::new().await?,
-        MemberNs::Borrowed(inner) => Namespace::view(inner),
-        MemberNs::Owned(ns) => ns,
-    };
-    let host_view = Namespace::view(plan.host.clone());
-    let mut veth = VethPair::new(
-        member.host_interface_name.as_str(),
-        member.interface_name.as_str(),
-    )
-    .namespace(&host_view)
-    .controller(&plan.bridge)
-    .owned_group(plan.group)
-    .mark(false) // the group marks it
-    .peer_namespace(&ns)
-    .nodad(plan.nodad);
-    if let Some(mtu) = plan.mtu {
-        veth = veth.mtu(mtu);
-    }
-    for net in &member.addresses {
-        veth = veth.peer_address(*net);
-    }
-    let veth = veth.create().await?;
-    let routes = member.addresses.iter().filter_map(|net| {
-        plan.gateways
+    let object = format!(
+        "member {} ({:?} <-> {:?} in {})",
+        member
+            .addresses
             .iter()
-            .find(|g| g.is_ipv4() == net.is_ipv4())
-            .map(|gw| default_route(&ns, gw.ip()))
-    });
-    let mut first_error = None;
-    for result in futures::future::join_all(routes).await {
-        match result {
-            Ok(route) => route.keep(),
-            Err(e) => {
-                first_error.get_or_insert(e);
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        member.interface_name.as_str(),
+        member.host_interface_name.as_str(),
+        plan.host.label()
+    );
+    let inside_name = member.interface_name.clone();
+    let host_name = member.host_interface_name.clone();
+    let host_fd = plan.host.fd().clone();
+    let group = plan.group;
+    let mtu = plan.mtu;
+    let nodad = plan.nodad;
+    let link_local_ipv6 = plan.link_local_ipv6;
+    let mut requests: Vec<(RouteNetlinkMessage, u16)> = member
+        .addresses
+        .iter()
+        .map(|net| addr::add_message(0, net, nodad))
+        .collect();
+    for net in &member.addresses {
+        if let Some(gw) = plan.gateways.iter().find(|g| g.is_ipv4() == net.is_ipv4()) {
+            let spec = RouteSpec {
+                dest: IpNetwork::new(
+                    if gw.is_ipv4() {
+                        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                    },
+                    0,
+                )
+                .expect("prefix 0 is valid"),
+                gateway: Some(gw.ip()),
+                oif: None,
+                metric: None,
+                table: 254,
+            };
+            requests.push(spec.add_message());
+        }
+    }
+    let labels: Vec<String> = member
+        .addresses
+        .iter()
+        .map(|net| format!("address {net} of {object}"))
+        .chain(
+            requests[member.addresses.len()..]
+                .iter()
+                .map(|_| format!("default route of {object}")),
+        )
+        .collect();
+    let job_object = object.clone();
+    let inside_job: SocketJob<u32> = Box::new(move |socket| {
+        let object = job_object;
+        let veth = veth_message(&VethMessage {
+            name: inside_name.as_str(),
+            peer: host_name.as_str(),
+            peer_ns_fd: Some(host_fd.as_raw_fd()),
+            mtu,
+            // Brought up below, after its IPv6 address generation is settled.
+            up: false,
+            mac: None,
+            peer_mac: None,
+            controller: None,
+            peer_group: Some(group),
+        });
+        let created = blocking_requests(
+            socket,
+            vec![(
+                RouteNetlinkMessage::NewLink(veth),
+                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            )],
+            BLOCKING_TIMEOUT,
+        )
+        .map_err(|e| Error::os("create the veth pair of", object.clone(), e))?;
+        let echoed = match created.into_iter().next() {
+            Some(Ok(messages)) => echoed_index(&messages),
+            Some(Err(e)) => return Err(e.into_error("create the veth pair of", object)),
+            None => None,
+        };
+        let index = match echoed {
+            Some(index) => index,
+            None => {
+                let get = LinkUnspec::new_with_name(inside_name.as_str()).build();
+                blocking_requests(
+                    socket,
+                    vec![(RouteNetlinkMessage::GetLink(get), 0)],
+                    BLOCKING_TIMEOUT,
+                )
+                .ok()
+                .and_then(|mut r| r.pop())
+                .and_then(|r| r.ok())
+                .and_then(|m| echoed_index(&m))
+                .ok_or_else(|| {
+                    Error::os(
+                        "look up the interface of",
+                        object.clone(),
+                        std::io::Error::from_raw_os_error(nix::libc::ENODEV),
+                    )
+                })?
             }
+        };
+        let mut batch = Vec::new();
+        let mut batch_labels = Vec::new();
+        if !link_local_ipv6 {
+            batch.push((no_link_local(index), 0));
+            batch_labels.push(("quiet IPv6 on", object.clone()));
         }
-    }
-    if let Some(e) = first_error {
-        if let Err(undo) = veth.delete().await {
-            log::warn!("netns-kit: rolling back a member: {undo}");
+        batch.push((
+            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
+            0,
+        ));
+        batch_labels.push(("bring up", object.clone()));
+        batch.extend(
+            requests
+                .into_iter()
+                .map(|(msg, flags)| (with_index(msg, index), flags)),
+        );
+        batch_labels.extend(labels.into_iter().map(|label| ("add", label)));
+        let answers = blocking_requests(socket, batch, BLOCKING_TIMEOUT)
+            .map_err(|e| Error::os("configure", object.clone(), e));
+        let failure = match answers {
+            Ok(answers) => answers
+                .into_iter()
+                .zip(batch_labels)
+                .find_map(|(a, (op, label))| a.err().map(|e| e.into_error(op, label))),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failure {
+            // Deleting this end deletes the host end too.
+            let _ = blocking_requests(
+                socket,
+                vec![(crate::link::del_link_message(index), 0)],
+                BLOCKING_TIMEOUT,
+            );
+            return Err(e);
         }
-        return Err(e);
-    }
-    // The veth goes with the network's link group (or with the member's namespace).
-    let [host, inside] = veth.disarm();
-    if ns.is_owned() {
-        // Free the socket and buffers of a namespace the network will not talk to again.
-        ns.close_netlink();
-    }
+        // The host end is a bridge port and needs no IPv6 at all: disabling it there (while it
+        // is still down) spares the host namespace an IPv6 route per port, which every later
+        // port's start would otherwise walk. Best effort: without it IPv6 is only noisier.
+        if crate::sys::setns_net(host_fd.as_fd()).is_ok() {
+            let _ = std::fs::write(
+                format!(
+                    "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+                    host_name.as_str()
+                ),
+                "1",
+            );
+        }
+        Ok(index)
+    });
+    let (ns, inside_index) = match member.ns {
+        MemberNs::New => Namespace::create_with(inside_job).await?,
+        MemberNs::Borrowed(inner) => {
+            let index = inner.with_socket(inside_job).await?;
+            (Namespace::view(inner), index)
+        }
+        MemberNs::Owned(ns) => {
+            let index = ns.inner().with_socket(inside_job).await?;
+            (ns, index)
+        }
+    };
+
+    // Step 2: attach the host end to the bridge and bring it up, in one request; learn its
+    // ifindex from the echo.
+    let nl = plan.host.nl().await?;
+    let attach = LinkUnspec::new_with_name(member.host_interface_name.as_str())
+        .controller(plan.bridge.index())
+        .up()
+        .build();
+    let attached = nl
+        .send(RouteNetlinkMessage::SetLink(attach), NLM_F_ECHO)
+        .messages()
+        .await;
+    let host_index = match attached {
+        Ok(messages) => match echoed_index(&messages) {
+            Some(index) => Ok(index),
+            None => get_by_name(&nl, member.host_interface_name.as_str())
+                .await
+                .map(|m| m.header.index)
+                .map_err(|e| e.into_error("look up the host end of", object.clone())),
+        },
+        Err(e) => Err(e.into_error("attach to the bridge", object.clone())),
+    };
+    let host_index = match host_index {
+        Ok(index) => index,
+        Err(e) => {
+            let undo = RouteNetlinkMessage::DelLink(
+                LinkUnspec::new_with_name(member.host_interface_name.as_str()).build(),
+            );
+            if let Err(undo) = nl.send(undo, 0).ack().await {
+                if !undo.is_not_found() {
+                    log::warn!("netns-kit: rolling back {object}: {}", undo.errno);
+                }
+            }
+            return Err(e);
+        }
+    };
     Ok(Member {
+        inside: Link::new(ns.inner().clone(), inside_index, member.interface_name),
+        host: Link::new(plan.host.clone(), host_index, member.host_interface_name),
         ns,
-        inside,
-        host,
         addresses: member.addresses,
     })
+}
+
+/// The attribute that stops IPv6 from giving a link a link-local address (`addrgenmode none`).
+/// Without an address, a link sends no duplicate-address detection, MLD report or router
+/// solicitation. This matters on a bridge: such multicast is flooded to every port, so N members
+/// each announcing themselves cost on the order of N² deliveries (measured: 1000 members took
+/// ~10× longer to set up with it). It cannot be given when the link is created: the kernel only
+/// accepts it for an existing link.
+fn addr_gen_mode_none() -> netlink_packet_route::link::LinkAttribute {
+    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
+    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+        In6AddrGenMode::None,
+    )])])
+}
+
+/// `RTM_SETLINK` applying [`addr_gen_mode_none`] to link `index`.
+fn no_link_local(index: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkUnspec::new_with_index(index).build();
+    msg.attributes.push(addr_gen_mode_none());
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// Sets the interface index of an address or route request built before the index was known.
+fn with_index(msg: RouteNetlinkMessage, index: u32) -> RouteNetlinkMessage {
+    match msg {
+        RouteNetlinkMessage::NewAddress(mut a) => {
+            a.header.index = index;
+            RouteNetlinkMessage::NewAddress(a)
+        }
+        other => other,
+    }
 }
 
 fn link_alias(index: u32, alias: &str) -> RouteNetlinkMessage {
@@ -977,6 +1200,17 @@ impl Resource for NetworkResource {
     async fn remove(self) -> Result<()> {
         let what = self.describe();
         let mut errors = Vec::new();
+        if self.plan.host.is_doomed() {
+            // The host namespace dies with its last references, with the bridge, the members'
+            // veths and the rules; only the member namespaces remain to close.
+            for member in self.members {
+                if let Err(e) = member.ns.close() {
+                    errors.push(e);
+                }
+            }
+            owner::release_group(self.plan.group);
+            return Error::collect(what, errors);
+        }
         if let Some(rules) = self.rules {
             if let Err(e) = rules.remove().await {
                 errors.push(e);
@@ -1004,6 +1238,15 @@ impl Resource for NetworkResource {
     fn remove_blocking(self) -> Result<()> {
         let what = self.describe();
         let mut errors = Vec::new();
+        if self.plan.host.is_doomed() {
+            for member in self.members {
+                if let Err(e) = member.ns.close() {
+                    errors.push(e);
+                }
+            }
+            owner::release_group(self.plan.group);
+            return Error::collect(what, errors);
+        }
         if let Some(rules) = self.rules {
             if let Err(e) = rules.remove_blocking() {
                 errors.push(e);

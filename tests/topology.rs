@@ -334,3 +334,107 @@ async fn a_kernel_refusal_half_way_rolls_everything_back() {
     left.sort();
     assert_eq!(left, ["eth0", "lo", "other"]);
 }
+
+#[tokio::test]
+async fn members_of_an_ipv4_only_network_keep_ipv6_quiet_and_ports_have_none() {
+    let host = sandbox().await;
+    let v4 = bridged()
+        .host(&host)
+        .bridge_name("br4")
+        .gateway("10.69.0.254/24")
+        .member(MemberSpec::new().address("10.69.0.1/24"))
+        .create()
+        .await
+        .unwrap();
+    let m = &v4.members()[0];
+    let inside = ip_json(m.namespace(), &["-6", "addr", "show", "dev", "eth0"]);
+    let v6 = inside[0]["addr_info"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        v6.is_empty(),
+        "an IPv4-only member got IPv6 addresses: {v6:?}"
+    );
+    // The bridge port (host end) has IPv6 disabled altogether.
+    let port = m.host_interface().name().to_owned();
+    let out = outside(
+        &host,
+        "cat",
+        &[&format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6")],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    assert!(ping(m.namespace(), "10.69.0.254"));
+
+    // A dual-stack network's members have their link-local address, as usual.
+    let dual = bridged()
+        .host(&host)
+        .bridge_name("br6")
+        .gateway("10.70.0.254/24")
+        .gateway("fd70::fe/64")
+        .member(
+            MemberSpec::new()
+                .address("10.70.0.1/24")
+                .address("fd70::1/64"),
+        )
+        .create()
+        .await
+        .unwrap();
+    let inside = ip_json(
+        dual.members()[0].namespace(),
+        &["-6", "addr", "show", "dev", "eth0"],
+    );
+    let scopes: Vec<String> = inside[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["scope"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        scopes.contains(&"link".to_owned()) && scopes.contains(&"global".to_owned()),
+        "{scopes:?}"
+    );
+}
+
+#[tokio::test]
+async fn guards_inside_a_namespace_whose_handle_is_gone_leave_it_to_the_kernel() {
+    // A witness veth from the sandbox into `inner` shows when `inner` is freed.
+    let host = sandbox().await;
+    let inner = Namespace::new().await.unwrap();
+    netns_kit::VethPair::new("wit0", "wit1")
+        .namespace(&host)
+        .peer_namespace(&inner)
+        .create()
+        .await
+        .unwrap()
+        .keep();
+    let (a, b) = (
+        Namespace::new().await.unwrap(),
+        Namespace::new().await.unwrap(),
+    );
+    let link = connect(&a, &b)
+        .address("10.71.0.1/30", "10.71.0.2/30")
+        .create()
+        .await
+        .unwrap();
+    let br = netns_kit::Bridge::new("brx")
+        .namespace(&inner)
+        .address("10.72.0.1/24")
+        .create()
+        .await
+        .unwrap();
+    // Handles first, then the guards: the guards hold the namespaces until they go, and then
+    // the kernel frees them with everything inside.
+    drop((inner, a, b));
+    assert!(
+        link_names(&host).contains(&"wit0".to_owned()),
+        "held by the bridge guard"
+    );
+    drop(br);
+    drop(link);
+    eventually("the namespace to be freed with its bridge", || {
+        !link_names(&host).contains(&"wit0".to_owned())
+    });
+}

@@ -256,6 +256,10 @@ impl Resource for BridgeResource {
     }
 
     async fn remove(self) -> Result<()> {
+        if self.link.ns().is_doomed() {
+            // Its namespace dies with its last references, with the bridge and its rules.
+            return Ok(());
+        }
         // Keep going after a failure and report everything.
         let what = self.describe();
         let mut errors = Vec::new();
@@ -271,6 +275,9 @@ impl Resource for BridgeResource {
     }
 
     fn remove_blocking(self) -> Result<()> {
+        if self.link.ns().is_doomed() {
+            return Ok(());
+        }
         let what = self.describe();
         let mut errors = Vec::new();
         if let Some(rules) = self.rules {

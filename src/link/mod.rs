@@ -100,6 +100,18 @@ impl From<[u8; 6]> for MacAddr {
     }
 }
 
+/// A random locally administered unicast MAC address (`02:…`).
+pub(crate) fn random_mac() -> MacAddr {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SERIAL: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the OS per process; the serial makes calls differ.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SERIAL.fetch_add(1, Ordering::Relaxed));
+    let bits = h.finish().to_le_bytes();
+    MacAddr([0x02, bits[0], bits[1], bits[2], bits[3], bits[4]])
+}
+
 /// The operational state of a link (RFC 2863), as `ip link` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

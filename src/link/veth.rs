@@ -57,25 +57,9 @@ pub struct VethPairBuilder {
     nodad: bool,
     controller: Option<Link>,
     group: Option<u32>,
-    owned_group: Option<u32>,
-    mark: bool,
 }
 
 impl VethPairBuilder {
-    /// Whether the first end gets this process's ownership mark (default: yes). Composites that
-    /// mark their links otherwise turn it off.
-    pub(crate) fn mark(mut self, mark: bool) -> Self {
-        self.mark = mark;
-        self
-    }
-
-    /// Creates the first end in `group`, a group a composite owns and deletes (see
-    /// [`CreationGroup`]).
-    pub(crate) fn owned_group(mut self, group: u32) -> Self {
-        self.owned_group = Some(group);
-        self
-    }
-
     /// Puts the first end in `ns` (default: the caller's current namespace). The request is
     /// sent on `ns`'s netlink connection.
     pub fn namespace(mut self, ns: &Namespace) -> Self {
@@ -237,39 +221,22 @@ impl VethPairBuilder {
             }
         }
 
-        // Peer part of the message: created straight inside its namespace.
-        // (The peer cannot be brought up in this message: the kernel opens it before the pair is
-        // joined and refuses with ENOTCONN. It is brought up right after, by name.)
-        let mut peer_msg = LinkUnspec::new_with_name(peer.as_str());
-        if let Some(mtu) = self.mtu {
-            peer_msg = peer_msg.mtu(mtu);
-        }
-        if let Some(mac) = second.mac {
-            peer_msg = peer_msg.address(mac.0.to_vec());
-        }
-        if peer_ns.id() != ns.id() {
-            peer_msg = peer_msg.setns_by_fd(std::os::fd::AsRawFd::as_raw_fd(&**peer_ns.fd()));
-        }
-        let mut msg = LinkVeth::new(name.as_str(), peer.as_str())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
-        if self.up {
-            msg = msg.up();
-        }
-        if let Some(mtu) = self.mtu {
-            msg = msg.mtu(mtu);
-        }
-        if let Some(mac) = first.mac {
-            msg = msg.address(mac.0.to_vec());
-        }
-        if let Some(controller) = &self.controller {
-            msg = msg.controller(controller.index());
-        }
-        let creation = match self.owned_group {
-            Some(group) => CreationGroup::owned(group),
-            None => CreationGroup::temporary(self.group),
-        };
+        let mut msg = veth_message(&VethMessage {
+            name: name.as_str(),
+            peer: peer.as_str(),
+            peer_ns_fd: (peer_ns.id() != ns.id())
+                .then(|| std::os::fd::AsRawFd::as_raw_fd(&**peer_ns.fd())),
+            mtu: self.mtu,
+            up: self.up,
+            mac: first.mac,
+            peer_mac: second.mac,
+            controller: self.controller.as_ref().map(Link::index),
+            peer_group: None,
+        });
+        let creation = CreationGroup::temporary(self.group);
         if let Some(group) = creation.create_in() {
-            msg = msg.link_group(group);
+            msg.attributes
+                .push(netlink_packet_route::link::LinkAttribute::Group(group));
         }
 
         let nl = ns.nl().await?;
@@ -291,7 +258,7 @@ impl VethPairBuilder {
         });
         let created = nl
             .send(
-                RouteNetlinkMessage::NewLink(msg.build()),
+                RouteNetlinkMessage::NewLink(msg),
                 NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
             )
             // `peer_ns`'s fd, named in the message, stays open: `peer_ns` is alive here.
@@ -334,7 +301,7 @@ impl VethPairBuilder {
             // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and
             // the move out of the temporary group.
             let marked =
-                settle_message(index, self.mark, creation.final_group()).map(|msg| nl.send(msg, 0));
+                settle_message(index, true, creation.final_group()).map(|msg| nl.send(msg, 0));
             let up = self.up.then(|| {
                 let msg = LinkUnspec::new_with_name(peer.as_str()).up().build();
                 peer_nl.send(RouteNetlinkMessage::SetLink(msg), 0)
@@ -374,12 +341,59 @@ impl VethPairBuilder {
                 pending.keep();
                 Ok(VethPair(Guard::new(VethResource {
                     ends: [first_link, second_link],
-                    marked: self.mark,
                 })))
             }
             Err(e) => Err(roll_back(pending, e).await),
         }
     }
+}
+
+/// What one `RTM_NEWLINK` creating a veth pair says.
+pub(crate) struct VethMessage<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) peer: &'a str,
+    /// Creates the peer directly in the namespace this fd refers to (`IFLA_NET_NS_FD`).
+    pub(crate) peer_ns_fd: Option<std::os::fd::RawFd>,
+    pub(crate) mtu: Option<u32>,
+    /// Brings the first end up. (The peer cannot be brought up in this message: the kernel
+    /// opens it before the pair is joined and refuses with `ENOTCONN`.)
+    pub(crate) up: bool,
+    pub(crate) mac: Option<MacAddr>,
+    pub(crate) peer_mac: Option<MacAddr>,
+    pub(crate) controller: Option<u32>,
+    pub(crate) peer_group: Option<u32>,
+}
+
+/// The `RTM_NEWLINK` message for a veth pair.
+pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
+    let mut peer = LinkUnspec::new_with_name(v.peer);
+    if let Some(mtu) = v.mtu {
+        peer = peer.mtu(mtu);
+    }
+    if let Some(mac) = v.peer_mac {
+        peer = peer.address(mac.0.to_vec());
+    }
+    if let Some(fd) = v.peer_ns_fd {
+        peer = peer.setns_by_fd(fd);
+    }
+    if let Some(group) = v.peer_group {
+        peer = peer.link_group(group);
+    }
+    let mut msg =
+        LinkVeth::new(v.name, v.peer).set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+    if v.up {
+        msg = msg.up();
+    }
+    if let Some(mtu) = v.mtu {
+        msg = msg.mtu(mtu);
+    }
+    if let Some(mac) = v.mac {
+        msg = msg.address(mac.0.to_vec());
+    }
+    if let Some(controller) = v.controller {
+        msg = msg.controller(controller);
+    }
+    msg.build()
 }
 
 /// The ifindex of the link the kernel echoed back (`NLM_F_ECHO`).
@@ -445,7 +459,6 @@ fn delete_end_blocking(end: &Link) -> Result<Gone> {
 #[derive(Debug)]
 pub(crate) struct VethResource {
     pub(crate) ends: [Link; 2],
-    marked: bool,
 }
 
 impl Resource for VethResource {
@@ -462,6 +475,10 @@ impl Resource for VethResource {
         // first was gone (it may have been moved away): deleting it by an ifindex that was
         // already freed could hit another link.
         let [a, b] = &self.ends;
+        if a.ns().is_doomed() && b.ns().is_doomed() {
+            // Both namespaces die with their last references: the kernel deletes the pair.
+            return Ok(());
+        }
         match delete_end(a).await? {
             Gone::Deleted => Ok(()),
             Gone::Already => delete_end(b).await.map(drop),
@@ -470,6 +487,9 @@ impl Resource for VethResource {
 
     fn remove_blocking(self) -> Result<()> {
         let [a, b] = &self.ends;
+        if a.ns().is_doomed() && b.ns().is_doomed() {
+            return Ok(());
+        }
         match delete_end_blocking(a)? {
             Gone::Deleted => Ok(()),
             Gone::Already => delete_end_blocking(b).map(drop),
@@ -528,8 +548,6 @@ impl VethPair {
             nodad: false,
             controller: None,
             group: None,
-            owned_group: None,
-            mark: true,
         }
     }
 
@@ -576,16 +594,8 @@ impl VethPair {
     /// ```
     pub fn keep(self) -> [Link; 2] {
         let resource = self.0.keep();
-        if resource.marked {
-            let [end, _] = &resource.ends;
-            unmark_blocking(end.ns(), end.index(), || end.label());
-        }
+        let [end, _] = &resource.ends;
+        unmark_blocking(end.ns(), end.index(), || end.label());
         resource.ends
-    }
-
-    /// Disarms the guard without touching the ownership mark (for composites, whose own guard
-    /// stays responsible).
-    pub(crate) fn disarm(self) -> [Link; 2] {
-        self.0.keep().ends
     }
 }

@@ -1,0 +1,620 @@
+//! netns-kit side by side with iproute2 and the CNI reference `bridge` plugin, on the same work,
+//! in the same run:
+//!
+//! * **pattern 1** (two namespaces joined by a veth pair, addresses, default routes, one ping,
+//!   teardown): netns-kit vs the seed's shell script (one `ip` process per command) vs
+//!   `ip -batch` (veth peers created directly in their namespaces);
+//! * **bridged network of N members** (`NETNS_KIT_BENCH_N`, default `1,10,100,500,1000`): setup,
+//!   and teardown until the kernel has really removed the members' veths: netns-kit vs
+//!   `ip -batch` (host side in one batch, one `ip -n NS -batch` per namespace);
+//! * per-member ADD and DEL of the CNI `bridge` plugin with `host-local` IPAM, `ipMasq` off, for
+//!   N up to 100.
+//!
+//! Everything runs inside a private network and mount namespace (the bench re-executes itself
+//! under `unshare --net --mount`, with a private `/run/netns`), so it changes nothing on the
+//! machine. The soft open-file limit is set to 1024 for the netns-kit runs, to show 1000 members
+//! held at once within the default limit, and the resident memory per held member is reported.
+//!
+//! It prints a table of medians (with min–max) and one line per comparison:
+//! `ratio <scenario> N=<n> <phase> netns-kit/<other>: <value>` (below 1: netns-kit is faster).
+//!
+//! Run with `cargo bench --bench topology` (as root, with the packages `.ci/run` installs).
+
+use std::{
+    io::Write,
+    net::IpAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use netns_kit::{MemberSpec, Namespace, bridged, connect};
+
+const INNER_ENV: &str = "NETNS_KIT_BENCH_INNER";
+
+fn main() {
+    if std::env::var_os(INNER_ENV).is_none() {
+        // Re-run inside a throw-away network + mount namespace.
+        let me = std::env::current_exe().unwrap();
+        let status = Command::new("unshare")
+            .args(["--net", "--mount", "--propagation", "private", "--"])
+            .arg(me)
+            .args(std::env::args().skip(1))
+            .env(INNER_ENV, "1")
+            .status()
+            .expect("run unshare");
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    sh("mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link set lo up");
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`
+    }
+    let sizes: Vec<usize> = std::env::var("NETNS_KIT_BENCH_N")
+        .unwrap_or_else(|_| "1,10,100,500,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!(
+        "netns-kit benchmark: {} CPUs, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        String::from_utf8_lossy(&Command::new("uname").arg("-r").output().unwrap().stdout).trim()
+    );
+    let mut report = Report::default();
+    pattern_one(&mut report);
+    for &n in &sizes {
+        bridged_network(&mut report, n);
+    }
+    for &n in sizes.iter().filter(|&&n| n <= 100) {
+        cni(&mut report, n);
+    }
+    report.print();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement bookkeeping.
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<(String, String, Vec<Duration>)>,
+    ratios: Vec<String>,
+    notes: Vec<String>,
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Report {
+    fn add(&mut self, scenario: &str, tool: &str, samples: Vec<Duration>) {
+        let (lo, hi) = (samples.iter().min().unwrap(), samples.iter().max().unwrap());
+        println!(
+            "  {scenario:<38} {tool:<14} median {:>9.2} ms  (min {:.2}, max {:.2}, n={})",
+            ms(median(&samples)),
+            ms(*lo),
+            ms(*hi),
+            samples.len()
+        );
+        self.rows.push((scenario.into(), tool.into(), samples));
+    }
+
+    fn ratio(
+        &mut self,
+        scenario: &str,
+        n: usize,
+        phase: &str,
+        ours: &[Duration],
+        other: &str,
+        theirs: &[Duration],
+    ) {
+        let value = median(ours).as_secs_f64() / median(theirs).as_secs_f64();
+        self.ratios.push(format!(
+            "ratio {scenario} N={n} {phase} netns-kit/{other}: {value:.2}"
+        ));
+    }
+
+    fn note(&mut self, text: String) {
+        println!("  {text}");
+        self.notes.push(text);
+    }
+
+    fn print(&self) {
+        println!("\n| scenario | tool | median ms | min–max ms | runs |");
+        println!("| --- | --- | ---: | ---: | ---: |");
+        for (scenario, tool, samples) in &self.rows {
+            println!(
+                "| {scenario} | {tool} | {:.2} | {:.2}–{:.2} | {} |",
+                ms(median(samples)),
+                ms(*samples.iter().min().unwrap()),
+                ms(*samples.iter().max().unwrap()),
+                samples.len()
+            );
+        }
+        println!();
+        for note in &self.notes {
+            println!("{note}");
+        }
+        for ratio in &self.ratios {
+            println!("{ratio}");
+        }
+    }
+}
+
+fn sh(script: &str) {
+    let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
+    assert!(status.success(), "failed: {script}");
+}
+
+/// Runs `ip [args] -batch -` with `commands` on stdin.
+fn ip_batch(args: &[&str], commands: &str) {
+    let mut child = Command::new("ip")
+        .args(args)
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(commands.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "ip -batch failed:\n{commands}"
+    );
+}
+
+/// Waits until the current namespace has exactly `expected` links (the kernel removes the
+/// links of deleted namespaces asynchronously).
+fn wait_for_links(expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+        let count = out.stdout.iter().filter(|&&b| b == b'\n').count();
+        if count == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "links never went away ({count} left)"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Lets the kernel finish the asynchronous cleanup of namespaces freed by the previous run, so
+/// every measured run starts from a quiet machine.
+fn settle(n: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static LAST: AtomicUsize = AtomicUsize::new(0);
+    let size = LAST.swap(n, Ordering::Relaxed).max(n);
+    std::thread::sleep(Duration::from_millis(500 + 3 * size as u64));
+}
+
+/// Bytes of heap in use (glibc's `mallinfo2`: small-block and mmapped allocations).
+fn heap_bytes() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics and returns them by value.
+    #[allow(unsafe_code)]
+    let info = unsafe { nix::libc::mallinfo2() };
+    (info.uordblks + info.hblkhd) as u64
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn set_nofile_soft(limit: u64) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, limit.min(hard), hard).unwrap();
+    soft
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pattern 1.
+
+const P1_RUNS: usize = 11;
+
+fn pattern_one(report: &mut Report) {
+    println!("pattern 1: two namespaces, a veth pair, addresses, default routes, one ping");
+    let rt = runtime();
+    let (mut kit_setup, mut kit_down) = (Vec::new(), Vec::new());
+    let (mut seed_setup, mut seed_down) = (Vec::new(), Vec::new());
+    let (mut batch_setup, mut batch_down) = (Vec::new(), Vec::new());
+    for _ in 0..P1_RUNS {
+        // netns-kit
+        settle(2);
+        let start = Instant::now();
+        let (ns1, ns2, link) = rt.block_on(async {
+            let (ns1, ns2) = futures::future::try_join(Namespace::new(), Namespace::new())
+                .await
+                .unwrap();
+            let link = connect(&ns1, &ns2)
+                .names("veth1", "veth2")
+                .address("10.111.1.1/24", "10.111.1.2/24")
+                .create()
+                .await
+                .unwrap();
+            ns1.ping("10.111.1.2".parse().unwrap(), Duration::from_secs(2))
+                .await
+                .unwrap();
+            (ns1, ns2, link)
+        });
+        kit_setup.push(start.elapsed());
+        let start = Instant::now();
+        rt.block_on(async {
+            // Namespaces first: the link then goes with them in the kernel's batch (as with
+            // `ip netns del`), instead of a 15-40 ms deletion of its own.
+            ns1.delete().await.unwrap();
+            ns2.delete().await.unwrap();
+            link.delete().await.unwrap();
+        });
+        kit_down.push(start.elapsed());
+
+        // The seed's script: one process per command.
+        settle(2);
+        let start = Instant::now();
+        sh("ip netns add ns1
+            ip netns add ns2
+            ip link add veth1 type veth peer name veth2
+            ip link set veth1 netns ns1
+            ip link set veth2 netns ns2
+            ip netns exec ns1 ip addr add 10.111.1.1/24 dev veth1
+            ip netns exec ns1 ip link set veth1 up
+            ip netns exec ns2 ip addr add 10.111.1.2/24 dev veth2
+            ip netns exec ns2 ip link set veth2 up
+            ip netns exec ns1 ip route add default via 10.111.1.2
+            ip netns exec ns2 ip route add default via 10.111.1.1
+            ip netns exec ns1 ping -c1 -W2 -q 10.111.1.2 >/dev/null");
+        seed_setup.push(start.elapsed());
+        let start = Instant::now();
+        sh("ip netns del ns1; ip netns del ns2");
+        seed_down.push(start.elapsed());
+        wait_for_links(1);
+
+        // ip -batch: peers created in their namespaces, one batch per namespace.
+        settle(2);
+        let start = Instant::now();
+        ip_batch(
+            &[],
+            "netns add ns1\nnetns add ns2\n\
+             link add veth1 netns ns1 type veth peer name veth2 netns ns2\n",
+        );
+        ip_batch(
+            &["-n", "ns1"],
+            "link set lo up\naddr add 10.111.1.1/24 dev veth1\nlink set veth1 up\n\
+             route add default via 10.111.1.2\n",
+        );
+        ip_batch(
+            &["-n", "ns2"],
+            "link set lo up\naddr add 10.111.1.2/24 dev veth2\nlink set veth2 up\n\
+             route add default via 10.111.1.1\n",
+        );
+        sh("ip netns exec ns1 ping -c1 -W2 -q 10.111.1.2 >/dev/null");
+        batch_setup.push(start.elapsed());
+        let start = Instant::now();
+        ip_batch(&[], "netns del ns1\nnetns del ns2\n");
+        batch_down.push(start.elapsed());
+        wait_for_links(1);
+    }
+    report.add("pattern1 setup+ping", "netns-kit", kit_setup.clone());
+    report.add("pattern1 setup+ping", "seed-script", seed_setup.clone());
+    report.add("pattern1 setup+ping", "ip-batch", batch_setup.clone());
+    report.add("pattern1 teardown", "netns-kit", kit_down.clone());
+    report.add("pattern1 teardown", "seed-script", seed_down.clone());
+    report.add("pattern1 teardown", "ip-batch", batch_down.clone());
+    report.ratio(
+        "pattern1",
+        2,
+        "setup+ping",
+        &kit_setup,
+        "seed-script",
+        &seed_setup,
+    );
+    report.ratio(
+        "pattern1",
+        2,
+        "setup+ping",
+        &kit_setup,
+        "ip-batch",
+        &batch_setup,
+    );
+    report.ratio(
+        "pattern1",
+        2,
+        "teardown",
+        &kit_down,
+        "seed-script",
+        &seed_down,
+    );
+    report.ratio(
+        "pattern1",
+        2,
+        "teardown",
+        &kit_down,
+        "ip-batch",
+        &batch_down,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A bridged network of N members.
+
+fn runs_for(n: usize) -> usize {
+    match n {
+        0..=10 => 11,
+        11..=100 => 7,
+        _ => 5,
+    }
+}
+
+fn member_address(i: usize) -> String {
+    format!("10.{}.{}.{}/16", 100, (i + 1) / 250, (i + 1) % 250 + 1)
+}
+
+fn bridged_network(report: &mut Report, n: usize) {
+    println!("bridged network, N={n}");
+    let rt = runtime();
+    let (mut kit_setup, mut kit_down) = (Vec::new(), Vec::new());
+    let (mut batch_setup, mut batch_down) = (Vec::new(), Vec::new());
+    let mut per_member_rss = Vec::new();
+    let mut per_member_heap = Vec::new();
+    let mut fds_held = 0;
+    for _ in 0..runs_for(n) {
+        // netns-kit, holding N members within a soft limit of 1024 open files.
+        settle(n);
+        let old_limit = set_nofile_soft(1024);
+        let rss_before = rss_kib();
+        let heap_before = heap_bytes();
+        let host = Namespace::current().unwrap();
+        let start = Instant::now();
+        let net = rt
+            .block_on(
+                bridged()
+                    .host(&host)
+                    .bridge_name("br0")
+                    .gateway("10.100.255.254/16")
+                    .members((0..n).map(|i| MemberSpec::new().address(member_address(i))))
+                    .create(),
+            )
+            .unwrap();
+        kit_setup.push(start.elapsed());
+        per_member_rss.push(rss_kib().saturating_sub(rss_before) as f64 / n as f64);
+        per_member_heap.push(heap_bytes().saturating_sub(heap_before) as f64 / n as f64);
+        fds_held = open_fds();
+        let start = Instant::now();
+        rt.block_on(net.delete()).unwrap();
+        // The group deletion removed every member veth synchronously; wait anyway, as for ip.
+        wait_for_links(1);
+        kit_down.push(start.elapsed());
+        drop(host);
+        set_nofile_soft(old_limit);
+
+        // ip -batch: host side in one batch, then one `ip -n NS -batch` per namespace.
+        settle(n);
+        let start = Instant::now();
+        let mut host_batch = String::from(
+            "link add br0 type bridge\naddr add 10.100.255.254/16 dev br0\nlink set br0 up\n",
+        );
+        for i in 0..n {
+            host_batch.push_str(&format!(
+                "netns add m{i}\nlink add h{i} master br0 up type veth peer name eth0 netns m{i}\n"
+            ));
+        }
+        ip_batch(&[], &host_batch);
+        for i in 0..n {
+            ip_batch(
+                &["-n", &format!("m{i}")],
+                &format!(
+                    "link set lo up\nlink set eth0 up\naddr add {} dev eth0\n\
+                     route add default via 10.100.255.254\n",
+                    member_address(i)
+                ),
+            );
+        }
+        batch_setup.push(start.elapsed());
+        let start = Instant::now();
+        let mut down = String::new();
+        for i in 0..n {
+            down.push_str(&format!("netns del m{i}\n"));
+        }
+        down.push_str("link del br0\n");
+        ip_batch(&[], &down);
+        wait_for_links(1);
+        batch_down.push(start.elapsed());
+    }
+    let scenario = format!("bridged N={n}");
+    report.add(&format!("{scenario} setup"), "netns-kit", kit_setup.clone());
+    report.add(
+        &format!("{scenario} setup"),
+        "ip-batch",
+        batch_setup.clone(),
+    );
+    report.add(
+        &format!("{scenario} teardown"),
+        "netns-kit",
+        kit_down.clone(),
+    );
+    report.add(
+        &format!("{scenario} teardown"),
+        "ip-batch",
+        batch_down.clone(),
+    );
+    let per = |v: &[Duration]| ms(median(v)) / n as f64;
+    report.note(format!(
+        "bridged N={n}: per member setup netns-kit {:.3} ms, ip-batch {:.3} ms; teardown netns-kit {:.1} ms total ({:.3} ms/member); {fds_held} fds open while holding {n} members (soft limit 1024); per held member: {:.1} KiB resident (first run), {:.0} bytes of heap",
+        per(&kit_setup),
+        per(&batch_setup),
+        ms(median(&kit_down)),
+        per(&kit_down),
+        per_member_rss[0],
+        per_member_heap.iter().cloned().fold(f64::NAN, f64::max),
+    ));
+    report.ratio("bridged", n, "setup", &kit_setup, "ip-batch", &batch_setup);
+    report.ratio("bridged", n, "teardown", &kit_down, "ip-batch", &batch_down);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CNI reference bridge plugin.
+
+const CNI_DIR: &str = "/usr/lib/cni";
+
+fn cni_config(data_dir: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"nkbench","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"ipam":{{"type":"host-local","subnet":"10.101.0.0/16","dataDir":"{data_dir}"}}}}"#
+    )
+}
+
+fn cni_call(command: &str, container: &str, netns: &str, config: &str) {
+    let mut child = Command::new(format!("{CNI_DIR}/bridge"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", CNI_DIR)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the CNI bridge plugin (package containernetworking-plugins)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "CNI {command} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn cni(report: &mut Report, n: usize) {
+    if !std::path::Path::new(CNI_DIR).join("bridge").exists() {
+        report.note(format!(
+            "cni N={n}: skipped, {CNI_DIR}/bridge is not installed"
+        ));
+        return;
+    }
+    println!("CNI bridge plugin, N={n}");
+    let rt = runtime();
+    let data_dir = format!("/run/netns-kit-bench-ipam-{}", std::process::id());
+    let config = cni_config(&data_dir);
+    let (mut add, mut del) = (Vec::new(), Vec::new());
+    let (mut kit_add, mut kit_del) = (Vec::new(), Vec::new());
+    for _ in 0..runs_for(n).min(5) {
+        // Namespaces exist before ADD, as a runtime would have them.
+        sh(&format!(
+            "for i in $(seq 0 {}); do ip netns add c$i; done",
+            n - 1
+        ));
+        settle(n);
+        let start = Instant::now();
+        for i in 0..n {
+            cni_call(
+                "ADD",
+                &format!("c{i}"),
+                &format!("/run/netns/c{i}"),
+                &config,
+            );
+        }
+        add.push(start.elapsed() / n as u32);
+        let start = Instant::now();
+        for i in 0..n {
+            cni_call(
+                "DEL",
+                &format!("c{i}"),
+                &format!("/run/netns/c{i}"),
+                &config,
+            );
+        }
+        del.push(start.elapsed() / n as u32);
+        sh(&format!(
+            "for i in $(seq 0 {}); do ip netns del c$i; done; ip link del cni0",
+            n - 1
+        ));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        wait_for_links(1);
+
+        // The same work with netns-kit: existing namespaces joined one by one, then removed
+        // one by one (what a runtime's ADD/DEL does).
+        sh(&format!(
+            "for i in $(seq 0 {}); do ip netns add c$i; done",
+            n - 1
+        ));
+        settle(n);
+        let (a, d) = rt.block_on(async {
+            let host = Namespace::current().unwrap();
+            let mut net = bridged()
+                .host(&host)
+                .bridge_name("cni0")
+                .gateway("10.101.0.1/16")
+                .create()
+                .await
+                .unwrap();
+            let nss: Vec<Namespace> = (0..n)
+                .map(|i| Namespace::open(format!("c{i}")).unwrap())
+                .collect();
+            let start = Instant::now();
+            for (i, ns) in nss.iter().enumerate() {
+                net.add_member(MemberSpec::in_namespace(ns).address(format!(
+                    "10.101.{}.{}/16",
+                    (i + 2) / 250,
+                    (i + 2) % 250 + 1
+                )))
+                .await
+                .unwrap();
+            }
+            let a = start.elapsed() / n as u32;
+            let start = Instant::now();
+            for i in 0..n {
+                let ip: IpAddr = format!("10.101.{}.{}", (i + 2) / 250, (i + 2) % 250 + 1)
+                    .parse()
+                    .unwrap();
+                net.remove_member(ip).await.unwrap();
+            }
+            let d = start.elapsed() / n as u32;
+            net.delete().await.unwrap();
+            (a, d)
+        });
+        kit_add.push(a);
+        kit_del.push(d);
+        sh(&format!(
+            "for i in $(seq 0 {}); do ip netns del c$i; done",
+            n - 1
+        ));
+        wait_for_links(1);
+    }
+    let scenario = format!("cni N={n} per member");
+    report.add(&format!("{scenario} ADD"), "netns-kit", kit_add.clone());
+    report.add(&format!("{scenario} ADD"), "cni-bridge", add.clone());
+    report.add(&format!("{scenario} DEL"), "netns-kit", kit_del.clone());
+    report.add(&format!("{scenario} DEL"), "cni-bridge", del.clone());
+    report.ratio("cni", n, "add", &kit_add, "cni-bridge", &add);
+    report.ratio("cni", n, "del", &kit_del, "cni-bridge", &del);
+}
