@@ -259,10 +259,7 @@ impl Resource for AddrResource {
         label(&self.net, &self.link)
     }
 
-    async fn remove(self) -> Result<()> {
-        if self.link.ns().is_doomed() {
-            return Ok(()); // goes with its namespace
-        }
+    async fn remove(&self) -> Result<()> {
         let nl = self.link.ns().nl().await?;
         match nl
             .send(del_message(self.link.index(), &self.net), 0)
@@ -275,7 +272,7 @@ impl Resource for AddrResource {
         }
     }
 
-    fn remove_blocking(self) -> Result<()> {
+    fn remove_blocking(&self) -> Result<()> {
         if self.link.ns().is_doomed() {
             return Ok(());
         }

@@ -41,7 +41,7 @@ const LOCK_WAIT: &str = "5";
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// `program -w 5 args...`, entering `ns` between fork and exec (no shell), killed if the thread
-/// that started it ends.
+/// that started it ends (so it never acts after this process is gone).
 fn command(ns: &NsInner, program: &'static str, args: &[String]) -> std::process::Command {
     let mut command = std::process::Command::new(program);
     command
@@ -56,25 +56,35 @@ fn command(ns: &NsInner, program: &'static str, args: &[String]) -> std::process
     command
 }
 
-/// Runs `program args...` inside `ns` and returns its output; the process is driven by the
-/// library's runtime thread, killed if it outlives [`DEADLINE`] or if the future is dropped.
+/// Runs `program args...` inside `ns` and returns its output, on a short-lived thread so async
+/// callers are not blocked (`iptables` is not on any hot path: a few calls per bridge).
 pub(crate) async fn run(
     ns: &Arc<NsInner>,
     program: &'static str,
     args: Vec<String>,
 ) -> std::io::Result<Output> {
-    let mut command = tokio::process::Command::from(command(ns, program, &args));
-    command.kill_on_drop(true);
-    crate::netlink::on_driver(async move {
-        match tokio::time::timeout(DEADLINE, command.output()).await {
-            Ok(output) => output,
-            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
-        }
-    })
-    .await?
+    let ns = ns.clone();
+    on_thread(move |_| run_blocking(&ns, program, &args)).await?
 }
 
-/// Like [`run`], blocking (for `Drop`): waits at most [`DEADLINE`], then kills the process.
+/// Runs `f` on a new thread and waits for it asynchronously. `f` is told whether the waiting
+/// future was dropped meanwhile, so it can undo what nobody will own.
+async fn on_thread<R: Send + 'static>(
+    f: impl FnOnce(&dyn Fn() -> bool) -> R + Send + 'static,
+) -> std::io::Result<R> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("netns-kit-iptables".into())
+        .spawn(move || {
+            let result = f(&|| tx.is_canceled());
+            let _ = tx.send(result);
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the iptables thread ended early"))
+}
+
+/// Runs `program args...` inside `ns`, blocking: waits at most [`DEADLINE`], then kills the
+/// process.
 fn run_blocking(ns: &NsInner, program: &'static str, args: &[String]) -> std::io::Result<Output> {
     let mut child = command(ns, program, args).spawn()?;
     let deadline = Instant::now() + DEADLINE;
@@ -128,7 +138,7 @@ fn rule_absent(out: &Output) -> bool {
 }
 
 /// The `FORWARD` accept rules of one bridge; see the [module docs](self).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ForwardRules {
     ns: Arc<NsInner>,
     bridge: String,
@@ -173,22 +183,7 @@ impl ForwardRules {
 
     /// Replaces the ownership mark of the rules by [`owner::KEPT`] (for `keep()`): each rule is
     /// inserted again with the new comment before the marked one is deleted, so traffic never
-    /// stops passing. Errors are logged.
-    pub(crate) fn keep_blocking(self) {
-        for program in IPTABLES {
-            for direction in ["-i", "-o"] {
-                for (action, tag) in [("-I", owner::KEPT), ("-D", self.tag.as_str())] {
-                    let args = self.args_tagged(action, direction, tag);
-                    let result = run_blocking(&self.ns, program, &args);
-                    if !matches!(&result, Ok(out) if out.status.success()) {
-                        let e = command_error("keep", self.object(), program, &args, result);
-                        log::warn!("netns-kit: {e}");
-                    }
-                }
-            }
-        }
-    }
-
+    /// stops passing. Errors are logged; returns whether every rule was unmarked.
     /// The rules for `bridge`, not inserted yet.
     pub(crate) fn for_bridge(bridge: &Link) -> ForwardRules {
         ForwardRules {
@@ -199,12 +194,27 @@ impl ForwardRules {
     }
 
     /// Inserts the rules. Put `self` under a guard first: on failure (or if this future is
-    /// dropped) the guard removes whatever was inserted.
+    /// dropped) the guard removes whatever was inserted. The `iptables` runs happen on a thread
+    /// of their own, which removes the rules itself if the future was dropped while it ran
+    /// (an `iptables` already started completes; it is not killed half-way).
     pub(crate) async fn insert(&self) -> Result<()> {
+        let rules = self.clone();
+        on_thread(move |cancelled| {
+            let result = rules.insert_blocking();
+            if cancelled() {
+                let _ = rules.remove_blocking();
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::os("insert", self.object(), e))?
+    }
+
+    fn insert_blocking(&self) -> Result<()> {
         for program in IPTABLES {
             for direction in ["-i", "-o"] {
                 let args = self.args("-I", direction);
-                let result = run(&self.ns, program, args.clone()).await;
+                let result = run_blocking(&self.ns, program, &args);
                 if !matches!(&result, Ok(out) if out.status.success()) {
                     return Err(command_error(
                         "insert",
@@ -219,8 +229,34 @@ impl ForwardRules {
         Ok(())
     }
 
+    pub(crate) fn keep_blocking(self) -> bool {
+        let mut all = true;
+        for program in IPTABLES {
+            for direction in ["-i", "-o"] {
+                // Insert the kept rule first; delete the marked one only once that worked, so
+                // traffic never loses its accept rule.
+                let insert = self.args_tagged("-I", direction, owner::KEPT);
+                let result = run_blocking(&self.ns, program, &insert);
+                if !matches!(&result, Ok(out) if out.status.success()) {
+                    let e = command_error("keep", self.object(), program, &insert, result);
+                    log::warn!("netns-kit: {e}");
+                    all = false;
+                    continue;
+                }
+                let delete = self.args("-D", direction);
+                let result = run_blocking(&self.ns, program, &delete);
+                if !matches!(&result, Ok(out) if out.status.success() || rule_absent(out)) {
+                    let e = command_error("keep", self.object(), program, &delete, result);
+                    log::warn!("netns-kit: {e}");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+
     /// Deletes the rules; rules already gone count as deleted. Goes on after a failure.
-    pub(crate) async fn remove(self) -> Result<()> {
+    pub(crate) async fn remove(&self) -> Result<()> {
         let mut errors = Vec::new();
         for program in IPTABLES {
             for direction in ["-i", "-o"] {
@@ -242,7 +278,7 @@ impl ForwardRules {
     }
 
     /// Like [`remove`](Self::remove), blocking (for `Drop`).
-    pub(crate) fn remove_blocking(self) -> Result<()> {
+    pub(crate) fn remove_blocking(&self) -> Result<()> {
         let mut errors = Vec::new();
         for program in IPTABLES {
             for direction in ["-i", "-o"] {
@@ -380,11 +416,11 @@ impl crate::guard::Resource for ForwardRules {
         self.object()
     }
 
-    async fn remove(self) -> Result<()> {
+    async fn remove(&self) -> Result<()> {
         ForwardRules::remove(self).await
     }
 
-    fn remove_blocking(self) -> Result<()> {
+    fn remove_blocking(&self) -> Result<()> {
         ForwardRules::remove_blocking(self)
     }
 }

@@ -3,34 +3,49 @@
 //! Every guard of this crate except [`Namespace`](crate::Namespace) (which stays usable after
 //! `keep`) wraps a [`Guard`] around the thing it owns. The thing implements [`Resource`]: how to
 //! describe itself in errors, how to remove itself asynchronously (for `delete().await`, which
-//! reports errors) and how to remove itself synchronously (for `Drop`, which needs no runtime and
-//! swallows errors after logging them). [`Guard`] then provides, identically for all of them:
+//! reports errors) and synchronously (for `Drop`, which needs no runtime and swallows errors
+//! after logging them), and what to release once removed. [`Guard`] then provides, identically
+//! for all of them:
 //!
 //! * `Drop`: best-effort synchronous removal; a panic inside is caught (a panic in `Drop` while
 //!   unwinding would abort the process), errors are logged at `warn` level;
-//! * `delete`: removal that reports errors;
+//! * `delete`: removal that reports errors. The resource stays inside the guard until its
+//!   removal has finished, so if the `delete` future is dropped half-way (a timeout), the
+//!   guard's `Drop` removes whatever is left — removal is idempotent;
 //! * `keep`: disarms and hands back the resource.
 
 use std::future::Future;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Something a guard removes.
-pub(crate) trait Resource: Send {
+pub(crate) trait Resource: Send + Sync {
     /// How errors and logs name it, e.g. `veth pair "a"/"b"`.
     fn describe(&self) -> String;
 
-    /// Removes it, reporting errors. "Already gone" is success.
-    fn remove(self) -> impl Future<Output = Result<()>> + Send;
+    /// Removes it, reporting errors. "Already gone" is success, so this can be repeated, also
+    /// after a previous attempt was interrupted.
+    fn remove(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// Removes it without a runtime, waiting a bounded time. "Already gone" is success.
-    fn remove_blocking(self) -> Result<()>;
+    /// Like [`remove`](Resource::remove), without a runtime, waiting a bounded time.
+    fn remove_blocking(&self) -> Result<()>;
+
+    /// Releases what the resource holds once removal is over (namespace handles, link-group
+    /// numbers); `removed` says whether the removal succeeded. Synchronous, so it cannot be
+    /// interrupted.
+    fn finish(self, removed: bool) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let _ = removed;
+        Ok(())
+    }
 }
 
 /// Owns a [`Resource`] and removes it unless disarmed.
 #[derive(Debug)]
 pub(crate) struct Guard<R: Resource> {
-    // `None` only transiently, inside `delete`/`keep`/`drop`, which consume or end the guard.
+    // `None` only once `delete`/`keep`/`drop` has ended the guard's duty.
     resource: Option<R>,
 }
 
@@ -53,12 +68,21 @@ impl<R: Resource> Guard<R> {
             .expect("a live guard always holds its resource")
     }
 
-    /// Removes the resource now and reports errors.
+    /// Removes the resource now and reports errors. If this future is dropped before the
+    /// removal finished, the guard's `Drop` finishes it.
     pub(crate) async fn delete(mut self) -> Result<()> {
-        match self.resource.take() {
+        let removed = match &self.resource {
             Some(resource) => resource.remove().await,
-            None => Ok(()),
-        }
+            None => return Ok(()),
+        };
+        let resource = self.resource.take().expect("still held");
+        let what = resource.describe();
+        let finished = resource.finish(removed.is_ok());
+        let errors: Vec<Error> = [removed, finished]
+            .into_iter()
+            .filter_map(|r| r.err())
+            .collect();
+        Error::collect(what, errors)
     }
 
     /// Disarms the guard and returns the resource, which will not be removed.
@@ -73,7 +97,11 @@ impl<R: Resource> Drop for Guard<R> {
     fn drop(&mut self) {
         if let Some(resource) = self.resource.take() {
             let what = resource.describe();
-            best_effort(&what, || resource.remove_blocking());
+            best_effort(&what, || {
+                let removed = resource.remove_blocking();
+                let finished = resource.finish(removed.is_ok());
+                removed.and(finished)
+            });
         }
     }
 }

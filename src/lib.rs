@@ -89,10 +89,12 @@
 //! * **`keep(self)`** disarms the guard so the object outlives the program (what a container
 //!   runtime wants once a container's network is set up).
 //! * Teardown is **idempotent**: something already gone counts as deleted.
-//! * Objects inside a namespace this crate created whose handle is already gone are not
-//!   deleted one by one: the kernel frees the namespace, with everything in it, in one batch
-//!   once the last guard holding it goes. (Deleting one link costs the kernel 15–40 ms; this
-//!   costs nothing. Drop namespaces before the guards of what is inside them to benefit.)
+//! * When a guard is *dropped* while the anonymous namespace its object lives in has already
+//!   lost its handle, and nothing outside this crate can hold that namespace (no process started
+//!   in it, no socket made in it, its fd never handed out), the object is not deleted on its
+//!   own: the kernel frees the namespace with everything in it, in one batch, once the last
+//!   guard goes. Deleting one link costs the kernel 15–40 ms; this costs nothing. An explicit
+//!   `delete()` always deletes.
 //! * Only what this crate **created** is deleted; opened namespaces are never destroyed.
 //!
 //! # Resource leaking

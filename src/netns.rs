@@ -59,9 +59,13 @@ pub(crate) struct NsInner {
     name: Option<NsName>,
     path: Option<PathBuf>,
     conn: Mutex<ConnSlot>,
-    /// Set when the handle that owned this namespace is gone: nothing keeps it alive but the
-    /// remaining references, and when they go the kernel frees it with everything inside.
+    /// Set when the handle that owned this anonymous namespace is gone: nothing of ours keeps it
+    /// alive but the remaining references, and when they go the kernel frees it with everything
+    /// inside.
     doomed: std::sync::atomic::AtomicBool,
+    /// Set when something may hold the namespace outside this crate's knowledge: a process
+    /// started inside, a socket made inside, the raw fd handed out. Then it is not known to die.
+    escaped: std::sync::atomic::AtomicBool,
 }
 
 enum ConnSlot {
@@ -91,6 +95,7 @@ impl NsInner {
             path,
             conn: Mutex::new(ConnSlot::Empty),
             doomed: std::sync::atomic::AtomicBool::new(false),
+            escaped: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -103,11 +108,19 @@ impl NsInner {
         &self.fd
     }
 
-    /// Whether the namespace's owning handle is gone, so the kernel will free it (and delete
-    /// its links, addresses, routes and firewall rules, in one batch) once the last reference
-    /// to it is dropped. Guards of objects inside skip their own, slower, deletion then.
+    /// Whether the namespace's owning handle is gone and nothing outside this crate can hold
+    /// it, so the kernel will free it (and delete its links, addresses, routes and firewall
+    /// rules, in one batch) once this crate's last reference goes. Guards of objects inside
+    /// skip their own, slower, deletion from `Drop` then; an explicit `delete()` never does.
     pub(crate) fn is_doomed(&self) -> bool {
-        self.doomed.load(std::sync::atomic::Ordering::Acquire)
+        use std::sync::atomic::Ordering;
+        self.doomed.load(Ordering::Acquire) && !self.escaped.load(Ordering::Acquire)
+    }
+
+    /// Records that something outside this crate may now hold the namespace.
+    pub(crate) fn mark_escaped(&self) {
+        self.escaped
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The (nsfs device, inode) pair identifying the namespace.
@@ -183,9 +196,14 @@ impl NsInner {
                 .into_iter()
                 .map(|(msg, flags)| nl.send(msg, flags))
                 .collect();
+            // One deadline for the whole batch: they are answered in order.
+            let deadline = std::time::Instant::now() + timeout;
             return Ok(replies
                 .into_iter()
-                .map(|reply| reply.ack_blocking(timeout))
+                .map(|reply| {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    reply.ack_blocking(left.max(Duration::from_millis(1)))
+                })
                 .collect());
         }
         let fd = self.fd.clone();
@@ -321,9 +339,8 @@ impl NamespaceBuilder {
     /// # Cancel safety
     ///
     /// Cancel-safe for anonymous namespaces: if the future is dropped, the namespace made so far
-    /// is freed by the kernel. For a named namespace, dropping the future while the worker
-    /// thread is creating the namespace leaves the empty mount point `/run/netns/NAME` behind,
-    /// as a killed `ip netns add` would.
+    /// is freed by the kernel. For a named namespace, the claimed name `/run/netns/NAME` is
+    /// given back too.
     ///
     /// # Examples
     ///
@@ -373,8 +390,13 @@ impl NamespaceBuilder {
 }
 
 /// A job run inside a namespace on a worker thread, with a blocking netlink socket opened
-/// there for it (closed afterwards).
-pub(crate) type SocketJob<T> = Box<dyn FnOnce(&Socket) -> Result<T> + Send + 'static>;
+/// there for it (closed afterwards), and a check telling whether its caller stopped waiting.
+pub(crate) type SocketJob<T> =
+    Box<dyn FnOnce(&Socket, &dyn Fn() -> bool) -> Result<T> + Send + 'static>;
+
+/// What undoes a [`SocketJob`]'s work when nobody took its result (run inside the same
+/// namespace, with a fresh socket).
+pub(crate) type AbandonedJob<T> = Box<dyn FnOnce(&Socket, T) + Send + 'static>;
 
 impl Namespace {
     /// Creates an anonymous namespace with `lo` up and runs `job` inside it with a blocking
@@ -384,24 +406,30 @@ impl Namespace {
     pub(crate) async fn create_with<T: Send + 'static>(
         job: SocketJob<T>,
     ) -> Result<(Namespace, T)> {
-        let (fd, value) = sys::on_worker(move || -> Result<(OwnedFd, T)> {
-            let op = |what: &'static str| move |e| Error::os(what, "a new network namespace", e);
-            sys::unshare_net().map_err(op("create"))?;
-            let fd = sys::open_thread_ns().map_err(op("open"))?;
-            let socket = netlink::new_socket().map_err(op("open a netlink socket in"))?;
-            let up = LinkUnspec::new_with_index(1).up().build();
-            let answers = netlink::blocking_acks(
-                &socket,
-                vec![(RouteNetlinkMessage::SetLink(up), 0)],
-                BLOCKING_TIMEOUT,
-            )
-            .map_err(op("bring lo up in"))?;
-            if let Some(Err(e)) = answers.into_iter().next() {
-                return Err(e.into_error("bring lo up in", "a new network namespace"));
-            }
-            let value = job(&socket)?;
-            Ok((fd, value))
-        })
+        // If the caller is gone by the time the result is ready, dropping it (and with it the
+        // namespace's only fd) frees the namespace and whatever the job made inside.
+        let (fd, value) = sys::on_worker_cancellable(
+            move |cancelled| -> Result<(OwnedFd, T)> {
+                let op =
+                    |what: &'static str| move |e| Error::os(what, "a new network namespace", e);
+                sys::unshare_net().map_err(op("create"))?;
+                let fd = sys::open_thread_ns().map_err(op("open"))?;
+                let socket = netlink::new_socket().map_err(op("open a netlink socket in"))?;
+                let up = LinkUnspec::new_with_index(1).up().build();
+                let answers = netlink::blocking_acks(
+                    &socket,
+                    vec![(RouteNetlinkMessage::SetLink(up), 0)],
+                    BLOCKING_TIMEOUT,
+                )
+                .map_err(op("bring lo up in"))?;
+                if let Some(Err(e)) = answers.into_iter().next() {
+                    return Err(e.into_error("bring lo up in", "a new network namespace"));
+                }
+                let value = job(&socket, cancelled)?;
+                Ok((fd, value))
+            },
+            drop,
+        )
         .await
         .map_err(|e| Error::os("create", "a new network namespace", e))??;
         let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
@@ -419,16 +447,34 @@ impl Namespace {
 
 impl NsInner {
     /// Runs `job` inside this namespace on a worker thread, with a fresh blocking netlink
-    /// socket there (closed afterwards).
-    pub(crate) async fn with_socket<T: Send + 'static>(&self, job: SocketJob<T>) -> Result<T> {
+    /// socket there (closed afterwards). If the caller stopped waiting by the time `job`
+    /// succeeded, `abandoned` gets its result, back inside the namespace with a socket, to undo
+    /// what nobody will own.
+    pub(crate) async fn with_socket<T: Send + 'static>(
+        &self,
+        job: SocketJob<T>,
+        abandoned: AbandonedJob<T>,
+    ) -> Result<T> {
         let fd = self.fd.clone();
         let label = self.label.clone();
-        sys::on_worker(move || -> Result<T> {
-            sys::setns_net(fd.as_fd()).map_err(|e| Error::os("enter", label.clone(), e))?;
-            let socket = netlink::new_socket()
-                .map_err(|e| Error::os("open a netlink socket in", label, e))?;
-            job(&socket)
-        })
+        let undo_fd = self.fd.clone();
+        sys::on_worker_cancellable(
+            move |cancelled| -> Result<T> {
+                sys::setns_net(fd.as_fd()).map_err(|e| Error::os("enter", label.clone(), e))?;
+                let socket = netlink::new_socket()
+                    .map_err(|e| Error::os("open a netlink socket in", label, e))?;
+                job(&socket, cancelled)
+            },
+            move |result| {
+                if let Ok(value) = result {
+                    let socket =
+                        sys::setns_net(undo_fd.as_fd()).and_then(|()| netlink::new_socket());
+                    if let Ok(socket) = socket {
+                        abandoned(&socket, value);
+                    }
+                }
+            },
+        )
         .await
         .map_err(|e| Error::os("run a job in", self.label.clone(), e))?
     }
@@ -783,6 +829,8 @@ impl Namespace {
         F: FnOnce() -> R + Send,
         R: Send,
     {
+        // `f` may make sockets (or threads) that keep the namespace alive.
+        self.inner.mark_escaped();
         let fd = self.inner.fd.as_fd();
         let label = &self.inner.label;
         std::thread::scope(|scope| {
@@ -828,6 +876,7 @@ impl Namespace {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.inner.mark_escaped();
         let fd = self.inner.fd.clone();
         let label = self.inner.label.clone();
         let (tx, rx) = futures::channel::oneshot::channel();
@@ -872,6 +921,8 @@ impl Namespace {
     /// ```
     #[doc(alias = "ip netns exec")]
     pub fn command(&self, program: impl AsRef<OsStr>) -> std::process::Command {
+        // The process may outlive every handle.
+        self.inner.mark_escaped();
         let mut command = std::process::Command::new(program);
         sys::enter_before_exec(&mut command, self.inner.fd.clone());
         command
@@ -1056,8 +1107,9 @@ impl Namespace {
                 }
             }
         };
-        if self.owned && result.is_ok() {
-            // Nothing but the remaining references keeps it alive now.
+        if self.owned && self.inner.name.is_none() {
+            // Anonymous: nothing but the remaining references keeps it alive now. (A named one
+            // may have been bind-mounted elsewhere by anyone who saw its name.)
             self.inner
                 .doomed
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -1068,12 +1120,15 @@ impl Namespace {
 
 impl AsFd for Namespace {
     fn as_fd(&self) -> BorrowedFd<'_> {
+        // Whoever has the fd can keep the namespace alive (dup it, setns a process into it).
+        self.inner.mark_escaped();
         self.inner.fd.as_fd()
     }
 }
 
 impl std::os::fd::AsRawFd for Namespace {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.mark_escaped();
         self.inner.fd.as_raw_fd()
     }
 }

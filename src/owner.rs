@@ -107,12 +107,20 @@ static LIVE_GROUPS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
 /// A link group for a new bridged network of this process, unused by its live networks.
 /// Release it with [`release_group`].
 pub(crate) fn allocate_group() -> Option<u32> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Serials start at a random point in each process, so two processes that share a pid (in
+    // different PID namespaces) and a network namespace are unlikely to pick the same group.
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(start_time());
+        AtomicU32::new(h.finish() as u32)
+    });
     let pid = std::process::id() & GROUP_PID_MASK;
     let mut live = LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner());
     let live = live.get_or_insert_with(HashSet::new);
     for _ in 0..=GROUP_SERIAL_MASK {
-        let serial = NEXT.fetch_add(1, Ordering::Relaxed) & GROUP_SERIAL_MASK;
+        let serial = next.fetch_add(1, Ordering::Relaxed) & GROUP_SERIAL_MASK;
         let group = GROUP_TAG | (pid << GROUP_PID_SHIFT) | serial;
         if live.insert(group) {
             return Some(group);
@@ -127,6 +135,11 @@ pub(crate) fn release_group(group: u32) {
     if let Some(live) = live.as_mut() {
         live.remove(&group);
     }
+}
+
+/// Whether `group` carries this crate's tag (so a user may not pick it).
+pub(crate) fn is_tagged(group: u32) -> bool {
+    group & GROUP_TAG != 0
 }
 
 /// The pid a tagged link group encodes.

@@ -154,6 +154,18 @@ async fn reap_links(host: &Namespace, reaped: &mut Reaped) -> Result<()> {
             singles.push(link);
         }
     }
+    // A group is removed only if nothing in it is kept or marked by a live process: a tag
+    // alone identifies its owner by pid only, which a reused pid could make ambiguous.
+    groups.retain(|&group| {
+        links
+            .iter()
+            .filter(|l| l.group == group)
+            .all(|l| match l.alias.as_deref() {
+                Some(alias) if alias == owner::KEPT => false,
+                Some(alias) => owner::parse(alias).is_none() || owner::is_dead_mark(alias),
+                None => true,
+            })
+    });
     let nl = host.inner().nl().await?;
     for group in groups {
         let names: Vec<&str> = links

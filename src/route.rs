@@ -317,10 +317,7 @@ impl Resource for RouteResource {
         format!("{} in {}", self.spec.describe(), self.ns.label())
     }
 
-    async fn remove(self) -> Result<()> {
-        if self.ns.is_doomed() {
-            return Ok(()); // goes with its namespace
-        }
+    async fn remove(&self) -> Result<()> {
         let nl = self.ns.nl().await?;
         match nl.send(self.spec.del_message(), 0).ack().await {
             Ok(()) => Ok(()),
@@ -329,7 +326,7 @@ impl Resource for RouteResource {
         }
     }
 
-    fn remove_blocking(self) -> Result<()> {
+    fn remove_blocking(&self) -> Result<()> {
         if self.ns.is_doomed() {
             return Ok(());
         }

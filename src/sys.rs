@@ -8,13 +8,15 @@
 //! namespaces only on threads it owns:
 //!
 //! * a small pool of long-lived **worker threads** for the library's own short jobs (create a
-//!   namespace, open a netlink or ICMP socket inside one, read a sysctl). A worker starts in the
+//!   namespace and set up what lives in it, open a netlink or ICMP socket inside one, read a
+//!   sysctl). A worker starts in the
 //!   process's namespace (`/proc/self/ns/net`, the main thread's) and goes back there after
-//!   *every* job, whatever the job did, so it never pins a namespace the caller has dropped. If it
-//!   cannot go back it exits instead of serving another job from the wrong place, and the pool
-//!   starts a replacement. Keeping the threads alive, rather than spawning one per job, keeps
-//!   thread creation off the hot path (a namespace costs ~0.5 ms to make; a thread spawn would
-//!   add a noticeable fraction of that);
+//!   *every* job, whatever the job did, so it never pins a namespace the caller has dropped. (Every
+//!   job enters the namespace it needs first, so where a worker starts does not affect what a job
+//!   does, only what it pins.) If a worker cannot go back it exits, ending the pin, and starts a
+//!   replacement, which begins by going home itself. Keeping the threads alive, rather than
+//!   spawning one per job, keeps thread creation off the hot path (a namespace costs ~0.5 ms to
+//!   make; a thread spawn would add a noticeable fraction of that);
 //! * a **fresh scoped thread per [`Namespace::run`](crate::Namespace::run)** for the caller's own
 //!   closures, which may block or panic; the thread ends with the closure, and with it the
 //!   namespace association.
@@ -425,6 +427,28 @@ where
     let (tx, rx) = futures::channel::oneshot::channel();
     submit(Box::new(move || {
         let _ = tx.send(f());
+    }))?;
+    rx.await.map_err(|_| worker_gone())
+}
+
+/// Like [`on_worker`], giving `f` a check that says whether the caller has stopped waiting (its
+/// future was dropped), so a job that made something can remove it again instead of leaving it
+/// to nobody.
+///
+/// If the caller stopped waiting after `f` checked, the result cannot be delivered: it is given
+/// to `abandoned` instead, on the same worker, to undo what nobody will own.
+pub(crate) async fn on_worker_cancellable<R, F, A>(f: F, abandoned: A) -> io::Result<R>
+where
+    F: FnOnce(&dyn Fn() -> bool) -> R + Send + 'static,
+    A: FnOnce(R) + Send + 'static,
+    R: Send + 'static,
+{
+    let (tx, rx) = futures::channel::oneshot::channel::<R>();
+    submit(Box::new(move || {
+        let result = f(&|| tx.is_canceled());
+        if let Err(result) = tx.send(result) {
+            abandoned(result);
+        }
     }))?;
     rx.await.map_err(|_| worker_gone())
 }

@@ -39,12 +39,12 @@ use crate::{
     guard::{Guard, Resource},
     link::{Link, blocking_one, bridge::Bridge, veth::VethPair},
     link::{
-        get_by_name,
-        veth::{VethMessage, echoed_index, veth_message},
+        PendingLink, get_by_name, roll_back,
+        veth::{VethMessage, veth_message},
     },
     name::IfName,
     netlink::blocking_requests,
-    netns::SocketJob,
+    netns::{AbandonedJob, SocketJob},
     netns::{BLOCKING_TIMEOUT, Namespace, NsInner},
     owner,
     route::Route,
@@ -545,7 +545,8 @@ struct Plan {
     interface_name: IfName,
     nodad: bool,
     mtu: Option<u32>,
-    link_local_ipv6: bool,
+    link_local_ipv6: Option<bool>,
+    has_ipv6: bool,
 }
 
 impl BridgedNetworkBuilder {
@@ -606,14 +607,17 @@ impl BridgedNetworkBuilder {
         self
     }
 
-    /// Whether members' interfaces get an IPv6 link-local address (`fe80::`). Default: only if
-    /// the network has an IPv6 gateway. On an IPv4-only network the members' interfaces are
-    /// created with `addrgenmode none`: IPv6 stays enabled (addresses can be added by hand) but
-    /// silent. Otherwise each member's IPv6 start-up traffic (duplicate-address detection, MLD
-    /// reports, router solicitations) is flooded by the bridge to every other member, which
-    /// makes setting up N members cost O(N²) — with 1000 members, about 10× slower.
+    /// Whether members' interfaces get an IPv6 link-local address (`fe80::`). Default: yes,
+    /// except on an IPv4-only network for members whose namespace the network creates itself
+    /// ([`MemberSpec::new`]): their interface is created with `addrgenmode none`, so IPv6 stays
+    /// enabled (addresses can be added by hand) but silent. Otherwise each member's IPv6
+    /// start-up traffic (duplicate-address detection, MLD reports, router solicitations) is
+    /// flooded by the bridge to every other member, which makes setting up N members cost
+    /// O(N²) — with 1000 members, about 10× slower. `false` applies it to every member,
+    /// existing namespaces included; `true` to none.
     ///
-    /// The bridge's own ports (the host-side veth ends) never get an IPv6 address.
+    /// The bridge's own ports (the host-side veth ends) get IPv6 disabled where the system
+    /// allows writing the sysctl, for the same reason.
     pub fn link_local_ipv6(mut self, on: bool) -> Self {
         self.link_local_ipv6 = Some(on);
         self
@@ -742,7 +746,8 @@ impl BridgedNetworkBuilder {
                 bridge: bridge_link,
                 group,
                 gateways,
-                link_local_ipv6: self.link_local_ipv6.unwrap_or(has_ipv6),
+                link_local_ipv6: self.link_local_ipv6,
+                has_ipv6,
                 interface_name,
                 nodad: self.nodad,
                 mtu: self.mtu,
@@ -934,7 +939,6 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
     let group = plan.group;
     let mtu = plan.mtu;
     let nodad = plan.nodad;
-    let link_local_ipv6 = plan.link_local_ipv6;
     let mut requests: Vec<(RouteNetlinkMessage, u16)> = member
         .addresses
         .iter()
@@ -970,9 +974,32 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
                 .map(|_| format!("default route of {object}")),
         )
         .collect();
+    // Quiet IPv6 (no link-local address) on the member's interface: as asked, or by default
+    // only in a namespace the network made and only on an IPv4-only network. An existing
+    // namespace (a container's) keeps the kernel's defaults unless the caller says otherwise.
+    let quiet_ipv6 = match plan.link_local_ipv6 {
+        Some(on) => !on,
+        None => !plan.has_ipv6 && matches!(member.ns, MemberNs::New),
+    };
+    // The host's connection, before anything is made, so that failing to get it leaves nothing.
+    let nl = plan.host.nl().await?;
     let job_object = object.clone();
-    let inside_job: SocketJob<u32> = Box::new(move |socket| {
+    let inside_job: SocketJob<(u32, Option<u32>)> = Box::new(move |socket, cancelled| {
         let object = job_object;
+        let run = |batch: Vec<(RouteNetlinkMessage, u16)>| {
+            blocking_requests(socket, batch, BLOCKING_TIMEOUT)
+        };
+        // Removes the pair again (deleting this end deletes the host end too); by index once
+        // known, by name before.
+        let undo = |index: Option<u32>| {
+            let msg = match index {
+                Some(index) => crate::link::del_link_message(index),
+                None => RouteNetlinkMessage::DelLink(
+                    LinkUnspec::new_with_name(inside_name.as_str()).build(),
+                ),
+            };
+            let _ = run(vec![(msg, 0)]);
+        };
         let veth = veth_message(&VethMessage {
             name: inside_name.as_str(),
             peer: host_name.as_str(),
@@ -985,76 +1012,93 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
             controller: None,
             peer_group: Some(group),
         });
-        let created = blocking_requests(
-            socket,
-            vec![(
-                RouteNetlinkMessage::NewLink(veth),
-                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
-            )],
-            BLOCKING_TIMEOUT,
-        )
-        .map_err(|e| Error::os("create the veth pair of", object.clone(), e))?;
-        let echoed = match created.into_iter().next() {
-            Some(Ok(messages)) => echoed_index(&messages),
-            Some(Err(e)) => return Err(e.into_error("create the veth pair of", object)),
-            None => None,
+        let created = run(vec![(
+            RouteNetlinkMessage::NewLink(veth),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        )]);
+        let echo = match created.map(|mut answers| answers.pop()) {
+            Ok(Some(Ok(messages))) => messages,
+            Ok(Some(Err(e))) => return Err(e.into_error("create the veth pair of", object)),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                // The kernel may have made the pair before the answer was lost.
+                undo(None);
+                return Err(Error::os("create the veth pair of", object, e));
+            }
         };
-        let index = match echoed {
-            Some(index) => index,
+        let (index, host_index) = match echoed_link(&echo) {
+            Some(found) => found,
             None => {
                 let get = LinkUnspec::new_with_name(inside_name.as_str()).build();
-                blocking_requests(
-                    socket,
-                    vec![(RouteNetlinkMessage::GetLink(get), 0)],
-                    BLOCKING_TIMEOUT,
-                )
-                .ok()
-                .and_then(|mut r| r.pop())
-                .and_then(|r| r.ok())
-                .and_then(|m| echoed_index(&m))
-                .ok_or_else(|| {
-                    Error::os(
-                        "look up the interface of",
-                        object.clone(),
-                        std::io::Error::from_raw_os_error(nix::libc::ENODEV),
-                    )
-                })?
+                let looked_up = run(vec![(RouteNetlinkMessage::GetLink(get), 0)]);
+                match looked_up.map(|mut answers| answers.pop()) {
+                    Ok(Some(Ok(messages))) => match echoed_link(&messages) {
+                        Some(found) => found,
+                        None => {
+                            undo(None);
+                            return Err(Error::os(
+                                "look up the interface of",
+                                object,
+                                std::io::Error::other("the kernel answered without the link"),
+                            ));
+                        }
+                    },
+                    Ok(Some(Err(e))) => {
+                        undo(None);
+                        return Err(e.into_error("look up the interface of", object));
+                    }
+                    Ok(None) | Err(_) => {
+                        undo(None);
+                        return Err(Error::os(
+                            "look up the interface of",
+                            object,
+                            std::io::Error::from(std::io::ErrorKind::TimedOut),
+                        ));
+                    }
+                }
             }
         };
         let mut batch = Vec::new();
-        let mut batch_labels = Vec::new();
-        if !link_local_ipv6 {
+        let mut labels_of_batch = Vec::new();
+        if quiet_ipv6 {
+            // Best effort: refused (EAFNOSUPPORT) where the link has no IPv6 at all, e.g. an
+            // MTU below 1280 or IPv6 disabled, which is quiet enough.
             batch.push((no_link_local(index), 0));
-            batch_labels.push(("quiet IPv6 on", object.clone()));
+            labels_of_batch.push(None);
         }
         batch.push((
             RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
             0,
         ));
-        batch_labels.push(("bring up", object.clone()));
+        labels_of_batch.push(Some(("bring up", object.clone())));
         batch.extend(
             requests
                 .into_iter()
                 .map(|(msg, flags)| (with_index(msg, index), flags)),
         );
-        batch_labels.extend(labels.into_iter().map(|label| ("add", label)));
-        let answers = blocking_requests(socket, batch, BLOCKING_TIMEOUT)
-            .map_err(|e| Error::os("configure", object.clone(), e));
-        let failure = match answers {
+        labels_of_batch.extend(labels.into_iter().map(|label| Some(("add", label))));
+        let failure = match run(batch) {
             Ok(answers) => answers
                 .into_iter()
-                .zip(batch_labels)
-                .find_map(|(a, (op, label))| a.err().map(|e| e.into_error(op, label))),
-            Err(e) => Some(e),
+                .zip(labels_of_batch)
+                .find_map(|(answer, label)| match (answer, label) {
+                    (Err(e), Some((op, label))) => Some(e.into_error(op, label)),
+                    _ => None,
+                }),
+            Err(e) => Some(Error::os("configure", object.clone(), e)),
         };
         if let Some(e) = failure {
-            // Deleting this end deletes the host end too.
-            let _ = blocking_requests(
-                socket,
-                vec![(crate::link::del_link_message(index), 0)],
-                BLOCKING_TIMEOUT,
-            );
+            undo(Some(index));
             return Err(e);
+        }
+        if cancelled() {
+            // Nobody will take this member: do not leave it configured.
+            undo(Some(index));
+            return Err(Error::os(
+                "set up",
+                object,
+                std::io::Error::from(std::io::ErrorKind::Interrupted),
+            ));
         }
         // The host end is a bridge port and needs no IPv6 at all: disabling it there (while it
         // is still down) spares the host namespace an IPv6 route per port, which every later
@@ -1068,55 +1112,60 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
                 "1",
             );
         }
-        Ok(index)
+        Ok((index, host_index))
     });
-    let (ns, inside_index) = match member.ns {
+    // In an existing namespace, a member whose future was dropped just as its job finished
+    // is removed again there (a new namespace simply dies with its fd).
+    let abandoned = || -> AbandonedJob<(u32, Option<u32>)> {
+        Box::new(|socket, (index, _)| {
+            let _ = blocking_requests(
+                socket,
+                vec![(crate::link::del_link_message(index), 0)],
+                BLOCKING_TIMEOUT,
+            );
+        })
+    };
+    let (ns, (inside_index, host_index)) = match member.ns {
         MemberNs::New => Namespace::create_with(inside_job).await?,
         MemberNs::Borrowed(inner) => {
-            let index = inner.with_socket(inside_job).await?;
-            (Namespace::view(inner), index)
+            let found = inner.with_socket(inside_job, abandoned()).await?;
+            (Namespace::view(inner), found)
         }
         MemberNs::Owned(ns) => {
-            let index = ns.inner().with_socket(inside_job).await?;
-            (ns, index)
+            let found = ns.inner().with_socket(inside_job, abandoned()).await?;
+            (ns, found)
         }
     };
 
-    // Step 2: attach the host end to the bridge and bring it up, in one request; learn its
-    // ifindex from the echo.
-    let nl = plan.host.nl().await?;
+    // The pair exists: until the member is handed over, `pending` removes it if the next step
+    // fails or this future is dropped (by the host end's ifindex when the echo gave it).
+    let pending = Guard::new(PendingLink {
+        ns: plan.host.clone(),
+        via: nl.clone(),
+        name: member.host_interface_name.clone(),
+        index: host_index,
+        alone_in_group: None,
+    });
+    // Step 2: attach the host end to the bridge and bring it up, in one request.
     let attach = LinkUnspec::new_with_name(member.host_interface_name.as_str())
         .controller(plan.bridge.index())
         .up()
         .build();
-    let attached = nl
-        .send(RouteNetlinkMessage::SetLink(attach), NLM_F_ECHO)
-        .messages()
-        .await;
-    let host_index = match attached {
-        Ok(messages) => match echoed_index(&messages) {
-            Some(index) => Ok(index),
-            None => get_by_name(&nl, member.host_interface_name.as_str())
-                .await
-                .map(|m| m.header.index)
-                .map_err(|e| e.into_error("look up the host end of", object.clone())),
-        },
-        Err(e) => Err(e.into_error("attach to the bridge", object.clone())),
-    };
+    if let Err(e) = nl.send(RouteNetlinkMessage::SetLink(attach), 0).ack().await {
+        let e = e.into_error("attach to the bridge", object.clone());
+        return Err(roll_back(pending, e).await);
+    }
     let host_index = match host_index {
-        Ok(index) => index,
-        Err(e) => {
-            let undo = RouteNetlinkMessage::DelLink(
-                LinkUnspec::new_with_name(member.host_interface_name.as_str()).build(),
-            );
-            if let Err(undo) = nl.send(undo, 0).ack().await {
-                if !undo.is_not_found() {
-                    log::warn!("netns-kit: rolling back {object}: {}", undo.errno);
-                }
+        Some(index) => index,
+        None => match get_by_name(&nl, member.host_interface_name.as_str()).await {
+            Ok(msg) => msg.header.index,
+            Err(e) => {
+                let e = e.into_error("look up the host end of", object.clone());
+                return Err(roll_back(pending, e).await);
             }
-            return Err(e);
-        }
+        },
     };
+    pending.keep();
     Ok(Member {
         inside: Link::new(ns.inner().clone(), inside_index, member.interface_name),
         host: Link::new(plan.host.clone(), host_index, member.host_interface_name),
@@ -1143,6 +1192,21 @@ fn no_link_local(index: u32) -> RouteNetlinkMessage {
     let mut msg = LinkUnspec::new_with_index(index).build();
     msg.attributes.push(addr_gen_mode_none());
     RouteNetlinkMessage::SetLink(msg)
+}
+
+/// The ifindex of a veth end the kernel echoed, and its peer's (`IFLA_LINK`), in the peer's
+/// namespace.
+fn echoed_link(messages: &[RouteNetlinkMessage]) -> Option<(u32, Option<u32>)> {
+    messages.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(link) if link.header.index > 0 => {
+            let peer = link.attributes.iter().find_map(|a| match a {
+                netlink_packet_route::link::LinkAttribute::Link(peer) if *peer > 0 => Some(*peer),
+                _ => None,
+            });
+            Some((link.header.index, peer))
+        }
+        _ => None,
+    })
 }
 
 /// Sets the interface index of an address or route request built before the index was known.
@@ -1197,26 +1261,11 @@ impl Resource for NetworkResource {
         )
     }
 
-    async fn remove(self) -> Result<()> {
+    async fn remove(&self) -> Result<()> {
         let what = self.describe();
         let mut errors = Vec::new();
-        if self.plan.host.is_doomed() {
-            // The host namespace dies with its last references, with the bridge, the members'
-            // veths and the rules; only the member namespaces remain to close.
-            for member in self.members {
-                if let Err(e) = member.ns.close() {
-                    errors.push(e);
-                }
-            }
-            owner::release_group(self.plan.group);
-            return Error::collect(what, errors);
-        }
-        if let Some(rules) = self.rules {
-            if let Err(e) = rules.remove().await {
-                errors.push(e);
-            }
-        }
-        // One request, one kernel batch: the bridge and every member's veth pair.
+        // One request, one kernel batch: the bridge and every member's veth pair. First, so an
+        // interruption during the slower iptables calls leaves only rules behind for `Drop`.
         let nl = self.plan.host.nl().await;
         match nl {
             Ok(nl) => match nl.send(group_message(self.plan.group), 0).ack().await {
@@ -1226,32 +1275,22 @@ impl Resource for NetworkResource {
             },
             Err(e) => errors.push(e),
         }
-        for member in self.members {
-            if let Err(e) = member.ns.close() {
+        if let Some(rules) = &self.rules {
+            if let Err(e) = rules.remove().await {
                 errors.push(e);
             }
         }
-        owner::release_group(self.plan.group);
         Error::collect(what, errors)
     }
 
-    fn remove_blocking(self) -> Result<()> {
+    fn remove_blocking(&self) -> Result<()> {
+        if self.plan.host.is_doomed() {
+            // The host namespace dies with this crate's last references, and with it the
+            // bridge, every member's veth pair and the rules.
+            return Ok(());
+        }
         let what = self.describe();
         let mut errors = Vec::new();
-        if self.plan.host.is_doomed() {
-            for member in self.members {
-                if let Err(e) = member.ns.close() {
-                    errors.push(e);
-                }
-            }
-            owner::release_group(self.plan.group);
-            return Error::collect(what, errors);
-        }
-        if let Some(rules) = self.rules {
-            if let Err(e) = rules.remove_blocking() {
-                errors.push(e);
-            }
-        }
         if let Err(e) = blocking_one(
             &self.plan.host,
             group_message(self.plan.group),
@@ -1261,12 +1300,31 @@ impl Resource for NetworkResource {
         ) {
             errors.push(e);
         }
+        if let Some(rules) = &self.rules {
+            if let Err(e) = rules.remove_blocking() {
+                errors.push(e);
+            }
+        }
+        Error::collect(what, errors)
+    }
+
+    fn finish(self, removed: bool) -> Result<()> {
+        let what = self.describe();
+        let mut errors = Vec::new();
         for member in self.members {
             if let Err(e) = member.ns.close() {
                 errors.push(e);
             }
         }
-        owner::release_group(self.plan.group);
+        if removed {
+            owner::release_group(self.plan.group);
+        } else {
+            // Links may still be in the group: never hand its number to another network.
+            log::warn!(
+                "netns-kit: {what}: link group {:#x} not reused",
+                self.plan.group
+            );
+        }
         Error::collect(what, errors)
     }
 }
@@ -1480,19 +1538,30 @@ impl BridgedNetwork {
                 .chain(members.iter().map(|m| m.host.index()))
                 .map(|index| (link_group(index, 0), 0)),
         );
-        match plan.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
-            Ok(answers) => {
-                for e in answers.into_iter().filter_map(|a| a.err()) {
+        let mut unmarked = match plan.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
+            Ok(answers) => answers
+                .into_iter()
+                .filter_map(|a| a.err())
+                .fold(true, |_, e| {
                     let e = e.into_error("unmark", plan.bridge.label());
                     log::warn!("netns-kit: keeping a bridged network: {e}");
-                }
+                    false
+                }),
+            Err(e) => {
+                log::warn!("netns-kit: keeping a bridged network: {e}");
+                false
             }
-            Err(e) => log::warn!("netns-kit: keeping a bridged network: {e}"),
-        }
+        };
         if let Some(rules) = rules {
-            rules.keep_blocking();
+            unmarked &= rules.keep_blocking();
         }
-        owner::release_group(plan.group);
+        if unmarked {
+            owner::release_group(plan.group);
+        } else {
+            // Something still carries the group: never hand its number to another network,
+            // whose teardown would delete what was kept.
+            log::warn!("netns-kit: link group {:#x} not reused", plan.group);
+        }
         members
             .into_iter()
             .map(|m| {

@@ -565,3 +565,67 @@ fn without_privileges_every_refusal_is_typed_and_nothing_is_made() {
     );
     assert_eq!(link_names(&sandbox), ["lo"]);
 }
+
+#[tokio::test]
+async fn a_cancelled_delete_or_add_member_leaves_nothing() {
+    let host = sandbox().await;
+    // delete() dropped before it finished: the guard finishes the job.
+    for micros in [0u64, 100, 1000, 5000] {
+        let net = bridged()
+            .host(&host)
+            .gateway("10.88.0.254/24")
+            .accept_forward(true)
+            .members((1..=3).map(|i| MemberSpec::new().address(format!("10.88.0.{i}/24"))))
+            .create()
+            .await
+            .unwrap();
+        let _ = tokio::time::timeout(Duration::from_micros(micros), net.delete()).await;
+        assert_eq!(
+            link_names(&host),
+            ["lo"],
+            "delete cancelled after {micros} µs"
+        );
+        assert!(forward_rules(&host, "iptables").is_empty());
+    }
+    // add_member dropped half-way, for a member in an existing namespace: nothing stays in it.
+    let container = Namespace::new().await.unwrap();
+    let mut net = bridged()
+        .host(&host)
+        .gateway("10.89.0.254/24")
+        .create()
+        .await
+        .unwrap();
+    for micros in [0u64, 50, 200, 500, 1000, 3000] {
+        let spec = MemberSpec::in_namespace(&container).address("10.89.0.7/24");
+        let _ = tokio::time::timeout(Duration::from_micros(micros), net.add_member(spec)).await;
+        if net.members().is_empty() {
+            eventually(
+                &format!("the cancelled member to be gone ({micros} µs)"),
+                || link_names(&container) == ["lo"],
+            );
+        } else {
+            net.remove_member("10.89.0.7".parse().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+    net.delete().await.unwrap();
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[tokio::test]
+async fn an_ipv4_only_network_with_a_small_mtu_works() {
+    // Below 1280 bytes a link has no IPv6 at all; quieting it must not fail the member.
+    let host = sandbox().await;
+    let net = bridged()
+        .host(&host)
+        .gateway("10.90.9.254/24")
+        .mtu(1000)
+        .member(MemberSpec::new().address("10.90.9.1/24"))
+        .member(MemberSpec::new().address("10.90.9.2/24"))
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(link_json(net.members()[0].namespace(), "eth0")["mtu"], 1000);
+    assert!(ping(net.members()[0].namespace(), "10.90.9.2"));
+}

@@ -75,7 +75,9 @@ impl BridgeBuilder {
         self
     }
 
-    /// Puts the bridge in link group `group` (`group N`); see [`VethPairBuilder::group`](crate::VethPairBuilder::group).
+    /// Puts the bridge in link group `group` (`group N`); see
+    /// [`VethPairBuilder::group`](crate::VethPairBuilder::group) (groups from 2³¹ up are
+    /// refused).
     pub fn group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
@@ -139,6 +141,7 @@ impl BridgeBuilder {
         if let Some(mac) = &self.mac {
             check_mac(mac, object)?;
         }
+        crate::link::veth::check_group(self.group, object)?;
         let mut addresses = Vec::new();
         for net in self.addresses {
             let net = net?;
@@ -255,15 +258,11 @@ impl Resource for BridgeResource {
         )
     }
 
-    async fn remove(self) -> Result<()> {
-        if self.link.ns().is_doomed() {
-            // Its namespace dies with its last references, with the bridge and its rules.
-            return Ok(());
-        }
+    async fn remove(&self) -> Result<()> {
         // Keep going after a failure and report everything.
         let what = self.describe();
         let mut errors = Vec::new();
-        if let Some(rules) = self.rules {
+        if let Some(rules) = &self.rules {
             if let Err(e) = rules.remove().await {
                 errors.push(e);
             }
@@ -274,13 +273,13 @@ impl Resource for BridgeResource {
         Error::collect(what, errors)
     }
 
-    fn remove_blocking(self) -> Result<()> {
+    fn remove_blocking(&self) -> Result<()> {
         if self.link.ns().is_doomed() {
             return Ok(());
         }
         let what = self.describe();
         let mut errors = Vec::new();
-        if let Some(rules) = self.rules {
+        if let Some(rules) = &self.rules {
             if let Err(e) = rules.remove_blocking() {
                 errors.push(e);
             }

@@ -405,7 +405,7 @@ impl crate::guard::Resource for PendingLink {
         )
     }
 
-    async fn remove(self) -> Result<()> {
+    async fn remove(&self) -> Result<()> {
         match self.via.send(self.message(), 0).ack().await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
@@ -413,7 +413,7 @@ impl crate::guard::Resource for PendingLink {
         }
     }
 
-    fn remove_blocking(self) -> Result<()> {
+    fn remove_blocking(&self) -> Result<()> {
         match self
             .via
             .send(self.message(), 0)

@@ -119,6 +119,8 @@ impl VethPairBuilder {
 
     /// Puts the first end in link group `group` (`group N`), so that `ip link del group N` —
     /// one request, one kernel batch — deletes it together with everything else in the group.
+    /// Groups from 2³¹ up are reserved for this crate's own marks and refused by
+    /// [`create`](VethPairBuilder::create).
     pub fn group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
@@ -192,6 +194,7 @@ impl VethPairBuilder {
         for mac in first.mac.iter().chain(second.mac.iter()) {
             check_mac(mac, object)?;
         }
+        check_group(self.group, object)?;
         let mut addresses: [Vec<IpNetwork>; 2] = Default::default();
         for (slot, list) in addresses
             .iter_mut()
@@ -396,6 +399,17 @@ pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     msg.build()
 }
 
+/// Refuses a link group from the range this crate uses for its ownership marks.
+pub(crate) fn check_group(group: Option<u32>, object: impl FnOnce() -> String) -> Result<()> {
+    match group {
+        Some(g) if crate::owner::is_tagged(g) => Err(Error::invalid(
+            object(),
+            format!("link group {g} is in the range reserved for netns-kit's marks (2^31 and up)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The ifindex of the link the kernel echoed back (`NLM_F_ECHO`).
 pub(crate) fn echoed_index(messages: &[RouteNetlinkMessage]) -> Option<u32> {
     messages.iter().find_map(|m| match m {
@@ -470,24 +484,22 @@ impl Resource for VethResource {
         )
     }
 
-    async fn remove(self) -> Result<()> {
+    async fn remove(&self) -> Result<()> {
         // Deleting either end deletes both. The first end is tried; the second only if the
         // first was gone (it may have been moved away): deleting it by an ifindex that was
         // already freed could hit another link.
         let [a, b] = &self.ends;
-        if a.ns().is_doomed() && b.ns().is_doomed() {
-            // Both namespaces die with their last references: the kernel deletes the pair.
-            return Ok(());
-        }
         match delete_end(a).await? {
             Gone::Deleted => Ok(()),
             Gone::Already => delete_end(b).await.map(drop),
         }
     }
 
-    fn remove_blocking(self) -> Result<()> {
+    fn remove_blocking(&self) -> Result<()> {
         let [a, b] = &self.ends;
         if a.ns().is_doomed() && b.ns().is_doomed() {
+            // Both namespaces die with this crate's last references: the kernel deletes the
+            // pair with them.
             return Ok(());
         }
         match delete_end_blocking(a)? {
