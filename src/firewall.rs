@@ -255,26 +255,13 @@ impl ForwardRules {
         all
     }
 
-    /// Deletes the rules; rules already gone count as deleted. Goes on after a failure.
+    /// Deletes the rules; rules already gone count as deleted. Goes on after a failure. The
+    /// `iptables` runs happen on a thread of their own.
     pub(crate) async fn remove(&self) -> Result<()> {
-        let mut errors = Vec::new();
-        for program in IPTABLES {
-            for direction in ["-i", "-o"] {
-                let args = self.args("-D", direction);
-                let result = run(&self.ns, program, args.clone()).await;
-                match &result {
-                    Ok(out) if out.status.success() || rule_absent(out) => {}
-                    _ => errors.push(command_error(
-                        "delete",
-                        self.object(),
-                        program,
-                        &args,
-                        result,
-                    )),
-                }
-            }
-        }
-        Error::collect(self.object(), errors)
+        let rules = self.clone();
+        on_thread(move |_| rules.remove_blocking())
+            .await
+            .map_err(|e| Error::os("delete", self.object(), e))?
     }
 
     /// Like [`remove`](Self::remove), blocking (for `Drop`).

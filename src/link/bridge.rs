@@ -8,11 +8,7 @@
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
-use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::{
-    LinkBridge,
-    packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL},
-};
+use rtnetlink::LinkBridge;
 
 use crate::{
     addr::{self, IntoIpNetwork},
@@ -20,9 +16,8 @@ use crate::{
     firewall::ForwardRules,
     guard::{Guard, Resource},
     link::{
-        CreationGroup, Link, LinkInfo, MacAddr, PendingLink, check_mac, delete_link,
-        delete_link_blocking, get_by_name, roll_back, settle_message, unmark_blocking,
-        veth::{await_all, echoed_index},
+        CreationGroup, Link, LinkInfo, MacAddr, check_mac, create_link, delete_link,
+        delete_link_blocking, roll_back, settle_message, unmark_blocking, veth::await_all,
     },
     name::IfName,
     netns::{Namespace, NsInner},
@@ -170,46 +165,10 @@ impl BridgeBuilder {
             msg = msg.link_group(group);
         }
         let nl = ns.nl().await?;
-        // Armed before the request goes out: if this future is dropped while the request is in
-        // flight, the bridge may still be created; it is the only link in its group (temporary,
-        // or the composite's, of which it is the first), which finds it.
-        let in_flight = Guard::new(PendingLink {
-            ns: ns.clone(),
-            via: nl.clone(),
-            name: name.clone(),
-            index: None,
-            alone_in_group: creation.temporary_group().or(self.owned_group),
-        });
-        let created = nl
-            .send(
-                RouteNetlinkMessage::NewLink(msg.build()),
-                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
-            )
-            .messages()
-            .await;
-        let created = match created {
-            Ok(created) => created,
-            Err(e) => {
-                // Nothing was created.
-                in_flight.keep();
-                return Err(e.into_error("create", object()));
-            }
-        };
-        // From here on the bridge exists: until its guard takes over, `pending` deletes it if a
-        // later step fails or this future is dropped.
-        let mut pending = in_flight;
-        pending.get_mut().index = echoed_index(&created);
-        let index = match pending.get().index {
-            Some(index) => index,
-            None => match get_by_name(&nl, name.as_str()).await {
-                Ok(msg) => msg.header.index,
-                Err(e) => {
-                    let e = e.into_error("look up the new", object());
-                    return Err(roll_back(pending, e).await);
-                }
-            },
-        };
-        pending.get_mut().index = Some(index);
+        // The bridge is alone in its group (temporary, or the composite's, of which it is the
+        // first link), which finds it if this future is dropped while the request is in flight.
+        let alone_in = creation.temporary_group().or(self.owned_group);
+        let (pending, index) = create_link(&ns, &nl, &name, msg.build(), alone_in, object).await?;
         let link = Link::new(ns.clone(), index, name.clone());
 
         // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the

@@ -426,6 +426,66 @@ impl crate::guard::Resource for PendingLink {
     }
 }
 
+/// Sends `msg` (an `RTM_NEWLINK` for link `name`) on `nl`, the connection of `ns`, and returns
+/// the new link under a [`PendingLink`] guard with its ifindex: from the kernel's echo, or a
+/// direct lookup.
+///
+/// The guard is armed before the request goes out when the link is created alone in a group
+/// (`alone_in_group`): if this future is dropped while the request is in flight, the link may
+/// still be created, and the group finds it. If the kernel refuses, nothing was created and
+/// nothing is armed.
+pub(crate) async fn create_link(
+    ns: &Arc<NsInner>,
+    nl: &Nl,
+    name: &IfName,
+    msg: LinkMessage,
+    alone_in_group: Option<u32>,
+    object: impl Fn() -> String,
+) -> Result<(crate::guard::Guard<PendingLink>, u32)> {
+    use crate::guard::Guard;
+    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+    let pending = |group| {
+        Guard::new(PendingLink {
+            ns: ns.clone(),
+            via: nl.clone(),
+            name: name.clone(),
+            index: None,
+            alone_in_group: group,
+        })
+    };
+    let in_flight = alone_in_group.map(|g| pending(Some(g)));
+    let created = nl
+        .send(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        )
+        .messages()
+        .await;
+    let created = match created {
+        Ok(created) => created,
+        Err(e) => {
+            // Nothing was created.
+            in_flight.map(Guard::keep);
+            return Err(e.into_error("create", object()));
+        }
+    };
+    // From here on the link exists: until its owner's guard takes over, `pending` deletes it
+    // if a later step fails or this future is dropped.
+    let mut pending = in_flight.unwrap_or_else(|| pending(None));
+    let index = match veth::echoed_index(&created) {
+        Some(index) => index,
+        None => match get_by_name(nl, name.as_str()).await {
+            Ok(msg) => msg.header.index,
+            Err(e) => {
+                let e = e.into_error("look up the new", object());
+                return Err(roll_back(pending, e).await);
+            }
+        },
+    };
+    pending.get_mut().index = Some(index);
+    Ok((pending, index))
+}
+
 /// Rolls a pending link back after `error`, logging a failure to do so, and returns `error`.
 pub(crate) async fn roll_back(pending: crate::guard::Guard<PendingLink>, error: Error) -> Error {
     let what = crate::guard::Resource::describe(pending.get());

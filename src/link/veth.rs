@@ -20,17 +20,14 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{InfoData, InfoVeth, LinkMessage},
 };
-use rtnetlink::{
-    LinkUnspec, LinkVeth,
-    packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL},
-};
+use rtnetlink::{LinkUnspec, LinkVeth};
 
 use crate::{
     addr::{self, IntoIpNetwork},
     error::{Error, Result},
     guard::{Guard, Resource},
     link::{
-        CreationGroup, Link, MacAddr, PendingLink, check_mac, get_by_name, roll_back,
+        CreationGroup, Link, MacAddr, check_mac, create_link, get_by_name, roll_back,
         settle_message, unmark_blocking,
     },
     name::IfName,
@@ -248,56 +245,9 @@ impl VethPairBuilder {
         } else {
             peer_ns.nl().await?
         };
-        // Armed before the request goes out: if this future is dropped while the request is in
-        // flight, the pair may still be created, and its temporary group finds it.
-        let in_flight = creation.temporary_group().map(|group| {
-            Guard::new(PendingLink {
-                ns: ns.clone(),
-                via: nl.clone(),
-                name: name.clone(),
-                index: None,
-                alone_in_group: Some(group),
-            })
-        });
-        let created = nl
-            .send(
-                RouteNetlinkMessage::NewLink(msg),
-                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
-            )
-            // `peer_ns`'s fd, named in the message, stays open: `peer_ns` is alive here.
-            .messages()
-            .await;
-        let created = match created {
-            Ok(created) => created,
-            Err(e) => {
-                // Nothing was created.
-                in_flight.map(Guard::keep);
-                return Err(e.into_error("create", object()));
-            }
-        };
-        // From here on the pair exists: until its guard takes over, `pending` deletes it if a
-        // later step fails or this future is dropped.
-        let mut pending = in_flight.unwrap_or_else(|| {
-            Guard::new(PendingLink {
-                ns: ns.clone(),
-                via: nl.clone(),
-                name: name.clone(),
-                index: None,
-                alone_in_group: None,
-            })
-        });
-        pending.get_mut().index = echoed_index(&created);
-        let index = match pending.get().index {
-            Some(index) => index,
-            None => match get_by_name(&nl, name.as_str()).await {
-                Ok(msg) => msg.header.index,
-                Err(e) => {
-                    let e = e.into_error("look up the new", object());
-                    return Err(roll_back(pending, e).await);
-                }
-            },
-        };
-        pending.get_mut().index = Some(index);
+        // `peer_ns`'s fd, named in the message, stays open while it is sent: `peer_ns` is alive.
+        let (pending, index) =
+            create_link(&ns, &nl, &name, msg, creation.temporary_group(), object).await?;
         let first_link = Link::new(ns.clone(), index, name.clone());
 
         let rest = async {
