@@ -242,7 +242,7 @@ impl AddressBuilder {
             .await
             .map_err(|e| e.into_error("add", label(&net, link)))?;
         Ok(Address(Guard::new(AddrResource {
-            link: link.clone(),
+            link: link.dup(),
             net,
         })))
     }
@@ -479,7 +479,7 @@ impl Link {
     pub async fn remove_address(&self, net: impl IntoIpNetwork) -> Result<()> {
         let net = net.into_ip_network()?;
         AddrResource {
-            link: self.clone(),
+            link: self.dup(),
             net,
         }
         .remove()

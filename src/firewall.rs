@@ -23,7 +23,7 @@
 use std::{
     process::{Output, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{
@@ -86,18 +86,27 @@ async fn on_thread<R: Send + 'static>(
 /// Runs `program args...` inside `ns`, blocking: waits at most [`DEADLINE`], then kills the
 /// process.
 fn run_blocking(ns: &NsInner, program: &'static str, args: &[String]) -> std::io::Result<Output> {
-    let mut child = command(ns, program, args).spawn()?;
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if child.try_wait()?.is_some() {
-            return child.wait_with_output();
+    let child = command(ns, program, args).spawn()?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // The output is read while the program runs (a full pipe would stall it), on a helper
+    // thread, so the wait can have a deadline.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let reader = std::thread::Builder::new()
+        .name("netns-kit-iptables".into())
+        .spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        })?;
+    match rx.recv_timeout(DEADLINE) {
+        Ok(output) => {
+            let _ = reader.join();
+            output
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        Err(_) => {
+            // Still running after the deadline: kill it (the helper thread then reaps it).
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = reader.join();
+            Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
         }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -181,15 +190,16 @@ impl ForwardRules {
         args
     }
 
-    /// Replaces the ownership mark of the rules by [`owner::KEPT`] (for `keep()`): each rule is
-    /// inserted again with the new comment before the marked one is deleted, so traffic never
-    /// stops passing. Errors are logged; returns whether every rule was unmarked.
-    /// The rules for `bridge`, not inserted yet.
+    /// The rules for `bridge`, not inserted yet. Their comment is this process's mark plus a
+    /// serial of its own, so two rule sets for the same bridge name (a bridge deleted and made
+    /// again) never delete each other's rules.
     pub(crate) fn for_bridge(bridge: &Link) -> ForwardRules {
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ForwardRules {
             ns: bridge.ns().clone(),
             bridge: bridge.name().to_owned(),
-            tag: owner::marker(),
+            tag: format!("{}:{serial}", owner::marker()),
         }
     }
 
@@ -229,6 +239,9 @@ impl ForwardRules {
         Ok(())
     }
 
+    /// Replaces the ownership mark of the rules by [`owner::KEPT`] (for `keep()`): each rule is
+    /// inserted again with the new comment before the marked one is deleted, so traffic never
+    /// stops passing. Errors are logged; returns whether every rule was unmarked.
     pub(crate) fn keep_blocking(self) -> bool {
         let mut all = true;
         for program in IPTABLES {

@@ -59,6 +59,10 @@ use crate::error::Error;
 pub(crate) struct KernelError {
     pub(crate) errno: i32,
     pub(crate) detail: Option<String>,
+    /// Whether the kernel itself answered with this error (so the request was refused), rather
+    /// than the answer being lost (a closed connection, a timeout: the request may have been
+    /// carried out).
+    pub(crate) from_kernel: bool,
 }
 
 impl KernelError {
@@ -66,6 +70,7 @@ impl KernelError {
         KernelError {
             errno: nix::libc::EIO,
             detail: Some(what.to_owned()),
+            from_kernel: false,
         }
     }
 
@@ -136,6 +141,7 @@ fn check_error(message: &NetlinkMessage<RouteNetlinkMessage>) -> Result<(), Kern
             return Err(KernelError {
                 errno: code.get().abs(),
                 detail: ext_ack_message(message.header.flags, &e.header),
+                from_kernel: true,
             });
         }
     }
@@ -511,6 +517,7 @@ impl Reply {
         rx.recv_timeout(timeout).unwrap_or(Err(KernelError {
             errno: nix::libc::ETIMEDOUT,
             detail: None,
+            from_kernel: false,
         }))
     }
 }

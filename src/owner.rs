@@ -59,11 +59,14 @@ pub(crate) fn marker() -> String {
     format!("{PREFIX}{}:{}", std::process::id(), start_time())
 }
 
-/// The (pid, start time) a mark names, if `text` is a mark (and not [`KEPT`]).
+/// The (pid, start time) a mark names, if `text` is a mark (and not [`KEPT`]). A mark may carry
+/// a further `:N` of its own (firewall rules number theirs).
 pub(crate) fn parse(text: &str) -> Option<(u32, u64)> {
     let rest = text.trim().trim_end_matches('\0').strip_prefix(PREFIX)?;
-    let (pid, start) = rest.split_once(':')?;
-    Some((pid.parse().ok()?, start.parse().ok()?))
+    let mut parts = rest.split(':');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    Some((pid, start))
 }
 
 /// Whether the process a mark names is still running.
@@ -142,6 +145,33 @@ pub(crate) fn is_tagged(group: u32) -> bool {
     group & GROUP_TAG != 0
 }
 
+/// A freshly allocated group, given back unless handed over to the network that uses it.
+#[derive(Debug)]
+pub(crate) struct GroupHold(Option<u32>);
+
+impl GroupHold {
+    pub(crate) fn new(group: u32) -> GroupHold {
+        GroupHold(Some(group))
+    }
+
+    pub(crate) fn group(&self) -> u32 {
+        self.0.expect("held until handed over")
+    }
+
+    /// The owner now releases it (after its links are gone).
+    pub(crate) fn hand_over(mut self) -> u32 {
+        self.0.take().expect("held until handed over")
+    }
+}
+
+impl Drop for GroupHold {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            release_group(group);
+        }
+    }
+}
+
 /// The pid a tagged link group encodes.
 pub(crate) fn group_pid(group: u32) -> Option<u32> {
     (group & GROUP_TAG != 0).then_some((group >> GROUP_PID_SHIFT) & GROUP_PID_MASK)
@@ -165,6 +195,7 @@ mod tests {
         assert!(!is_dead_mark(&marker()));
         assert!(is_dead_mark(&format!("{PREFIX}{pid}:{}", start + 1)));
         assert_eq!(parse("netns-kit:12:34"), Some((12, 34)));
+        assert_eq!(parse("netns-kit:12:34:7"), Some((12, 34)));
         assert_eq!(parse(KEPT), None);
         assert_eq!(parse("something else"), None);
     }

@@ -152,7 +152,7 @@ impl<A> RouteBuilder<A> {
     /// Sends traffic out of `link` (`ip route add ... dev LINK`). Needed for IPv6 link-local
     /// gateways; enough on its own for an on-link prefix.
     pub fn dev(mut self, link: &Link) -> Self {
-        self.dev = Some(link.clone());
+        self.dev = Some(link.dup());
         self
     }
 

@@ -435,22 +435,43 @@ where
 /// future was dropped), so a job that made something can remove it again instead of leaving it
 /// to nobody.
 ///
-/// If the caller stopped waiting after `f` checked, the result cannot be delivered: it is given
-/// to `abandoned` instead, on the same worker, to undo what nobody will own.
+/// If the caller stops waiting after `f` checked, the result never reaches it: whether the
+/// send fails or the result sits unread in the channel when the caller's future is dropped,
+/// it is given to `abandoned` instead, as a new job on a worker (never on the caller's thread:
+/// it may enter namespaces), to undo what nobody will own.
 pub(crate) async fn on_worker_cancellable<R, F, A>(f: F, abandoned: A) -> io::Result<R>
 where
     F: FnOnce(&dyn Fn() -> bool) -> R + Send + 'static,
     A: FnOnce(R) + Send + 'static,
     R: Send + 'static,
 {
-    let (tx, rx) = futures::channel::oneshot::channel::<R>();
+    let (tx, rx) = futures::channel::oneshot::channel::<Delivery<R>>();
     submit(Box::new(move || {
         let result = f(&|| tx.is_canceled());
-        if let Err(result) = tx.send(result) {
-            abandoned(result);
-        }
+        let delivery = Delivery {
+            value: Some(result),
+            abandoned: Some(Box::new(abandoned)),
+        };
+        // If the send fails, the returned delivery is dropped here, which hands it on.
+        let _ = tx.send(delivery);
     }))?;
-    rx.await.map_err(|_| worker_gone())
+    let mut delivery = rx.await.map_err(|_| worker_gone())?;
+    delivery.value.take().ok_or_else(worker_gone)
+}
+
+/// A job's result on its way to the caller; if dropped undelivered, it goes to `abandoned` on a
+/// worker thread.
+struct Delivery<R: Send + 'static> {
+    value: Option<R>,
+    abandoned: Option<Box<dyn FnOnce(R) + Send + 'static>>,
+}
+
+impl<R: Send + 'static> Drop for Delivery<R> {
+    fn drop(&mut self) {
+        if let (Some(value), Some(abandoned)) = (self.value.take(), self.abandoned.take()) {
+            let _ = submit(Box::new(move || abandoned(value)));
+        }
+    }
 }
 
 /// Runs `f` on a worker thread and blocks for its result for at most `timeout` (for `Drop`,

@@ -740,12 +740,13 @@ impl BridgedNetworkBuilder {
             )?);
         }
 
-        let group = owner::allocate_group().ok_or_else(|| {
+        let group_hold = owner::allocate_group().map(owner::GroupHold::new).ok_or_else(|| {
             Error::invalid(
                 object(),
                 "this process already has 512 live bridged networks, the most it can tell apart",
             )
         })?;
+        let group = group_hold.group();
         // A fixed MAC and MTU: otherwise the kernel recomputes both from all ports each time one
         // joins (the bridge takes the lowest port MAC, and the lowest port MTU), and every MAC
         // change ripples through the bridge's IPv6 configuration — costs that grow with the
@@ -758,13 +759,8 @@ impl BridgedNetworkBuilder {
             .nodad(self.nodad)
             .accept_forward(self.accept_forward);
         let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
-        let bridge = match bridge.create().await {
-            Ok(bridge) => bridge,
-            Err(e) => {
-                owner::release_group(group);
-                return Err(e);
-            }
-        };
+        // If this fails, or the future is dropped, `group_hold` gives the number back.
+        let bridge = bridge.create().await?;
         let (bridge_link, rules) = bridge.into_parts();
         let has_ipv6 = gateways.iter().any(IpNetwork::is_ipv6);
         // From here on the guard owns everything made: if a step fails it is removed, and if
@@ -773,7 +769,7 @@ impl BridgedNetworkBuilder {
             plan: Plan {
                 host: host.clone(),
                 bridge: bridge_link,
-                group,
+                group: group_hold.hand_over(),
                 gateways,
                 link_local_ipv6: self.link_local_ipv6,
                 has_ipv6,
@@ -1013,19 +1009,27 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
     // The host's connection, before anything is made, so that failing to get it leaves nothing.
     let nl = plan.host.nl().await?;
     let job_object = object.clone();
+    // The member's end is created in a group of its own until configured (see `undo` below);
+    // the number is given back when the job ends.
+    let creation_group = owner::allocate_group().map(owner::GroupHold::new);
     let inside_job: SocketJob<(u32, Option<u32>)> = Box::new(move |socket, cancelled| {
         let object = job_object;
         let run = |batch: Vec<(RouteNetlinkMessage, u16)>| {
             blocking_requests(socket, batch, BLOCKING_TIMEOUT)
         };
-        // Removes the pair again (deleting this end deletes the host end too); by index once
-        // known, by name before.
+        // Removes the pair again (deleting this end deletes the host end too): by index once
+        // known; before that by the temporary group this end is created in, which holds nothing
+        // else — never by name, which could be an existing interface's in a namespace that is
+        // not ours.
         let undo = |index: Option<u32>| {
-            let msg = match index {
-                Some(index) => crate::link::del_link_message(index),
-                None => RouteNetlinkMessage::DelLink(
-                    LinkUnspec::new_with_name(inside_name.as_str()).build(),
+            let msg = match (index, &creation_group) {
+                (Some(index), _) => crate::link::del_link_message(index),
+                (None, Some(hold)) => RouteNetlinkMessage::DelLink(
+                    rtnetlink::LinkMessageBuilder::<LinkUnspec>::default()
+                        .link_group(hold.group())
+                        .build(),
                 ),
+                (None, None) => return,
             };
             let _ = run(vec![(msg, 0)]);
         };
@@ -1039,6 +1043,7 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
             mac: None,
             peer_mac: None,
             controller: None,
+            group: creation_group.as_ref().map(owner::GroupHold::group),
             peer_group: Some(group),
         });
         let created = run(vec![(
@@ -1095,8 +1100,11 @@ async fn build_member(plan: &Plan, member: PlannedMember) -> Result<Member> {
             batch.push((no_link_local(index), 0));
             labels_of_batch.push(None);
         }
+        // Up, and out of its temporary group.
         batch.push((
-            RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(index).up().build()),
+            RouteNetlinkMessage::SetLink(
+                LinkUnspec::new_with_index(index).up().link_group(0).build(),
+            ),
             0,
         ));
         labels_of_batch.push(Some(("bring up", object.clone())));
@@ -1507,7 +1515,7 @@ impl BridgedNetwork {
         }
         resource.taken.host_names.remove(member.host.name());
         resource.taken.namespaces.remove(&member.ns.inner().id());
-        let host = member.host.clone();
+        let host = member.host.dup();
         let mut errors = Vec::new();
         if let Err(e) = crate::link::delete_link(host.ns(), host.index(), || host.label()).await {
             errors.push(e);
@@ -1602,8 +1610,8 @@ impl BridgedNetwork {
                 } = m;
                 Member {
                     ns: ns.keep(),
-                    inside,
-                    host,
+                    inside: inside.handed_out(),
+                    host: host.handed_out(),
                     addresses,
                 }
             })

@@ -463,7 +463,7 @@ impl Bridge {
         if let Some(rules) = rules {
             rules.keep_blocking();
         }
-        link
+        link.handed_out()
     }
 
     /// Disarms the guard and hands over what it owned, for composites that tear it down

@@ -230,11 +230,20 @@ impl LinkInfo {
 /// assert_eq!(lo.info().await?.mtu, Some(9000));
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
 pub struct Link {
     ns: Arc<NsInner>,
     index: u32,
     name: IfName,
+}
+
+impl Clone for Link {
+    /// A second handle to the same link. It keeps the namespace alive as long as it exists,
+    /// which this crate takes into account: guards of objects in that namespace then always
+    /// delete them explicitly.
+    fn clone(&self) -> Link {
+        self.ns.mark_escaped();
+        self.dup()
+    }
 }
 
 impl fmt::Debug for Link {
@@ -463,10 +472,18 @@ pub(crate) async fn create_link(
         .await;
     let created = match created {
         Ok(created) => created,
-        Err(e) => {
-            // Nothing was created.
+        Err(e) if e.from_kernel => {
+            // Refused: nothing was created.
             in_flight.map(Guard::keep);
             return Err(e.into_error("create", object()));
+        }
+        Err(e) => {
+            // The answer was lost: the link may exist. Its group finds it, if it has one.
+            let e = e.into_error("create", object());
+            return Err(match in_flight {
+                Some(pending) => roll_back(pending, e).await,
+                None => e,
+            });
         }
     };
     // From here on the link exists: until its owner's guard takes over, `pending` deletes it
@@ -577,6 +594,7 @@ fn first_link(messages: Vec<RouteNetlinkMessage>) -> std::result::Result<LinkMes
         .ok_or(KernelError {
             errno: nix::libc::ENODEV,
             detail: None,
+            from_kernel: false,
         })
 }
 
@@ -590,6 +608,21 @@ pub(crate) fn link_name(msg: &LinkMessage) -> Option<&str> {
 impl Link {
     pub(crate) fn new(ns: Arc<NsInner>, index: u32, name: IfName) -> Link {
         Link { ns, index, name }
+    }
+
+    /// A copy for this crate's own bookkeeping (a guard's), which does not count as handed out.
+    pub(crate) fn dup(&self) -> Link {
+        Link {
+            ns: self.ns.clone(),
+            index: self.index,
+            name: self.name.clone(),
+        }
+    }
+
+    /// This handle, given to the caller: it may keep the namespace alive (see `Clone`).
+    pub(crate) fn handed_out(self) -> Link {
+        self.ns.mark_escaped();
+        self
     }
 
     pub(crate) fn ns(&self) -> &Arc<NsInner> {
@@ -882,7 +915,7 @@ impl Namespace {
                 format!("interface {:?} in {}", name.as_str(), self.label()),
             )
         })?;
-        Ok(Link::new(self.inner().clone(), msg.header.index, name))
+        Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
     }
 
     /// Looks up the link with ifindex `index` in this namespace.
@@ -909,7 +942,7 @@ impl Namespace {
             e.into_error("look up", format!("interface #{index} in {}", self.label()))
         })?;
         let name = IfName::new(link_name(&msg).unwrap_or_default())?;
-        Ok(Link::new(self.inner().clone(), index, name))
+        Ok(Link::new(self.inner().clone(), index, name).handed_out())
     }
 
     /// Lists every link of this namespace (one dump), like `ip link show`.

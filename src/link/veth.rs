@@ -126,7 +126,7 @@ impl VethPairBuilder {
     /// Makes the first end a port of `bridge` as it is created (`master BRIDGE`); the bridge
     /// must be in the first end's namespace.
     pub fn controller(mut self, bridge: &Link) -> Self {
-        self.controller = Some(bridge.clone());
+        self.controller = Some(bridge.dup());
         self
     }
 
@@ -231,6 +231,7 @@ impl VethPairBuilder {
             mac: first.mac,
             peer_mac: second.mac,
             controller: self.controller.as_ref().map(Link::index),
+            group: None,
             peer_group: None,
         });
         let creation = CreationGroup::temporary(self.group);
@@ -294,6 +295,7 @@ impl VethPairBuilder {
                 pending.keep();
                 Ok(VethPair(Guard::new(VethResource {
                     ends: [first_link, second_link],
+                    attempted: std::sync::atomic::AtomicBool::new(false),
                 })))
             }
             Err(e) => Err(roll_back(pending, e).await),
@@ -314,6 +316,7 @@ pub(crate) struct VethMessage<'a> {
     pub(crate) mac: Option<MacAddr>,
     pub(crate) peer_mac: Option<MacAddr>,
     pub(crate) controller: Option<u32>,
+    pub(crate) group: Option<u32>,
     pub(crate) peer_group: Option<u32>,
 }
 
@@ -345,6 +348,9 @@ pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     }
     if let Some(controller) = v.controller {
         msg = msg.controller(controller);
+    }
+    if let Some(group) = v.group {
+        msg = msg.link_group(group);
     }
     msg.build()
 }
@@ -423,6 +429,9 @@ fn delete_end_blocking(end: &Link) -> Result<Gone> {
 #[derive(Debug)]
 pub(crate) struct VethResource {
     pub(crate) ends: [Link; 2],
+    /// Set once a deletion of the first end has been sent: after that, finding the first end
+    /// gone means our own deletion took it (and the peer), not that it was moved away.
+    attempted: std::sync::atomic::AtomicBool,
 }
 
 impl Resource for VethResource {
@@ -439,9 +448,12 @@ impl Resource for VethResource {
         // first was gone (it may have been moved away): deleting it by an ifindex that was
         // already freed could hit another link.
         let [a, b] = &self.ends;
+        let repeated = self
+            .attempted
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
         match delete_end(a).await? {
-            Gone::Deleted => Ok(()),
-            Gone::Already => delete_end(b).await.map(drop),
+            Gone::Already if !repeated => delete_end(b).await.map(drop),
+            _ => Ok(()),
         }
     }
 
@@ -452,9 +464,12 @@ impl Resource for VethResource {
             // pair with them.
             return Ok(());
         }
+        let repeated = self
+            .attempted
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
         match delete_end_blocking(a)? {
-            Gone::Deleted => Ok(()),
-            Gone::Already => delete_end_blocking(b).map(drop),
+            Gone::Already if !repeated => delete_end_blocking(b).map(drop),
+            _ => Ok(()),
         }
     }
 }
@@ -558,6 +573,6 @@ impl VethPair {
         let resource = self.0.keep();
         let [end, _] = &resource.ends;
         unmark_blocking(end.ns(), end.index(), || end.label());
-        resource.ends
+        resource.ends.map(Link::handed_out)
     }
 }
