@@ -154,7 +154,11 @@ async fn bridged_network_is_what_the_seed_builds_and_carries_ping_and_tcp() {
         );
         let ns = m.namespace();
         assert_eq!(link_names(ns), ["lo", "eth0"]);
-        assert_eq!(link_json(ns, "eth0")["group"], "default", "left its temporary group");
+        assert_eq!(
+            link_json(ns, "eth0")["group"],
+            "default",
+            "left its temporary group"
+        );
         let expected: Vec<String> = m.addresses().iter().map(ToString::to_string).collect();
         assert_eq!(addrs(ns, "eth0"), expected);
         let v4 = routes(ns, false);
