@@ -220,12 +220,18 @@ pub fn child(test: &str, role: &str) -> Command {
 pub struct Rng(u64);
 
 impl Rng {
-    /// Seeded from the clock, printed so a failing run can be replayed with `Rng::new(seed)`.
+    /// Seeded from the clock (or `NETNS_KIT_TEST_SEED`), printed so a failing run can be
+    /// replayed with that variable.
     pub fn from_time(what: &str) -> Rng {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
+        let seed = std::env::var("NETNS_KIT_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            })
             | 1;
         println!("{what}: seed {seed}");
         Rng(seed)
