@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Values a builder accepts as an address with prefix length: `ipnetwork`'s types, an
-/// `(IpAddr, prefix)` pair, or a string like `"10.0.0.1/24"` / `"fd00:1::1/64"`.
+/// `(IpAddr, prefix)` pair, or a string like `"10.0.0.1/24"` / `"fd10:1::1/64"`.
 ///
 /// # Examples
 ///
@@ -194,6 +194,17 @@ pub(crate) fn label(net: &IpNetwork, link: &Link) -> String {
 }
 
 /// Builds an [`Address`]; see [`Address::new`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+/// use netns_kit::{Address, AddressBuilder};
+///
+/// let builder: AddressBuilder = Address::new("fd10::2/64").nodad(true);
+/// let addr = builder.add(&link).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.add(&link).await`"]
 pub struct AddressBuilder {
@@ -204,6 +215,16 @@ pub struct AddressBuilder {
 impl AddressBuilder {
     /// For IPv6: skip duplicate-address detection (`IFA_F_NODAD`, `ip addr add ... nodad`), so
     /// the address is usable at once instead of after ~1 s. No effect on IPv4.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+    /// let a = netns_kit::Address::new("fd10::1/64").nodad(true).add(&link).await?;
+    /// link.set_up().await?;
+    /// // Usable at once: no ~1 s wait for duplicate-address detection.
+    /// # Ok(()) }
+    /// ```
     pub fn nodad(mut self, nodad: bool) -> Self {
         self.nodad = nodad;
         self
@@ -323,11 +344,31 @@ impl Address {
     }
 
     /// The address and prefix length.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+    /// let a = netns_kit::Address::new("10.1.0.1/24").add(&link).await?;
+    /// assert_eq!(a.network().ip().to_string(), "10.1.0.1");
+    /// assert_eq!(a.network().prefix(), 24);
+    /// # Ok(()) }
+    /// ```
     pub fn network(&self) -> IpNetwork {
         self.0.get().net
     }
 
     /// The link it is on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(eth0: netns_kit::Link) -> netns_kit::Result<()> {
+    /// let a = netns_kit::Address::new("10.1.0.1/24").add(&eth0).await?;
+    /// assert_eq!(a.link().index(), eth0.index());
+    /// println!("{} is on {}", a.network(), a.link().name());
+    /// # Ok(()) }
+    /// ```
     pub fn link(&self) -> &Link {
         &self.0.get().link
     }
@@ -370,6 +411,18 @@ impl Address {
 }
 
 /// One address of a link, as `ip addr show` reports it.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+/// for a in link.addresses().await? {
+///     if a.address.is_ipv6() && !a.link_local && !a.tentative {
+///         println!("usable: {}", a.address);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AddressInfo {
@@ -449,7 +502,7 @@ impl Link {
     ///
     /// ```no_run
     /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let a = link.add_address("192.168.7.1/24").await?;
+    /// let a = link.add_address("10.7.7.1/24").await?;
     /// # Ok(()) }
     /// ```
     #[doc(alias = "ip addr add")]
@@ -472,7 +525,7 @@ impl Link {
     ///
     /// ```no_run
     /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// link.remove_address("192.168.7.1/24").await?;
+    /// link.remove_address("10.7.7.1/24").await?;
     /// # Ok(()) }
     /// ```
     #[doc(alias = "ip addr del")]
@@ -558,7 +611,7 @@ mod tests {
         assert!(check("10.0.0.7/32").is_ok());
         assert!(check("0.0.0.0/8").is_err());
         assert!(check("224.0.0.1/4").is_err());
-        assert!(check("fd00:1::/64").is_ok());
+        assert!(check("fd10:1::/64").is_ok());
         assert!(check("::/0").is_err());
         assert!(check("ff02::1/64").is_err());
     }
@@ -566,13 +619,13 @@ mod tests {
     #[test]
     fn string_forms() {
         assert!("10.0.0.1/33".into_ip_network().is_err());
-        assert!("fd00::1/129".into_ip_network().is_err());
+        assert!("fd10::1/129".into_ip_network().is_err());
         assert!("10.0.0.1".into_ip_network().is_err());
         assert!("10.0.0.1/x".into_ip_network().is_err());
         assert!("nope/24".into_ip_network().is_err());
         assert_eq!(
-            "fd00::1/64".into_ip_network().unwrap(),
-            "fd00::1/64".parse::<IpNetwork>().unwrap()
+            "fd10::1/64".into_ip_network().unwrap(),
+            "fd10::1/64".parse::<IpNetwork>().unwrap()
         );
     }
 }

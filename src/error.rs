@@ -16,9 +16,31 @@
 use std::{fmt, io, time::Duration};
 
 /// The result type of this crate.
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::{IfName, Result};
+///
+/// fn port_name(n: u32) -> Result<IfName> {
+///     IfName::new(format!("veth{n}"))
+/// }
+/// assert_eq!(port_name(3)?.as_str(), "veth3");
+/// # Ok::<(), netns_kit::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What kind of name failed validation; see [`Error::InvalidName`].
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::{Error, IfName, NameKind};
+///
+/// let err = IfName::new("eth 0").unwrap_err();
+/// assert!(matches!(err, Error::InvalidName { kind: NameKind::Interface, .. }));
+/// assert_eq!(NameKind::Namespace.to_string(), "namespace name");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NameKind {
@@ -250,6 +272,15 @@ impl Error {
     /// The object does not exist (`ENOENT`, `ENODEV`, `ESRCH`).
     ///
     /// For a [`Teardown`](Error::Teardown) error: every error it holds is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netns_kit::Namespace;
+    ///
+    /// let err = Namespace::open_path("/nonexistent/ns").unwrap_err();
+    /// assert!(err.is_not_found());
+    /// ```
     pub fn is_not_found(&self) -> bool {
         match self {
             Error::NotFound { .. } => true,
@@ -259,6 +290,18 @@ impl Error {
     }
 
     /// The object already exists (`EEXIST`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::Namespace;
+    ///
+    /// let first = Namespace::named("dup1").await?;
+    /// let err = Namespace::named("dup1").await.unwrap_err();
+    /// assert!(err.is_already_exists());
+    /// # Ok(()) }
+    /// ```
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::AlreadyExists { .. })
     }
@@ -267,6 +310,18 @@ impl Error {
     /// and `CAP_SYS_ADMIN`.
     ///
     /// For a [`Teardown`](Error::Teardown) error: any error it holds is one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = match netns_kit::Namespace::new().await {
+    ///     Err(e) if e.is_permission_denied() => return Ok(()), // not root: skip
+    ///     result => result?,
+    /// };
+    /// # drop(ns);
+    /// # Ok(()) }
+    /// ```
     pub fn is_permission_denied(&self) -> bool {
         match self {
             Error::PermissionDenied { .. } => true,
@@ -276,11 +331,23 @@ impl Error {
     }
 
     /// The input was rejected before the kernel was asked anything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netns_kit::IfName;
+    ///
+    /// let err = IfName::new("way-too-long-interface-name").unwrap_err();
+    /// assert!(err.is_invalid_input());
+    /// assert_eq!(err.errno(), None); // the kernel was never asked
+    /// ```
     pub fn is_invalid_input(&self) -> bool {
         matches!(self, Error::InvalidName { .. } | Error::InvalidInput { .. })
     }
 
     /// The OS error number behind this error, if there is one.
+    ///
+    /// # Examples
     ///
     /// ```
     /// # use netns_kit::Error;

@@ -301,6 +301,19 @@ impl ForwardRules {
 }
 
 /// What [`forward_check`] found out about a namespace's firewall.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{ForwardCheck, Namespace, forward_check};
+///
+/// let check: ForwardCheck = forward_check(&Namespace::current()?).await?;
+/// if check.bridge_nf_call_iptables == Some(true) {
+///     println!("bridged IPv4 meets FORWARD policy {:?}", check.ipv4_forward_policy);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ForwardCheck {
@@ -319,6 +332,17 @@ pub struct ForwardCheck {
 impl ForwardCheck {
     /// Bridged IPv4 traffic goes through an iptables `FORWARD` chain whose policy is not
     /// `ACCEPT`: it is dropped unless a rule accepts it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let check = netns_kit::forward_check(&netns_kit::Namespace::current()?).await?;
+    /// if check.blocks_bridged_ipv4() {
+    ///     eprintln!("FORWARD policy {:?} drops bridged IPv4", check.ipv4_forward_policy);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn blocks_bridged_ipv4(&self) -> bool {
         self.bridge_nf_call_iptables == Some(true)
             && self
@@ -328,6 +352,17 @@ impl ForwardCheck {
     }
 
     /// Likewise for IPv6 and ip6tables.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let check = netns_kit::forward_check(&netns_kit::Namespace::current()?).await?;
+    /// if check.blocks_bridged_ipv6() {
+    ///     eprintln!("FORWARD policy {:?} drops bridged IPv6", check.ipv6_forward_policy);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn blocks_bridged_ipv6(&self) -> bool {
         self.bridge_nf_call_ip6tables == Some(true)
             && self
@@ -338,6 +373,18 @@ impl ForwardCheck {
 
     /// Either family is blocked: a bridge in this namespace wants
     /// [`accept_forward`](crate::BridgeBuilder::accept_forward).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Bridge, Namespace, forward_check};
+    ///
+    /// let fix = forward_check(&Namespace::current()?).await?.needs_fix();
+    /// let br = Bridge::new("br0").address("10.0.3.1/24").accept_forward(fix).create().await?;
+    /// assert_eq!(br.accepts_forward(), fix);
+    /// # Ok(()) }
+    /// ```
     pub fn needs_fix(&self) -> bool {
         self.blocks_bridged_ipv4() || self.blocks_bridged_ipv6()
     }

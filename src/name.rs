@@ -18,10 +18,39 @@ use std::{
 use crate::error::{Error, NameKind, Result};
 
 /// The longest interface name the kernel accepts (`IFNAMSIZ - 1`).
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::{IFNAME_MAX, IfName};
+///
+/// assert_eq!(IFNAME_MAX, 15);
+/// assert!(IfName::new("a".repeat(IFNAME_MAX)).is_ok());
+/// assert!(IfName::new("a".repeat(IFNAME_MAX + 1)).is_err());
+/// ```
 pub const IFNAME_MAX: usize = 15;
 /// The longest namespace name (one path component, `NAME_MAX`).
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::{NSNAME_MAX, NsName};
+///
+/// assert!(NsName::new("n".repeat(NSNAME_MAX)).is_ok());
+/// assert!(NsName::new("n".repeat(NSNAME_MAX + 1)).is_err());
+/// ```
 pub const NSNAME_MAX: usize = 255;
 /// The longest prefix [`IfName::unique`] accepts.
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::{IFNAME_UNIQUE_PREFIX_MAX, IfName};
+///
+/// assert_eq!(IFNAME_UNIQUE_PREFIX_MAX, 4);
+/// assert!(IfName::unique(&"x".repeat(IFNAME_UNIQUE_PREFIX_MAX)).is_ok());
+/// assert!(IfName::unique("bridge").is_err());
+/// ```
 pub const IFNAME_UNIQUE_PREFIX_MAX: usize = IFNAME_MAX - PID_WIDTH - COUNTER_WIDTH;
 
 const PID_WIDTH: usize = 5; // 36^5 > PID_MAX_LIMIT (2^22)
@@ -81,6 +110,17 @@ impl IfName {
     /// # Errors
     ///
     /// [`Error::InvalidName`] naming the rule the name breaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netns_kit::IfName;
+    ///
+    /// let name = IfName::new("eth0")?;
+    /// assert_eq!(name.to_string(), "eth0");
+    /// assert!(IfName::new("veth%d").is_err());
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
     pub fn new(name: impl AsRef<str>) -> Result<IfName> {
         let name = name.as_ref();
         let bad = |reason: String| invalid(NameKind::Interface, name, reason);
@@ -143,6 +183,15 @@ impl IfName {
     }
 
     /// The name as a string slice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let name = netns_kit::IfName::new("br0")?;
+    /// let cmd = format!("ip link set {} up", name.as_str());
+    /// assert_eq!(cmd, "ip link set br0 up");
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -189,6 +238,18 @@ impl NsName {
     /// # Errors
     ///
     /// [`Error::InvalidName`] naming the rule the name breaks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netns_kit::NsName;
+    ///
+    /// let name = NsName::new("lab-1")?;
+    /// assert_eq!(name.to_string(), "lab-1");
+    /// assert!(NsName::new("..").is_err());
+    /// assert!(NsName::new("a/b").is_err());
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
     pub fn new(name: impl AsRef<str>) -> Result<NsName> {
         let name = name.as_ref();
         let bad = |reason: String| invalid(NameKind::Namespace, name, reason);
@@ -236,6 +297,15 @@ impl NsName {
     }
 
     /// The name as a string slice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let name = netns_kit::NsName::new("blue")?;
+    /// let path = std::path::Path::new("/run/netns").join(name.as_str());
+    /// assert_eq!(path.to_str(), Some("/run/netns/blue"));
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }

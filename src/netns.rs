@@ -299,6 +299,18 @@ impl fmt::Debug for Namespace {
 }
 
 /// Builds a new namespace; see [`Namespace::builder`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{Namespace, NamespaceBuilder};
+///
+/// let builder: NamespaceBuilder = Namespace::builder().name("lab2");
+/// let ns = builder.loopback_up(false).create().await?;
+/// assert_eq!(ns.name(), Some("lab2"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct NamespaceBuilder {
@@ -311,12 +323,30 @@ impl NamespaceBuilder {
     /// `ip netns add NAME` does, so `ip netns exec NAME ...` and `tcpdump` see it.
     ///
     /// The name is validated by [`create`](NamespaceBuilder::create) (see [`NsName`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::builder().name("green").create().await?;
+    /// assert_eq!(ns.path(), Some(std::path::Path::new("/run/netns/green")));
+    /// # Ok(()) }
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
     /// Whether to bring the loopback interface `lo` up (default: yes, like a normal host).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::builder().loopback_up(false).create().await?;
+    /// assert!(!ns.link("lo").await?.info().await?.up);
+    /// # Ok(()) }
+    /// ```
     pub fn loopback_up(mut self, up: bool) -> Self {
         self.loopback_up = up;
         self
@@ -770,11 +800,29 @@ impl Namespace {
     }
 
     /// The namespace's name, for a named namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::named("red").await?;
+    /// assert_eq!(ns.name(), Some("red"));
+    /// assert_eq!(netns_kit::Namespace::new().await?.name(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_ref().map(NsName::as_str)
     }
 
     /// The path it was opened from or bind-mounted at, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let ns = netns_kit::Namespace::open_path("/proc/1/ns/net")?;
+    /// assert_eq!(ns.path(), Some(std::path::Path::new("/proc/1/ns/net")));
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
     }
@@ -782,17 +830,49 @@ impl Namespace {
     /// The namespace's inode number: the `N` in `net:[N]` that `readlink /proc/PID/ns/net`
     /// prints, and what `ip netns identify` compares. Two handles with the same inode refer to
     /// the same namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let here = netns_kit::Namespace::current()?;
+    /// let init = netns_kit::Namespace::open_path("/proc/1/ns/net")?;
+    /// if here.inode() == init.inode() {
+    ///     println!("running in the host namespace, net:[{}]", here.inode());
+    /// }
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
     pub fn inode(&self) -> u64 {
         self.inner.id.1
     }
 
     /// Whether this handle was created by this crate and tears its namespace down (false for
     /// opened namespaces and after [`keep`](Namespace::keep)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// assert!(ns.is_owned());
+    /// assert!(!ns.keep().is_owned());
+    /// assert!(!netns_kit::Namespace::current()?.is_owned());
+    /// # Ok(()) }
+    /// ```
     pub fn is_owned(&self) -> bool {
         self.owned
     }
 
     /// How error messages name this namespace, e.g. `namespace "ns1"`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::named("ns1").await?;
+    /// assert_eq!(ns.label(), "namespace \"ns1\"");
+    /// println!("created {}", ns.label());
+    /// # Ok(()) }
+    /// ```
     pub fn label(&self) -> &str {
         &self.inner.label
     }

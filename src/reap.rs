@@ -14,6 +14,19 @@ use crate::{
 };
 
 /// What [`reap`] removed, and what it could not.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{Namespace, Reaped, reap};
+///
+/// let reaped: Reaped = reap(&Namespace::current()?).await?;
+/// for e in &reaped.errors {
+///     eprintln!("could not remove: {e}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Reaped {
@@ -30,6 +43,17 @@ pub struct Reaped {
 
 impl Reaped {
     /// Whether nothing was found to remove and nothing failed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let reaped = netns_kit::reap(&netns_kit::Namespace::current()?).await?;
+    /// if !reaped.is_empty() {
+    ///     println!("cleaned up after a crash: {reaped:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.namespaces.is_empty()
             && self.links.is_empty()

@@ -124,6 +124,18 @@ impl RouteSpec {
 /// Builds a [`Route`]; see [`Route::default_v4`], [`Route::v4`], [`Route::default_v6`],
 /// [`Route::v6`] and [`Route::to`]. `A` is the gateway type: [`Ipv4Addr`], [`Ipv6Addr`], or
 /// [`IpAddr`] when the family is only known at run time.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
+/// use netns_kit::{Route, RouteBuilder};
+/// use std::net::Ipv4Addr;
+///
+/// let builder: RouteBuilder<Ipv4Addr> = Route::v4("10.20.0.0/16".parse().unwrap()).dev(&eth0);
+/// let route = builder.via(Ipv4Addr::new(10, 0, 0, 1)).metric(100).add(&ns).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.add(&namespace).await`"]
 pub struct RouteBuilder<A = IpAddr> {
@@ -151,18 +163,55 @@ impl<A> RouteBuilder<A> {
 
     /// Sends traffic out of `link` (`ip route add ... dev LINK`). Needed for IPv6 link-local
     /// gateways; enough on its own for an on-link prefix.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let eth0 = ns.link("eth0").await?;
+    /// // 10.3.0.0/24 is on the wire of eth0: no gateway needed.
+    /// let r = netns_kit::Route::v4("10.3.0.0/24".parse().unwrap()).dev(&eth0).add(&ns).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn dev(mut self, link: &Link) -> Self {
         self.dev = Some(link.dup());
         self
     }
 
     /// The route's metric (`ip route add ... metric N`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::Ipv4Addr;
+    /// // A backup default route, used only if the preferred one (lower metric) is gone.
+    /// let backup = netns_kit::Route::default_v4()
+    ///     .via(Ipv4Addr::new(10, 0, 1, 254))
+    ///     .metric(200)
+    ///     .add(&ns)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn metric(mut self, metric: u32) -> Self {
         self.metric = Some(metric);
         self
     }
 
     /// The routing table (`ip route add ... table N`; default: main, 254).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::Ipv4Addr;
+    /// let r = netns_kit::Route::default_v4()
+    ///     .via(Ipv4Addr::new(10, 0, 0, 1))
+    ///     .table(100)
+    ///     .add(&ns)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn table(mut self, table: u32) -> Self {
         self.table = table;
         self
@@ -283,6 +332,17 @@ impl<A> RouteBuilder<A> {
 
 impl RouteBuilder<Ipv4Addr> {
     /// Routes via gateway `gw` (`ip route add ... via GW`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// let gw = Ipv4Addr::new(10, 0, 0, 1);
+    /// let r = netns_kit::Route::v4("10.50.0.0/16".parse().unwrap()).via(gw).add(&ns).await?;
+    /// assert_eq!(r.gateway(), Some(IpAddr::V4(gw)));
+    /// # Ok(()) }
+    /// ```
     pub fn via(mut self, gw: Ipv4Addr) -> Self {
         self.gateway = Some(IpAddr::V4(gw));
         self
@@ -291,6 +351,16 @@ impl RouteBuilder<Ipv4Addr> {
 
 impl RouteBuilder<Ipv6Addr> {
     /// Routes via gateway `gw` (`ip -6 route add ... via GW`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::Ipv6Addr;
+    /// let gw: Ipv6Addr = "fd10::1".parse().unwrap();
+    /// let r = netns_kit::Route::default_v6().via(gw).add(&ns).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn via(mut self, gw: Ipv6Addr) -> Self {
         self.gateway = Some(IpAddr::V6(gw));
         self
@@ -300,6 +370,17 @@ impl RouteBuilder<Ipv6Addr> {
 impl RouteBuilder<IpAddr> {
     /// Routes via gateway `gw`; its family must match the destination's, checked by
     /// [`add`](RouteBuilder::add).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::IpAddr;
+    /// // Destination and gateway as read from a config file, family unknown until run time.
+    /// let (dest, gw) = ("fd10:1::/64", "fd10::1".parse::<IpAddr>().unwrap());
+    /// let r = netns_kit::Route::to(dest).via(gw).add(&ns).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn via(mut self, gw: IpAddr) -> Self {
         self.gateway = Some(gw);
         self
@@ -351,7 +432,7 @@ impl Resource for RouteResource {
 /// use std::net::Ipv6Addr;
 ///
 /// let v4 = Route::v4("10.9.0.0/16".parse().unwrap()).dev(&eth0).add(&ns).await?;
-/// let v6 = Route::default_v6().via("fd00:1::1".parse::<Ipv6Addr>().unwrap()).add(&ns).await?;
+/// let v6 = Route::default_v6().via("fd10:1::1".parse::<Ipv6Addr>().unwrap()).add(&ns).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -359,39 +440,113 @@ pub struct Route(Guard<RouteResource>);
 
 impl Route {
     /// An IPv4 default route (`ip route add default ...`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::Ipv4Addr;
+    /// let r = netns_kit::Route::default_v4().via(Ipv4Addr::new(10, 88, 0, 1)).add(&ns).await?;
+    /// assert_eq!(r.destination().to_string(), "0.0.0.0/0");
+    /// # Ok(()) }
+    /// ```
     pub fn default_v4() -> RouteBuilder<Ipv4Addr> {
         RouteBuilder::new(Ok(IpNetwork::V4(Ipv4Network::from(Ipv4Addr::UNSPECIFIED))))
             .with_prefix_zero()
     }
 
     /// An IPv6 default route (`ip -6 route add default ...`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::Ipv6Addr;
+    /// let gw: Ipv6Addr = "fd10::1".parse().unwrap();
+    /// let r = netns_kit::Route::default_v6().via(gw).add(&ns).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn default_v6() -> RouteBuilder<Ipv6Addr> {
         RouteBuilder::new(Ok(IpNetwork::V6(Ipv6Network::from(Ipv6Addr::UNSPECIFIED))))
             .with_prefix_zero()
     }
 
     /// An IPv4 route to `dest` (`ip route add DEST ...`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::net::Ipv4Addr;
+    /// let r = netns_kit::Route::v4("10.9.0.0/16".parse().unwrap())
+    ///     .via(Ipv4Addr::new(10, 0, 0, 1))
+    ///     .add(&ns)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn v4(dest: Ipv4Network) -> RouteBuilder<Ipv4Addr> {
         RouteBuilder::new(Ok(IpNetwork::V4(dest)))
     }
 
     /// An IPv6 route to `dest` (`ip -6 route add DEST ...`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
+    /// let r = netns_kit::Route::v6("fd10:9::/64".parse().unwrap())
+    ///     .dev(&eth0)
+    ///     .add(&ns)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn v6(dest: Ipv6Network) -> RouteBuilder<Ipv6Addr> {
         RouteBuilder::new(Ok(IpNetwork::V6(dest)))
     }
 
     /// A route to `dest` of either family, e.g. `"10.0.0.0/8"` or `"default"`-like `"::/0"`;
     /// the gateway's family is checked at [`add`](RouteBuilder::add).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
+    /// // One loop for both families.
+    /// for dest in ["10.7.0.0/16", "fd10:7::/64"] {
+    ///     netns_kit::Route::to(dest).dev(&eth0).add(&ns).await?.keep();
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn to(dest: impl IntoIpNetwork) -> RouteBuilder<IpAddr> {
         RouteBuilder::new(dest.into_ip_network())
     }
 
     /// The destination (`0.0.0.0/0` or `::/0` for a default route).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
+    /// let r = netns_kit::Route::v4("10.9.0.0/16".parse().unwrap()).dev(&eth0).add(&ns).await?;
+    /// assert_eq!(r.destination().to_string(), "10.9.0.0/16");
+    /// # Ok(()) }
+    /// ```
     pub fn destination(&self) -> IpNetwork {
         self.0.get().spec.dest
     }
 
     /// The gateway, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(r: netns_kit::Route) -> netns_kit::Result<()> {
+    /// match r.gateway() {
+    ///     Some(gw) => println!("{} via {gw}", r.destination()),
+    ///     None => println!("{} on link", r.destination()),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn gateway(&self) -> Option<IpAddr> {
         self.0.get().spec.gateway
     }
@@ -443,6 +598,16 @@ impl<A> RouteBuilder<A> {
 }
 
 /// One route, as `ip route show` reports it.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+/// for r in ns.routes().await? {
+///     println!("{} via {:?} dev #{:?} metric {:?}", r.destination, r.gateway, r.oif, r.metric);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouteInfo {
@@ -460,6 +625,17 @@ pub struct RouteInfo {
 
 impl RouteInfo {
     /// Whether this is a default route.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let default = ns.routes().await?.into_iter().find(|r| r.is_default());
+    /// if let Some(gw) = default.and_then(|r| r.gateway) {
+    ///     println!("default gateway: {gw}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_default(&self) -> bool {
         self.destination.prefix() == 0
     }

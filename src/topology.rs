@@ -84,6 +84,18 @@ use crate::{
 // Pattern 1: a direct link.
 
 /// Builds a [`DirectLink`]; see [`connect`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{DirectLinkBuilder, Namespace, connect};
+///
+/// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+/// let builder: DirectLinkBuilder = connect(&ns1, &ns2).address("10.0.3.1/30", "10.0.3.2/30");
+/// let link = builder.mtu(1400).create().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct DirectLinkBuilder {
@@ -111,11 +123,11 @@ pub struct DirectLinkBuilder {
 ///
 /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
 /// let link = connect(&ns1, &ns2)
-///     .address("192.168.1.1/24", "192.168.1.2/24")
-///     .address("fd00:1::1/64", "fd00:1::2/64")
+///     .address("10.1.1.1/24", "10.1.1.2/24")
+///     .address("fd10:1::1/64", "fd10:1::2/64")
 ///     .create()
 ///     .await?;
-/// ns1.ping("192.168.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
+/// ns1.ping("10.1.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
 /// # Ok(()) }
 /// ```
 pub fn connect(a: &Namespace, b: &Namespace) -> DirectLinkBuilder {
@@ -132,6 +144,21 @@ pub fn connect(a: &Namespace, b: &Namespace) -> DirectLinkBuilder {
 
 impl DirectLinkBuilder {
     /// Names the interfaces in `a` and in `b` (default `veth0` and `veth1`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .names("uplink", "downlink")
+    ///     .address("10.0.4.1/30", "10.0.4.2/30")
+    ///     .create()
+    ///     .await?;
+    /// assert_eq!(link.b().name(), "downlink");
+    /// # Ok(()) }
+    /// ```
     pub fn names(mut self, a: impl Into<String>, b: impl Into<String>) -> Self {
         self.names = (a.into(), b.into());
         self
@@ -139,6 +166,21 @@ impl DirectLinkBuilder {
 
     /// Gives `a`'s end `a_net` and `b`'s end `b_net`: the same IP version, each inside the
     /// other's prefix. Call once for IPv4 and once for IPv6 for a dual-stack link.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .address("10.0.5.1/30", "10.0.5.2/30")
+    ///     .address("fd10:5::1/64", "fd10:5::2/64")
+    ///     .create()
+    ///     .await?;
+    /// assert_eq!(link.addresses().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn address(mut self, a_net: impl IntoIpNetwork, b_net: impl IntoIpNetwork) -> Self {
         self.addresses
             .push((a_net.into_ip_network(), b_net.into_ip_network()));
@@ -146,18 +188,62 @@ impl DirectLinkBuilder {
     }
 
     /// Whether each side gets a default route via the other (default: yes).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// // Only the /30 between them: each namespace keeps its own default route.
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .address("10.0.6.1/30", "10.0.6.2/30")
+    ///     .default_routes(false)
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn default_routes(mut self, on: bool) -> Self {
         self.default_routes = on;
         self
     }
 
     /// IPv6 addresses without duplicate-address detection, usable at once (default: yes).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .address("fd10:7::1/64", "fd10:7::2/64")
+    ///     .nodad(false) // let the kernel run duplicate-address detection first
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn nodad(mut self, on: bool) -> Self {
         self.nodad = on;
         self
     }
 
     /// MTU of both ends.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .address("10.0.8.1/30", "10.0.8.2/30")
+    ///     .mtu(9000)
+    ///     .create()
+    ///     .await?;
+    /// assert_eq!(link.a().info().await?.mtu, Some(9000));
+    /// # Ok(()) }
+    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
@@ -319,16 +405,63 @@ pub struct DirectLink {
 
 impl DirectLink {
     /// The end in the first namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .address("10.0.9.1/30", "10.0.9.2/30")
+    ///     .create()
+    ///     .await?;
+    /// assert!(link.a().is_in(&ns1));
+    /// println!("ns1's end: {} (ifindex {})", link.a().name(), link.a().index());
+    /// # Ok(()) }
+    /// ```
     pub fn a(&self) -> &Link {
         self.veth.link()
     }
 
     /// The end in the second namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .address("10.0.9.1/30", "10.0.9.2/30")
+    ///     .create()
+    ///     .await?;
+    /// // Pull the cable out on ns2's side.
+    /// link.b().set_down().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn b(&self) -> &Link {
         self.veth.peer()
     }
 
     /// The address pairs, `(a, b)`, one per IP version.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # use netns_kit::Namespace;
+    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let link = netns_kit::connect(&ns1, &ns2)
+    ///     .address("10.0.9.1/30", "10.0.9.2/30")
+    ///     .address("fd10:9::1/64", "fd10:9::2/64")
+    ///     .create()
+    ///     .await?;
+    /// for (a, b) in link.addresses() {
+    ///     println!("{} <-> {}", a.ip(), b.ip());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn addresses(&self) -> &[(IpNetwork, IpNetwork)] {
         &self.addresses
     }
@@ -409,6 +542,23 @@ pub struct MemberSpec {
 impl MemberSpec {
     /// A member in a new anonymous namespace, created and owned by the network (freed with
     /// it, or when the member is removed).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged};
+    /// # let host = netns_kit::Namespace::new().await?;
+    ///
+    /// // Each member gets a fresh namespace of its own, freed with the network.
+    /// let net = bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.10.1/24")
+    ///     .member(MemberSpec::new().address("10.0.10.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> MemberSpec {
         MemberSpec::with(MemberNs::New)
     }
@@ -416,12 +566,43 @@ impl MemberSpec {
     /// A member in an existing namespace, e.g. a container's (`/run/netns/X`,
     /// `/proc/PID/ns/net`). The network adds a veth, addresses and a default route to it and
     /// removes them again; it never destroys the namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, Namespace};
+    /// # let mut net = netns_kit::bridged().gateway("10.88.0.1/16").create().await?;
+    ///
+    /// // A container's namespace, found by the pid of its first process.
+    /// let container = Namespace::from_pid(4242)?;
+    /// net.add_member(MemberSpec::in_namespace(&container).address("10.88.0.7/16")).await?;
+    /// drop(net); // removes the veth, leaves the container's namespace alone
+    /// # Ok(()) }
+    /// ```
     pub fn in_namespace(ns: &Namespace) -> MemberSpec {
         MemberSpec::with(MemberNs::Borrowed(ns.inner().clone()))
     }
 
     /// A member in `ns`, which the network takes over and destroys with itself (a named
     /// namespace is unmounted then).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, Namespace, bridged};
+    /// # let host = Namespace::new().await?;
+    ///
+    /// let web = Namespace::named("web1").await?;
+    /// let net = bridged()
+    ///     .host(&host).gateway("10.0.11.1/24")
+    ///     .member(MemberSpec::owning(web).address("10.0.11.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// net.delete().await?; // also removes /run/netns/web1
+    /// # Ok(()) }
+    /// ```
     pub fn owning(ns: Namespace) -> MemberSpec {
         MemberSpec::with(MemberNs::Owned(ns))
     }
@@ -437,6 +618,22 @@ impl MemberSpec {
 
     /// An address of the member's interface; it must lie in the subnet of the network's
     /// gateway of the same IP version. Call once per IP version.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::MemberSpec;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.12.1/24")
+    /// #     .gateway("fd10:12::1/64")
+    /// #     .create().await?;
+    ///
+    /// let spec = MemberSpec::new().address("10.0.12.2/24").address("fd10:12::2/64");
+    /// let member = net.add_member(spec).await?;
+    /// assert_eq!(member.addresses().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
         self.addresses.push(net.into_ip_network());
         self
@@ -444,6 +641,25 @@ impl MemberSpec {
 
     /// The name of the member's interface (default: the network's
     /// [`interface_name`](BridgedNetworkBuilder::interface_name), `eth0`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::MemberSpec;
+    /// # let container = netns_kit::Namespace::open("c2")?;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.13.1/24")
+    /// #     .create().await?;
+    ///
+    /// // A second interface for a container that already has an `eth0`.
+    /// let spec = MemberSpec::in_namespace(&container)
+    ///     .interface_name("net1")
+    ///     .address("10.0.13.5/24");
+    /// let member = net.add_member(spec).await?;
+    /// assert_eq!(member.interface().name(), "net1");
+    /// # Ok(()) }
+    /// ```
     pub fn interface_name(mut self, name: impl Into<String>) -> Self {
         self.interface_name = Some(name.into());
         self
@@ -451,6 +667,21 @@ impl MemberSpec {
 
     /// The name of the host-side veth end attached to the bridge (default: a unique
     /// generated name such as `nkv0ab1c000002`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::MemberSpec;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.14.1/24")
+    /// #     .create().await?;
+    ///
+    /// let spec = MemberSpec::new().host_interface_name("vethweb1").address("10.0.14.5/24");
+    /// let member = net.add_member(spec).await?;
+    /// assert_eq!(member.host_interface().name(), "vethweb1");
+    /// # Ok(()) }
+    /// ```
     pub fn host_interface_name(mut self, name: impl Into<String>) -> Self {
         self.host_interface_name = Some(name.into());
         self
@@ -465,6 +696,22 @@ impl Default for MemberSpec {
 
 /// A member of a [`BridgedNetwork`]: its namespace, its interface (inside) and the host-side
 /// end attached to the bridge.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// # let host = netns_kit::Namespace::new().await?;
+/// # let net = netns_kit::bridged().host(&host).gateway("10.0.15.1/24")
+/// #     .member(netns_kit::MemberSpec::new().address("10.0.15.2/24"))
+/// #     .member(netns_kit::MemberSpec::new().address("10.0.15.3/24"))
+/// #     .create().await?;
+/// for member in net.members() {
+///     let port = member.host_interface().name();
+///     println!("{} behind bridge port {port}", member.addresses()[0]);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Member {
     ns: Namespace,
@@ -475,26 +722,101 @@ pub struct Member {
 
 impl Member {
     /// The member's namespace; run code or commands in it from here.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use std::time::Duration;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.16.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.16.2/24"))
+    /// #     .create().await?;
+    ///
+    /// let ns = net.members()[0].namespace();
+    /// ns.ping("10.0.16.1".parse().unwrap(), Duration::from_secs(1)).await?;
+    /// let routes = ns.command("ip").args(["route", "show"]).output();
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(&self) -> &Namespace {
         &self.ns
     }
 
     /// The member's interface, inside its namespace (`eth0`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.17.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.17.2/24"))
+    /// #     .create().await?;
+    /// let eth0 = net.members()[0].interface();
+    /// assert_eq!(eth0.name(), "eth0");
+    /// eth0.set_mtu(1400).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn interface(&self) -> &Link {
         &self.inside
     }
 
     /// The host-side veth end, a port of the bridge.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.18.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.18.2/24"))
+    /// #     .create().await?;
+    /// let port = net.members()[0].host_interface();
+    /// assert!(port.is_in(&host));
+    /// port.set_down().await?; // cut the member off the bridge
+    /// # Ok(()) }
+    /// ```
     pub fn host_interface(&self) -> &Link {
         &self.host
     }
 
     /// The member's addresses.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.19.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.19.2/24"))
+    /// #     .create().await?;
+    /// for addr in net.members()[0].addresses() {
+    ///     println!("{} (prefix /{})", addr.ip(), addr.prefix());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn addresses(&self) -> &[IpNetwork] {
         &self.addresses
     }
 
     /// The member's address of the given IP version, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use std::time::Duration;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.20.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.20.2/24"))
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.20.3/24"))
+    /// #     .create().await?;
+    ///
+    /// let (web, client) = (&net.members()[0], &net.members()[1]);
+    /// let web_ip = web.address(false).expect("an IPv4 member");
+    /// client.namespace().ping(web_ip, Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn address(&self, ipv6: bool) -> Option<IpAddr> {
         self.addresses
             .iter()
@@ -504,6 +826,21 @@ impl Member {
 }
 
 /// Builds a [`BridgedNetwork`]; see [`bridged`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{BridgedNetworkBuilder, MemberSpec, bridged};
+/// # let host = netns_kit::Namespace::new().await?;
+///
+/// let mut builder: BridgedNetworkBuilder = bridged().host(&host).gateway("10.0.21.1/24");
+/// for i in 2..=4 {
+///     builder = builder.member(MemberSpec::new().address(format!("10.0.21.{i}/24")));
+/// }
+/// let net = builder.create().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct BridgedNetworkBuilder {
@@ -532,13 +869,13 @@ pub struct BridgedNetworkBuilder {
 /// let host = Namespace::new().await?;
 /// let net = bridged()
 ///     .host(&host)
-///     .gateway("192.168.1.254/24")
-///     .member(MemberSpec::new().address("192.168.1.1/24"))
-///     .member(MemberSpec::new().address("192.168.1.2/24"))
+///     .gateway("10.1.1.254/24")
+///     .member(MemberSpec::new().address("10.1.1.1/24"))
+///     .member(MemberSpec::new().address("10.1.1.2/24"))
 ///     .create()
 ///     .await?;
 /// let ns1 = net.members()[0].namespace();
-/// ns1.ping("192.168.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
+/// ns1.ping("10.1.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
 /// # Ok(()) }
 /// ```
 pub fn bridged() -> BridgedNetworkBuilder {
@@ -580,12 +917,42 @@ struct Plan {
 
 impl BridgedNetworkBuilder {
     /// The namespace holding the bridge (default: the caller's current namespace).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::new().await?; // keeps the bridge off the real host
+    /// let net = netns_kit::bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.22.1/24")
+    ///     .member(netns_kit::MemberSpec::new().address("10.0.22.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// assert!(net.bridge().is_in(&host));
+    /// # Ok(()) }
+    /// ```
     pub fn host(mut self, ns: &Namespace) -> Self {
         self.host = Some(ns.inner().clone());
         self
     }
 
     /// The bridge's name (default: a unique generated name such as `nkbr0ab1c000001`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// let net = netns_kit::bridged()
+    ///     .host(&host)
+    ///     .bridge_name("br0")
+    ///     .gateway("10.0.23.1/24")
+    ///     .create()
+    ///     .await?;
+    /// assert_eq!(net.bridge().name(), "br0");
+    /// # Ok(()) }
+    /// ```
     pub fn bridge_name(mut self, name: impl Into<String>) -> Self {
         self.bridge_name = Some(name.into());
         self
@@ -593,24 +960,87 @@ impl BridgedNetworkBuilder {
 
     /// A gateway address, put on the bridge; its prefix is the network's subnet for that IP
     /// version. Call once for IPv4 and/or once for IPv6.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged};
+    /// # let host = netns_kit::Namespace::new().await?;
+    ///
+    /// let net = bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.24.1/24")
+    ///     .gateway("fd10:24::1/64")
+    ///     .member(MemberSpec::new().address("10.0.24.2/24").address("fd10:24::2/64"))
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn gateway(mut self, net: impl IntoIpNetwork) -> Self {
         self.gateways.push(net.into_ip_network());
         self
     }
 
     /// The default name of each member's interface (default `eth0`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// let net = netns_kit::bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.25.1/24")
+    ///     .interface_name("lan0")
+    ///     .member(netns_kit::MemberSpec::new().address("10.0.25.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// assert_eq!(net.members()[0].interface().name(), "lan0");
+    /// # Ok(()) }
+    /// ```
     pub fn interface_name(mut self, name: impl Into<String>) -> Self {
         self.interface_name = name.into();
         self
     }
 
     /// Adds a member.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged};
+    /// # let host = netns_kit::Namespace::new().await?;
+    ///
+    /// let net = bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.26.1/24")
+    ///     .member(MemberSpec::new().address("10.0.26.2/24"))
+    ///     .member(MemberSpec::new().address("10.0.26.3/24"))
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn member(mut self, member: MemberSpec) -> Self {
         self.members.push(member);
         self
     }
 
     /// Adds several members.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged};
+    /// # let host = netns_kit::Namespace::new().await?;
+    ///
+    /// let specs = (2..=101).map(|i| MemberSpec::new().address(format!("10.0.27.{i}/24")));
+    /// let net = bridged().host(&host).gateway("10.0.27.1/24").members(specs).create().await?;
+    /// assert_eq!(net.members().len(), 100);
+    /// # Ok(()) }
+    /// ```
     pub fn members(mut self, members: impl IntoIterator<Item = MemberSpec>) -> Self {
         self.members.extend(members);
         self
@@ -619,18 +1049,60 @@ impl BridgedNetworkBuilder {
     /// Inserts scoped `iptables` FORWARD accept rules for the bridge (see
     /// [`BridgeBuilder::accept_forward`](crate::BridgeBuilder::accept_forward) and
     /// [`forward_check`](crate::forward_check)). Default: off.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Namespace, bridged, forward_check};
+    ///
+    /// let host = Namespace::current()?; // e.g. a machine running Docker
+    /// let fix = forward_check(&host).await?.needs_fix();
+    /// let net = bridged().host(&host).gateway("10.0.28.1/24").accept_forward(fix).create().await?;
+    /// assert_eq!(net.accepts_forward(), fix);
+    /// # Ok(()) }
+    /// ```
     pub fn accept_forward(mut self, on: bool) -> Self {
         self.accept_forward = on;
         self
     }
 
     /// IPv6 addresses without duplicate-address detection, usable at once (default: yes).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// let net = netns_kit::bridged()
+    ///     .host(&host)
+    ///     .gateway("fd10:29::1/64")
+    ///     .nodad(false) // let the kernel run duplicate-address detection first
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn nodad(mut self, on: bool) -> Self {
         self.nodad = on;
         self
     }
 
     /// MTU of the bridge and every veth.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// let net = netns_kit::bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.30.1/24")
+    ///     .mtu(1400) // e.g. inside a tunnel
+    ///     .create()
+    ///     .await?;
+    /// assert_eq!(net.bridge().info().await?.mtu, Some(1400));
+    /// # Ok(()) }
+    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
@@ -647,6 +1119,22 @@ impl BridgedNetworkBuilder {
     ///
     /// The bridge's own ports (the host-side veth ends) get IPv6 disabled where the system
     /// allows writing the sysctl, for the same reason.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// // Members keep their fe80:: address, e.g. to test IPv6 neighbour discovery.
+    /// let net = netns_kit::bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.31.1/24")
+    ///     .link_local_ipv6(true)
+    ///     .member(netns_kit::MemberSpec::new().address("10.0.31.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn link_local_ipv6(mut self, on: bool) -> Self {
         self.link_local_ipv6 = Some(on);
         self
@@ -1403,11 +1891,42 @@ pub struct BridgedNetwork(Guard<NetworkResource>);
 
 impl BridgedNetwork {
     /// The bridge.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.32.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.32.2/24"))
+    /// #     .create().await?;
+    /// let bridge = net.bridge();
+    /// assert!(bridge.is_in(&host));
+    /// let info = bridge.info().await?;
+    /// assert_eq!(info.kind.as_deref(), Some("bridge"));
+    /// # Ok(()) }
+    /// ```
     pub fn bridge(&self) -> &Link {
         &self.0.get().plan.bridge
     }
 
     /// The gateway addresses on the bridge, one per IP version.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use std::time::Duration;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.33.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.33.2/24"))
+    /// #     .create().await?;
+    ///
+    /// let gateway = net.gateways()[0].ip();
+    /// let member = net.members()[0].namespace();
+    /// member.ping(gateway, Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn gateways(&self) -> &[IpNetwork] {
         &self.0.get().plan.gateways
     }
@@ -1415,21 +1934,79 @@ impl BridgedNetwork {
     /// The link group of the bridge and the members' host-side veth ends. `ip` prints it as a
     /// signed number (`group -2131965439`); `ip link del group <that number>` would remove the
     /// whole network.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.34.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.34.2/24"))
+    /// #     .create().await?;
+    /// assert_eq!(net.bridge().info().await?.group, net.group());
+    /// // `ip` prints the group as a signed number.
+    /// println!("to remove by hand: ip link del group {}", net.group() as i32);
+    /// # Ok(()) }
+    /// ```
     pub fn group(&self) -> u32 {
         self.0.get().plan.group
     }
 
     /// Whether the network inserted `iptables` FORWARD accept rules for its bridge.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::forward_check;
+    /// # let host = netns_kit::Namespace::current()?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.35.1/24")
+    /// #     .create().await?;
+    ///
+    /// if !net.accepts_forward() && forward_check(&host).await?.needs_fix() {
+    ///     eprintln!("warning: the FORWARD chain drops traffic between members");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn accepts_forward(&self) -> bool {
         self.0.get().rules.is_some()
     }
 
     /// The members, in the order they were added.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.36.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.36.2/24"))
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.36.3/24"))
+    /// #     .create().await?;
+    /// for member in net.members() {
+    ///     println!("{} in {}", member.addresses()[0], member.namespace().label());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn members(&self) -> &[Member] {
         &self.0.get().members
     }
 
     /// The member that has address `address`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.37.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.37.2/24"))
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.37.3/24"))
+    /// #     .create().await?;
+    /// let web = net.member("10.0.37.2".parse().unwrap()).expect("a member with that address");
+    /// web.interface().set_down().await?; // take it offline, e.g. to test failover
+    /// # Ok(()) }
+    /// ```
     pub fn member(&self, address: IpAddr) -> Option<&Member> {
         self.members()
             .iter()

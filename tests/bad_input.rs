@@ -281,12 +281,12 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
             "route: v4 destination, v6 gateway",
             Box::pin(async {
                 ok(Route::to("10.9.0.0/16")
-                    .via("fd00:9::1".parse().unwrap())
+                    .via("fd10:9::1".parse().unwrap())
                     .add(&sb)
                     .await)
             }),
             Expect::Invalid,
-            "fd00:9::1".into(),
+            "fd10:9::1".into(),
         ),
         (
             "route: v6 destination, v4 gateway",

@@ -80,7 +80,7 @@ async fn direct_link_bad_input_leaves_nothing() {
     let cases = [
         (connect(&ns1, &ns2), "give each end an address"),
         (
-            connect(&ns1, &ns2).address("10.0.0.1/24", "fd00:9::2/64"),
+            connect(&ns1, &ns2).address("10.0.0.1/24", "fd10:9::2/64"),
             "different IP versions",
         ),
         (

@@ -24,6 +24,18 @@ use crate::{
 };
 
 /// Builds a [`Bridge`]; see [`Bridge::new`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{Bridge, BridgeBuilder, Namespace};
+///
+/// let host = Namespace::new().await?;
+/// let builder: BridgeBuilder = Bridge::new("br0").namespace(&host);
+/// let br = builder.address("10.0.2.254/24").create().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct BridgeBuilder {
@@ -40,31 +52,90 @@ pub struct BridgeBuilder {
 
 impl BridgeBuilder {
     /// Creates the bridge in `ns` (default: the caller's current namespace).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::new().await?;
+    /// let br = netns_kit::Bridge::new("br0").namespace(&host).create().await?;
+    /// assert!(br.link().is_in(&host));
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.ns = Some(ns.inner().clone());
         self
     }
 
     /// The bridge's MTU (`mtu N`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::new().await?;
+    /// let br = netns_kit::Bridge::new("br0").namespace(&host).mtu(1400).create().await?;
+    /// assert_eq!(br.link().info().await?.mtu, Some(1400));
+    /// # Ok(()) }
+    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
     }
 
     /// The bridge's MAC address (`address MAC`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::new().await?;
+    /// let mac: netns_kit::MacAddr = "02:00:00:00:02:fe".parse()?;
+    /// let br = netns_kit::Bridge::new("br0").namespace(&host).mac(mac).create().await?;
+    /// assert_eq!(br.link().info().await?.mac, Some(mac));
+    /// # Ok(()) }
+    /// ```
     pub fn mac(mut self, mac: MacAddr) -> Self {
         self.mac = Some(mac);
         self
     }
 
     /// Adds an address to the bridge, typically the gateway of the network behind it
-    /// (`ip addr add 192.168.1.254/24 dev br0`). May be called several times.
+    /// (`ip addr add 10.1.1.254/24 dev br0`). May be called several times.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::new().await?;
+    /// let br = netns_kit::Bridge::new("br0")
+    ///     .namespace(&host)
+    ///     .address("10.0.2.254/24")
+    ///     .address("fd10::fe/64")
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
         self.addresses.push(net.into_ip_network());
         self
     }
 
     /// Adds IPv6 addresses without duplicate-address detection (default: off).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::new().await?;
+    /// let br = netns_kit::Bridge::new("br0")
+    ///     .namespace(&host)
+    ///     .address("fd10::fe/64")
+    ///     .nodad(true) // the gateway address is usable at once
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn nodad(mut self, nodad: bool) -> Self {
         self.nodad = nodad;
         self
@@ -73,6 +144,16 @@ impl BridgeBuilder {
     /// Puts the bridge in link group `group` (`group N`); see
     /// [`VethPairBuilder::group`](crate::VethPairBuilder::group) (groups from 2³¹ up are
     /// refused).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::new().await?;
+    /// let br = netns_kit::Bridge::new("br0").namespace(&host).group(100).create().await?;
+    /// assert_eq!(br.link().info().await?.group, 100);
+    /// # Ok(()) }
+    /// ```
     pub fn group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
@@ -90,6 +171,20 @@ impl BridgeBuilder {
     /// `iptables -A FORWARD -i br0 -j ACCEPT`. See [the crate docs](crate#the-forward-mystery)
     /// for why it is needed and [`forward_check`](crate::forward_check) to find out whether it
     /// is. Default: off.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::current()?;
+    /// let check = netns_kit::forward_check(&host).await?;
+    /// let br = netns_kit::Bridge::new("br0")
+    ///     .namespace(&host)
+    ///     .accept_forward(check.needs_fix())
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn accept_forward(mut self, on: bool) -> Self {
         self.accept_forward = on;
         self
@@ -119,7 +214,7 @@ impl BridgeBuilder {
     /// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
     /// let br = netns_kit::Bridge::new("br0")
     ///     .namespace(&host)
-    ///     .address("192.168.1.254/24")
+    ///     .address("10.1.1.254/24")
     ///     .create()
     ///     .await?;
     /// # Ok(()) }
@@ -302,12 +397,38 @@ impl Bridge {
     }
 
     /// The bridge interface itself.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Bridge, Namespace, VethPair};
+    ///
+    /// let host = Namespace::new().await?;
+    /// let br = Bridge::new("br0").namespace(&host).create().await?;
+    /// let veth = VethPair::new("veth0", "veth1").namespace(&host).create().await?;
+    /// br.link().set_mtu(1400).await?;
+    /// veth.link().set_controller(br.link()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn link(&self) -> &Link {
         &self.0.get().link
     }
 
     /// Whether this bridge inserted `iptables` FORWARD accept rules
     /// ([`accept_forward`](BridgeBuilder::accept_forward)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::current()?;
+    /// let mut br = netns_kit::Bridge::new("br0").namespace(&host).create().await?;
+    /// if !br.accepts_forward() && netns_kit::forward_check(&host).await?.needs_fix() {
+    ///     br.accept_forward().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn accepts_forward(&self) -> bool {
         self.0.get().rules.is_some()
     }

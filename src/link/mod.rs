@@ -45,6 +45,17 @@ pub struct MacAddr(pub [u8; 6]);
 impl MacAddr {
     /// Whether the address is unicast and locally administered (the kind to pick by hand:
     /// first byte `x2`, `x6`, `xA` or `xE`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netns_kit::MacAddr;
+    ///
+    /// let picked: MacAddr = "02:00:00:00:0a:01".parse()?;
+    /// assert!(picked.is_locally_administered());
+    /// assert!(!MacAddr([0x00, 0x1b, 0x21, 0x0a, 0x00, 0x01]).is_locally_administered());
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
     pub fn is_locally_administered(&self) -> bool {
         self.0[0] & 0x02 != 0 && self.0[0] & 0x01 == 0
     }
@@ -113,6 +124,19 @@ pub(crate) fn random_mac() -> MacAddr {
 }
 
 /// The operational state of a link (RFC 2863), as `ip link` shows it.
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::OperState;
+///
+/// fn ready(state: OperState) -> bool {
+///     // `lo` reports UNKNOWN: it has no carrier to lose.
+///     matches!(state, OperState::Up | OperState::Unknown)
+/// }
+/// assert!(ready(OperState::Up));
+/// assert!(!ready(OperState::LowerLayerDown));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OperState {
@@ -630,21 +654,69 @@ impl Link {
     }
 
     /// How errors name this link, e.g. `interface "veth0" in namespace "ns1"`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let lo = ns.link("lo").await?;
+    /// println!("bringing up {}", lo.label());
+    /// lo.set_up().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn label(&self) -> String {
         format!("interface {:?} in {}", self.name.as_str(), self.ns.label())
     }
 
     /// The ifindex.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let lo = ns.link("lo").await?;
+    /// let same = ns.link_by_index(lo.index()).await?;
+    /// assert_eq!(same.name(), "lo");
+    /// # Ok(()) }
+    /// ```
     pub fn index(&self) -> u32 {
         self.index
     }
 
     /// The name the link had when this handle was made.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).create().await?;
+    /// for end in [veth.link(), veth.peer()] {
+    ///     println!("{}: {}", end.index(), end.name());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
 
     /// Whether this link lives in `ns`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Namespace, VethPair};
+    ///
+    /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let veth = VethPair::new("veth0", "eth0").namespace(&ns1).peer_namespace(&ns2);
+    /// let veth = veth.create().await?;
+    /// assert!(veth.link().is_in(&ns1));
+    /// assert!(veth.peer().is_in(&ns2) && !veth.peer().is_in(&ns1));
+    /// # Ok(()) }
+    /// ```
     pub fn is_in(&self, ns: &Namespace) -> bool {
         Arc::ptr_eq(&self.ns, ns.inner()) || self.ns.id() == ns.inner().id()
     }

@@ -45,6 +45,18 @@ struct End {
 }
 
 /// Builds a [`VethPair`]; see [`VethPair::new`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// use netns_kit::{Namespace, VethPair, VethPairBuilder};
+///
+/// let ns = Namespace::new().await?;
+/// let builder: VethPairBuilder = VethPair::new("veth0", "veth1").namespace(&ns);
+/// let veth = builder.address("10.0.1.1/24").create().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct VethPairBuilder {
@@ -59,6 +71,18 @@ pub struct VethPairBuilder {
 impl VethPairBuilder {
     /// Puts the first end in `ns` (default: the caller's current namespace). The request is
     /// sent on `ns`'s netlink connection.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Namespace, VethPair};
+    ///
+    /// let host = Namespace::new().await?;
+    /// let veth = VethPair::new("veth0", "veth1").namespace(&host).create().await?;
+    /// assert!(veth.link().is_in(&host) && veth.peer().is_in(&host));
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.ends[0].ns = Some(ns.inner().clone());
         self
@@ -66,36 +90,115 @@ impl VethPairBuilder {
 
     /// Creates the peer directly inside `ns` (default: the first end's namespace), like
     /// `ip link add ... type veth peer name PEER netns NS`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Namespace, VethPair};
+    ///
+    /// let (host, guest) = (Namespace::new().await?, Namespace::new().await?);
+    /// let veth = VethPair::new("veth-guest", "eth0").namespace(&host).peer_namespace(&guest);
+    /// let veth = veth.create().await?;
+    /// assert!(veth.peer().is_in(&guest));
+    /// # Ok(()) }
+    /// ```
     pub fn peer_namespace(mut self, ns: &Namespace) -> Self {
         self.ends[1].ns = Some(ns.inner().clone());
         self
     }
 
     /// MTU of both ends (`mtu N`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).mtu(1400);
+    /// let veth = veth.create().await?;
+    /// assert_eq!(veth.peer().info().await?.mtu, Some(1400));
+    /// # Ok(()) }
+    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
     }
 
     /// MAC address of the first end (`address MAC`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let mac: netns_kit::MacAddr = "02:00:00:00:01:01".parse()?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).mac(mac);
+    /// let veth = veth.create().await?;
+    /// assert_eq!(veth.link().info().await?.mac, Some(mac));
+    /// # Ok(()) }
+    /// ```
     pub fn mac(mut self, mac: MacAddr) -> Self {
         self.ends[0].mac = Some(mac);
         self
     }
 
     /// MAC address of the peer.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1")
+    ///     .namespace(&ns)
+    ///     .mac("02:00:00:00:01:01".parse()?)
+    ///     .peer_mac("02:00:00:00:01:02".parse()?)
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn peer_mac(mut self, mac: MacAddr) -> Self {
         self.ends[1].mac = Some(mac);
         self
     }
 
     /// Adds an address to the first end (may be called several times).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1")
+    ///     .namespace(&ns)
+    ///     .address("10.0.1.1/24")
+    ///     .address("fd10::1/64")
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
         self.ends[0].addresses.push(net.into_ip_network());
         self
     }
 
     /// Adds an address to the peer (may be called several times).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Namespace, VethPair};
+    ///
+    /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let veth = VethPair::new("veth0", "eth0")
+    ///     .namespace(&ns1)
+    ///     .peer_namespace(&ns2)
+    ///     .peer_address("10.0.1.2/24");
+    /// let veth = veth.create().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn peer_address(mut self, net: impl IntoIpNetwork) -> Self {
         self.ends[1].addresses.push(net.into_ip_network());
         self
@@ -103,12 +206,39 @@ impl VethPairBuilder {
 
     /// Adds IPv6 addresses without duplicate-address detection, so they are usable at once
     /// (default: off, as with `ip addr add`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1")
+    ///     .namespace(&ns)
+    ///     .address("fd10::1/64")
+    ///     .peer_address("fd10::2/64")
+    ///     .nodad(true) // both usable at once, no DAD wait
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn nodad(mut self, nodad: bool) -> Self {
         self.nodad = nodad;
         self
     }
 
     /// Whether both ends are brought up (default: yes).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).up(false);
+    /// let veth = veth.create().await?;
+    /// assert!(!veth.link().info().await?.up);
+    /// veth.link().set_up().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn up(mut self, up: bool) -> Self {
         self.up = up;
         self
@@ -118,6 +248,17 @@ impl VethPairBuilder {
     /// one request, one kernel batch — deletes it together with everything else in the group.
     /// Groups from 2³¹ up are reserved for this crate's own marks and refused by
     /// [`create`](VethPairBuilder::create).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).group(100);
+    /// let veth = veth.create().await?;
+    /// assert_eq!(veth.link().info().await?.group, 100);
+    /// # Ok(()) }
+    /// ```
     pub fn group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
@@ -125,6 +266,20 @@ impl VethPairBuilder {
 
     /// Makes the first end a port of `bridge` as it is created (`master BRIDGE`); the bridge
     /// must be in the first end's namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Bridge, Namespace, VethPair};
+    ///
+    /// let host = Namespace::new().await?;
+    /// let br = Bridge::new("br0").namespace(&host).address("10.0.2.254/24").create().await?;
+    /// let veth = VethPair::new("veth-a", "eth0").namespace(&host).controller(br.link());
+    /// let veth = veth.create().await?;
+    /// assert_eq!(br.ports().await?.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn controller(mut self, bridge: &Link) -> Self {
         self.controller = Some(bridge.dup());
         self
@@ -156,9 +311,9 @@ impl VethPairBuilder {
     /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
     /// let veth = VethPair::new("veth1", "veth2")
     ///     .namespace(&ns1)
-    ///     .address("192.168.1.1/24")
+    ///     .address("10.1.1.1/24")
     ///     .peer_namespace(&ns2)
-    ///     .peer_address("192.168.1.2/24")
+    ///     .peer_address("10.1.1.2/24")
     ///     .create()
     ///     .await?;
     /// # Ok(()) }
@@ -529,11 +684,36 @@ impl VethPair {
     }
 
     /// The first end.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).create().await?;
+    /// let addr = veth.link().add_address("10.0.1.1/24").await?;
+    /// assert_eq!(veth.link().name(), "veth0");
+    /// # Ok(()) }
+    /// ```
     pub fn link(&self) -> &Link {
         &self.0.get().ends[0]
     }
 
     /// The peer end.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Namespace, VethPair};
+    ///
+    /// let (host, guest) = (Namespace::new().await?, Namespace::new().await?);
+    /// let veth = VethPair::new("veth0", "eth0").namespace(&host).peer_namespace(&guest);
+    /// let veth = veth.create().await?;
+    /// let addr = veth.peer().add_address("10.0.1.2/24").await?;
+    /// assert_eq!(veth.peer().name(), "eth0");
+    /// # Ok(()) }
+    /// ```
     pub fn peer(&self) -> &Link {
         &self.0.get().ends[1]
     }
