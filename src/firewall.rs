@@ -28,7 +28,6 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    link::Link,
     netns::{Namespace, NsInner},
     owner,
 };
@@ -193,12 +192,12 @@ impl ForwardRules {
     /// The rules for `bridge`, not inserted yet. Their comment is this process's mark plus a
     /// serial of its own, so two rule sets for the same bridge name (a bridge deleted and made
     /// again) never delete each other's rules.
-    pub(crate) fn for_bridge(bridge: &Link) -> ForwardRules {
+    pub(crate) fn for_bridge(ns: &Arc<NsInner>, bridge: &str) -> ForwardRules {
         static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ForwardRules {
-            ns: bridge.ns().clone(),
-            bridge: bridge.name().to_owned(),
+            ns: ns.clone(),
+            bridge: bridge.to_owned(),
             tag: format!("{}:{serial}", owner::marker()),
         }
     }

@@ -54,27 +54,29 @@
 //!
 //! # Design
 //!
-//! The crate is layered; lower layers never use higher ones.
+//! The crate is layered. Each module belongs to one layer and uses only modules of its own
+//! layer or lower ones, never a higher one, and no two modules use each other (a test,
+//! `tests/layers.rs`, checks every `crate::` path in the source against this list):
 //!
-//! 1. [`IfName`]/[`NsName`] validate names with the kernel's rules before any syscall, and
-//!    [`Error`] is the one error type: each variant names the operation and the object and keeps
-//!    the errno.
-//! 2. The system layer is the only place that enters namespaces, mounts, or uses `unsafe`.
-//!    Namespaces are entered **only on threads this crate owns** (`setns` is per thread; a
-//!    caller's thread — say a Tokio worker — is never moved).
-//! 3. The netlink layer gives each namespace **one rtnetlink connection**, from a socket created
-//!    inside that namespace, so every request on it acts there. All connections are driven by one
-//!    library thread, so the async API works on any executor. `Drop` uses a small blocking path
-//!    that needs no runtime at all.
-//! 4. [`Namespace`] is a namespace held by a file descriptor: anonymous, named (a bind mount
-//!    under `/run/netns`, as `ip netns add` makes it), or opened (by name, path, pid or fd; never
-//!    destroyed by us).
-//! 5. Builders named after the `ip` commands they replace: [`VethPair`] (the peer is created
-//!    directly inside its namespace), [`Bridge`], [`Address`] (IPv4 and IPv6, with `nodad`),
-//!    [`Route`] (typed by IP version), plus the [`Link`] handle for the operations common to
-//!    every link, [`Namespace::ping`], and [`forward_check`].
-//! 6. The seed's two patterns, composed only from layer 5: [`connect`] ([`DirectLink`]) and
-//!    [`bridged`] ([`BridgedNetwork`]).
+//! 1. **values** — `error` (the one [`Error`] type: each variant names the operation and the
+//!    object and keeps the errno), `name` ([`IfName`]/[`NsName`], validated with the kernel's
+//!    rules before any syscall), `ip` ([`IntoIpNetwork`] and host-address checks), `guard` (the
+//!    guard contract, written once), `trace` (spans and events);
+//! 2. **system** — `sys`, the only place that enters namespaces, mounts, or uses `unsafe`
+//!    (namespaces are entered **only on threads this crate owns**: `setns` is per thread, and a
+//!    caller's thread — say a Tokio worker — is never moved); `owner` (ownership marks);
+//! 3. **netlink** — `netlink`: one rtnetlink connection per namespace, from a socket created
+//!    inside it, so every request on it acts there; two transports (async, and batched blocking
+//!    requests needing no runtime); the message helpers every object module shares;
+//! 4. **namespace** — `netns`: [`Namespace`], a namespace held by a file descriptor: anonymous,
+//!    named (a bind mount under `/run/netns`, as `ip netns add` makes it), or opened (by name,
+//!    path, pid or fd; never destroyed by us);
+//! 5. **objects** — builders named after the `ip` commands they replace: `link` ([`Link`],
+//!    [`VethPair`] — the peer created directly inside its namespace — and [`Bridge`]), `addr`
+//!    ([`Address`], IPv4 and IPv6, with `nodad`), `route` ([`Route`], typed by IP version),
+//!    `firewall` ([`forward_check`] and the scoped FORWARD fix), `probe` ([`Namespace::ping`]);
+//! 6. **patterns** — `topology`: [`connect`] ([`DirectLink`]) and [`bridged`]
+//!    ([`BridgedNetwork`]), composed only from layer 5; `reap` ([`reap`]).
 //!
 //! # Guards
 //!
@@ -207,6 +209,7 @@ mod addr;
 mod error;
 mod firewall;
 mod guard;
+mod ip;
 mod link;
 mod name;
 mod netlink;
@@ -218,9 +221,10 @@ mod route;
 mod sys;
 mod topology;
 
-pub use addr::{Address, AddressBuilder, AddressInfo, IntoIpNetwork};
+pub use addr::{Address, AddressBuilder, AddressInfo};
 pub use error::{Error, NameKind, Result};
 pub use firewall::{ForwardCheck, forward_check};
+pub use ip::IntoIpNetwork;
 pub use link::{
     Link, LinkInfo, MacAddr, OperState,
     bridge::{Bridge, BridgeBuilder},

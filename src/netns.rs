@@ -38,18 +38,15 @@ use std::{
 };
 
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::{LinkUnspec, sys::Socket};
+use rtnetlink::sys::Socket;
 
 use crate::{
     error::{Error, Result},
     name::NsName,
-    netlink::{self, Conn, KernelError, Nl},
+    netlink::{self, BLOCKING_TIMEOUT, BatchConn, KernelError, Nl, NsConn},
     owner,
     sys::{self, NETNS_RUN_DIR, NotNetNs},
 };
-
-/// How long `Drop` and other synchronous paths wait for a worker thread or the kernel.
-pub(crate) const BLOCKING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// State shared by a namespace handle and the guards of objects inside it.
 pub(crate) struct NsInner {
@@ -58,7 +55,7 @@ pub(crate) struct NsInner {
     label: String,
     name: Option<NsName>,
     path: Option<PathBuf>,
-    conn: Mutex<ConnSlot>,
+    conn: NsConn,
     /// Set when the handle that owned this anonymous namespace is gone: nothing of ours keeps it
     /// alive but the remaining references, and when they go the kernel frees it with everything
     /// inside.
@@ -66,13 +63,6 @@ pub(crate) struct NsInner {
     /// Set when something may hold the namespace outside this crate's knowledge: a process
     /// started inside, a socket made inside, the raw fd handed out. Then it is not known to die.
     escaped: std::sync::atomic::AtomicBool,
-}
-
-enum ConnSlot {
-    Empty,
-    /// A socket opened inside at creation time, not yet wrapped in a connection.
-    Spare(Socket),
-    Live(Conn),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,13 +77,14 @@ impl NsInner {
         path: Option<PathBuf>,
     ) -> Result<Self> {
         let id = sys::ns_id(fd.as_fd()).map_err(|e| Error::os("inspect", label.clone(), e))?;
+        let fd = Arc::new(fd);
         Ok(NsInner {
-            fd: Arc::new(fd),
+            conn: NsConn::new(fd.clone()),
+            fd,
             id,
             label,
             name,
             path,
-            conn: Mutex::new(ConnSlot::Empty),
             doomed: std::sync::atomic::AtomicBool::new(false),
             escaped: std::sync::atomic::AtomicBool::new(false),
         })
@@ -128,93 +119,33 @@ impl NsInner {
         self.id
     }
 
-    /// The namespace's connection, opened on first use.
+    /// The namespace's connection, opened on first use (for the calling thread's transport).
     pub(crate) async fn nl(&self) -> Result<Nl> {
-        {
-            let mut slot = lock(&self.conn);
-            match std::mem::replace(&mut *slot, ConnSlot::Empty) {
-                ConnSlot::Live(conn) if conn.is_alive() => {
-                    let nl = conn.nl();
-                    *slot = ConnSlot::Live(conn);
-                    return Ok(nl);
-                }
-                ConnSlot::Spare(socket) => {
-                    let conn = Conn::start(socket)
-                        .map_err(|e| Error::os("connect to netlink in", self.label.clone(), e))?;
-                    let nl = conn.nl();
-                    *slot = ConnSlot::Live(conn);
-                    return Ok(nl);
-                }
-                ConnSlot::Live(_) | ConnSlot::Empty => {}
-            }
-        }
-        let fd = self.fd.clone();
-        let socket = sys::on_worker(move || {
-            sys::setns_net(fd.as_fd())?;
-            netlink::new_socket()
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(|e| Error::os("open a netlink socket in", self.label.clone(), e))?;
-        let conn = Conn::start(socket)
-            .map_err(|e| Error::os("connect to netlink in", self.label.clone(), e))?;
-        let mut slot = lock(&self.conn);
-        if let ConnSlot::Live(existing) = &*slot {
-            if existing.is_alive() {
-                return Ok(existing.nl());
-            }
-        }
-        let nl = conn.nl();
-        *slot = ConnSlot::Live(conn);
-        Ok(nl)
+        self.conn.nl(&self.label).await
     }
 
     /// Closes the connection (if any); the next request opens a new one.
     pub(crate) fn close_netlink(&self) {
-        let old = std::mem::replace(&mut *lock(&self.conn), ConnSlot::Empty);
-        drop(old);
+        self.conn.close();
     }
 
-    /// Sends `messages` and returns the kernel's answer to each, from synchronous code (`Drop`):
-    /// needs no runtime, and waits at most `timeout` for each step.
-    ///
-    /// If the namespace's connection is open, the messages go through it, so they are handled
-    /// after every request already queued on it — a teardown never overtakes a creation whose
-    /// future was just dropped — and its answers are awaited on the driver thread. Otherwise a
-    /// short-lived blocking socket is opened inside the namespace.
+    /// Sends `messages` from synchronous code (`Drop`); see [`NsConn::blocking_acks`].
     pub(crate) fn blocking_acks(
         &self,
         messages: Vec<(RouteNetlinkMessage, u16)>,
         timeout: Duration,
     ) -> std::io::Result<Vec<std::result::Result<(), KernelError>>> {
-        let live = match &*lock(&self.conn) {
-            ConnSlot::Live(conn) if conn.is_alive() => Some(conn.nl()),
-            _ => None,
-        };
-        if let Some(nl) = live {
-            let replies: Vec<_> = messages
-                .into_iter()
-                .map(|(msg, flags)| nl.send(msg, flags))
-                .collect();
-            // One deadline for the whole batch: they are answered in order.
-            let deadline = std::time::Instant::now() + timeout;
-            return Ok(replies
-                .into_iter()
-                .map(|reply| {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    reply.ack_blocking(left.max(Duration::from_millis(1)))
-                })
-                .collect());
-        }
-        let fd = self.fd.clone();
-        let socket = sys::on_worker_blocking(
-            move || {
-                sys::setns_net(fd.as_fd())?;
-                netlink::new_socket()
-            },
-            timeout,
-        )??;
-        netlink::blocking_acks(&socket, messages, timeout)
+        self.conn.blocking_acks(messages, timeout)
+    }
+
+    /// Sends one request from synchronous code; "already gone" counts as success.
+    pub(crate) fn blocking_one(
+        &self,
+        msg: RouteNetlinkMessage,
+        op: &'static str,
+        label: impl FnOnce() -> String,
+    ) -> Result<()> {
+        self.conn.blocking_one(msg, op, label)
     }
 
     /// Runs `f` on a worker thread inside this namespace and blocks for the result.
@@ -387,7 +318,7 @@ impl NamespaceBuilder {
             let (fd, socket) = new_anonymous(self.loopback_up, None).await?;
             let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
             let inner = NsInner::new(fd, label, None, None)?;
-            *lock(&inner.conn) = ConnSlot::Spare(socket);
+            inner.conn.give_spare(socket);
             return Ok(Namespace {
                 inner: Arc::new(inner),
                 teardown: Teardown::Nothing,
@@ -410,7 +341,7 @@ impl NamespaceBuilder {
         sys::bind_ns(fd.as_fd(), &path).map_err(|e| Error::os("bind-mount", label.clone(), e))?;
         let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))?;
         claim.done();
-        *lock(&inner.conn) = ConnSlot::Spare(socket);
+        inner.conn.give_spare(socket);
         Ok(Namespace {
             inner: Arc::new(inner),
             teardown: Teardown::Unname(path),
@@ -419,14 +350,39 @@ impl NamespaceBuilder {
     }
 }
 
-/// A job run inside a namespace on a worker thread, with a blocking netlink socket opened
+/// A job run inside a namespace on a worker thread, with a blocking netlink connection opened
 /// there for it (closed afterwards), and a check telling whether its caller stopped waiting.
 pub(crate) type SocketJob<T> =
-    Box<dyn FnOnce(&Socket, &dyn Fn() -> bool) -> Result<T> + Send + 'static>;
+    Box<dyn FnOnce(&BatchConn, &dyn Fn() -> bool) -> Result<T> + Send + 'static>;
 
 /// What undoes a [`SocketJob`]'s work when nobody took its result (run inside the same
-/// namespace, with a fresh socket).
-pub(crate) type AbandonedJob<T> = Box<dyn FnOnce(&Socket, T) + Send + 'static>;
+/// namespace, with a fresh connection).
+pub(crate) type AbandonedJob<T> = Box<dyn FnOnce(&BatchConn, T) + Send + 'static>;
+
+/// A blocking connection in the calling thread's namespace (a worker's, inside a namespace).
+fn batch_here() -> std::io::Result<Arc<BatchConn>> {
+    BatchConn::new(netlink::new_socket()?, BLOCKING_TIMEOUT)
+}
+
+/// Sets up `lo` over `conn`: up, and/or with `mark` as its alias.
+fn set_up_lo(conn: &BatchConn, up: bool, mark: Option<String>) -> Result<()> {
+    if !up && mark.is_none() {
+        return Ok(());
+    }
+    let lo = netlink::msg::set_link(1, |mut lo| {
+        if up {
+            lo = lo.up();
+        }
+        if let Some(mark) = mark {
+            lo = lo.alias(mark);
+        }
+        lo
+    });
+    match conn.exchange(vec![(lo, 0)]).pop() {
+        Some(Err(e)) => Err(e.into_error("set up lo in", "a new network namespace")),
+        _ => Ok(()),
+    }
+}
 
 impl Namespace {
     /// Creates an anonymous namespace with `lo` up and runs `job` inside it with a blocking
@@ -444,18 +400,9 @@ impl Namespace {
                     |what: &'static str| move |e| Error::os(what, "a new network namespace", e);
                 sys::unshare_net().map_err(op("create"))?;
                 let fd = sys::open_thread_ns().map_err(op("open"))?;
-                let socket = netlink::new_socket().map_err(op("open a netlink socket in"))?;
-                let up = LinkUnspec::new_with_index(1).up().build();
-                let answers = netlink::blocking_acks(
-                    &socket,
-                    vec![(RouteNetlinkMessage::SetLink(up), 0)],
-                    BLOCKING_TIMEOUT,
-                )
-                .map_err(op("bring lo up in"))?;
-                if let Some(Err(e)) = answers.into_iter().next() {
-                    return Err(e.into_error("bring lo up in", "a new network namespace"));
-                }
-                let value = job(&socket, cancelled)?;
+                let conn = batch_here().map_err(op("open a netlink socket in"))?;
+                set_up_lo(&conn, true, None)?;
+                let value = job(&conn, cancelled)?;
                 Ok((fd, value))
             },
             drop,
@@ -491,16 +438,15 @@ impl NsInner {
         sys::on_worker_cancellable(
             move |cancelled| -> Result<T> {
                 sys::setns_net(fd.as_fd()).map_err(|e| Error::os("enter", label.clone(), e))?;
-                let socket = netlink::new_socket()
-                    .map_err(|e| Error::os("open a netlink socket in", label, e))?;
-                job(&socket, cancelled)
+                let conn =
+                    batch_here().map_err(|e| Error::os("open a netlink socket in", label, e))?;
+                job(&conn, cancelled)
             },
             move |result| {
                 if let Ok(value) = result {
-                    let socket =
-                        sys::setns_net(undo_fd.as_fd()).and_then(|()| netlink::new_socket());
-                    if let Ok(socket) = socket {
-                        abandoned(&socket, value);
+                    let conn = sys::setns_net(undo_fd.as_fd()).and_then(|()| batch_here());
+                    if let Ok(conn) = conn {
+                        abandoned(&conn, value);
                     }
                 }
             },
@@ -562,25 +508,15 @@ async fn new_anonymous(loopback_up: bool, mark: Option<String>) -> Result<(Owned
         let op = |what: &'static str| move |e| Error::os(what, "a new network namespace", e);
         sys::unshare_net().map_err(op("create"))?;
         let fd = sys::open_thread_ns().map_err(op("open"))?;
-        let socket = netlink::new_socket().map_err(op("open a netlink socket in"))?;
-        if loopback_up || mark.is_some() {
-            let mut lo = LinkUnspec::new_with_index(1);
-            if loopback_up {
-                lo = lo.up();
-            }
-            if let Some(mark) = mark {
-                lo = lo.alias(mark);
-            }
-            let answers = netlink::blocking_acks(
-                &socket,
-                vec![(RouteNetlinkMessage::SetLink(lo.build()), 0)],
-                BLOCKING_TIMEOUT,
+        let conn = batch_here().map_err(op("open a netlink socket in"))?;
+        set_up_lo(&conn, loopback_up, mark)?;
+        let socket = BatchConn::into_socket(conn).ok_or_else(|| {
+            Error::os(
+                "open a netlink socket in",
+                "a new network namespace",
+                std::io::Error::other("the socket stopped answering"),
             )
-            .map_err(op("set up lo in"))?;
-            if let Some(Err(e)) = answers.into_iter().next() {
-                return Err(e.into_error("set up lo in", "a new network namespace"));
-            }
-        }
+        })?;
         Ok((fd, socket))
     };
     sys::on_worker(job)
@@ -1124,14 +1060,11 @@ impl Namespace {
     pub fn keep(mut self) -> Namespace {
         if let Teardown::Unname(_) = self.teardown {
             // Replace the ownership mark, so `reap` never removes what we were told to keep.
-            let kept = LinkUnspec::new_with_index(1).alias(owner::KEPT).build();
-            if let Err(e) = crate::link::blocking_one(
-                &self.inner,
-                RouteNetlinkMessage::SetLink(kept),
-                BLOCKING_TIMEOUT,
-                "unmark",
-                || self.inner.label.clone(),
-            ) {
+            let kept = netlink::msg::set_link(1, |b| b.alias(owner::KEPT));
+            if let Err(e) = self
+                .inner
+                .blocking_one(kept, "unmark", || self.inner.label.clone())
+            {
                 log::warn!("netns-kit: keeping {}: {e}", self.inner.label);
             }
         }

@@ -143,7 +143,7 @@ impl Namespace {
 
         let id = (std::process::id() as u16) ^ 0x6e6b;
         let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let socket = netlink::async_fd(socket)
+        let socket = netlink::driver::async_fd(socket)
             .map_err(|e| Error::os("register a socket for", object(), e))?;
         let work = async move {
             let packet = echo_request(v6, id, seq);
@@ -182,9 +182,10 @@ impl Namespace {
                 }
             }
         };
-        let outcome = netlink::on_driver(async move { tokio::time::timeout(timeout, work).await })
-            .await
-            .map_err(|e| Error::os("ping", object(), e))?;
+        let outcome =
+            netlink::driver::on_driver(async move { tokio::time::timeout(timeout, work).await })
+                .await
+                .map_err(|e| Error::os("ping", object(), e))?;
         match outcome {
             Ok(Ok(rtt)) => Ok(rtt),
             Ok(Err(e)) => Err(Error::os("send", object(), e)),

@@ -2,12 +2,10 @@
 
 use std::{collections::BTreeSet, path::Path};
 
-use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::{LinkMessageBuilder, LinkUnspec};
-
 use crate::{
     error::{Error, Result},
     link::{delete_link, dump_links},
+    netlink::msg::del_group,
     netns::Namespace,
     owner,
     sys::{self, NETNS_RUN_DIR, NotNetNs},
@@ -197,10 +195,7 @@ async fn reap_links(host: &Namespace, reaped: &mut Reaped) -> Result<()> {
             .filter(|l| l.group == group)
             .map(|l| l.name.as_str())
             .collect();
-        let msg = LinkMessageBuilder::<LinkUnspec>::default()
-            .link_group(group)
-            .build();
-        match nl.send(RouteNetlinkMessage::DelLink(msg), 0).ack().await {
+        match nl.send(del_group(group), 0).ack().await {
             Ok(()) => reaped
                 .links
                 .push(format!("group {group:#x} ({})", names.join(", "))),

@@ -29,11 +29,11 @@ use netlink_packet_route::{
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 
 use crate::{
-    addr::IntoIpNetwork,
     error::{Error, Result},
     guard::{Guard, Resource},
-    link::{Link, blocking_one},
-    netns::{BLOCKING_TIMEOUT, Namespace, NsInner},
+    ip::IntoIpNetwork,
+    link::Link,
+    netns::{Namespace, NsInner},
 };
 
 /// A validated route, ready to become netlink messages.
@@ -47,6 +47,21 @@ pub(crate) struct RouteSpec {
 }
 
 impl RouteSpec {
+    /// A default route (main table) via `gateway`, of the gateway's IP version.
+    pub(crate) fn default_via(gateway: IpAddr) -> RouteSpec {
+        let any = match gateway {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        RouteSpec {
+            dest: IpNetwork::new(any, 0).expect("prefix 0 is valid"),
+            gateway: Some(gateway),
+            oif: None,
+            metric: None,
+            table: RT_TABLE_MAIN,
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         let mut s = if self.dest.prefix() == 0 {
             format!(
@@ -411,13 +426,8 @@ impl Resource for RouteResource {
         if self.ns.is_doomed() {
             return Ok(());
         }
-        blocking_one(
-            &self.ns,
-            self.spec.del_message(),
-            BLOCKING_TIMEOUT,
-            "remove",
-            || self.describe(),
-        )
+        self.ns
+            .blocking_one(self.spec.del_message(), "remove", || self.describe())
     }
 }
 

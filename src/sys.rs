@@ -319,10 +319,31 @@ pub(crate) fn enter_before_exec(cmd: &mut std::process::Command, fd: Arc<OwnedFd
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// The process's own network namespace (the main thread's), opened once: where library
+/// threads go back to, so that they pin no namespace a caller has dropped.
+fn home() -> io::Result<&'static OwnedFd> {
+    static HOME: OnceLock<OwnedFd> = OnceLock::new();
+    static OPENING: Mutex<()> = Mutex::new(());
+    if let Some(fd) = HOME.get() {
+        return Ok(fd);
+    }
+    let _one_at_a_time = OPENING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(fd) = HOME.get() {
+        return Ok(fd);
+    }
+    let fd = open_process_ns()?;
+    Ok(HOME.get_or_init(|| fd))
+}
+
+/// Moves the calling thread — one this crate owns — into the process's own namespace.
+pub(crate) fn enter_home() -> io::Result<()> {
+    setns_net(home()?.as_fd())
+}
+
 struct Pool {
     tx: Mutex<mpsc::Sender<Job>>,
     rx: Mutex<mpsc::Receiver<Job>>,
-    home: OwnedFd,
+    home: &'static OwnedFd,
     alive: AtomicUsize,
     size: usize,
 }
@@ -339,7 +360,7 @@ fn pool() -> io::Result<&'static Pool> {
     if let Some(pool) = POOL.get() {
         return Ok(pool);
     }
-    let home = open_process_ns()?;
+    let home = home()?;
     let (tx, rx) = mpsc::channel();
     let size = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -10,16 +10,17 @@ use std::sync::Arc;
 use ipnetwork::IpNetwork;
 use rtnetlink::LinkBridge;
 
+use super::{
+    CreationGroup, Link, LinkInfo, MacAddr, address_label, await_all, check_group, check_mac,
+    create_link, delete_link, delete_link_blocking, roll_back, settle_message, unmark_blocking,
+};
 use crate::{
-    addr::{self, IntoIpNetwork},
     error::{Error, Result},
     firewall::ForwardRules,
     guard::{Guard, Resource},
-    link::{
-        CreationGroup, Link, LinkInfo, MacAddr, check_mac, create_link, delete_link,
-        delete_link_blocking, roll_back, settle_message, unmark_blocking, veth::await_all,
-    },
+    ip::{IntoIpNetwork, validate_host},
     name::IfName,
+    netlink::msg::add_address,
     netns::{Namespace, NsInner},
 };
 
@@ -231,11 +232,11 @@ impl BridgeBuilder {
         if let Some(mac) = &self.mac {
             check_mac(mac, object)?;
         }
-        crate::link::veth::check_group(self.group, object)?;
+        check_group(self.group, object)?;
         let mut addresses = Vec::new();
         for net in self.addresses {
             let net = net?;
-            addr::validate_host(&net, object)?;
+            validate_host(&net, object)?;
             if addresses.contains(&net) {
                 return Err(Error::invalid(
                     object(),
@@ -273,14 +274,14 @@ impl BridgeBuilder {
             .into_iter()
             .collect();
         requests.extend(addresses.iter().map(|net| {
-            let (m, flags) = addr::add_message(index, net, self.nodad);
-            (nl.send(m, flags), "add", addr::label(net, &link))
+            let (m, flags) = add_address(index, net, self.nodad);
+            (nl.send(m, flags), "add", address_label(net, &link))
         }));
         if let Err(e) = await_all(requests).await {
             return Err(roll_back(pending, e).await);
         }
         let rules = if self.accept_forward {
-            let rules = Guard::new(ForwardRules::for_bridge(&link));
+            let rules = Guard::new(ForwardRules::for_bridge(link.ns(), link.name()));
             if let Err(e) = rules.get().insert().await {
                 let what = rules.get().describe();
                 if let Err(undo) = rules.delete().await {
@@ -454,7 +455,10 @@ impl Bridge {
     #[doc(alias = "iptables -I FORWARD")]
     pub async fn accept_forward(&mut self) -> Result<()> {
         if self.0.get().rules.is_none() {
-            let rules = Guard::new(ForwardRules::for_bridge(self.link()));
+            let rules = Guard::new(ForwardRules::for_bridge(
+                self.link().ns(),
+                self.link().name(),
+            ));
             if let Err(e) = rules.get().insert().await {
                 let what = rules.get().describe();
                 if let Err(undo) = rules.delete().await {

@@ -11,19 +11,21 @@
 pub(crate) mod bridge;
 pub(crate) mod veth;
 
-use std::{fmt, str::FromStr, sync::Arc, time::Duration};
+use std::{fmt, str::FromStr, sync::Arc};
 
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, State},
 };
-use rtnetlink::LinkUnspec;
 
 use crate::{
     error::{Error, Result},
     name::IfName,
-    netlink::{KernelError, Nl},
-    netns::{BLOCKING_TIMEOUT, Namespace, NsInner},
+    netlink::{
+        BLOCKING_TIMEOUT, KernelError, Nl, Reply,
+        msg::{del_group, del_link, del_link_named, echoed_link, link_name, set_link},
+    },
+    netns::{Namespace, NsInner},
     owner,
 };
 
@@ -280,31 +282,13 @@ impl fmt::Debug for Link {
     }
 }
 
-fn set_link(
-    index: u32,
-    f: impl FnOnce(
-        rtnetlink::LinkMessageBuilder<LinkUnspec>,
-    ) -> rtnetlink::LinkMessageBuilder<LinkUnspec>,
-) -> RouteNetlinkMessage {
-    RouteNetlinkMessage::SetLink(f(LinkUnspec::new_with_index(index)).build())
-}
-
-/// `RTM_SETLINK` setting the alias of link `index`: an ownership mark, or [`owner::KEPT`].
-pub(crate) fn alias_message(index: u32, alias: &str) -> RouteNetlinkMessage {
-    set_link(index, |b| b.alias(alias))
-}
-
 /// Replaces the ownership mark of link `index` in `ns` by [`owner::KEPT`] (for `keep()`, which
 /// cannot report errors: they are logged).
 pub(crate) fn unmark_blocking(ns: &NsInner, index: u32, label: impl FnOnce() -> String) {
     let label = label();
-    if let Err(e) = blocking_one(
-        ns,
-        alias_message(index, owner::KEPT),
-        BLOCKING_TIMEOUT,
-        "unmark",
-        || label.clone(),
-    ) {
+    if let Err(e) = ns.blocking_one(set_link(index, |b| b.alias(owner::KEPT)), "unmark", || {
+        label.clone()
+    }) {
         log::warn!("netns-kit: keeping {label}: {e}");
     }
 }
@@ -416,15 +400,9 @@ pub(crate) struct PendingLink {
 impl PendingLink {
     fn message(&self) -> RouteNetlinkMessage {
         match (self.index, self.alone_in_group) {
-            (Some(index), _) => del_link_message(index),
-            (None, Some(group)) => RouteNetlinkMessage::DelLink(
-                rtnetlink::LinkMessageBuilder::<LinkUnspec>::default()
-                    .link_group(group)
-                    .build(),
-            ),
-            (None, None) => {
-                RouteNetlinkMessage::DelLink(LinkUnspec::new_with_name(self.name.as_str()).build())
-            }
+            (Some(index), _) => del_link(index),
+            (None, Some(group)) => del_group(group),
+            (None, None) => del_link_named(self.name.as_str()),
         }
     }
 }
@@ -513,9 +491,9 @@ pub(crate) async fn create_link(
     // From here on the link exists: until its owner's guard takes over, `pending` deletes it
     // if a later step fails or this future is dropped.
     let mut pending = in_flight.unwrap_or_else(|| pending(None));
-    let index = match veth::echoed_index(&created) {
-        Some(index) => index,
-        None => match get_by_name(nl, name.as_str()).await {
+    let index = match echoed_link(&created) {
+        Some((index, _)) => index,
+        None => match nl.link_named(name.as_str()).await {
             Ok(msg) => msg.header.index,
             Err(e) => {
                 let e = e.into_error("look up the new", object());
@@ -536,97 +514,59 @@ pub(crate) async fn roll_back(pending: crate::guard::Guard<PendingLink>, error: 
     error
 }
 
-pub(crate) fn del_link_message(index: u32) -> RouteNetlinkMessage {
-    RouteNetlinkMessage::DelLink(LinkUnspec::new_with_index(index).build())
-}
-
-/// Deletes link `index` in `ns` over the async connection; "already gone" is success.
+/// Deletes link `index` in `ns`; "already gone" is success.
 pub(crate) async fn delete_link(
     ns: &NsInner,
     index: u32,
     label: impl FnOnce() -> String,
 ) -> Result<()> {
     let nl = ns.nl().await?;
-    match nl.send(del_link_message(index), 0).ack().await {
+    match nl.send(del_link(index), 0).ack().await {
         Ok(()) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.into_error("delete", label())),
     }
 }
 
-/// Deletes link `index` in `ns` over a blocking socket (for `Drop`); "already gone" is success.
+/// Deletes link `index` in `ns` from synchronous code (for `Drop`); "already gone" is success.
 pub(crate) fn delete_link_blocking(
     ns: &NsInner,
     index: u32,
     label: impl FnOnce() -> String,
 ) -> Result<()> {
-    blocking_one(
-        ns,
-        del_link_message(index),
-        BLOCKING_TIMEOUT,
-        "delete",
-        label,
-    )
+    ns.blocking_one(del_link(index), "delete", label)
 }
 
-/// Sends one request over a blocking socket in `ns`; "already gone" is success.
-pub(crate) fn blocking_one(
-    ns: &NsInner,
-    msg: RouteNetlinkMessage,
-    timeout: Duration,
-    op: &'static str,
-    label: impl FnOnce() -> String,
-) -> Result<()> {
-    match ns.blocking_acks(vec![(msg, 0)], timeout) {
-        Err(e) => Err(Error::os(op, label(), e)),
-        Ok(answers) => match answers.into_iter().next() {
-            Some(Err(e)) if !e.is_not_found() => Err(e.into_error(op, label())),
-            _ => Ok(()),
-        },
+/// Refuses a link group from the range this crate uses for its ownership marks.
+pub(crate) fn check_group(group: Option<u32>, object: impl FnOnce() -> String) -> Result<()> {
+    match group {
+        Some(g) if crate::owner::is_tagged(g) => Err(Error::invalid(
+            object(),
+            format!("link group {g} is in the range reserved for netns-kit's marks (2^31 and up)"),
+        )),
+        _ => Ok(()),
     }
 }
 
-/// Looks up a link by name with one direct `RTM_GETLINK` (no dump).
-pub(crate) async fn get_by_name(
-    nl: &Nl,
-    name: &str,
-) -> std::result::Result<LinkMessage, KernelError> {
-    let msg = LinkUnspec::new_with_name(name).build();
-    first_link(
-        nl.send(RouteNetlinkMessage::GetLink(msg), 0)
-            .messages()
-            .await?,
-    )
+/// Waits for every pipelined request, each with its operation and object, and returns the
+/// first error.
+pub(crate) async fn await_all(pending: Vec<(Reply, &'static str, String)>) -> Result<()> {
+    let results =
+        futures::future::join_all(pending.into_iter().map(|(reply, op, label)| async move {
+            reply.ack().await.map_err(|e| (e, op, label))
+        }))
+        .await;
+    for result in results {
+        if let Err((e, op, label)) = result {
+            return Err(KernelError::into_error(e, op, label));
+        }
+    }
+    Ok(())
 }
 
-async fn get_by_index(nl: &Nl, index: u32) -> std::result::Result<LinkMessage, KernelError> {
-    let msg = LinkUnspec::new_with_index(index).build();
-    first_link(
-        nl.send(RouteNetlinkMessage::GetLink(msg), 0)
-            .messages()
-            .await?,
-    )
-}
-
-fn first_link(messages: Vec<RouteNetlinkMessage>) -> std::result::Result<LinkMessage, KernelError> {
-    messages
-        .into_iter()
-        .find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(l),
-            _ => None,
-        })
-        .ok_or(KernelError {
-            errno: nix::libc::ENODEV,
-            detail: None,
-            from_kernel: false,
-        })
-}
-
-pub(crate) fn link_name(msg: &LinkMessage) -> Option<&str> {
-    msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
+/// The label errors use for an address on a link.
+pub(crate) fn address_label(net: &ipnetwork::IpNetwork, link: &Link) -> String {
+    format!("address {net} on {}", link.label())
 }
 
 impl Link {
@@ -753,7 +693,8 @@ impl Link {
     #[doc(alias = "ip link show")]
     pub async fn info(&self) -> Result<LinkInfo> {
         let nl = self.ns.nl().await?;
-        let msg = get_by_index(&nl, self.index)
+        let msg = nl
+            .link(self.index)
             .await
             .map_err(|e| e.into_error("look up", self.label()))?;
         Ok(LinkInfo::from_message(&msg))
@@ -981,7 +922,7 @@ impl Namespace {
     pub async fn link(&self, name: &str) -> Result<Link> {
         let name = IfName::new(name)?;
         let nl = self.inner().nl().await?;
-        let msg = get_by_name(&nl, name.as_str()).await.map_err(|e| {
+        let msg = nl.link_named(name.as_str()).await.map_err(|e| {
             e.into_error(
                 "look up",
                 format!("interface {:?} in {}", name.as_str(), self.label()),
@@ -1010,7 +951,7 @@ impl Namespace {
     /// ```
     pub async fn link_by_index(&self, index: u32) -> Result<Link> {
         let nl = self.inner().nl().await?;
-        let msg = get_by_index(&nl, index).await.map_err(|e| {
+        let msg = nl.link(index).await.map_err(|e| {
             e.into_error("look up", format!("interface #{index} in {}", self.label()))
         })?;
         let name = IfName::new(link_name(&msg).unwrap_or_default())?;

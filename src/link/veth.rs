@@ -16,23 +16,24 @@
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
-use netlink_packet_route::{
-    RouteNetlinkMessage,
-    link::{InfoData, InfoVeth, LinkMessage},
-};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
 use rtnetlink::{LinkUnspec, LinkVeth};
 
+use super::{
+    CreationGroup, Link, MacAddr, address_label, await_all, check_group, check_mac, create_link,
+    roll_back, settle_message, unmark_blocking,
+};
 use crate::{
-    addr::{self, IntoIpNetwork},
     error::{Error, Result},
     guard::{Guard, Resource},
-    link::{
-        CreationGroup, Link, MacAddr, check_mac, create_link, get_by_name, roll_back,
-        settle_message, unmark_blocking,
-    },
+    ip::{IntoIpNetwork, validate_host},
     name::IfName,
-    netlink::{KernelError, Reply},
+    netlink::{
+        BLOCKING_TIMEOUT, Nl, Reply,
+        msg::{add_address, del_link, set_link_named},
+    },
     netns::{Namespace, NsInner},
+    owner,
 };
 
 /// One end's settings.
@@ -320,52 +321,72 @@ impl VethPairBuilder {
     /// ```
     #[doc(alias = "ip link add type veth")]
     pub async fn create(self) -> Result<VethPair> {
+        let plan = self.validate()?;
+        let object = || plan.to_string();
+        let creation = CreationGroup::temporary(plan.group);
+        let nl = plan.ns.nl().await?;
+        let peer_nl = if plan.peer_ns.id() == plan.ns.id() {
+            nl.clone()
+        } else {
+            plan.peer_ns.nl().await?
+        };
+        // `peer_ns`'s fd, named in the message, stays open while it is sent: `plan` holds it.
+        let msg = plan.message(&creation);
+        let (pending, index) = create_link(
+            &plan.ns,
+            &nl,
+            &plan.name,
+            msg,
+            creation.temporary_group(),
+            object,
+        )
+        .await?;
+        match plan.configure(&nl, &peer_nl, index, &creation).await {
+            Ok(ends) => {
+                pending.keep();
+                Ok(VethPair(Guard::new(VethResource {
+                    ends,
+                    attempted: std::sync::atomic::AtomicBool::new(false),
+                })))
+            }
+            Err(e) => Err(roll_back(pending, e).await),
+        }
+    }
+
+    /// Checks everything before the first request: both names, MACs, the group, every
+    /// address, the controller's namespace.
+    fn validate(self) -> Result<VethPlan> {
         let [first, second] = self.ends;
-        let name = IfName::new(&first.name)?;
-        let peer = IfName::new(&second.name)?;
         let ns = match first.ns {
             Some(ns) => ns,
             None => crate::netns::current_inner()?,
         };
-        let peer_ns = second.ns.unwrap_or_else(|| ns.clone());
-        let object = || {
-            format!(
-                "veth pair {:?} in {} / {:?} in {}",
-                name.as_str(),
-                ns.label(),
-                peer.as_str(),
-                peer_ns.label()
-            )
+        let plan = VethPlan {
+            name: IfName::new(&first.name)?,
+            peer: IfName::new(&second.name)?,
+            peer_ns: second.ns.unwrap_or_else(|| ns.clone()),
+            ns,
+            addresses: Default::default(),
+            macs: [first.mac, second.mac],
+            mtu: self.mtu,
+            up: self.up,
+            nodad: self.nodad,
+            controller: self.controller,
+            group: self.group,
         };
-        if ns.id() == peer_ns.id() && name == peer {
+        let object = || plan.to_string();
+        if plan.ns.id() == plan.peer_ns.id() && plan.name == plan.peer {
             return Err(Error::invalid(
                 object(),
                 "both ends have the same name in the same namespace",
             ));
         }
-        for mac in first.mac.iter().chain(second.mac.iter()) {
+        for mac in plan.macs.iter().flatten() {
             check_mac(mac, object)?;
         }
-        check_group(self.group, object)?;
-        let mut addresses: [Vec<IpNetwork>; 2] = Default::default();
-        for (slot, list) in addresses
-            .iter_mut()
-            .zip([first.addresses, second.addresses])
-        {
-            for net in list {
-                let net = net?;
-                addr::validate_host(&net, object)?;
-                if slot.contains(&net) {
-                    return Err(Error::invalid(
-                        object(),
-                        format!("address {net} is given twice"),
-                    ));
-                }
-                slot.push(net);
-            }
-        }
-        if let Some(controller) = &self.controller {
-            if controller.ns().id() != ns.id() {
+        check_group(plan.group, object)?;
+        if let Some(controller) = &plan.controller {
+            if controller.ns().id() != plan.ns.id() {
                 return Err(Error::invalid(
                     object(),
                     format!(
@@ -375,86 +396,122 @@ impl VethPairBuilder {
                 ));
             }
         }
+        let mut addresses: [Vec<IpNetwork>; 2] = Default::default();
+        for (slot, list) in addresses
+            .iter_mut()
+            .zip([first.addresses, second.addresses])
+        {
+            for net in list {
+                let net = net?;
+                validate_host(&net, object)?;
+                if slot.contains(&net) {
+                    return Err(Error::invalid(
+                        object(),
+                        format!("address {net} is given twice"),
+                    ));
+                }
+                slot.push(net);
+            }
+        }
+        Ok(VethPlan { addresses, ..plan })
+    }
+}
 
-        let mut msg = veth_message(&VethMessage {
-            name: name.as_str(),
-            peer: peer.as_str(),
-            peer_ns_fd: (peer_ns.id() != ns.id())
-                .then(|| std::os::fd::AsRawFd::as_raw_fd(&**peer_ns.fd())),
+/// A validated veth pair, ready to be created.
+#[derive(Debug)]
+struct VethPlan {
+    name: IfName,
+    peer: IfName,
+    ns: Arc<NsInner>,
+    peer_ns: Arc<NsInner>,
+    addresses: [Vec<IpNetwork>; 2],
+    macs: [Option<MacAddr>; 2],
+    mtu: Option<u32>,
+    up: bool,
+    nodad: bool,
+    controller: Option<Link>,
+    group: Option<u32>,
+}
+
+impl std::fmt::Display for VethPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "veth pair {:?} in {} / {:?} in {}",
+            self.name.as_str(),
+            self.ns.label(),
+            self.peer.as_str(),
+            self.peer_ns.label()
+        )
+    }
+}
+
+impl VethPlan {
+    /// The one `RTM_NEWLINK` that creates the pair, created in `creation`'s group.
+    fn message(&self, creation: &CreationGroup) -> LinkMessage {
+        veth_message(&VethMessage {
+            name: self.name.as_str(),
+            peer: self.peer.as_str(),
+            peer_ns_fd: (self.peer_ns.id() != self.ns.id())
+                .then(|| std::os::fd::AsRawFd::as_raw_fd(&**self.peer_ns.fd())),
             mtu: self.mtu,
             up: self.up,
-            mac: first.mac,
-            peer_mac: second.mac,
+            mac: self.macs[0],
+            peer_mac: self.macs[1],
             controller: self.controller.as_ref().map(Link::index),
-            group: None,
+            group: creation.create_in(),
             peer_group: None,
-        });
-        let creation = CreationGroup::temporary(self.group);
-        if let Some(group) = creation.create_in() {
-            msg.attributes
-                .push(netlink_packet_route::link::LinkAttribute::Group(group));
-        }
+        })
+    }
 
-        let nl = ns.nl().await?;
-        let peer_nl = if peer_ns.id() == ns.id() {
-            nl.clone()
-        } else {
-            peer_ns.nl().await?
-        };
-        // `peer_ns`'s fd, named in the message, stays open while it is sent: `peer_ns` is alive.
-        let (pending, index) =
-            create_link(&ns, &nl, &name, msg, creation.temporary_group(), object).await?;
-        let first_link = Link::new(ns.clone(), index, name.clone());
-
-        let rest = async {
-            // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and
-            // the move out of the temporary group.
-            let marked =
-                settle_message(index, true, creation.final_group()).map(|msg| nl.send(msg, 0));
-            let up = self.up.then(|| {
-                let msg = LinkUnspec::new_with_name(peer.as_str()).up().build();
-                peer_nl.send(RouteNetlinkMessage::SetLink(msg), 0)
-            });
-            let peer_index = get_by_name(&peer_nl, peer.as_str())
+    /// Everything after the creation, pipelined: both ends' ownership marks (the kernel ignores
+    /// an alias in `RTM_NEWLINK`) and the move out of the temporary group, the peer up and its
+    /// index looked up, then every address. Returns both ends.
+    async fn configure(
+        &self,
+        nl: &Nl,
+        peer_nl: &Nl,
+        index: u32,
+        creation: &CreationGroup,
+    ) -> Result<[Link; 2]> {
+        let object = || self.to_string();
+        let marked = settle_message(index, true, creation.final_group()).map(|m| nl.send(m, 0));
+        let peer_up = peer_nl.send(
+            set_link_named(self.peer.as_str(), |b| {
+                let b = b.alias(owner::marker());
+                if self.up { b.up() } else { b }
+            }),
+            0,
+        );
+        let peer_index = peer_nl
+            .link_named(self.peer.as_str())
+            .await
+            .map_err(|e| e.into_error("look up the peer of", object()))?
+            .header
+            .index;
+        peer_up
+            .ack()
+            .await
+            .map_err(|e| e.into_error("bring up and mark the peer of", object()))?;
+        if let Some(marked) = marked {
+            marked
+                .ack()
                 .await
-                .map_err(|e| e.into_error("look up the peer of", object()))?
-                .header
-                .index;
-            if let Some(up) = up {
-                up.ack()
-                    .await
-                    .map_err(|e| e.into_error("bring up the peer of", object()))?;
-            }
-            if let Some(marked) = marked {
-                marked
-                    .ack()
-                    .await
-                    .map_err(|e| e.into_error("mark", object()))?;
-            }
-            let second_link = Link::new(peer_ns.clone(), peer_index, peer.clone());
-            let mut pending: Vec<(Reply, &'static str, String)> = Vec::new();
-            for (link, nl, list) in [
-                (&first_link, &nl, &addresses[0]),
-                (&second_link, &peer_nl, &addresses[1]),
-            ] {
-                for net in list {
-                    let (m, flags) = addr::add_message(link.index(), net, self.nodad);
-                    pending.push((nl.send(m, flags), "add", addr::label(net, link)));
-                }
-            }
-            await_all(pending).await?;
-            Ok::<Link, Error>(second_link)
-        };
-        match rest.await {
-            Ok(second_link) => {
-                pending.keep();
-                Ok(VethPair(Guard::new(VethResource {
-                    ends: [first_link, second_link],
-                    attempted: std::sync::atomic::AtomicBool::new(false),
-                })))
-            }
-            Err(e) => Err(roll_back(pending, e).await),
+                .map_err(|e| e.into_error("mark", object()))?;
         }
+        let ends = [
+            Link::new(self.ns.clone(), index, self.name.clone()),
+            Link::new(self.peer_ns.clone(), peer_index, self.peer.clone()),
+        ];
+        let mut pending: Vec<(Reply, &'static str, String)> = Vec::new();
+        for ((link, nl), list) in ends.iter().zip([nl, peer_nl]).zip(&self.addresses) {
+            for net in list {
+                let (m, flags) = add_address(link.index(), net, self.nodad);
+                pending.push((nl.send(m, flags), "add", address_label(net, link)));
+            }
+        }
+        await_all(pending).await?;
+        Ok(ends)
     }
 }
 
@@ -510,43 +567,6 @@ pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     msg.build()
 }
 
-/// Refuses a link group from the range this crate uses for its ownership marks.
-pub(crate) fn check_group(group: Option<u32>, object: impl FnOnce() -> String) -> Result<()> {
-    match group {
-        Some(g) if crate::owner::is_tagged(g) => Err(Error::invalid(
-            object(),
-            format!("link group {g} is in the range reserved for netns-kit's marks (2^31 and up)"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The ifindex of the link the kernel echoed back (`NLM_F_ECHO`).
-pub(crate) fn echoed_index(messages: &[RouteNetlinkMessage]) -> Option<u32> {
-    messages.iter().find_map(|m| match m {
-        RouteNetlinkMessage::NewLink(LinkMessage { header, .. }) if header.index > 0 => {
-            Some(header.index)
-        }
-        _ => None,
-    })
-}
-
-/// Waits for every pipelined request, each with its operation and object, and returns the
-/// first error.
-pub(crate) async fn await_all(pending: Vec<(Reply, &'static str, String)>) -> Result<()> {
-    let results =
-        futures::future::join_all(pending.into_iter().map(|(reply, op, label)| async move {
-            reply.ack().await.map_err(|e| (e, op, label))
-        }))
-        .await;
-    for result in results {
-        if let Err((e, op, label)) = result {
-            return Err(KernelError::into_error(e, op, label));
-        }
-    }
-    Ok(())
-}
-
 /// Whether a deletion removed the link or found it gone.
 enum Gone {
     Deleted,
@@ -555,11 +575,7 @@ enum Gone {
 
 async fn delete_end(end: &Link) -> Result<Gone> {
     let nl = end.ns().nl().await?;
-    match nl
-        .send(crate::link::del_link_message(end.index()), 0)
-        .ack()
-        .await
-    {
+    match nl.send(del_link(end.index()), 0).ack().await {
         Ok(()) => Ok(Gone::Deleted),
         Err(e) if e.is_not_found() => Ok(Gone::Already),
         Err(e) => Err(e.into_error("delete", end.label())),
@@ -569,10 +585,7 @@ async fn delete_end(end: &Link) -> Result<Gone> {
 fn delete_end_blocking(end: &Link) -> Result<Gone> {
     let answers = end
         .ns()
-        .blocking_acks(
-            vec![(crate::link::del_link_message(end.index()), 0)],
-            crate::netns::BLOCKING_TIMEOUT,
-        )
+        .blocking_acks(vec![(del_link(end.index()), 0)], BLOCKING_TIMEOUT)
         .map_err(|e| Error::os("delete", end.label(), e))?;
     match answers.into_iter().next() {
         Some(Err(e)) if e.is_not_found() => Ok(Gone::Already),
@@ -751,8 +764,9 @@ impl VethPair {
     /// ```
     pub fn keep(self) -> [Link; 2] {
         let resource = self.0.keep();
-        let [end, _] = &resource.ends;
-        unmark_blocking(end.ns(), end.index(), || end.label());
+        for end in &resource.ends {
+            unmark_blocking(end.ns(), end.index(), || end.label());
+        }
         resource.ends.map(Link::handed_out)
     }
 }

@@ -1,0 +1,141 @@
+//! IP address values: what builders accept as an address with a prefix length
+//! ([`IntoIpNetwork`]), and the checks every builder that takes an address shares.
+//!
+//! Builders accept addresses as anything implementing [`IntoIpNetwork`]: `ipnetwork` values, an
+//! `(IpAddr, prefix)` pair, or strings such as `"10.0.0.1/24"`. A string that does not parse is
+//! reported by the builder's terminal call, so chains of setters stay infallible.
+
+use std::net::IpAddr;
+
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+
+use crate::error::{Error, Result};
+
+/// Values a builder accepts as an address with prefix length: `ipnetwork`'s types, an
+/// `(IpAddr, prefix)` pair, or a string like `"10.0.0.1/24"` / `"fd10:1::1/64"`.
+///
+/// # Examples
+///
+/// ```
+/// use netns_kit::IntoIpNetwork;
+///
+/// assert_eq!(
+///     "10.0.0.1/24".into_ip_network()?.to_string(),
+///     "10.0.0.1/24"
+/// );
+/// assert!("10.0.0.1/33".into_ip_network().is_err());
+/// # Ok::<(), netns_kit::Error>(())
+/// ```
+pub trait IntoIpNetwork {
+    /// Converts, or says what is wrong.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a string that is not an address with a prefix length in
+    /// range.
+    fn into_ip_network(self) -> Result<IpNetwork>;
+}
+
+impl IntoIpNetwork for IpNetwork {
+    fn into_ip_network(self) -> Result<IpNetwork> {
+        Ok(self)
+    }
+}
+
+impl IntoIpNetwork for Ipv4Network {
+    fn into_ip_network(self) -> Result<IpNetwork> {
+        Ok(IpNetwork::V4(self))
+    }
+}
+
+impl IntoIpNetwork for Ipv6Network {
+    fn into_ip_network(self) -> Result<IpNetwork> {
+        Ok(IpNetwork::V6(self))
+    }
+}
+
+impl IntoIpNetwork for (IpAddr, u8) {
+    fn into_ip_network(self) -> Result<IpNetwork> {
+        IpNetwork::new(self.0, self.1).map_err(|_| {
+            Error::invalid(
+                format!("address {}/{}", self.0, self.1),
+                format!(
+                    "prefix length {} is out of range (at most {})",
+                    self.1,
+                    if self.0.is_ipv4() { 32 } else { 128 }
+                ),
+            )
+        })
+    }
+}
+
+impl IntoIpNetwork for &str {
+    fn into_ip_network(self) -> Result<IpNetwork> {
+        let bad = |reason: &str| Error::invalid(format!("address {self:?}"), reason);
+        let (ip, prefix) = self
+            .split_once('/')
+            .ok_or_else(|| bad("expected ADDRESS/PREFIX, e.g. 10.0.0.1/24"))?;
+        let ip: IpAddr = ip.parse().map_err(|_| bad("not an IPv4 or IPv6 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| bad("the prefix length is not a number from 0 to 128"))?;
+        (ip, prefix).into_ip_network()
+    }
+}
+
+impl IntoIpNetwork for String {
+    fn into_ip_network(self) -> Result<IpNetwork> {
+        self.as_str().into_ip_network()
+    }
+}
+
+impl IntoIpNetwork for &String {
+    fn into_ip_network(self) -> Result<IpNetwork> {
+        self.as_str().into_ip_network()
+    }
+}
+
+/// Checks that `net` can be a host address: not unspecified, multicast or broadcast, and for
+/// IPv4 prefixes shorter than /31 neither the network nor the broadcast address.
+pub(crate) fn validate_host(net: &IpNetwork, object: impl FnOnce() -> String) -> Result<()> {
+    let reason = match net {
+        IpNetwork::V4(n) => {
+            let ip = n.ip();
+            if ip.is_unspecified() {
+                Some("0.0.0.0 is not a host address".to_owned())
+            } else if ip.is_multicast() {
+                Some(format!("{ip} is a multicast address"))
+            } else if ip.is_broadcast() {
+                Some(format!("{ip} is the limited broadcast address"))
+            } else if n.prefix() < 31 && ip == n.network() {
+                Some(format!(
+                    "{ip} is the network address of {}/{}; pick a host address",
+                    n.network(),
+                    n.prefix()
+                ))
+            } else if n.prefix() < 31 && ip == n.broadcast() {
+                Some(format!(
+                    "{ip} is the broadcast address of {}/{}; pick a host address",
+                    n.network(),
+                    n.prefix()
+                ))
+            } else {
+                None
+            }
+        }
+        IpNetwork::V6(n) => {
+            let ip = n.ip();
+            if ip.is_unspecified() {
+                Some(":: is not a host address".to_owned())
+            } else if ip.is_multicast() {
+                Some(format!("{ip} is a multicast address"))
+            } else {
+                None
+            }
+        }
+    };
+    match reason {
+        Some(reason) => Err(Error::invalid(object(), reason)),
+        None => Ok(()),
+    }
+}

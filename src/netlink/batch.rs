@@ -1,0 +1,214 @@
+//! The blocking transport: requests queued, then sent in one `sendmsg` and answered in order.
+//!
+//! A [`BatchConn`] owns a blocking `NETLINK_ROUTE` socket made inside one namespace. Sending a
+//! request only queues it; the first time anyone waits for an answer, every queued request
+//! goes out in one `sendmsg` and the answers are read until each of them is complete (an
+//! acknowledgement, or the end of a dump), so code that sends several requests before awaiting
+//! the first gets them into the kernel in one system call. The kernel handles the messages of
+//! one `sendmsg` in order and answers each, also after a failure.
+//!
+//! It needs no runtime and starts no thread: it is what `Drop` uses, and what the blocking API
+//! stands on. A receive timeout bounds every wait.
+
+use std::{
+    collections::HashMap,
+    io,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{
+    packet_core::{NLM_F_ACK, NLM_F_DUMP, NetlinkMessage, NetlinkPayload},
+    sys::Socket,
+};
+
+use super::wire::{KernelError, check_error, request_message};
+
+/// At most this many requests wait in the queue: a larger batch is sent in parts, so the
+/// answers always fit the socket's receive buffer.
+const MAX_QUEUED: usize = 64;
+
+pub(crate) type Answer = Result<Vec<RouteNetlinkMessage>, KernelError>;
+
+#[derive(Debug)]
+struct State {
+    socket: Socket,
+    next_seq: u32,
+    /// Serialised requests not sent yet, and their sequence numbers.
+    queued: Vec<u8>,
+    queued_seqs: Vec<u32>,
+    /// Answers read but not yet collected by their waiter.
+    answers: HashMap<u32, Answer>,
+    /// Set when the socket can no longer be trusted to answer in step (a timeout mid-batch).
+    broken: bool,
+}
+
+/// A blocking socket inside one namespace with its queue of requests.
+#[derive(Debug)]
+pub(crate) struct BatchConn {
+    state: Mutex<State>,
+}
+
+fn lost(what: &str) -> KernelError {
+    KernelError {
+        errno: nix::libc::EIO,
+        detail: Some(what.to_owned()),
+        from_kernel: false,
+    }
+}
+
+impl BatchConn {
+    /// Wraps `socket` (blocking), waiting at most `timeout` for each answer.
+    pub(crate) fn new(socket: Socket, timeout: Duration) -> io::Result<Arc<BatchConn>> {
+        socket.set_non_blocking(false)?;
+        let tv = nix::sys::time::TimeVal::new(
+            timeout.as_secs() as nix::libc::time_t,
+            timeout.subsec_micros() as nix::libc::suseconds_t,
+        );
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        Ok(Arc::new(BatchConn {
+            state: Mutex::new(State {
+                socket,
+                next_seq: 1,
+                queued: Vec::new(),
+                queued_seqs: Vec::new(),
+                answers: HashMap::new(),
+                broken: false,
+            }),
+        }))
+    }
+
+    /// Gives back the socket, for another transport, if nothing else holds this connection.
+    pub(crate) fn into_socket(conn: Arc<BatchConn>) -> Option<Socket> {
+        let state = Arc::try_unwrap(conn).ok()?.state.into_inner().ok()?;
+        (!state.broken).then_some(state.socket)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the connection still answers in step.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.lock().broken
+    }
+
+    /// Queues `msg` (with `NLM_F_ACK | flags`, or as a dump) and returns its sequence number.
+    pub(crate) fn queue(&self, msg: RouteNetlinkMessage, flags: u16, dump: bool) -> u32 {
+        let mut state = self.lock();
+        if state.queued_seqs.len() >= MAX_QUEUED {
+            state.flush();
+        }
+        let seq = state.next_seq;
+        state.next_seq = state.next_seq.wrapping_add(1).max(1);
+        let flags = if dump { NLM_F_DUMP } else { NLM_F_ACK | flags };
+        let mut message = request_message(msg, flags);
+        message.header.sequence_number = seq;
+        message.finalize();
+        let start = state.queued.len();
+        state.queued.resize(start + message.buffer_len(), 0);
+        message.serialize(&mut state.queued[start..]);
+        state.queued_seqs.push(seq);
+        seq
+    }
+
+    /// Sends `messages` (each with `NLM_F_ACK` and its own flags) and returns the kernel's
+    /// answer to each, in order.
+    pub(crate) fn exchange(&self, messages: Vec<(RouteNetlinkMessage, u16)>) -> Vec<Answer> {
+        let seqs: Vec<u32> = messages
+            .into_iter()
+            .map(|(msg, flags)| self.queue(msg, flags, false))
+            .collect();
+        seqs.into_iter().map(|seq| self.wait(seq)).collect()
+    }
+
+    /// Waits for the answer to request `seq`, sending the queue first if it is still in it.
+    pub(crate) fn wait(&self, seq: u32) -> Answer {
+        let mut state = self.lock();
+        if let Some(answer) = state.answers.remove(&seq) {
+            return answer;
+        }
+        if state.queued_seqs.contains(&seq) {
+            state.flush();
+        }
+        state
+            .answers
+            .remove(&seq)
+            .unwrap_or_else(|| Err(lost("no answer from the kernel for this request")))
+    }
+}
+
+impl State {
+    /// Sends every queued request in one `sendmsg` and reads until each is answered. On a
+    /// failure every request of the batch gets the error, and the connection is marked broken
+    /// (answers might otherwise be matched to the wrong request later).
+    fn flush(&mut self) {
+        let seqs = std::mem::take(&mut self.queued_seqs);
+        let bytes = std::mem::take(&mut self.queued);
+        if seqs.is_empty() {
+            return;
+        }
+        if self.broken {
+            for seq in seqs {
+                self.answers
+                    .insert(seq, Err(lost("the netlink socket stopped answering")));
+            }
+            return;
+        }
+        if let Err(e) = self.exchange(&seqs, &bytes) {
+            self.broken = true;
+            let what = if e.kind() == io::ErrorKind::WouldBlock {
+                "timed out waiting for the kernel's answer".to_owned()
+            } else {
+                format!("netlink socket failed: {e}")
+            };
+            for seq in seqs {
+                self.answers.entry(seq).or_insert_with(|| {
+                    Err(KernelError {
+                        errno: e.raw_os_error().unwrap_or(nix::libc::EIO),
+                        detail: Some(what.clone()),
+                        from_kernel: false,
+                    })
+                });
+            }
+        }
+    }
+
+    fn exchange(&mut self, seqs: &[u32], bytes: &[u8]) -> io::Result<()> {
+        self.socket.send(bytes, 0)?;
+        let mut collected: HashMap<u32, Vec<RouteNetlinkMessage>> = HashMap::new();
+        let mut pending = seqs.len();
+        while pending > 0 {
+            let (data, _) = self.socket.recv_from_full()?;
+            let mut offset = 0;
+            while offset < data.len() {
+                let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
+                    .map_err(|e| io::Error::other(format!("bad netlink answer: {e}")))?;
+                let len = message.header.length as usize;
+                if len == 0 {
+                    break;
+                }
+                offset += (len + 3) & !3;
+                let seq = message.header.sequence_number;
+                if !seqs.contains(&seq) || self.answers.contains_key(&seq) {
+                    continue;
+                }
+                match message.payload {
+                    NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => {
+                        let answer = check_error(&message)
+                            .map(|()| collected.remove(&seq).unwrap_or_default());
+                        self.answers.insert(seq, answer);
+                        pending -= 1;
+                    }
+                    NetlinkPayload::InnerMessage(inner) => {
+                        collected.entry(seq).or_default().push(inner)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Sending requests and awaiting answers, over either transport, and which transport the
+//! calling thread uses.
+
+use std::{cell::Cell, sync::Arc, time::Duration};
+
+use netlink_packet_route::{RouteNetlinkMessage, link::LinkMessage};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+
+use super::{batch::BatchConn, msg, wire::KernelError};
+#[cfg(feature = "tokio")]
+use super::{driver, wire::check_error, wire::request_message};
+
+thread_local! {
+    static BLOCKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether requests made on this thread go through the batched (blocking) transport: inside
+/// [`block_on`], or always when the crate is built without the `tokio` feature.
+pub(crate) fn blocking_mode() -> bool {
+    !cfg!(feature = "tokio") || BLOCKING.with(Cell::get)
+}
+
+/// Runs `future` to completion on the calling thread, with every request it makes going through
+/// the batched transport: no async runtime, no reactor, no thread of its own (see the
+/// [module docs](self)). What the blocking API is made of.
+#[allow(dead_code)] // the blocking API, next
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let previous = self.0;
+            BLOCKING.with(|b| b.set(previous));
+        }
+    }
+    let _reset = Reset(BLOCKING.with(|b| b.replace(true)));
+    futures::executor::block_on(future)
+}
+
+#[cfg(feature = "tokio")]
+type ReplyStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + Send>>;
+
+/// A cheap, cloneable sender of requests on one namespace's connection.
+#[derive(Clone, Debug)]
+pub(crate) enum Nl {
+    #[cfg(feature = "tokio")]
+    Async(rtnetlink::Handle),
+    Batched(Arc<BatchConn>),
+}
+
+enum ReplyKind {
+    #[cfg(feature = "tokio")]
+    Async(Result<ReplyStream, ()>),
+    Batched(Arc<BatchConn>, u32),
+}
+
+/// The pending answer to one request; the request is already on its way (async transport) or
+/// queued (batched transport: it goes out when the first answer is awaited).
+pub(crate) struct Reply(ReplyKind);
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+impl Nl {
+    /// Queues `msg` with `NLM_F_REQUEST | NLM_F_ACK | flags` now; await the [`Reply`] later.
+    pub(crate) fn send(&self, msg: RouteNetlinkMessage, flags: u16) -> Reply {
+        match self {
+            #[cfg(feature = "tokio")]
+            Nl::Async(handle) => Reply::stream(
+                handle,
+                request_message(msg, rtnetlink::packet_core::NLM_F_ACK | flags),
+            ),
+            Nl::Batched(conn) => Reply(ReplyKind::Batched(
+                conn.clone(),
+                conn.queue(msg, flags, false),
+            )),
+        }
+    }
+
+    /// Queues a dump request (`NLM_F_REQUEST | NLM_F_DUMP`).
+    pub(crate) fn dump(&self, msg: RouteNetlinkMessage) -> Reply {
+        match self {
+            #[cfg(feature = "tokio")]
+            Nl::Async(handle) => Reply::stream(
+                handle,
+                request_message(msg, rtnetlink::packet_core::NLM_F_DUMP),
+            ),
+            Nl::Batched(conn) => Reply(ReplyKind::Batched(conn.clone(), conn.queue(msg, 0, true))),
+        }
+    }
+
+    /// Looks up a link by name with one direct `RTM_GETLINK` (no dump).
+    pub(crate) async fn link_named(&self, name: &str) -> Result<LinkMessage, KernelError> {
+        msg::first_link(self.send(msg::get_link_named(name), 0).messages().await?)
+    }
+
+    /// Looks up link `index`.
+    pub(crate) async fn link(&self, index: u32) -> Result<LinkMessage, KernelError> {
+        msg::first_link(self.send(msg::get_link(index), 0).messages().await?)
+    }
+}
+
+impl Reply {
+    #[cfg(feature = "tokio")]
+    fn stream(handle: &rtnetlink::Handle, message: NetlinkMessage<RouteNetlinkMessage>) -> Reply {
+        let mut handle = handle.clone();
+        Reply(ReplyKind::Async(
+            handle
+                .request(message)
+                .map(|s| Box::pin(s) as ReplyStream)
+                .map_err(|_| ()),
+        ))
+    }
+
+    /// Waits for the kernel's answer and returns the messages it sent before its
+    /// acknowledgement (an echoed object, a looked-up object, or a dump's entries).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping this future does not cancel the request: the kernel carries it out anyway.
+    pub(crate) async fn messages(self) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+        match self.0 {
+            #[cfg(feature = "tokio")]
+            ReplyKind::Async(stream) => Self::from_stream(stream).await,
+            ReplyKind::Batched(conn, seq) => conn.wait(seq),
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    async fn from_stream(
+        stream: Result<ReplyStream, ()>,
+    ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+        use futures::StreamExt;
+        let closed =
+            || KernelError::protocol("the netlink connection closed before the kernel answered");
+        let mut stream = stream.map_err(|()| closed())?;
+        let mut out = Vec::new();
+        let mut error = None;
+        let mut answered = false;
+        while let Some(message) = stream.next().await {
+            match message.payload {
+                NetlinkPayload::Error(_) => {
+                    answered = true;
+                    if let Err(e) = check_error(&message) {
+                        error.get_or_insert(e);
+                    }
+                }
+                NetlinkPayload::Done(_) => answered = true,
+                NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None if answered => Ok(out),
+            None => Err(closed()),
+        }
+    }
+
+    /// Waits for the acknowledgement.
+    pub(crate) async fn ack(self) -> Result<(), KernelError> {
+        self.messages().await.map(|_| ())
+    }
+
+    /// Waits for the acknowledgement from synchronous code (`Drop`), at most `timeout`. An
+    /// async reply is driven by the driver thread, so this works on any thread, in or out of a
+    /// runtime.
+    pub(crate) fn ack_blocking(self, timeout: Duration) -> Result<(), KernelError> {
+        match self.0 {
+            #[cfg(feature = "tokio")]
+            ReplyKind::Async(stream) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                driver::spawn(async move {
+                    let _ = tx.send(Self::from_stream(stream).await.map(drop));
+                })
+                .map_err(|e| KernelError::protocol(&e.to_string()))?;
+                rx.recv_timeout(timeout).unwrap_or(Err(KernelError {
+                    errno: nix::libc::ETIMEDOUT,
+                    detail: None,
+                    from_kernel: false,
+                }))
+            }
+            ReplyKind::Batched(conn, seq) => conn.wait(seq).map(drop),
+        }
+    }
+}

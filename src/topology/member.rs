@@ -1,0 +1,800 @@
+//! One member of a bridged network: what the caller asks for ([`MemberSpec`]), what it becomes
+//! ([`Member`]), and the job that builds it, in named steps — [`plan`] (validate against the
+//! network), [`InsideJob::create`] (the veth pair, from inside the member's namespace),
+//! [`InsideJob::configure`] (addresses, routes, up: one batch), [`InsideJob::undo`], and the
+//! host side ([`build`]: attach to the bridge).
+//!
+//! # Why a member is built from inside its namespace
+//!
+//! A member costs one job on a library worker thread inside its namespace — right after
+//! `unshare` for a new one: the veth pair is created from that side, its peer placed directly in
+//! the host namespace in the network's link group, then the addresses and default routes go in
+//! one `sendmsg` — and one `RTM_SETLINK` in the host (attach to the bridge, up). This is the same
+//! work as `VethPair` + `Address` + `Route` (built from the same messages), but it needs no
+//! netlink connection kept in the member's namespace: a member costs one worker job, one host
+//! request and, once built, one file descriptor (the namespace's). Anything made is removed if a
+//! later step fails.
+
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    sync::Arc,
+};
+
+use ipnetwork::IpNetwork;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+
+use crate::{
+    error::{Error, Result},
+    guard::Guard,
+    ip::{IntoIpNetwork, validate_host},
+    link::{
+        Link, PendingLink, roll_back,
+        veth::{VethMessage, veth_message},
+    },
+    name::IfName,
+    netlink::{
+        BatchConn, Nl,
+        msg::{add_address, del_group, del_link, echoed_link, no_link_local, set_link, with_index},
+    },
+    netns::{AbandonedJob, Namespace, NsInner, SocketJob},
+    owner,
+    route::RouteSpec,
+};
+
+/// Where a member's namespace comes from.
+#[derive(Debug)]
+enum MemberNs {
+    /// A new anonymous namespace, owned by the network.
+    New,
+    /// An existing namespace; never destroyed by the network.
+    Borrowed(Arc<NsInner>),
+    /// A namespace handed over to the network, destroyed with it.
+    Owned(Namespace),
+}
+
+/// One member of a [`BridgedNetwork`], to be created: where its namespace comes from and its
+/// addresses.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(container: netns_kit::Namespace) -> netns_kit::Result<()> {
+/// use netns_kit::MemberSpec;
+///
+/// let fresh = MemberSpec::new().address("10.88.0.5/16");
+/// let existing = MemberSpec::in_namespace(&container)
+///     .address("10.88.0.6/16")
+///     .address("fd88::6/64");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a member spec does nothing until added to a network"]
+pub struct MemberSpec {
+    ns: MemberNs,
+    addresses: Vec<Result<IpNetwork>>,
+    interface_name: Option<String>,
+    host_interface_name: Option<String>,
+}
+
+impl MemberSpec {
+    /// A member in a new anonymous namespace, created and owned by the network (freed with
+    /// it, or when the member is removed).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged};
+    /// # let host = netns_kit::Namespace::new().await?;
+    ///
+    /// // Each member gets a fresh namespace of its own, freed with the network.
+    /// let net = bridged()
+    ///     .host(&host)
+    ///     .gateway("10.0.10.1/24")
+    ///     .member(MemberSpec::new().address("10.0.10.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new() -> MemberSpec {
+        MemberSpec::with(MemberNs::New)
+    }
+
+    /// A member in an existing namespace, e.g. a container's (`/run/netns/X`,
+    /// `/proc/PID/ns/net`). The network adds a veth, addresses and a default route to it and
+    /// removes them again; it never destroys the namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, Namespace};
+    /// # let mut net = netns_kit::bridged().gateway("10.88.0.1/16").create().await?;
+    ///
+    /// // A container's namespace, found by the pid of its first process.
+    /// let container = Namespace::from_pid(4242)?;
+    /// net.add_member(MemberSpec::in_namespace(&container).address("10.88.0.7/16")).await?;
+    /// drop(net); // removes the veth, leaves the container's namespace alone
+    /// # Ok(()) }
+    /// ```
+    pub fn in_namespace(ns: &Namespace) -> MemberSpec {
+        MemberSpec::with(MemberNs::Borrowed(ns.inner().clone()))
+    }
+
+    /// A member in `ns`, which the network takes over and destroys with itself (a named
+    /// namespace is unmounted then).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, Namespace, bridged};
+    /// # let host = Namespace::new().await?;
+    ///
+    /// let web = Namespace::named("web1").await?;
+    /// let net = bridged()
+    ///     .host(&host).gateway("10.0.11.1/24")
+    ///     .member(MemberSpec::owning(web).address("10.0.11.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// net.delete().await?; // also removes /run/netns/web1
+    /// # Ok(()) }
+    /// ```
+    pub fn owning(ns: Namespace) -> MemberSpec {
+        MemberSpec::with(MemberNs::Owned(ns))
+    }
+
+    fn with(ns: MemberNs) -> MemberSpec {
+        MemberSpec {
+            ns,
+            addresses: Vec::new(),
+            interface_name: None,
+            host_interface_name: None,
+        }
+    }
+
+    /// An address of the member's interface; it must lie in the subnet of the network's
+    /// gateway of the same IP version. Call once per IP version.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::MemberSpec;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.12.1/24")
+    /// #     .gateway("fd10:12::1/64")
+    /// #     .create().await?;
+    ///
+    /// let spec = MemberSpec::new().address("10.0.12.2/24").address("fd10:12::2/64");
+    /// let member = net.add_member(spec).await?;
+    /// assert_eq!(member.addresses().len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
+        self.addresses.push(net.into_ip_network());
+        self
+    }
+
+    /// The name of the member's interface (default: the network's
+    /// [`interface_name`](BridgedNetworkBuilder::interface_name), `eth0`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::MemberSpec;
+    /// # let container = netns_kit::Namespace::open("c2")?;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.13.1/24")
+    /// #     .create().await?;
+    ///
+    /// // A second interface for a container that already has an `eth0`.
+    /// let spec = MemberSpec::in_namespace(&container)
+    ///     .interface_name("net1")
+    ///     .address("10.0.13.5/24");
+    /// let member = net.add_member(spec).await?;
+    /// assert_eq!(member.interface().name(), "net1");
+    /// # Ok(()) }
+    /// ```
+    pub fn interface_name(mut self, name: impl Into<String>) -> Self {
+        self.interface_name = Some(name.into());
+        self
+    }
+
+    /// The name of the host-side veth end attached to the bridge (default: a unique
+    /// generated name such as `nkv0ab1c000002`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::MemberSpec;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.14.1/24")
+    /// #     .create().await?;
+    ///
+    /// let spec = MemberSpec::new().host_interface_name("vethweb1").address("10.0.14.5/24");
+    /// let member = net.add_member(spec).await?;
+    /// assert_eq!(member.host_interface().name(), "vethweb1");
+    /// # Ok(()) }
+    /// ```
+    pub fn host_interface_name(mut self, name: impl Into<String>) -> Self {
+        self.host_interface_name = Some(name.into());
+        self
+    }
+}
+
+impl Default for MemberSpec {
+    fn default() -> Self {
+        MemberSpec::new()
+    }
+}
+
+/// A member of a [`BridgedNetwork`]: its namespace, its interface (inside) and the host-side
+/// end attached to the bridge.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// # let host = netns_kit::Namespace::new().await?;
+/// # let net = netns_kit::bridged().host(&host).gateway("10.0.15.1/24")
+/// #     .member(netns_kit::MemberSpec::new().address("10.0.15.2/24"))
+/// #     .member(netns_kit::MemberSpec::new().address("10.0.15.3/24"))
+/// #     .create().await?;
+/// for member in net.members() {
+///     let port = member.host_interface().name();
+///     println!("{} behind bridge port {port}", member.addresses()[0]);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Member {
+    pub(super) ns: Namespace,
+    pub(super) inside: Link,
+    pub(super) host: Link,
+    pub(super) addresses: Vec<IpNetwork>,
+}
+
+impl Member {
+    /// The member's namespace; run code or commands in it from here.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use std::time::Duration;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.16.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.16.2/24"))
+    /// #     .create().await?;
+    ///
+    /// let ns = net.members()[0].namespace();
+    /// ns.ping("10.0.16.1".parse().unwrap(), Duration::from_secs(1)).await?;
+    /// let routes = ns.command("ip").args(["route", "show"]).output();
+    /// # Ok(()) }
+    /// ```
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// The member's interface, inside its namespace (`eth0`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.17.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.17.2/24"))
+    /// #     .create().await?;
+    /// let eth0 = net.members()[0].interface();
+    /// assert_eq!(eth0.name(), "eth0");
+    /// eth0.set_mtu(1400).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn interface(&self) -> &Link {
+        &self.inside
+    }
+
+    /// The host-side veth end, a port of the bridge.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.18.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.18.2/24"))
+    /// #     .create().await?;
+    /// let port = net.members()[0].host_interface();
+    /// assert!(port.is_in(&host));
+    /// port.set_down().await?; // cut the member off the bridge
+    /// # Ok(()) }
+    /// ```
+    pub fn host_interface(&self) -> &Link {
+        &self.host
+    }
+
+    /// The member's addresses.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.19.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.19.2/24"))
+    /// #     .create().await?;
+    /// for addr in net.members()[0].addresses() {
+    ///     println!("{} (prefix /{})", addr.ip(), addr.prefix());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn addresses(&self) -> &[IpNetwork] {
+        &self.addresses
+    }
+
+    /// The member's address of the given IP version, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use std::time::Duration;
+    /// # let host = netns_kit::Namespace::new().await?;
+    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.20.1/24")
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.20.2/24"))
+    /// #     .member(netns_kit::MemberSpec::new().address("10.0.20.3/24"))
+    /// #     .create().await?;
+    ///
+    /// let (web, client) = (&net.members()[0], &net.members()[1]);
+    /// let web_ip = web.address(false).expect("an IPv4 member");
+    /// client.namespace().ping(web_ip, Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn address(&self, ipv6: bool) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .find(|a| a.is_ipv6() == ipv6)
+            .map(IpNetwork::ip)
+    }
+}
+
+/// What a network gives every member it builds (fixed when the network is created).
+#[derive(Debug, Clone)]
+pub(super) struct NetworkContext {
+    pub(super) host: Arc<NsInner>,
+    pub(super) bridge: Link,
+    pub(super) group: u32,
+    pub(super) gateways: Vec<IpNetwork>,
+    pub(super) interface_name: IfName,
+    pub(super) nodad: bool,
+    pub(super) mtu: Option<u32>,
+    pub(super) link_local_ipv6: Option<bool>,
+    pub(super) has_ipv6: bool,
+}
+
+/// Names, addresses and namespaces already used in a network.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Taken {
+    pub(super) addresses: HashSet<IpAddr>,
+    pub(super) host_names: HashSet<String>,
+    pub(super) namespaces: HashSet<(u64, u64)>,
+}
+
+impl Taken {
+    /// Forgets what `member` used, once it has left the network.
+    pub(super) fn release(&mut self, member: &Member) {
+        for net in &member.addresses {
+            self.addresses.remove(&net.ip());
+        }
+        self.host_names.remove(member.host.name());
+        self.namespaces.remove(&member.ns.inner().id());
+    }
+}
+
+/// A validated member, ready to be built.
+#[derive(Debug)]
+pub(super) struct Planned {
+    ns: MemberNs,
+    addresses: Vec<IpNetwork>,
+    interface_name: IfName,
+    host_interface_name: IfName,
+}
+
+/// Step 1: checks `spec` against the network (`gateways`, what is `taken`) before anything is
+/// made, and records what it takes.
+pub(super) fn plan(
+    spec: MemberSpec,
+    host: (u64, u64),
+    gateways: &[IpNetwork],
+    default_name: &IfName,
+    taken: &mut Taken,
+    network: &dyn Fn() -> String,
+) -> Result<Planned> {
+    let interface_name = match &spec.interface_name {
+        Some(n) => IfName::new(n)?,
+        None => default_name.clone(),
+    };
+    let host_interface_name = match &spec.host_interface_name {
+        Some(n) => IfName::new(n)?,
+        None => IfName::unique("nkv")?,
+    };
+    let addresses = spec.addresses.into_iter().collect::<Result<Vec<_>>>()?;
+    let object = || {
+        let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        format!("member {} of {}", list.join(", "), network())
+    };
+    check_addresses(&addresses, gateways, taken, &object)?;
+    if taken.host_names.contains(host_interface_name.as_str()) {
+        return Err(Error::invalid(
+            object(),
+            format!(
+                "host interface name {:?} is already another member's",
+                host_interface_name.as_str()
+            ),
+        ));
+    }
+    let ns_id = match &spec.ns {
+        MemberNs::New => None,
+        MemberNs::Borrowed(inner) => Some(inner.id()),
+        MemberNs::Owned(ns) => Some(ns.inner().id()),
+    };
+    if ns_id == Some(host) {
+        return Err(Error::invalid(
+            object(),
+            "a member cannot be the host namespace, which holds the bridge",
+        ));
+    }
+    if ns_id.is_some_and(|id| taken.namespaces.contains(&id)) {
+        return Err(Error::invalid(
+            object(),
+            "its namespace is already a member of this network",
+        ));
+    }
+    taken.namespaces.extend(ns_id);
+    taken.addresses.extend(addresses.iter().map(IpNetwork::ip));
+    taken.host_names.insert(host_interface_name.to_string());
+    Ok(Planned {
+        ns: spec.ns,
+        addresses,
+        interface_name,
+        host_interface_name,
+    })
+}
+
+/// A member's addresses: at least one, at most one per IP version, each a host address in the
+/// subnet of the gateway of its version, not the gateway's, not another member's.
+fn check_addresses(
+    addresses: &[IpNetwork],
+    gateways: &[IpNetwork],
+    taken: &Taken,
+    object: &dyn Fn() -> String,
+) -> Result<()> {
+    if addresses.is_empty() {
+        return Err(Error::invalid(
+            object(),
+            "a member needs an address (`MemberSpec::address`)",
+        ));
+    }
+    let version = |net: &IpNetwork| if net.is_ipv4() { "IPv4" } else { "IPv6" };
+    for (i, net) in addresses.iter().enumerate() {
+        validate_host(net, object)?;
+        let gateway = gateways.iter().find(|g| g.is_ipv4() == net.is_ipv4());
+        let wrong = if addresses[..i].iter().any(|n| n.is_ipv4() == net.is_ipv4()) {
+            Some("give at most one address per IP version".to_owned())
+        } else if let Some(gw) = gateway {
+            if !gw.contains(net.ip()) || !net.contains(gw.ip()) {
+                Some(format!(
+                    "{net} is not in the gateway's subnet {}/{}",
+                    gw.network(),
+                    gw.prefix()
+                ))
+            } else if net.ip() == gw.ip() {
+                Some(format!("{} is the gateway's address", net.ip()))
+            } else if taken.addresses.contains(&net.ip()) {
+                Some(format!("{} is already another member's address", net.ip()))
+            } else {
+                None
+            }
+        } else {
+            Some(format!(
+                "{net} is an {} address but the network has no {} gateway",
+                version(net),
+                version(net)
+            ))
+        };
+        if let Some(reason) = wrong {
+            return Err(Error::invalid(object(), reason));
+        }
+    }
+    Ok(())
+}
+
+/// The part of a member's setup done inside its namespace, on a library worker thread, over a
+/// blocking netlink connection there (see the [module docs](self)).
+struct InsideJob {
+    object: String,
+    inside_name: IfName,
+    host_name: IfName,
+    host_fd: Arc<OwnedFd>,
+    /// The network's link group, which the host end is created in.
+    group: u32,
+    mtu: Option<u32>,
+    /// No IPv6 link-local address on the member's interface.
+    quiet_ipv6: bool,
+    /// Addresses and default routes, built before the interface's index is known, with labels.
+    requests: Vec<((RouteNetlinkMessage, u16), String)>,
+    /// A group of its own for the member's end until it is configured, so that a failure before
+    /// its index is known can still find it (never by name: that could be someone else's link).
+    creation_group: Option<owner::GroupHold>,
+}
+
+impl InsideJob {
+    fn new(net: &NetworkContext, member: &Planned, object: String) -> InsideJob {
+        let mut requests: Vec<_> = member
+            .addresses
+            .iter()
+            .map(|a| {
+                (
+                    add_address(0, a, net.nodad),
+                    format!("address {a} of {object}"),
+                )
+            })
+            .collect();
+        for a in &member.addresses {
+            if let Some(gw) = net.gateways.iter().find(|g| g.is_ipv4() == a.is_ipv4()) {
+                let route = RouteSpec::default_via(gw.ip());
+                requests.push((route.add_message(), format!("default route of {object}")));
+            }
+        }
+        // Quiet IPv6 (no link-local address) on the member's interface: as asked, or by
+        // default only in a namespace the network made and only on an IPv4-only network. An
+        // existing namespace (a container's) keeps the kernel's defaults unless the caller says
+        // otherwise.
+        let quiet_ipv6 = match net.link_local_ipv6 {
+            Some(on) => !on,
+            None => !net.has_ipv6 && matches!(member.ns, MemberNs::New),
+        };
+        InsideJob {
+            object,
+            inside_name: member.interface_name.clone(),
+            host_name: member.host_interface_name.clone(),
+            host_fd: net.host.fd().clone(),
+            group: net.group,
+            mtu: net.mtu,
+            quiet_ipv6,
+            requests,
+            creation_group: owner::allocate_group().map(owner::GroupHold::new),
+        }
+    }
+
+    /// Runs every step; on failure, or if the caller stopped waiting, undoes what it made.
+    /// Returns the member's interface index and, if the kernel said, the host end's.
+    fn run(mut self, conn: &BatchConn, cancelled: &dyn Fn() -> bool) -> Result<(u32, Option<u32>)> {
+        let (index, host_index) = self.create(conn)?;
+        if let Err(e) = self.configure(conn, index) {
+            self.undo(conn, Some(index));
+            return Err(e);
+        }
+        if cancelled() {
+            // Nobody will take this member: do not leave it configured.
+            self.undo(conn, Some(index));
+            return Err(Error::os(
+                "set up",
+                self.object,
+                std::io::Error::from(std::io::ErrorKind::Interrupted),
+            ));
+        }
+        self.quiet_host_end();
+        Ok((index, host_index))
+    }
+
+    /// Step 2: creates the veth pair from inside (its first end is the member's interface,
+    /// still down; the peer, the host end, is created directly in the host namespace, in the
+    /// network's link group), and finds both indexes.
+    fn create(&self, conn: &BatchConn) -> Result<(u32, Option<u32>)> {
+        let op = "create the veth pair of";
+        let veth = veth_message(&VethMessage {
+            name: self.inside_name.as_str(),
+            peer: self.host_name.as_str(),
+            peer_ns_fd: Some(self.host_fd.as_raw_fd()),
+            mtu: self.mtu,
+            // Brought up in `configure`, after its IPv6 address generation is settled.
+            up: false,
+            mac: None,
+            peer_mac: None,
+            controller: None,
+            group: self.creation_group.as_ref().map(owner::GroupHold::group),
+            peer_group: Some(self.group),
+        });
+        let created = conn.exchange(vec![(
+            RouteNetlinkMessage::NewLink(veth),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        )]);
+        let echo = match created.into_iter().next() {
+            Some(Ok(messages)) => messages,
+            Some(Err(e)) if e.from_kernel => return Err(e.into_error(op, self.object.clone())),
+            Some(Err(e)) => {
+                // The kernel may have made the pair before the answer was lost.
+                self.undo(conn, None);
+                return Err(e.into_error(op, self.object.clone()));
+            }
+            None => Vec::new(),
+        };
+        if let Some(found) = echoed_link(&echo) {
+            return Ok(found);
+        }
+        let op = "look up the interface of";
+        let looked_up = conn.exchange(vec![(
+            crate::netlink::msg::get_link_named(self.inside_name.as_str()),
+            0,
+        )]);
+        match looked_up.into_iter().next() {
+            Some(Ok(messages)) => echoed_link(&messages).ok_or_else(|| {
+                self.undo(conn, None);
+                Error::os(
+                    op,
+                    self.object.clone(),
+                    std::io::Error::other("the kernel answered without the link"),
+                )
+            }),
+            Some(Err(e)) => {
+                self.undo(conn, None);
+                Err(e.into_error(op, self.object.clone()))
+            }
+            None => {
+                self.undo(conn, None);
+                Err(Error::os(
+                    op,
+                    self.object.clone(),
+                    std::io::Error::from(std::io::ErrorKind::TimedOut),
+                ))
+            }
+        }
+    }
+
+    /// Step 3: one batch — quiet IPv6 if asked, the interface up and out of its temporary
+    /// group, its addresses, its default routes.
+    fn configure(&mut self, conn: &BatchConn, index: u32) -> Result<()> {
+        let mut batch = Vec::new();
+        let mut labels = Vec::new();
+        if self.quiet_ipv6 {
+            // Best effort: refused (EAFNOSUPPORT) where the link has no IPv6 at all, e.g. an
+            // MTU below 1280 or IPv6 disabled, which is quiet enough.
+            batch.push((no_link_local(index), 0));
+            labels.push(None);
+        }
+        batch.push((set_link(index, |b| b.up().link_group(0)), 0));
+        labels.push(Some(("bring up", self.object.clone())));
+        for ((msg, flags), label) in std::mem::take(&mut self.requests) {
+            batch.push((with_index(msg, index), flags));
+            labels.push(Some(("add", label)));
+        }
+        let failure =
+            conn.exchange(batch)
+                .into_iter()
+                .zip(labels)
+                .find_map(|(answer, label)| match (answer, label) {
+                    (Err(e), Some((op, label))) => Some(e.into_error(op, label)),
+                    _ => None,
+                });
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Removes the pair again (deleting this end deletes the host end too): by index once
+    /// known; before that by the temporary group this end was created in, which holds nothing
+    /// else.
+    fn undo(&self, conn: &BatchConn, index: Option<u32>) {
+        let msg = match (index, &self.creation_group) {
+            (Some(index), _) => del_link(index),
+            (None, Some(hold)) => del_group(hold.group()),
+            (None, None) => return,
+        };
+        let _ = conn.exchange(vec![(msg, 0)]);
+    }
+
+    /// The host end is a bridge port and needs no IPv6 at all: disabling it there (while it is
+    /// still down) spares the host namespace an IPv6 route per port, which every later port's
+    /// start would otherwise walk. Best effort: without it IPv6 is only noisier.
+    fn quiet_host_end(&self) {
+        if crate::sys::setns_net(self.host_fd.as_fd()).is_ok() {
+            let _ = std::fs::write(
+                format!(
+                    "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+                    self.host_name.as_str()
+                ),
+                "1",
+            );
+        }
+    }
+}
+
+/// Steps 2–4: builds `member` of the network (see the [module docs](self)): the inside job in
+/// the member's namespace, then the host end attached to the bridge and up, in one request.
+pub(super) async fn build(net: &NetworkContext, member: Planned) -> Result<Member> {
+    let object = format!(
+        "member {} ({:?} <-> {:?} in {})",
+        member
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        member.interface_name.as_str(),
+        member.host_interface_name.as_str(),
+        net.host.label()
+    );
+    // The host's connection, before anything is made, so that failing to get it leaves nothing.
+    let nl = net.host.nl().await?;
+    let job = InsideJob::new(net, &member, object.clone());
+    let inside: SocketJob<(u32, Option<u32>)> =
+        Box::new(move |conn, cancelled| job.run(conn, cancelled));
+    // In an existing namespace, a member whose future was dropped just as its job finished is
+    // removed again there (a new namespace simply dies with its fd).
+    let abandoned = || -> AbandonedJob<(u32, Option<u32>)> {
+        Box::new(|conn, (index, _)| {
+            let _ = conn.exchange(vec![(del_link(index), 0)]);
+        })
+    };
+    let (ns, (inside_index, host_index)) = match member.ns {
+        MemberNs::New => Namespace::create_with(inside).await?,
+        MemberNs::Borrowed(inner) => {
+            let found = inner.with_socket(inside, abandoned()).await?;
+            (Namespace::view(inner), found)
+        }
+        MemberNs::Owned(ns) => {
+            let found = ns.inner().with_socket(inside, abandoned()).await?;
+            (ns, found)
+        }
+    };
+    let host_index =
+        attach_host_end(net, &nl, &member.host_interface_name, host_index, &object).await?;
+    Ok(Member {
+        inside: Link::new(ns.inner().clone(), inside_index, member.interface_name),
+        host: Link::new(net.host.clone(), host_index, member.host_interface_name),
+        ns,
+        addresses: member.addresses,
+    })
+}
+
+/// Step 4: attaches the host end to the bridge and brings it up (one request); returns its
+/// index. Until then a pending guard removes the pair if this fails or the future is dropped.
+async fn attach_host_end(
+    net: &NetworkContext,
+    nl: &Nl,
+    name: &IfName,
+    index: Option<u32>,
+    object: &str,
+) -> Result<u32> {
+    let pending = Guard::new(PendingLink {
+        ns: net.host.clone(),
+        via: nl.clone(),
+        name: name.clone(),
+        index,
+        alone_in_group: None,
+    });
+    let bridge = net.bridge.index();
+    let attach = crate::netlink::msg::set_link_named(name.as_str(), |b| b.controller(bridge).up());
+    if let Err(e) = nl.send(attach, 0).ack().await {
+        let e = e.into_error("attach to the bridge", object.to_owned());
+        return Err(roll_back(pending, e).await);
+    }
+    let index = match index {
+        Some(index) => index,
+        None => match nl.link_named(name.as_str()).await {
+            Ok(msg) => msg.header.index,
+            Err(e) => {
+                let e = e.into_error("look up the host end of", object.to_owned());
+                return Err(roll_back(pending, e).await);
+            }
+        },
+    };
+    pending.keep();
+    Ok(index)
+}
