@@ -70,10 +70,10 @@ impl AddressBuilder {
     ///
     /// # Errors
     ///
-    /// * [`Error::InvalidInput`] before any request for an unparsable address or one that cannot
+    /// * [`Error::InvalidInput`](crate::Error::InvalidInput) before any request for an unparsable address or one that cannot
     ///   be a host address (see [`Address::new`]);
-    /// * [`Error::AlreadyExists`] if the link already has it;
-    /// * [`Error::NotFound`] if the link is gone.
+    /// * [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the link already has it;
+    /// * [`Error::NotFound`](crate::Error::NotFound) if the link is gone.
     ///
     /// # Cancel safety
     ///
@@ -212,7 +212,7 @@ impl Address {
     ///
     /// # Errors
     ///
-    /// The kernel's refusal, e.g. [`Error::PermissionDenied`].
+    /// The kernel's refusal, e.g. [`Error::PermissionDenied`](crate::Error::PermissionDenied).
     ///
     /// # Cancel safety
     ///
@@ -349,7 +349,7 @@ impl Link {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for an unparsable address; the kernel's refusal otherwise.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an unparsable address; the kernel's refusal otherwise.
     ///
     /// # Cancel safety
     ///
@@ -377,7 +377,7 @@ impl Link {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] if the listing fails.
+    /// [`Error::Os`](crate::Error::Os) if the listing fails.
     ///
     /// # Cancel safety
     ///
@@ -406,7 +406,7 @@ impl Namespace {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] if the listing fails.
+    /// [`Error::Os`](crate::Error::Os) if the listing fails.
     ///
     /// # Cancel safety
     ///

@@ -332,7 +332,7 @@ impl BridgedNetworkBuilder {
     ///   gateways of one IP version, a member address outside its gateway's subnet or equal to
     ///   it, a member without an address or with two of one IP version, duplicate member
     ///   addresses, host interface names or namespaces, bad names;
-    /// * the errors of the builders it uses ([`Bridge`], [`VethPair`], [`Route`]).
+    /// * the errors of the builders it uses ([`Bridge`](crate::Bridge), [`VethPair`](crate::VethPair), [`Route`](crate::Route)).
     ///
     /// # Cancel safety
     ///

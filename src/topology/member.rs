@@ -55,7 +55,7 @@ enum MemberNs {
     Owned(Namespace),
 }
 
-/// One member of a [`BridgedNetwork`], to be created: where its namespace comes from and its
+/// One member of a [`BridgedNetwork`](crate::BridgedNetwork), to be created: where its namespace comes from and its
 /// addresses.
 ///
 /// # Examples
@@ -180,7 +180,7 @@ impl MemberSpec {
     }
 
     /// The name of the member's interface (default: the network's
-    /// [`interface_name`](BridgedNetworkBuilder::interface_name), `eth0`).
+    /// [`interface_name`](crate::BridgedNetworkBuilder::interface_name), `eth0`).
     ///
     /// # Examples
     ///
@@ -234,7 +234,7 @@ impl Default for MemberSpec {
     }
 }
 
-/// A member of a [`BridgedNetwork`]: its namespace, its interface (inside) and the host-side
+/// A member of a [`BridgedNetwork`](crate::BridgedNetwork): its namespace, its interface (inside) and the host-side
 /// end attached to the bridge.
 ///
 /// # Examples
