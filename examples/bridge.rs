@@ -30,7 +30,7 @@ async fn run() -> netns_kit::Result<()> {
     // brctl addbr br0
     // ip addr add 10.111.1.254/24 dev br0
     // ip link set dev br0 up
-    let br0 = Bridge::new("br0")
+    let br0 = Bridge::builder("br0")
         .namespace(&host)
         .address("10.111.1.254/24")
         .accept_forward(check.needs_fix())
@@ -42,7 +42,7 @@ async fn run() -> netns_kit::Result<()> {
     // brctl addif br0 veth1-br
     // ip link set veth1 netns ns1
     // (Here veth1 is created directly inside ns1 and veth1-br directly on the bridge.)
-    let veth1 = VethPair::new("veth1-br", "veth1")
+    let veth1 = VethPair::builder("veth1-br", "veth1")
         .namespace(&host)
         .controller(br0.link())
         .peer_namespace(&ns1)
@@ -50,7 +50,7 @@ async fn run() -> netns_kit::Result<()> {
         .await?;
     // ip link add veth2 type veth peer name veth2-br ... (the same for ns2, attached afterwards
     // with `attach`, like `brctl addif`)
-    let veth2 = VethPair::new("veth2-br", "veth2")
+    let veth2 = VethPair::builder("veth2-br", "veth2")
         .namespace(&host)
         .peer_namespace(&ns2)
         .create()
@@ -66,8 +66,16 @@ async fn run() -> netns_kit::Result<()> {
     // ip netns exec ns1 ip route add default via 10.111.1.254
     // ip netns exec ns2 ip route add default via 10.111.1.254
     let gw = "10.111.1.254".parse().unwrap();
-    let _r1 = Route::default_v4().via(gw).add(&ns1).await?;
-    let _r2 = Route::default_v4().via(gw).add(&ns2).await?;
+    let _r1 = Route::builder(Route::DEFAULT_V4)
+        .via(gw)
+        .namespace(&ns1)
+        .create()
+        .await?;
+    let _r2 = Route::builder(Route::DEFAULT_V4)
+        .via(gw)
+        .namespace(&ns2)
+        .create()
+        .await?;
 
     for (from, name, to) in [
         (&ns1, "ns1", "10.111.1.2"),

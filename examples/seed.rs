@@ -54,8 +54,8 @@ async fn pattern_one(in_host: bool) -> netns_kit::Result<()> {
         .await?;
     println!(
         "  built {} <-> {} in {:.2} ms",
-        link.a().label(),
-        link.b().label(),
+        link.a(),
+        link.b(),
         start.elapsed().as_secs_f64() * 1e3
     );
     ping(&ns1, "ns1", "10.111.1.2").await?;
@@ -78,7 +78,7 @@ async fn pattern_two(host: &Namespace, in_host: bool) -> netns_kit::Result<()> {
     let check = forward_check(host).await?;
     println!(
         "  FORWARD check in {}: bridge-nf-call-iptables={:?}, FORWARD policy={:?} -> {}",
-        host.label(),
+        host,
         check.bridge_nf_call_iptables,
         check.ipv4_forward_policy,
         if check.needs_fix() {
@@ -112,7 +112,7 @@ async fn pattern_two(host: &Namespace, in_host: bool) -> netns_kit::Result<()> {
         .await?;
     println!(
         "  built bridge {} with {} members in {:.2} ms",
-        net.bridge().label(),
+        net.bridge(),
         net.members().len(),
         start.elapsed().as_secs_f64() * 1e3
     );
@@ -137,7 +137,7 @@ async fn run(in_host: bool) -> netns_kit::Result<()> {
     } else {
         Namespace::new().await?
     };
-    println!("working in {}", host.label());
+    println!("working in {}", host);
     pattern_one(in_host).await?;
     pattern_two(&host, in_host).await?;
     println!("done: both topologies built, connectivity proven, everything removed");

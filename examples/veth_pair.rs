@@ -22,7 +22,7 @@ async fn run() -> netns_kit::Result<()> {
     // ip link set veth1 netns ns1
     // ip link set veth2 netns ns2
     // (Here each end is created directly inside its namespace instead of being moved there.)
-    let veth = VethPair::new("veth1", "veth2")
+    let veth = VethPair::builder("veth1", "veth2")
         .namespace(&ns1)
         .peer_namespace(&ns2)
         .up(false) // the seed brings them up separately, below
@@ -41,13 +41,15 @@ async fn run() -> netns_kit::Result<()> {
 
     // ip netns exec ns1 ip route add default via 10.111.1.2
     // ip netns exec ns2 ip route add default via 10.111.1.1
-    let r1 = Route::default_v4()
+    let r1 = Route::builder(Route::DEFAULT_V4)
         .via("10.111.1.2".parse().unwrap())
-        .add(&ns1)
+        .namespace(&ns1)
+        .create()
         .await?;
-    let r2 = Route::default_v4()
+    let r2 = Route::builder(Route::DEFAULT_V4)
         .via("10.111.1.1".parse().unwrap())
-        .add(&ns2)
+        .namespace(&ns2)
+        .create()
         .await?;
 
     // ip netns exec ns1 ping -c1 10.111.1.2

@@ -1,5 +1,4 @@
-//! IP addresses on links: IPv4 and IPv6, the [`Address`] guard, listings, and the validation
-//! shared by every builder that takes an address.
+//! IP addresses on links: IPv4 and IPv6, the [`Address`] guard, and listings.
 //!
 //! IPv6 addresses are normally *tentative* for about a second after being added while the
 //! kernel runs duplicate-address detection (DAD); a tentative address cannot be bound or used as
@@ -8,6 +7,8 @@
 //!
 //! Builders accept addresses as anything implementing [`IntoIpNetwork`] (see
 //! [`ip`](crate::ip)).
+
+use std::fmt;
 
 use ipnetwork::IpNetwork;
 use netlink_packet_route::{
@@ -19,31 +20,18 @@ use crate::{
     error::Result,
     guard::{Guard, Resource},
     ip::{IntoIpNetwork, validate_host},
-    link::Link,
+    link::{Link, address_label},
     netlink::msg::{add_address, del_address},
     netns::Namespace,
+    trace,
+    twins::twins,
 };
 
-/// The label errors use for an address on a link.
-pub(crate) fn label(net: &IpNetwork, link: &Link) -> String {
-    format!("address {net} on {}", link.label())
-}
-
-/// Builds an [`Address`]; see [`Address::new`].
-///
-/// # Examples
-///
-/// ```no_run
-/// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-/// use netns_kit::{Address, AddressBuilder};
-///
-/// let builder: AddressBuilder = Address::new("fd10::2/64").nodad(true);
-/// let addr = builder.add(&link).await?;
-/// # Ok(()) }
-/// ```
+/// Builds an [`Address`]; see [`Address::builder`].
 #[derive(Debug)]
-#[must_use = "a builder does nothing until `.add(&link).await`"]
+#[must_use = "a builder does nothing until `.create().await`"]
 pub struct AddressBuilder {
+    link: Link,
     net: Result<IpNetwork>,
     nodad: bool,
 }
@@ -51,57 +39,64 @@ pub struct AddressBuilder {
 impl AddressBuilder {
     /// For IPv6: skip duplicate-address detection (`IFA_F_NODAD`, `ip addr add ... nodad`), so
     /// the address is usable at once instead of after ~1 s. No effect on IPv4.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let a = netns_kit::Address::new("fd10::1/64").nodad(true).add(&link).await?;
-    /// link.set_up().await?;
-    /// // Usable at once: no ~1 s wait for duplicate-address detection.
-    /// # Ok(()) }
-    /// ```
     pub fn nodad(mut self, nodad: bool) -> Self {
         self.nodad = nodad;
         self
     }
 
-    /// Adds the address to `link`, like `ip addr add ADDRESS dev LINK`.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidInput`](crate::Error::InvalidInput) before any request for an unparsable address or one that cannot
-    ///   be a host address (see [`Address::new`]);
-    /// * [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the link already has it;
-    /// * [`Error::NotFound`](crate::Error::NotFound) if the link is gone.
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the request is sent; if the future is then dropped the address may be
-    /// added with no guard to remove it (it goes with its link).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// use netns_kit::Address;
-    /// let addr = Address::new("fd10::1/64").nodad(true).add(&link).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip addr add")]
-    pub async fn add(self, link: &Link) -> Result<Address> {
-        let net = self.net?;
-        validate_host(&net, || label(&net, link))?;
-        let nl = link.ns().nl().await?;
-        let (msg, flags) = add_address(link.index(), &net, self.nodad);
-        nl.send(msg, flags)
-            .ack()
+    /// The span of `create`: what is being created, and where.
+    fn create_span(&self) -> tracing::Span {
+        trace::op!(
+            "create",
+            "address",
+            self.net.as_ref().map_or_else(
+                |_| "an address".to_owned(),
+                |net| address_label(net, &self.link)
+            ),
+            self.link.ns().label().to_owned(),
+        )
+    }
+
+    twins! {
+        /// Adds the address to the link, like `ip addr add ADDRESS dev LINK`.
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::InvalidInput`](crate::Error::InvalidInput) before any request for an
+        ///   unparsable address or one that cannot be a host address (see [`Address::builder`]);
+        /// * [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the link already has it;
+        /// * [`Error::NotFound`](crate::Error::NotFound) if the link is gone.
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the request is sent; if the future is then dropped the address may be
+        /// added with no guard to remove it (it goes with its link).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+        /// use netns_kit::Address;
+        /// let addr = Address::builder(&link, "fd10::1/64").nodad(true).create().await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip addr add")]
+        pub async fn create / create_blocking(self) -> Result<Address> {
+            let span = self.create_span();
+            trace::timed(span, async move {
+                let net = self.net?;
+                let link = self.link;
+                validate_host(&net, || address_label(&net, &link))?;
+                let nl = link.ns().nl().await?;
+                let (msg, flags) = add_address(link.index(), &net, self.nodad);
+                nl.send(msg, flags)
+                    .ack()
+                    .await
+                    .map_err(|e| e.into_error("add", address_label(&net, &link)))?;
+                Ok(Address(Guard::new(AddrResource { link, net })))
+            })
             .await
-            .map_err(|e| e.into_error("add", label(&net, link)))?;
-        Ok(Address(Guard::new(AddrResource {
-            link: link.dup(),
-            net,
-        })))
+        }
     }
 }
 
@@ -112,8 +107,14 @@ struct AddrResource {
 }
 
 impl Resource for AddrResource {
+    const KIND: &'static str = "address";
+
+    fn netns(&self) -> String {
+        self.link.ns().label().to_owned()
+    }
+
     fn describe(&self) -> String {
-        label(&self.net, &self.link)
+        address_label(&self.net, &self.link)
     }
 
     async fn remove(&self) -> Result<()> {
@@ -142,6 +143,7 @@ impl Resource for AddrResource {
 }
 
 /// An address on a link; the guard removes it (see the [guard contract](crate#guards)).
+/// `Display` names it: `address 10.1.0.1/24 on interface "eth0" in namespace "ns1"`.
 ///
 /// # Examples
 ///
@@ -149,7 +151,7 @@ impl Resource for AddrResource {
 /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
 /// use netns_kit::Address;
 ///
-/// let a = Address::new("10.1.0.1/24").add(&link).await?;
+/// let a = Address::builder(&link, "10.1.0.1/24").create().await?;
 /// assert_eq!(a.network().to_string(), "10.1.0.1/24");
 /// a.delete().await?; // or drop it, or a.keep() to leave it
 /// # Ok(()) }
@@ -157,90 +159,82 @@ impl Resource for AddrResource {
 #[derive(Debug)]
 pub struct Address(Guard<AddrResource>);
 
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.get().describe())
+    }
+}
+
 impl Address {
-    /// Starts building an address. IPv4 host addresses equal to the network or broadcast
-    /// address of a prefix shorter than /31, and unspecified or multicast addresses, are
-    /// rejected when it is added.
+    /// Starts building address `net` on `link`. IPv4 host addresses equal to the network or
+    /// broadcast address of a prefix shorter than /31, and unspecified or multicast addresses,
+    /// are rejected by [`create`](AddressBuilder::create).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let err = netns_kit::Address::new("10.0.0.0/24").add(&link).await.unwrap_err();
+    /// let err = netns_kit::Address::builder(&link, "10.0.0.0/24").create().await.unwrap_err();
     /// assert!(err.is_invalid_input());
     /// # Ok(()) }
     /// ```
-    pub fn new(net: impl IntoIpNetwork) -> AddressBuilder {
+    pub fn builder(link: &Link, net: impl IntoIpNetwork) -> AddressBuilder {
         AddressBuilder {
+            link: link.dup(),
             net: net.into_ip_network(),
             nodad: false,
         }
     }
 
     /// The address and prefix length.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let a = netns_kit::Address::new("10.1.0.1/24").add(&link).await?;
-    /// assert_eq!(a.network().ip().to_string(), "10.1.0.1");
-    /// assert_eq!(a.network().prefix(), 24);
-    /// # Ok(()) }
-    /// ```
     pub fn network(&self) -> IpNetwork {
         self.0.get().net
     }
 
     /// The link it is on.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(eth0: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let a = netns_kit::Address::new("10.1.0.1/24").add(&eth0).await?;
-    /// assert_eq!(a.link().index(), eth0.index());
-    /// println!("{} is on {}", a.network(), a.link().name());
-    /// # Ok(()) }
-    /// ```
     pub fn link(&self) -> &Link {
         &self.0.get().link
     }
 
-    /// Removes the address now and reports errors; an address already gone (or whose link is
-    /// gone) counts as removed.
-    ///
-    /// # Errors
-    ///
-    /// The kernel's refusal, e.g. [`Error::PermissionDenied`](crate::Error::PermissionDenied).
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the removal is sent and carried out even if the future is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(a: netns_kit::Address) -> netns_kit::Result<()> {
-    /// a.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip addr del")]
-    pub async fn delete(self) -> Result<()> {
-        self.0.delete().await
+    twins! {
+        /// Removes the address now and reports errors; an address already gone (or whose link
+        /// is gone) counts as removed. After [`keep`](Self::keep) it removes nothing.
+        ///
+        /// # Errors
+        ///
+        /// The kernel's refusal, e.g. [`Error::PermissionDenied`](crate::Error::PermissionDenied).
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the removal is sent and carried out even if the future is dropped.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(a: netns_kit::Address) -> netns_kit::Result<()> {
+        /// a.delete().await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip addr del")]
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            self.0.delete().await
+        }
     }
 
-    /// Disarms the guard: the address stays after the guard is gone. Returns the address.
+    /// Disarms the guard: the address stays after the guard is gone (see
+    /// [the guard contract](crate#guards)). Returns the same, now inert, guard.
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn demo(a: netns_kit::Address) {
-    /// let net = a.keep();
+    /// let a = a.keep();
+    /// println!("{a} stays");
     /// # }
     /// ```
-    pub fn keep(self) -> IpNetwork {
-        self.0.keep().net
+    pub fn keep(mut self) -> Self {
+        self.0.disarm();
+        self
     }
 }
 
@@ -321,145 +315,97 @@ async fn dump_addresses(
 }
 
 impl Link {
-    /// Adds `net` to this link with default options; shorthand for
-    /// `Address::new(net).add(&link)`. See [`AddressBuilder::add`].
-    ///
-    /// # Errors
-    ///
-    /// As for [`AddressBuilder::add`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`AddressBuilder::add`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let a = link.add_address("10.7.7.1/24").await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip addr add")]
-    pub async fn add_address(&self, net: impl IntoIpNetwork) -> Result<Address> {
-        Address::new(net).add(self).await
-    }
-
-    /// Removes `net` from this link, like `ip addr del ADDRESS dev LINK`, whoever added it. An
-    /// address that is not there counts as removed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an unparsable address; the kernel's refusal otherwise.
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the removal is sent and carried out even if the future is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// link.remove_address("10.7.7.1/24").await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip addr del")]
-    pub async fn remove_address(&self, net: impl IntoIpNetwork) -> Result<()> {
-        let net = net.into_ip_network()?;
-        AddrResource {
-            link: self.dup(),
-            net,
+    twins! {
+        /// Adds `net` to this link with default options; shorthand for
+        /// `Address::builder(&link, net).create()`. See [`AddressBuilder::create`].
+        ///
+        /// # Errors
+        ///
+        /// As for [`AddressBuilder::create`].
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`AddressBuilder::create`].
+        #[doc(alias = "ip addr add")]
+        pub async fn add_address / add_address_blocking(
+            &self,
+            net: impl IntoIpNetwork,
+        ) -> Result<Address> {
+            Address::builder(self, net).create().await
         }
-        .remove()
-        .await
     }
 
-    /// Lists this link's addresses (IPv4 and IPv6, link-local ones included).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`](crate::Error::Os) if the listing fails.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// for a in link.addresses().await? {
-    ///     println!("{}", a.address);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip addr show dev")]
-    pub async fn addresses(&self) -> Result<Vec<AddressInfo>> {
-        let index = self.index();
-        let mut all = dump_addresses(self.ns(), || self.label()).await?;
-        all.retain(|a| a.index == index);
-        Ok(all)
+    twins! {
+        /// Removes `net` from this link, like `ip addr del ADDRESS dev LINK`, whoever added it.
+        /// An address that is not there counts as removed.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an unparsable address; the
+        /// kernel's refusal otherwise.
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the removal is sent and carried out even if the future is dropped.
+        #[doc(alias = "ip addr del")]
+        pub async fn remove_address / remove_address_blocking(
+            &self,
+            net: impl IntoIpNetwork,
+        ) -> Result<()> {
+            let net = net.into_ip_network()?;
+            AddrResource {
+                link: self.dup(),
+                net,
+            }
+            .remove()
+            .await
+        }
+    }
+
+    twins! {
+        /// Lists this link's addresses (IPv4 and IPv6, link-local ones included), like
+        /// `ip addr show dev LINK`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Os`](crate::Error::Os) if the listing fails.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        #[doc(alias = "ip addr show dev")]
+        pub async fn addresses / addresses_blocking(&self) -> Result<Vec<AddressInfo>> {
+            let index = self.index();
+            let mut all = dump_addresses(self.ns(), || self.to_string()).await?;
+            all.retain(|a| a.index == index);
+            Ok(all)
+        }
     }
 }
 
 impl Namespace {
-    /// Lists every address in this namespace (one dump), like `ip addr show`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`](crate::Error::Os) if the listing fails.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// assert!(ns.addresses().await?.iter().any(|a| a.address.to_string() == "127.0.0.1/8"));
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip addr show")]
-    pub async fn addresses(&self) -> Result<Vec<AddressInfo>> {
-        dump_addresses(self.inner(), || self.label().to_owned()).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(s: &str) -> Result<()> {
-        let net = s.into_ip_network()?;
-        validate_host(&net, || s.to_owned())
-    }
-
-    #[test]
-    fn host_address_rules() {
-        assert!(check("10.0.0.1/24").is_ok());
-        assert!(check("10.0.0.0/24").is_err());
-        assert!(check("10.0.0.255/24").is_err());
-        assert!(check("10.0.0.0/31").is_ok());
-        assert!(check("10.0.0.1/31").is_ok());
-        assert!(check("10.0.0.7/32").is_ok());
-        assert!(check("0.0.0.0/8").is_err());
-        assert!(check("224.0.0.1/4").is_err());
-        assert!(check("fd10:1::/64").is_ok());
-        assert!(check("::/0").is_err());
-        assert!(check("ff02::1/64").is_err());
-    }
-
-    #[test]
-    fn string_forms() {
-        assert!("10.0.0.1/33".into_ip_network().is_err());
-        assert!("fd10::1/129".into_ip_network().is_err());
-        assert!("10.0.0.1".into_ip_network().is_err());
-        assert!("10.0.0.1/x".into_ip_network().is_err());
-        assert!("nope/24".into_ip_network().is_err());
-        assert_eq!(
-            "fd10::1/64".into_ip_network().unwrap(),
-            "fd10::1/64".parse::<IpNetwork>().unwrap()
-        );
+    twins! {
+        /// Lists every address in this namespace (one dump), like `ip addr show`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Os`](crate::Error::Os) if the listing fails.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::new().await?;
+        /// assert!(ns.addresses().await?.iter().any(|a| a.address.to_string() == "127.0.0.1/8"));
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip addr show")]
+        pub async fn addresses / addresses_blocking(&self) -> Result<Vec<AddressInfo>> {
+            dump_addresses(self.inner(), || self.to_string()).await
+        }
     }
 }

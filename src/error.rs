@@ -186,8 +186,9 @@ pub enum Error {
         outcome: String,
     },
 
-    /// Tearing down a composite met one or more errors. Teardown went on after each one, so
-    /// everything that could be removed was removed; the errors are listed in order.
+    /// Tearing down a composite met more than one error. Teardown went on after each one, so
+    /// everything that could be removed was removed; the errors are listed in order, each
+    /// naming its own operation and object, and never a `Teardown` itself (the list is flat).
     #[error("teardown of {object} met {} error(s): {}", errors.len(), join_errors(errors))]
     Teardown {
         /// The composite being torn down.
@@ -367,8 +368,16 @@ impl Error {
     }
 
     /// Merges teardown results: `Ok` when `errors` is empty, one error when there is one, a
-    /// [`Error::Teardown`] listing them otherwise.
-    pub(crate) fn collect(object: impl Into<String>, mut errors: Vec<Error>) -> Result<()> {
+    /// [`Error::Teardown`] listing them otherwise. A `Teardown` among `errors` contributes its
+    /// own errors, so lists never nest.
+    pub(crate) fn collect(object: impl Into<String>, errors: Vec<Error>) -> Result<()> {
+        let mut errors: Vec<Error> = errors
+            .into_iter()
+            .flat_map(|e| match e {
+                Error::Teardown { errors, .. } => errors,
+                e => vec![e],
+            })
+            .collect();
         match errors.len() {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
@@ -426,5 +435,11 @@ mod tests {
             two.to_string(),
             "teardown of x met 2 error(s): invalid a: b; invalid c: d"
         );
+        let nested = Error::collect("y", vec![two, Error::invalid("e", "f")]).unwrap_err();
+        let Error::Teardown { errors, .. } = &nested else {
+            panic!("{nested:?}")
+        };
+        assert_eq!(errors.len(), 3);
+        assert!(errors.iter().all(|e| !matches!(e, Error::Teardown { .. })));
     }
 }

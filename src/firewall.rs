@@ -1,4 +1,4 @@
-//! The seed's FORWARD mystery: why bridged traffic can be dropped by `iptables`, how to tell,
+//! The FORWARD mystery: why bridged traffic can be dropped by `iptables`, how to tell,
 //! and a fix scoped to one bridge.
 //!
 //! With `br_netfilter` active, the per-namespace sysctl `net.bridge.bridge-nf-call-iptables`
@@ -6,7 +6,7 @@
 //! traverse the iptables `FORWARD` chain, as if they were routed (`ip6tables` likewise for IPv6
 //! with `bridge-nf-call-ip6tables`). Docker, and other tools, set that chain's policy to `DROP`.
 //! So on a host running Docker, two namespaces on one bridge cannot ping each other until
-//! something accepts their traffic — the seed's `iptables -A FORWARD -i br0 -j ACCEPT`, whose
+//! something accepts their traffic — the classic recipe's `iptables -A FORWARD -i br0 -j ACCEPT`, whose
 //! reason its author did not know. (The kernel ORs the sysctl with the bridge's own
 //! `nf_call_iptables` option, so clearing the option alone does not help.)
 //!
@@ -30,6 +30,7 @@ use crate::{
     error::{Error, Result},
     netns::{Namespace, NsInner},
     owner,
+    twins::twins,
 };
 
 const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
@@ -241,7 +242,7 @@ impl ForwardRules {
     /// Replaces the ownership mark of the rules by [`owner::KEPT`] (for `keep()`): each rule is
     /// inserted again with the new comment before the marked one is deleted, so traffic never
     /// stops passing. Errors are logged; returns whether every rule was unmarked.
-    pub(crate) fn keep_blocking(self) -> bool {
+    pub(crate) fn keep_blocking(&mut self) -> bool {
         let mut all = true;
         for program in IPTABLES {
             for direction in ["-i", "-o"] {
@@ -251,7 +252,7 @@ impl ForwardRules {
                 let result = run_blocking(&self.ns, program, &insert);
                 if !matches!(&result, Ok(out) if out.status.success()) {
                     let e = command_error("keep", self.object(), program, &insert, result);
-                    log::warn!("netns-kit: {e}");
+                    crate::trace::swallowed(&self.object(), &e);
                     all = false;
                     continue;
                 }
@@ -259,10 +260,15 @@ impl ForwardRules {
                 let result = run_blocking(&self.ns, program, &delete);
                 if !matches!(&result, Ok(out) if out.status.success() || rule_absent(out)) {
                     let e = command_error("keep", self.object(), program, &delete, result);
-                    log::warn!("netns-kit: {e}");
+                    crate::trace::swallowed(&self.object(), &e);
                     all = false;
                 }
             }
+        }
+        if all {
+            // The rules now carry the kept tag: a later removal (none, once kept) would match
+            // these.
+            self.tag = owner::KEPT.to_owned();
         }
         all
     }
@@ -380,8 +386,8 @@ impl ForwardCheck {
     /// use netns_kit::{Bridge, Namespace, forward_check};
     ///
     /// let fix = forward_check(&Namespace::current()?).await?.needs_fix();
-    /// let br = Bridge::new("br0").address("10.0.3.1/24").accept_forward(fix).create().await?;
-    /// assert_eq!(br.accepts_forward(), fix);
+    /// let br = Bridge::builder("br0").address("10.0.3.1/24").accept_forward(fix).create().await?;
+    /// assert_eq!(br.accept_forward_enabled(), fix);
     /// # Ok(()) }
     /// ```
     pub fn needs_fix(&self) -> bool {
@@ -389,75 +395,84 @@ impl ForwardCheck {
     }
 }
 
-/// Reports whether bridged traffic in `ns` would hit a `FORWARD` chain that does not accept it
-/// (the seed's "mystery"; see [the crate docs](crate#the-forward-mystery)). Reads two sysctls
-/// and runs `iptables -S FORWARD` / `ip6tables -S FORWARD` inside `ns`; changes nothing.
-///
-/// Only chain policies are considered: an explicit `DROP` rule matching the bridge is not
-/// detected.
-///
-/// # Errors
-///
-/// [`Error::Command`] if `iptables` is installed but fails (e.g. without `CAP_NET_ADMIN`);
-/// a missing `iptables` is reported as an unknown policy, not an error.
-///
-/// # Cancel safety
-///
-/// Cancel-safe: it only reads.
-///
-/// # Examples
-///
-/// ```no_run
-/// # async fn demo() -> netns_kit::Result<()> {
-/// let host = netns_kit::Namespace::current()?;
-/// let check = netns_kit::forward_check(&host).await?;
-/// if check.needs_fix() {
-///     println!("bridged traffic here needs Bridge::accept_forward");
-/// }
-/// # Ok(()) }
-/// ```
-#[doc(alias = "iptables -S FORWARD")]
-pub async fn forward_check(ns: &Namespace) -> Result<ForwardCheck> {
-    async fn flag(ns: &Namespace, key: &str) -> Result<Option<bool>> {
-        match ns.sysctl_async(key).await {
-            Ok(v) => Ok(Some(v.trim() != "0")),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-    let mut policies = Vec::new();
-    for program in IPTABLES {
-        let args = vec!["-S".to_owned(), "FORWARD".to_owned()];
-        let result = run(ns.inner(), program, args.clone()).await;
-        match result {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => policies.push(None),
-            Ok(out) if out.status.success() => {
-                let text = String::from_utf8_lossy(&out.stdout);
-                policies.push(
-                    text.lines()
-                        .find_map(|l| l.strip_prefix("-P FORWARD ").map(|p| p.trim().to_owned())),
-                );
-            }
-            other => {
-                return Err(command_error(
-                    "check the FORWARD chain of",
-                    ns.label().to_owned(),
-                    program,
-                    &args,
-                    other,
-                ));
+twins! {
+    free
+    /// Reports whether bridged traffic in `ns` would hit a `FORWARD` chain that does not accept it
+    /// (the FORWARD "mystery"; see [the crate docs](crate#the-forward-mystery)). Reads two sysctls
+    /// and runs `iptables -S FORWARD` / `ip6tables -S FORWARD` inside `ns`; changes nothing.
+    ///
+    /// Only chain policies are considered: an explicit `DROP` rule matching the bridge is not
+    /// detected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Command`] if `iptables` is installed but fails (e.g. without `CAP_NET_ADMIN`);
+    /// a missing `iptables` is reported as an unknown policy, not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::current()?;
+    /// let check = netns_kit::forward_check(&host).await?;
+    /// if check.needs_fix() {
+    ///     println!("bridged traffic here needs Bridge::accept_forward");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "iptables -S FORWARD")]
+    pub async fn forward_check / forward_check_blocking(ns: &Namespace) -> Result<ForwardCheck> {
+        async fn flag(ns: &Namespace, key: &str) -> Result<Option<bool>> {
+            match ns.sysctl(key).await {
+                Ok(v) => Ok(Some(v.trim() != "0")),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
             }
         }
+        let mut policies = Vec::new();
+        for program in IPTABLES {
+            let args = vec!["-S".to_owned(), "FORWARD".to_owned()];
+            let result = run(ns.inner(), program, args.clone()).await;
+            match result {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => policies.push(None),
+                Ok(out) if out.status.success() => {
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    policies.push(
+                        text.lines()
+                            .find_map(|l| l.strip_prefix("-P FORWARD ").map(|p| p.trim().to_owned())),
+                    );
+                }
+                other => {
+                    return Err(command_error(
+                        "check the FORWARD chain of",
+                        ns.label().to_owned(),
+                        program,
+                        &args,
+                        other,
+                    ));
+                }
+            }
+        }
+        Ok(ForwardCheck {
+            bridge_nf_call_iptables: flag(ns, "net.bridge.bridge-nf-call-iptables").await?,
+            bridge_nf_call_ip6tables: flag(ns, "net.bridge.bridge-nf-call-ip6tables").await?,
+            ipv6_forward_policy: policies.pop().flatten(),
+            ipv4_forward_policy: policies.pop().flatten(),
+        })
     }
-    Ok(ForwardCheck {
-        bridge_nf_call_iptables: flag(ns, "net.bridge.bridge-nf-call-iptables").await?,
-        bridge_nf_call_ip6tables: flag(ns, "net.bridge.bridge-nf-call-ip6tables").await?,
-        ipv6_forward_policy: policies.pop().flatten(),
-        ipv4_forward_policy: policies.pop().flatten(),
-    })
 }
 
 impl crate::guard::Resource for ForwardRules {
+    const KIND: &'static str = "forward rules";
+
+    fn netns(&self) -> String {
+        self.ns.label().to_owned()
+    }
+
     fn describe(&self) -> String {
         self.object()
     }

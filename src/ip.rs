@@ -139,3 +139,41 @@ pub(crate) fn validate_host(net: &IpNetwork, object: impl FnOnce() -> String) ->
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(s: &str) -> Result<()> {
+        let net = s.into_ip_network()?;
+        validate_host(&net, || s.to_owned())
+    }
+
+    #[test]
+    fn host_address_rules() {
+        assert!(check("10.0.0.1/24").is_ok());
+        assert!(check("10.0.0.0/24").is_err());
+        assert!(check("10.0.0.255/24").is_err());
+        assert!(check("10.0.0.0/31").is_ok());
+        assert!(check("10.0.0.1/31").is_ok());
+        assert!(check("10.0.0.7/32").is_ok());
+        assert!(check("0.0.0.0/8").is_err());
+        assert!(check("224.0.0.1/4").is_err());
+        assert!(check("fd10:1::/64").is_ok());
+        assert!(check("::/0").is_err());
+        assert!(check("ff02::1/64").is_err());
+    }
+
+    #[test]
+    fn string_forms() {
+        assert!("10.0.0.1/33".into_ip_network().is_err());
+        assert!("fd10::1/129".into_ip_network().is_err());
+        assert!("10.0.0.1".into_ip_network().is_err());
+        assert!("10.0.0.1/x".into_ip_network().is_err());
+        assert!("nope/24".into_ip_network().is_err());
+        assert_eq!(
+            "fd10::1/64".into_ip_network().unwrap(),
+            "fd10::1/64".parse::<IpNetwork>().unwrap()
+        );
+    }
+}

@@ -17,14 +17,14 @@
 //!
 //! # Example
 //!
-//! The seed's two patterns, each in one call, inside a private "host" namespace:
+//! The two classic patterns, each in one call, inside a private "host" namespace:
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use netns_kit::{MemberSpec, Namespace, bridged, connect};
 //!
 //! # async fn demo() -> netns_kit::Result<()> {
-//! // Pattern 1: two namespaces joined by a veth pair ("a cable").
+//! // Two namespaces joined by a veth pair ("a cable").
 //! let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
 //! let cable = connect(&ns1, &ns2)
 //!     .address("10.0.1.1/24", "10.0.1.2/24")
@@ -32,7 +32,7 @@
 //!     .await?;
 //! let rtt = ns1.ping("10.0.1.2".parse().unwrap(), Duration::from_secs(1)).await?;
 //!
-//! // Pattern 2: namespaces on a bridge whose address is their default gateway.
+//! // Namespaces on a bridge whose address is their default gateway.
 //! let host = Namespace::new().await?;
 //! let lan = bridged()
 //!     .host(&host)
@@ -45,11 +45,24 @@
 //! first.ping("10.0.2.2".parse().unwrap(), Duration::from_secs(1)).await?;
 //!
 //! // Run code and programs inside a namespace.
-//! let listener = first.run(|| std::net::TcpListener::bind("10.0.2.1:8080")).unwrap();
+//! let listener = first.run(|| std::net::TcpListener::bind("10.0.2.1:8080")).await?;
 //! let status = first.command("ip").args(["route"]).status();
 //! # drop((rtt, listener, status, cable));
 //! # Ok(()) }
 //! // Everything above is removed when it goes out of scope.
+//! ```
+//!
+//! The same without async, as a synchronous program (a container runtime, a CNI plugin) writes
+//! it — every async function has a `_blocking` twin:
+//!
+//! ```no_run
+//! use netns_kit::{Namespace, connect};
+//!
+//! let (ns1, ns2) = (Namespace::new_blocking()?, Namespace::new_blocking()?);
+//! let cable = connect(&ns1, &ns2)
+//!     .address("10.0.1.1/24", "10.0.1.2/24")
+//!     .create_blocking()?;
+//! # Ok::<(), netns_kit::Error>(())
 //! ```
 //!
 //! # Design
@@ -67,7 +80,8 @@
 //!    caller's thread — say a Tokio worker — is never moved); `owner` (ownership marks);
 //! 3. **netlink** — `netlink`: one rtnetlink connection per namespace, from a socket created
 //!    inside it, so every request on it acts there; two transports (async, and batched blocking
-//!    requests needing no runtime); the message helpers every object module shares;
+//!    requests needing no runtime); the message helpers every object module shares; `twins`,
+//!    the macro that writes each async function's blocking twin from the same body;
 //! 4. **namespace** — `netns`: [`Namespace`], a namespace held by a file descriptor: anonymous,
 //!    named (a bind mount under `/run/netns`, as `ip netns add` makes it), or opened (by name,
 //!    path, pid or fd; never destroyed by us);
@@ -78,6 +92,47 @@
 //! 6. **patterns** — `topology`: [`connect`] ([`DirectLink`]) and [`bridged`]
 //!    ([`BridgedNetwork`]), composed only from layer 5; `reap` ([`reap`]).
 //!
+//! # Naming
+//!
+//! One convention, everywhere. A builder comes from `Type::builder(..)` with what the object
+//! cannot exist without (a name, a link, a destination); the two patterns are functions named
+//! for what they do ([`connect`], [`bridged`]) that return their builder. Setters take `self`
+//! and are named after the `ip` option they stand for; the one terminal verb is `create()`, which
+//! returns the guard. Where an object lives is a `namespace(&ns)` setter (default: the caller's
+//! current namespace) unless it belongs to a link. Names are taken as `impl AsRef<str>`.
+//! Operations are verbs (`set_up`, `enable_accept_forward`), getters are nouns or `is_`/`_enabled`
+//! predicates, and no getter shares a name with an action. `Display` is how every object is
+//! named in messages (`bridge "br0" in namespace "host"`). Every guard has `delete()` (remove
+//! now, report errors) and `keep()`, which disarms it and returns the same guard, still usable
+//! as a handle but owning nothing — exactly like an object opened rather than created. Every
+//! async function `f` has a blocking twin `f_blocking`; functions that only make a system call
+//! (opening a namespace file) are plain functions.
+//!
+//! # Blocking API
+//!
+//! Container runtimes are often synchronous, short-lived processes (a CNI plugin is one per
+//! container), so every async function has a `_blocking` twin (`create_blocking`,
+//! `delete_blocking`, [`Namespace::new_blocking`], ...), generated from the same body: same
+//! validation, order of requests, rollback and errors. A blocking call performs its netlink
+//! requests on the calling thread over a blocking socket, sending queued requests in one
+//! `sendmsg`; it starts no async runtime, no reactor and no thread, except the library thread
+//! that must enter a namespace to open a socket or create one there (the caller's thread never
+//! changes namespace). It must not be called from async code, where the async twin belongs.
+//! [`Namespace::run_blocking`] runs a closure in a namespace and waits for it.
+//!
+//! The async API needs no particular executor: netlink sockets are driven by one library thread
+//! running its own current-thread Tokio runtime, started on the first async request. It is the
+//! default feature `tokio`; a synchronous user can turn it off (`default-features = false`):
+//! only the blocking API is built then, and neither Tokio nor that thread is part of the
+//! program. [`Namespace::tokio_command`] exists only with the feature.
+//!
+//! # Tracing
+//!
+//! Everything the crate creates, rolls back, tears down or reaps is a [`tracing`] span (target
+//! `netns_kit`, level `INFO`) with the kind of object, the object, its namespace and, when it
+//! ends, how long it took; errors `Drop` must swallow are `WARN` events. Install any subscriber
+//! to see them, e.g. `tracing_subscriber::fmt().with_span_events(FmtSpan::CLOSE)`.
+//!
 //! # Guards
 //!
 //! Every object this crate creates is returned as a guard that owns it, and every guard follows
@@ -85,11 +140,15 @@
 //!
 //! * **`Drop` tears down**, synchronously and best-effort: it needs no async runtime (it works
 //!   after the runtime has shut down, on a plain thread, during a panic), never panics, and waits
-//!   for the kernel at most a bounded time. Errors are swallowed and logged with the [`log`]
-//!   crate at `warn` level.
-//! * **`delete(self).await`** tears down the same way and **reports** errors.
+//!   for the kernel at most a bounded time. Errors are swallowed and traced as `WARN` events
+//!   (see [Tracing](#tracing)).
+//! * **`delete(self).await`** (or `delete_blocking`) tears down the same way and **reports**
+//!   errors; a composite goes on after a failure and reports every error it met, in one flat
+//!   [`Error::Teardown`] list.
 //! * **`keep(self)`** disarms the guard so the object outlives the program (what a container
-//!   runtime wants once a container's network is set up).
+//!   runtime wants once a container's network is set up), replaces its ownership marks so
+//!   [`reap`] leaves it alone, and returns the same guard: still usable as a handle, owning
+//!   nothing (dropping or deleting it removes nothing).
 //! * Teardown is **idempotent**: something already gone counts as deleted.
 //! * When a guard is *dropped* while the anonymous namespace its object lives in has already
 //!   lost its handle, and nothing outside this crate can hold that namespace (no process started
@@ -97,7 +156,8 @@
 //!   own: the kernel frees the namespace with everything in it, in one batch, once the last
 //!   guard goes. Deleting one link costs the kernel 15–40 ms; this costs nothing. An explicit
 //!   `delete()` always deletes.
-//! * Only what this crate **created** is deleted; opened namespaces are never destroyed.
+//! * Only what this crate **created** is deleted; opened namespaces and bridges are never
+//!   destroyed.
 //!
 //! # Resource leaking
 //!
@@ -147,7 +207,8 @@
 //!
 //! # The FORWARD mystery
 //!
-//! The seed's bridge recipe needs `iptables -A FORWARD -i br0 -j ACCEPT` "for unknown reasons".
+//! The classic bridge recipe (namespaces on `br0`, the bridge's address as their gateway) often
+//! carries `iptables -A FORWARD -i br0 -j ACCEPT`, added "for unknown reasons".
 //! The reason: with `br_netfilter` active, the per-namespace sysctl
 //! `net.bridge.bridge-nf-call-iptables` (1 by default in every namespace) makes IPv4 frames
 //! that are merely *bridged* between two ports of `br0` traverse the iptables `FORWARD` chain as
@@ -160,9 +221,9 @@
 //!
 //! * [`forward_check`] reads the sysctls and the `FORWARD` policies of a namespace and says
 //!   whether bridged traffic would be dropped ([`ForwardCheck::needs_fix`]);
-//! * [`BridgeBuilder::accept_forward`] (and [`BridgedNetworkBuilder::accept_forward`]) is the
-//!   opt-in, scoped fix: `ACCEPT` rules for that bridge only, in and out, IPv4 and IPv6,
-//!   **inserted** at the top of the chain (an appended rule would come after a trailing
+//! * [`BridgeBuilder::accept_forward`] (and [`BridgedNetworkBuilder::accept_forward`], or
+//!   [`Bridge::enable_accept_forward`] on a live bridge) is the opt-in, scoped fix: `ACCEPT`
+//!   rules for that bridge only, in and out, IPv4 and IPv6, **inserted** at the top of the chain (an appended rule would come after a trailing
 //!   `REJECT`), tagged with the owning process, and removed with the bridge. It runs the system's
 //!   `iptables`, so it works with both the nf_tables and the legacy backends.
 //!
@@ -190,20 +251,13 @@
 //! awaited; dropping a future of this crate therefore never leaves a request half-sent, but may
 //! leave its effect in place without a guard to undo it. Each async function's documentation says
 //! what dropping it early leaves behind.
-//!
-//! # Async runtimes
-//!
-//! The async functions need no particular executor: netlink sockets are driven by a library
-//! thread running its own current-thread Tokio runtime, and results come back over channels. Only
-//! [`Namespace::tokio_command`] is tied to Tokio (it returns a Tokio type).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// `VethPair::new(..)` returns a `VethPairBuilder` whose `create()` returns the `VethPair` guard:
-// the builder is named after what it makes, like `std::process::Command::new(..).spawn()`.
-#![allow(clippy::new_ret_no_self)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("netns-kit works only on Linux: network namespaces are a Linux kernel feature");
+
+mod twins;
 
 mod addr;
 mod error;
@@ -220,10 +274,13 @@ mod reap;
 mod route;
 mod sys;
 mod topology;
+mod trace;
 
 pub use addr::{Address, AddressBuilder, AddressInfo};
 pub use error::{Error, NameKind, Result};
-pub use firewall::{ForwardCheck, forward_check};
+#[cfg(feature = "tokio")]
+pub use firewall::forward_check;
+pub use firewall::{ForwardCheck, forward_check_blocking};
 pub use ip::IntoIpNetwork;
 pub use link::{
     Link, LinkInfo, MacAddr, OperState,
@@ -232,8 +289,10 @@ pub use link::{
 };
 pub use name::{IFNAME_MAX, IFNAME_UNIQUE_PREFIX_MAX, IfName, NSNAME_MAX, NsName};
 pub use netns::{Namespace, NamespaceBuilder};
-pub use reap::{Reaped, reap};
-pub use route::{Route, RouteBuilder, RouteInfo};
+#[cfg(feature = "tokio")]
+pub use reap::reap;
+pub use reap::{Reaped, reap_blocking};
+pub use route::{Route, RouteBuilder, RouteDestination, RouteInfo};
 pub use topology::{
     BridgedNetwork, BridgedNetworkBuilder, DirectLink, DirectLinkBuilder, Member, MemberSpec,
     bridged, connect,

@@ -46,6 +46,8 @@ use crate::{
     netlink::{self, BLOCKING_TIMEOUT, BatchConn, KernelError, Nl, NsConn},
     owner,
     sys::{self, NETNS_RUN_DIR, NotNetNs},
+    trace,
+    twins::twins,
 };
 
 /// State shared by a namespace handle and the guards of objects inside it.
@@ -147,22 +149,6 @@ impl NsInner {
     ) -> Result<()> {
         self.conn.blocking_one(msg, op, label)
     }
-
-    /// Runs `f` on a worker thread inside this namespace and blocks for the result.
-    fn on_worker_inside<R, F>(&self, f: F) -> std::io::Result<R>
-    where
-        F: FnOnce() -> std::io::Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let fd = self.fd.clone();
-        sys::on_worker_blocking(
-            move || {
-                sys::setns_net(fd.as_fd())?;
-                f()
-            },
-            BLOCKING_TIMEOUT,
-        )?
-    }
 }
 
 impl fmt::Debug for NsInner {
@@ -218,6 +204,30 @@ pub struct Namespace {
     owned: bool,
 }
 
+impl fmt::Display for Namespace {
+    /// How errors name the namespace: `namespace "ns1"`, `anonymous namespace net:[4026532…]`,
+    /// `namespace of process 42`, ...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.label)
+    }
+}
+
+impl PartialEq for Namespace {
+    /// Two handles are equal when they refer to the same namespace (the same nsfs device and
+    /// inode), however they were obtained.
+    fn eq(&self, other: &Namespace) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+impl Eq for Namespace {}
+
+impl std::hash::Hash for Namespace {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.id.hash(state);
+    }
+}
+
 impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Namespace")
@@ -254,99 +264,101 @@ impl NamespaceBuilder {
     /// `ip netns add NAME` does, so `ip netns exec NAME ...` and `tcpdump` see it.
     ///
     /// The name is validated by [`create`](NamespaceBuilder::create) (see [`NsName`]).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::builder().name("green").create().await?;
-    /// assert_eq!(ns.path(), Some(std::path::Path::new("/run/netns/green")));
-    /// # Ok(()) }
-    /// ```
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+    pub fn name(mut self, name: impl AsRef<str>) -> Self {
+        self.name = Some(name.as_ref().to_owned());
         self
     }
 
     /// Whether to bring the loopback interface `lo` up (default: yes, like a normal host).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::builder().loopback_up(false).create().await?;
-    /// assert!(!ns.link("lo").await?.info().await?.up);
-    /// # Ok(()) }
-    /// ```
     pub fn loopback_up(mut self, up: bool) -> Self {
         self.loopback_up = up;
         self
     }
 
-    /// Creates the namespace.
-    ///
-    /// The namespace is created with `unshare(CLONE_NEWNET)` on a library worker thread (never
-    /// the caller's), which also opens the namespace's netlink socket and brings `lo` up before
-    /// returning to its home namespace. No process is forked.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidName`] for a bad name, before any syscall;
-    /// * [`Error::AlreadyExists`] if `/run/netns/NAME` exists; the existing namespace is left
-    ///   untouched;
-    /// * [`Error::PermissionDenied`] without `CAP_SYS_ADMIN` (and `CAP_NET_ADMIN` for `lo`);
-    /// * [`Error::Os`] for other OS failures. Nothing is left behind on error.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe for anonymous namespaces: if the future is dropped, the namespace made so far
-    /// is freed by the kernel. For a named namespace, the claimed name `/run/netns/NAME` is
-    /// given back too.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::builder().name("lab1").create().await?;
-    /// assert_eq!(ns.name(), Some("lab1"));
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip netns add")]
-    pub async fn create(self) -> Result<Namespace> {
-        let name = self.name.as_deref().map(NsName::new).transpose()?;
-        let Some(name) = name else {
-            let (fd, socket) = new_anonymous(self.loopback_up, None).await?;
-            let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
-            let inner = NsInner::new(fd, label, None, None)?;
-            inner.conn.give_spare(socket);
-            return Ok(Namespace {
-                inner: Arc::new(inner),
-                teardown: Teardown::Nothing,
-                owned: true,
-            });
-        };
+    /// The span of `create`: what is being created, and where.
+    fn create_span(&self) -> tracing::Span {
+        trace::op!(
+            "create",
+            "namespace",
+            self.name
+                .as_deref()
+                .map_or("an anonymous namespace".to_owned(), |n| format!(
+                    "namespace {n:?}"
+                )),
+            "(new)",
+        )
+    }
 
-        let label = format!("namespace {:?}", name.as_str());
-        let dir = Path::new(NETNS_RUN_DIR);
-        let path = dir.join(name.as_str());
-        sys::ensure_run_dir(dir)
-            .map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
-        let mark = owner::marker();
-        sys::claim_ns_file(dir, name.as_str(), &owner::claim_name(), &mark)
-            .map_err(|e| Error::os("create", label.clone(), e))?;
-        // From here on the name is claimed: `claim` gives it back on every error path, and if
-        // this future is dropped.
-        let claim = Claim(Some(path.clone()));
-        let (fd, socket) = new_anonymous(self.loopback_up, Some(mark)).await?;
-        sys::bind_ns(fd.as_fd(), &path).map_err(|e| Error::os("bind-mount", label.clone(), e))?;
-        let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))?;
-        claim.done();
-        inner.conn.give_spare(socket);
-        Ok(Namespace {
-            inner: Arc::new(inner),
-            teardown: Teardown::Unname(path),
-            owned: true,
-        })
+    twins! {
+        /// Creates the namespace.
+        ///
+        /// The namespace is created with `unshare(CLONE_NEWNET)` on a library worker thread (never
+        /// the caller's), which also opens the namespace's netlink socket and brings `lo` up before
+        /// returning to its home namespace. No process is forked.
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::InvalidName`] for a bad name, before any syscall;
+        /// * [`Error::AlreadyExists`] if `/run/netns/NAME` exists; the existing namespace is left
+        ///   untouched;
+        /// * [`Error::PermissionDenied`] without `CAP_SYS_ADMIN` (and `CAP_NET_ADMIN` for `lo`);
+        /// * [`Error::Os`] for other OS failures. Nothing is left behind on error.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe for anonymous namespaces: if the future is dropped, the namespace made so far
+        /// is freed by the kernel. For a named namespace, the claimed name `/run/netns/NAME` is
+        /// given back too.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::builder().name("lab1").create().await?;
+        /// assert_eq!(ns.name(), Some("lab1"));
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip netns add")]
+        pub async fn create / create_blocking(self) -> Result<Namespace> {
+            let span = self.create_span();
+            trace::timed(span, async move {
+                let name = self.name.as_deref().map(NsName::new).transpose()?;
+                let Some(name) = name else {
+                    let (fd, socket) = new_anonymous(self.loopback_up, None).await?;
+                    let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
+                    let inner = NsInner::new(fd, label, None, None)?;
+                    inner.conn.give_spare(socket);
+                    return Ok(Namespace {
+                        inner: Arc::new(inner),
+                        teardown: Teardown::Nothing,
+                        owned: true,
+                    });
+                };
+
+                let label = format!("namespace {:?}", name.as_str());
+                let dir = Path::new(NETNS_RUN_DIR);
+                let path = dir.join(name.as_str());
+                sys::ensure_run_dir(dir)
+                    .map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
+                let mark = owner::marker();
+                sys::claim_ns_file(dir, name.as_str(), &owner::claim_name(), &mark)
+                    .map_err(|e| Error::os("create", label.clone(), e))?;
+                // From here on the name is claimed: `claim` gives it back on every error path, and if
+                // this future is dropped.
+                let claim = Claim(Some(path.clone()));
+                let (fd, socket) = new_anonymous(self.loopback_up, Some(mark)).await?;
+                sys::bind_ns(fd.as_fd(), &path).map_err(|e| Error::os("bind-mount", label.clone(), e))?;
+                let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))?;
+                claim.done();
+                inner.conn.give_spare(socket);
+                Ok(Namespace {
+                    inner: Arc::new(inner),
+                    teardown: Teardown::Unname(path),
+                    owned: true,
+                })
+            })
+            .await
+        }
     }
 }
 
@@ -549,53 +561,57 @@ impl Namespace {
         }
     }
 
-    /// Creates an anonymous namespace with `lo` up. It lives as long as this handle (and the
-    /// guards of anything created inside it); the kernel frees it then, even if the process is
-    /// killed.
-    ///
-    /// # Errors
-    ///
-    /// See [`NamespaceBuilder::create`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: a namespace made before the future was dropped is freed.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// assert_ne!(ns.inode(), netns_kit::Namespace::current()?.inode());
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "unshare")]
-    pub async fn new() -> Result<Namespace> {
-        Namespace::builder().create().await
+    twins! {
+        /// Creates an anonymous namespace with `lo` up. It lives as long as this handle (and the
+        /// guards of anything created inside it); the kernel frees it then, even if the process is
+        /// killed.
+        ///
+        /// # Errors
+        ///
+        /// See [`NamespaceBuilder::create`].
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe: a namespace made before the future was dropped is freed.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::new().await?;
+        /// assert_ne!(ns.inode(), netns_kit::Namespace::current()?.inode());
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "unshare")]
+        pub async fn new / new_blocking() -> Result<Namespace> {
+            Namespace::builder().create().await
+        }
     }
 
-    /// Creates a named namespace `/run/netns/NAME` with `lo` up, as `ip netns add NAME` would.
-    ///
-    /// # Errors
-    ///
-    /// See [`NamespaceBuilder::create`]; notably [`Error::AlreadyExists`] if the name is taken.
-    ///
-    /// # Cancel safety
-    ///
-    /// See [`NamespaceBuilder::create`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let ns = netns_kit::Namespace::named("blue").await?;
-    /// let ok = std::process::Command::new("ip").args(["netns", "exec", "blue", "true"]).status()?;
-    /// assert!(ok.success());
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip netns add")]
-    pub async fn named(name: impl Into<String>) -> Result<Namespace> {
-        Namespace::builder().name(name).create().await
+    twins! {
+        /// Creates a named namespace `/run/netns/NAME` with `lo` up, as `ip netns add NAME` would.
+        ///
+        /// # Errors
+        ///
+        /// See [`NamespaceBuilder::create`]; notably [`Error::AlreadyExists`] if the name is taken.
+        ///
+        /// # Cancel safety
+        ///
+        /// See [`NamespaceBuilder::create`].
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+        /// let ns = netns_kit::Namespace::named("blue").await?;
+        /// let ok = std::process::Command::new("ip").args(["netns", "exec", "blue", "true"]).status()?;
+        /// assert!(ok.success());
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip netns add")]
+        pub async fn named / named_blocking(name: impl AsRef<str>) -> Result<Namespace> {
+            Namespace::builder().name(name).create().await
+        }
     }
 
     /// Opens the named namespace `/run/netns/NAME` (made by `ip netns add` or by this crate).
@@ -616,8 +632,52 @@ impl Namespace {
         let name = NsName::new(name)?;
         let label = format!("namespace {:?}", name.as_str());
         let path = Path::new(NETNS_RUN_DIR).join(name.as_str());
-        let fd = sys::open_net_ns(&path).map_err(|e| open_error("open", label.clone(), e))?;
+        let fd =
+            sys::open_net_ns_at(&path, false).map_err(|e| open_error("open", label.clone(), e))?;
         Namespace::opened(fd, label, Some(name), Some(path))
+    }
+
+    /// Removes the named namespace `/run/netns/NAME`, whoever made it, as `ip netns del NAME`
+    /// does: its bind mount is detached and the file removed; the kernel frees the namespace,
+    /// with its interfaces, once no process, socket or handle holds it any more. What a
+    /// container runtime calls on delete, from another process than the one that made (and
+    /// [kept](Namespace::keep)) the namespace.
+    ///
+    /// Only a network namespace's bind mount is removed: anything else under `/run/netns` (a
+    /// plain file, a symbolic link, a FIFO, a half-made name) is refused and left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such name;
+    /// [`Error::InvalidInput`] if it is not a network namespace; [`Error::PermissionDenied`]
+    /// without `CAP_SYS_ADMIN`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// // Process 1 made it and kept it:
+    /// # async fn create() -> netns_kit::Result<()> {
+    /// netns_kit::Namespace::named("container-7").await?.keep();
+    /// # Ok(()) }
+    /// // Process 2, later:
+    /// netns_kit::Namespace::remove("container-7")?;
+    /// # Ok::<(), netns_kit::Error>(())
+    /// ```
+    #[doc(alias = "ip netns del")]
+    #[doc(alias = "ip netns delete")]
+    pub fn remove(name: impl AsRef<str>) -> Result<()> {
+        let name = NsName::new(name)?;
+        let label = format!("namespace {:?}", name.as_str());
+        let path = Path::new(NETNS_RUN_DIR).join(name.as_str());
+        let fd = sys::open_net_ns_at(&path, false).map_err(|e| match e {
+            NotNetNs::Other(reason) => Error::invalid(
+                label.clone(),
+                format!("/run/netns/{} is {reason}; left alone", name.as_str()),
+            ),
+            NotNetNs::Io(e) => Error::os("remove", label.clone(), e),
+        })?;
+        drop(fd);
+        sys::unmount_and_unlink(&path).map_err(|e| Error::os("remove", label, e))
     }
 
     /// Opens the namespace file at `path`, such as `/run/netns/X` or `/proc/PID/ns/net`. The
@@ -736,29 +796,11 @@ impl Namespace {
     }
 
     /// The namespace's name, for a named namespace.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::named("red").await?;
-    /// assert_eq!(ns.name(), Some("red"));
-    /// assert_eq!(netns_kit::Namespace::new().await?.name(), None);
-    /// # Ok(()) }
-    /// ```
     pub fn name(&self) -> Option<&str> {
         self.inner.name.as_ref().map(NsName::as_str)
     }
 
     /// The path it was opened from or bind-mounted at, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let ns = netns_kit::Namespace::open_path("/proc/1/ns/net")?;
-    /// assert_eq!(ns.path(), Some(std::path::Path::new("/proc/1/ns/net")));
-    /// # Ok::<(), netns_kit::Error>(())
-    /// ```
     pub fn path(&self) -> Option<&Path> {
         self.inner.path.as_deref()
     }
@@ -783,88 +825,19 @@ impl Namespace {
 
     /// Whether this handle was created by this crate and tears its namespace down (false for
     /// opened namespaces and after [`keep`](Namespace::keep)).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// assert!(ns.is_owned());
-    /// assert!(!ns.keep().is_owned());
-    /// assert!(!netns_kit::Namespace::current()?.is_owned());
-    /// # Ok(()) }
-    /// ```
     pub fn is_owned(&self) -> bool {
         self.owned
     }
 
-    /// How error messages name this namespace, e.g. `namespace "ns1"`.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::named("ns1").await?;
-    /// assert_eq!(ns.label(), "namespace \"ns1\"");
-    /// println!("created {}", ns.label());
-    /// # Ok(()) }
-    /// ```
-    pub fn label(&self) -> &str {
+    /// How error messages name this namespace (its `Display`).
+    pub(crate) fn label(&self) -> &str {
         &self.inner.label
     }
 
     /// Runs `f` on a new thread inside this namespace and returns its result. The calling
     /// thread never changes namespace. Sockets created by `f` stay in this namespace and can be
-    /// used from any thread afterwards.
-    ///
-    /// This blocks the calling thread until `f` returns; in async code prefer
-    /// [`run_async`](Namespace::run_async).
-    ///
-    /// # Panics
-    ///
-    /// If `f` panics, the panic is resumed on the calling thread (which is still in its own
-    /// namespace), as [`std::thread::scope`] does.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::PermissionDenied`] if the thread may not enter the namespace; [`Error::Os`] if
-    /// no thread can be spawned.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0"))??;
-    /// // `listener` accepts connections made inside `ns` only.
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "setns")]
-    pub fn run<F, R>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce() -> R + Send,
-        R: Send,
-    {
-        // `f` may make sockets (or threads) that keep the namespace alive.
-        self.inner.mark_escaped();
-        let fd = self.inner.fd.as_fd();
-        let label = &self.inner.label;
-        std::thread::scope(|scope| {
-            let thread = std::thread::Builder::new()
-                .name("netns-kit-run".into())
-                .spawn_scoped(scope, move || -> Result<R> {
-                    sys::setns_net(fd).map_err(|e| Error::os("enter", label.clone(), e))?;
-                    Ok(f())
-                })
-                .map_err(|e| Error::os("spawn a thread to enter", label.clone(), e))?;
-            match thread.join() {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
-    }
-
-    /// Like [`run`](Namespace::run), but waits asynchronously (any executor).
+    /// used from any thread afterwards — how a test binds a server "inside" a namespace and
+    /// serves from its own runtime.
     ///
     /// # Panics
     ///
@@ -872,7 +845,8 @@ impl Namespace {
     ///
     /// # Errors
     ///
-    /// As for [`run`](Namespace::run).
+    /// [`Error::PermissionDenied`] if the thread may not enter the namespace; [`Error::Os`] if
+    /// no thread can be spawned.
     ///
     /// # Cancel safety
     ///
@@ -884,10 +858,12 @@ impl Namespace {
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// let ns = netns_kit::Namespace::new().await?;
-    /// let socket = ns.run_async(|| std::net::UdpSocket::bind("127.0.0.1:0")).await??;
+    /// let listener = ns.run(|| std::net::TcpListener::bind("127.0.0.1:0")).await??;
+    /// // `listener` accepts connections made inside `ns` only.
     /// # Ok(()) }
     /// ```
-    pub async fn run_async<F, R>(&self, f: F) -> Result<R>
+    #[doc(alias = "setns")]
+    pub async fn run<F, R>(&self, f: F) -> Result<R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
@@ -918,6 +894,49 @@ impl Namespace {
         }
     }
 
+    /// The blocking twin of [`run`](Namespace::run): runs `f` on a new (scoped) thread inside
+    /// this namespace and blocks until it returns; `f` may borrow from the caller.
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics, the panic is resumed on the calling thread (which is still in its own
+    /// namespace), as [`std::thread::scope`] does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Namespace::run).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let ns = netns_kit::Namespace::new_blocking()?;
+    /// let socket = ns.run_blocking(|| std::net::UdpSocket::bind("127.0.0.1:0"))??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_blocking<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        // `f` may make sockets (or threads) that keep the namespace alive.
+        self.inner.mark_escaped();
+        let fd = self.inner.fd.as_fd();
+        let label = &self.inner.label;
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new()
+                .name("netns-kit-run".into())
+                .spawn_scoped(scope, move || -> Result<R> {
+                    sys::setns_net(fd).map_err(|e| Error::os("enter", label.clone(), e))?;
+                    Ok(f())
+                })
+                .map_err(|e| Error::os("spawn a thread to enter", label.clone(), e))?;
+            match thread.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
     /// A [`std::process::Command`] for `program` that runs inside this namespace, like
     /// `ip netns exec NS program`: the child enters the namespace between `fork` and `exec`; no
     /// shell is involved and the caller never changes namespace. Unlike `ip netns exec`, `/sys`
@@ -946,105 +965,95 @@ impl Namespace {
 
     /// A [`tokio::process::Command`] for `program` that runs inside this namespace; see
     /// [`command`](Namespace::command).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let out = ns.tokio_command("ip").args(["-j", "link"]).output().await?;
-    /// # Ok(()) }
-    /// ```
+    #[cfg(feature = "tokio")]
     pub fn tokio_command(&self, program: impl AsRef<OsStr>) -> tokio::process::Command {
         tokio::process::Command::from(self.command(program))
     }
 
-    /// Reads sysctl `key` without blocking the caller (for async code inside the crate).
-    pub(crate) async fn sysctl_async(&self, key: &str) -> Result<String> {
-        let path = sysctl_path(key)?;
-        let fd = self.inner.fd.clone();
-        let value = sys::on_worker(move || {
-            sys::setns_net(fd.as_fd())?;
-            std::fs::read_to_string(path)
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
-        Ok(value.trim_end().to_owned())
-    }
-
-    /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace. This blocks the
-    /// caller for the few microseconds a worker thread takes to read it (at most 10 s if the
-    /// workers are stuck).
-    ///
-    /// Only `net.*` keys are accepted: they are the per-namespace ones, so this can never read or
-    /// change a global setting by mistake. As with sysctl(8), a `/` inside a component stands for
-    /// a `.` in an interface name (`net.ipv4.conf.eth0/10.forwarding`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] for a key outside `net.` or with empty, `.` or `..` components;
-    /// [`Error::NotFound`] if the key does not exist in this namespace.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// assert_eq!(ns.sysctl("net.ipv4.ip_forward")?, "0");
-    /// # Ok(()) }
-    /// ```
-    pub fn sysctl(&self, key: &str) -> Result<String> {
-        let path = sysctl_path(key)?;
-        let value = self
-            .inner
-            .on_worker_inside(move || std::fs::read_to_string(path))
+    twins! {
+        /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace, on a library
+        /// thread inside it.
+        ///
+        /// Only `net.*` keys are accepted: they are the per-namespace ones, so this can never
+        /// read or change a global setting by mistake. As with sysctl(8), a `/` inside a
+        /// component stands for a `.` in an interface name (`net.ipv4.conf.eth0/10.forwarding`).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] for a key outside `net.` or with empty, `.` or `..`
+        /// components; [`Error::NotFound`] if the key does not exist in this namespace.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::new().await?;
+        /// assert_eq!(ns.sysctl("net.ipv4.ip_forward").await?, "0");
+        /// # Ok(()) }
+        /// ```
+        pub async fn sysctl / sysctl_blocking(&self, key: &str) -> Result<String> {
+            let path = sysctl_path(key)?;
+            let fd = self.inner.fd.clone();
+            let value = sys::on_worker(move || {
+                sys::setns_net(fd.as_fd())?;
+                std::fs::read_to_string(path)
+            })
+            .await
+            .and_then(|r| r)
             .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
-        Ok(value.trim_end().to_owned())
+            Ok(value.trim_end().to_owned())
+        }
     }
 
-    /// Writes `value` to the sysctl `key` of this namespace only; see
-    /// [`sysctl`](Namespace::sysctl).
-    ///
-    /// # Errors
-    ///
-    /// As for [`sysctl`](Namespace::sysctl); [`Error::Os`] (`EINVAL`) if the kernel rejects the
-    /// value; [`Error::PermissionDenied`] without `CAP_NET_ADMIN`.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// ns.set_sysctl("net.ipv4.ip_forward", "1")?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "sysctl -w")]
-    pub fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let path = sysctl_path(key)?;
-        let value = value.to_owned();
-        self.inner
-            .on_worker_inside(move || std::fs::write(path, value))
+    twins! {
+        /// Writes `value` to the sysctl `key` of this namespace only; see
+        /// [`sysctl`](Namespace::sysctl).
+        ///
+        /// # Errors
+        ///
+        /// As for [`sysctl`](Namespace::sysctl); [`Error::Os`] (`EINVAL`) if the kernel rejects
+        /// the value; [`Error::PermissionDenied`] without `CAP_NET_ADMIN`.
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the write happens even if the future is dropped.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::new().await?;
+        /// ns.set_sysctl("net.ipv4.ip_forward", "1").await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "sysctl -w")]
+        pub async fn set_sysctl / set_sysctl_blocking(&self, key: &str, value: &str) -> Result<()> {
+            let path = sysctl_path(key)?;
+            let value = value.to_owned();
+            let fd = self.inner.fd.clone();
+            sys::on_worker(move || {
+                sys::setns_net(fd.as_fd())?;
+                std::fs::write(path, value)
+            })
+            .await
+            .and_then(|r| r)
             .map_err(|e| Error::os("write sysctl", format!("{key} in {}", self.label()), e))
+        }
     }
 
     /// Closes this namespace's netlink connection, freeing its socket and buffers (~72 KiB); the
     /// next request opens a new one. Useful when holding many namespaces at once.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// ns.close_netlink();
-    /// # Ok(()) }
-    /// ```
     pub fn close_netlink(&self) {
         self.inner.close_netlink();
     }
 
     /// Disarms the guard: the namespace's name (if any) is no longer removed when this handle
-    /// is dropped, so a named namespace outlives the program. The handle stays usable.
+    /// is dropped or deleted, so a named namespace outlives the program. Returns the same,
+    /// still usable, handle, which no longer owns the namespace (like an opened one).
     ///
     /// An anonymous namespace cannot outlive every handle to it; keep a handle (or a process in
     /// it), or name it.
@@ -1065,7 +1074,7 @@ impl Namespace {
                 .inner
                 .blocking_one(kept, "unmark", || self.inner.label.clone())
             {
-                log::warn!("netns-kit: keeping {}: {e}", self.inner.label);
+                crate::trace::swallowed(&self.inner.label, &e);
             }
         }
         self.teardown = Teardown::Nothing;
@@ -1073,33 +1082,38 @@ impl Namespace {
         self
     }
 
-    /// Tears the namespace down now and reports errors (dropping does the same, silently).
-    ///
-    /// For a named namespace, `/run/netns/NAME` is unmounted and removed if it still refers to
-    /// this namespace (a name reused by someone else is left alone). The fd and netlink
-    /// connection are closed; the kernel frees the namespace, with its interfaces, once nothing
-    /// else holds it. Deleting an opened namespace only closes the handle.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`]/[`Error::PermissionDenied`] if the name cannot be unmounted or removed.
-    /// A name that is already gone is not an error.
-    ///
-    /// # Cancel safety
-    ///
-    /// The work is synchronous and done on the first poll.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::named("tmp1").await?;
-    /// ns.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip netns del")]
-    pub async fn delete(self) -> Result<()> {
-        self.close()
+    twins! {
+        /// Deletes the namespace now, if this handle owns it, and reports errors (dropping
+        /// does the same, silently). A handle owns its namespace when this crate created it and
+        /// it was not [kept](Namespace::keep); on any other handle — opened by name, path, pid or
+        /// fd, or kept — this only closes the handle. To remove a named namespace this handle
+        /// does not own, as `ip netns del` does, use [`Namespace::remove`].
+        ///
+        /// Deleting a named namespace unmounts and removes `/run/netns/NAME` if it still refers
+        /// to this namespace (a name reused by someone else is left alone). In every case the fd
+        /// and netlink connection are closed; the kernel frees the namespace, with its
+        /// interfaces, once nothing else holds it.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Os`]/[`Error::PermissionDenied`] if the name cannot be unmounted or
+        /// removed. A name that is already gone is not an error.
+        ///
+        /// # Cancel safety
+        ///
+        /// The work is synchronous and done on the first poll.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::named("tmp1").await?;
+        /// ns.delete().await?; // /run/netns/tmp1 is gone
+        /// # Ok(()) }
+        /// ```
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            self.close()
+        }
     }
 
     fn teardown_now(&mut self) -> Result<()> {
@@ -1148,10 +1162,12 @@ impl std::os::fd::AsRawFd for Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.teardown_now()));
-        if let Ok(Err(e)) = result {
-            log::warn!("netns-kit: dropping {}: {e}", self.inner.label);
+        if matches!(self.teardown, Teardown::Nothing) && !self.owned {
+            return; // nothing to undo: an opened or kept handle
         }
+        let label = self.inner.label.clone();
+        let span = crate::trace::op!("drop", "namespace", label, label);
+        crate::guard::best_effort(span, &label, || self.teardown_now());
     }
 }
 

@@ -12,7 +12,7 @@
 
 use std::{
     net::{IpAddr, SocketAddrV4, SocketAddrV6},
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     sync::atomic::{AtomicU16, Ordering},
     time::{Duration, Instant},
 };
@@ -22,11 +22,13 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 
+#[cfg(feature = "tokio")]
+use crate::netlink;
 use crate::{
     error::{Error, Result},
-    netlink,
     netns::Namespace,
     sys,
+    twins::twins,
 };
 
 const ECHO_REQUEST_V4: u8 = 8;
@@ -83,117 +85,201 @@ fn is_reply(v6: bool, packet: &[u8], id: u16, seq: u16) -> bool {
 }
 
 impl Namespace {
-    /// Sends one ICMP echo request from inside this namespace to `addr` and waits up to
-    /// `timeout` for the reply; returns the round-trip time. IPv4 and IPv6 (not link-local).
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::Timeout`] if no reply came in time (the address is unreachable, filtered, or
-    ///   nobody has it);
-    /// * [`Error::Os`] if the request cannot be sent, e.g. `ENETUNREACH` without a route;
-    /// * [`Error::PermissionDenied`] without `CAP_NET_RAW`;
-    /// * [`Error::InvalidInput`] for an IPv6 link-local, unspecified or multicast address.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: dropping the future abandons the wait; the socket is closed.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::time::Duration;
-    /// let rtt = ns.ping("10.0.0.2".parse().unwrap(), Duration::from_secs(1)).await?;
-    /// println!("10.0.0.2 answered in {rtt:?}");
-    /// # Ok(()) }
-    /// ```
-    pub async fn ping(&self, addr: IpAddr, timeout: Duration) -> Result<Duration> {
-        let object = || format!("echo request to {addr} from {}", self.label());
-        let v6 = addr.is_ipv6();
-        if addr.is_unspecified() || addr.is_multicast() {
-            return Err(Error::invalid(object(), "not a unicast address"));
-        }
-        if let IpAddr::V6(a) = addr {
-            if a.segments()[0] & 0xffc0 == 0xfe80 {
-                return Err(Error::invalid(
-                    object(),
-                    "link-local IPv6 addresses need an interface and are not supported",
-                ));
+    twins! {
+        /// Sends one ICMP echo request from inside this namespace to `addr` and waits up to
+        /// `timeout` for the reply; returns the round-trip time. IPv4 and IPv6 (not link-local).
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::Timeout`] if no reply came in time (the address is unreachable, filtered, or
+        ///   nobody has it);
+        /// * [`Error::Os`] if the request cannot be sent, e.g. `ENETUNREACH` without a route;
+        /// * [`Error::PermissionDenied`] without `CAP_NET_RAW`;
+        /// * [`Error::InvalidInput`] for an IPv6 link-local, unspecified or multicast address.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe: dropping the future abandons the wait; the socket is closed.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+        /// use std::time::Duration;
+        /// let rtt = ns.ping("10.0.0.2".parse().unwrap(), Duration::from_secs(1)).await?;
+        /// println!("10.0.0.2 answered in {rtt:?}");
+        /// # Ok(()) }
+        /// ```
+        pub async fn ping / ping_blocking(&self, addr: IpAddr, timeout: Duration) -> Result<Duration> {
+            let object = || format!("echo request to {addr} from {}", self.label());
+            check_target(addr).map_err(|reason| Error::invalid(object(), reason))?;
+            let fd = self.inner().fd().clone();
+            let socket: OwnedFd = sys::on_worker(move || {
+                sys::setns_net(std::os::fd::AsFd::as_fd(&*fd))?;
+                icmp_socket(addr.is_ipv6())
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| Error::os("open an ICMP socket for", object(), e))?;
+            let probe = Probe {
+                addr,
+                id: (std::process::id() as u16) ^ 0x6e6b,
+                seq: SEQUENCE.fetch_add(1, Ordering::Relaxed),
+            };
+            #[cfg(feature = "tokio")]
+            let outcome = if netlink::blocking_mode() {
+                probe.exchange_blocking(&socket, timeout)
+            } else {
+                probe.exchange_async(socket, timeout).await
+            };
+            #[cfg(not(feature = "tokio"))]
+            let outcome = probe.exchange_blocking(&socket, timeout);
+            match outcome {
+                Ok(Some(rtt)) => Ok(rtt),
+                Ok(None) => Err(Error::Timeout {
+                    op: "get a reply to",
+                    object: object(),
+                    after: timeout,
+                }),
+                Err(e) => Err(Error::os("send", object(), e)),
             }
         }
-        let fd = self.inner().fd().clone();
-        let socket: OwnedFd = sys::on_worker(move || {
-            sys::setns_net(std::os::fd::AsFd::as_fd(&*fd))?;
-            let (family, protocol) = if v6 {
-                (AddressFamily::Inet6, SockProtocol::IcmpV6)
-            } else {
-                (AddressFamily::Inet, SockProtocol::Icmp)
-            };
-            nix::sys::socket::socket(
-                family,
-                SockType::Raw,
-                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-                protocol,
-            )
-            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(|e| Error::os("open an ICMP socket for", object(), e))?;
+    }
+}
 
-        let id = (std::process::id() as u16) ^ 0x6e6b;
-        let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let socket = netlink::driver::async_fd(socket)
-            .map_err(|e| Error::os("register a socket for", object(), e))?;
+/// Why `addr` cannot be pinged, if it cannot.
+fn check_target(addr: IpAddr) -> std::result::Result<(), &'static str> {
+    if addr.is_unspecified() || addr.is_multicast() {
+        return Err("not a unicast address");
+    }
+    match addr {
+        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => {
+            Err("link-local IPv6 addresses need an interface and are not supported")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A raw ICMP (or ICMPv6) socket in the calling thread's namespace, non-blocking.
+fn icmp_socket(v6: bool) -> std::io::Result<OwnedFd> {
+    let (family, protocol) = if v6 {
+        (AddressFamily::Inet6, SockProtocol::IcmpV6)
+    } else {
+        (AddressFamily::Inet, SockProtocol::Icmp)
+    };
+    nix::sys::socket::socket(
+        family,
+        SockType::Raw,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        protocol,
+    )
+    .map_err(errno)
+}
+
+fn errno(e: nix::errno::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
+}
+
+/// One echo request: to whom, with which identifier and sequence number.
+struct Probe {
+    addr: IpAddr,
+    id: u16,
+    seq: u16,
+}
+
+impl Probe {
+    fn send(&self, socket: &impl AsRawFd) -> std::io::Result<Instant> {
+        let packet = echo_request(self.addr.is_ipv6(), self.id, self.seq);
+        let start = Instant::now();
+        match self.addr {
+            IpAddr::V4(a) => nix::sys::socket::sendto(
+                socket.as_raw_fd(),
+                &packet,
+                &SockaddrIn::from(SocketAddrV4::new(a, 0)),
+                MsgFlags::empty(),
+            ),
+            IpAddr::V6(a) => nix::sys::socket::sendto(
+                socket.as_raw_fd(),
+                &packet,
+                &SockaddrIn6::from(SocketAddrV6::new(a, 0, 0, 0)),
+                MsgFlags::empty(),
+            ),
+        }
+        .map_err(errno)?;
+        Ok(start)
+    }
+
+    /// Reads one packet; whether it is the reply. `WouldBlock` when there is none yet.
+    fn receive(&self, socket: &impl AsRawFd) -> std::io::Result<bool> {
+        let mut buf = [0u8; 1500];
+        let (len, from) =
+            nix::sys::socket::recvfrom::<SockaddrStorage>(socket.as_raw_fd(), &mut buf)
+                .map_err(errno)?;
+        let from_ip = from.and_then(|f| {
+            f.as_sockaddr_in()
+                .map(|a| IpAddr::V4(a.ip()))
+                .or_else(|| f.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
+        });
+        Ok(from_ip == Some(self.addr)
+            && is_reply(self.addr.is_ipv6(), &buf[..len], self.id, self.seq))
+    }
+
+    /// Sends and waits with poll(2) on the calling thread: the round-trip time, or `None` if
+    /// no reply came within `timeout`.
+    fn exchange_blocking(
+        &self,
+        socket: &OwnedFd,
+        timeout: Duration,
+    ) -> std::io::Result<Option<Duration>> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let start = self.send(socket)?;
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(millis)) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(errno(e)),
+            }
+            match self.receive(socket) {
+                Ok(true) => return Ok(Some(start.elapsed())),
+                Ok(false) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends and waits on the netlink driver's runtime (so any executor can await it).
+    #[cfg(feature = "tokio")]
+    async fn exchange_async(
+        self,
+        socket: OwnedFd,
+        timeout: Duration,
+    ) -> std::io::Result<Option<Duration>> {
+        let socket = netlink::driver::async_fd(socket)?;
         let work = async move {
-            let packet = echo_request(v6, id, seq);
-            let start = Instant::now();
-            let sent = match addr {
-                IpAddr::V4(a) => nix::sys::socket::sendto(
-                    socket.as_raw_fd(),
-                    &packet,
-                    &SockaddrIn::from(SocketAddrV4::new(a, 0)),
-                    MsgFlags::empty(),
-                ),
-                IpAddr::V6(a) => nix::sys::socket::sendto(
-                    socket.as_raw_fd(),
-                    &packet,
-                    &SockaddrIn6::from(SocketAddrV6::new(a, 0, 0, 0)),
-                    MsgFlags::empty(),
-                ),
-            };
-            sent.map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-            let mut buf = [0u8; 1500];
+            let start = self.send(&socket)?;
             loop {
                 let mut guard = socket.readable().await?;
-                let got = guard.try_io(|s| {
-                    nix::sys::socket::recvfrom::<SockaddrStorage>(s.as_raw_fd(), &mut buf)
-                        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-                });
-                let Ok(result) = got else { continue };
-                let (len, from) = result?;
-                let from_ip = from.and_then(|f| {
-                    f.as_sockaddr_in()
-                        .map(|a| IpAddr::V4(a.ip()))
-                        .or_else(|| f.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
-                });
-                if from_ip == Some(addr) && is_reply(v6, &buf[..len], id, seq) {
-                    return Ok(start.elapsed());
+                match guard.try_io(|s| self.receive(s)) {
+                    Ok(Ok(true)) => return Ok(start.elapsed()),
+                    Ok(Ok(false)) | Err(_) => {}
+                    Ok(Err(e)) => return Err(e),
                 }
             }
         };
         let outcome =
             netlink::driver::on_driver(async move { tokio::time::timeout(timeout, work).await })
-                .await
-                .map_err(|e| Error::os("ping", object(), e))?;
+                .await?;
         match outcome {
-            Ok(Ok(rtt)) => Ok(rtt),
-            Ok(Err(e)) => Err(Error::os("send", object(), e)),
-            Err(_) => Err(Error::Timeout {
-                op: "get a reply to",
-                object: object(),
-                after: timeout,
-            }),
+            Ok(Ok(rtt)) => Ok(Some(rtt)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(None),
         }
     }
 }

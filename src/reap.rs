@@ -9,6 +9,8 @@ use crate::{
     netns::Namespace,
     owner,
     sys::{self, NETNS_RUN_DIR, NotNetNs},
+    trace,
+    twins::twins,
 };
 
 /// What [`reap`] removed, and what it could not.
@@ -60,41 +62,48 @@ impl Reaped {
     }
 }
 
-/// Finds and removes everything this crate created whose owning process is dead: named
-/// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host`.
-///
-/// Every such object carries its owner's mark — process id *and* start time, so a reused pid
-/// is never mistaken for the owner (see the [crate docs](crate#resource-leaking)). Objects
-/// without a mark (made by other tools), marked by a process that is still running, or disarmed
-/// with `keep()` are never touched. Only processes of this PID namespace can be checked: run the
-/// reaper where the owners ran.
-///
-/// Anonymous namespaces never need reaping: the kernel frees them with their last handle.
-///
-/// # Errors
-///
-/// [`Error::Os`] if `/run/netns` or `host` cannot be listed at all. Failures to remove single
-/// objects are reported in [`Reaped::errors`] after everything else was tried.
-///
-/// # Cancel safety
-///
-/// Removals already sent are carried out; dropping the future stops the scan.
-///
-/// # Examples
-///
-/// ```no_run
-/// # async fn demo() -> netns_kit::Result<()> {
-/// let host = netns_kit::Namespace::current()?;
-/// let reaped = netns_kit::reap(&host).await?;
-/// println!("removed {:?} {:?} {:?}", reaped.namespaces, reaped.links, reaped.firewall_rules);
-/// # Ok(()) }
-/// ```
-pub async fn reap(host: &Namespace) -> Result<Reaped> {
-    let mut reaped = Reaped::default();
-    reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
-    reap_links(host, &mut reaped).await?;
-    reap_rules(host, &mut reaped).await;
-    Ok(reaped)
+twins! {
+    free
+    /// Finds and removes everything this crate created whose owning process is dead: named
+    /// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host`.
+    ///
+    /// Every such object carries its owner's mark — process id *and* start time, so a reused pid
+    /// is never mistaken for the owner (see the [crate docs](crate#resource-leaking)). Objects
+    /// without a mark (made by other tools), marked by a process that is still running, or disarmed
+    /// with `keep()` are never touched. Only processes of this PID namespace can be checked: run the
+    /// reaper where the owners ran.
+    ///
+    /// Anonymous namespaces never need reaping: the kernel frees them with their last handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if `/run/netns` or `host` cannot be listed at all. Failures to remove single
+    /// objects are reported in [`Reaped::errors`] after everything else was tried.
+    ///
+    /// # Cancel safety
+    ///
+    /// Removals already sent are carried out; dropping the future stops the scan.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let host = netns_kit::Namespace::current()?;
+    /// let reaped = netns_kit::reap(&host).await?;
+    /// println!("removed {:?} {:?} {:?}", reaped.namespaces, reaped.links, reaped.firewall_rules);
+    /// # Ok(()) }
+    /// ```
+    pub async fn reap / reap_blocking(host: &Namespace) -> Result<Reaped> {
+        let span = trace::op!("reap", "leftovers", "what dead owners left", host);
+        trace::timed(span, async move {
+            let mut reaped = Reaped::default();
+            reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
+            reap_links(host, &mut reaped).await?;
+            reap_rules(host, &mut reaped).await;
+            Ok(reaped)
+        })
+        .await
+    }
 }
 
 async fn reap_run_dir(dir: &Path, reaped: &mut Reaped) -> Result<()> {

@@ -1,21 +1,25 @@
 //! Routes: the [`Route`] guard, its family-typed builder, and listings.
 //!
-//! [`RouteBuilder`] is generic over the address type: a builder from [`Route::default_v4`] or
-//! [`Route::v4`] only accepts an [`Ipv4Addr`] gateway, one from [`Route::default_v6`] or
-//! [`Route::v6`] only an [`Ipv6Addr`], so mixing families does not compile:
+//! [`RouteBuilder`] is generic over the gateway's address type, chosen by the destination given
+//! to [`Route::builder`]: an [`Ipv4Network`] (or [`Route::DEFAULT_V4`]) only accepts an
+//! [`Ipv4Addr`] gateway, an [`Ipv6Network`] (or [`Route::DEFAULT_V6`]) only an [`Ipv6Addr`], so
+//! mixing families does not compile:
 //!
 //! ```compile_fail
 //! # use std::net::Ipv6Addr;
-//! let r = netns_kit::Route::default_v4().via(Ipv6Addr::LOCALHOST); // IPv6 gateway, IPv4 route
+//! use netns_kit::Route;
+//! let r = Route::builder(Route::DEFAULT_V4).via(Ipv6Addr::LOCALHOST); // IPv6 gateway, IPv4 route
 //! ```
 //!
-//! When the family is only known at run time, [`Route::to`] takes any destination and
-//! [`RouteBuilder::<IpAddr>::via`] any gateway; a mismatch is then an
+//! When the family is only known at run time (an [`IpNetwork`] or a string destination),
+//! [`RouteBuilder::<IpAddr>::via`] takes any gateway; a mismatch is then an
 //! [`Error::InvalidInput`] reported before anything is sent.
 
 use std::{
+    fmt,
     marker::PhantomData,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
@@ -34,6 +38,8 @@ use crate::{
     ip::IntoIpNetwork,
     link::Link,
     netns::{Namespace, NsInner},
+    trace,
+    twins::twins,
 };
 
 /// A validated route, ready to become netlink messages.
@@ -136,27 +142,66 @@ impl RouteSpec {
     }
 }
 
-/// Builds a [`Route`]; see [`Route::default_v4`], [`Route::v4`], [`Route::default_v6`],
-/// [`Route::v6`] and [`Route::to`]. `A` is the gateway type: [`Ipv4Addr`], [`Ipv6Addr`], or
-/// [`IpAddr`] when the family is only known at run time.
-///
-/// # Examples
-///
-/// ```no_run
-/// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
-/// use netns_kit::{Route, RouteBuilder};
-/// use std::net::Ipv4Addr;
-///
-/// let builder: RouteBuilder<Ipv4Addr> = Route::v4("10.20.0.0/16".parse().unwrap()).dev(&eth0);
-/// let route = builder.via(Ipv4Addr::new(10, 0, 0, 1)).metric(100).add(&ns).await?;
-/// # Ok(()) }
-/// ```
+/// What [`Route::builder`] accepts as a destination, and the gateway type it implies: an
+/// [`Ipv4Network`] takes an [`Ipv4Addr`] gateway, an [`Ipv6Network`] an [`Ipv6Addr`], an
+/// [`IpNetwork`] or a string (`"10.0.0.0/8"`, `"fd10::/16"`) either, checked when the route is
+/// created.
+pub trait RouteDestination {
+    /// The gateway address type.
+    type Gateway;
+
+    /// The destination, or why it is not one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a string that is not an address with a prefix length.
+    fn into_destination(self) -> Result<IpNetwork>;
+}
+
+impl RouteDestination for Ipv4Network {
+    type Gateway = Ipv4Addr;
+    fn into_destination(self) -> Result<IpNetwork> {
+        Ok(IpNetwork::V4(self))
+    }
+}
+
+impl RouteDestination for Ipv6Network {
+    type Gateway = Ipv6Addr;
+    fn into_destination(self) -> Result<IpNetwork> {
+        Ok(IpNetwork::V6(self))
+    }
+}
+
+impl RouteDestination for IpNetwork {
+    type Gateway = IpAddr;
+    fn into_destination(self) -> Result<IpNetwork> {
+        Ok(self)
+    }
+}
+
+impl RouteDestination for &str {
+    type Gateway = IpAddr;
+    fn into_destination(self) -> Result<IpNetwork> {
+        self.into_ip_network()
+    }
+}
+
+impl RouteDestination for String {
+    type Gateway = IpAddr;
+    fn into_destination(self) -> Result<IpNetwork> {
+        self.into_ip_network()
+    }
+}
+
+/// Builds a [`Route`]; see [`Route::builder`]. `A` is the gateway type: [`Ipv4Addr`],
+/// [`Ipv6Addr`], or [`IpAddr`] when the family is only known at run time.
 #[derive(Debug)]
-#[must_use = "a builder does nothing until `.add(&namespace).await`"]
+#[must_use = "a builder does nothing until `.create().await`"]
 pub struct RouteBuilder<A = IpAddr> {
     dest: Result<IpNetwork>,
     gateway: Option<IpAddr>,
     dev: Option<Link>,
+    ns: Option<Arc<NsInner>>,
     metric: Option<u32>,
     table: u32,
     _family: PhantomData<fn() -> A>,
@@ -165,74 +210,34 @@ pub struct RouteBuilder<A = IpAddr> {
 const RT_TABLE_MAIN: u32 = 254;
 
 impl<A> RouteBuilder<A> {
-    fn new(dest: Result<IpNetwork>) -> Self {
-        RouteBuilder {
-            dest,
-            gateway: None,
-            dev: None,
-            metric: None,
-            table: RT_TABLE_MAIN,
-            _family: PhantomData,
-        }
+    /// The namespace to add the route to (default: the output device's, else the caller's
+    /// current namespace).
+    pub fn namespace(mut self, ns: &Namespace) -> Self {
+        self.ns = Some(ns.inner().clone());
+        self
     }
 
     /// Sends traffic out of `link` (`ip route add ... dev LINK`). Needed for IPv6 link-local
     /// gateways; enough on its own for an on-link prefix.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// let eth0 = ns.link("eth0").await?;
-    /// // 10.3.0.0/24 is on the wire of eth0: no gateway needed.
-    /// let r = netns_kit::Route::v4("10.3.0.0/24".parse().unwrap()).dev(&eth0).add(&ns).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn dev(mut self, link: &Link) -> Self {
         self.dev = Some(link.dup());
         self
     }
 
-    /// The route's metric (`ip route add ... metric N`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::net::Ipv4Addr;
-    /// // A backup default route, used only if the preferred one (lower metric) is gone.
-    /// let backup = netns_kit::Route::default_v4()
-    ///     .via(Ipv4Addr::new(10, 0, 1, 254))
-    ///     .metric(200)
-    ///     .add(&ns)
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
+    /// The route's metric (`ip route add ... metric N`): among routes to the same
+    /// destination, the lowest metric wins, so a higher one makes a backup route.
     pub fn metric(mut self, metric: u32) -> Self {
         self.metric = Some(metric);
         self
     }
 
     /// The routing table (`ip route add ... table N`; default: main, 254).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::net::Ipv4Addr;
-    /// let r = netns_kit::Route::default_v4()
-    ///     .via(Ipv4Addr::new(10, 0, 0, 1))
-    ///     .table(100)
-    ///     .add(&ns)
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn table(mut self, table: u32) -> Self {
         self.table = table;
         self
     }
 
-    fn spec(self, ns: &Namespace) -> Result<RouteSpec> {
+    fn spec(self, ns: &NsInner) -> Result<RouteSpec> {
         let dest = self.dest?;
         let object = || {
             RouteSpec {
@@ -245,56 +250,9 @@ impl<A> RouteBuilder<A> {
             .describe()
                 + &format!(" in {}", ns.label())
         };
-        if dest.ip() != dest.network() {
-            return Err(Error::invalid(
-                object(),
-                format!(
-                    "destination {dest} has host bits set; did you mean {}/{}?",
-                    dest.network(),
-                    dest.prefix()
-                ),
-            ));
-        }
-        if let Some(gw) = self.gateway {
-            if gw.is_ipv4() != dest.is_ipv4() {
-                return Err(Error::invalid(
-                    object(),
-                    format!("gateway {gw} and destination {dest} are of different IP families"),
-                ));
-            }
-            if gw.is_unspecified() || gw.is_multicast() {
-                return Err(Error::invalid(
-                    object(),
-                    format!("{gw} cannot be a gateway"),
-                ));
-            }
-            if let IpAddr::V6(v6) = gw {
-                if v6.segments()[0] & 0xffc0 == 0xfe80 && self.dev.is_none() {
-                    return Err(Error::invalid(
-                        object(),
-                        format!(
-                            "the link-local gateway {gw} needs an output device (`.dev(&link)`)"
-                        ),
-                    ));
-                }
-            }
-        }
-        if self.gateway.is_none() && self.dev.is_none() {
-            return Err(Error::invalid(
-                object(),
-                "needs a gateway (`.via(...)`), an output device (`.dev(&link)`), or both",
-            ));
-        }
-        if let Some(dev) = &self.dev {
-            if !dev.is_in(ns) {
-                return Err(Error::invalid(
-                    object(),
-                    format!("its device {} is in another namespace", dev.label()),
-                ));
-            }
-        }
-        if self.table == 0 {
-            return Err(Error::invalid(object(), "table 0 is not a routing table"));
+        let wrong = check_route(dest, self.gateway, self.dev.as_ref(), self.table, ns);
+        if let Some(reason) = wrong {
+            return Err(Error::invalid(object(), reason));
         }
         Ok(RouteSpec {
             dest,
@@ -305,59 +263,135 @@ impl<A> RouteBuilder<A> {
         })
     }
 
-    /// Adds the route to `ns`, like `ip route add`.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidInput`] before any request: families that differ, a destination with
-    ///   host bits, no gateway and no device, a device in another namespace, a link-local IPv6
-    ///   gateway without a device;
-    /// * [`Error::AlreadyExists`] if the same route exists;
-    /// * the kernel's refusal otherwise, e.g. `ENETUNREACH` if the gateway is not on any
-    ///   connected network (the message quotes the kernel's explanation).
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the request is sent; if the future is then dropped the route may be added
-    /// with no guard to remove it.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::net::Ipv4Addr;
-    /// let r = netns_kit::Route::default_v4().via(Ipv4Addr::new(10, 0, 0, 1)).add(&ns).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip route add")]
-    pub async fn add(self, ns: &Namespace) -> Result<Route> {
-        let spec = self.spec(ns)?;
-        let nl = ns.inner().nl().await?;
-        let (msg, flags) = spec.add_message();
-        nl.send(msg, flags)
-            .ack()
-            .await
-            .map_err(|e| e.into_error("add", format!("{} in {}", spec.describe(), ns.label())))?;
-        Ok(Route(Guard::new(RouteResource {
-            ns: ns.inner().clone(),
-            spec,
-        })))
+    /// The span of `create`: what is being created, and where.
+    fn create_span(&self) -> tracing::Span {
+        trace::op!(
+            "create",
+            "route",
+            self.dest
+                .as_ref()
+                .map_or_else(|_| "a route".to_owned(), |d| format!("route to {d}")),
+            self.ns
+                .as_ref()
+                .or(self.dev.as_ref().map(|d| d.ns()))
+                .map_or_else(
+                    || "the current namespace".to_owned(),
+                    |ns| ns.label().to_owned()
+                ),
+        )
     }
+
+    twins! {
+        /// Adds the route, like `ip route add`.
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::InvalidInput`] before any request: families that differ, a destination
+        ///   with host bits, no gateway and no device, a device in another namespace, a
+        ///   link-local IPv6 gateway without a device;
+        /// * [`Error::AlreadyExists`] if the same route exists;
+        /// * the kernel's refusal otherwise, e.g. `ENETUNREACH` if the gateway is not on any
+        ///   connected network (the message quotes the kernel's explanation).
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the request is sent; if the future is then dropped the route may be
+        /// added with no guard to remove it.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+        /// use netns_kit::Route;
+        /// use std::net::Ipv4Addr;
+        ///
+        /// let default = Route::builder(Route::DEFAULT_V4)
+        ///     .via(Ipv4Addr::new(10, 0, 0, 1))
+        ///     .namespace(&ns)
+        ///     .create()
+        ///     .await?;
+        /// // A backup route, used only if the preferred one (lower metric) is gone.
+        /// let backup = Route::builder(Route::DEFAULT_V4)
+        ///     .via(Ipv4Addr::new(10, 0, 1, 254))
+        ///     .metric(200)
+        ///     .namespace(&ns)
+        ///     .create()
+        ///     .await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip route add")]
+        pub async fn create / create_blocking(self) -> Result<Route> {
+            let span = self.create_span();
+            trace::timed(span, async move {
+                let ns = match (&self.ns, &self.dev) {
+                    (Some(ns), _) => ns.clone(),
+                    (None, Some(dev)) => dev.ns().clone(),
+                    (None, None) => crate::netns::current_inner()?,
+                };
+                let spec = self.spec(&ns)?;
+                let nl = ns.nl().await?;
+                let (msg, flags) = spec.add_message();
+                nl.send(msg, flags)
+                    .ack()
+                    .await
+                    .map_err(|e| e.into_error("add", format!("{} in {}", spec.describe(), ns.label())))?;
+                Ok(Route(Guard::new(RouteResource { ns, spec })))
+            })
+            .await
+        }
+    }
+}
+
+/// Why a route cannot be added, if it cannot.
+fn check_route(
+    dest: IpNetwork,
+    gateway: Option<IpAddr>,
+    dev: Option<&Link>,
+    table: u32,
+    ns: &NsInner,
+) -> Option<String> {
+    if dest.ip() != dest.network() {
+        return Some(format!(
+            "destination {dest} has host bits set; did you mean {}/{}?",
+            dest.network(),
+            dest.prefix()
+        ));
+    }
+    if let Some(gw) = gateway {
+        if gw.is_ipv4() != dest.is_ipv4() {
+            return Some(format!(
+                "gateway {gw} and destination {dest} are of different IP families"
+            ));
+        }
+        if gw.is_unspecified() || gw.is_multicast() {
+            return Some(format!("{gw} cannot be a gateway"));
+        }
+        if let IpAddr::V6(v6) = gw {
+            if v6.segments()[0] & 0xffc0 == 0xfe80 && dev.is_none() {
+                return Some(format!(
+                    "the link-local gateway {gw} needs an output device (`.dev(&link)`)"
+                ));
+            }
+        }
+    }
+    if gateway.is_none() && dev.is_none() {
+        return Some(
+            "needs a gateway (`.via(...)`), an output device (`.dev(&link)`), or both".to_owned(),
+        );
+    }
+    if let Some(dev) = dev {
+        if dev.ns().id() != ns.id() {
+            return Some(format!("its device {dev} is in another namespace"));
+        }
+    }
+    if table == 0 {
+        return Some("table 0 is not a routing table".to_owned());
+    }
+    None
 }
 
 impl RouteBuilder<Ipv4Addr> {
     /// Routes via gateway `gw` (`ip route add ... via GW`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::net::{IpAddr, Ipv4Addr};
-    /// let gw = Ipv4Addr::new(10, 0, 0, 1);
-    /// let r = netns_kit::Route::v4("10.50.0.0/16".parse().unwrap()).via(gw).add(&ns).await?;
-    /// assert_eq!(r.gateway(), Some(IpAddr::V4(gw)));
-    /// # Ok(()) }
-    /// ```
     pub fn via(mut self, gw: Ipv4Addr) -> Self {
         self.gateway = Some(IpAddr::V4(gw));
         self
@@ -366,16 +400,6 @@ impl RouteBuilder<Ipv4Addr> {
 
 impl RouteBuilder<Ipv6Addr> {
     /// Routes via gateway `gw` (`ip -6 route add ... via GW`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::net::Ipv6Addr;
-    /// let gw: Ipv6Addr = "fd10::1".parse().unwrap();
-    /// let r = netns_kit::Route::default_v6().via(gw).add(&ns).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn via(mut self, gw: Ipv6Addr) -> Self {
         self.gateway = Some(IpAddr::V6(gw));
         self
@@ -384,7 +408,7 @@ impl RouteBuilder<Ipv6Addr> {
 
 impl RouteBuilder<IpAddr> {
     /// Routes via gateway `gw`; its family must match the destination's, checked by
-    /// [`add`](RouteBuilder::add).
+    /// [`create`](RouteBuilder::create).
     ///
     /// # Examples
     ///
@@ -393,7 +417,7 @@ impl RouteBuilder<IpAddr> {
     /// use std::net::IpAddr;
     /// // Destination and gateway as read from a config file, family unknown until run time.
     /// let (dest, gw) = ("fd10:1::/64", "fd10::1".parse::<IpAddr>().unwrap());
-    /// let r = netns_kit::Route::to(dest).via(gw).add(&ns).await?;
+    /// let r = netns_kit::Route::builder(dest).via(gw).namespace(&ns).create().await?;
     /// # Ok(()) }
     /// ```
     pub fn via(mut self, gw: IpAddr) -> Self {
@@ -409,6 +433,12 @@ struct RouteResource {
 }
 
 impl Resource for RouteResource {
+    const KIND: &'static str = "route";
+
+    fn netns(&self) -> String {
+        self.ns.label().to_owned()
+    }
+
     fn describe(&self) -> String {
         format!("{} in {}", self.spec.describe(), self.ns.label())
     }
@@ -432,7 +462,8 @@ impl Resource for RouteResource {
 }
 
 /// A route; the guard removes it (see the [guard contract](crate#guards)). A route whose
-/// device or namespace is already gone counts as removed.
+/// device or namespace is already gone counts as removed. `Display` names it, e.g.
+/// `default route (IPv4) via 10.0.0.1 in namespace "ns1"`.
 ///
 /// # Examples
 ///
@@ -441,168 +472,99 @@ impl Resource for RouteResource {
 /// use netns_kit::Route;
 /// use std::net::Ipv6Addr;
 ///
-/// let v4 = Route::v4("10.9.0.0/16".parse().unwrap()).dev(&eth0).add(&ns).await?;
-/// let v6 = Route::default_v6().via("fd10:1::1".parse::<Ipv6Addr>().unwrap()).add(&ns).await?;
+/// let v4 = Route::builder("10.9.0.0/16").dev(&eth0).create().await?;
+/// let v6 = Route::builder(Route::DEFAULT_V6)
+///     .via("fd10:1::1".parse::<Ipv6Addr>().unwrap())
+///     .namespace(&ns)
+///     .create()
+///     .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
 pub struct Route(Guard<RouteResource>);
 
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.get().describe())
+    }
+}
+
 impl Route {
-    /// An IPv4 default route (`ip route add default ...`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::net::Ipv4Addr;
-    /// let r = netns_kit::Route::default_v4().via(Ipv4Addr::new(10, 88, 0, 1)).add(&ns).await?;
-    /// assert_eq!(r.destination().to_string(), "0.0.0.0/0");
-    /// # Ok(()) }
-    /// ```
-    pub fn default_v4() -> RouteBuilder<Ipv4Addr> {
-        RouteBuilder::new(Ok(IpNetwork::V4(Ipv4Network::from(Ipv4Addr::UNSPECIFIED))))
-            .with_prefix_zero()
-    }
+    /// The IPv4 default destination, `0.0.0.0/0` (`ip route add default ...`).
+    pub const DEFAULT_V4: Ipv4Network = match Ipv4Network::new_checked(Ipv4Addr::UNSPECIFIED, 0) {
+        Some(net) => net,
+        None => unreachable!(),
+    };
 
-    /// An IPv6 default route (`ip -6 route add default ...`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// use std::net::Ipv6Addr;
-    /// let gw: Ipv6Addr = "fd10::1".parse().unwrap();
-    /// let r = netns_kit::Route::default_v6().via(gw).add(&ns).await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn default_v6() -> RouteBuilder<Ipv6Addr> {
-        RouteBuilder::new(Ok(IpNetwork::V6(Ipv6Network::from(Ipv6Addr::UNSPECIFIED))))
-            .with_prefix_zero()
-    }
+    /// The IPv6 default destination, `::/0` (`ip -6 route add default ...`).
+    pub const DEFAULT_V6: Ipv6Network = match Ipv6Network::new_checked(Ipv6Addr::UNSPECIFIED, 0) {
+        Some(net) => net,
+        None => unreachable!(),
+    };
 
-    /// An IPv4 route to `dest` (`ip route add DEST ...`).
+    /// Starts building a route to `dest`: an [`Ipv4Network`], an [`Ipv6Network`] (these fix
+    /// the gateway's type), [`Route::DEFAULT_V4`]/[`Route::DEFAULT_V6`], or an [`IpNetwork`] or
+    /// string whose family is checked against the gateway's when the route is created. See
+    /// [`RouteDestination`].
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use netns_kit::Route;
     /// use std::net::Ipv4Addr;
-    /// let r = netns_kit::Route::v4("10.9.0.0/16".parse().unwrap())
+    ///
+    /// let r = Route::builder("10.50.0.0/16".parse::<ipnetwork::Ipv4Network>().unwrap())
     ///     .via(Ipv4Addr::new(10, 0, 0, 1))
-    ///     .add(&ns)
+    ///     .namespace(&ns)
+    ///     .create()
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn v4(dest: Ipv4Network) -> RouteBuilder<Ipv4Addr> {
-        RouteBuilder::new(Ok(IpNetwork::V4(dest)))
-    }
-
-    /// An IPv6 route to `dest` (`ip -6 route add DEST ...`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let r = netns_kit::Route::v6("fd10:9::/64".parse().unwrap())
-    ///     .dev(&eth0)
-    ///     .add(&ns)
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn v6(dest: Ipv6Network) -> RouteBuilder<Ipv6Addr> {
-        RouteBuilder::new(Ok(IpNetwork::V6(dest)))
-    }
-
-    /// A route to `dest` of either family, e.g. `"10.0.0.0/8"` or `"default"`-like `"::/0"`;
-    /// the gateway's family is checked at [`add`](RouteBuilder::add).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
-    /// // One loop for both families.
-    /// for dest in ["10.7.0.0/16", "fd10:7::/64"] {
-    ///     netns_kit::Route::to(dest).dev(&eth0).add(&ns).await?.keep();
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn to(dest: impl IntoIpNetwork) -> RouteBuilder<IpAddr> {
-        RouteBuilder::new(dest.into_ip_network())
+    pub fn builder<D: RouteDestination>(dest: D) -> RouteBuilder<D::Gateway> {
+        RouteBuilder {
+            dest: dest.into_destination(),
+            gateway: None,
+            dev: None,
+            ns: None,
+            metric: None,
+            table: RT_TABLE_MAIN,
+            _family: PhantomData,
+        }
     }
 
     /// The destination (`0.0.0.0/0` or `::/0` for a default route).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
-    /// let r = netns_kit::Route::v4("10.9.0.0/16".parse().unwrap()).dev(&eth0).add(&ns).await?;
-    /// assert_eq!(r.destination().to_string(), "10.9.0.0/16");
-    /// # Ok(()) }
-    /// ```
     pub fn destination(&self) -> IpNetwork {
         self.0.get().spec.dest
     }
 
     /// The gateway, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(r: netns_kit::Route) -> netns_kit::Result<()> {
-    /// match r.gateway() {
-    ///     Some(gw) => println!("{} via {gw}", r.destination()),
-    ///     None => println!("{} on link", r.destination()),
-    /// }
-    /// # Ok(()) }
-    /// ```
     pub fn gateway(&self) -> Option<IpAddr> {
         self.0.get().spec.gateway
     }
 
-    /// Removes the route now and reports errors.
-    ///
-    /// # Errors
-    ///
-    /// The kernel's refusal, e.g. [`Error::PermissionDenied`]; a route already gone is not an
-    /// error.
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the removal is sent and carried out even if the future is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(r: netns_kit::Route) -> netns_kit::Result<()> {
-    /// r.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip route del")]
-    pub async fn delete(self) -> Result<()> {
-        self.0.delete().await
-    }
-
-    /// Disarms the guard: the route stays.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # fn demo(r: netns_kit::Route) {
-    /// r.keep();
-    /// # }
-    /// ```
-    pub fn keep(self) {
-        self.0.keep();
-    }
-}
-
-impl<A> RouteBuilder<A> {
-    fn with_prefix_zero(mut self) -> Self {
-        if let Ok(net) = &self.dest {
-            self.dest = Ok(IpNetwork::new(net.ip(), 0).expect("prefix 0 is always valid"));
+    twins! {
+        /// Removes the route now and reports errors. After [`keep`](Self::keep) it removes
+        /// nothing.
+        ///
+        /// # Errors
+        ///
+        /// The kernel's refusal, e.g. [`Error::PermissionDenied`]; a route already gone is not
+        /// an error.
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the removal is sent and carried out even if the future is dropped.
+        #[doc(alias = "ip route del")]
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            self.0.delete().await
         }
+    }
+
+    /// Disarms the guard: the route stays after the guard is gone (see
+    /// [the guard contract](crate#guards)). Returns the same, now inert, guard.
+    pub fn keep(mut self) -> Self {
+        self.0.disarm();
         self
     }
 }
@@ -693,48 +655,50 @@ impl RouteInfo {
 }
 
 impl Namespace {
-    /// Lists the unicast routes of the main table, IPv4 and IPv6 (two pipelined dumps), like
-    /// `ip route show; ip -6 route show`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] if the listing fails.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// let has_default = ns.routes().await?.iter().any(|r| r.is_default());
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip route show")]
-    pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
-        let nl = self.inner().nl().await?;
-        // Both dumps are sent before either is awaited.
-        let replies: Vec<_> = [AddressFamily::Inet, AddressFamily::Inet6]
-            .into_iter()
-            .map(|family| {
-                let mut msg = RouteMessage::default();
-                msg.header.address_family = family;
-                nl.dump(RouteNetlinkMessage::GetRoute(msg))
-            })
-            .collect();
-        let mut all = Vec::new();
-        for reply in replies {
-            let msgs = reply
-                .messages()
-                .await
-                .map_err(|e| e.into_error("list the routes of", self.label()))?;
-            all.extend(msgs.iter().filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => RouteInfo::from_message(r),
-                _ => None,
-            }));
+    twins! {
+        /// Lists the unicast routes of the main table, IPv4 and IPv6 (two pipelined dumps), like
+        /// `ip route show; ip -6 route show`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Os`] if the listing fails.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+        /// let has_default = ns.routes().await?.iter().any(|r| r.is_default());
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip route show")]
+        pub async fn routes / routes_blocking(&self) -> Result<Vec<RouteInfo>> {
+            let nl = self.inner().nl().await?;
+            // Both dumps are sent before either is awaited.
+            let replies: Vec<_> = [AddressFamily::Inet, AddressFamily::Inet6]
+                .into_iter()
+                .map(|family| {
+                    let mut msg = RouteMessage::default();
+                    msg.header.address_family = family;
+                    nl.dump(RouteNetlinkMessage::GetRoute(msg))
+                })
+                .collect();
+            let mut all = Vec::new();
+            for reply in replies {
+                let msgs = reply
+                    .messages()
+                    .await
+                    .map_err(|e| e.into_error("list the routes of", self.to_string()))?;
+                all.extend(msgs.iter().filter_map(|m| match m {
+                    RouteNetlinkMessage::NewRoute(r) => RouteInfo::from_message(r),
+                    _ => None,
+                }));
+            }
+            all.retain(|r| r.table == RT_TABLE_MAIN);
+            Ok(all)
         }
-        all.retain(|r| r.table == RT_TABLE_MAIN);
-        Ok(all)
     }
 }

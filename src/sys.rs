@@ -109,11 +109,44 @@ pub(crate) enum NotNetNs {
     Other(String),
 }
 
-/// Opens `path` and checks that it is a network namespace file (nsfs, of type `net`).
-pub(crate) fn open_net_ns(path: &Path) -> Result<OwnedFd, NotNetNs> {
-    let fd = open_ns_file(path).map_err(NotNetNs::Io)?;
+/// Opens `path` and checks that it is a network namespace file (nsfs, of type `net`), without
+/// ever reading from or blocking on anything else: the path is first opened with `O_PATH`
+/// (which neither reads, nor blocks on a FIFO, nor opens a device), its filesystem checked to be
+/// nsfs, and only then reopened for real through `/proc/self/fd`. With `follow` false a symbolic
+/// link is refused rather than followed (for names found in `/run/netns`).
+pub(crate) fn open_net_ns_at(path: &Path, follow: bool) -> Result<OwnedFd, NotNetNs> {
+    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path);
+    let pathfd = match file {
+        Ok(file) => OwnedFd::from(file),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && !follow => {
+            return Err(NotNetNs::Other(
+                "a symbolic link, not a namespace file".to_owned(),
+            ));
+        }
+        Err(e) => return Err(NotNetNs::Io(e)),
+    };
+    let fs = nix::sys::statfs::fstatfs(&pathfd).map_err(|e| NotNetNs::Io(errno(e)))?;
+    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
+        return Err(NotNetNs::Other(
+            "not a namespace file (not on nsfs)".to_owned(),
+        ));
+    }
+    let fd = open_ns_file(Path::new(&format!("/proc/self/fd/{}", pathfd.as_raw_fd())))
+        .map_err(NotNetNs::Io)?;
     check_net_ns(fd.as_fd())?;
     Ok(fd)
+}
+
+/// [`open_net_ns_at`], following symbolic links (`/proc/PID/ns/net` is one).
+pub(crate) fn open_net_ns(path: &Path) -> Result<OwnedFd, NotNetNs> {
+    open_net_ns_at(path, true)
 }
 
 /// Checks that `fd` refers to a network namespace: on nsfs (`NSFS_MAGIC`), and of type
@@ -336,6 +369,7 @@ fn home() -> io::Result<&'static OwnedFd> {
 }
 
 /// Moves the calling thread — one this crate owns — into the process's own namespace.
+#[cfg(feature = "tokio")]
 pub(crate) fn enter_home() -> io::Result<()> {
     setns_net(home()?.as_fd())
 }
@@ -517,11 +551,15 @@ where
 
 /// Types that own their file descriptor for their whole life and always report the same one
 /// from `as_raw_fd`, as [`tokio::io::unix::AsyncFd::register`] requires.
+#[cfg(feature = "tokio")]
 pub(crate) trait OwnsFd: std::os::fd::AsRawFd {}
+#[cfg(feature = "tokio")]
 impl OwnsFd for OwnedFd {}
+#[cfg(feature = "tokio")]
 impl OwnsFd for rtnetlink::sys::Socket {}
 
 /// Registers `inner` with the reactor of `runtime`.
+#[cfg(feature = "tokio")]
 pub(crate) fn register_async_fd<T: OwnsFd>(
     inner: T,
     runtime: &tokio::runtime::Handle,

@@ -7,7 +7,7 @@ use common::*;
 use netns_kit::{Address, Namespace, VethPair};
 
 async fn link_in(ns: &Namespace) -> VethPair {
-    VethPair::new("a0", "a1")
+    VethPair::builder("a0", "a1")
         .namespace(ns)
         .create()
         .await
@@ -30,9 +30,9 @@ async fn ipv4_and_ipv6_addresses_are_added_listed_and_removed() {
     let ns = sandbox().await;
     let veth = link_in(&ns).await;
     let a4 = veth.link().add_address("10.40.0.1/24").await.unwrap();
-    let a6 = Address::new("fd40::1/64")
+    let a6 = Address::builder(veth.link(), "fd40::1/64")
         .nodad(true)
-        .add(veth.link())
+        .create()
         .await
         .unwrap();
     assert_eq!(addrs(&ns, "a0"), ["10.40.0.1/24", "fd40::1/64"]);
@@ -64,10 +64,13 @@ async fn ipv4_and_ipv6_addresses_are_added_listed_and_removed() {
 async fn nodad_makes_ipv6_usable_at_once() {
     let ns = sandbox().await;
     let veth = link_in(&ns).await;
-    let _slow = Address::new("fd41::1/64").add(veth.link()).await.unwrap();
-    let _fast = Address::new("fd41::2/64")
+    let _slow = Address::builder(veth.link(), "fd41::1/64")
+        .create()
+        .await
+        .unwrap();
+    let _fast = Address::builder(veth.link(), "fd41::2/64")
         .nodad(true)
-        .add(veth.link())
+        .create()
         .await
         .unwrap();
     assert!(
@@ -77,7 +80,7 @@ async fn nodad_makes_ipv6_usable_at_once() {
     assert!(!tentative(&ns, "a0", "fd41::2"));
     // Usable at once: a socket can bind it.
     let bound = ns
-        .run(|| std::net::UdpSocket::bind("[fd41::2]:0").map(|_| ()))
+        .run_blocking(|| std::net::UdpSocket::bind("[fd41::2]:0").map(|_| ()))
         .unwrap();
     assert!(bound.is_ok(), "{bound:?}");
 }
@@ -91,7 +94,8 @@ async fn keep_leaves_the_address_and_remove_address_takes_it() {
         .add_address("10.42.0.1/24")
         .await
         .unwrap()
-        .keep();
+        .keep()
+        .network();
     assert_eq!(addrs(&ns, "a0"), ["10.42.0.1/24"]);
     veth.link().remove_address(kept).await.unwrap();
     veth.link().remove_address(kept).await.unwrap(); // already gone: fine

@@ -65,23 +65,24 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         .await
         .unwrap();
     let existing_name = existing_ns.name().unwrap().to_owned();
-    let veth = VethPair::new("taken0", "taken1")
+    let veth = VethPair::builder("taken0", "taken1")
         .namespace(&sb)
         .address("10.95.0.1/24")
         .create()
         .await
         .unwrap();
-    let _route = Route::default_v4()
+    let _route = Route::builder(Route::DEFAULT_V4)
         .via("10.95.0.2".parse().unwrap())
-        .add(&sb)
-        .await
-        .unwrap();
-    let _br = Bridge::new("takenbr")
         .namespace(&sb)
         .create()
         .await
         .unwrap();
-    let elsewhere = VethPair::new("far0", "far1")
+    let _br = Bridge::builder("takenbr")
+        .namespace(&sb)
+        .create()
+        .await
+        .unwrap();
+    let elsewhere = VethPair::builder("far0", "far1")
         .namespace(&other)
         .create()
         .await
@@ -107,7 +108,7 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
             .success()
     );
     let long_ns = "n".repeat(256);
-    let veth_in = |name: &str| VethPair::new(name, "peer").namespace(&sb).create();
+    let veth_in = |name: &str| VethPair::builder(name, "peer").namespace(&sb).create();
     let member = |a: &str| MemberSpec::new().address(a);
     let net = || bridged().host(&sb).gateway("10.96.0.254/24");
     let lo = sb.link("lo").await.unwrap();
@@ -177,7 +178,7 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "bridge name too long",
             Box::pin(async {
-                ok(Bridge::new("a-very-long-bridge")
+                ok(Bridge::builder("a-very-long-bridge")
                     .namespace(&sb)
                     .create()
                     .await)
@@ -266,13 +267,13 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         ),
         (
             "a sysctl outside net.*",
-            Box::pin(async { ok(sb.set_sysctl("kernel.hostname", "x")) }),
+            Box::pin(async { ok(sb.set_sysctl("kernel.hostname", "x").await) }),
             Expect::Invalid,
             "kernel.hostname".into(),
         ),
         (
             "a sysctl escaping /proc/sys/net",
-            Box::pin(async { ok(sb.sysctl("net.ipv4....")) }),
+            Box::pin(async { ok(sb.sysctl("net.ipv4....").await) }),
             Expect::Invalid,
             "net.ipv4....".into(),
         ),
@@ -280,9 +281,10 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "route: v4 destination, v6 gateway",
             Box::pin(async {
-                ok(Route::to("10.9.0.0/16")
+                ok(Route::builder("10.9.0.0/16")
                     .via("fd10:9::1".parse().unwrap())
-                    .add(&sb)
+                    .namespace(&sb)
+                    .create()
                     .await)
             }),
             Expect::Invalid,
@@ -291,9 +293,10 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "route: v6 destination, v4 gateway",
             Box::pin(async {
-                ok(Route::to("fd09::/64")
+                ok(Route::builder("fd09::/64")
                     .via("10.95.0.2".parse().unwrap())
-                    .add(&sb)
+                    .namespace(&sb)
+                    .create()
                     .await)
             }),
             Expect::Invalid,
@@ -325,16 +328,17 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         ),
         (
             "address /129",
-            Box::pin(async { ok(Address::new("fd09::1/129").add(&lo).await) }),
+            Box::pin(async { ok(Address::builder(&lo, "fd09::1/129").create().await) }),
             Expect::Invalid,
             "fd09::1/129".into(),
         ),
         (
             "route /40",
             Box::pin(async {
-                ok(Route::to("10.9.0.0/40")
+                ok(Route::builder("10.9.0.0/40")
                     .via("10.95.0.2".parse().unwrap())
-                    .add(&sb)
+                    .namespace(&sb)
+                    .create()
                     .await)
             }),
             Expect::Invalid,
@@ -355,9 +359,10 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "route with host bits",
             Box::pin(async {
-                ok(Route::to("10.9.0.1/16")
+                ok(Route::builder("10.9.0.1/16")
                     .via("10.95.0.2".parse().unwrap())
-                    .add(&sb)
+                    .namespace(&sb)
+                    .create()
                     .await)
             }),
             Expect::Invalid,
@@ -366,9 +371,10 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "route with a device in another namespace",
             Box::pin(async {
-                ok(Route::to("10.9.0.0/16")
+                ok(Route::builder("10.9.0.0/16")
                     .dev(elsewhere.link())
-                    .add(&sb)
+                    .namespace(&sb)
+                    .create()
                     .await)
             }),
             Expect::Invalid,
@@ -377,7 +383,7 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "multicast MAC",
             Box::pin(async {
-                ok(VethPair::new("m0", "m1")
+                ok(VethPair::builder("m0", "m1")
                     .namespace(&sb)
                     .mac("01:00:5e:00:00:01".parse().unwrap())
                     .create()
@@ -461,7 +467,7 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         ),
         (
             "a bridge that exists",
-            Box::pin(async { ok(Bridge::new("takenbr").namespace(&sb).create().await) }),
+            Box::pin(async { ok(Bridge::builder("takenbr").namespace(&sb).create().await) }),
             Expect::AlreadyExists,
             "takenbr".into(),
         ),
@@ -480,9 +486,10 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "a route that exists",
             Box::pin(async {
-                ok(Route::default_v4()
+                ok(Route::builder(Route::DEFAULT_V4)
                     .via("10.95.0.2".parse().unwrap())
-                    .add(&sb)
+                    .namespace(&sb)
+                    .create()
                     .await)
             }),
             Expect::AlreadyExists,
@@ -513,11 +520,11 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         (
             "deleting a link twice",
             Box::pin(async {
-                let v = VethPair::new("twice0", "twice1")
+                let v = VethPair::builder("twice0", "twice1")
                     .namespace(&sb)
                     .create()
                     .await?;
-                let [a, _] = v.keep();
+                let a = v.keep().link().clone();
                 a.clone().delete().await?;
                 a.delete().await
             }),

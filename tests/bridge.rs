@@ -19,7 +19,7 @@ fn ports(host: &Namespace, bridge: &str) -> Vec<String> {
 #[tokio::test]
 async fn bridge_is_up_with_its_address_and_gone_after_drop() {
     let host = sandbox().await;
-    let br = Bridge::new("br0")
+    let br = Bridge::builder("br0")
         .namespace(&host)
         .address("10.20.0.254/24")
         .address("fd20::fe/64")
@@ -41,14 +41,18 @@ async fn bridge_is_up_with_its_address_and_gone_after_drop() {
 #[tokio::test]
 async fn ports_attach_and_detach() {
     let host = sandbox().await;
-    let br = Bridge::new("br1").namespace(&host).create().await.unwrap();
-    let v1 = VethPair::new("p1", "p1b")
+    let br = Bridge::builder("br1")
+        .namespace(&host)
+        .create()
+        .await
+        .unwrap();
+    let v1 = VethPair::builder("p1", "p1b")
         .namespace(&host)
         .controller(br.link())
         .create()
         .await
         .unwrap();
-    let v2 = VethPair::new("p2", "p2b")
+    let v2 = VethPair::builder("p2", "p2b")
         .namespace(&host)
         .create()
         .await
@@ -78,13 +82,13 @@ async fn ports_attach_and_detach() {
 #[tokio::test]
 async fn a_taken_bridge_name_is_already_exists_and_the_original_stays() {
     let host = sandbox().await;
-    let _br = Bridge::new("brx")
+    let _br = Bridge::builder("brx")
         .namespace(&host)
         .address("10.21.0.1/24")
         .create()
         .await
         .unwrap();
-    let err = Bridge::new("brx")
+    let err = Bridge::builder("brx")
         .namespace(&host)
         .address("10.22.0.1/24")
         .create()
@@ -98,8 +102,9 @@ async fn a_taken_bridge_name_is_already_exists_and_the_original_stays() {
 async fn an_address_the_kernel_refuses_rolls_the_bridge_back() {
     let host = sandbox().await;
     host.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .await
         .unwrap();
-    let err = Bridge::new("brr")
+    let err = Bridge::builder("brr")
         .namespace(&host)
         .address("10.23.0.1/24")
         .address("fd23::1/64")
@@ -115,7 +120,7 @@ async fn seed_two(
     host: &Namespace,
     accept_forward: bool,
 ) -> (Bridge, Vec<Namespace>, Vec<VethPair>, Vec<Route>) {
-    let br = Bridge::new("br0")
+    let br = Bridge::builder("br0")
         .namespace(host)
         .address("10.30.0.254/24")
         .accept_forward(accept_forward)
@@ -127,7 +132,7 @@ async fn seed_two(
     let mut routes = Vec::new();
     for i in 1..=2 {
         let ns = Namespace::new().await.unwrap();
-        let v = VethPair::new(format!("veth{i}-br"), "eth0")
+        let v = VethPair::builder(format!("veth{i}-br"), "eth0")
             .namespace(host)
             .controller(br.link())
             .peer_namespace(&ns)
@@ -136,9 +141,10 @@ async fn seed_two(
             .await
             .unwrap();
         routes.push(
-            Route::default_v4()
+            Route::builder(Route::DEFAULT_V4)
                 .via("10.30.0.254".parse().unwrap())
-                .add(&ns)
+                .namespace(&ns)
+                .create()
                 .await
                 .unwrap(),
         );
@@ -173,7 +179,7 @@ async fn the_forward_fix_makes_bridged_traffic_pass_under_a_drop_policy_and_leav
 
     // Without the fix: bridged traffic between the two namespaces is dropped.
     let (br, nss, veths, routes) = seed_two(&host, false).await;
-    assert!(!br.accepts_forward());
+    assert!(!br.accept_forward_enabled());
     assert!(
         !ping(&nss[0], "10.30.0.2"),
         "bridged ping passed without the fix"
@@ -182,7 +188,7 @@ async fn the_forward_fix_makes_bridged_traffic_pass_under_a_drop_policy_and_leav
 
     // With it: the ping passes, and the rules are inserted before the REJECT.
     let (br, nss, veths, routes) = seed_two(&host, true).await;
-    assert!(br.accepts_forward());
+    assert!(br.accept_forward_enabled());
     assert!(
         ping(&nss[0], "10.30.0.2"),
         "bridged ping failed with the fix"
@@ -227,9 +233,13 @@ async fn a_fresh_namespace_needs_no_forward_fix() {
 #[tokio::test]
 async fn accept_forward_can_be_added_later_and_goes_with_delete() {
     let host = sandbox().await;
-    let mut br = Bridge::new("brl").namespace(&host).create().await.unwrap();
-    br.accept_forward().await.unwrap();
-    br.accept_forward().await.unwrap(); // idempotent
+    let mut br = Bridge::builder("brl")
+        .namespace(&host)
+        .create()
+        .await
+        .unwrap();
+    br.enable_accept_forward().await.unwrap();
+    br.enable_accept_forward().await.unwrap(); // idempotent
     assert_eq!(forward_rules(&host, "iptables").len(), 2);
     br.delete().await.unwrap();
     assert!(forward_rules(&host, "iptables").is_empty());

@@ -14,7 +14,7 @@ use std::{
 const LAYERS: &[(&str, &[&str])] = &[
     ("values", &["error", "name", "ip", "guard", "trace"]),
     ("system", &["sys", "owner", "userns"]),
-    ("netlink", &["netlink"]),
+    ("netlink", &["netlink", "twins"]),
     ("namespace", &["netns"]),
     (
         "objects",
@@ -23,7 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("patterns", &["topology", "reap"]),
-    ("tools", &["blocking", "lab", "cni"]),
+    ("tools", &["lab", "cni"]),
 ];
 
 fn rank(module: &str) -> Option<usize> {

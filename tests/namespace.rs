@@ -142,7 +142,7 @@ async fn dropping_an_anonymous_namespace_frees_it() {
     let host = sandbox().await;
     let ns = Namespace::new().await.unwrap();
     ns.links().await.unwrap(); // open its netlink connection
-    VethPair::new("probe0", "probe1")
+    VethPair::builder("probe0", "probe1")
         .namespace(&host)
         .peer_namespace(&ns)
         .create()
@@ -160,19 +160,19 @@ async fn dropping_an_anonymous_namespace_frees_it() {
 async fn run_never_moves_the_callers_thread_even_when_the_closure_panics() {
     let ns = sandbox().await;
     let before = thread_ns();
-    let inside = ns.run(thread_ns).unwrap();
+    let inside = ns.run_blocking(thread_ns).unwrap();
     assert_eq!(inside, format!("net:[{}]", ns.inode()));
     assert_ne!(inside, before);
     assert_eq!(thread_ns(), before);
 
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ns.run(|| panic!("boom inside")).unwrap();
+        ns.run_blocking(|| panic!("boom inside")).unwrap();
     }));
     let payload = panicked.unwrap_err();
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom inside"));
     assert_eq!(thread_ns(), before);
 
-    let async_inside = ns.run_async(thread_ns).await.unwrap();
+    let async_inside = ns.run(thread_ns).await.unwrap();
     assert_eq!(async_inside, inside);
     assert_eq!(thread_ns(), before);
 }
@@ -182,7 +182,7 @@ async fn tcp_listener_bound_inside_is_reachable_only_inside() {
     let host = sandbox().await;
     let a = Namespace::new().await.unwrap();
     let listener = a
-        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .run_blocking(|| std::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap()
         .unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -194,7 +194,7 @@ async fn tcp_listener_bound_inside_is_reachable_only_inside() {
         s.write_all(&buf).unwrap();
     });
     let echoed = a
-        .run(move || {
+        .run_blocking(move || {
             let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             c.write_all(b"ping").unwrap();
             let mut buf = [0u8; 4];
@@ -207,7 +207,7 @@ async fn tcp_listener_bound_inside_is_reachable_only_inside() {
 
     // The same port on the sandbox's loopback is a different socket space: refused.
     let from_host = host
-        .run(move || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()))
+        .run_blocking(move || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()))
         .unwrap();
     assert_eq!(
         from_host.unwrap_err().kind(),
@@ -380,9 +380,9 @@ async fn invalid_names_are_rejected_before_any_syscall() {
 async fn sysctls_are_per_namespace() {
     let host = sandbox().await;
     let ns = Namespace::new().await.unwrap();
-    assert_eq!(ns.sysctl("net.ipv4.ip_forward").unwrap(), "0");
-    ns.set_sysctl("net.ipv4.ip_forward", "1").unwrap();
-    assert_eq!(ns.sysctl("net.ipv4.ip_forward").unwrap(), "1");
+    assert_eq!(ns.sysctl("net.ipv4.ip_forward").await.unwrap(), "0");
+    ns.set_sysctl("net.ipv4.ip_forward", "1").await.unwrap();
+    assert_eq!(ns.sysctl("net.ipv4.ip_forward").await.unwrap(), "1");
     let read = |n: &Namespace| {
         let out = outside(n, "cat", &["/proc/sys/net/ipv4/ip_forward"])
             .output()
@@ -398,9 +398,9 @@ async fn sysctls_are_per_namespace() {
         "0",
         "the test process's namespace must not change"
     );
-    let err = ns.set_sysctl("kernel.hostname", "x").unwrap_err();
+    let err = ns.set_sysctl("kernel.hostname", "x").await.unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
-    let err = ns.sysctl("net.ipv4.no_such_key").unwrap_err();
+    let err = ns.sysctl("net.ipv4.no_such_key").await.unwrap_err();
     assert!(err.is_not_found(), "{err}");
 }
 
@@ -412,7 +412,7 @@ fn drop_after_the_runtime_shut_down_still_tears_down() {
         let ns = Namespace::named(name.as_str()).await.unwrap();
         ns.links().await.unwrap(); // a live netlink connection
         let host = Namespace::new().await.unwrap();
-        let veth = VethPair::new("rt0", "rt1")
+        let veth = VethPair::builder("rt0", "rt1")
             .namespace(&host)
             .peer_namespace(&ns)
             .create()
@@ -433,7 +433,7 @@ fn works_without_any_tokio_runtime() {
     futures::executor::block_on(async {
         let ns = Namespace::new().await.unwrap();
         assert_eq!(ns.links().await.unwrap().len(), 1);
-        let v = VethPair::new("a", "b")
+        let v = VethPair::builder("a", "b")
             .namespace(&ns)
             .create()
             .await

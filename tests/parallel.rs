@@ -24,7 +24,7 @@ fn token_round_trip(net: &BridgedNetwork, address: IpAddr, token: u32) {
     let members = net.members();
     let listener = members[0]
         .namespace()
-        .run(move || std::net::TcpListener::bind((address, 7000)))
+        .run_blocking(move || std::net::TcpListener::bind((address, 7000)))
         .unwrap()
         .unwrap();
     let server = std::thread::spawn(move || {
@@ -36,7 +36,7 @@ fn token_round_trip(net: &BridgedNetwork, address: IpAddr, token: u32) {
     for m in &members[1..] {
         let got = m
             .namespace()
-            .run(move || {
+            .run_blocking(move || {
                 let mut c =
                     TcpStream::connect_timeout(&(address, 7000).into(), Duration::from_secs(3))
                         .unwrap();

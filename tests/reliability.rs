@@ -75,7 +75,7 @@ fn crash_child_anonymous() {
     futures::executor::block_on(async {
         let sandbox = Namespace::open_path(&sandbox).unwrap();
         let witness = |ns: &Namespace| {
-            VethPair::new(netns_kit::IfName::unique("w").unwrap().as_str(), "witness")
+            VethPair::builder(netns_kit::IfName::unique("w").unwrap().as_str(), "witness")
                 .namespace(&sandbox)
                 .peer_namespace(ns)
                 .up(false)
@@ -198,13 +198,13 @@ fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothi
         let live_ns = Namespace::named(NsName::unique("nklive").unwrap().as_str())
             .await
             .unwrap();
-        let live_br = Bridge::new("livebr")
+        let live_br = Bridge::builder("livebr")
             .namespace(&sandbox)
             .accept_forward(true)
             .create()
             .await
             .unwrap();
-        let kept = Bridge::new("keptbr")
+        let kept = Bridge::builder("keptbr")
             .namespace(&sandbox)
             .create()
             .await
@@ -270,8 +270,8 @@ fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothi
     assert!(netns_list().contains(&decoy_ns.0));
     assert!(netns_list().contains(&live_ns.name().unwrap().to_owned()));
     assert!(link_names(&sandbox).contains(&"decoy0".to_owned()));
-    assert!(live_br.accepts_forward());
-    assert_eq!(kept_br.name(), "keptbr");
+    assert!(live_br.accept_forward_enabled());
+    assert_eq!(kept_br.link().name(), "keptbr");
     assert!(link_names(&sandbox).contains(&"keptbr".to_owned()));
     rt.block_on(async {
         live_ns.links().await.unwrap();
@@ -321,7 +321,7 @@ fn teardown_happens_when_a_thread_panics_and_on_a_plain_thread() {
     let rt = runtime();
     let (host, veth, net) = rt.block_on(async {
         let host = sandbox().await;
-        let veth = VethPair::new("p0", "p1")
+        let veth = VethPair::builder("p0", "p1")
             .namespace(&host)
             .create()
             .await
@@ -357,7 +357,7 @@ fn a_bridge_with_firewall_rules_is_torn_down_after_the_runtime_is_gone() {
     let rt = runtime();
     let (host, br) = rt.block_on(async {
         let host = sandbox().await;
-        let br = Bridge::new("fw0")
+        let br = Bridge::builder("fw0")
             .namespace(&host)
             .accept_forward(true)
             .create()
@@ -401,7 +401,7 @@ async fn a_cancelled_creation_leaves_nothing() {
 async fn rollback_at_each_step_of_a_direct_link() {
     let (a, b) = (sandbox().await, sandbox().await);
     // Step 1, the veth pair: the name is taken in `a`.
-    let squatter = VethPair::new("veth0", "other")
+    let squatter = VethPair::builder("veth0", "other")
         .namespace(&a)
         .create()
         .await
@@ -415,6 +415,7 @@ async fn rollback_at_each_step_of_a_direct_link() {
     drop(squatter);
     // Step 2, the addresses: IPv6 refused in `b`.
     b.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .await
         .unwrap();
     let err = connect(&a, &b)
         .address("10.85.0.1/24", "10.85.0.2/24")
@@ -427,16 +428,18 @@ async fn rollback_at_each_step_of_a_direct_link() {
     assert_eq!(link_names(&b), ["lo"]);
     // Step 3, the default routes: `b` already has one.
     b.set_sysctl("net.ipv6.conf.default.disable_ipv6", "0")
+        .await
         .unwrap();
-    let stray = VethPair::new("s0", "s1")
+    let stray = VethPair::builder("s0", "s1")
         .namespace(&b)
         .address("10.86.0.1/24")
         .create()
         .await
         .unwrap();
-    let _default = Route::default_v4()
+    let _default = Route::builder(Route::DEFAULT_V4)
         .via("10.86.0.2".parse().unwrap())
-        .add(&b)
+        .namespace(&b)
+        .create()
         .await
         .unwrap();
     let err = connect(&a, &b)
@@ -468,6 +471,7 @@ async fn a_failed_add_member_changes_nothing() {
     let picky = Namespace::new().await.unwrap();
     picky
         .set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .await
         .unwrap();
     let gw6 = net.gateways().iter().any(|g| g.is_ipv6());
     assert!(!gw6);
@@ -482,7 +486,7 @@ async fn a_failed_add_member_changes_nothing() {
     assert!(err.is_invalid_input(), "{err}");
     // The interface name is taken inside the member's namespace: refused by the kernel after
     // validation passed.
-    let _squatter = VethPair::new("eth0", "other")
+    let _squatter = VethPair::builder("eth0", "other")
         .namespace(&picky)
         .create()
         .await
@@ -520,11 +524,14 @@ fn no_privileges_child() {
         // Validation comes before any privileged call: still InvalidName, not PermissionDenied.
         let err = Namespace::named("a/b").await.unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
-        let err = VethPair::new("bad name", "b").create().await.unwrap_err();
+        let err = VethPair::builder("bad name", "b")
+            .create()
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{err:?}");
         let sandbox = Namespace::open_path(std::env::var("NK_SANDBOX").unwrap());
         if let Ok(sandbox) = sandbox {
-            let err = VethPair::new("v0", "v1")
+            let err = VethPair::builder("v0", "v1")
                 .namespace(&sandbox)
                 .create()
                 .await

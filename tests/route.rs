@@ -9,7 +9,7 @@ use common::*;
 use netns_kit::{Namespace, Route, VethPair};
 
 async fn wired(ns: &Namespace) -> VethPair {
-    VethPair::new("r0", "r1")
+    VethPair::builder("r0", "r1")
         .namespace(ns)
         .address("10.50.0.1/24")
         .address("fd50::1/64")
@@ -27,15 +27,17 @@ fn find<'a>(routes: &'a [serde_json::Value], dst: &str) -> Option<&'a serde_json
 async fn default_routes_v4_and_v6_via_a_gateway() {
     let ns = sandbox().await;
     let _veth = wired(&ns).await;
-    let r4 = Route::default_v4()
+    let r4 = Route::builder(Route::DEFAULT_V4)
         .via(Ipv4Addr::new(10, 50, 0, 2))
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap();
-    let r6 = Route::default_v6()
+    let r6 = Route::builder(Route::DEFAULT_V6)
         .via("fd50::2".parse::<Ipv6Addr>().unwrap())
         .metric(100)
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap();
     let v4 = routes(&ns, false);
@@ -60,15 +62,17 @@ async fn default_routes_v4_and_v6_via_a_gateway() {
 async fn prefix_routes_via_a_device_or_a_gateway() {
     let ns = sandbox().await;
     let veth = wired(&ns).await;
-    let on_link = Route::v4("10.51.0.0/16".parse().unwrap())
+    let on_link = Route::builder("10.51.0.0/16".parse::<ipnetwork::Ipv4Network>().unwrap())
         .dev(veth.link())
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap();
-    let via = Route::to("10.52.0.0/16")
+    let via = Route::builder("10.52.0.0/16")
         .via("10.50.0.9".parse().unwrap())
         .table(254)
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap();
     let v4 = routes(&ns, false);
@@ -85,9 +89,10 @@ async fn prefix_routes_via_a_device_or_a_gateway() {
 async fn a_route_whose_device_is_gone_counts_as_removed() {
     let ns = sandbox().await;
     let veth = wired(&ns).await;
-    let r = Route::default_v4()
+    let r = Route::builder(Route::DEFAULT_V4)
         .via(Ipv4Addr::new(10, 50, 0, 2))
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap();
     veth.delete().await.unwrap();
@@ -99,44 +104,44 @@ async fn bad_routes_are_refused_before_any_request() {
     let ns = sandbox().await;
     let veth = wired(&ns).await;
     let other = sandbox().await;
-    let elsewhere = VethPair::new("o0", "o1")
+    let elsewhere = VethPair::builder("o0", "o1")
         .namespace(&other)
         .create()
         .await
         .unwrap();
     let cases = [
         (
-            Route::to("10.60.0.0/16").via("fd50::2".parse().unwrap()),
+            Route::builder("10.60.0.0/16").via("fd50::2".parse().unwrap()),
             "different IP families",
         ),
         (
-            Route::to("fd60::/64").via("10.50.0.2".parse().unwrap()),
+            Route::builder("fd60::/64").via("10.50.0.2".parse().unwrap()),
             "different IP families",
         ),
         (
-            Route::to("10.60.0.1/16").via("10.50.0.2".parse().unwrap()),
+            Route::builder("10.60.0.1/16").via("10.50.0.2".parse().unwrap()),
             "host bits",
         ),
-        (Route::to("10.60.0.0/16"), "needs a gateway"),
+        (Route::builder("10.60.0.0/16"), "needs a gateway"),
         (
-            Route::to("10.60.0.0/40").via("10.50.0.2".parse().unwrap()),
+            Route::builder("10.60.0.0/40").via("10.50.0.2".parse().unwrap()),
             "out of range",
         ),
         (
-            Route::to("10.60.0.0/16").dev(elsewhere.link()),
+            Route::builder("10.60.0.0/16").dev(elsewhere.link()),
             "another namespace",
         ),
         (
-            Route::to("::/0").via("fe80::1".parse().unwrap()),
+            Route::builder("::/0").via("fe80::1".parse().unwrap()),
             "link-local gateway",
         ),
         (
-            Route::to("10.60.0.0/16").via("224.0.0.1".parse().unwrap()),
+            Route::builder("10.60.0.0/16").via("224.0.0.1".parse().unwrap()),
             "cannot be a gateway",
         ),
     ];
     for (builder, why) in cases {
-        let err = builder.add(&ns).await.unwrap_err();
+        let err = builder.namespace(&ns).create().await.unwrap_err();
         assert!(err.is_invalid_input(), "{why}: {err:?}");
         assert!(err.to_string().contains(why), "{why}: {err}");
     }
@@ -149,22 +154,25 @@ async fn the_kernels_refusal_is_typed_and_explained() {
     let ns = sandbox().await;
     let _veth = wired(&ns).await;
     // A gateway on no connected network.
-    let err = Route::default_v4()
+    let err = Route::builder(Route::DEFAULT_V4)
         .via(Ipv4Addr::new(10, 99, 0, 1))
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap_err();
     assert_eq!(err.errno(), Some(nix::libc::ENETUNREACH), "{err}");
     assert!(err.to_string().contains("default route"), "{err}");
     // The same route twice.
-    let _r = Route::default_v4()
+    let _r = Route::builder(Route::DEFAULT_V4)
         .via(Ipv4Addr::new(10, 50, 0, 2))
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap();
-    let err = Route::default_v4()
+    let err = Route::builder(Route::DEFAULT_V4)
         .via(Ipv4Addr::new(10, 50, 0, 2))
-        .add(&ns)
+        .namespace(&ns)
+        .create()
         .await
         .unwrap_err();
     assert!(err.is_already_exists(), "{err}");

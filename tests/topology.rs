@@ -315,7 +315,7 @@ async fn a_kernel_refusal_half_way_rolls_everything_back() {
     let host = sandbox().await;
     // The 4th of 5 members lives in a namespace where its interface name is already taken.
     let crowded = Namespace::new().await.unwrap();
-    let _squatter = netns_kit::VethPair::new("eth0", "other")
+    let _squatter = netns_kit::VethPair::builder("eth0", "other")
         .namespace(&crowded)
         .create()
         .await
@@ -408,7 +408,7 @@ async fn guards_inside_a_namespace_whose_handle_is_gone_leave_it_to_the_kernel()
     // A witness veth from the sandbox into `inner` shows when `inner` is freed.
     let host = sandbox().await;
     let inner = Namespace::new().await.unwrap();
-    netns_kit::VethPair::new("wit0", "wit1")
+    netns_kit::VethPair::builder("wit0", "wit1")
         .namespace(&host)
         .peer_namespace(&inner)
         .create()
@@ -424,7 +424,7 @@ async fn guards_inside_a_namespace_whose_handle_is_gone_leave_it_to_the_kernel()
         .create()
         .await
         .unwrap();
-    let br = netns_kit::Bridge::new("brx")
+    let br = netns_kit::Bridge::builder("brx")
         .namespace(&inner)
         .address("10.72.0.1/24")
         .create()

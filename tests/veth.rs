@@ -9,7 +9,7 @@ use netns_kit::{MacAddr, Namespace, VethPair, VethPairBuilder};
 #[tokio::test]
 async fn ends_live_in_their_namespaces_configured_and_up() {
     let (a, b) = (sandbox().await, sandbox().await);
-    let veth = VethPair::new("va", "vb")
+    let veth = VethPair::builder("va", "vb")
         .namespace(&a)
         .peer_namespace(&b)
         .mtu(1400)
@@ -52,7 +52,7 @@ async fn ends_live_in_their_namespaces_configured_and_up() {
 #[tokio::test]
 async fn delete_reports_and_already_gone_counts_as_deleted() {
     let ns = sandbox().await;
-    let veth = VethPair::new("x0", "x1")
+    let veth = VethPair::builder("x0", "x1")
         .namespace(&ns)
         .create()
         .await
@@ -67,7 +67,7 @@ async fn delete_reports_and_already_gone_counts_as_deleted() {
     veth.delete().await.unwrap();
     assert_eq!(link_names(&ns), ["lo"]);
 
-    let veth = VethPair::new("y0", "y1")
+    let veth = VethPair::builder("y0", "y1")
         .namespace(&ns)
         .create()
         .await
@@ -79,12 +79,14 @@ async fn delete_reports_and_already_gone_counts_as_deleted() {
 #[tokio::test]
 async fn keep_leaves_the_pair() {
     let ns = sandbox().await;
-    let [a, b] = VethPair::new("k0", "k1")
+    let kept = VethPair::builder("k0", "k1")
         .namespace(&ns)
         .create()
         .await
         .unwrap()
         .keep();
+    let (a, b) = (kept.link().clone(), kept.peer().clone());
+    drop(kept);
     let names = link_names(&ns);
     assert!(names.contains(&"k0".to_owned()) && names.contains(&"k1".to_owned()));
     a.delete().await.unwrap();
@@ -95,13 +97,13 @@ async fn keep_leaves_the_pair() {
 #[tokio::test]
 async fn a_taken_name_is_already_exists_and_nothing_is_left() {
     let (a, b) = (sandbox().await, sandbox().await);
-    let _first = VethPair::new("dup0", "dup1")
+    let _first = VethPair::builder("dup0", "dup1")
         .namespace(&a)
         .peer_namespace(&b)
         .create()
         .await
         .unwrap();
-    let err = VethPair::new("dup0", "other")
+    let err = VethPair::builder("dup0", "other")
         .namespace(&a)
         .peer_namespace(&b)
         .create()
@@ -110,7 +112,7 @@ async fn a_taken_name_is_already_exists_and_nothing_is_left() {
     assert!(err.is_already_exists(), "{err}");
     assert!(err.to_string().contains("dup0"), "{err}");
     // Peer name taken in the peer's namespace.
-    let err = VethPair::new("fresh", "dup1")
+    let err = VethPair::builder("fresh", "dup1")
         .namespace(&a)
         .peer_namespace(&b)
         .create()
@@ -125,10 +127,13 @@ async fn a_taken_name_is_already_exists_and_nothing_is_left() {
 async fn a_failure_after_creation_rolls_the_pair_back() {
     let (a, b) = (sandbox().await, sandbox().await);
     // IPv6 disabled in b: the kernel refuses the peer's IPv6 address after the pair exists.
-    b.set_sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
-    b.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+    b.set_sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+        .await
         .unwrap();
-    let err = VethPair::new("rb0", "rb1")
+    b.set_sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+        .await
+        .unwrap();
+    let err = VethPair::builder("rb0", "rb1")
         .namespace(&a)
         .peer_namespace(&b)
         .address("10.8.0.1/24")
@@ -145,32 +150,32 @@ async fn a_failure_after_creation_rolls_the_pair_back() {
 async fn bad_input_is_refused_before_anything_is_made() {
     let ns = sandbox().await;
     let cases: Vec<(VethPairBuilder, &str)> = vec![
-        (VethPair::new("", "b"), "empty"),
-        (VethPair::new("sixteen-bytes-xx", "b"), "longer than 15"),
-        (VethPair::new("a/b", "b"), "`/`"),
-        (VethPair::new("a b", "b"), "whitespace"),
-        (VethPair::new("a:1", "b"), "`:`"),
-        (VethPair::new("a", "a"), "same name"),
+        (VethPair::builder("", "b"), "empty"),
+        (VethPair::builder("sixteen-bytes-xx", "b"), "longer than 15"),
+        (VethPair::builder("a/b", "b"), "`/`"),
+        (VethPair::builder("a b", "b"), "whitespace"),
+        (VethPair::builder("a:1", "b"), "`:`"),
+        (VethPair::builder("a", "a"), "same name"),
         (
-            VethPair::new("a", "b").address("10.0.0.0/24"),
+            VethPair::builder("a", "b").address("10.0.0.0/24"),
             "network address",
         ),
         (
-            VethPair::new("a", "b").address("10.0.0.255/24"),
+            VethPair::builder("a", "b").address("10.0.0.255/24"),
             "broadcast address",
         ),
         (
-            VethPair::new("a", "b").address("10.0.0.1/33"),
+            VethPair::builder("a", "b").address("10.0.0.1/33"),
             "out of range",
         ),
         (
-            VethPair::new("a", "b")
+            VethPair::builder("a", "b")
                 .address("10.0.0.1/24")
                 .address("10.0.0.1/24"),
             "twice",
         ),
         (
-            VethPair::new("a", "b").mac(MacAddr([1, 0, 0, 0, 0, 1])),
+            VethPair::builder("a", "b").mac(MacAddr([1, 0, 0, 0, 0, 1])),
             "multicast",
         ),
     ];
@@ -189,7 +194,7 @@ async fn a_namespace_deleted_from_elsewhere_still_tears_down_cleanly() {
     let host = sandbox().await;
     let name = netns_kit::NsName::unique("nktest").unwrap();
     let named = Namespace::named(name.as_str()).await.unwrap();
-    let veth = VethPair::new("h0", "i0")
+    let veth = VethPair::builder("h0", "i0")
         .namespace(&host)
         .peer_namespace(&named)
         .create()

@@ -1,30 +1,32 @@
-//! [`Bridge`]: a Linux software bridge (bridge(8)), the switch the seed's second script plugs
+//! [`Bridge`]: a Linux software bridge (bridge(8)), the switch the classic bridged recipe plugs
 //! its veths into.
 //!
 //! The bridge is created up, with its MTU/MAC, in one `RTM_NEWLINK` echoed back for its ifindex;
 //! its addresses (typically the gateway of the network behind it) follow, pipelined. STP is off
 //! (the kernel default), so a port forwards as soon as it is attached and up.
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use ipnetwork::IpNetwork;
 use rtnetlink::LinkBridge;
 
 use super::{
     CreationGroup, Link, LinkInfo, MacAddr, address_label, await_all, check_group, check_mac,
-    create_link, delete_link, delete_link_blocking, roll_back, settle_message, unmark_blocking,
+    create_link, delete_link, delete_link_blocking, settle_message, unmark_blocking,
 };
 use crate::{
     error::{Error, Result},
     firewall::ForwardRules,
-    guard::{Guard, Resource},
+    guard::{self, Guard, Resource},
     ip::{IntoIpNetwork, validate_host},
     name::IfName,
     netlink::msg::add_address,
     netns::{Namespace, NsInner},
+    trace,
+    twins::twins,
 };
 
-/// Builds a [`Bridge`]; see [`Bridge::new`].
+/// Builds a [`Bridge`]; see [`Bridge::builder`].
 ///
 /// # Examples
 ///
@@ -33,7 +35,7 @@ use crate::{
 /// use netns_kit::{Bridge, BridgeBuilder, Namespace};
 ///
 /// let host = Namespace::new().await?;
-/// let builder: BridgeBuilder = Bridge::new("br0").namespace(&host);
+/// let builder: BridgeBuilder = Bridge::builder("br0").namespace(&host);
 /// let br = builder.address("10.0.2.254/24").create().await?;
 /// # Ok(()) }
 /// ```
@@ -53,49 +55,18 @@ pub struct BridgeBuilder {
 
 impl BridgeBuilder {
     /// Creates the bridge in `ns` (default: the caller's current namespace).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::new().await?;
-    /// let br = netns_kit::Bridge::new("br0").namespace(&host).create().await?;
-    /// assert!(br.link().is_in(&host));
-    /// # Ok(()) }
-    /// ```
     pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.ns = Some(ns.inner().clone());
         self
     }
 
     /// The bridge's MTU (`mtu N`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::new().await?;
-    /// let br = netns_kit::Bridge::new("br0").namespace(&host).mtu(1400).create().await?;
-    /// assert_eq!(br.link().info().await?.mtu, Some(1400));
-    /// # Ok(()) }
-    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
     }
 
     /// The bridge's MAC address (`address MAC`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::new().await?;
-    /// let mac: netns_kit::MacAddr = "02:00:00:00:02:fe".parse()?;
-    /// let br = netns_kit::Bridge::new("br0").namespace(&host).mac(mac).create().await?;
-    /// assert_eq!(br.link().info().await?.mac, Some(mac));
-    /// # Ok(()) }
-    /// ```
     pub fn mac(mut self, mac: MacAddr) -> Self {
         self.mac = Some(mac);
         self
@@ -103,40 +74,12 @@ impl BridgeBuilder {
 
     /// Adds an address to the bridge, typically the gateway of the network behind it
     /// (`ip addr add 10.1.1.254/24 dev br0`). May be called several times.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::new().await?;
-    /// let br = netns_kit::Bridge::new("br0")
-    ///     .namespace(&host)
-    ///     .address("10.0.2.254/24")
-    ///     .address("fd10::fe/64")
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
         self.addresses.push(net.into_ip_network());
         self
     }
 
     /// Adds IPv6 addresses without duplicate-address detection (default: off).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::new().await?;
-    /// let br = netns_kit::Bridge::new("br0")
-    ///     .namespace(&host)
-    ///     .address("fd10::fe/64")
-    ///     .nodad(true) // the gateway address is usable at once
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn nodad(mut self, nodad: bool) -> Self {
         self.nodad = nodad;
         self
@@ -145,16 +88,6 @@ impl BridgeBuilder {
     /// Puts the bridge in link group `group` (`group N`); see
     /// [`VethPairBuilder::group`](crate::VethPairBuilder::group) (groups from 2³¹ up are
     /// refused).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::new().await?;
-    /// let br = netns_kit::Bridge::new("br0").namespace(&host).group(100).create().await?;
-    /// assert_eq!(br.link().info().await?.group, 100);
-    /// # Ok(()) }
-    /// ```
     pub fn group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
@@ -168,7 +101,7 @@ impl BridgeBuilder {
     }
 
     /// Inserts `iptables` rules that accept forwarded traffic into and out of this bridge,
-    /// removed with the bridge — the scoped version of the seed's
+    /// removed with the bridge — the scoped version of the classic recipe's
     /// `iptables -A FORWARD -i br0 -j ACCEPT`. See [the crate docs](crate#the-forward-mystery)
     /// for why it is needed and [`forward_check`](crate::forward_check) to find out whether it
     /// is. Default: off.
@@ -179,7 +112,7 @@ impl BridgeBuilder {
     /// # async fn demo() -> netns_kit::Result<()> {
     /// let host = netns_kit::Namespace::current()?;
     /// let check = netns_kit::forward_check(&host).await?;
-    /// let br = netns_kit::Bridge::new("br0")
+    /// let br = netns_kit::Bridge::builder("br0")
     ///     .namespace(&host)
     ///     .accept_forward(check.needs_fix())
     ///     .create()
@@ -191,110 +124,130 @@ impl BridgeBuilder {
         self
     }
 
-    /// Creates the bridge, up, with its addresses.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
-    /// * [`Error::AlreadyExists`] if the name is taken (the existing link is untouched);
-    /// * [`Error::Command`] if [`accept_forward`](BridgeBuilder::accept_forward) is on and
-    ///   `iptables` is missing or fails;
-    /// * the kernel's refusal otherwise.
-    ///
-    /// If anything fails after the bridge was created, it is deleted again before the error is
-    /// returned.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future removes whatever was already made, even a bridge whose creation
-    /// request was still in flight (see the [crate docs](crate#resource-leaking)).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// let br = netns_kit::Bridge::new("br0")
-    ///     .namespace(&host)
-    ///     .address("10.1.1.254/24")
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link add type bridge")]
-    #[doc(alias = "brctl addbr")]
-    pub async fn create(self) -> Result<Bridge> {
-        let name = IfName::new(&self.name)?;
-        let ns = match self.ns {
-            Some(ns) => ns,
-            None => crate::netns::current_inner()?,
-        };
-        let object = || format!("bridge {:?} in {}", name.as_str(), ns.label());
-        if let Some(mac) = &self.mac {
-            check_mac(mac, object)?;
-        }
-        check_group(self.group, object)?;
-        let mut addresses = Vec::new();
-        for net in self.addresses {
-            let net = net?;
-            validate_host(&net, object)?;
-            if addresses.contains(&net) {
-                return Err(Error::invalid(
-                    object(),
-                    format!("address {net} is given twice"),
-                ));
-            }
-            addresses.push(net);
-        }
+    /// The span of `create`: what is being created, and where.
+    fn create_span(&self) -> tracing::Span {
+        trace::op!(
+            "create",
+            "bridge",
+            format!("bridge {:?}", self.name),
+            self.ns.as_ref().map_or_else(
+                || "the current namespace".to_owned(),
+                |ns| ns.label().to_owned()
+            ),
+        )
+    }
 
-        let mut msg = LinkBridge::new(name.as_str());
-        if let Some(mtu) = self.mtu {
-            msg = msg.mtu(mtu);
-        }
-        if let Some(mac) = self.mac {
-            msg = msg.address(mac.0.to_vec());
-        }
-        let creation = match self.owned_group {
-            Some(group) => CreationGroup::owned(group),
-            None => CreationGroup::temporary(self.group),
-        };
-        if let Some(group) = creation.create_in() {
-            msg = msg.link_group(group);
-        }
-        let nl = ns.nl().await?;
-        // The bridge is alone in its group (temporary, or the composite's, of which it is the
-        // first link), which finds it if this future is dropped while the request is in flight.
-        let alone_in = creation.temporary_group().or(self.owned_group);
-        let (pending, index) = create_link(&ns, &nl, &name, msg.build(), alone_in, object).await?;
-        let link = Link::new(ns.clone(), index, name.clone());
-
-        // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the
-        // move out of the temporary group.
-        let mut requests: Vec<_> = settle_message(index, true, creation.final_group())
-            .map(|msg| (nl.send(msg, 0), "mark", object()))
-            .into_iter()
-            .collect();
-        requests.extend(addresses.iter().map(|net| {
-            let (m, flags) = add_address(index, net, self.nodad);
-            (nl.send(m, flags), "add", address_label(net, &link))
-        }));
-        if let Err(e) = await_all(requests).await {
-            return Err(roll_back(pending, e).await);
-        }
-        let rules = if self.accept_forward {
-            let rules = Guard::new(ForwardRules::for_bridge(link.ns(), link.name()));
-            if let Err(e) = rules.get().insert().await {
-                let what = rules.get().describe();
-                if let Err(undo) = rules.delete().await {
-                    log::warn!("netns-kit: rolling back {what}: {undo}");
+    twins! {
+        /// Creates the bridge, up, with its addresses.
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
+        /// * [`Error::AlreadyExists`] if the name is taken (the existing link is untouched);
+        /// * [`Error::Command`] if [`accept_forward`](BridgeBuilder::accept_forward) is on and
+        ///   `iptables` is missing or fails;
+        /// * the kernel's refusal otherwise.
+        ///
+        /// If anything fails after the bridge was created, it is deleted again before the error is
+        /// returned.
+        ///
+        /// # Cancel safety
+        ///
+        /// Dropping the future removes whatever was already made, even a bridge whose creation
+        /// request was still in flight (see the [crate docs](crate#resource-leaking)).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
+        /// let br = netns_kit::Bridge::builder("br0")
+        ///     .namespace(&host)
+        ///     .address("10.1.1.254/24")
+        ///     .create()
+        ///     .await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link add type bridge")]
+        #[doc(alias = "brctl addbr")]
+        pub async fn create / create_blocking(self) -> Result<Bridge> {
+            let span = self.create_span();
+            trace::timed(span, async move {
+                let name = IfName::new(&self.name)?;
+                let ns = match self.ns {
+                    Some(ns) => ns,
+                    None => crate::netns::current_inner()?,
+                };
+                let object = || format!("bridge {:?} in {}", name.as_str(), ns.label());
+                if let Some(mac) = &self.mac {
+                    check_mac(mac, object)?;
                 }
-                return Err(roll_back(pending, e).await);
-            }
-            Some(rules.keep())
-        } else {
-            None
-        };
-        pending.keep();
-        Ok(Bridge(Guard::new(BridgeResource { link, rules })))
+                check_group(self.group, object)?;
+                let mut addresses = Vec::new();
+                for net in self.addresses {
+                    let net = net?;
+                    validate_host(&net, object)?;
+                    if addresses.contains(&net) {
+                        return Err(Error::invalid(
+                            object(),
+                            format!("address {net} is given twice"),
+                        ));
+                    }
+                    addresses.push(net);
+                }
+
+                let mut msg = LinkBridge::new(name.as_str());
+                if let Some(mtu) = self.mtu {
+                    msg = msg.mtu(mtu);
+                }
+                if let Some(mac) = self.mac {
+                    msg = msg.address(mac.0.to_vec());
+                }
+                let creation = match self.owned_group {
+                    Some(group) => CreationGroup::owned(group),
+                    None => CreationGroup::temporary(self.group),
+                };
+                if let Some(group) = creation.create_in() {
+                    msg = msg.link_group(group);
+                }
+                let nl = ns.nl().await?;
+                // The bridge is alone in its group (temporary, or the composite's, of which it is the
+                // first link), which finds it if this future is dropped while the request is in flight.
+                let alone_in = creation.temporary_group().or(self.owned_group);
+                let (pending, index) = create_link(&ns, &nl, &name, msg.build(), alone_in, object).await?;
+                let link = Link::new(ns.clone(), index, name.clone());
+
+                // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the
+                // move out of the temporary group.
+                let mut requests: Vec<_> = settle_message(index, true, creation.final_group())
+                    .map(|msg| (nl.send(msg, 0), "mark", object()))
+                    .into_iter()
+                    .collect();
+                requests.extend(addresses.iter().map(|net| {
+                    let (m, flags) = add_address(index, net, self.nodad);
+                    (nl.send(m, flags), "add", address_label(net, &link))
+                }));
+                if let Err(e) = await_all(requests).await {
+                    return Err(guard::roll_back(pending, e).await);
+                }
+                let rules = if self.accept_forward {
+                    let rules = Guard::new(ForwardRules::for_bridge(link.ns(), link.name()));
+                    if let Err(e) = rules.get().insert().await {
+                        let e = guard::roll_back(rules, e).await;
+                        return Err(guard::roll_back(pending, e).await);
+                    }
+                    Some(rules.into_inner())
+                } else {
+                    None
+                };
+                pending.into_inner();
+                Ok(Bridge(Guard::new(BridgeResource {
+                link,
+                rules,
+                opened: false,
+            })))
+            })
+            .await
+        }
     }
 }
 
@@ -302,9 +255,17 @@ impl BridgeBuilder {
 pub(crate) struct BridgeResource {
     link: Link,
     rules: Option<ForwardRules>,
+    /// Found by [`Bridge::open`]: only the rules this crate added are removed.
+    opened: bool,
 }
 
 impl Resource for BridgeResource {
+    const KIND: &'static str = "bridge";
+
+    fn netns(&self) -> String {
+        self.link.ns().label().to_owned()
+    }
+
     fn describe(&self) -> String {
         format!(
             "bridge {:?} in {}",
@@ -322,7 +283,10 @@ impl Resource for BridgeResource {
                 errors.push(e);
             }
         }
-        if let Err(e) = delete_link(self.link.ns(), self.link.index(), || what.clone()).await {
+        if self.opened {
+            // Not ours: only the rules are.
+        } else if let Err(e) = delete_link(self.link.ns(), self.link.index(), || what.clone()).await
+        {
             errors.push(e);
         }
         Error::collect(what, errors)
@@ -339,7 +303,11 @@ impl Resource for BridgeResource {
                 errors.push(e);
             }
         }
-        if let Err(e) = delete_link_blocking(self.link.ns(), self.link.index(), || what.clone()) {
+        if self.opened {
+            // Not ours: only the rules are.
+        } else if let Err(e) =
+            delete_link_blocking(self.link.ns(), self.link.index(), || what.clone())
+        {
             errors.push(e);
         }
         Error::collect(what, errors)
@@ -348,7 +316,8 @@ impl Resource for BridgeResource {
 
 /// A bridge; the guard deletes it, with the firewall rules it added, if any (see the
 /// [guard contract](crate#guards)). Deleting a bridge detaches its ports; it does not delete
-/// them.
+/// them. A bridge found with [`Bridge::open`] is never deleted. `Display` names it:
+/// `bridge "br0" in namespace "host"`.
 ///
 /// # Examples
 ///
@@ -357,9 +326,9 @@ impl Resource for BridgeResource {
 /// use netns_kit::{Bridge, Namespace, VethPair};
 ///
 /// let host = Namespace::new().await?;
-/// let br = Bridge::new("br0").namespace(&host).address("10.0.0.254/24").create().await?;
+/// let br = Bridge::builder("br0").namespace(&host).address("10.0.0.254/24").create().await?;
 /// let guest = Namespace::new().await?;
-/// let veth = VethPair::new("veth1-br", "eth0")
+/// let veth = VethPair::builder("veth1-br", "eth0")
 ///     .namespace(&host)
 ///     .controller(br.link())
 ///     .peer_namespace(&guest)
@@ -372,20 +341,26 @@ impl Resource for BridgeResource {
 #[derive(Debug)]
 pub struct Bridge(Guard<BridgeResource>);
 
+impl fmt::Display for Bridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.get().describe())
+    }
+}
+
 impl Bridge {
-    /// Starts building a bridge called `name`, like `ip link add NAME type bridge` (or the
-    /// seed's `brctl addbr NAME`).
+    /// Starts building a bridge called `name`, like `ip link add NAME type bridge` (or
+    /// `brctl addbr NAME`).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// let br = netns_kit::Bridge::new("br0").namespace(&ns).create().await?;
+    /// let br = netns_kit::Bridge::builder("br0").namespace(&ns).create().await?;
     /// # Ok(()) }
     /// ```
-    pub fn new(name: impl Into<String>) -> BridgeBuilder {
+    pub fn builder(name: impl AsRef<str>) -> BridgeBuilder {
         BridgeBuilder {
-            name: name.into(),
+            name: name.as_ref().to_owned(),
             ns: None,
             mtu: None,
             mac: None,
@@ -397,204 +372,220 @@ impl Bridge {
         }
     }
 
+    twins! {
+        /// Opens the existing bridge called `name` in `ns` (made by anyone: another process,
+        /// `ip link add`, a container runtime). The guard never deletes it, nor anything it did
+        /// not add itself (the FORWARD rules of
+        /// [`enable_accept_forward`](Bridge::enable_accept_forward) are removed with the guard).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NotFound`] if there is no link `name` in `ns`;
+        /// [`Error::InvalidInput`] if it is not a bridge.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// use netns_kit::{Bridge, Namespace};
+        /// let cni0 = Bridge::open(&Namespace::current()?, "cni0").await?;
+        /// println!("{cni0} has {} ports", cni0.ports().await?.len());
+        /// # Ok(()) }
+        /// ```
+        pub async fn open / open_blocking(ns: &Namespace, name: impl AsRef<str>) -> Result<Bridge> {
+            let link = ns.link(name).await?;
+            let info = link.info().await?;
+            if info.kind.as_deref() != Some("bridge") {
+                return Err(Error::invalid(
+                    link.label(),
+                    format!(
+                        "it is a {} link, not a bridge",
+                        info.kind.as_deref().unwrap_or("kindless")
+                    ),
+                ));
+            }
+            Ok(Bridge(Guard::new(BridgeResource {
+                link,
+                rules: None,
+                opened: true,
+            })))
+        }
+    }
+
     /// The bridge interface itself.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{Bridge, Namespace, VethPair};
-    ///
-    /// let host = Namespace::new().await?;
-    /// let br = Bridge::new("br0").namespace(&host).create().await?;
-    /// let veth = VethPair::new("veth0", "veth1").namespace(&host).create().await?;
-    /// br.link().set_mtu(1400).await?;
-    /// veth.link().set_controller(br.link()).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn link(&self) -> &Link {
         &self.0.get().link
     }
 
-    /// Whether this bridge inserted `iptables` FORWARD accept rules
-    /// ([`accept_forward`](BridgeBuilder::accept_forward)).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::current()?;
-    /// let mut br = netns_kit::Bridge::new("br0").namespace(&host).create().await?;
-    /// if !br.accepts_forward() && netns_kit::forward_check(&host).await?.needs_fix() {
-    ///     br.accept_forward().await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn accepts_forward(&self) -> bool {
+    /// Whether this bridge has `iptables` FORWARD accept rules of this crate
+    /// ([`BridgeBuilder::accept_forward`], [`enable_accept_forward`](Self::enable_accept_forward)).
+    pub fn accept_forward_enabled(&self) -> bool {
         self.0.get().rules.is_some()
     }
 
-    /// Inserts the FORWARD accept rules of [`BridgeBuilder::accept_forward`] now, if not
-    /// already there; they are removed with the bridge.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Command`] if `iptables` is missing or fails.
-    ///
-    /// # Cancel safety
-    ///
-    /// If dropped while `iptables` runs, a rule may be inserted with no guard.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(mut br: netns_kit::Bridge) -> netns_kit::Result<()> {
-    /// br.accept_forward().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "iptables -I FORWARD")]
-    pub async fn accept_forward(&mut self) -> Result<()> {
-        if self.0.get().rules.is_none() {
-            let rules = Guard::new(ForwardRules::for_bridge(
-                self.link().ns(),
-                self.link().name(),
-            ));
-            if let Err(e) = rules.get().insert().await {
-                let what = rules.get().describe();
-                if let Err(undo) = rules.delete().await {
-                    log::warn!("netns-kit: rolling back {what}: {undo}");
+    twins! {
+        /// Inserts the FORWARD accept rules of [`BridgeBuilder::accept_forward`] now, if not
+        /// already there; they are removed with the guard (also for an
+        /// [opened](Bridge::open) bridge, which itself is never deleted).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Command`] if `iptables` is missing or fails.
+        ///
+        /// # Cancel safety
+        ///
+        /// If dropped while `iptables` runs, the rules inserted so far are removed again.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// use netns_kit::{Bridge, Namespace, forward_check};
+        /// let host = Namespace::current()?;
+        /// let mut br = Bridge::builder("br0").namespace(&host).create().await?;
+        /// // Later: Docker started and set the FORWARD policy to DROP.
+        /// if !br.accept_forward_enabled() && forward_check(&host).await?.needs_fix() {
+        ///     br.enable_accept_forward().await?;
+        /// }
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "iptables -I FORWARD")]
+        pub async fn enable_accept_forward / enable_accept_forward_blocking(
+            &mut self,
+        ) -> Result<()> {
+            if self.0.get().rules.is_none() {
+                let rules = Guard::new(ForwardRules::for_bridge(
+                    self.link().ns(),
+                    self.link().name(),
+                ));
+                if let Err(e) = rules.get().insert().await {
+                    return Err(guard::roll_back(rules, e).await);
                 }
-                return Err(e);
+                self.0.get_mut().rules = Some(rules.into_inner());
             }
-            self.0.get_mut().rules = Some(rules.keep());
+            Ok(())
         }
-        Ok(())
     }
 
-    /// Makes `port` (any link in the bridge's namespace) a port of this bridge, like
-    /// `ip link set PORT master BRIDGE` or the seed's `brctl addif BRIDGE PORT`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`Link::set_controller`].
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`Link::set_controller`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(br: netns_kit::Bridge, port: netns_kit::Link) -> netns_kit::Result<()> {
-    /// br.attach(&port).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "brctl addif")]
-    pub async fn attach(&self, port: &Link) -> Result<()> {
-        port.set_controller(self.link()).await
-    }
-
-    /// Detaches `port` from this bridge, like `ip link set PORT nomaster` or
-    /// `brctl delif BRIDGE PORT`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] if `port` is not a port of this bridge.
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`Link::set_no_controller`].
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(br: netns_kit::Bridge, port: netns_kit::Link) -> netns_kit::Result<()> {
-    /// br.detach(&port).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "brctl delif")]
-    pub async fn detach(&self, port: &Link) -> Result<()> {
-        let info = port.info().await?;
-        if !port.same_ns(self.link()) || info.controller != Some(self.link().index()) {
-            return Err(Error::invalid(
-                port.label(),
-                format!("it is not a port of {}", self.link().label()),
-            ));
+    twins! {
+        /// Makes `port` (any link in the bridge's namespace) a port of this bridge, like
+        /// `ip link set PORT master BRIDGE` or `brctl addif BRIDGE PORT`.
+        ///
+        /// # Errors
+        ///
+        /// As for [`Link::set_controller`].
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`Link::set_controller`].
+        #[doc(alias = "brctl addif")]
+        pub async fn attach / attach_blocking(&self, port: &Link) -> Result<()> {
+            port.set_controller(self.link()).await
         }
-        port.set_no_controller().await
     }
 
-    /// Lists the bridge's ports (one dump, filtered by the kernel).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] if the listing fails.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(br: netns_kit::Bridge) -> netns_kit::Result<()> {
-    /// for port in br.ports().await? {
-    ///     println!("{}", port.name);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "bridge link show")]
-    pub async fn ports(&self) -> Result<Vec<LinkInfo>> {
-        super::dump_ports(self.link().ns(), self.link().index()).await
-    }
-
-    /// Deletes the bridge (and its firewall rules) now and reports every error met; teardown
-    /// goes on after a failure.
-    ///
-    /// # Errors
-    ///
-    /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`]. A bridge already
-    /// gone is not an error.
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the deletion is sent and carried out even if the future is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(br: netns_kit::Bridge) -> netns_kit::Result<()> {
-    /// br.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link del")]
-    #[doc(alias = "brctl delbr")]
-    pub async fn delete(self) -> Result<()> {
-        self.0.delete().await
-    }
-
-    /// Disarms the guard: the bridge (and its firewall rules) stay. Returns the bridge link.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # fn demo(br: netns_kit::Bridge) {
-    /// let link = br.keep();
-    /// # }
-    /// ```
-    pub fn keep(self) -> Link {
-        let BridgeResource { link, rules } = self.0.keep();
-        unmark_blocking(link.ns(), link.index(), || link.label());
-        if let Some(rules) = rules {
-            rules.keep_blocking();
+    twins! {
+        /// Detaches `port` from this bridge, like `ip link set PORT nomaster` or
+        /// `brctl delif BRIDGE PORT`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] if `port` is not a port of this bridge.
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`Link::set_no_controller`].
+        #[doc(alias = "brctl delif")]
+        pub async fn detach / detach_blocking(&self, port: &Link) -> Result<()> {
+            let info = port.info().await?;
+            if !port.same_ns(self.link()) || info.controller != Some(self.link().index()) {
+                return Err(Error::invalid(
+                    port.label(),
+                    format!("it is not a port of {}", self.link().label()),
+                ));
+            }
+            port.set_no_controller().await
         }
-        link.handed_out()
+    }
+
+    twins! {
+        /// Lists the bridge's ports (one dump, filtered by the kernel).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Os`] if the listing fails.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        #[doc(alias = "bridge link show")]
+        pub async fn ports / ports_blocking(&self) -> Result<Vec<LinkInfo>> {
+            super::dump_ports(self.link().ns(), self.link().index()).await
+        }
+    }
+
+    twins! {
+        /// Deletes the bridge (and its firewall rules) now and reports every error met; teardown
+        /// goes on after a failure.
+        ///
+        /// # Errors
+        ///
+        /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`]. A bridge already
+        /// gone is not an error.
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the deletion is sent and carried out even if the future is dropped.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(br: netns_kit::Bridge) -> netns_kit::Result<()> {
+        /// br.delete().await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link del")]
+        #[doc(alias = "brctl delbr")]
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            self.0.delete().await
+        }
+    }
+
+    /// Disarms the guard: the bridge (and its firewall rules) stay after the guard is gone,
+    /// and no longer carry this process's ownership mark (see
+    /// [the guard contract](crate#guards)). Returns the same, now inert, guard.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let br = netns_kit::Bridge::builder("cni0").namespace(&host).create().await?.keep();
+    /// drop(br); // cni0 stays
+    /// # Ok(()) }
+    /// ```
+    pub fn keep(mut self) -> Self {
+        if self.0.is_armed() {
+            let resource = self.0.get_mut();
+            if !resource.opened {
+                let link = &resource.link;
+                unmark_blocking(link.ns(), link.index(), || link.label());
+            }
+            if let Some(rules) = &mut resource.rules {
+                rules.keep_blocking();
+            }
+            self.0.disarm();
+        }
+        self
     }
 
     /// Disarms the guard and hands over what it owned, for composites that tear it down
     /// themselves.
     pub(crate) fn into_parts(self) -> (Link, Option<ForwardRules>) {
-        let BridgeResource { link, rules } = self.0.keep();
+        let BridgeResource { link, rules, .. } = self.0.into_inner();
         (link, rules)
     }
 }

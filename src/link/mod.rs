@@ -27,6 +27,7 @@ use crate::{
     },
     netns::{Namespace, NsInner},
     owner,
+    twins::twins,
 };
 
 /// An Ethernet (MAC) address.
@@ -47,17 +48,6 @@ pub struct MacAddr(pub [u8; 6]);
 impl MacAddr {
     /// Whether the address is unicast and locally administered (the kind to pick by hand:
     /// first byte `x2`, `x6`, `xA` or `xE`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use netns_kit::MacAddr;
-    ///
-    /// let picked: MacAddr = "02:00:00:00:0a:01".parse()?;
-    /// assert!(picked.is_locally_administered());
-    /// assert!(!MacAddr([0x00, 0x1b, 0x21, 0x0a, 0x00, 0x01]).is_locally_administered());
-    /// # Ok::<(), netns_kit::Error>(())
-    /// ```
     pub fn is_locally_administered(&self) -> bool {
         self.0[0] & 0x02 != 0 && self.0[0] & 0x01 == 0
     }
@@ -272,6 +262,18 @@ impl Clone for Link {
     }
 }
 
+impl fmt::Display for Link {
+    /// How errors name the link, e.g. `interface "veth0" in namespace "ns1"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interface {:?} in {}",
+            self.name.as_str(),
+            self.ns.label()
+        )
+    }
+}
+
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Link")
@@ -289,7 +291,7 @@ pub(crate) fn unmark_blocking(ns: &NsInner, index: u32, label: impl FnOnce() -> 
     if let Err(e) = ns.blocking_one(set_link(index, |b| b.alias(owner::KEPT)), "unmark", || {
         label.clone()
     }) {
-        log::warn!("netns-kit: keeping {label}: {e}");
+        crate::trace::swallowed(&label, &e);
     }
 }
 
@@ -408,6 +410,12 @@ impl PendingLink {
 }
 
 impl crate::guard::Resource for PendingLink {
+    const KIND: &'static str = "link";
+
+    fn netns(&self) -> String {
+        self.ns.label().to_owned()
+    }
+
     fn describe(&self) -> String {
         format!(
             "new interface {:?} in {}",
@@ -476,14 +484,14 @@ pub(crate) async fn create_link(
         Ok(created) => created,
         Err(e) if e.from_kernel => {
             // Refused: nothing was created.
-            in_flight.map(Guard::keep);
+            in_flight.map(Guard::into_inner);
             return Err(e.into_error("create", object()));
         }
         Err(e) => {
             // The answer was lost: the link may exist. Its group finds it, if it has one.
             let e = e.into_error("create", object());
             return Err(match in_flight {
-                Some(pending) => roll_back(pending, e).await,
+                Some(pending) => crate::guard::roll_back(pending, e).await,
                 None => e,
             });
         }
@@ -497,21 +505,12 @@ pub(crate) async fn create_link(
             Ok(msg) => msg.header.index,
             Err(e) => {
                 let e = e.into_error("look up the new", object());
-                return Err(roll_back(pending, e).await);
+                return Err(crate::guard::roll_back(pending, e).await);
             }
         },
     };
     pending.get_mut().index = Some(index);
     Ok((pending, index))
-}
-
-/// Rolls a pending link back after `error`, logging a failure to do so, and returns `error`.
-pub(crate) async fn roll_back(pending: crate::guard::Guard<PendingLink>, error: Error) -> Error {
-    let what = crate::guard::Resource::describe(pending.get());
-    if let Err(undo) = pending.delete().await {
-        log::warn!("netns-kit: rolling back {what}: {undo}");
-    }
-    error
 }
 
 /// Deletes link `index` in `ns`; "already gone" is success.
@@ -593,70 +592,22 @@ impl Link {
         &self.ns
     }
 
-    /// How errors name this link, e.g. `interface "veth0" in namespace "ns1"`.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let lo = ns.link("lo").await?;
-    /// println!("bringing up {}", lo.label());
-    /// lo.set_up().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn label(&self) -> String {
+    /// How errors name this link (its `Display`).
+    pub(crate) fn label(&self) -> String {
         format!("interface {:?} in {}", self.name.as_str(), self.ns.label())
     }
 
     /// The ifindex.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let lo = ns.link("lo").await?;
-    /// let same = ns.link_by_index(lo.index()).await?;
-    /// assert_eq!(same.name(), "lo");
-    /// # Ok(()) }
-    /// ```
     pub fn index(&self) -> u32 {
         self.index
     }
 
     /// The name the link had when this handle was made.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).create().await?;
-    /// for end in [veth.link(), veth.peer()] {
-    ///     println!("{}: {}", end.index(), end.name());
-    /// }
-    /// # Ok(()) }
-    /// ```
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
 
     /// Whether this link lives in `ns`.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{Namespace, VethPair};
-    ///
-    /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let veth = VethPair::new("veth0", "eth0").namespace(&ns1).peer_namespace(&ns2);
-    /// let veth = veth.create().await?;
-    /// assert!(veth.link().is_in(&ns1));
-    /// assert!(veth.peer().is_in(&ns2) && !veth.peer().is_in(&ns1));
-    /// # Ok(()) }
-    /// ```
     pub fn is_in(&self, ns: &Namespace) -> bool {
         Arc::ptr_eq(&self.ns, ns.inner()) || self.ns.id() == ns.inner().id()
     }
@@ -673,220 +624,196 @@ impl Link {
             .map_err(|e| e.into_error(op, self.label()))
     }
 
-    /// A fresh snapshot of the link.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] if the link is gone.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// println!("{:?}", link.info().await?.oper_state);
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link show")]
-    pub async fn info(&self) -> Result<LinkInfo> {
-        let nl = self.ns.nl().await?;
-        let msg = nl
-            .link(self.index)
-            .await
-            .map_err(|e| e.into_error("look up", self.label()))?;
-        Ok(LinkInfo::from_message(&msg))
-    }
-
-    /// Brings the link up, like `ip link set NAME up`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] if the link is gone; [`Error::PermissionDenied`] without
-    /// `CAP_NET_ADMIN`.
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the request is sent and carried out even if the future is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// link.set_up().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link set up")]
-    pub async fn set_up(&self) -> Result<()> {
-        self.set("bring up", set_link(self.index, |b| b.up())).await
-    }
-
-    /// Takes the link down, like `ip link set NAME down`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// link.set_down().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link set down")]
-    pub async fn set_down(&self) -> Result<()> {
-        self.set("take down", set_link(self.index, |b| b.down()))
-            .await
-    }
-
-    /// Sets the MTU, like `ip link set NAME mtu N`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] (`EINVAL`) if the link does not support that MTU, and as for
-    /// [`set_up`](Link::set_up).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// link.set_mtu(1400).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link set mtu")]
-    pub async fn set_mtu(&self, mtu: u32) -> Result<()> {
-        self.set("set the MTU of", set_link(self.index, |b| b.mtu(mtu)))
-            .await
-    }
-
-    /// Sets the hardware address, like `ip link set NAME address MAC`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] for a multicast MAC address; otherwise as for
-    /// [`set_up`](Link::set_up).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// link.set_mac("02:00:00:00:00:01".parse()?).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link set address")]
-    pub async fn set_mac(&self, mac: MacAddr) -> Result<()> {
-        check_mac(&mac, || self.label())?;
-        self.set(
-            "set the MAC address of",
-            set_link(self.index, |b| b.address(mac.0.to_vec())),
-        )
-        .await
-    }
-
-    /// Makes this link a port of `controller` (a bridge), like
-    /// `ip link set NAME master BRIDGE`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] if the two links are in different namespaces; the kernel's
-    /// refusal otherwise (e.g. `EBUSY` if it already has a controller, or `ELOOP`).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(port: netns_kit::Link, bridge: netns_kit::Link) -> netns_kit::Result<()> {
-    /// port.set_controller(&bridge).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link set master")]
-    pub async fn set_controller(&self, controller: &Link) -> Result<()> {
-        if !self.same_ns(controller) {
-            return Err(Error::invalid(
-                self.label(),
-                format!(
-                    "cannot attach it to {}: a port must be in its bridge's namespace",
-                    controller.label()
-                ),
-            ));
+    twins! {
+        /// A fresh snapshot of the link.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NotFound`] if the link is gone.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        #[doc(alias = "ip link show")]
+        pub async fn info / info_blocking(&self) -> Result<LinkInfo> {
+            let nl = self.ns.nl().await?;
+            let msg = nl
+                .link(self.index)
+                .await
+                .map_err(|e| e.into_error("look up", self.label()))?;
+            Ok(LinkInfo::from_message(&msg))
         }
-        let index = controller.index;
-        self.set("attach", set_link(self.index, |b| b.controller(index)))
+    }
+
+    twins! {
+        /// Brings the link up, like `ip link set NAME up`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NotFound`] if the link is gone; [`Error::PermissionDenied`] without
+        /// `CAP_NET_ADMIN`.
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the request is sent and carried out even if the future is dropped.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+        /// link.set_up().await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link set up")]
+        pub async fn set_up / set_up_blocking(&self) -> Result<()> {
+            self.set("bring up", set_link(self.index, |b| b.up())).await
+        }
+    }
+
+    twins! {
+        /// Takes the link down, like `ip link set NAME down`.
+        ///
+        /// # Errors
+        ///
+        /// As for [`set_up`](Link::set_up).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        #[doc(alias = "ip link set down")]
+        pub async fn set_down / set_down_blocking(&self) -> Result<()> {
+            self.set("take down", set_link(self.index, |b| b.down()))
+                .await
+        }
+    }
+
+    twins! {
+        /// Sets the MTU, like `ip link set NAME mtu N`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Os`] (`EINVAL`) if the link does not support that MTU, and as for
+        /// [`set_up`](Link::set_up).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        #[doc(alias = "ip link set mtu")]
+        pub async fn set_mtu / set_mtu_blocking(&self, mtu: u32) -> Result<()> {
+            self.set("set the MTU of", set_link(self.index, |b| b.mtu(mtu)))
+                .await
+        }
+    }
+
+    twins! {
+        /// Sets the hardware address, like `ip link set NAME address MAC`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] for a multicast MAC address; otherwise as for
+        /// [`set_up`](Link::set_up).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        #[doc(alias = "ip link set address")]
+        pub async fn set_mac / set_mac_blocking(&self, mac: MacAddr) -> Result<()> {
+            check_mac(&mac, || self.label())?;
+            self.set(
+                "set the MAC address of",
+                set_link(self.index, |b| b.address(mac.0.to_vec())),
+            )
             .await
-            .map_err(|e| match e {
-                Error::NotFound { .. } => Error::invalid(
+        }
+    }
+
+    twins! {
+        /// Makes this link a port of `controller` (a bridge), like
+        /// `ip link set NAME master BRIDGE`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] if the two links are in different namespaces; the kernel's
+        /// refusal otherwise (e.g. `EBUSY` if it already has a controller, or `ELOOP`).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(port: netns_kit::Link, bridge: netns_kit::Link) -> netns_kit::Result<()> {
+        /// port.set_controller(&bridge).await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link set master")]
+        pub async fn set_controller / set_controller_blocking(&self, controller: &Link) -> Result<()> {
+            if !self.same_ns(controller) {
+                return Err(Error::invalid(
                     self.label(),
-                    format!("{} or the link itself no longer exists", controller.label()),
-                ),
-                e => e,
-            })
+                    format!(
+                        "cannot attach it to {}: a port must be in its bridge's namespace",
+                        controller.label()
+                    ),
+                ));
+            }
+            let index = controller.index;
+            self.set("attach", set_link(self.index, |b| b.controller(index)))
+                .await
+                .map_err(|e| match e {
+                    Error::NotFound { .. } => Error::invalid(
+                        self.label(),
+                        format!("{} or the link itself no longer exists", controller.label()),
+                    ),
+                    e => e,
+                })
+        }
     }
 
-    /// Detaches the link from its controller, like `ip link set NAME nomaster`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(port: netns_kit::Link) -> netns_kit::Result<()> {
-    /// port.set_no_controller().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link set nomaster")]
-    pub async fn set_no_controller(&self) -> Result<()> {
-        self.set("detach", set_link(self.index, |b| b.nocontroller()))
-            .await
+    twins! {
+        /// Detaches the link from its controller, like `ip link set NAME nomaster`.
+        ///
+        /// # Errors
+        ///
+        /// As for [`set_up`](Link::set_up).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        #[doc(alias = "ip link set nomaster")]
+        pub async fn set_no_controller / set_no_controller_blocking(&self) -> Result<()> {
+            self.set("detach", set_link(self.index, |b| b.nocontroller()))
+                .await
+        }
     }
 
-    /// Deletes the link, like `ip link del NAME` (deleting a veth end deletes its peer). A link
-    /// that is already gone counts as deleted.
-    ///
-    /// This acts on any link, including ones this crate did not create; a guard's own
-    /// `delete` is usually what you want.
-    ///
-    /// # Errors
-    ///
-    /// The kernel's refusal, e.g. [`Error::PermissionDenied`] or `EOPNOTSUPP` for `lo`.
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-    /// link.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link del")]
-    pub async fn delete(self) -> Result<()> {
-        delete_link(&self.ns, self.index, || self.label()).await
+    twins! {
+        /// Deletes the link, like `ip link del NAME` (deleting a veth end deletes its peer). A link
+        /// that is already gone counts as deleted.
+        ///
+        /// This acts on any link, including ones this crate did not create; a guard's own
+        /// `delete` is usually what you want.
+        ///
+        /// # Errors
+        ///
+        /// The kernel's refusal, e.g. [`Error::PermissionDenied`] or `EOPNOTSUPP` for `lo`.
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+        /// link.delete().await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link del")]
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            delete_link(&self.ns, self.index, || self.label()).await
+        }
     }
 }
 
@@ -901,85 +828,82 @@ pub(crate) fn check_mac(mac: &MacAddr, label: impl FnOnce() -> String) -> Result
 }
 
 impl Namespace {
-    /// Looks up the link called `name` in this namespace (one direct request, no dump).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such link.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// assert_eq!(ns.link("lo").await?.index(), 1);
-    /// # Ok(()) }
-    /// ```
-    pub async fn link(&self, name: &str) -> Result<Link> {
-        let name = IfName::new(name)?;
-        let nl = self.inner().nl().await?;
-        let msg = nl.link_named(name.as_str()).await.map_err(|e| {
-            e.into_error(
-                "look up",
-                format!("interface {:?} in {}", name.as_str(), self.label()),
-            )
-        })?;
-        Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
+    twins! {
+        /// Looks up the link called `name` in this namespace (one direct request, no dump).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such link.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::new().await?;
+        /// assert_eq!(ns.link("lo").await?.index(), 1);
+        /// # Ok(()) }
+        /// ```
+        pub async fn link / link_blocking(&self, name: impl AsRef<str>) -> Result<Link> {
+            let name = IfName::new(name)?;
+            let nl = self.inner().nl().await?;
+            let msg = nl.link_named(name.as_str()).await.map_err(|e| {
+                e.into_error(
+                    "look up",
+                    format!("interface {:?} in {}", name.as_str(), self.label()),
+                )
+            })?;
+            Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
+        }
     }
 
-    /// Looks up the link with ifindex `index` in this namespace.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NotFound`] if there is no such link.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// assert_eq!(ns.link_by_index(1).await?.name(), "lo");
-    /// # Ok(()) }
-    /// ```
-    pub async fn link_by_index(&self, index: u32) -> Result<Link> {
-        let nl = self.inner().nl().await?;
-        let msg = nl.link(index).await.map_err(|e| {
-            e.into_error("look up", format!("interface #{index} in {}", self.label()))
-        })?;
-        let name = IfName::new(link_name(&msg).unwrap_or_default())?;
-        Ok(Link::new(self.inner().clone(), index, name).handed_out())
+    twins! {
+        /// Looks up the link with ifindex `index` in this namespace.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::NotFound`] if there is no such link.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        pub async fn link_by_index / link_by_index_blocking(&self, index: u32) -> Result<Link> {
+            let nl = self.inner().nl().await?;
+            let msg = nl.link(index).await.map_err(|e| {
+                e.into_error("look up", format!("interface #{index} in {}", self.label()))
+            })?;
+            let name = IfName::new(link_name(&msg).unwrap_or_default())?;
+            Ok(Link::new(self.inner().clone(), index, name).handed_out())
+        }
     }
 
-    /// Lists every link of this namespace (one dump), like `ip link show`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] if the dump fails.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe (a read).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let names: Vec<_> = ns.links().await?.into_iter().map(|l| l.name).collect();
-    /// assert_eq!(names, ["lo"]);
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link show")]
-    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
-        dump_links(self.inner()).await
+    twins! {
+        /// Lists every link of this namespace (one dump), like `ip link show`.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Os`] if the dump fails.
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancel-safe (a read).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// let ns = netns_kit::Namespace::new().await?;
+        /// let names: Vec<_> = ns.links().await?.into_iter().map(|l| l.name).collect();
+        /// assert_eq!(names, ["lo"]);
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link show")]
+        pub async fn links / links_blocking(&self) -> Result<Vec<LinkInfo>> {
+            dump_links(self.inner()).await
+        }
     }
 }
 

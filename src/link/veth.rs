@@ -2,7 +2,7 @@
 //!
 //! The pair is created with **one** `RTM_NEWLINK` sent in the first end's namespace; the peer's
 //! part of the message carries `IFLA_NET_NS_FD`, so the kernel creates the peer directly inside
-//! its target namespace. The seed script instead creates both ends in the current namespace and
+//! its target namespace. The classic shell recipe instead creates both ends in the current namespace and
 //! moves each with `ip link set ... netns`, which costs 15–20 ms per move on these machines
 //! against ~1 ms for creating in place. The first end's flags (up), MTU, MAC and controller
 //! (bridge) travel in the same message. The peer cannot be brought up in it (the kernel opens the
@@ -21,11 +21,11 @@ use rtnetlink::{LinkUnspec, LinkVeth};
 
 use super::{
     CreationGroup, Link, MacAddr, address_label, await_all, check_group, check_mac, create_link,
-    roll_back, settle_message, unmark_blocking,
+    settle_message, unmark_blocking,
 };
 use crate::{
     error::{Error, Result},
-    guard::{Guard, Resource},
+    guard::{self, Guard, Resource},
     ip::{IntoIpNetwork, validate_host},
     name::IfName,
     netlink::{
@@ -33,7 +33,8 @@ use crate::{
         msg::{add_address, del_link, set_link_named},
     },
     netns::{Namespace, NsInner},
-    owner,
+    owner, trace,
+    twins::twins,
 };
 
 /// One end's settings.
@@ -45,7 +46,7 @@ struct End {
     addresses: Vec<Result<IpNetwork>>,
 }
 
-/// Builds a [`VethPair`]; see [`VethPair::new`].
+/// Builds a [`VethPair`]; see [`VethPair::builder`].
 ///
 /// # Examples
 ///
@@ -54,7 +55,7 @@ struct End {
 /// use netns_kit::{Namespace, VethPair, VethPairBuilder};
 ///
 /// let ns = Namespace::new().await?;
-/// let builder: VethPairBuilder = VethPair::new("veth0", "veth1").namespace(&ns);
+/// let builder: VethPairBuilder = VethPair::builder("veth0", "veth1").namespace(&ns);
 /// let veth = builder.address("10.0.1.1/24").create().await?;
 /// # Ok(()) }
 /// ```
@@ -72,18 +73,6 @@ pub struct VethPairBuilder {
 impl VethPairBuilder {
     /// Puts the first end in `ns` (default: the caller's current namespace). The request is
     /// sent on `ns`'s netlink connection.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{Namespace, VethPair};
-    ///
-    /// let host = Namespace::new().await?;
-    /// let veth = VethPair::new("veth0", "veth1").namespace(&host).create().await?;
-    /// assert!(veth.link().is_in(&host) && veth.peer().is_in(&host));
-    /// # Ok(()) }
-    /// ```
     pub fn namespace(mut self, ns: &Namespace) -> Self {
         self.ends[0].ns = Some(ns.inner().clone());
         self
@@ -99,7 +88,7 @@ impl VethPairBuilder {
     /// use netns_kit::{Namespace, VethPair};
     ///
     /// let (host, guest) = (Namespace::new().await?, Namespace::new().await?);
-    /// let veth = VethPair::new("veth-guest", "eth0").namespace(&host).peer_namespace(&guest);
+    /// let veth = VethPair::builder("veth-guest", "eth0").namespace(&host).peer_namespace(&guest);
     /// let veth = veth.create().await?;
     /// assert!(veth.peer().is_in(&guest));
     /// # Ok(()) }
@@ -110,96 +99,30 @@ impl VethPairBuilder {
     }
 
     /// MTU of both ends (`mtu N`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).mtu(1400);
-    /// let veth = veth.create().await?;
-    /// assert_eq!(veth.peer().info().await?.mtu, Some(1400));
-    /// # Ok(()) }
-    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
     }
 
     /// MAC address of the first end (`address MAC`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let mac: netns_kit::MacAddr = "02:00:00:00:01:01".parse()?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).mac(mac);
-    /// let veth = veth.create().await?;
-    /// assert_eq!(veth.link().info().await?.mac, Some(mac));
-    /// # Ok(()) }
-    /// ```
     pub fn mac(mut self, mac: MacAddr) -> Self {
         self.ends[0].mac = Some(mac);
         self
     }
 
     /// MAC address of the peer.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1")
-    ///     .namespace(&ns)
-    ///     .mac("02:00:00:00:01:01".parse()?)
-    ///     .peer_mac("02:00:00:00:01:02".parse()?)
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn peer_mac(mut self, mac: MacAddr) -> Self {
         self.ends[1].mac = Some(mac);
         self
     }
 
     /// Adds an address to the first end (may be called several times).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1")
-    ///     .namespace(&ns)
-    ///     .address("10.0.1.1/24")
-    ///     .address("fd10::1/64")
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
         self.ends[0].addresses.push(net.into_ip_network());
         self
     }
 
     /// Adds an address to the peer (may be called several times).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{Namespace, VethPair};
-    ///
-    /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let veth = VethPair::new("veth0", "eth0")
-    ///     .namespace(&ns1)
-    ///     .peer_namespace(&ns2)
-    ///     .peer_address("10.0.1.2/24");
-    /// let veth = veth.create().await?;
-    /// # Ok(()) }
-    /// ```
     pub fn peer_address(mut self, net: impl IntoIpNetwork) -> Self {
         self.ends[1].addresses.push(net.into_ip_network());
         self
@@ -213,7 +136,7 @@ impl VethPairBuilder {
     /// ```no_run
     /// # async fn demo() -> netns_kit::Result<()> {
     /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1")
+    /// let veth = netns_kit::VethPair::builder("veth0", "veth1")
     ///     .namespace(&ns)
     ///     .address("fd10::1/64")
     ///     .peer_address("fd10::2/64")
@@ -228,18 +151,6 @@ impl VethPairBuilder {
     }
 
     /// Whether both ends are brought up (default: yes).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).up(false);
-    /// let veth = veth.create().await?;
-    /// assert!(!veth.link().info().await?.up);
-    /// veth.link().set_up().await?;
-    /// # Ok(()) }
-    /// ```
     pub fn up(mut self, up: bool) -> Self {
         self.up = up;
         self
@@ -249,17 +160,6 @@ impl VethPairBuilder {
     /// one request, one kernel batch — deletes it together with everything else in the group.
     /// Groups from 2³¹ up are reserved for this crate's own marks and refused by
     /// [`create`](VethPairBuilder::create).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).group(100);
-    /// let veth = veth.create().await?;
-    /// assert_eq!(veth.link().info().await?.group, 100);
-    /// # Ok(()) }
-    /// ```
     pub fn group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
@@ -275,8 +175,8 @@ impl VethPairBuilder {
     /// use netns_kit::{Bridge, Namespace, VethPair};
     ///
     /// let host = Namespace::new().await?;
-    /// let br = Bridge::new("br0").namespace(&host).address("10.0.2.254/24").create().await?;
-    /// let veth = VethPair::new("veth-a", "eth0").namespace(&host).controller(br.link());
+    /// let br = Bridge::builder("br0").namespace(&host).address("10.0.2.254/24").create().await?;
+    /// let veth = VethPair::builder("veth-a", "eth0").namespace(&host).controller(br.link());
     /// let veth = veth.create().await?;
     /// assert_eq!(br.ports().await?.len(), 1);
     /// # Ok(()) }
@@ -286,70 +186,92 @@ impl VethPairBuilder {
         self
     }
 
-    /// Creates the pair, its addresses, and brings both ends up.
-    ///
-    /// Everything is validated before the first request: both names, MACs, every address (see
-    /// [`Address::new`](crate::Address::new)), the controller's namespace. If anything fails
-    /// after the pair was created, the pair is deleted again before the error is returned.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
-    /// * [`Error::AlreadyExists`] if either name is taken in its namespace (nothing is created);
-    /// * the kernel's refusal otherwise (e.g. an MTU out of range).
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future removes whatever was already made, even a pair whose creation
-    /// request was still in flight (see the [crate docs](crate#resource-leaking)).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{Namespace, VethPair};
-    ///
-    /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let veth = VethPair::new("veth1", "veth2")
-    ///     .namespace(&ns1)
-    ///     .address("10.1.1.1/24")
-    ///     .peer_namespace(&ns2)
-    ///     .peer_address("10.1.1.2/24")
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link add type veth")]
-    pub async fn create(self) -> Result<VethPair> {
-        let plan = self.validate()?;
-        let object = || plan.to_string();
-        let creation = CreationGroup::temporary(plan.group);
-        let nl = plan.ns.nl().await?;
-        let peer_nl = if plan.peer_ns.id() == plan.ns.id() {
-            nl.clone()
-        } else {
-            plan.peer_ns.nl().await?
-        };
-        // `peer_ns`'s fd, named in the message, stays open while it is sent: `plan` holds it.
-        let msg = plan.message(&creation);
-        let (pending, index) = create_link(
-            &plan.ns,
-            &nl,
-            &plan.name,
-            msg,
-            creation.temporary_group(),
-            object,
+    /// The span of `create`: what is being created, and where.
+    fn create_span(&self) -> tracing::Span {
+        trace::op!(
+            "create",
+            "veth",
+            format!(
+                "veth pair {:?} / {:?}",
+                self.ends[0].name, self.ends[1].name
+            ),
+            self.ends[0].ns.as_ref().map_or_else(
+                || "the current namespace".to_owned(),
+                |ns| ns.label().to_owned()
+            ),
         )
-        .await?;
-        match plan.configure(&nl, &peer_nl, index, &creation).await {
-            Ok(ends) => {
-                pending.keep();
-                Ok(VethPair(Guard::new(VethResource {
-                    ends,
-                    attempted: std::sync::atomic::AtomicBool::new(false),
-                })))
-            }
-            Err(e) => Err(roll_back(pending, e).await),
+    }
+
+    twins! {
+        /// Creates the pair, its addresses, and brings both ends up.
+        ///
+        /// Everything is validated before the first request: both names, MACs, every address (see
+        /// [`Address::builder`](crate::Address::builder)), the controller's namespace. If anything fails
+        /// after the pair was created, the pair is deleted again before the error is returned.
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
+        /// * [`Error::AlreadyExists`] if either name is taken in its namespace (nothing is created);
+        /// * the kernel's refusal otherwise (e.g. an MTU out of range).
+        ///
+        /// # Cancel safety
+        ///
+        /// Dropping the future removes whatever was already made, even a pair whose creation
+        /// request was still in flight (see the [crate docs](crate#resource-leaking)).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// use netns_kit::{Namespace, VethPair};
+        ///
+        /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+        /// let veth = VethPair::builder("veth1", "veth2")
+        ///     .namespace(&ns1)
+        ///     .address("10.1.1.1/24")
+        ///     .peer_namespace(&ns2)
+        ///     .peer_address("10.1.1.2/24")
+        ///     .create()
+        ///     .await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link add type veth")]
+        pub async fn create / create_blocking(self) -> Result<VethPair> {
+            let span = self.create_span();
+            trace::timed(span, async move {
+                let plan = self.validate()?;
+                let object = || plan.to_string();
+                let creation = CreationGroup::temporary(plan.group);
+                let nl = plan.ns.nl().await?;
+                let peer_nl = if plan.peer_ns.id() == plan.ns.id() {
+                    nl.clone()
+                } else {
+                    plan.peer_ns.nl().await?
+                };
+                // `peer_ns`'s fd, named in the message, stays open while it is sent: `plan` holds it.
+                let msg = plan.message(&creation);
+                let (pending, index) = create_link(
+                    &plan.ns,
+                    &nl,
+                    &plan.name,
+                    msg,
+                    creation.temporary_group(),
+                    object,
+                )
+                .await?;
+                match plan.configure(&nl, &peer_nl, index, &creation).await {
+                    Ok(ends) => {
+                        pending.into_inner();
+                        Ok(VethPair(Guard::new(VethResource {
+                            ends,
+                            attempted: std::sync::atomic::AtomicBool::new(false),
+                        })))
+                    }
+                    Err(e) => Err(guard::roll_back(pending, e).await),
+                }
+            })
+            .await
         }
     }
 
@@ -603,6 +525,12 @@ pub(crate) struct VethResource {
 }
 
 impl Resource for VethResource {
+    const KIND: &'static str = "veth";
+
+    fn netns(&self) -> String {
+        self.ends[0].ns().label().to_owned()
+    }
+
     fn describe(&self) -> String {
         format!(
             "veth pair {} / {}",
@@ -654,7 +582,7 @@ impl Resource for VethResource {
 ///
 /// let host = Namespace::new().await?;
 /// let guest = Namespace::new().await?;
-/// let veth = VethPair::new("veth-host", "eth0")
+/// let veth = VethPair::builder("veth-host", "eth0")
 ///     .namespace(&host)
 ///     .peer_namespace(&guest)
 ///     .create()
@@ -665,6 +593,12 @@ impl Resource for VethResource {
 #[derive(Debug)]
 pub struct VethPair(Guard<VethResource>);
 
+impl std::fmt::Display for VethPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.get().describe())
+    }
+}
+
 impl VethPair {
     /// Starts building a pair whose ends are called `name` and `peer`, like
     /// `ip link add NAME type veth peer name PEER`.
@@ -673,18 +607,18 @@ impl VethPair {
     ///
     /// ```no_run
     /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// let v = netns_kit::VethPair::new("a", "b").namespace(&ns).mtu(9000).create().await?;
+    /// let v = netns_kit::VethPair::builder("a", "b").namespace(&ns).mtu(9000).create().await?;
     /// # Ok(()) }
     /// ```
-    pub fn new(name: impl Into<String>, peer: impl Into<String>) -> VethPairBuilder {
+    pub fn builder(name: impl AsRef<str>, peer: impl AsRef<str>) -> VethPairBuilder {
         VethPairBuilder {
             ends: [
                 End {
-                    name: name.into(),
+                    name: name.as_ref().to_owned(),
                     ..End::default()
                 },
                 End {
-                    name: peer.into(),
+                    name: peer.as_ref().to_owned(),
                     ..End::default()
                 },
             ],
@@ -697,76 +631,69 @@ impl VethPair {
     }
 
     /// The first end.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let ns = netns_kit::Namespace::new().await?;
-    /// let veth = netns_kit::VethPair::new("veth0", "veth1").namespace(&ns).create().await?;
-    /// let addr = veth.link().add_address("10.0.1.1/24").await?;
-    /// assert_eq!(veth.link().name(), "veth0");
-    /// # Ok(()) }
-    /// ```
     pub fn link(&self) -> &Link {
         &self.0.get().ends[0]
     }
 
     /// The peer end.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{Namespace, VethPair};
-    ///
-    /// let (host, guest) = (Namespace::new().await?, Namespace::new().await?);
-    /// let veth = VethPair::new("veth0", "eth0").namespace(&host).peer_namespace(&guest);
-    /// let veth = veth.create().await?;
-    /// let addr = veth.peer().add_address("10.0.1.2/24").await?;
-    /// assert_eq!(veth.peer().name(), "eth0");
-    /// # Ok(()) }
-    /// ```
     pub fn peer(&self) -> &Link {
         &self.0.get().ends[1]
     }
 
-    /// Deletes the pair now and reports errors.
-    ///
-    /// # Errors
-    ///
-    /// The kernel's refusal (an end already gone is not an error).
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the deletion is sent and carried out even if the future is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(v: netns_kit::VethPair) -> netns_kit::Result<()> {
-    /// v.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link del")]
-    pub async fn delete(self) -> Result<()> {
-        self.0.delete().await
+    twins! {
+        /// Deletes the pair now and reports errors.
+        ///
+        /// # Errors
+        ///
+        /// The kernel's refusal (an end already gone is not an error).
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the deletion is sent and carried out even if the future is dropped.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(v: netns_kit::VethPair) -> netns_kit::Result<()> {
+        /// v.delete().await?;
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "ip link del")]
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            self.0.delete().await
+        }
     }
 
-    /// Disarms the guard: the pair stays. Returns handles to both ends.
+    /// Deletes the pair after `error` made a composite fail; returns `error`.
+    pub(crate) async fn roll_back(self, error: Error) -> Error {
+        guard::roll_back(self.0, error).await
+    }
+
+    /// Disarms the guard: the pair stays after the guard is gone, and its ends no longer carry
+    /// this process's ownership mark (see [the guard contract](crate#guards)). Returns the
+    /// same, now inert, guard.
     ///
     /// # Examples
     ///
     /// ```no_run
-    /// # fn demo(v: netns_kit::VethPair) {
-    /// let [end, peer] = v.keep();
-    /// # }
+    /// # async fn demo(host: netns_kit::Namespace, c: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use netns_kit::VethPair;
+    /// let veth = VethPair::builder("veth-c1", "eth0")
+    ///     .namespace(&host)
+    ///     .peer_namespace(&c)
+    ///     .create()
+    ///     .await?
+    ///     .keep();
+    /// println!("{veth} outlives this process");
+    /// # Ok(()) }
     /// ```
-    pub fn keep(self) -> [Link; 2] {
-        let resource = self.0.keep();
-        for end in &resource.ends {
-            unmark_blocking(end.ns(), end.index(), || end.label());
+    pub fn keep(mut self) -> Self {
+        if self.0.is_armed() {
+            for end in &self.0.get().ends {
+                unmark_blocking(end.ns(), end.index(), || end.label());
+            }
+            self.0.disarm();
         }
-        resource.ends.map(Link::handed_out)
+        self
     }
 }

@@ -37,6 +37,7 @@ mod wire;
 
 pub(crate) use batch::BatchConn;
 pub(crate) use conn::NsConn;
-#[allow(unused_imports)] // `block_on`: the blocking API, next
+#[cfg(feature = "tokio")]
+pub(crate) use nl::blocking_mode;
 pub(crate) use nl::{Nl, Reply, block_on};
 pub(crate) use wire::{BLOCKING_TIMEOUT, KernelError, new_socket};

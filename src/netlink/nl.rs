@@ -4,6 +4,7 @@
 use std::{cell::Cell, sync::Arc, time::Duration};
 
 use netlink_packet_route::{RouteNetlinkMessage, link::LinkMessage};
+#[cfg(feature = "tokio")]
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 
 use super::{batch::BatchConn, msg, wire::KernelError};
@@ -23,7 +24,6 @@ pub(crate) fn blocking_mode() -> bool {
 /// Runs `future` to completion on the calling thread, with every request it makes going through
 /// the batched transport: no async runtime, no reactor, no thread of its own (see the
 /// [module docs](self)). What the blocking API is made of.
-#[allow(dead_code)] // the blocking API, next
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     struct Reset(bool);
     impl Drop for Reset {
@@ -168,6 +168,7 @@ impl Reply {
     /// Waits for the acknowledgement from synchronous code (`Drop`), at most `timeout`. An
     /// async reply is driven by the driver thread, so this works on any thread, in or out of a
     /// runtime.
+    #[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
     pub(crate) fn ack_blocking(self, timeout: Duration) -> Result<(), KernelError> {
         match self.0 {
             #[cfg(feature = "tokio")]

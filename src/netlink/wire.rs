@@ -27,6 +27,7 @@ pub(crate) struct KernelError {
 }
 
 impl KernelError {
+    #[cfg(feature = "tokio")]
     pub(crate) fn protocol(what: &str) -> KernelError {
         KernelError {
             errno: nix::libc::EIO,

@@ -12,7 +12,7 @@ pub use super::member::{Member, MemberSpec};
 use crate::{
     error::{Error, Result},
     firewall::ForwardRules,
-    guard::{Guard, Resource},
+    guard::{self, Guard, Resource},
     ip::{IntoIpNetwork, validate_host},
     link::{Link, bridge::Bridge},
     name::IfName,
@@ -21,7 +21,8 @@ use crate::{
         msg::{del_group, set_link},
     },
     netns::{Namespace, NsInner},
-    owner,
+    owner, trace,
+    twins::twins,
 };
 
 /// How many members are set up at once: enough to overlap namespace creation (on the worker
@@ -58,7 +59,7 @@ pub struct BridgedNetworkBuilder {
     link_local_ipv6: Option<bool>,
 }
 
-/// Starts pattern 2 of the seed: a bridge holding the gateway address(es) in a host namespace,
+/// Starts a bridged network: a bridge holding the gateway address(es) in a host namespace,
 /// and members each joined to it by a veth pair, with their address(es) and a default route via
 /// the gateway.
 ///
@@ -97,130 +98,37 @@ pub fn bridged() -> BridgedNetworkBuilder {
 
 impl BridgedNetworkBuilder {
     /// The namespace holding the bridge (default: the caller's current namespace).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::new().await?; // keeps the bridge off the real host
-    /// let net = netns_kit::bridged()
-    ///     .host(&host)
-    ///     .gateway("10.0.22.1/24")
-    ///     .member(netns_kit::MemberSpec::new().address("10.0.22.2/24"))
-    ///     .create()
-    ///     .await?;
-    /// assert!(net.bridge().is_in(&host));
-    /// # Ok(()) }
-    /// ```
     pub fn host(mut self, ns: &Namespace) -> Self {
         self.host = Some(ns.inner().clone());
         self
     }
 
     /// The bridge's name (default: a unique generated name such as `nkbr0ab1c000001`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// let net = netns_kit::bridged()
-    ///     .host(&host)
-    ///     .bridge_name("br0")
-    ///     .gateway("10.0.23.1/24")
-    ///     .create()
-    ///     .await?;
-    /// assert_eq!(net.bridge().name(), "br0");
-    /// # Ok(()) }
-    /// ```
-    pub fn bridge_name(mut self, name: impl Into<String>) -> Self {
-        self.bridge_name = Some(name.into());
+    pub fn bridge_name(mut self, name: impl AsRef<str>) -> Self {
+        self.bridge_name = Some(name.as_ref().to_owned());
         self
     }
 
     /// A gateway address, put on the bridge; its prefix is the network's subnet for that IP
     /// version. Call once for IPv4 and/or once for IPv6.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{MemberSpec, bridged};
-    /// # let host = netns_kit::Namespace::new().await?;
-    ///
-    /// let net = bridged()
-    ///     .host(&host)
-    ///     .gateway("10.0.24.1/24")
-    ///     .gateway("fd10:24::1/64")
-    ///     .member(MemberSpec::new().address("10.0.24.2/24").address("fd10:24::2/64"))
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn gateway(mut self, net: impl IntoIpNetwork) -> Self {
         self.gateways.push(net.into_ip_network());
         self
     }
 
     /// The default name of each member's interface (default `eth0`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// let net = netns_kit::bridged()
-    ///     .host(&host)
-    ///     .gateway("10.0.25.1/24")
-    ///     .interface_name("lan0")
-    ///     .member(netns_kit::MemberSpec::new().address("10.0.25.2/24"))
-    ///     .create()
-    ///     .await?;
-    /// assert_eq!(net.members()[0].interface().name(), "lan0");
-    /// # Ok(()) }
-    /// ```
-    pub fn interface_name(mut self, name: impl Into<String>) -> Self {
-        self.interface_name = name.into();
+    pub fn interface_name(mut self, name: impl AsRef<str>) -> Self {
+        self.interface_name = name.as_ref().to_owned();
         self
     }
 
     /// Adds a member.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{MemberSpec, bridged};
-    /// # let host = netns_kit::Namespace::new().await?;
-    ///
-    /// let net = bridged()
-    ///     .host(&host)
-    ///     .gateway("10.0.26.1/24")
-    ///     .member(MemberSpec::new().address("10.0.26.2/24"))
-    ///     .member(MemberSpec::new().address("10.0.26.3/24"))
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn member(mut self, member: MemberSpec) -> Self {
         self.members.push(member);
         self
     }
 
     /// Adds several members.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{MemberSpec, bridged};
-    /// # let host = netns_kit::Namespace::new().await?;
-    ///
-    /// let specs = (2..=101).map(|i| MemberSpec::new().address(format!("10.0.27.{i}/24")));
-    /// let net = bridged().host(&host).gateway("10.0.27.1/24").members(specs).create().await?;
-    /// assert_eq!(net.members().len(), 100);
-    /// # Ok(()) }
-    /// ```
     pub fn members(mut self, members: impl IntoIterator<Item = MemberSpec>) -> Self {
         self.members.extend(members);
         self
@@ -239,7 +147,7 @@ impl BridgedNetworkBuilder {
     /// let host = Namespace::current()?; // e.g. a machine running Docker
     /// let fix = forward_check(&host).await?.needs_fix();
     /// let net = bridged().host(&host).gateway("10.0.28.1/24").accept_forward(fix).create().await?;
-    /// assert_eq!(net.accepts_forward(), fix);
+    /// assert_eq!(net.accept_forward_enabled(), fix);
     /// # Ok(()) }
     /// ```
     pub fn accept_forward(mut self, on: bool) -> Self {
@@ -248,41 +156,12 @@ impl BridgedNetworkBuilder {
     }
 
     /// IPv6 addresses without duplicate-address detection, usable at once (default: yes).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// let net = netns_kit::bridged()
-    ///     .host(&host)
-    ///     .gateway("fd10:29::1/64")
-    ///     .nodad(false) // let the kernel run duplicate-address detection first
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn nodad(mut self, on: bool) -> Self {
         self.nodad = on;
         self
     }
 
     /// MTU of the bridge and every veth.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// let net = netns_kit::bridged()
-    ///     .host(&host)
-    ///     .gateway("10.0.30.1/24")
-    ///     .mtu(1400) // e.g. inside a tunnel
-    ///     .create()
-    ///     .await?;
-    /// assert_eq!(net.bridge().info().await?.mtu, Some(1400));
-    /// # Ok(()) }
-    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
@@ -320,116 +199,138 @@ impl BridgedNetworkBuilder {
         self
     }
 
-    /// Creates the network: the bridge with its gateway address(es), then every member.
-    ///
-    /// Everything is validated before the first request. If a step fails, everything already
-    /// made (bridge, veths, namespaces the network created, firewall rules) is removed before
-    /// the error is returned.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no gateway, two
-    ///   gateways of one IP version, a member address outside its gateway's subnet or equal to
-    ///   it, a member without an address or with two of one IP version, duplicate member
-    ///   addresses, host interface names or namespaces, bad names;
-    /// * the errors of the builders it uses ([`Bridge`](crate::Bridge), [`VethPair`](crate::VethPair), [`Route`](crate::Route)).
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future half-way removes whatever was already made (see the
-    /// [crate docs](crate#resource-leaking)).
-    ///
-    /// # Examples
-    ///
-    /// A container runtime joining an existing namespace to `cni0`:
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{MemberSpec, Namespace, bridged};
-    ///
-    /// let container = Namespace::open_path("/run/netns/c1")?;
-    /// let net = bridged()
-    ///     .host(&Namespace::current()?)
-    ///     .bridge_name("cni0")
-    ///     .gateway("10.88.0.1/16")
-    ///     .member(MemberSpec::in_namespace(&container).address("10.88.0.5/16"))
-    ///     .create()
-    ///     .await?;
-    /// let members = net.keep(); // the container's network outlives this process
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "brctl addbr")]
-    pub async fn create(self) -> Result<BridgedNetwork> {
-        let host = match &self.host {
-            Some(host) => host.clone(),
-            None => crate::netns::current_inner()?,
-        };
-        let bridge_name = match &self.bridge_name {
-            Some(name) => IfName::new(name)?,
-            None => IfName::unique("nkbr")?,
-        };
-        let object = || {
+    /// The span of `create`: what is being created, and where.
+    fn create_span(&self) -> tracing::Span {
+        trace::op!(
+            "create",
+            "bridged network",
             format!(
-                "bridged network {:?} in {}",
-                bridge_name.as_str(),
-                host.label()
-            )
-        };
-        let interface_name = IfName::new(&self.interface_name)?;
-        let gateways = validate_gateways(self.gateways, &object)?;
-        let mut taken = Taken::default();
-        let planned = self
-            .members
-            .into_iter()
-            .map(|spec| {
-                let id = host.id();
-                member::plan(spec, id, &gateways, &interface_name, &mut taken, &object)
+                "bridged network {:?}",
+                self.bridge_name.as_deref().unwrap_or("(generated name)")
+            ),
+            self.host.as_ref().map_or_else(
+                || "the current namespace".to_owned(),
+                |ns| ns.label().to_owned()
+            ),
+        )
+    }
+
+    twins! {
+        /// Creates the network: the bridge with its gateway address(es), then every member.
+        ///
+        /// Everything is validated before the first request. If a step fails, everything already
+        /// made (bridge, veths, namespaces the network created, firewall rules) is removed before
+        /// the error is returned.
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no gateway, two
+        ///   gateways of one IP version, a member address outside its gateway's subnet or equal to
+        ///   it, a member without an address or with two of one IP version, duplicate member
+        ///   addresses, host interface names or namespaces, bad names;
+        /// * the errors of the builders it uses ([`Bridge`](crate::Bridge), [`VethPair`](crate::VethPair), [`Route`](crate::Route)).
+        ///
+        /// # Cancel safety
+        ///
+        /// Dropping the future half-way removes whatever was already made (see the
+        /// [crate docs](crate#resource-leaking)).
+        ///
+        /// # Examples
+        ///
+        /// A container runtime joining an existing namespace to `cni0`:
+        ///
+        /// ```no_run
+        /// # async fn demo() -> netns_kit::Result<()> {
+        /// use netns_kit::{MemberSpec, Namespace, bridged};
+        ///
+        /// let container = Namespace::open_path("/run/netns/c1")?;
+        /// let net = bridged()
+        ///     .host(&Namespace::current()?)
+        ///     .bridge_name("cni0")
+        ///     .gateway("10.88.0.1/16")
+        ///     .member(MemberSpec::in_namespace(&container).address("10.88.0.5/16"))
+        ///     .create()
+        ///     .await?;
+        /// let members = net.keep(); // the container's network outlives this process
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "brctl addbr")]
+        pub async fn create / create_blocking(self) -> Result<BridgedNetwork> {
+            let span = self.create_span();
+            trace::timed(span, async move {
+                let host = match &self.host {
+                    Some(host) => host.clone(),
+                    None => crate::netns::current_inner()?,
+                };
+                let bridge_name = match &self.bridge_name {
+                    Some(name) => IfName::new(name)?,
+                    None => IfName::unique("nkbr")?,
+                };
+                let object = || {
+                    format!(
+                        "bridged network {:?} in {}",
+                        bridge_name.as_str(),
+                        host.label()
+                    )
+                };
+                let interface_name = IfName::new(&self.interface_name)?;
+                let gateways = validate_gateways(self.gateways, &object)?;
+                let mut taken = Taken::default();
+                let planned = self
+                    .members
+                    .into_iter()
+                    .map(|spec| {
+                        let id = host.id();
+                        member::plan(spec, id, &gateways, &interface_name, &mut taken, &object)
+                    })
+                    .collect::<Result<Vec<Planned>>>()?;
+                let group_hold = owner::allocate_group().map(owner::GroupHold::new).ok_or_else(|| {
+                    Error::invalid(
+                        object(),
+                        "this process already has 512 live bridged networks, the most it can tell apart",
+                    )
+                })?;
+                let bridge = Bridge::builder(bridge_name.as_str())
+                    .namespace(&Namespace::view(host.clone()))
+                    .owned_group(group_hold.group())
+                    // A fixed MAC and MTU: otherwise the kernel recomputes both from all ports each time
+                    // one joins (the bridge takes the lowest port MAC, and the lowest port MTU), and
+                    // every MAC change ripples through the bridge's IPv6 configuration — costs that grow
+                    // with the number of members.
+                    .mac(crate::link::random_mac())
+                    .mtu(self.mtu.unwrap_or(1500))
+                    .nodad(self.nodad)
+                    .accept_forward(self.accept_forward);
+                let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
+                // If this fails, or the future is dropped, `group_hold` gives the number back.
+                let (bridge, rules) = bridge.create().await?.into_parts();
+                // From here on the guard owns everything made: if a step fails it is removed, and if
+                // this future is dropped the guard's `Drop` removes it.
+                let mut network = Guard::new(NetworkResource {
+                    context: NetworkContext {
+                        host,
+                        bridge,
+                        group: group_hold.hand_over(),
+                        has_ipv6: gateways.iter().any(IpNetwork::is_ipv6),
+                        gateways,
+                        link_local_ipv6: self.link_local_ipv6,
+                        interface_name,
+                        nodad: self.nodad,
+                        mtu: self.mtu,
+                    },
+                    rules,
+                    members: Vec::new(),
+                    taken,
+                });
+                let (members, first_error) = build_members(&network.get().context, planned).await;
+                network.get_mut().members = members;
+                if let Some(e) = first_error {
+                    return Err(guard::roll_back(network, e).await);
+                }
+                Ok(BridgedNetwork(network))
             })
-            .collect::<Result<Vec<Planned>>>()?;
-        let group_hold = owner::allocate_group().map(owner::GroupHold::new).ok_or_else(|| {
-            Error::invalid(
-                object(),
-                "this process already has 512 live bridged networks, the most it can tell apart",
-            )
-        })?;
-        let bridge = Bridge::new(bridge_name.as_str())
-            .namespace(&Namespace::view(host.clone()))
-            .owned_group(group_hold.group())
-            // A fixed MAC and MTU: otherwise the kernel recomputes both from all ports each time
-            // one joins (the bridge takes the lowest port MAC, and the lowest port MTU), and
-            // every MAC change ripples through the bridge's IPv6 configuration — costs that grow
-            // with the number of members.
-            .mac(crate::link::random_mac())
-            .mtu(self.mtu.unwrap_or(1500))
-            .nodad(self.nodad)
-            .accept_forward(self.accept_forward);
-        let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
-        // If this fails, or the future is dropped, `group_hold` gives the number back.
-        let (bridge, rules) = bridge.create().await?.into_parts();
-        // From here on the guard owns everything made: if a step fails it is removed, and if
-        // this future is dropped the guard's `Drop` removes it.
-        let mut network = Guard::new(NetworkResource {
-            context: NetworkContext {
-                host,
-                bridge,
-                group: group_hold.hand_over(),
-                has_ipv6: gateways.iter().any(IpNetwork::is_ipv6),
-                gateways,
-                link_local_ipv6: self.link_local_ipv6,
-                interface_name,
-                nodad: self.nodad,
-                mtu: self.mtu,
-            },
-            rules,
-            members: Vec::new(),
-            taken,
-        });
-        let (members, first_error) = build_members(&network.get().context, planned).await;
-        network.get_mut().members = members;
-        if let Some(e) = first_error {
-            return Err(rollback(network, e).await);
+            .await
         }
-        Ok(BridgedNetwork(network))
     }
 }
 
@@ -482,14 +383,6 @@ async fn build_members(
     (members.into_iter().map(|(_, m)| m).collect(), first_error)
 }
 
-async fn rollback(network: Guard<NetworkResource>, error: Error) -> Error {
-    let what = network.get().describe();
-    if let Err(undo) = network.delete().await {
-        log::warn!("netns-kit: rolling back {what}: {undo}");
-    }
-    error
-}
-
 #[derive(Debug)]
 struct NetworkResource {
     context: NetworkContext,
@@ -498,7 +391,49 @@ struct NetworkResource {
     taken: Taken,
 }
 
+impl NetworkResource {
+    /// Replaces every ownership mark (for `keep`): the bridge's alias, the link group of the
+    /// bridge and the members' host ends, the firewall rules' comments. Returns whether all of
+    /// them were replaced; failures are logged.
+    fn unmark(&mut self) -> bool {
+        let context = &self.context;
+        let mut unmark = vec![(
+            set_link(context.bridge.index(), |b| b.alias(owner::KEPT)),
+            0,
+        )];
+        unmark.extend(
+            std::iter::once(context.bridge.index())
+                .chain(self.members.iter().map(|m| m.host.index()))
+                .map(|index| (set_link(index, |b| b.link_group(0)), 0)),
+        );
+        let mut unmarked = match context.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
+            Ok(answers) => answers
+                .into_iter()
+                .filter_map(|a| a.err())
+                .fold(true, |_, e| {
+                    let e = e.into_error("unmark", context.bridge.label());
+                    trace::swallowed(&"keeping a bridged network", &e);
+                    false
+                }),
+            Err(e) => {
+                trace::swallowed(&"keeping a bridged network", &e);
+                false
+            }
+        };
+        if let Some(rules) = &mut self.rules {
+            unmarked &= rules.keep_blocking();
+        }
+        unmarked
+    }
+}
+
 impl Resource for NetworkResource {
+    const KIND: &'static str = "bridged network";
+
+    fn netns(&self) -> String {
+        self.context.host.label().to_owned()
+    }
+
     fn describe(&self) -> String {
         format!(
             "bridged network {:?} in {}",
@@ -564,16 +499,18 @@ impl Resource for NetworkResource {
             owner::release_group(self.context.group);
         } else {
             // Links may still be in the group: never hand its number to another network.
-            log::warn!(
-                "netns-kit: {what}: link group {:#x} not reused",
-                self.context.group
+            tracing::warn!(
+                target: "netns_kit",
+                object = %what,
+                group = self.context.group,
+                "link group not reused: links may still be in it"
             );
         }
         Error::collect(what, errors)
     }
 }
 
-/// Pattern 2 of the seed, made by [`bridged`]: a bridge with the gateway address(es) in a host
+/// A bridged network, made by [`bridged`]: a bridge with the gateway address(es) in a host
 /// namespace and members joined to it. The guard removes the bridge, every member's veth pair
 /// (in one kernel batch, see below), the firewall rules if any, and the member namespaces it
 /// created or was given; it never destroys the host namespace or namespaces given with
@@ -608,44 +545,19 @@ impl Resource for NetworkResource {
 #[derive(Debug)]
 pub struct BridgedNetwork(Guard<NetworkResource>);
 
+impl std::fmt::Display for BridgedNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.get().describe())
+    }
+}
+
 impl BridgedNetwork {
     /// The bridge.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.32.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.32.2/24"))
-    /// #     .create().await?;
-    /// let bridge = net.bridge();
-    /// assert!(bridge.is_in(&host));
-    /// let info = bridge.info().await?;
-    /// assert_eq!(info.kind.as_deref(), Some("bridge"));
-    /// # Ok(()) }
-    /// ```
     pub fn bridge(&self) -> &Link {
         &self.0.get().context.bridge
     }
 
     /// The gateway addresses on the bridge, one per IP version.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use std::time::Duration;
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.33.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.33.2/24"))
-    /// #     .create().await?;
-    ///
-    /// let gateway = net.gateways()[0].ip();
-    /// let member = net.members()[0].namespace();
-    /// member.ping(gateway, Duration::from_secs(1)).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn gateways(&self) -> &[IpNetwork] {
         &self.0.get().context.gateways
     }
@@ -653,260 +565,179 @@ impl BridgedNetwork {
     /// The link group of the bridge and the members' host-side veth ends. `ip` prints it as a
     /// signed number (`group -2131965439`); `ip link del group <that number>` would remove the
     /// whole network.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.34.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.34.2/24"))
-    /// #     .create().await?;
-    /// assert_eq!(net.bridge().info().await?.group, net.group());
-    /// // `ip` prints the group as a signed number.
-    /// println!("to remove by hand: ip link del group {}", net.group() as i32);
-    /// # Ok(()) }
-    /// ```
     pub fn group(&self) -> u32 {
         self.0.get().context.group
     }
 
     /// Whether the network inserted `iptables` FORWARD accept rules for its bridge.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::forward_check;
-    /// # let host = netns_kit::Namespace::current()?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.35.1/24")
-    /// #     .create().await?;
-    ///
-    /// if !net.accepts_forward() && forward_check(&host).await?.needs_fix() {
-    ///     eprintln!("warning: the FORWARD chain drops traffic between members");
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn accepts_forward(&self) -> bool {
+    pub fn accept_forward_enabled(&self) -> bool {
         self.0.get().rules.is_some()
     }
 
     /// The members, in the order they were added.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.36.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.36.2/24"))
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.36.3/24"))
-    /// #     .create().await?;
-    /// for member in net.members() {
-    ///     println!("{} in {}", member.addresses()[0], member.namespace().label());
-    /// }
-    /// # Ok(()) }
-    /// ```
     pub fn members(&self) -> &[Member] {
         &self.0.get().members
     }
 
     /// The member that has address `address`.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.37.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.37.2/24"))
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.37.3/24"))
-    /// #     .create().await?;
-    /// let web = net.member("10.0.37.2".parse().unwrap()).expect("a member with that address");
-    /// web.interface().set_down().await?; // take it offline, e.g. to test failover
-    /// # Ok(()) }
-    /// ```
     pub fn member(&self, address: IpAddr) -> Option<&Member> {
         self.members()
             .iter()
             .find(|m| m.addresses.iter().any(|a| a.ip() == address))
     }
 
-    /// Adds a member to the live network, validated against the existing ones like the members
-    /// given to [`create`](BridgedNetworkBuilder::create). On failure nothing of the new member
-    /// remains and the network is unchanged.
-    ///
-    /// # Errors
-    ///
-    /// As for [`BridgedNetworkBuilder::create`].
-    ///
-    /// # Cancel safety
-    ///
-    /// If the future is dropped half-way, the new member's veth may remain in the network's
-    /// link group without being listed; it is removed with the network.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
-    /// let m = net.add_member(netns_kit::MemberSpec::new().address("10.1.0.9/24")).await?;
-    /// println!("new member's eth0 is #{}", m.interface().index());
-    /// # Ok(()) }
-    /// ```
-    pub async fn add_member(&mut self, spec: MemberSpec) -> Result<&Member> {
-        let resource = self.0.get_mut();
-        let context = resource.context.clone();
-        let describe = resource.describe();
-        // Validate against a copy of what is taken; commit it only once the member exists.
-        let mut taken = resource.taken.clone();
-        let planned = member::plan(
-            spec,
-            context.host.id(),
-            &context.gateways,
-            &context.interface_name,
-            &mut taken,
-            &|| describe.clone(),
-        )?;
-        let member = member::build(&context, planned).await?;
-        let resource = self.0.get_mut();
-        resource.taken = taken;
-        resource.members.push(member);
-        Ok(resource.members.last().expect("just pushed"))
-    }
-
-    /// Removes the member that has `address`: deletes its veth pair (with its address and
-    /// routes) and, if the network created or was given its namespace, destroys that too.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] if no member has that address; the kernel's refusal otherwise
-    /// (the member is forgotten by the network in any case).
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the member is taken out of the network and its deletion sent.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
-    /// net.remove_member("10.1.0.9".parse().unwrap()).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn remove_member(&mut self, address: IpAddr) -> Result<()> {
-        let resource = self.0.get_mut();
-        let Some(position) = resource
-            .members
-            .iter()
-            .position(|k| k.addresses.iter().any(|a| a.ip() == address))
-        else {
-            return Err(Error::invalid(
-                resource.describe(),
-                format!("no member has address {address}"),
-            ));
-        };
-        let member = resource.members.remove(position);
-        resource.taken.release(&member);
-        let host = member.host.dup();
-        let mut errors = Vec::new();
-        if let Err(e) = crate::link::delete_link(host.ns(), host.index(), || host.label()).await {
-            errors.push(e);
+    twins! {
+        /// Adds a member to the live network, validated against the existing ones like the members
+        /// given to [`create`](BridgedNetworkBuilder::create). On failure nothing of the new member
+        /// remains and the network is unchanged.
+        ///
+        /// # Errors
+        ///
+        /// As for [`BridgedNetworkBuilder::create`].
+        ///
+        /// # Cancel safety
+        ///
+        /// If the future is dropped half-way, the new member's veth may remain in the network's
+        /// link group without being listed; it is removed with the network.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+        /// let m = net.add_member(netns_kit::MemberSpec::new().address("10.1.0.9/24")).await?;
+        /// println!("new member's eth0 is #{}", m.interface().index());
+        /// # Ok(()) }
+        /// ```
+        pub async fn add_member / add_member_blocking(&mut self, spec: MemberSpec) -> Result<&Member> {
+            let resource = self.0.get_mut();
+            let context = resource.context.clone();
+            let describe = resource.describe();
+            // Validate against a copy of what is taken; commit it only once the member exists.
+            let mut taken = resource.taken.clone();
+            let planned = member::plan(
+                spec,
+                context.host.id(),
+                &context.gateways,
+                &context.interface_name,
+                &mut taken,
+                &|| describe.clone(),
+            )?;
+            let member = member::build(&context, planned).await?;
+            let resource = self.0.get_mut();
+            resource.taken = taken;
+            resource.members.push(member);
+            Ok(resource.members.last().expect("just pushed"))
         }
-        if let Err(e) = member.ns.close() {
-            errors.push(e);
+    }
+
+    twins! {
+        /// Removes the member that has `address`: deletes its veth pair (with its address and
+        /// routes) and, if the network created or was given its namespace, destroys that too.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] if no member has that address; the kernel's refusal otherwise
+        /// (the member is forgotten by the network in any case).
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the member is taken out of the network and its deletion sent.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+        /// net.remove_member("10.1.0.9".parse().unwrap()).await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn remove_member / remove_member_blocking(&mut self, address: IpAddr) -> Result<()> {
+            let resource = self.0.get_mut();
+            let Some(position) = resource
+                .members
+                .iter()
+                .position(|k| k.addresses.iter().any(|a| a.ip() == address))
+            else {
+                return Err(Error::invalid(
+                    resource.describe(),
+                    format!("no member has address {address}"),
+                ));
+            };
+            let member = resource.members.remove(position);
+            resource.taken.release(&member);
+            let host = member.host.dup();
+            let mut errors = Vec::new();
+            if let Err(e) = crate::link::delete_link(host.ns(), host.index(), || host.label()).await {
+                errors.push(e);
+            }
+            if let Err(e) = member.ns.close() {
+                errors.push(e);
+            }
+            Error::collect(format!("member {address}"), errors)
         }
-        Error::collect(format!("member {address}"), errors)
     }
 
-    /// Tears the whole network down now and reports every error met; teardown goes on after a
-    /// failure.
-    ///
-    /// # Errors
-    ///
-    /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the group deletion is sent and carried out even if the future is dropped;
-    /// member namespaces are then freed when the future is dropped.
+    twins! {
+        /// Tears the whole network down now and reports every error met; teardown goes on after a
+        /// failure.
+        ///
+        /// # Errors
+        ///
+        /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`].
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the group deletion is sent and carried out even if the future is dropped;
+        /// member namespaces are then freed when the future is dropped.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+        /// net.delete().await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            self.0.delete().await
+        }
+    }
+
+    /// Disarms the guard: the bridge, veths, rules and member namespaces stay after the guard
+    /// is gone (see [the guard contract](crate#guards)): a named member namespace keeps its
+    /// name; an anonymous one still dies with its last handle, held by the guard. Ownership
+    /// marks are replaced, so [`reap`](crate::reap) never removes what was kept. Returns the
+    /// same, now inert, guard.
     ///
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn demo(net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
-    /// net.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete(self) -> Result<()> {
-        self.0.delete().await
-    }
-
-    /// Disarms the guard: the bridge, veths, rules and member namespaces stay (a named member
-    /// namespace keeps its name; an anonymous one still dies with its last handle, which is
-    /// returned here).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # fn demo(net: netns_kit::BridgedNetwork) {
-    /// let members = net.keep();
+    /// # async fn demo(net: netns_kit::BridgedNetwork) {
+    /// let net = net.keep();
+    /// for member in net.members() {
+    ///     println!("kept {member}");
+    /// }
     /// # }
     /// ```
-    pub fn keep(self) -> Vec<Member> {
-        let NetworkResource {
-            context: plan,
-            rules,
-            members,
-            ..
-        } = self.0.keep();
-        // Unmark everything, so `reap` never removes it: the bridge's alias, the link group of
-        // the bridge and the members' host ends, the firewall rules' comments, the names.
-        let mut unmark = vec![(set_link(plan.bridge.index(), |b| b.alias(owner::KEPT)), 0)];
-        unmark.extend(
-            std::iter::once(plan.bridge.index())
-                .chain(members.iter().map(|m| m.host.index()))
-                .map(|index| (set_link(index, |b| b.link_group(0)), 0)),
-        );
-        let mut unmarked = match plan.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
-            Ok(answers) => answers
-                .into_iter()
-                .filter_map(|a| a.err())
-                .fold(true, |_, e| {
-                    let e = e.into_error("unmark", plan.bridge.label());
-                    log::warn!("netns-kit: keeping a bridged network: {e}");
-                    false
-                }),
-            Err(e) => {
-                log::warn!("netns-kit: keeping a bridged network: {e}");
-                false
-            }
-        };
-        if let Some(rules) = rules {
-            unmarked &= rules.keep_blocking();
+    pub fn keep(mut self) -> Self {
+        if !self.0.is_armed() {
+            return self;
+        }
+        let resource = self.0.get_mut();
+        let unmarked = resource.unmark();
+        for member in &mut resource.members {
+            member.keep_namespace();
         }
         if unmarked {
-            owner::release_group(plan.group);
+            owner::release_group(resource.context.group);
         } else {
             // Something still carries the group: never hand its number to another network,
             // whose teardown would delete what was kept.
-            log::warn!("netns-kit: link group {:#x} not reused", plan.group);
+            tracing::warn!(
+                target: "netns_kit",
+                group = resource.context.group,
+                "link group not reused: kept links may still be in it"
+            );
         }
-        members
-            .into_iter()
-            .map(|m| {
-                let Member {
-                    ns,
-                    inside,
-                    host,
-                    addresses,
-                } = m;
-                Member {
-                    ns: ns.keep(),
-                    inside: inside.handed_out(),
-                    host: host.handed_out(),
-                    addresses,
-                }
-            })
-            .collect()
+        self.0.disarm();
+        self
     }
 }

@@ -11,6 +11,8 @@ use crate::{
     link::{Link, veth::VethPair},
     netns::{Namespace, NsInner},
     route::Route,
+    trace,
+    twins::twins,
 };
 
 /// Builds a [`DirectLink`]; see [`connect`].
@@ -38,7 +40,7 @@ pub struct DirectLinkBuilder {
     mtu: Option<u32>,
 }
 
-/// Starts pattern 1 of the seed: namespaces `a` and `b` joined directly by a veth pair, like two
+/// Starts a direct link: namespaces `a` and `b` joined directly by a veth pair, like two
 /// computers joined by a cable.
 ///
 /// Give each end an address with [`address`](DirectLinkBuilder::address) (once per IP
@@ -74,43 +76,13 @@ pub fn connect(a: &Namespace, b: &Namespace) -> DirectLinkBuilder {
 
 impl DirectLinkBuilder {
     /// Names the interfaces in `a` and in `b` (default `veth0` and `veth1`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .names("uplink", "downlink")
-    ///     .address("10.0.4.1/30", "10.0.4.2/30")
-    ///     .create()
-    ///     .await?;
-    /// assert_eq!(link.b().name(), "downlink");
-    /// # Ok(()) }
-    /// ```
-    pub fn names(mut self, a: impl Into<String>, b: impl Into<String>) -> Self {
-        self.names = (a.into(), b.into());
+    pub fn names(mut self, a: impl AsRef<str>, b: impl AsRef<str>) -> Self {
+        self.names = (a.as_ref().to_owned(), b.as_ref().to_owned());
         self
     }
 
     /// Gives `a`'s end `a_net` and `b`'s end `b_net`: the same IP version, each inside the
     /// other's prefix. Call once for IPv4 and once for IPv6 for a dual-stack link.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .address("10.0.5.1/30", "10.0.5.2/30")
-    ///     .address("fd10:5::1/64", "fd10:5::2/64")
-    ///     .create()
-    ///     .await?;
-    /// assert_eq!(link.addresses().len(), 2);
-    /// # Ok(()) }
-    /// ```
     pub fn address(mut self, a_net: impl IntoIpNetwork, b_net: impl IntoIpNetwork) -> Self {
         self.addresses
             .push((a_net.into_ip_network(), b_net.into_ip_network()));
@@ -118,133 +90,102 @@ impl DirectLinkBuilder {
     }
 
     /// Whether each side gets a default route via the other (default: yes).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// // Only the /30 between them: each namespace keeps its own default route.
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .address("10.0.6.1/30", "10.0.6.2/30")
-    ///     .default_routes(false)
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn default_routes(mut self, on: bool) -> Self {
         self.default_routes = on;
         self
     }
 
     /// IPv6 addresses without duplicate-address detection, usable at once (default: yes).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .address("fd10:7::1/64", "fd10:7::2/64")
-    ///     .nodad(false) // let the kernel run duplicate-address detection first
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
     pub fn nodad(mut self, on: bool) -> Self {
         self.nodad = on;
         self
     }
 
     /// MTU of both ends.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .address("10.0.8.1/30", "10.0.8.2/30")
-    ///     .mtu(9000)
-    ///     .create()
-    ///     .await?;
-    /// assert_eq!(link.a().info().await?.mtu, Some(9000));
-    /// # Ok(()) }
-    /// ```
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
     }
 
-    /// Creates the link: the veth pair (the peer directly inside `b`), the addresses, both ends
-    /// up, and the default routes.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no address, two
-    ///   addresses of one IP version, ends of different IP versions, an end outside the other's
-    ///   prefix, equal addresses, `a` and `b` the same namespace with the same names;
-    /// * the errors of [`VethPairBuilder::create`](crate::VethPairBuilder::create) and
-    ///   [`RouteBuilder::add`](crate::RouteBuilder::add). Whatever was created is removed again.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future half-way removes whatever was already made (see the
-    /// [crate docs](crate#resource-leaking)).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(a: netns_kit::Namespace, b: netns_kit::Namespace) -> netns_kit::Result<()> {
-    /// let link = netns_kit::connect(&a, &b)
-    ///     .names("left", "right")
-    ///     .address("10.0.0.1/30", "10.0.0.2/30")
-    ///     .mtu(9000)
-    ///     .create()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn create(self) -> Result<DirectLink> {
-        let object = || {
-            format!(
-                "direct link {:?} in {} <-> {:?} in {}",
-                self.names.0,
-                self.a.label(),
-                self.names.1,
-                self.b.label()
-            )
-        };
-        let pairs = validate_pairs(self.addresses, &object)?;
-        let (a_view, b_view) = (
-            Namespace::view(self.a.clone()),
-            Namespace::view(self.b.clone()),
-        );
-        let mut veth = VethPair::new(self.names.0.clone(), self.names.1.clone())
-            .namespace(&a_view)
-            .peer_namespace(&b_view)
-            .nodad(self.nodad);
-        if let Some(mtu) = self.mtu {
-            veth = veth.mtu(mtu);
-        }
-        for (a_net, b_net) in &pairs {
-            veth = veth.address(*a_net).peer_address(*b_net);
-        }
-        let veth = veth.create().await?;
-        if self.default_routes {
-            if let Err(e) = add_default_routes(&a_view, &b_view, &pairs).await {
-                if let Err(undo) = veth.delete().await {
-                    log::warn!("netns-kit: rolling back {}: {undo}", object());
+    /// The span of `create`: what is being created, and where.
+    fn create_span(&self) -> tracing::Span {
+        trace::op!(
+            "create",
+            "direct link",
+            format!("direct link {:?} <-> {:?}", self.names.0, self.names.1),
+            format!("{} <-> {}", self.a.label(), self.b.label()),
+        )
+    }
+
+    twins! {
+        /// Creates the link: the veth pair (the peer directly inside `b`), the addresses, both ends
+        /// up, and the default routes.
+        ///
+        /// # Errors
+        ///
+        /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no address, two
+        ///   addresses of one IP version, ends of different IP versions, an end outside the other's
+        ///   prefix, equal addresses, `a` and `b` the same namespace with the same names;
+        /// * the errors of [`VethPairBuilder::create`](crate::VethPairBuilder::create) and
+        ///   [`RouteBuilder::create`](crate::RouteBuilder::create). Whatever was created is removed again.
+        ///
+        /// # Cancel safety
+        ///
+        /// Dropping the future half-way removes whatever was already made (see the
+        /// [crate docs](crate#resource-leaking)).
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(a: netns_kit::Namespace, b: netns_kit::Namespace) -> netns_kit::Result<()> {
+        /// let link = netns_kit::connect(&a, &b)
+        ///     .names("left", "right")
+        ///     .address("10.0.0.1/30", "10.0.0.2/30")
+        ///     .mtu(9000)
+        ///     .create()
+        ///     .await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn create / create_blocking(self) -> Result<DirectLink> {
+            let span = self.create_span();
+            trace::timed(span, async move {
+                let object = || {
+                    format!(
+                        "direct link {:?} in {} <-> {:?} in {}",
+                        self.names.0,
+                        self.a.label(),
+                        self.names.1,
+                        self.b.label()
+                    )
+                };
+                let pairs = validate_pairs(self.addresses, &object)?;
+                let (a_view, b_view) = (
+                    Namespace::view(self.a.clone()),
+                    Namespace::view(self.b.clone()),
+                );
+                let mut veth = VethPair::builder(self.names.0.clone(), self.names.1.clone())
+                    .namespace(&a_view)
+                    .peer_namespace(&b_view)
+                    .nodad(self.nodad);
+                if let Some(mtu) = self.mtu {
+                    veth = veth.mtu(mtu);
                 }
-                return Err(e);
-            }
+                for (a_net, b_net) in &pairs {
+                    veth = veth.address(*a_net).peer_address(*b_net);
+                }
+                let veth = veth.create().await?;
+                if self.default_routes {
+                    if let Err(e) = add_default_routes(&a_view, &b_view, &pairs).await {
+                        return Err(veth.roll_back(e).await);
+                    }
+                }
+                Ok(DirectLink {
+                    veth,
+                    addresses: pairs,
+                })
+            })
+            .await
         }
-        Ok(DirectLink {
-            veth,
-            addresses: pairs,
-        })
     }
 }
 
@@ -310,14 +251,13 @@ async fn add_default_routes(
 
 fn default_route(ns: &Namespace, via: IpAddr) -> impl Future<Output = Result<Route>> + '_ {
     let default = match via {
-        IpAddr::V4(_) => IpNetwork::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
-        IpAddr::V6(_) => IpNetwork::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
-    }
-    .expect("prefix 0 is valid");
-    Route::to(default).via(via).add(ns)
+        IpAddr::V4(_) => IpNetwork::V4(Route::DEFAULT_V4),
+        IpAddr::V6(_) => IpNetwork::V6(Route::DEFAULT_V6),
+    };
+    Route::builder(default).via(via).namespace(ns).create()
 }
 
-/// Pattern 1 of the seed, made by [`connect`]: a veth pair between two namespaces with an
+/// A direct link, made by [`connect`]: a veth pair between two namespaces with an
 /// address on each end and default routes via the peer. The guard deletes the pair, which takes
 /// its addresses and routes with it (see the [guard contract](crate#guards)); it never deletes
 /// the namespaces.
@@ -337,100 +277,57 @@ pub struct DirectLink {
     addresses: Vec<(IpNetwork, IpNetwork)>,
 }
 
+impl std::fmt::Display for DirectLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "direct link {} <-> {}", self.a(), self.b())
+    }
+}
+
 impl DirectLink {
     /// The end in the first namespace.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .address("10.0.9.1/30", "10.0.9.2/30")
-    ///     .create()
-    ///     .await?;
-    /// assert!(link.a().is_in(&ns1));
-    /// println!("ns1's end: {} (ifindex {})", link.a().name(), link.a().index());
-    /// # Ok(()) }
-    /// ```
     pub fn a(&self) -> &Link {
         self.veth.link()
     }
 
     /// The end in the second namespace.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .address("10.0.9.1/30", "10.0.9.2/30")
-    ///     .create()
-    ///     .await?;
-    /// // Pull the cable out on ns2's side.
-    /// link.b().set_down().await?;
-    /// # Ok(()) }
-    /// ```
     pub fn b(&self) -> &Link {
         self.veth.peer()
     }
 
     /// The address pairs, `(a, b)`, one per IP version.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # use netns_kit::Namespace;
-    /// # let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-    /// let link = netns_kit::connect(&ns1, &ns2)
-    ///     .address("10.0.9.1/30", "10.0.9.2/30")
-    ///     .address("fd10:9::1/64", "fd10:9::2/64")
-    ///     .create()
-    ///     .await?;
-    /// for (a, b) in link.addresses() {
-    ///     println!("{} <-> {}", a.ip(), b.ip());
-    /// }
-    /// # Ok(()) }
-    /// ```
     pub fn addresses(&self) -> &[(IpNetwork, IpNetwork)] {
         &self.addresses
     }
 
-    /// Deletes the link now and reports errors.
-    ///
-    /// # Errors
-    ///
-    /// As for [`VethPair::delete`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Once polled, the deletion is sent and carried out even if the future is dropped.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(link: netns_kit::DirectLink) -> netns_kit::Result<()> {
-    /// link.delete().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn delete(self) -> Result<()> {
-        self.veth.delete().await
+    twins! {
+        /// Deletes the link now and reports errors.
+        ///
+        /// # Errors
+        ///
+        /// As for [`VethPair::delete`].
+        ///
+        /// # Cancel safety
+        ///
+        /// Once polled, the deletion is sent and carried out even if the future is dropped.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(link: netns_kit::DirectLink) -> netns_kit::Result<()> {
+        /// link.delete().await?;
+        /// # Ok(()) }
+        /// ```
+        pub async fn delete / delete_blocking(self) -> Result<()> {
+            self.veth.delete().await
+        }
     }
 
-    /// Disarms the guard: the link stays. Returns its two ends.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # fn demo(link: netns_kit::DirectLink) {
-    /// let [a, b] = link.keep();
-    /// # }
-    /// ```
-    pub fn keep(self) -> [Link; 2] {
-        self.veth.keep()
+    /// Disarms the guard: the link stays after the guard is gone (see
+    /// [the guard contract](crate#guards)). Returns the same, now inert, guard.
+    pub fn keep(self) -> Self {
+        DirectLink {
+            veth: self.veth.keep(),
+            addresses: self.addresses,
+        }
     }
 }

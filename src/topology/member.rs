@@ -28,10 +28,10 @@ use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 
 use crate::{
     error::{Error, Result},
-    guard::Guard,
+    guard::{self, Guard},
     ip::{IntoIpNetwork, validate_host},
     link::{
-        Link, PendingLink, roll_back,
+        Link, PendingLink,
         veth::{VethMessage, veth_message},
     },
     name::IfName,
@@ -42,6 +42,7 @@ use crate::{
     netns::{AbandonedJob, Namespace, NsInner, SocketJob},
     owner,
     route::RouteSpec,
+    trace,
 };
 
 /// Where a member's namespace comes from.
@@ -158,22 +159,6 @@ impl MemberSpec {
 
     /// An address of the member's interface; it must lie in the subnet of the network's
     /// gateway of the same IP version. Call once per IP version.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::MemberSpec;
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.12.1/24")
-    /// #     .gateway("fd10:12::1/64")
-    /// #     .create().await?;
-    ///
-    /// let spec = MemberSpec::new().address("10.0.12.2/24").address("fd10:12::2/64");
-    /// let member = net.add_member(spec).await?;
-    /// assert_eq!(member.addresses().len(), 2);
-    /// # Ok(()) }
-    /// ```
     pub fn address(mut self, net: impl IntoIpNetwork) -> Self {
         self.addresses.push(net.into_ip_network());
         self
@@ -181,49 +166,15 @@ impl MemberSpec {
 
     /// The name of the member's interface (default: the network's
     /// [`interface_name`](crate::BridgedNetworkBuilder::interface_name), `eth0`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::MemberSpec;
-    /// # let container = netns_kit::Namespace::open("c2")?;
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.13.1/24")
-    /// #     .create().await?;
-    ///
-    /// // A second interface for a container that already has an `eth0`.
-    /// let spec = MemberSpec::in_namespace(&container)
-    ///     .interface_name("net1")
-    ///     .address("10.0.13.5/24");
-    /// let member = net.add_member(spec).await?;
-    /// assert_eq!(member.interface().name(), "net1");
-    /// # Ok(()) }
-    /// ```
-    pub fn interface_name(mut self, name: impl Into<String>) -> Self {
-        self.interface_name = Some(name.into());
+    pub fn interface_name(mut self, name: impl AsRef<str>) -> Self {
+        self.interface_name = Some(name.as_ref().to_owned());
         self
     }
 
     /// The name of the host-side veth end attached to the bridge (default: a unique
     /// generated name such as `nkv0ab1c000002`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::MemberSpec;
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let mut net = netns_kit::bridged().host(&host).gateway("10.0.14.1/24")
-    /// #     .create().await?;
-    ///
-    /// let spec = MemberSpec::new().host_interface_name("vethweb1").address("10.0.14.5/24");
-    /// let member = net.add_member(spec).await?;
-    /// assert_eq!(member.host_interface().name(), "vethweb1");
-    /// # Ok(()) }
-    /// ```
-    pub fn host_interface_name(mut self, name: impl Into<String>) -> Self {
-        self.host_interface_name = Some(name.into());
+    pub fn host_interface_name(mut self, name: impl AsRef<str>) -> Self {
+        self.host_interface_name = Some(name.as_ref().to_owned());
         self
     }
 }
@@ -260,103 +211,43 @@ pub struct Member {
     pub(super) addresses: Vec<IpNetwork>,
 }
 
+impl std::fmt::Display for Member {
+    /// E.g. `member 10.0.0.2/24 (interface "eth0" in anonymous namespace net:[4026532…])`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addresses: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+        write!(f, "member {} ({})", addresses.join(", "), self.inside)
+    }
+}
+
 impl Member {
+    /// Disarms the member's namespace, if the network owned it (for the network's `keep`).
+    pub(super) fn keep_namespace(&mut self) {
+        let view = Namespace::view(self.ns.inner().clone());
+        let ns = std::mem::replace(&mut self.ns, view);
+        self.ns = ns.keep();
+    }
+
     /// The member's namespace; run code or commands in it from here.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use std::time::Duration;
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.16.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.16.2/24"))
-    /// #     .create().await?;
-    ///
-    /// let ns = net.members()[0].namespace();
-    /// ns.ping("10.0.16.1".parse().unwrap(), Duration::from_secs(1)).await?;
-    /// let routes = ns.command("ip").args(["route", "show"]).output();
-    /// # Ok(()) }
-    /// ```
     pub fn namespace(&self) -> &Namespace {
         &self.ns
     }
 
     /// The member's interface, inside its namespace (`eth0`).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.17.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.17.2/24"))
-    /// #     .create().await?;
-    /// let eth0 = net.members()[0].interface();
-    /// assert_eq!(eth0.name(), "eth0");
-    /// eth0.set_mtu(1400).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn interface(&self) -> &Link {
         &self.inside
     }
 
     /// The host-side veth end, a port of the bridge.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.18.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.18.2/24"))
-    /// #     .create().await?;
-    /// let port = net.members()[0].host_interface();
-    /// assert!(port.is_in(&host));
-    /// port.set_down().await?; // cut the member off the bridge
-    /// # Ok(()) }
-    /// ```
     pub fn host_interface(&self) -> &Link {
         &self.host
     }
 
     /// The member's addresses.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.19.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.19.2/24"))
-    /// #     .create().await?;
-    /// for addr in net.members()[0].addresses() {
-    ///     println!("{} (prefix /{})", addr.ip(), addr.prefix());
-    /// }
-    /// # Ok(()) }
-    /// ```
     pub fn addresses(&self) -> &[IpNetwork] {
         &self.addresses
     }
 
     /// The member's address of the given IP version, if any.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// use std::time::Duration;
-    /// # let host = netns_kit::Namespace::new().await?;
-    /// # let net = netns_kit::bridged().host(&host).gateway("10.0.20.1/24")
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.20.2/24"))
-    /// #     .member(netns_kit::MemberSpec::new().address("10.0.20.3/24"))
-    /// #     .create().await?;
-    ///
-    /// let (web, client) = (&net.members()[0], &net.members()[1]);
-    /// let web_ip = web.address(false).expect("an IPv4 member");
-    /// client.namespace().ping(web_ip, Duration::from_secs(1)).await?;
-    /// # Ok(()) }
-    /// ```
     pub fn address(&self, ipv6: bool) -> Option<IpAddr> {
         self.addresses
             .iter()
@@ -730,6 +621,11 @@ pub(super) async fn build(net: &NetworkContext, member: Planned) -> Result<Membe
         member.host_interface_name.as_str(),
         net.host.label()
     );
+    let span = trace::op!("member", "member", object, net.host.label());
+    trace::timed(span, build_traced(net, member, object)).await
+}
+
+async fn build_traced(net: &NetworkContext, member: Planned, object: String) -> Result<Member> {
     // The host's connection, before anything is made, so that failing to get it leaves nothing.
     let nl = net.host.nl().await?;
     let job = InsideJob::new(net, &member, object.clone());
@@ -783,7 +679,7 @@ async fn attach_host_end(
     let attach = crate::netlink::msg::set_link_named(name.as_str(), |b| b.controller(bridge).up());
     if let Err(e) = nl.send(attach, 0).ack().await {
         let e = e.into_error("attach to the bridge", object.to_owned());
-        return Err(roll_back(pending, e).await);
+        return Err(guard::roll_back(pending, e).await);
     }
     let index = match index {
         Some(index) => index,
@@ -791,10 +687,10 @@ async fn attach_host_end(
             Ok(msg) => msg.header.index,
             Err(e) => {
                 let e = e.into_error("look up the host end of", object.to_owned());
-                return Err(roll_back(pending, e).await);
+                return Err(guard::roll_back(pending, e).await);
             }
         },
     };
-    pending.keep();
+    pending.into_inner();
     Ok(index)
 }

@@ -1,13 +1,13 @@
-//! The seed's two patterns as composable async functions, built from the link, address and route
-//! layer: [`connect`] from the [`VethPair`] and [`Route`] builders; [`bridged`] from the
-//! [`Bridge`] builder and, for its members, from the same messages those builders send, batched
-//! (see "Setting up members" below).
+//! The two classic ways of joining network namespaces, as composable async functions built from
+//! the link, address and route layer, each returning one guard that owns everything it made:
 //!
-//! * [`connect`] — **pattern 1**: two namespaces joined directly by a veth pair, an address on
-//!   each end, default routes via the peer ([`DirectLink`]).
-//! * [`bridged`] — **pattern 2**: a bridge holding the gateway address in a host namespace, and
-//!   for each member namespace a veth whose inside end (`eth0`) has the member's address and a
-//!   default route via the gateway ([`BridgedNetwork`]).
+//! * [`connect`] — two namespaces joined directly by a veth pair ("a cable"), an address on
+//!   each end, default routes via the peer ([`DirectLink`]), built from the [`VethPair`](crate::VethPair) and
+//!   [`Route`](crate::Route) builders;
+//! * [`bridged`] — a bridge holding the gateway address(es) in a host namespace, and for each
+//!   member namespace a veth whose inside end (`eth0`) has the member's address and a default
+//!   route via the gateway ([`BridgedNetwork`]), built from the [`Bridge`](crate::Bridge) builder and, for its
+//!   members, from the same messages those builders send, batched (see `member`).
 //!
 //! Both validate everything before the first request, roll back what they made if a later step
 //! fails, and return one guard owning everything they made.
@@ -20,41 +20,32 @@
 //! a single `RTM_DELLINK` for the group: the kernel unregisters them all in one batch (one set of
 //! grace periods), and deleting a veth end deletes its peer inside the member namespace. The
 //! group number (see [`owner`](crate::owner)) is unique among this process's live networks and
-//! encodes its pid, which also marks the links for `reap` from the moment they exist. Member
+//! encodes its owner, which also marks the links for `reap` from the moment they exist. Member
 //! namespaces the network created are then closed, which frees them.
 //!
 //! Measured (`benches/topology.rs`, 2 vCPUs): 1000 members are torn down in ~0.7 s, against
 //! ~1.8 s for `ip -batch` deleting their namespaces; a lone bridge costs ~40 ms to delete
 //! whatever deletes it, which bounds a small network's teardown.
 //!
-//! # Setting up members
+//! # What bounds setting up members
 //!
-//! A member costs one job on a library worker thread inside its namespace — right after
-//! `unshare` for a new one: the veth pair is created from that side, its peer placed directly in
-//! the host namespace in the network's group, then the addresses and default routes go in one
-//! `sendmsg` — and one `RTM_SETLINK` in the host (attach to the bridge, up). No netlink
-//! connection is kept in the member's namespace, so a member holds one file descriptor (1000
-//! members fit in a soft limit of 1024) and under 1 KiB of heap.
-//!
-//! Where the kernel allows overlap it is used: up to 8 members are in flight, namespace creation
-//! runs on two worker threads while the host's requests go out on the driver thread. Where it
-//! serialises, it does: every link, address and route change takes the global `rtnl_lock`
-//! (`perf` shows 12–17% of samples spinning on it during a 1000-member setup), so two cores give
-//! ~1.3 ms per member rather than half of it.
-//!
-//! The per-member cost still grows with N, because the kernel's bridge does O(ports) work per new
-//! port (`br_add_if` walks all ports and the forwarding database, the adjacency list is searched
-//! linearly, peer namespace ids are looked up by walking an idr): ~1.2 ms per member at N=100,
-//! ~1.6 ms at N=1000. Two growths were avoidable and are avoided: every member's IPv6 start-up
-//! traffic flooded to every port (see [`BridgedNetworkBuilder::link_local_ipv6`]; it made 1000
-//! members cost ~18 ms each), and the bridge recomputing its MAC and MTU from all ports at each
-//! join (it gets fixed ones).
+//! Up to 8 members are in flight: namespace creation runs on the library's worker threads while
+//! the host's requests go out. Every link, address and route change takes the kernel's global
+//! `rtnl_lock` (`perf` shows 12–17% of samples spinning on it during a 1000-member setup), so
+//! two cores give ~1.3 ms per member rather than half of it. The per-member cost still grows
+//! with N, because the kernel's bridge does O(ports) work per new port (`br_add_if` walks all
+//! ports and the forwarding database, the adjacency list is searched linearly, peer namespace
+//! ids are looked up by walking an idr): ~1.2 ms per member at N=100, ~1.6 ms at N=1000. Two
+//! growths were avoidable and are avoided: every member's IPv6 start-up traffic flooded to every
+//! port (see [`BridgedNetworkBuilder::link_local_ipv6`]; it made 1000 members cost ~18 ms each),
+//! and the bridge recomputing its MAC and MTU from all ports at each join (it gets fixed ones).
 //!
 //! # Layout
 //!
 //! * `direct` — [`connect`] and [`DirectLink`];
-//! * `bridged` — [`bridged`], [`BridgedNetwork`], [`MemberSpec`] and [`Member`];
-//! * `member` — the job that builds one member of a bridged network, in named steps.
+//! * `bridged` — [`bridged`], [`BridgedNetwork`];
+//! * `member` — [`MemberSpec`], [`Member`], and the job that builds one member of a bridged
+//!   network, in named steps.
 
 mod bridged;
 mod direct;

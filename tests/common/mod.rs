@@ -159,7 +159,7 @@ impl Drop for IpNetns {
 pub fn tcp_echo(server: &Namespace, client: &Namespace, addr: std::net::IpAddr) -> bool {
     use std::io::{Read, Write};
     let listener = server
-        .run(move || std::net::TcpListener::bind((addr, 0)))
+        .run_blocking(move || std::net::TcpListener::bind((addr, 0)))
         .unwrap()
         .expect("bind inside the server namespace");
     let port = listener.local_addr().unwrap().port();
@@ -170,7 +170,7 @@ pub fn tcp_echo(server: &Namespace, client: &Namespace, addr: std::net::IpAddr) 
         s.write_all(&buf).unwrap();
     });
     let ok = client
-        .run(move || {
+        .run_blocking(move || {
             let timeout = std::time::Duration::from_secs(3);
             let Ok(mut c) = std::net::TcpStream::connect_timeout(&(addr, port).into(), timeout)
             else {
