@@ -8,7 +8,12 @@
 //!   and teardown until the kernel has really removed the members' veths: netns-kit vs
 //!   `ip -batch` (host side in one batch, one `ip -n NS -batch` per namespace);
 //! * per-member ADD and DEL of the CNI `bridge` plugin with `host-local` IPAM, `ipMasq` off, for
-//!   N up to 100.
+//!   N up to 100;
+//! * **tracing overhead**: the bridged setup at N=100 (or the largest size below) with no
+//!   subscriber at all, then with a `tracing-subscriber` `fmt` layer at `info` recording every
+//!   span of the crate (span-close events with durations, formatted into a sink), interleaved
+//!   with runs where that layer is filtered off; reported as
+//!   `ratio bridged N=<n> setup traced/untraced: <value>` (traced against no subscriber).
 //!
 //! Everything runs inside a private network and mount namespace (the bench re-executes itself
 //! under `unshare --net --mount`, with a private `/run/netns`), so it changes nothing on the
@@ -65,6 +70,9 @@ fn main() {
     }
     for &n in sizes.iter().filter(|&&n| n <= 100) {
         cni(&mut report, n);
+    }
+    if let Some(&n) = sizes.iter().filter(|&&n| n <= 100).max() {
+        tracing_overhead(&mut report, n);
     }
     report.print();
 }
@@ -475,6 +483,74 @@ fn bridged_network(report: &mut Report, n: usize) {
     ));
     report.ratio("bridged", n, "setup", &kit_setup, "ip-batch", &batch_setup);
     report.ratio("bridged", n, "teardown", &kit_down, "ip-batch", &batch_down);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tracing overhead.
+
+/// Whether the bench's subscriber records the crate's spans (read by its filter on every span:
+/// the filter reports "sometimes" interest, so no callsite caches the answer).
+static TRACING_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn tracing_overhead(report: &mut Report, n: usize) {
+    use std::sync::atomic::Ordering;
+    use tracing_subscriber::{Layer, filter::filter_fn, fmt::format::FmtSpan, prelude::*};
+
+    println!("tracing overhead, bridged N={n}");
+    let rt = runtime();
+    let runs = runs_for(n).max(3);
+    let setup = || {
+        settle(n);
+        let host = Namespace::new_blocking().unwrap();
+        let start = Instant::now();
+        let net = rt
+            .block_on(
+                bridged()
+                    .host(&host)
+                    .gateway("10.100.255.254/16")
+                    .members((0..n).map(|i| MemberSpec::new().address(member_address(i))))
+                    .create(),
+            )
+            .unwrap();
+        let took = start.elapsed();
+        drop((net, host));
+        took
+    };
+    let none: Vec<Duration> = (0..runs).map(|_| setup()).collect();
+    // A global subscriber (members are built on library threads, which a thread-local default
+    // would not reach); installed once, then switched per run.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::sink)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_filter(filter_fn(|meta| {
+            TRACING_ON.load(Ordering::Relaxed)
+                && meta.target().starts_with("netns_kit")
+                && *meta.level() <= tracing::Level::INFO
+        }));
+    if tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .is_err()
+    {
+        report.note("tracing overhead: a subscriber was already installed; skipped".into());
+        return;
+    }
+    let (mut traced, mut off) = (Vec::new(), Vec::new());
+    for run in 0..2 * runs {
+        let on = run % 2 == 0;
+        TRACING_ON.store(on, Ordering::Relaxed);
+        let took = setup();
+        if on { &mut traced } else { &mut off }.push(took);
+    }
+    TRACING_ON.store(false, Ordering::Relaxed);
+    let scenario = format!("bridged N={n} setup");
+    report.add(&scenario, "no subscriber", none.clone());
+    report.add(&scenario, "fmt, info", traced.clone());
+    report.add(&scenario, "fmt, filtered", off);
+    let value = median(&traced).as_secs_f64() / median(&none).as_secs_f64();
+    report.ratios.push(format!(
+        "ratio bridged N={n} setup traced/untraced: {value:.2}"
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
