@@ -19,6 +19,17 @@
 //!
 //! [`forward_check`] reports whether a namespace would drop bridged traffic this way. In a fresh
 //! namespace the firewall is empty and the policy `ACCEPT`, so tests need no fix.
+//!
+//! **No side effects.** Rules go only into `filter` tables that already exist: with the
+//! nf_tables backend, the first `iptables -I` in a namespace creates the table (with its three
+//! chains), and removing our rules would leave that empty table behind, changing what
+//! `iptables-save` prints for good. A family without a `filter` table has no `FORWARD` rules and
+//! an `ACCEPT` policy: nothing there can drop bridged traffic, so nothing is inserted. Whether the
+//! table exists is read with a plain `iptables-save` (which, unlike `iptables -S` or
+//! `iptables-save -t filter`, reports only tables that exist and creates none). When a firewall
+//! appears later (a Docker daemon started after the network), inserting again
+//! ([`Bridge::enable_accept_forward`](crate::Bridge::enable_accept_forward)) adds the rules to
+//! the families that now have a table.
 
 use std::{
     process::{Output, Stdio},
@@ -40,13 +51,15 @@ const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
 const LOCK_WAIT: &str = "5";
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// `program -w 5 args...`, entering `ns` between fork and exec (no shell), killed if the thread
-/// that started it ends (so it never acts after this process is gone).
+/// `program -w 5 args...` (no `-w` for the `-save` programs, which take no lock), entering `ns`
+/// between fork and exec (no shell), killed if the thread that started it ends (so it never acts
+/// after this process is gone).
 fn command(ns: &NsInner, program: &'static str, args: &[String]) -> std::process::Command {
     let mut command = std::process::Command::new(program);
+    if !program.ends_with("-save") {
+        command.arg("-w").arg(LOCK_WAIT);
+    }
     command
-        .arg("-w")
-        .arg(LOCK_WAIT)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -146,12 +159,31 @@ fn rule_absent(out: &Output) -> bool {
             || stderr.contains("doesn't exist"))
 }
 
+/// Whether the `filter` table of `program`'s family exists in `ns`, without creating it (see
+/// the [module docs](self)). If the `-save` program is missing, says yes, so the insert that
+/// follows reports the missing tool.
+fn filter_table_exists(ns: &NsInner, program: &'static str) -> bool {
+    let save = match program {
+        "iptables" => "iptables-save",
+        _ => "ip6tables-save",
+    };
+    match run_blocking(ns, save, &[]) {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim_end() == "*filter"),
+        _ => true,
+    }
+}
+
 /// The `FORWARD` accept rules of one bridge; see the [module docs](self).
 #[derive(Debug, Clone)]
 pub(crate) struct ForwardRules {
     ns: Arc<NsInner>,
     bridge: String,
     tag: String,
+    /// The programs (IP families) whose rules were inserted, shared by every clone (an insert
+    /// runs on a clone, on a thread of its own).
+    inserted: Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 impl ForwardRules {
@@ -200,6 +232,7 @@ impl ForwardRules {
             ns: ns.clone(),
             bridge: bridge.to_owned(),
             tag: format!("{}:{serial}", owner::marker()),
+            inserted: Arc::default(),
         }
     }
 
@@ -220,8 +253,25 @@ impl ForwardRules {
         .map_err(|e| Error::os("insert", self.object(), e))?
     }
 
+    /// The families whose rules are in place.
+    fn inserted(&self) -> Vec<&'static str> {
+        self.inserted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Inserts the rules of every family that has a `filter` table and not yet our rules.
     fn insert_blocking(&self) -> Result<()> {
         for program in IPTABLES {
+            if self.inserted().contains(&program) || !filter_table_exists(&self.ns, program) {
+                continue;
+            }
+            // Recorded before the first insert, so a failure half-way removes what went in.
+            self.inserted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(program);
             for direction in ["-i", "-o"] {
                 let args = self.args("-I", direction);
                 let result = run_blocking(&self.ns, program, &args);
@@ -244,7 +294,7 @@ impl ForwardRules {
     /// stops passing. Errors are logged; returns whether every rule was unmarked.
     pub(crate) fn keep_blocking(&mut self) -> bool {
         let mut all = true;
-        for program in IPTABLES {
+        for program in self.inserted() {
             for direction in ["-i", "-o"] {
                 // Insert the kept rule first; delete the marked one only once that worked, so
                 // traffic never loses its accept rule.
@@ -285,7 +335,7 @@ impl ForwardRules {
     /// Like [`remove`](Self::remove), blocking (for `Drop`).
     pub(crate) fn remove_blocking(&self) -> Result<()> {
         let mut errors = Vec::new();
-        for program in IPTABLES {
+        for program in self.inserted() {
             for direction in ["-i", "-o"] {
                 let args = self.args("-D", direction);
                 let result = run_blocking(&self.ns, program, &args);

@@ -238,10 +238,30 @@ async fn accept_forward_can_be_added_later_and_goes_with_delete() {
         .create()
         .await
         .unwrap();
+    // A firewall appears after the bridge (IPv4 only: no IPv6 filter table).
+    assert!(
+        outside(&host, "iptables", &["-w", "-P", "FORWARD", "DROP"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let before = (
+        saved(&host, "iptables-save"),
+        saved(&host, "ip6tables-save"),
+    );
     br.enable_accept_forward().await.unwrap();
     br.enable_accept_forward().await.unwrap(); // idempotent
     assert_eq!(forward_rules(&host, "iptables").len(), 2);
+    // No IPv6 table was there, and none was made.
+    assert_eq!(saved(&host, "ip6tables-save"), "");
     br.delete().await.unwrap();
     assert!(forward_rules(&host, "iptables").is_empty());
+    assert_eq!(
+        (
+            saved(&host, "iptables-save"),
+            saved(&host, "ip6tables-save")
+        ),
+        before
+    );
     assert_eq!(link_names(&host), ["lo"]);
 }

@@ -174,6 +174,11 @@ fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothi
     let env = [("NK_SANDBOX", proc_path(&sandbox))];
     let test =
         "the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothing_else";
+    // A firewall in both families (rules go only into filter tables that exist).
+    for program in ["iptables", "ip6tables"] {
+        let policy = outside(&sandbox, program, &["-w", "-P", "FORWARD", "ACCEPT"]).status();
+        assert!(policy.unwrap().success());
+    }
 
     // Decoys the reaper must never touch: things without a mark, kept things, and things whose
     // owner (this process) is alive.
@@ -357,6 +362,10 @@ fn a_bridge_with_firewall_rules_is_torn_down_after_the_runtime_is_gone() {
     let rt = runtime();
     let (host, br) = rt.block_on(async {
         let host = sandbox().await;
+        for program in ["iptables", "ip6tables"] {
+            let policy = outside(&host, program, &["-w", "-P", "FORWARD", "DROP"]).status();
+            assert!(policy.unwrap().success());
+        }
         let br = Bridge::builder("fw0")
             .namespace(&host)
             .accept_forward(true)

@@ -428,9 +428,13 @@ impl Bridge {
     }
 
     twins! {
-        /// Inserts the FORWARD accept rules of [`BridgeBuilder::accept_forward`] now, if not
-        /// already there; they are removed with the guard (also for an
-        /// [opened](Bridge::open) bridge, which itself is never deleted).
+        /// Inserts the FORWARD accept rules of [`BridgeBuilder::accept_forward`] now, into each
+        /// IP family's `filter` table that exists and does not have them yet (so calling it again
+        /// after a firewall appeared adds what is now needed, and nothing twice); they are
+        /// removed with the guard (also for an [opened](Bridge::open) bridge, which itself is
+        /// never deleted). A family without a `filter` table cannot drop bridged traffic and
+        /// gets no rules: creating the table would outlive the rules (see
+        /// [the crate docs](crate#the-forward-mystery)).
         ///
         /// # Errors
         ///
@@ -457,17 +461,21 @@ impl Bridge {
         pub async fn enable_accept_forward / enable_accept_forward_blocking(
             &mut self,
         ) -> Result<()> {
-            if self.0.get().rules.is_none() {
-                let rules = Guard::new(ForwardRules::for_bridge(
-                    self.link().ns(),
-                    self.link().name(),
-                ));
-                if let Err(e) = rules.get().insert().await {
-                    return Err(guard::roll_back(rules, e).await);
+            match &self.0.get().rules {
+                // Inserted before: only the families that got a table since.
+                Some(rules) => rules.insert().await,
+                None => {
+                    let rules = Guard::new(ForwardRules::for_bridge(
+                        self.link().ns(),
+                        self.link().name(),
+                    ));
+                    if let Err(e) = rules.get().insert().await {
+                        return Err(guard::roll_back(rules, e).await);
+                    }
+                    self.0.get_mut().rules = Some(rules.into_inner());
+                    Ok(())
                 }
-                self.0.get_mut().rules = Some(rules.into_inner());
             }
-            Ok(())
         }
     }
 

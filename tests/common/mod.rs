@@ -273,6 +273,22 @@ pub fn run_netns_entries(prefix: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What `program` (`iptables-save`/`ip6tables-save`) prints in `ns`, without comments and
+/// counters: every table that exists, with its chains, policies and rules.
+pub fn saved(ns: &Namespace, program: &str) -> String {
+    let out = outside(ns, program, &[]).output().unwrap();
+    assert!(out.status.success(), "{program}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match l.find(" [") {
+            Some(i) if l.starts_with(':') => &l[..i],
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The `-A FORWARD ...` rules of `program` (`iptables`/`ip6tables`) in `ns`.
 pub fn forward_rules(ns: &Namespace, program: &str) -> Vec<String> {
     let out = outside(ns, program, &["-w", "-S", "FORWARD"])
