@@ -9,7 +9,9 @@
 //!
 //! * a small pool of long-lived **worker threads** for the library's own short jobs (create a
 //!   namespace and set up what lives in it, open a netlink or ICMP socket inside one, read a
-//!   sysctl). A worker starts in the
+//!   sysctl), started on demand: a job starts one only when none is idle (at most 2–4, by CPU
+//!   count), and nothing that acts on the caller's own namespace needs one (its sockets are
+//!   made on the calling thread). A worker starts in the
 //!   process's namespace (`/proc/self/ns/net`, the main thread's) and goes back there after
 //!   *every* job, whatever the job did, so it never pins a namespace the caller has dropped. (Every
 //!   job enters the namespace it needs first, so where a worker starts does not affect what a job
@@ -202,6 +204,15 @@ pub(crate) fn ns_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     Ok((st.st_dev, st.st_ino))
 }
 
+/// Whether the calling thread is in the namespace `fd` refers to (then a socket for it can be
+/// made right here, without a library thread).
+pub(crate) fn is_thread_ns(fd: BorrowedFd<'_>) -> bool {
+    matches!(
+        (ns_id(fd), path_id(Path::new("/proc/thread-self/ns/net"))),
+        (Ok(a), Ok(Some(b))) if a == b
+    )
+}
+
 /// The (device, inode) of what `path` resolves to, or `None` if it does not exist.
 pub(crate) fn path_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
     match nix::sys::stat::stat(path) {
@@ -374,11 +385,16 @@ pub(crate) fn enter_home() -> io::Result<()> {
     setns_net(home()?.as_fd())
 }
 
+/// The worker pool. Workers start on demand: a job starts a new one only when none is idle,
+/// up to `size`, so a program that enters one namespace at a time (a CNI plugin, a runtime's
+/// command) has one worker, and one that needs none has none.
 struct Pool {
     tx: Mutex<mpsc::Sender<Job>>,
     rx: Mutex<mpsc::Receiver<Job>>,
     home: &'static OwnedFd,
     alive: AtomicUsize,
+    /// Workers waiting for a job.
+    idle: AtomicUsize,
     size: usize,
 }
 
@@ -405,8 +421,25 @@ fn pool() -> io::Result<&'static Pool> {
         rx: Mutex::new(rx),
         home,
         alive: AtomicUsize::new(0),
+        idle: AtomicUsize::new(0),
         size,
     }))
+}
+
+thread_local! {
+    /// Whether this worker already counts itself idle for the job it is finishing.
+    static AVAILABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called by a job on a worker once its work is done, before it hands over its result: the
+/// worker counts as idle from here, so a caller that submits its next job as soon as it has the
+/// result does not start a second worker while this one is only going home.
+fn available() {
+    if let Some(pool) = POOL.get()
+        && !AVAILABLE.replace(true)
+    {
+        pool.idle.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn worker(pool: &'static Pool) {
@@ -414,15 +447,23 @@ fn worker(pool: &'static Pool) {
     // namespace it needs before doing anything, so a worker that cannot go home still serves
     // correctly; it only pins the namespace it is in, hence the retries after each job.
     let _ = setns_net(pool.home.as_fd());
+    pool.idle.fetch_add(1, Ordering::SeqCst);
+    AVAILABLE.set(true);
     loop {
         let job = {
             let rx = pool.rx.lock().unwrap_or_else(|p| p.into_inner());
-            rx.recv()
+            let job = rx.recv();
+            pool.idle.fetch_sub(1, Ordering::SeqCst);
+            job
         };
         let Ok(job) = job else { break };
+        AVAILABLE.set(false);
         // A job that panics drops its reply channel; the submitter sees the worker "gone".
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        // Idle again (if the job did not say so before replying).
+        available();
         if setns_net(pool.home.as_fd()).is_err() {
+            pool.idle.fetch_sub(1, Ordering::SeqCst);
             // Do not keep a namespace the caller may have dropped alive: end this thread (its
             // namespace reference goes with it) and let a fresh one take over queued jobs.
             pool.alive.fetch_sub(1, Ordering::SeqCst);
@@ -433,11 +474,13 @@ fn worker(pool: &'static Pool) {
     pool.alive.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Starts workers until the pool has its full size.
+/// Starts a worker if none is idle and the pool is not full. (A worker counts as idle from just
+/// before it waits for a job; a job sent while it is between jobs waits at most for the job it
+/// is finishing.)
 fn ensure_workers(pool: &'static Pool) -> io::Result<()> {
     loop {
         let alive = pool.alive.load(Ordering::SeqCst);
-        if alive >= pool.size {
+        if alive >= pool.size || pool.idle.load(Ordering::SeqCst) > 0 {
             return Ok(());
         }
         if pool
@@ -448,10 +491,14 @@ fn ensure_workers(pool: &'static Pool) -> io::Result<()> {
             let spawned = std::thread::Builder::new()
                 .name("netns-kit-worker".into())
                 .spawn(move || worker(pool));
-            if let Err(e) = spawned {
-                pool.alive.fetch_sub(1, Ordering::SeqCst);
-                return if alive == 0 { Err(e) } else { Ok(()) };
-            }
+            return match spawned {
+                // One new worker per job: it serves this job once it starts.
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    pool.alive.fetch_sub(1, Ordering::SeqCst);
+                    if alive == 0 { Err(e) } else { Ok(()) }
+                }
+            };
         }
     }
 }
@@ -481,7 +528,9 @@ where
 {
     let (tx, rx) = futures::channel::oneshot::channel();
     submit(Box::new(move || {
-        let _ = tx.send(f());
+        let result = f();
+        available();
+        let _ = tx.send(result);
     }))?;
     rx.await.map_err(|_| worker_gone())
 }
@@ -503,6 +552,7 @@ where
     let (tx, rx) = futures::channel::oneshot::channel::<Delivery<R>>();
     submit(Box::new(move || {
         let result = f(&|| tx.is_canceled());
+        available();
         let delivery = Delivery {
             value: Some(result),
             abandoned: Some(Box::new(abandoned)),
@@ -538,7 +588,9 @@ where
 {
     let (tx, rx) = mpsc::sync_channel(1);
     submit(Box::new(move || {
-        let _ = tx.send(f());
+        let result = f();
+        available();
+        let _ = tx.send(result);
     }))?;
     rx.recv_timeout(timeout).map_err(|e| match e {
         mpsc::RecvTimeoutError::Timeout => io::Error::from(io::ErrorKind::TimedOut),

@@ -61,6 +61,9 @@ impl NsConn {
             return Ok(socket);
         }
         let fd = self.fd.clone();
+        if crate::sys::is_thread_ns(fd.as_fd()) {
+            return new_socket();
+        }
         crate::sys::on_worker(move || {
             crate::sys::setns_net(fd.as_fd())?;
             new_socket()
@@ -149,6 +152,7 @@ impl NsConn {
                 let fd = self.fd.clone();
                 let socket = match self.lock().spare.take() {
                     Some(socket) => socket,
+                    None if crate::sys::is_thread_ns(fd.as_fd()) => new_socket()?,
                     None => crate::sys::on_worker_blocking(
                         move || {
                             crate::sys::setns_net(fd.as_fd())?;
