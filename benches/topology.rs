@@ -9,6 +9,17 @@
 //!   `ip -batch` (host side in one batch, one `ip -n NS -batch` per namespace);
 //! * per-member ADD and DEL of the CNI `bridge` plugin with `host-local` IPAM, `ipMasq` off, for
 //!   N up to 100;
+//! * **runtime ADD**: what a container runtime's create command does, as one short-lived process
+//!   timed from exec to exit: open `cni0` (which exists), join a container namespace (which
+//!   exists) to it with an address and a default route, keep it, exit. The bench runs itself
+//!   again in that role, once with the blocking API (no async runtime) and once with the async
+//!   API on a current-thread Tokio runtime, against the CNI reference `bridge` plugin with
+//!   `static` IPAM (it runs the IPAM plugin as a second process: that is how CNI works) on the
+//!   same work. Reported with each process's peak RSS and, for ours, its threads at exit (ours
+//!   report their own `VmHWM`; the plugin's is sampled from `/proc` while it runs, in extra
+//!   untimed runs, so it is a lower bound — `wait4`'s `ru_maxrss` would not do: it keeps the
+//!   parent's size from before `exec`); ratio lines
+//!   `ratio runtime N=1 add netns-kit-blocking/cni-bridge: <value>`;
 //! * **tracing overhead**: the bridged setup at N=100 (or the largest size below) with no
 //!   subscriber at all, then with a `tracing-subscriber` `fmt` layer at `info` recording every
 //!   span of the crate (span-close events with durations, formatted into a sink), interleaved
@@ -32,11 +43,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netns_kit::{MemberSpec, Namespace, bridged, connect};
+use netns_kit::{Bridge, MemberSpec, Namespace, bridged, connect};
 
 const INNER_ENV: &str = "NETNS_KIT_BENCH_INNER";
+/// Set when the bench runs itself as a runtime's ADD process (`blocking` or `async`).
+const ROLE_ENV: &str = "NETNS_KIT_BENCH_ROLE";
 
 fn main() {
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        return runtime_add_child(&role);
+    }
     if std::env::var_os(INNER_ENV).is_none() {
         // Re-run inside a throw-away network + mount namespace.
         let me = std::env::current_exe().unwrap();
@@ -71,6 +87,7 @@ fn main() {
     for &n in sizes.iter().filter(|&&n| n <= 100) {
         cni(&mut report, n);
     }
+    runtime_add(&mut report);
     if let Some(&n) = sizes.iter().filter(|&&n| n <= 100).max() {
         tracing_overhead(&mut report, n);
     }
@@ -483,6 +500,198 @@ fn bridged_network(report: &mut Report, n: usize) {
     ));
     report.ratio("bridged", n, "setup", &kit_setup, "ip-batch", &batch_setup);
     report.ratio("bridged", n, "teardown", &kit_down, "ip-batch", &batch_down);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime ADD: one short-lived process per container.
+
+const RUNTIME_GATEWAY: &str = "10.102.0.1/16";
+const RUNTIME_RUNS: usize = 15;
+
+/// The child: joins the namespace at `NK_NETNS` to the existing `cni0` with address `NK_ADDR`,
+/// keeps it, and prints its thread count.
+fn runtime_add_child(role: &str) {
+    let netns = std::env::var("NK_NETNS").unwrap();
+    let address = std::env::var("NK_ADDR").unwrap();
+    let host = Namespace::current().unwrap();
+    let container = Namespace::open_path(&netns).unwrap();
+    match role {
+        "blocking" => {
+            let cni0 = Bridge::open_blocking(&host, "cni0").unwrap();
+            bridged()
+                .existing_bridge(&cni0)
+                .gateway(RUNTIME_GATEWAY)
+                .member(MemberSpec::in_namespace(&container).address(address))
+                .create_blocking()
+                .unwrap()
+                .keep();
+        }
+        _ => {
+            let rt = runtime();
+            rt.block_on(async {
+                let cni0 = Bridge::open(&host, "cni0").await.unwrap();
+                bridged()
+                    .existing_bridge(&cni0)
+                    .gateway(RUNTIME_GATEWAY)
+                    .member(MemberSpec::in_namespace(&container).address(address))
+                    .create()
+                    .await
+                    .unwrap()
+                    .keep();
+            });
+        }
+    }
+    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+    println!("{threads} {}", vm_hwm_kib(std::process::id()).unwrap());
+}
+
+/// The peak resident set of process `pid` so far, in KiB (`VmHWM`).
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs the CNI bridge plugin's ADD for `name` with `address`, and the child.
+fn cni_add_child(name: &str, address: &str) -> std::process::Child {
+    let config = format!(
+        r#"{{"cniVersion":"1.0.0","name":"nkrt","type":"bridge","bridge":"cni0","isGateway":true,"ipam":{{"type":"static","addresses":[{{"address":"{address}/16","gateway":"10.102.0.1"}}],"routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#
+    );
+    let mut child = Command::new(format!("{CNI_DIR}/bridge"))
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", name)
+        .env("CNI_NETNS", format!("/run/netns/{name}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", CNI_DIR)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    child
+}
+
+fn runtime_add(report: &mut Report) {
+    let cni = std::path::Path::new(CNI_DIR).join("bridge").exists();
+    println!("runtime ADD: one process per container, exec to exit");
+    sh(&format!(
+        "ip link add cni0 type bridge && ip addr add {RUNTIME_GATEWAY} dev cni0 && ip link set cni0 up"
+    ));
+    let me = std::env::current_exe().unwrap();
+    let mut samples: Vec<(&str, Vec<Duration>, Vec<u64>)> = vec![
+        ("netns-kit-blocking", Vec::new(), Vec::new()),
+        ("netns-kit-async", Vec::new(), Vec::new()),
+        ("cni-bridge", Vec::new(), Vec::new()),
+    ];
+    let mut threads: Vec<(&str, u64)> = Vec::new();
+    for run in 0..RUNTIME_RUNS {
+        for (tool, times, rss) in samples.iter_mut() {
+            if *tool == "cni-bridge" && !cni {
+                continue;
+            }
+            let name = format!("rt{run}");
+            sh(&format!("ip netns add {name}"));
+            settle(1);
+            let netns = format!("/run/netns/{name}");
+            let address = format!("10.102.1.{}", run + 2);
+            let start = Instant::now();
+            let mut child = match *tool {
+                "cni-bridge" => cni_add_child(&name, &address),
+                role => Command::new(&me)
+                    .env(ROLE_ENV, role.trim_start_matches("netns-kit-"))
+                    .env("NK_NETNS", &netns)
+                    .env("NK_ADDR", format!("{address}/16"))
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            };
+            let status = child.wait().unwrap();
+            times.push(start.elapsed());
+            assert!(status.success(), "{tool}: the ADD process failed");
+            if let Some(mut out) = child.stdout.take() {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+                let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());
+                let (t, hwm) = (fields.next().unwrap(), fields.next().unwrap());
+                rss.push(hwm);
+                if run == 0 {
+                    threads.push((tool, t));
+                }
+            }
+            // The container is wired: its default route goes via the gateway.
+            let route = Command::new("ip")
+                .args(["-n", &name, "route", "show", "default"])
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&route.stdout).contains("10.102.0.1"),
+                "{tool} did not wire {name}"
+            );
+            sh(&format!("ip netns del {name}"));
+        }
+    }
+    if cni {
+        // The plugin's peak RSS, sampled while it runs (untimed runs).
+        let rss = &mut samples[2].2;
+        for run in 0..5 {
+            let name = format!("rtm{run}");
+            sh(&format!("ip netns add {name}"));
+            let mut child = cni_add_child(&name, &format!("10.102.2.{}", run + 2));
+            let mut peak = 0;
+            while child.try_wait().unwrap().is_none() {
+                peak = peak.max(vm_hwm_kib(child.id()).unwrap_or(0));
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            rss.push(peak);
+            sh(&format!("ip netns del {name}"));
+        }
+    }
+    sh("ip link del cni0");
+    wait_for_links(1);
+    for (tool, times, rss) in &samples {
+        if times.is_empty() {
+            continue;
+        }
+        report.add("runtime N=1 ADD (exec to exit)", tool, times.clone());
+        let mut rss = rss.clone();
+        rss.sort();
+        let sampled = if *tool == "cni-bridge" {
+            " (sampled: at least)"
+        } else {
+            ""
+        };
+        report.note(format!(
+            "runtime ADD {tool}: peak RSS median {} KiB{sampled}{}",
+            rss[rss.len() / 2],
+            threads
+                .iter()
+                .find(|(t, _)| t == tool)
+                .map_or(String::new(), |(_, n)| format!(", {n} threads at exit"))
+        ));
+    }
+    if !cni {
+        report.note(format!(
+            "runtime ADD: cni-bridge skipped, {CNI_DIR}/bridge is not installed"
+        ));
+        return;
+    }
+    for ours in ["netns-kit-blocking", "netns-kit-async"] {
+        let median_of = |tool: &str| {
+            median(&samples.iter().find(|(t, _, _)| *t == tool).unwrap().1).as_secs_f64()
+        };
+        report.ratios.push(format!(
+            "ratio runtime N=1 add {ours}/cni-bridge: {:.2}",
+            median_of(ours) / median_of("cni-bridge")
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

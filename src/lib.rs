@@ -222,10 +222,14 @@
 //! * [`forward_check`] reads the sysctls and the `FORWARD` policies of a namespace and says
 //!   whether bridged traffic would be dropped ([`ForwardCheck::needs_fix`]);
 //! * [`BridgeBuilder::accept_forward`] (and [`BridgedNetworkBuilder::accept_forward`], or
-//!   [`Bridge::enable_accept_forward`] on a live bridge) is the opt-in, scoped fix: `ACCEPT`
-//!   rules for that bridge only, in and out, IPv4 and IPv6, **inserted** at the top of the chain (an appended rule would come after a trailing
+//!   [`Bridge::enable_accept_forward`] and [`BridgedNetwork::enable_accept_forward`] on a live
+//!   one) is the opt-in, scoped fix: `ACCEPT` rules for that bridge only, in and out, IPv4 and
+//!   IPv6, **inserted** at the top of the chain (an appended rule would come after a trailing
 //!   `REJECT`), tagged with the owning process, and removed with the bridge. It runs the system's
-//!   `iptables`, so it works with both the nf_tables and the legacy backends.
+//!   `iptables`, so it works with both the nf_tables and the legacy backends. It leaves no trace:
+//!   rules go only into `filter` tables that exist (a family without one accepts everything),
+//!   so after teardown `iptables-save` and `ip6tables-save` print exactly what they printed
+//!   before.
 //!
 //! Nothing global is changed: neither `bridge-nf-call-iptables` nor `ip_forward` is touched
 //! unless you call [`Namespace::set_sysctl`] yourself. Inside a fresh namespace the firewall is

@@ -639,7 +639,9 @@ impl Namespace {
 
     /// Removes the named namespace `/run/netns/NAME`, whoever made it, as `ip netns del NAME`
     /// does: its bind mount is detached and the file removed; the kernel frees the namespace,
-    /// with its interfaces, once no process, socket or handle holds it any more. What a
+    /// with its interfaces, once no process, socket or handle holds it any more — in the
+    /// background, a few milliseconds later (the kernel's namespace cleanup runs on a work queue),
+    /// so a veth pair with one end inside may still be listed just after this returns. What a
     /// container runtime calls on delete, from another process than the one that made (and
     /// [kept](Namespace::keep)) the namespace.
     ///

@@ -86,3 +86,22 @@ fn step_by_step_examples_run() {
         "{out}"
     );
 }
+
+/// The runtime example, blocking API only: wired by pid and by name, connectivity proved, then
+/// unwired by a second process, in a private namespace; with no async runtime and at most one
+/// library thread (the worker that enters the containers' namespaces).
+#[test]
+fn runtime_example_wires_and_unwires_with_one_library_thread() {
+    let out = run(&mut Command::new(example("runtime")));
+    assert!(out.contains("runtime: ok"), "{out}");
+    assert_eq!(out.matches(": ok, rtt ").count(), 2, "{out}");
+    assert!(out.contains("delete A (pid"), "{out}");
+    assert!(out.contains("namespace removed"), "{out}");
+    assert!(out.contains("after delete: 0 ports on cni0"), "{out}");
+    let threads: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("threads after wiring: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no thread count in {out}"));
+    assert!(threads <= 2, "{threads} threads: {out}");
+}

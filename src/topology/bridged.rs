@@ -1,11 +1,21 @@
 //! Pattern 2: a bridge holding the gateway address(es) in a host namespace, and members joined
 //! to it by veth pairs ([`bridged`], [`BridgedNetwork`]). The bridge comes from the [`Bridge`]
 //! builder; members are built by the [`member`](super::member) job.
+//!
+//! **Existing bridges.** A container runtime owns one bridge (`cni0`) shared by all its
+//! containers, often wired by separate short-lived processes. A network made with
+//! [`existing_bridge`](BridgedNetworkBuilder::existing_bridge) attaches its members to that
+//! bridge and, on teardown, removes only what it added: the members (their host ends carry the
+//! network's link group; the bridge does not), the gateway addresses that were not already on
+//! the bridge, and its own FORWARD rules. Two processes can do this on one bridge at once: each
+//! network has its own link group and rule tag, and a gateway another process added meanwhile
+//! (`EEXIST`) counts as already there, so it is left to that process.
 
 use std::{net::IpAddr, sync::Arc};
 
 use futures::StreamExt;
 use ipnetwork::IpNetwork;
+use netlink_packet_route::RouteNetlinkMessage;
 
 use super::member::{self, NetworkContext, Planned, Taken};
 pub use super::member::{Member, MemberSpec};
@@ -18,7 +28,7 @@ use crate::{
     name::IfName,
     netlink::{
         BLOCKING_TIMEOUT,
-        msg::{del_group, set_link},
+        msg::{add_address, del_address, del_group, set_link},
     },
     netns::{Namespace, NsInner},
     owner, trace,
@@ -50,6 +60,7 @@ const MEMBER_CONCURRENCY: usize = 8;
 pub struct BridgedNetworkBuilder {
     host: Option<Arc<NsInner>>,
     bridge_name: Option<String>,
+    existing: Option<Link>,
     gateways: Vec<Result<IpNetwork>>,
     interface_name: String,
     members: Vec<MemberSpec>,
@@ -86,6 +97,7 @@ pub fn bridged() -> BridgedNetworkBuilder {
     BridgedNetworkBuilder {
         host: None,
         bridge_name: None,
+        existing: None,
         gateways: Vec::new(),
         interface_name: "eth0".into(),
         members: Vec::new(),
@@ -106,6 +118,35 @@ impl BridgedNetworkBuilder {
     /// The bridge's name (default: a unique generated name such as `nkbr0ab1c000001`).
     pub fn bridge_name(mut self, name: impl AsRef<str>) -> Self {
         self.bridge_name = Some(name.as_ref().to_owned());
+        self
+    }
+
+    /// Attaches the members to `bridge`, which already exists (opened with [`Bridge::open`], or
+    /// made and kept by this program), instead of creating a bridge. The network's namespace is
+    /// the bridge's. On teardown the bridge, its addresses, and gateway addresses that were
+    /// already on it stay; members, gateway addresses the network added, and its FORWARD rules
+    /// go; several processes may attach networks to one bridge at once. If the bridge is down, it is set up (and left up).
+    /// Members' MTU defaults to the bridge's; [`mtu`](Self::mtu) sets only theirs.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Bridge, MemberSpec, Namespace, bridged};
+    ///
+    /// let host = Namespace::current()?;
+    /// let cni0 = Bridge::open_blocking(&host, "cni0")?;
+    /// let container = Namespace::open("ctr1")?;
+    /// let net = bridged()
+    ///     .existing_bridge(&cni0)
+    ///     .gateway("10.88.0.1/16")
+    ///     .member(MemberSpec::in_namespace(&container).address("10.88.0.5/16"))
+    ///     .create_blocking()?
+    ///     .keep();
+    /// # Ok(()) }
+    /// ```
+    pub fn existing_bridge(mut self, bridge: &Bridge) -> Self {
+        self.existing = Some(bridge.link().clone());
         self
     }
 
@@ -161,7 +202,8 @@ impl BridgedNetworkBuilder {
         self
     }
 
-    /// MTU of the bridge and every veth.
+    /// MTU of the bridge and every veth (default 1500; on an
+    /// [existing bridge](Self::existing_bridge), the bridge's, which is left as it is).
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
         self
@@ -206,7 +248,11 @@ impl BridgedNetworkBuilder {
             "bridged network",
             format!(
                 "bridged network {:?}",
-                self.bridge_name.as_deref().unwrap_or("(generated name)")
+                self.existing
+                    .as_ref()
+                    .map(Link::name)
+                    .or(self.bridge_name.as_deref())
+                    .unwrap_or("(generated name)")
             ),
             self.host.as_ref().map_or_else(
                 || "the current namespace".to_owned(),
@@ -258,14 +304,7 @@ impl BridgedNetworkBuilder {
         pub async fn create / create_blocking(self) -> Result<BridgedNetwork> {
             let span = self.create_span();
             trace::timed(span, async move {
-                let host = match &self.host {
-                    Some(host) => host.clone(),
-                    None => crate::netns::current_inner()?,
-                };
-                let bridge_name = match &self.bridge_name {
-                    Some(name) => IfName::new(name)?,
-                    None => IfName::unique("nkbr")?,
-                };
+                let (host, bridge_name) = self.host_and_bridge_name()?;
                 let object = || {
                     format!(
                         "bridged network {:?} in {}",
@@ -290,20 +329,31 @@ impl BridgedNetworkBuilder {
                         "this process already has 512 live bridged networks, the most it can tell apart",
                     )
                 })?;
-                let bridge = Bridge::builder(bridge_name.as_str())
-                    .namespace(&Namespace::view(host.clone()))
-                    .owned_group(group_hold.group())
-                    // A fixed MAC and MTU: otherwise the kernel recomputes both from all ports each time
-                    // one joins (the bridge takes the lowest port MAC, and the lowest port MTU), and
-                    // every MAC change ripples through the bridge's IPv6 configuration — costs that grow
-                    // with the number of members.
-                    .mac(crate::link::random_mac())
-                    .mtu(self.mtu.unwrap_or(1500))
-                    .nodad(self.nodad)
-                    .accept_forward(self.accept_forward);
-                let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
-                // If this fails, or the future is dropped, `group_hold` gives the number back.
-                let (bridge, rules) = bridge.create().await?.into_parts();
+                let adopted = self.existing.is_some();
+                let (bridge, rules, mtu) = match self.existing {
+                    Some(link) => {
+                        let mtu = adopt_bridge(&link).await?;
+                        (link, None, self.mtu.or(mtu))
+                    }
+                    None => {
+                        let bridge = Bridge::builder(bridge_name.as_str())
+                            .namespace(&Namespace::view(host.clone()))
+                            .owned_group(group_hold.group())
+                            // A fixed MAC and MTU: otherwise the kernel recomputes both from all
+                            // ports each time one joins (the bridge takes the lowest port MAC, and
+                            // the lowest port MTU), and every MAC change ripples through the
+                            // bridge's IPv6 configuration — costs that grow with the members.
+                            .mac(crate::link::random_mac())
+                            .mtu(self.mtu.unwrap_or(1500))
+                            .nodad(self.nodad)
+                            .accept_forward(self.accept_forward);
+                        let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
+                        // If this fails, or the future is dropped, `group_hold` gives the number
+                        // back.
+                        let (bridge, rules) = bridge.create().await?.into_parts();
+                        (bridge, rules, self.mtu)
+                    }
+                };
                 // From here on the guard owns everything made: if a step fails it is removed, and if
                 // this future is dropped the guard's `Drop` removes it.
                 let mut network = Guard::new(NetworkResource {
@@ -316,12 +366,19 @@ impl BridgedNetworkBuilder {
                         link_local_ipv6: self.link_local_ipv6,
                         interface_name,
                         nodad: self.nodad,
-                        mtu: self.mtu,
+                        mtu,
                     },
                     rules,
                     members: Vec::new(),
                     taken,
+                    adopted,
+                    added_gateways: Vec::new(),
                 });
+                if adopted {
+                    if let Err(e) = network.get_mut().adopt(self.nodad, self.accept_forward).await {
+                        return Err(guard::roll_back(network, e).await);
+                    }
+                }
                 let (members, first_error) = build_members(&network.get().context, planned).await;
                 network.get_mut().members = members;
                 if let Some(e) = first_error {
@@ -332,6 +389,61 @@ impl BridgedNetworkBuilder {
             .await
         }
     }
+}
+
+impl BridgedNetworkBuilder {
+    /// The host namespace and the bridge's name: those of the
+    /// [existing bridge](Self::existing_bridge) if there is one (then neither a different host
+    /// nor a bridge name may be given), else the given or current namespace and the given or a
+    /// generated name.
+    fn host_and_bridge_name(&self) -> Result<(Arc<NsInner>, IfName)> {
+        let Some(existing) = &self.existing else {
+            let host = match &self.host {
+                Some(host) => host.clone(),
+                None => crate::netns::current_inner()?,
+            };
+            let name = match &self.bridge_name {
+                Some(name) => IfName::new(name)?,
+                None => IfName::unique("nkbr")?,
+            };
+            return Ok((host, name));
+        };
+        let object = || format!("bridged network on {}", existing.label());
+        if self.bridge_name.is_some() {
+            return Err(Error::invalid(
+                object(),
+                "give either `bridge_name` (a new bridge) or `existing_bridge`, not both",
+            ));
+        }
+        if let Some(host) = &self.host
+            && host.id() != existing.ns().id()
+        {
+            return Err(Error::invalid(
+                object(),
+                format!("the bridge is not in the host namespace {}", host.label()),
+            ));
+        }
+        Ok((existing.ns().clone(), IfName::new(existing.name())?))
+    }
+}
+
+/// Checks that `link` is still a bridge, sets it up if it is down, and returns its MTU.
+async fn adopt_bridge(link: &Link) -> Result<Option<u32>> {
+    let info = link.info().await.map_err(|e| {
+        if e.is_not_found() {
+            let gone = std::io::Error::from_raw_os_error(nix::libc::ENODEV);
+            Error::os("attach members to", link.label(), gone)
+        } else {
+            e
+        }
+    })?;
+    if info.kind.as_deref() != Some("bridge") {
+        return Err(Error::invalid(link.label(), "it is no longer a bridge"));
+    }
+    if !info.up {
+        link.set_up().await?;
+    }
+    Ok(info.mtu)
 }
 
 /// The gateways of a bridged network: at least one, at most one per IP version, host addresses.
@@ -389,20 +501,88 @@ struct NetworkResource {
     rules: Option<ForwardRules>,
     members: Vec<Member>,
     taken: Taken,
+    /// Whether the bridge existed before (and is never deleted by us).
+    adopted: bool,
+    /// The gateway addresses this network put on an existing bridge (removed with it).
+    added_gateways: Vec<IpNetwork>,
 }
 
 impl NetworkResource {
+    /// On an existing bridge: adds the gateway addresses it lacks, and the FORWARD rules if
+    /// asked. An address another process added meanwhile (`EEXIST`) is left to that process.
+    async fn adopt(&mut self, nodad: bool, accept_forward: bool) -> Result<()> {
+        let bridge = self.context.bridge.clone();
+        let present = bridge.addresses().await?;
+        let nl = self.context.host.nl().await?;
+        for gw in self.context.gateways.clone() {
+            if present.iter().any(|a| a.address.ip() == gw.ip()) {
+                continue;
+            }
+            // Recorded first: if this future is dropped after the request went out, the
+            // network's teardown still removes the address.
+            self.added_gateways.push(gw);
+            let (message, flags) = add_address(bridge.index(), &gw, nodad);
+            match nl.send(message, flags).ack().await {
+                Ok(()) => {}
+                Err(e) if e.errno == nix::libc::EEXIST => {
+                    self.added_gateways.pop();
+                }
+                Err(e) => {
+                    self.added_gateways.pop();
+                    return Err(e.into_error("add gateway address to", bridge.label()));
+                }
+            }
+        }
+        if accept_forward {
+            self.enable_accept_forward().await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts this network's FORWARD rules for its bridge, or, if it has them, those of the
+    /// IP families that got a `filter` table since.
+    async fn enable_accept_forward(&mut self) -> Result<()> {
+        if let Some(rules) = &self.rules {
+            return rules.insert().await;
+        }
+        let rules = Guard::new(ForwardRules::for_bridge(
+            &self.context.host,
+            self.context.bridge.name(),
+        ));
+        if let Err(e) = rules.get().insert().await {
+            return Err(guard::roll_back(rules, e).await);
+        }
+        self.rules = Some(rules.into_inner());
+        Ok(())
+    }
+
+    /// The requests that remove this network's links and addresses: one group deletion (the
+    /// bridge too, unless it was adopted, and every member's veth pair), then the gateway
+    /// addresses added to an adopted bridge.
+    fn removals(&self) -> Vec<RouteNetlinkMessage> {
+        std::iter::once(del_group(self.context.group))
+            .chain(
+                self.added_gateways
+                    .iter()
+                    .map(|gw| del_address(self.context.bridge.index(), gw)),
+            )
+            .collect()
+    }
+
     /// Replaces every ownership mark (for `keep`): the bridge's alias, the link group of the
     /// bridge and the members' host ends, the firewall rules' comments. Returns whether all of
     /// them were replaced; failures are logged.
     fn unmark(&mut self) -> bool {
         let context = &self.context;
-        let mut unmark = vec![(
-            set_link(context.bridge.index(), |b| b.alias(owner::KEPT)),
-            0,
-        )];
+        // An adopted bridge carries no mark of ours, and keeps its own group.
+        let own_bridge = (!self.adopted).then_some(context.bridge.index());
+        let mut unmark: Vec<_> = own_bridge
+            .map(|index| (set_link(index, |b| b.alias(owner::KEPT)), 0))
+            .into_iter()
+            .collect();
         unmark.extend(
-            std::iter::once(context.bridge.index())
+            own_bridge
+                .into_iter()
                 .chain(self.members.iter().map(|m| m.host.index()))
                 .map(|index| (set_link(index, |b| b.link_group(0)), 0)),
         );
@@ -449,11 +629,16 @@ impl Resource for NetworkResource {
         // interruption during the slower iptables calls leaves only rules behind for `Drop`.
         let nl = self.context.host.nl().await;
         match nl {
-            Ok(nl) => match nl.send(del_group(self.context.group), 0).ack().await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => errors.push(e.into_error("delete the links of", what.clone())),
-            },
+            Ok(nl) => {
+                let replies: Vec<_> = self.removals().into_iter().map(|m| nl.send(m, 0)).collect();
+                for reply in replies {
+                    match reply.ack().await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => errors.push(e.into_error("delete the links of", what.clone())),
+                    }
+                }
+            }
             Err(e) => errors.push(e),
         }
         if let Some(rules) = &self.rules {
@@ -472,12 +657,15 @@ impl Resource for NetworkResource {
         }
         let what = self.describe();
         let mut errors = Vec::new();
-        if let Err(e) = self.context.host.blocking_one(
-            del_group(self.context.group),
-            "delete the links of",
-            || what.clone(),
-        ) {
-            errors.push(e);
+        let removals = self.removals().into_iter().map(|m| (m, 0)).collect();
+        match self.context.host.blocking_acks(removals, BLOCKING_TIMEOUT) {
+            Ok(answers) => errors.extend(answers.into_iter().filter_map(|a| match a {
+                Err(e) if !e.is_not_found() => {
+                    Some(e.into_error("delete the links of", what.clone()))
+                }
+                _ => None,
+            })),
+            Err(e) => errors.push(Error::os("delete the links of", what.clone(), e)),
         }
         if let Some(rules) = &self.rules {
             if let Err(e) = rules.remove_blocking() {
@@ -513,8 +701,9 @@ impl Resource for NetworkResource {
 /// A bridged network, made by [`bridged`]: a bridge with the gateway address(es) in a host
 /// namespace and members joined to it. The guard removes the bridge, every member's veth pair
 /// (in one kernel batch, see below), the firewall rules if any, and the member namespaces it
-/// created or was given; it never destroys the host namespace or namespaces given with
-/// [`MemberSpec::in_namespace`]. See the [guard contract](crate#guards).
+/// created or was given; it never destroys the host namespace, namespaces given with
+/// [`MemberSpec::in_namespace`], or an [existing bridge](BridgedNetworkBuilder::existing_bridge)
+/// and the addresses it had. See the [guard contract](crate#guards).
 ///
 /// # Fast teardown
 ///
@@ -572,6 +761,37 @@ impl BridgedNetwork {
     /// Whether the network inserted `iptables` FORWARD accept rules for its bridge.
     pub fn accept_forward_enabled(&self) -> bool {
         self.0.get().rules.is_some()
+    }
+
+    twins! {
+        /// Inserts the FORWARD accept rules of
+        /// [`BridgedNetworkBuilder::accept_forward`] into the live network (say, once a firewall
+        /// that drops forwarded traffic was started after it): into each IP family's `filter`
+        /// table that exists and lacks them. They are removed with the network.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::Command`] if `iptables` is missing or fails; what was inserted is removed
+        /// again.
+        ///
+        /// # Cancel safety
+        ///
+        /// If dropped while `iptables` runs, the rules inserted so far are removed again.
+        ///
+        /// # Examples
+        ///
+        /// ```no_run
+        /// # async fn demo(host: netns_kit::Namespace, mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+        /// // `host` holds the network's bridge.
+        /// if netns_kit::forward_check(&host).await?.needs_fix() {
+        ///     net.enable_accept_forward().await?;
+        /// }
+        /// # Ok(()) }
+        /// ```
+        #[doc(alias = "iptables -I FORWARD")]
+        pub async fn enable_accept_forward / enable_accept_forward_blocking(&mut self) -> Result<()> {
+            self.0.get_mut().enable_accept_forward().await
+        }
     }
 
     /// The members, in the order they were added.
