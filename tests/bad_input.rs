@@ -101,7 +101,7 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
         .unwrap();
     let gone_name = gone.name().unwrap().to_owned();
     assert!(
-        Command::new("ip")
+        tool("ip")
             .args(["netns", "del", &gone_name])
             .status()
             .unwrap()

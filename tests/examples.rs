@@ -2,7 +2,11 @@
 //! in `--in-host` mode inside a throw-away namespace set up to look like a host whose firewall
 //! drops forwarded traffic (as Docker's does), and the two step-by-step examples.
 
+mod common;
+
 use std::{path::PathBuf, process::Command};
+
+use common::tool;
 
 fn example(name: &str) -> PathBuf {
     // target/debug/deps/examples-HASH -> target/debug/examples/NAME (cargo test builds examples)
@@ -55,7 +59,17 @@ fn seed_in_host_applies_the_forward_fix_and_leaves_the_host_as_it_was() {
         after=$(fp)
         if [ "$before" = "$after" ]; then echo HOST-UNCHANGED; else diff <(echo "$before") <(echo "$after"); exit 1; fi
     "#;
-    let out = run(Command::new("unshare")
+    for needed in [
+        "ip",
+        "iptables",
+        "ip6tables",
+        "iptables-save",
+        "ip6tables-save",
+        "mount",
+    ] {
+        tool(needed);
+    }
+    let out = run(tool("unshare")
         .args([
             "--net",
             "--mount",

@@ -7,7 +7,6 @@ mod common;
 use std::{
     io::{Read, Write},
     path::Path,
-    process::Command,
 };
 
 use common::*;
@@ -26,7 +25,7 @@ async fn named_namespace_is_visible_to_ip_netns_and_gone_after_drop() {
     let ns = Namespace::named(name.as_str()).await.unwrap();
     assert!(netns_list().contains(&name.to_string()));
     // `ip netns exec` works on it and sees only lo, up.
-    let out = Command::new("ip")
+    let out = tool("ip")
         .args(["-n", name.as_str(), "-j", "link"])
         .output()
         .unwrap();
@@ -54,7 +53,7 @@ async fn already_exists_leaves_the_original_intact() {
     let name = NsName::unique("nktest").unwrap();
     let first = Namespace::named(name.as_str()).await.unwrap();
     // Mark the original so we can tell it apart from a replacement.
-    let status = Command::new("ip")
+    let status = tool("ip")
         .args(["-n", name.as_str(), "link", "set", "lo", "mtu", "1234"])
         .status()
         .unwrap();
@@ -65,7 +64,7 @@ async fn already_exists_leaves_the_original_intact() {
     assert!(err.to_string().contains(name.as_str()), "{err}");
 
     assert_eq!(inode_outside(&format!("/run/netns/{name}")), first.inode());
-    let out = Command::new("ip")
+    let out = tool("ip")
         .args(["-n", name.as_str(), "-j", "link", "show", "lo"])
         .output()
         .unwrap();
@@ -81,7 +80,7 @@ async fn a_reused_name_is_not_deleted_by_the_old_guard() {
     let ours = Namespace::named(name.as_str()).await.unwrap();
     // Someone deletes it behind our back and makes a new one with the same name.
     assert!(
-        Command::new("ip")
+        tool("ip")
             .args(["netns", "del", name.as_str()])
             .status()
             .unwrap()
@@ -272,7 +271,7 @@ async fn command_arguments_never_go_through_a_shell() {
 
 #[tokio::test]
 async fn open_by_pid_and_dropping_it_leaves_the_childs_namespace_intact() {
-    let mut child = Command::new("unshare")
+    let mut child = tool("unshare")
         .args(["--net", "sleep", "30"])
         .spawn()
         .unwrap();
@@ -288,7 +287,7 @@ async fn open_by_pid_and_dropping_it_leaves_the_childs_namespace_intact() {
     ns.delete().await.unwrap();
     // Still there, still the same, still usable.
     assert_eq!(inode_outside(&child_ns), inode);
-    let out = Command::new("nsenter")
+    let out = tool("nsenter")
         .args(["-t", &pid.to_string(), "-n", "ip", "-j", "link"])
         .output()
         .unwrap();

@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -560,7 +560,7 @@ fn without_privileges_every_refusal_is_typed_and_nothing_is_made() {
     let sandbox = rt.block_on(sandbox());
     let test = "without_privileges_every_refusal_is_typed_and_nothing_is_made";
     let me = std::env::current_exe().unwrap();
-    let out = Command::new("setpriv")
+    let out = tool("setpriv")
         .args([
             "--inh-caps=-all",
             "--bounding-set=-all",

@@ -325,7 +325,7 @@ struct Container(Child);
 
 impl Container {
     fn start() -> Container {
-        let child = Command::new("unshare")
+        let child = tool("unshare")
             .args(["--net", "sleep", "60"])
             .spawn()
             .unwrap();
@@ -341,7 +341,7 @@ impl Container {
     }
 
     fn nsenter(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("nsenter");
+        let mut c = tool("nsenter");
         c.args(["-t", &self.0.id().to_string(), "-n", "--"])
             .args(args);
         c

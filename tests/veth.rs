@@ -201,7 +201,7 @@ async fn a_namespace_deleted_from_elsewhere_still_tears_down_cleanly() {
         .await
         .unwrap();
     assert!(
-        std::process::Command::new("ip")
+        tool("ip")
             .args(["netns", "del", name.as_str()])
             .status()
             .unwrap()

@@ -13,6 +13,33 @@ use std::{os::fd::AsRawFd, process::Command};
 use netns_kit::Namespace;
 use serde_json::Value;
 
+/// The Debian package that provides `program`, for the one-line message when it is missing.
+fn package_of(program: &str) -> &'static str {
+    match program {
+        "ip" | "bridge" | "tc" => "iproute2",
+        "ping" => "iputils-ping",
+        p if p.starts_with("ip6tables") || p.starts_with("iptables") => "iptables",
+        "nsenter" | "unshare" | "setpriv" => "util-linux",
+        "sysctl" => "procps",
+        _ => "coreutils",
+    }
+}
+
+/// A command for the system tool `program`. If the tool is not installed, the test stops here
+/// with one line saying what to install, instead of failing somewhere inside.
+pub fn tool(program: &str) -> Command {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    if !found {
+        panic!(
+            "the tests need `{program}`, which is not installed: install the `{}` package (e.g. `apt-get install {}`)",
+            package_of(program),
+            package_of(program)
+        );
+    }
+    Command::new(program)
+}
+
 /// A fresh private namespace to act as this test's host.
 pub async fn sandbox() -> Namespace {
     Namespace::new()
@@ -27,7 +54,8 @@ pub fn proc_path(ns: &Namespace) -> String {
 
 /// `nsenter --net=... PROGRAM ARGS`, a command run in `ns` without this crate's help.
 pub fn outside(ns: &Namespace, program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("nsenter");
+    tool(program); // named if missing, before nsenter would only say "No such file"
+    let mut c = tool("nsenter");
     c.arg(format!("--net={}", proc_path(ns)))
         .arg("--")
         .arg(program)
@@ -96,7 +124,7 @@ pub fn ping(ns: &Namespace, addr: &str) -> bool {
 /// The inode of the namespace at `path` (a `/proc/.../ns/net` link or a `/run/netns` bind
 /// mount), as an outside `stat -L` reports it.
 pub fn inode_outside(path: &str) -> u64 {
-    let out = Command::new("stat")
+    let out = tool("stat")
         .args(["-L", "-c", "%i", path])
         .output()
         .expect("stat");
@@ -111,7 +139,7 @@ pub fn inode_outside(path: &str) -> u64 {
 
 /// Names listed by `ip netns list`.
 pub fn netns_list() -> Vec<String> {
-    let out = Command::new("ip")
+    let out = tool("ip")
         .args(["netns", "list"])
         .output()
         .expect("ip netns list");
@@ -139,10 +167,7 @@ pub struct IpNetns(pub String);
 
 impl IpNetns {
     pub fn add(name: &str) -> IpNetns {
-        let ok = Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .unwrap();
+        let ok = tool("ip").args(["netns", "add", name]).status().unwrap();
         assert!(ok.success(), "ip netns add {name}");
         IpNetns(name.to_owned())
     }
@@ -150,7 +175,7 @@ impl IpNetns {
 
 impl Drop for IpNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = tool("ip").args(["netns", "del", &self.0]).status();
     }
 }
 
