@@ -91,7 +91,7 @@ impl NsConn {
         #[cfg(feature = "tokio")]
         {
             if let Some(conn) = self.lock().live.as_ref().filter(|c| c.is_alive()) {
-                return Ok(Nl::Async(conn.handle()));
+                return Ok(Nl::Async(conn.nl()));
             }
             let socket = self
                 .socket()
@@ -100,11 +100,11 @@ impl NsConn {
             let conn = driver::Conn::start(socket).map_err(failed("connect to netlink in"))?;
             let mut slot = self.lock();
             if let Some(existing) = slot.live.as_ref().filter(|c| c.is_alive()) {
-                return Ok(Nl::Async(existing.handle()));
+                return Ok(Nl::Async(existing.nl()));
             }
-            let handle = conn.handle();
+            let nl = conn.nl();
             slot.live = Some(conn);
-            Ok(Nl::Async(handle))
+            Ok(Nl::Async(nl))
         }
         #[cfg(not(feature = "tokio"))]
         unreachable!("without the tokio feature every thread uses the batched transport")
@@ -136,7 +136,7 @@ impl NsConn {
                 .live
                 .as_ref()
                 .filter(|c| c.is_alive())
-                .map(|c| Nl::Async(c.handle()));
+                .map(|c| Nl::Async(c.nl()));
             #[cfg(not(feature = "tokio"))]
             let live = None;
             live.or_else(|| {

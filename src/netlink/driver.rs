@@ -38,21 +38,35 @@ fn driver() -> io::Result<&'static tokio::runtime::Handle> {
             format!("cannot start the netlink driver thread: {e}"),
         )
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(failed)?;
-    let handle = runtime.handle().clone();
+    // The runtime is built on the driver thread once it is home: the thread inherits the
+    // namespace of whichever thread asked first (perhaps one inside a caller's namespace), and
+    // the runtime makes sockets (its signal driver's socket pair), which would pin that
+    // namespace for the life of the process.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("netns-kit-netlink".into())
         .spawn(move || {
-            // The thread inherited the namespace of whichever thread asked first (perhaps one
-            // inside a caller's namespace): leave it, so this long-lived thread pins nothing.
             // Best effort: the connections it polls act in their own namespaces regardless.
             let _ = crate::sys::enter_home();
-            runtime.block_on(std::future::pending::<()>())
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build();
+            match runtime {
+                Ok(runtime) => {
+                    let _ = tx.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>())
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
         })
+        .map_err(failed)?;
+    let handle = rx
+        .recv()
+        .map_err(|_| io::Error::other("the driver thread ended"))
+        .and_then(|r| r)
         .map_err(failed)?;
     Ok(DRIVER.get_or_init(|| handle))
 }
@@ -173,6 +187,7 @@ impl AsyncSocket for NlSocket {
 #[derive(Debug)]
 pub(crate) struct Conn {
     handle: rtnetlink::Handle,
+    dumps: std::sync::Arc<futures::lock::Mutex<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -188,15 +203,22 @@ impl Conn {
         connection.set_forward_ack(true);
         connection.set_forward_done(true);
         let task = runtime.spawn(connection);
-        Ok(Conn { handle, task })
+        Ok(Conn {
+            handle,
+            dumps: Default::default(),
+            task,
+        })
     }
 
     pub(crate) fn is_alive(&self) -> bool {
         !self.task.is_finished()
     }
 
-    pub(crate) fn handle(&self) -> rtnetlink::Handle {
-        self.handle.clone()
+    pub(crate) fn nl(&self) -> super::nl::AsyncNl {
+        super::nl::AsyncNl {
+            handle: self.handle.clone(),
+            dumps: self.dumps.clone(),
+        }
     }
 }
 

@@ -44,13 +44,31 @@ type ReplyStream =
 #[derive(Clone, Debug)]
 pub(crate) enum Nl {
     #[cfg(feature = "tokio")]
-    Async(rtnetlink::Handle),
+    Async(AsyncNl),
     Batched(Arc<BatchConn>),
 }
+
+/// The async connection's sender, and the lock that lets one dump at a time run on it: the
+/// kernel refuses a second dump on a socket (`EBUSY`) until the first has been read to its end,
+/// which under many concurrent requests is not soon.
+#[cfg(feature = "tokio")]
+#[derive(Clone, Debug)]
+pub(crate) struct AsyncNl {
+    pub(crate) handle: rtnetlink::Handle,
+    pub(crate) dumps: Arc<futures::lock::Mutex<()>>,
+}
+
+#[cfg(feature = "tokio")]
+type DeferredReply = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<RouteNetlinkMessage>, KernelError>> + Send>,
+>;
 
 enum ReplyKind {
     #[cfg(feature = "tokio")]
     Async(Result<ReplyStream, ()>),
+    /// A dump, sent once the connection's dump lock is taken.
+    #[cfg(feature = "tokio")]
+    Deferred(DeferredReply),
     Batched(Arc<BatchConn>, u32),
 }
 
@@ -69,8 +87,8 @@ impl Nl {
     pub(crate) fn send(&self, msg: RouteNetlinkMessage, flags: u16) -> Reply {
         match self {
             #[cfg(feature = "tokio")]
-            Nl::Async(handle) => Reply::stream(
-                handle,
+            Nl::Async(nl) => Reply::stream(
+                &nl.handle,
                 request_message(msg, rtnetlink::packet_core::NLM_F_ACK | flags),
             ),
             Nl::Batched(conn) => Reply(ReplyKind::Batched(
@@ -80,14 +98,22 @@ impl Nl {
         }
     }
 
-    /// Queues a dump request (`NLM_F_REQUEST | NLM_F_DUMP`).
+    /// Queues a dump request (`NLM_F_REQUEST | NLM_F_DUMP`). On the async transport it is sent
+    /// when awaited, once no other dump runs on the connection.
     pub(crate) fn dump(&self, msg: RouteNetlinkMessage) -> Reply {
         match self {
             #[cfg(feature = "tokio")]
-            Nl::Async(handle) => Reply::stream(
-                handle,
-                request_message(msg, rtnetlink::packet_core::NLM_F_DUMP),
-            ),
+            Nl::Async(nl) => {
+                let nl = nl.clone();
+                Reply(ReplyKind::Deferred(Box::pin(async move {
+                    let _one_dump = nl.dumps.lock().await;
+                    let message = request_message(msg, rtnetlink::packet_core::NLM_F_DUMP);
+                    match Reply::stream(&nl.handle, message).0 {
+                        ReplyKind::Async(stream) => Reply::from_stream(stream).await,
+                        _ => unreachable!("Reply::stream makes an async reply"),
+                    }
+                })))
+            }
             Nl::Batched(conn) => Reply(ReplyKind::Batched(conn.clone(), conn.queue(msg, 0, true))),
         }
     }
@@ -125,6 +151,8 @@ impl Reply {
         match self.0 {
             #[cfg(feature = "tokio")]
             ReplyKind::Async(stream) => Self::from_stream(stream).await,
+            #[cfg(feature = "tokio")]
+            ReplyKind::Deferred(reply) => reply.await,
             ReplyKind::Batched(conn, seq) => conn.wait(seq),
         }
     }
@@ -172,10 +200,10 @@ impl Reply {
     pub(crate) fn ack_blocking(self, timeout: Duration) -> Result<(), KernelError> {
         match self.0 {
             #[cfg(feature = "tokio")]
-            ReplyKind::Async(stream) => {
+            kind @ (ReplyKind::Async(_) | ReplyKind::Deferred(_)) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 driver::spawn(async move {
-                    let _ = tx.send(Self::from_stream(stream).await.map(drop));
+                    let _ = tx.send(Reply(kind).messages().await.map(drop));
                 })
                 .map_err(|e| KernelError::protocol(&e.to_string()))?;
                 rx.recv_timeout(timeout).unwrap_or(Err(KernelError {
