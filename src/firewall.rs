@@ -17,6 +17,10 @@
 //! it works with both the nf_tables and the legacy backend. Nothing global changes: neither
 //! `bridge-nf-call-iptables` nor `ip_forward` is touched.
 //!
+//! Removal cannot fail for lack of file descriptors: the rules hold the few an `iptables` run
+//! needs (`FD_RESERVE`, opened on `/dev/null`) from before the first insert, and let go of them
+//! just before they are removed.
+//!
 //! [`forward_check`] reports whether a namespace would drop bridged traffic this way. In a fresh
 //! namespace the firewall is empty and the policy `ACCEPT`, so tests need no fix.
 //!
@@ -50,6 +54,8 @@ const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
 /// before it is killed: a guard's `Drop` must not hang.
 const LOCK_WAIT: &str = "5";
 const DEADLINE: Duration = Duration::from_secs(10);
+/// How long the output of an `iptables` that has exited may take to arrive.
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// `program -w 5 args...` (no `-w` for the `-save` programs, which take no lock), entering `ns`
 /// between fork and exec (no shell), killed if the thread that started it ends (so it never acts
@@ -96,31 +102,71 @@ async fn on_thread<R: Send + 'static>(
         .map_err(|_| std::io::Error::other("the iptables thread ended early"))
 }
 
-/// Runs `program args...` inside `ns`, blocking: waits at most [`DEADLINE`], then kills the
-/// process.
+/// Runs `program args...` inside `ns`, blocking, for at most [`DEADLINE`] in all.
+///
+/// The program runs in a process group of its own. Its output is read on helper threads while
+/// it runs (a full pipe would stall it), but only the program's exit is waited for: once it has
+/// exited, what it wrote arrives within [`OUTPUT_GRACE`]; a descendant that kept the pipes open
+/// (a daemon it started, say) is then killed with the whole group and nobody waits on the pipes
+/// any more. At the deadline the whole group is killed and the run fails with `TimedOut`.
 fn run_blocking(ns: &NsInner, program: &'static str, args: &[String]) -> std::io::Result<Output> {
-    let child = command(ns, program, args).spawn()?;
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    // The output is read while the program runs (a full pipe would stall it), on a helper
-    // thread, so the wait can have a deadline.
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let reader = std::thread::Builder::new()
-        .name("netns-kit-iptables".into())
-        .spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        })?;
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => {
-            let _ = reader.join();
-            output
-        }
-        Err(_) => {
-            // Still running after the deadline: kill it (the helper thread then reaps it).
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = reader.join();
-            Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
+    use std::os::unix::process::CommandExt;
+    let mut child = command(ns, program, args).process_group(0).spawn()?;
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let kill_group = || {
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    };
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = pipe.map(|mut pipe| {
+            std::thread::Builder::new()
+                .name("netns-kit-iptables".into())
+                .spawn(move || {
+                    let mut bytes = Vec::new();
+                    let _ = pipe.read_to_end(&mut bytes);
+                    let _ = tx.send(bytes);
+                })
+        });
+        (rx, spawned)
+    };
+    let (out_rx, out_thread) = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let (err_rx, err_thread) = read(child.stderr.take().map(|p| Box::new(p) as _));
+    // The reader threads are never joined: they end when the pipes close.
+    for spawned in [out_thread, err_thread].into_iter().flatten() {
+        if let Err(e) = spawned {
+            kill_group();
+            let _ = child.wait();
+            return Err(e);
         }
     }
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        match child.try_wait()? {
+            Some(status) => break status,
+            None if std::time::Instant::now() >= deadline => {
+                kill_group();
+                let _ = child.wait();
+                return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+            }
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    let grace = std::time::Instant::now() + OUTPUT_GRACE;
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        let left = grace.saturating_duration_since(std::time::Instant::now());
+        rx.recv_timeout(left).unwrap_or_else(|_| {
+            // Something still holds the pipe: end the group (the reader then ends too).
+            kill_group();
+            Vec::new()
+        })
+    };
+    let stdout = collect(out_rx);
+    let stderr = collect(err_rx);
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 pub(crate) fn command_error(
@@ -151,7 +197,7 @@ pub(crate) fn command_error(
 }
 
 /// Whether a failed `iptables -D` failed because the rule (or chain) is not there.
-fn rule_absent(out: &Output) -> bool {
+pub(crate) fn rule_absent(out: &Output) -> bool {
     let stderr = String::from_utf8_lossy(&out.stderr);
     out.status.code() == Some(1)
         && (stderr.contains("does a matching rule exist")
@@ -184,7 +230,15 @@ pub(crate) struct ForwardRules {
     /// The programs (IP families) whose rules were inserted, shared by every clone (an insert
     /// runs on a clone, on a thread of its own).
     inserted: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    /// File descriptors held from before the first insert until removal starts, so the removal
+    /// can always start `iptables` (pipes, `/dev/null`), even in a process that has run out of
+    /// descriptors meanwhile.
+    reserve: Arc<std::sync::Mutex<Vec<std::fs::File>>>,
 }
+
+/// How many descriptors an `iptables` run needs at most: stdin, two output pipes, and the pipe
+/// through which `spawn` reports a failed `exec`, plus slack.
+const FD_RESERVE: usize = 8;
 
 impl ForwardRules {
     fn rule(&self, direction: &str, tag: &str) -> Vec<String> {
@@ -233,6 +287,7 @@ impl ForwardRules {
             bridge: bridge.to_owned(),
             tag: format!("{}:{serial}", owner::marker()),
             inserted: Arc::default(),
+            reserve: Arc::default(),
         }
     }
 
@@ -261,8 +316,29 @@ impl ForwardRules {
             .clone()
     }
 
+    /// Takes the descriptors the removal will need, if not held yet.
+    fn reserve_fds(&self) -> Result<()> {
+        let mut reserve = self.reserve.lock().unwrap_or_else(|e| e.into_inner());
+        while reserve.len() < FD_RESERVE {
+            let file = std::fs::File::open("/dev/null").map_err(|e| {
+                Error::os("reserve the file descriptors to remove", self.object(), e)
+            })?;
+            reserve.push(file);
+        }
+        Ok(())
+    }
+
+    /// Gives the reserved descriptors back, for the removal's `iptables` runs.
+    fn release_fds(&self) {
+        self.reserve
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Inserts the rules of every family that has a `filter` table and not yet our rules.
     fn insert_blocking(&self) -> Result<()> {
+        self.reserve_fds()?;
         for program in IPTABLES {
             if self.inserted().contains(&program) || !filter_table_exists(&self.ns, program) {
                 continue;
@@ -293,6 +369,7 @@ impl ForwardRules {
     /// inserted again with the new comment before the marked one is deleted, so traffic never
     /// stops passing. Errors are logged; returns whether every rule was unmarked.
     pub(crate) fn keep_blocking(&mut self) -> bool {
+        self.release_fds();
         let mut all = true;
         for program in self.inserted() {
             for direction in ["-i", "-o"] {
@@ -334,11 +411,14 @@ impl ForwardRules {
 
     /// Like [`remove`](Self::remove), blocking (for `Drop`).
     pub(crate) fn remove_blocking(&self) -> Result<()> {
+        self.release_fds();
         let mut errors = Vec::new();
         for program in self.inserted() {
             for direction in ["-i", "-o"] {
                 let args = self.args("-D", direction);
                 let result = run_blocking(&self.ns, program, &args);
+                let timed_out =
+                    matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut);
                 match &result {
                     Ok(out) if out.status.success() || rule_absent(out) => {}
                     _ => errors.push(command_error(
@@ -348,6 +428,10 @@ impl ForwardRules {
                         &args,
                         result,
                     )),
+                }
+                if timed_out {
+                    // The tool hangs: a second run would too. Keep teardown bounded.
+                    return Error::collect(self.object(), errors);
                 }
             }
         }
