@@ -140,6 +140,26 @@ pub(crate) fn validate_host(net: &IpNetwork, object: impl FnOnce() -> String) ->
     }
 }
 
+/// Checks that `net` can be a network's address that others route through (a gateway, the
+/// ends of a direct link): not loopback, whose packets never leave a namespace, and not IPv6
+/// link-local, which every interface has already and which needs an interface to be reached.
+pub(crate) fn validate_routable(net: &IpNetwork, object: impl FnOnce() -> String) -> Result<()> {
+    let reason = match net.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Some(format!(
+            "{ip} is a loopback address (127.0.0.0/8), which never leaves a namespace"
+        )),
+        IpAddr::V6(ip) if ip.is_loopback() => Some("::1 is the loopback address".to_owned()),
+        IpAddr::V6(ip) if ip.is_unicast_link_local() => Some(format!(
+            "{ip} is link-local (fe80::/10): every interface has one already; use a unique local address (fd00::/8)"
+        )),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => Err(Error::invalid(object(), reason)),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,16 +172,25 @@
 //! * **Guards tear down in every situation a destructor runs**: normal scope exit, a panic
 //!   unwinding through them, after the async runtime has shut down, on a plain thread, after
 //!   being moved between threads (every guard is `Send`). `Drop` never panics and waits for the
-//!   kernel at most 10 s per step (an `iptables` run at most 10 s).
+//!   kernel at most 10 s per step. An `iptables` run is bounded too: it runs in a process group
+//!   of its own, killed whole at 10 s, and once `iptables` has exited nothing waits for a child it
+//!   left holding its pipes; after one run times out, the rest of that teardown's runs are
+//!   skipped. FORWARD rules hold the few file descriptors their removal needs from the moment
+//!   they are inserted, so they are removed even in a process that ran out of descriptors.
 //! * **Failures and cancellation leave nothing.** Every builder puts what it creates under a
 //!   guard as soon as it is requested: if a later step fails, it is removed before the error is
 //!   returned; if the future is dropped (a timeout), the guard's `Drop` removes it.
 //! * **Named objects of a killed process can be reaped.** A named namespace is a bind mount, a
 //!   bridge in a surviving namespace stays, firewall rules stay: a process killed before its
 //!   guards ran leaves them behind, as a killed `ip netns add` script would. Every such object
-//!   carries its owner's mark (process id and start time) from the moment it exists, and
-//!   [`reap`] removes exactly those whose owner is dead — never anything unmarked, kept, or owned
-//!   by a running process.
+//!   carries its owner's mark (PID namespace, process id and start time) from the moment it
+//!   exists — both ends of a veth pair included — and [`reap`] removes exactly those whose owner
+//!   is known to be dead: never anything unmarked (whatever its link group or alias), kept, owned
+//!   by a running process, or owned by a process in a PID namespace the reaper cannot see.
+//! * **The library's threads pin no namespace.** Its worker threads go back to the process's
+//!   namespace after every job, and its netlink thread (with the sockets its runtime makes) is
+//!   set up there even when the first request comes from inside [`Namespace::run`]: a dropped
+//!   anonymous namespace is freed at once.
 //! * Destructors do not run on [`std::process::exit`], on an abort, or for a guard leaked with
 //!   [`std::mem::forget`]; then only the first and the fourth points apply.
 //!
@@ -189,7 +198,13 @@
 //!
 //! * **Names cannot escape.** A namespace name is one path component (no `/`, `.`, `..` or NUL),
 //!   checked before any syscall, so `/run/netns/NAME` stays inside `/run/netns`. Interface names
-//!   follow the kernel's rules, minus `%` (which the kernel would expand as a template).
+//!   follow the kernel's rules, minus `%` (which the kernel would expand as a template) and
+//!   non-ASCII characters (some of whose bytes the kernel reads as spaces); neither kind of name
+//!   may hold control characters (a newline, an escape sequence).
+//! * **The reaper trusts nothing in `/run/netns`**: it opens an entry as a namespace only after
+//!   checking, through an `O_PATH` descriptor, that it is one on nsfs (symbolic links are not
+//!   followed), and reads a marked file only if it is a regular file of at most 128 bytes: a FIFO,
+//!   a device or a huge file there is never read.
 //! * **Only namespace files are opened as namespaces**: [`Namespace::open_path`] and
 //!   [`Namespace::from_fd`] check that the file is on nsfs and of type `CLONE_NEWNET`, and
 //!   [`Namespace::from_pid`] pins the process with a pidfd so a reused pid is not followed.

@@ -169,6 +169,12 @@ impl IfName {
                 '%' => "contains `%` (the kernel would expand it as a name template, e.g. eth%d)",
                 '\0' => "contains a NUL byte",
                 c if c.is_whitespace() => "contains whitespace",
+                c if c.is_control() => {
+                    "contains a control character (it would garble `ip` output and logs)"
+                }
+                c if !c.is_ascii() => {
+                    "contains a non-ASCII character (the kernel reads some of their bytes as spaces)"
+                }
                 _ => continue,
             };
             return Err(bad(what.into()));
@@ -299,6 +305,12 @@ impl NsName {
         }
         if name.contains('\0') {
             return Err(bad("contains a NUL byte".into()));
+        }
+        if name.contains(char::is_control) {
+            return Err(bad(
+                "contains a control character (a newline would split `ip netns list`, an escape garble a terminal)"
+                    .into(),
+            ));
         }
         Ok(NsName(name.to_owned()))
     }

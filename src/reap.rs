@@ -67,11 +67,15 @@ twins! {
     /// Finds and removes everything this crate created whose owning process is dead: named
     /// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host`.
     ///
-    /// Every such object carries its owner's mark — process id *and* start time, so a reused pid
-    /// is never mistaken for the owner (see the [crate docs](crate#resource-leaking)). Objects
-    /// without a mark (made by other tools), marked by a process that is still running, or disarmed
-    /// with `keep()` are never touched. Only processes of this PID namespace can be checked: run the
-    /// reaper where the owners ran.
+    /// Every such object carries its owner's mark — PID namespace, process id *and* start time,
+    /// so neither a reused pid nor a process with the same pid in another PID namespace is
+    /// mistaken for the owner (see the [crate docs](crate#resource-leaking)). Objects without a
+    /// mark (made by other tools, whatever their link group or alias), marked by a process that is
+    /// still running, or disarmed with `keep()` are never touched; nor is anything whose owner this
+    /// reaper cannot judge: owners in another PID namespace can be judged only from the initial
+    /// one, which sees every process. Entries of `/run/netns` that are not namespace mounts or
+    /// small marked files (symbolic links, FIFOs, devices, large files) are never opened for
+    /// reading. Several reapers may run at once: what another removed first is not an error.
     ///
     /// Anonymous namespaces never need reaping: the kernel frees them with their last handle.
     ///
@@ -128,7 +132,8 @@ async fn reap_run_dir(dir: &Path, reaped: &mut Reaped) -> Result<()> {
             }
             continue;
         }
-        match sys::open_net_ns(&path) {
+        // Never followed: a symbolic link, a FIFO, a device or a plain file is not a namespace.
+        match sys::open_net_ns_at(&path, false) {
             Ok(fd) => {
                 // A namespace: its mark is the alias of its `lo`.
                 let Ok(ns) = Namespace::from_fd(fd) else {
@@ -154,9 +159,7 @@ async fn reap_run_dir(dir: &Path, reaped: &mut Reaped) -> Result<()> {
             Err(NotNetNs::Other(_)) => {
                 // Not mounted: a name claimed by a process that died before mounting holds
                 // that process's mark.
-                let marked = std::fs::read(&path)
-                    .ok()
-                    .filter(|c| c.len() < 128)
+                let marked = sys::read_small_file(&path, 128)
                     .and_then(|c| String::from_utf8(c).ok())
                     .is_some_and(|c| owner::is_dead_mark(&c));
                 if marked {
@@ -172,31 +175,40 @@ async fn reap_run_dir(dir: &Path, reaped: &mut Reaped) -> Result<()> {
     Ok(())
 }
 
+/// Whether `link` is one this crate made for a process known to be dead: it bears a dead
+/// owner's mark, or — killed before the mark was set — it has no alias, the creation queue
+/// length and a tagged group whose owner is dead (see [`owner`]). Anything else (no mark, a
+/// foreign alias, [`owner::KEPT`], a live or unjudgeable owner) is left alone.
+fn left_by_dead_owner(link: &crate::link::LinkInfo) -> bool {
+    match link.alias.as_deref() {
+        Some(alias) => owner::is_dead_mark(alias),
+        None => link.txqlen == Some(owner::CREATION_TXQLEN) && owner::is_dead_group(link.group),
+    }
+}
+
 async fn reap_links(host: &Namespace, reaped: &mut Reaped) -> Result<()> {
     let links = dump_links(host.inner()).await?;
+    let dead: Vec<bool> = links.iter().map(left_by_dead_owner).collect();
+    // A tagged group goes in one request only if every link in it is a dead owner's.
     let mut groups = BTreeSet::new();
-    let mut singles = Vec::new();
-    for link in &links {
-        let dead_mark = link.alias.as_deref().is_some_and(owner::is_dead_mark);
-        let tagged = owner::group_pid(link.group).is_some();
-        if tagged && (dead_mark || owner::is_dead_group(link.group)) {
+    for (link, &dead) in links.iter().zip(&dead) {
+        if dead && owner::is_tagged(link.group) {
             groups.insert(link.group);
-        } else if dead_mark {
-            singles.push(link);
         }
     }
-    // A group is removed only if nothing in it is kept or marked by a live process: a tag
-    // alone identifies its owner by pid only, which a reused pid could make ambiguous.
     groups.retain(|&group| {
         links
             .iter()
-            .filter(|l| l.group == group)
-            .all(|l| match l.alias.as_deref() {
-                Some(alias) if alias == owner::KEPT => false,
-                Some(alias) => owner::parse(alias).is_none() || owner::is_dead_mark(alias),
-                None => true,
-            })
+            .zip(&dead)
+            .filter(|(l, _)| l.group == group)
+            .all(|(_, &dead)| dead)
     });
+    let singles: Vec<_> = links
+        .iter()
+        .zip(&dead)
+        .filter(|(l, dead)| **dead && !groups.contains(&l.group))
+        .map(|(l, _)| l)
+        .collect();
     let nl = host.inner().nl().await?;
     for group in groups {
         let names: Vec<&str> = links
@@ -208,6 +220,7 @@ async fn reap_links(host: &Namespace, reaped: &mut Reaped) -> Result<()> {
             Ok(()) => reaped
                 .links
                 .push(format!("group {group:#x} ({})", names.join(", "))),
+            // Another reaper was faster.
             Err(e) if e.is_not_found() => {}
             Err(e) => reaped.errors.push(e.into_error(
                 "delete",
@@ -252,6 +265,8 @@ async fn reap_rules(host: &Namespace, reaped: &mut Reaped) {
                 Ok(out) if out.status.success() => {
                     reaped.firewall_rules.push(format!("{program} {line}"))
                 }
+                // Another reaper was faster.
+                Ok(out) if crate::firewall::rule_absent(&out) => {}
                 result => reaped.errors.push(crate::firewall::command_error(
                     "delete",
                     format!("a FORWARD rule left by a dead process in {}", host.label()),

@@ -267,6 +267,21 @@ pub(crate) fn ensure_run_dir(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
     }
+    // Across processes too: two processes making `dir` a mount point at once would each bind
+    // it onto itself, stacking mounts. `flock` on the directory serialises them (both open the
+    // same directory; the second finds the mount point the first made). Held until return.
+    let lock = fs::File::open(dir)?;
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| errno(e))
+        .map(|held| -> io::Result<()> {
+            let result = make_shared_mount(dir);
+            drop(held);
+            result
+        })?
+}
+
+/// Makes `dir` a shared mount point, binding it onto itself first if it is not one.
+fn make_shared_mount(dir: &Path) -> io::Result<()> {
     let shared = || {
         nix::mount::mount(
             None::<&str>,
@@ -329,6 +344,25 @@ pub(crate) fn bind_ns(fd: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
 
 /// Detaches the bind mount at `path` and removes the file, as `ip netns del` does. A missing
 /// mount or file counts as done.
+/// The contents of `path` if it is a regular file (not followed if a symbolic link) of at most
+/// `max` bytes. Inspected through an `O_PATH` descriptor first, so a FIFO, a device or a huge
+/// file is never opened for reading.
+pub(crate) fn read_small_file(path: &Path, max: u64) -> Option<Vec<u8>> {
+    let pathfd = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let st = nix::sys::stat::fstat(&pathfd).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > max {
+        return None;
+    }
+    let file = fs::File::open(format!("/proc/self/fd/{}", pathfd.as_raw_fd())).ok()?;
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max + 1), &mut content).ok()?;
+    (content.len() as u64 <= max).then_some(content)
+}
+
 pub(crate) fn unmount_and_unlink(path: &Path) -> io::Result<()> {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
@@ -631,15 +665,23 @@ pub(crate) fn register_async_fd<T: OwnsFd>(
 
 /// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`),
 /// which together with the pid identifies a process even after its pid is reused.
-pub(crate) fn process_start_time(pid: u32) -> io::Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+/// The start time of the process `/proc/ENTRY` is (`ENTRY` a pid as that `/proc` numbers it, or
+/// `self`, which is right even when `/proc` belongs to another PID namespace). A process that
+/// has exited but not been reaped yet (a zombie) counts as gone: `NotFound`.
+pub(crate) fn start_time_at(entry: &str) -> io::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{entry}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces: split after it.
+    let malformed = || io::Error::other("malformed /proc/PID/stat");
     let rest = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
-        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
-    rest.split_whitespace()
-        .nth(19)
+        .ok_or_else(malformed)?;
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return Err(io::Error::from(io::ErrorKind::NotFound));
+    }
+    fields
+        .nth(18)
         .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))
+        .ok_or_else(malformed)
 }

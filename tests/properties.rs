@@ -21,7 +21,7 @@ use proptest::{
 /// Characters that exercise every rule, plus ordinary ones.
 const ALPHABET: &[char] = &[
     'a', 'b', 'z', 'A', 'Z', '0', '9', '-', '_', '.', '/', ':', '%', ' ', '\t', '\n', '\0', '@',
-    '+', '=', 'é', 'ß', '→', '\u{a0}', '\u{2003}',
+    '+', '=', 'é', 'ß', '→', '\u{a0}', '\u{2003}', 'à', '\u{1b}', '\u{7f}', '\u{85}',
 ];
 
 /// Names of up to `max_len` characters drawn from [`ALPHABET`].
@@ -45,14 +45,20 @@ fn ifname_ok(s: &str) -> bool {
         && s.len() <= 15
         && s != "."
         && s != ".."
+        && s.is_ascii()
         && !s
             .chars()
-            .any(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace())
+            .any(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace() || c.is_control())
 }
 
 /// The namespace-name rules.
 fn nsname_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && s != "." && s != ".." && !s.contains(['/', '\0'])
+    !s.is_empty()
+        && s.len() <= 255
+        && s != "."
+        && s != ".."
+        && !s.contains(['/', '\0'])
+        && !s.contains(char::is_control)
 }
 
 /// The host-address rules for an (address, prefix), written independently.

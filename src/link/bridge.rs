@@ -22,7 +22,7 @@ use crate::{
     name::IfName,
     netlink::msg::add_address,
     netns::{Namespace, NsInner},
-    trace,
+    owner, trace,
     twins::twins,
 };
 
@@ -195,7 +195,7 @@ impl BridgeBuilder {
                     addresses.push(net);
                 }
 
-                let mut msg = LinkBridge::new(name.as_str());
+                let mut msg = LinkBridge::new(name.as_str()).txqueuelen(owner::CREATION_TXQLEN);
                 if let Some(mtu) = self.mtu {
                     msg = msg.mtu(mtu);
                 }

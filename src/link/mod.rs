@@ -178,6 +178,8 @@ pub struct LinkInfo {
     pub alias: Option<String>,
     /// The link group (`ip link set NAME group N`; 0 is the default group).
     pub group: u32,
+    /// The transmit queue length (`qlen` in `ip link`).
+    pub txqlen: Option<u32>,
 }
 
 impl LinkInfo {
@@ -193,6 +195,7 @@ impl LinkInfo {
             controller: None,
             alias: None,
             group: 0,
+            txqlen: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -206,6 +209,7 @@ impl LinkInfo {
                 LinkAttribute::Controller(c) => info.controller = Some(*c),
                 LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
                 LinkAttribute::Group(g) => info.group = *g,
+                LinkAttribute::TxQueueLen(q) => info.txqlen = Some(*q),
                 LinkAttribute::OperState(s) => {
                     info.oper_state = match s {
                         State::Up => OperState::Up,
@@ -374,7 +378,7 @@ pub(crate) fn settle_message(
     }
     Some(set_link(index, |mut b| {
         if mark {
-            b = b.alias(owner::marker());
+            b = b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN);
         }
         if let Some(group) = group {
             b = b.link_group(group);

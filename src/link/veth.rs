@@ -400,7 +400,7 @@ impl VethPlan {
         let marked = settle_message(index, true, creation.final_group()).map(|m| nl.send(m, 0));
         let peer_up = peer_nl.send(
             set_link_named(self.peer.as_str(), |b| {
-                let b = b.alias(owner::marker());
+                let b = b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN);
                 if self.up { b.up() } else { b }
             }),
             0,
@@ -456,7 +456,9 @@ pub(crate) struct VethMessage<'a> {
 
 /// The `RTM_NEWLINK` message for a veth pair.
 pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
-    let mut peer = LinkUnspec::new_with_name(v.peer);
+    // Both ends start with the creation queue length, until their alias marks are set (see
+    // `owner`).
+    let mut peer = LinkUnspec::new_with_name(v.peer).txqueuelen(owner::CREATION_TXQLEN);
     if let Some(mtu) = v.mtu {
         peer = peer.mtu(mtu);
     }
@@ -469,8 +471,9 @@ pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     if let Some(group) = v.peer_group {
         peer = peer.link_group(group);
     }
-    let mut msg =
-        LinkVeth::new(v.name, v.peer).set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
+    let mut msg = LinkVeth::new(v.name, v.peer)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+        .txqueuelen(owner::CREATION_TXQLEN);
     if v.up {
         msg = msg.up();
     }

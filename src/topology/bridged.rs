@@ -23,7 +23,7 @@ use crate::{
     error::{Error, Result},
     firewall::ForwardRules,
     guard::{self, Guard, Resource},
-    ip::{IntoIpNetwork, validate_host},
+    ip::{IntoIpNetwork, validate_host, validate_routable},
     link::{Link, bridge::Bridge},
     name::IfName,
     netlink::{
@@ -38,6 +38,21 @@ use crate::{
 /// How many members are set up at once: enough to overlap namespace creation (on the worker
 /// threads) with netlink requests, few enough to bound open sockets.
 const MEMBER_CONCURRENCY: usize = 8;
+
+/// The most ports a Linux bridge takes (`BR_MAX_PORTS` is 1024 and port number 0 is reserved):
+/// checked before anything is made, instead of meeting `EXFULL` at member 1024.
+const MAX_PORTS: usize = 1023;
+
+/// Refuses a network of more members than a bridge takes.
+fn check_port_count(members: usize, object: &dyn Fn() -> String) -> Result<()> {
+    if members > MAX_PORTS {
+        return Err(Error::invalid(
+            object(),
+            format!("{members} members: a bridge takes at most {MAX_PORTS} ports"),
+        ));
+    }
+    Ok(())
+}
 
 /// Builds a [`BridgedNetwork`]; see [`bridged`].
 ///
@@ -314,6 +329,7 @@ impl BridgedNetworkBuilder {
                 };
                 let interface_name = IfName::new(&self.interface_name)?;
                 let gateways = validate_gateways(self.gateways, &object)?;
+                check_port_count(self.members.len(), &object)?;
                 let mut taken = Taken::default();
                 let planned = self
                     .members
@@ -455,6 +471,7 @@ fn validate_gateways(
     for gw in given {
         let gw = gw?;
         validate_host(&gw, object)?;
+        validate_routable(&gw, object)?;
         if gateways.iter().any(|g| g.is_ipv4() == gw.is_ipv4()) {
             return Err(Error::invalid(
                 object(),
@@ -583,9 +600,12 @@ impl NetworkResource {
         unmark.extend(
             own_bridge
                 .into_iter()
-                .chain(self.members.iter().map(|m| m.host.index()))
                 .map(|index| (set_link(index, |b| b.link_group(0)), 0)),
         );
+        unmark.extend(self.members.iter().map(|m| {
+            let index = m.host.index();
+            (set_link(index, |b| b.link_group(0).alias(owner::KEPT)), 0)
+        }));
         let mut unmarked = match context.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
             Ok(answers) => answers
                 .into_iter()
@@ -832,6 +852,7 @@ impl BridgedNetwork {
             let resource = self.0.get_mut();
             let context = resource.context.clone();
             let describe = resource.describe();
+            check_port_count(resource.members.len() + 1, &|| describe.clone())?;
             // Validate against a copy of what is taken; commit it only once the member exists.
             let mut taken = resource.taken.clone();
             let planned = member::plan(
@@ -842,7 +863,15 @@ impl BridgedNetwork {
                 &mut taken,
                 &|| describe.clone(),
             )?;
-            let member = member::build(&context, planned).await?;
+            let member = match member::build(&context, planned).await {
+                Ok(member) => member,
+                // Deleted behind the network's back: say so rather than the kernel's EINVAL.
+                Err(_) if context.bridge.info().await.is_err_and(|e| e.is_not_found()) => {
+                    let gone = std::io::Error::from_raw_os_error(nix::libc::ENODEV);
+                    return Err(Error::os("add a member to", context.bridge.label(), gone));
+                }
+                Err(e) => return Err(e),
+            };
             let resource = self.0.get_mut();
             resource.taken = taken;
             resource.members.push(member);

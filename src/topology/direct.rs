@@ -7,7 +7,7 @@ use ipnetwork::IpNetwork;
 
 use crate::{
     error::{Error, Result},
-    ip::{IntoIpNetwork, validate_host},
+    ip::{IntoIpNetwork, validate_host, validate_routable},
     link::{Link, veth::VethPair},
     netns::{Namespace, NsInner},
     route::Route,
@@ -212,8 +212,10 @@ fn validate_pairs(
         if let Some(reason) = wrong {
             return Err(Error::invalid(object(), reason));
         }
-        validate_host(&a_net, object)?;
-        validate_host(&b_net, object)?;
+        for net in [&a_net, &b_net] {
+            validate_host(net, object)?;
+            validate_routable(net, object)?;
+        }
         pairs.push((a_net, b_net));
     }
     if pairs.is_empty() {

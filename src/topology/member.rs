@@ -561,7 +561,12 @@ impl InsideJob {
             batch.push((no_link_local(index), 0));
             labels.push(None);
         }
-        batch.push((set_link(index, |b| b.up().link_group(0)), 0));
+        batch.push((
+            set_link(index, |b| {
+                b.up().link_group(0).txqueuelen(owner::DEFAULT_TXQLEN)
+            }),
+            0,
+        ));
         labels.push(Some(("bring up", self.object.clone())));
         for ((msg, flags), label) in std::mem::take(&mut self.requests) {
             batch.push((with_index(msg, index), flags));
@@ -676,7 +681,13 @@ async fn attach_host_end(
         alone_in_group: None,
     });
     let bridge = net.bridge.index();
-    let attach = crate::netlink::msg::set_link_named(name.as_str(), |b| b.controller(bridge).up());
+    // With its ownership mark, replacing the creation queue length (see `owner`).
+    let attach = crate::netlink::msg::set_link_named(name.as_str(), |b| {
+        b.controller(bridge)
+            .up()
+            .alias(owner::marker())
+            .txqueuelen(owner::DEFAULT_TXQLEN)
+    });
     if let Err(e) = nl.send(attach, 0).ack().await {
         let e = e.into_error("attach to the bridge", object.to_owned());
         return Err(guard::roll_back(pending, e).await);
