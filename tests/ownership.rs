@@ -115,7 +115,8 @@ fn links_outside(ns: &Namespace) -> Vec<(String, i64, Option<String>)> {
         .collect()
 }
 
-const NETWORKS: usize = 150;
+/// More than half of the 512 groups a process once had per pid: two such ranges always overlapped.
+const NETWORKS: usize = 260;
 
 #[test]
 fn processes_in_different_pid_namespaces_never_share_names_or_link_groups() {
@@ -127,7 +128,12 @@ fn processes_in_different_pid_namespaces_never_share_names_or_link_groups() {
             .map(|i| {
                 bridged()
                     .host(&host)
-                    .gateway(format!("10.{}.{}.1/24", 120 + role.len(), i))
+                    .gateway(format!(
+                        "10.{}.{}.{}/30",
+                        120 + role.len(),
+                        i / 64,
+                        (i % 64) * 4 + 1
+                    ))
                     .create_blocking()
                     .unwrap()
             })
@@ -137,7 +143,11 @@ fn processes_in_different_pid_namespaces_never_share_names_or_link_groups() {
         }
         println!("READY");
         wait_for_go();
-        drop(nets);
+        if role == "a" {
+            drop(nets); // deleted one by one
+        } else {
+            std::process::exit(0); // left to the sandbox's end
+        }
         return;
     }
     let host = Namespace::new_blocking().unwrap();
@@ -181,7 +191,6 @@ fn processes_in_different_pid_namespaces_never_share_names_or_link_groups() {
     assert!(nets_a.iter().all(|n| !names.contains(&n.0)));
     b.go();
     b.wait_success();
-    assert_eq!(link_names(&host), ["lo"]);
 }
 
 #[test]
