@@ -429,6 +429,8 @@ struct Pool {
     alive: AtomicUsize,
     /// Workers waiting for a job.
     idle: AtomicUsize,
+    /// Jobs sent and not yet taken by a worker.
+    queued: AtomicUsize,
     size: usize,
 }
 
@@ -456,6 +458,7 @@ fn pool() -> io::Result<&'static Pool> {
         home,
         alive: AtomicUsize::new(0),
         idle: AtomicUsize::new(0),
+        queued: AtomicUsize::new(0),
         size,
     }))
 }
@@ -488,6 +491,9 @@ fn worker(pool: &'static Pool) {
             let rx = pool.rx.lock().unwrap_or_else(|p| p.into_inner());
             let job = rx.recv();
             pool.idle.fetch_sub(1, Ordering::SeqCst);
+            if job.is_ok() {
+                pool.queued.fetch_sub(1, Ordering::SeqCst);
+            }
             job
         };
         let Ok(job) = job else { break };
@@ -508,13 +514,16 @@ fn worker(pool: &'static Pool) {
     pool.alive.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Starts a worker if none is idle and the pool is not full. (A worker counts as idle from just
-/// before it waits for a job; a job sent while it is between jobs waits at most for the job it
-/// is finishing.)
+/// Starts a worker if there are more jobs waiting than idle workers to take them and the pool
+/// is not full. (A worker counts as idle from just before it waits for a job; a job sent while
+/// it is between jobs waits at most for the job it is finishing.) Counting queued jobs, not only
+/// idle workers, matters when many jobs come at once — the members of a bridged network are
+/// built concurrently — where one idle worker would otherwise take them all in turn.
 fn ensure_workers(pool: &'static Pool) -> io::Result<()> {
     loop {
         let alive = pool.alive.load(Ordering::SeqCst);
-        if alive >= pool.size || pool.idle.load(Ordering::SeqCst) > 0 {
+        let queued = pool.queued.load(Ordering::SeqCst);
+        if alive >= pool.size || pool.idle.load(Ordering::SeqCst) >= queued {
             return Ok(());
         }
         if pool
@@ -539,12 +548,19 @@ fn ensure_workers(pool: &'static Pool) -> io::Result<()> {
 
 fn submit(job: Job) -> io::Result<()> {
     let pool = pool()?;
-    ensure_workers(pool)?;
+    pool.queued.fetch_add(1, Ordering::SeqCst);
+    if let Err(e) = ensure_workers(pool) {
+        pool.queued.fetch_sub(1, Ordering::SeqCst);
+        return Err(e);
+    }
     pool.tx
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .send(job)
-        .map_err(|_| io::Error::other("netns-kit worker pool is gone"))
+        .map_err(|_| {
+            pool.queued.fetch_sub(1, Ordering::SeqCst);
+            io::Error::other("netns-kit worker pool is gone")
+        })
 }
 
 fn worker_gone() -> io::Error {
