@@ -361,17 +361,18 @@ async fn members_of_an_ipv4_only_network_keep_ipv6_quiet_and_ports_have_none() {
         v6.is_empty(),
         "an IPv4-only member got IPv6 addresses: {v6:?}"
     );
-    // The bridge port (host end) has IPv6 disabled altogether.
-    let port = m.host_interface().name().to_owned();
-    let out = outside(
-        &host,
-        "cat",
-        &[&format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6")],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    // The bridge port (host end) has no IPv6 address and makes none (it has no link-local
+    // address to announce: the bridge would flood that to every port).
     assert!(ping(m.namespace(), "10.69.0.254"));
+    let port = m.host_interface().name().to_owned();
+    let link = ip_json(&host, &["-d", "link", "show", "dev", &port]);
+    assert_eq!(link[0]["inet6_addr_gen_mode"], "none", "{link}");
+    let addrs = ip_json(&host, &["-6", "addr", "show", "dev", &port]);
+    let v6 = addrs[0]["addr_info"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(v6.is_empty(), "a bridge port got IPv6 addresses: {v6:?}");
 
     // A dual-stack network's members have their link-local address, as usual.
     let dual = bridged()

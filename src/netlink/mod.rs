@@ -33,6 +33,7 @@ mod conn;
 pub(crate) mod driver;
 pub(crate) mod msg;
 mod nl;
+pub(crate) mod ready;
 mod wire;
 
 pub(crate) use batch::BatchConn;

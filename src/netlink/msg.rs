@@ -108,7 +108,15 @@ pub(crate) fn echoed_link(messages: &[RouteNetlinkMessage]) -> Option<(u32, Opti
 /// ~10× longer to set up with it). It cannot be given when the link is created: the kernel only
 /// accepts it for an existing link.
 pub(crate) fn no_link_local(index: u32) -> RouteNetlinkMessage {
-    let mut msg = LinkUnspec::new_with_index(index).build();
+    quiet(LinkUnspec::new_with_index(index).build())
+}
+
+/// [`no_link_local`] for the link named `name`.
+pub(crate) fn no_link_local_named(name: &str) -> RouteNetlinkMessage {
+    quiet(LinkUnspec::new_with_name(name).build())
+}
+
+fn quiet(mut msg: LinkMessage) -> RouteNetlinkMessage {
     msg.attributes
         .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
             vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],

@@ -233,8 +233,8 @@ impl BridgedNetworkBuilder {
     /// O(N²) — with 1000 members, about 10× slower. `false` applies it to every member,
     /// existing namespaces included; `true` to none.
     ///
-    /// The bridge's own ports (the host-side veth ends) get IPv6 disabled where the system
-    /// allows writing the sysctl, for the same reason.
+    /// The bridge's own ports (the host-side veth ends) never get an IPv6 address
+    /// (`addrgenmode none`), for the same reason.
     ///
     /// # Examples
     ///
@@ -400,6 +400,9 @@ impl BridgedNetworkBuilder {
                 if let Some(e) = first_error {
                     return Err(guard::roll_back(network, e).await);
                 }
+                // Ready on return.
+                let net = network.get();
+                member::wait_ready(&net.context, &net.members, &net.describe()).await;
                 Ok(BridgedNetwork(network))
             })
             .await
@@ -872,6 +875,7 @@ impl BridgedNetwork {
                 }
                 Err(e) => return Err(e),
             };
+            member::wait_ready(&context, std::slice::from_ref(&member), &describe).await;
             let resource = self.0.get_mut();
             resource.taken = taken;
             resource.members.push(member);

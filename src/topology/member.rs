@@ -18,7 +18,7 @@
 use std::{
     collections::HashSet,
     net::IpAddr,
-    os::fd::{AsFd, AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     sync::Arc,
 };
 
@@ -37,7 +37,10 @@ use crate::{
     name::IfName,
     netlink::{
         BatchConn, Nl,
-        msg::{add_address, del_group, del_link, echoed_link, no_link_local, set_link, with_index},
+        msg::{
+            add_address, del_group, del_link, echoed_link, no_link_local, no_link_local_named,
+            set_link, with_index,
+        },
     },
     netns::{AbandonedJob, Namespace, NsInner, SocketJob},
     owner,
@@ -183,6 +186,42 @@ impl Default for MemberSpec {
     fn default() -> Self {
         MemberSpec::new()
     }
+}
+
+/// Waits until `members` carry traffic: their host ends forward on the bridge, both ends pass
+/// traffic, `nodad` IPv6 addresses are usable (see [`crate::netlink::ready`]). One wait for all,
+/// after they are built, so the kernel brings them up while the next ones are being made.
+pub(super) async fn wait_ready(net: &NetworkContext, members: &[Member], object: &str) {
+    if members.is_empty() {
+        return;
+    }
+    use crate::netlink::ready::Watched;
+    // The bridge too: its gateway addresses are what members reach first.
+    let bridge = Watched {
+        ns: net.host.fd().clone(),
+        index: net.bridge.index(),
+        ipv6: net.nodad && net.gateways.iter().any(IpNetwork::is_ipv6),
+    };
+    let links = members
+        .iter()
+        .flat_map(|m| {
+            [
+                // The host end has no IPv6 address (see `attach_host_end`).
+                Watched {
+                    ns: net.host.fd().clone(),
+                    index: m.host.index(),
+                    ipv6: false,
+                },
+                Watched {
+                    ns: m.ns.inner().fd().clone(),
+                    index: m.inside.index(),
+                    ipv6: m.addresses.iter().any(IpNetwork::is_ipv6),
+                },
+            ]
+        })
+        .chain([bridge])
+        .collect();
+    crate::netlink::ready::wait_ready(links, object).await;
 }
 
 /// A member of a [`BridgedNetwork`](crate::BridgedNetwork): its namespace, its interface (inside) and the host-side
@@ -482,7 +521,6 @@ impl InsideJob {
                 std::io::Error::from(std::io::ErrorKind::Interrupted),
             ));
         }
-        self.quiet_host_end();
         Ok((index, host_index))
     }
 
@@ -594,21 +632,6 @@ impl InsideJob {
         };
         let _ = conn.exchange(vec![(msg, 0)]);
     }
-
-    /// The host end is a bridge port and needs no IPv6 at all: disabling it there (while it is
-    /// still down) spares the host namespace an IPv6 route per port, which every later port's
-    /// start would otherwise walk. Best effort: without it IPv6 is only noisier.
-    fn quiet_host_end(&self) {
-        if crate::sys::setns_net(self.host_fd.as_fd()).is_ok() {
-            let _ = std::fs::write(
-                format!(
-                    "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
-                    self.host_name.as_str()
-                ),
-                "1",
-            );
-        }
-    }
 }
 
 /// Steps 2–4: builds `member` of the network (see the [module docs](self)): the inside job in
@@ -664,8 +687,15 @@ async fn build_traced(net: &NetworkContext, member: Planned, object: String) -> 
     })
 }
 
-/// Step 4: attaches the host end to the bridge and brings it up (one request); returns its
+/// Step 4: attaches the host end to the bridge and brings it up (one round trip); returns its
 /// index. Until then a pending guard removes the pair if this fails or the future is dropped.
+///
+/// The host end is a bridge port and needs no IPv6 address: it gets none (address generation
+/// mode `none`, set in the same round trip), so it sends no duplicate-address detection or MLD
+/// report that the bridge would flood to every port. IPv6 is not *disabled* on it: writing
+/// `disable_ipv6` takes the kernel's RTNL lock with a try-and-restart loop, which spins while
+/// other members are being built — measured: 100 members in 130 ms with that write, 96 ms
+/// with this request; 1,000 in 1.61 s against 1.31 s.
 async fn attach_host_end(
     net: &NetworkContext,
     nl: &Nl,
@@ -688,9 +718,21 @@ async fn attach_host_end(
             .alias(owner::marker())
             .txqueuelen(owner::DEFAULT_TXQLEN)
     });
-    if let Err(e) = nl.send(attach, 0).ack().await {
-        let e = e.into_error("attach to the bridge", object.to_owned());
-        return Err(guard::roll_back(pending, e).await);
+    // Both in one round trip; the address mode first, so it is in place before the carrier-on
+    // event (which `up` leads to) would make a link-local address.
+    let quiet = nl.send(no_link_local_named(name.as_str()), 0);
+    let attach = nl.send(attach, 0);
+    for (reply, op) in [(quiet, "quiet IPv6 on"), (attach, "attach to the bridge")] {
+        match reply.ack().await {
+            Ok(()) => {}
+            // Where the link has no IPv6 at all (IPv6 disabled in the host namespace, an MTU
+            // below 1280) it is quiet already.
+            Err(e) if op.starts_with("quiet") && e.errno == nix::libc::EAFNOSUPPORT => {}
+            Err(e) => {
+                let e = e.into_error(op, object.to_owned());
+                return Err(guard::roll_back(pending, e).await);
+            }
+        }
     }
     let index = match index {
         Some(index) => index,
