@@ -314,7 +314,7 @@ pub use reap::{Reaped, reap_blocking};
 pub use route::{Route, RouteBuilder, RouteDestination, RouteInfo};
 pub use topology::{
     BridgedNetwork, BridgedNetworkBuilder, DirectLink, DirectLinkBuilder, Member, MemberSpec,
-    bridged, connect,
+    RoutedNetwork, RoutedNetworkBuilder, RouterLink, bridged, connect, routed,
 };
 
 /// Re-exported so the address types in this crate's API can be named without a separate

@@ -119,3 +119,16 @@ fn runtime_example_wires_and_unwires_with_one_library_thread() {
         .unwrap_or_else(|| panic!("no thread count in {out}"));
     assert!(threads <= 2, "{threads} threads: {out}");
 }
+
+#[test]
+fn routed_reaches_across_subnets_with_ping_and_tcp() {
+    let out = run(&mut Command::new(example("routed")));
+    assert!(out.contains("routed network (2 LANs, 1 link)"), "{out}");
+    assert!(
+        out.contains("forwarding in the router: ipv4=1 ipv6=1"),
+        "{out}"
+    );
+    assert_eq!(out.matches(" ok, rtt ").count(), 6, "{out}");
+    assert!(out.contains("you said SELECT 1"), "{out}");
+    assert!(out.contains("done: routed network built"), "{out}");
+}

@@ -79,7 +79,10 @@ impl BridgeBuilder {
         self
     }
 
-    /// Adds IPv6 addresses without duplicate-address detection (default: off).
+    /// Adds IPv6 addresses without duplicate-address detection (default: off). With IPv6
+    /// addresses, the bridge's link-local address skips it too (`accept_dad` 0 on the bridge):
+    /// a router needs a usable link-local address to resolve neighbours for forwarded packets,
+    /// which would otherwise fail for the first second or two.
     pub fn nodad(mut self, nodad: bool) -> Self {
         self.nodad = nodad;
         self
@@ -228,6 +231,14 @@ impl BridgeBuilder {
                 }));
                 if let Err(e) = await_all(requests).await {
                     return Err(guard::roll_back(pending, e).await);
+                }
+                if self.nodad && addresses.iter().any(IpNetwork::is_ipv6) {
+                    // Its link-local address, made when the first port brings the carrier, is
+                    // usable at once too (see `nodad`).
+                    let key = format!("net.ipv6.conf.{}.accept_dad", name.as_str().replace('.', "/"));
+                    if let Err(e) = Namespace::view(ns.clone()).set_sysctl(&key, "0").await {
+                        return Err(guard::roll_back(pending, e).await);
+                    }
                 }
                 let rules = if self.accept_forward {
                     let rules = Guard::new(ForwardRules::for_bridge(link.ns(), link.name()));

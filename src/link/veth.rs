@@ -68,9 +68,19 @@ pub struct VethPairBuilder {
     nodad: bool,
     controller: Option<Link>,
     group: Option<u32>,
+    /// Whether `create` also waits for a usable link-local address on the first end (a
+    /// router's end: see `netlink::ready`).
+    router_end: bool,
 }
 
 impl VethPairBuilder {
+    /// Makes `create` wait for a usable link-local address on the first end too (it must be
+    /// made without duplicate-address detection).
+    pub(crate) fn router_end(mut self) -> Self {
+        self.router_end = true;
+        self
+    }
+
     /// Puts the first end in `ns` (default: the caller's current namespace). The request is
     /// sent on `ns`'s netlink connection.
     pub fn namespace(mut self, ns: &Namespace) -> Self {
@@ -240,6 +250,7 @@ impl VethPairBuilder {
         pub async fn create / create_blocking(self) -> Result<VethPair> {
             let span = self.create_span();
             trace::timed(span, async move {
+                let router_end = self.router_end;
                 let plan = self.validate()?;
                 let object = || plan.to_string();
                 let creation = CreationGroup::temporary(plan.group);
@@ -272,10 +283,12 @@ impl VethPairBuilder {
                             let ends = [pair.link(), pair.peer()]
                                 .into_iter()
                                 .zip(&plan.addresses)
-                                .map(|(l, addresses)| crate::netlink::ready::Watched {
+                                .zip([router_end, false])
+                                .map(|((l, addresses), router)| crate::netlink::ready::Watched {
                                     ns: l.ns().fd().clone(),
                                     index: l.index(),
                                     ipv6: addresses.iter().any(IpNetwork::is_ipv6),
+                                    link_local: router && addresses.iter().any(IpNetwork::is_ipv6),
                                 })
                                 .collect();
                             crate::netlink::ready::wait_ready(ends, &object()).await;
@@ -676,6 +689,7 @@ impl VethPair {
             up: true,
             nodad: false,
             controller: None,
+            router_end: false,
             group: None,
         }
     }

@@ -114,6 +114,11 @@ pub(crate) struct Watched {
     /// Whether it has IPv6 addresses, so IPv6 must be ready on it too (false for a link with
     /// IPv6 disabled, such as a bridge port's host end, where it never will be).
     pub(crate) ipv6: bool,
+    /// Whether it must have a usable (not tentative) link-local address: a router's interface,
+    /// whose neighbour solicitations for forwarded packets come from it (the kernel sends none
+    /// without one). Only where duplicate-address detection is off for it, or it would be a
+    /// wait of seconds.
+    pub(crate) link_local: bool,
 }
 
 /// What one namespace's watch still waits for.
@@ -126,6 +131,8 @@ struct Waiting {
     /// Those of them whose solicited-node multicast group is not joined yet (known once the
     /// address dump has ended).
     unjoined: Vec<(u32, std::net::Ipv6Addr)>,
+    /// Links that need a usable link-local address and have none yet.
+    link_local: Vec<u32>,
     /// Whether the address dump has ended.
     addresses_listed: bool,
     /// The dump being read, if any, and the dumps to ask for after it: one socket runs one dump
@@ -200,7 +207,10 @@ impl Waiting {
     }
 
     fn done(&self) -> bool {
-        self.pending().next().is_none() && self.addresses_listed && self.unjoined.is_empty()
+        self.pending().next().is_none()
+            && self.addresses_listed
+            && self.unjoined.is_empty()
+            && self.link_local.is_empty()
     }
 
     /// Takes in the kernel's latest word on a link.
@@ -296,6 +306,11 @@ fn wait_in(fd: &OwnedFd, wanted: &[&Watched], deadline: Instant) -> std::io::Res
     let ipv6_links: Vec<u32> = wanted.iter().filter(|w| w.ipv6).map(|w| w.index).collect();
     let ipv6 = !ipv6_links.is_empty();
     let indexes: Vec<u32> = wanted.iter().map(|w| w.index).collect();
+    let link_local: Vec<u32> = wanted
+        .iter()
+        .filter(|w| w.link_local)
+        .map(|w| w.index)
+        .collect();
     crate::sys::setns_net(fd.as_fd())?;
     let mut socket = Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)?;
     let groups = if ipv6 {
@@ -307,6 +322,7 @@ fn wait_in(fd: &OwnedFd, wanted: &[&Watched], deadline: Instant) -> std::io::Res
     socket.set_non_blocking(true)?;
     let mut waiting = Waiting {
         links: indexes,
+        link_local,
         addresses_listed: !ipv6,
         ipv6: ipv6_links,
         ..Waiting::default()
@@ -325,6 +341,7 @@ fn wait_in(fd: &OwnedFd, wanted: &[&Watched], deadline: Instant) -> std::io::Res
             let mut late: Vec<u32> = waiting
                 .pending()
                 .chain(waiting.unjoined.iter().map(|(i, _)| *i))
+                .chain(waiting.link_local.iter().copied())
                 .collect();
             late.dedup();
             return Ok(late);
@@ -439,6 +456,22 @@ fn nodad_address(msg: &AddressMessage) -> Option<std::net::Ipv6Addr> {
     address.filter(|_| flags.contains(AddressFlags::Nodad))
 }
 
+/// Whether an IPv6 address message is of a link-local address that is not tentative.
+fn usable_link_local(msg: &AddressMessage) -> bool {
+    let mut flags = AddressFlags::from_bits_truncate(u32::from(msg.header.flags.bits()));
+    let mut link_local = false;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Flags(f) => flags = *f,
+            AddressAttribute::Address(std::net::IpAddr::V6(a)) => {
+                link_local = a.segments()[0] & 0xffc0 == 0xfe80;
+            }
+            _ => {}
+        }
+    }
+    link_local && !flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
+}
+
 /// Reads every message waiting on `socket` and updates `waiting`.
 fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result<()> {
     loop {
@@ -472,6 +505,9 @@ fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a))
                     if waiting.ipv6.contains(&a.header.index) =>
                 {
+                    if usable_link_local(a) {
+                        waiting.link_local.retain(|&i| i != a.header.index);
+                    }
                     if let Some(address) = nodad_address(a) {
                         let key = (a.header.index, address);
                         if !waiting.nodad.contains(&key) {

@@ -73,10 +73,10 @@ fn check_port_count(members: usize, object: &dyn Fn() -> String) -> Result<()> {
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct BridgedNetworkBuilder {
-    host: Option<Arc<NsInner>>,
+    pub(super) host: Option<Arc<NsInner>>,
     bridge_name: Option<String>,
-    existing: Option<Link>,
-    gateways: Vec<Result<IpNetwork>>,
+    pub(super) existing: Option<Link>,
+    pub(super) gateways: Vec<Result<IpNetwork>>,
     interface_name: String,
     members: Vec<MemberSpec>,
     accept_forward: bool,
@@ -402,7 +402,7 @@ impl BridgedNetworkBuilder {
                 }
                 // Ready on return.
                 let net = network.get();
-                member::wait_ready(&net.context, &net.members, &net.describe()).await;
+                member::wait_ready(&net.context, !net.adopted, &net.members, &net.describe()).await;
                 Ok(BridgedNetwork(network))
             })
             .await
@@ -854,6 +854,7 @@ impl BridgedNetwork {
         pub async fn add_member / add_member_blocking(&mut self, spec: MemberSpec) -> Result<&Member> {
             let resource = self.0.get_mut();
             let context = resource.context.clone();
+            let own_bridge = !resource.adopted;
             let describe = resource.describe();
             check_port_count(resource.members.len() + 1, &|| describe.clone())?;
             // Validate against a copy of what is taken; commit it only once the member exists.
@@ -875,7 +876,8 @@ impl BridgedNetwork {
                 }
                 Err(e) => return Err(e),
             };
-            member::wait_ready(&context, std::slice::from_ref(&member), &describe).await;
+            member::wait_ready(&context, own_bridge, std::slice::from_ref(&member), &describe)
+                .await;
             let resource = self.0.get_mut();
             resource.taken = taken;
             resource.members.push(member);

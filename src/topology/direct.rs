@@ -36,6 +36,8 @@ pub struct DirectLinkBuilder {
     names: (String, String),
     addresses: Vec<(Result<IpNetwork>, Result<IpNetwork>)>,
     default_routes: bool,
+    /// Whether `a` gets its default route too (not on a router's side).
+    route_in_a: bool,
     nodad: bool,
     mtu: Option<u32>,
 }
@@ -69,6 +71,7 @@ pub fn connect(a: &Namespace, b: &Namespace) -> DirectLinkBuilder {
         names: ("veth0".into(), "veth1".into()),
         addresses: Vec::new(),
         default_routes: true,
+        route_in_a: true,
         nodad: true,
         mtu: None,
     }
@@ -92,6 +95,13 @@ impl DirectLinkBuilder {
     /// Whether each side gets a default route via the other (default: yes).
     pub fn default_routes(mut self, on: bool) -> Self {
         self.default_routes = on;
+        self
+    }
+
+    /// Only `b` gets a default route (via `a`): a router's link to a host.
+    pub(crate) fn default_route_only_in_b(mut self) -> Self {
+        self.default_routes = true;
+        self.route_in_a = false;
         self
     }
 
@@ -170,12 +180,16 @@ impl DirectLinkBuilder {
                 if let Some(mtu) = self.mtu {
                     veth = veth.mtu(mtu);
                 }
+                if !self.route_in_a {
+                    veth = veth.router_end();
+                }
                 for (a_net, b_net) in &pairs {
                     veth = veth.address(*a_net).peer_address(*b_net);
                 }
                 let veth = veth.create().await?;
                 if self.default_routes {
-                    if let Err(e) = add_default_routes(&a_view, &b_view, &pairs).await {
+                    let a_routes = self.route_in_a.then_some(&a_view);
+                    if let Err(e) = add_default_routes(a_routes, &b_view, &pairs).await {
                         return Err(veth.roll_back(e).await);
                     }
                 }
@@ -227,16 +241,18 @@ fn validate_pairs(
     Ok(pairs)
 }
 
-/// Adds, on each side, a default route via the other side's address, for every IP version.
+/// Adds, on each side (on `b` only when `a` is `None`), a default route via the other side's
+/// address, for every IP version.
 /// The routes go with the veth pair: they get no guard of their own.
 async fn add_default_routes(
-    a: &Namespace,
+    a: Option<&Namespace>,
     b: &Namespace,
     pairs: &[(IpNetwork, IpNetwork)],
 ) -> Result<()> {
-    let routes = pairs
-        .iter()
-        .flat_map(|(a_net, b_net)| [default_route(a, b_net.ip()), default_route(b, a_net.ip())]);
+    let routes = pairs.iter().flat_map(|(a_net, b_net)| {
+        let in_a = a.map(|a| default_route(a, b_net.ip()));
+        in_a.into_iter().chain([default_route(b, a_net.ip())])
+    });
     let mut first_error = None;
     for result in futures::future::join_all(routes).await {
         match result {

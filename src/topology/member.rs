@@ -191,16 +191,23 @@ impl Default for MemberSpec {
 /// Waits until `members` carry traffic: their host ends forward on the bridge, both ends pass
 /// traffic, `nodad` IPv6 addresses are usable (see [`crate::netlink::ready`]). One wait for all,
 /// after they are built, so the kernel brings them up while the next ones are being made.
-pub(super) async fn wait_ready(net: &NetworkContext, members: &[Member], object: &str) {
+pub(super) async fn wait_ready(
+    net: &NetworkContext,
+    own_bridge: bool,
+    members: &[Member],
+    object: &str,
+) {
     if members.is_empty() {
         return;
     }
     use crate::netlink::ready::Watched;
-    // The bridge too: its gateway addresses are what members reach first.
+    // The bridge's `nodad` gateway addresses too: they are what members reach first.
     let bridge = Watched {
         ns: net.host.fd().clone(),
         index: net.bridge.index(),
         ipv6: net.nodad && net.gateways.iter().any(IpNetwork::is_ipv6),
+        // Made without duplicate-address detection for a `nodad` network (see `Bridge`).
+        link_local: net.nodad && net.gateways.iter().any(IpNetwork::is_ipv6) && own_bridge,
     };
     let links = members
         .iter()
@@ -211,11 +218,13 @@ pub(super) async fn wait_ready(net: &NetworkContext, members: &[Member], object:
                     ns: net.host.fd().clone(),
                     index: m.host.index(),
                     ipv6: false,
+                    link_local: false,
                 },
                 Watched {
                     ns: m.ns.inner().fd().clone(),
                     index: m.inside.index(),
                     ipv6: m.addresses.iter().any(IpNetwork::is_ipv6),
+                    link_local: false,
                 },
             ]
         })

@@ -9,7 +9,11 @@
 //!   route via the gateway ([`BridgedNetwork`]), built from the [`Bridge`](crate::Bridge) builder and, for its
 //!   members, from the same messages those builders send, batched (see `member`).
 //!
-//! Both validate everything before the first request, roll back what they made if a later step
+//! * [`routed`] — a router namespace joining two or more subnets, each a bridged network whose
+//!   bridge lives in the router or a direct link from it, with forwarding on in the router only
+//!   ([`RoutedNetwork`]).
+//!
+//! All validate everything before the first request, roll back what they made if a later step
 //! fails, and return one guard owning everything they made.
 //!
 //! # Fast teardown of a bridged network
@@ -45,11 +49,14 @@
 //! * `direct` — [`connect`] and [`DirectLink`];
 //! * `bridged` — [`bridged`], [`BridgedNetwork`];
 //! * `member` — [`MemberSpec`], [`Member`], and the job that builds one member of a bridged
-//!   network, in named steps.
+//!   network, in named steps;
+//! * `routed` — [`routed`], [`RoutedNetwork`], [`RouterLink`].
 
 mod bridged;
 mod direct;
 mod member;
+mod routed;
 
 pub use bridged::{BridgedNetwork, BridgedNetworkBuilder, Member, MemberSpec, bridged};
 pub use direct::{DirectLink, DirectLinkBuilder, connect};
+pub use routed::{RoutedNetwork, RoutedNetworkBuilder, RouterLink, routed};

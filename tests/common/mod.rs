@@ -325,3 +325,69 @@ pub fn forward_rules(ns: &Namespace, program: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Runs `f` on a new thread inside `ns` (a plain `setns`, not this crate).
+pub fn in_ns<T: Send + 'static>(
+    ns: &Namespace,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    use std::os::fd::AsFd;
+    let fd = ns.as_fd().try_clone_to_owned().unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// A TCP server in `ns` on `port` (all addresses, IPv4 and IPv6) that answers one connection:
+/// reads a line and writes it back. Listening when this returns.
+pub fn tcp_echo_once(ns: &Namespace, port: u16) -> std::thread::JoinHandle<()> {
+    use std::io::{BufRead, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = in_ns(ns, move || {
+        let listener = std::net::TcpListener::bind(("::", port)).unwrap();
+        tx.send(()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap();
+        (&stream).write_all(line.as_bytes()).unwrap();
+    });
+    rx.recv().unwrap();
+    handle
+}
+
+/// A TCP connection from `ns` to `addr:port` that sends a line and reads it back: a real
+/// round trip through whatever lies between.
+pub fn tcp_round_trip(ns: &Namespace, addr: &str, port: u16) -> Result<(), String> {
+    use std::io::{BufRead, Write};
+    let to: std::net::SocketAddr = std::net::SocketAddr::new(addr.parse().unwrap(), port);
+    in_ns(ns, move || {
+        let timeout = std::time::Duration::from_secs(3);
+        let stream =
+            std::net::TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("{to}: {e}"))?;
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        (&stream)
+            .write_all(b"hello across\n")
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if line == "hello across\n" {
+            Ok(())
+        } else {
+            Err(format!("{to} answered {line:?}"))
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+/// A sysctl of `ns` as an outside `cat /proc/sys/...` reads it (`net.ipv4.ip_forward`).
+pub fn sysctl_outside(ns: &Namespace, key: &str) -> String {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let out = outside(ns, "cat", &[&path]).output().expect("run cat");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
