@@ -89,8 +89,11 @@
 //!    [`VethPair`] — the peer created directly inside its namespace — and [`Bridge`]), `addr`
 //!    ([`Address`], IPv4 and IPv6, with `nodad`), `route` ([`Route`], typed by IP version),
 //!    `firewall` ([`forward_check`] and the scoped FORWARD fix), `probe` ([`Namespace::ping`]);
-//! 6. **patterns** — `topology`: [`connect`] ([`DirectLink`]) and [`bridged`]
-//!    ([`BridgedNetwork`]), composed only from layer 5; `reap` ([`reap`]).
+//! 6. **patterns** — `topology`: [`connect`] ([`DirectLink`]), [`bridged`]
+//!    ([`BridgedNetwork`]) and [`routed`] ([`RoutedNetwork`], made of the other two), composed
+//!    only from layer 5; `reap` ([`reap`]);
+//! 7. **tools** — `lab` ([`lab::Lab`]): a private network per integration test, made of the
+//!    patterns, with named hosts, processes, and keep-on-failure.
 //!
 //! # Naming
 //!
@@ -283,6 +286,7 @@ mod error;
 mod firewall;
 mod guard;
 mod ip;
+pub mod lab;
 mod link;
 mod name;
 mod netlink;

@@ -132,3 +132,37 @@ fn routed_reaches_across_subnets_with_ping_and_tcp() {
     assert!(out.contains("you said SELECT 1"), "{out}");
     assert!(out.contains("done: routed network built"), "{out}");
 }
+
+#[test]
+fn lab_builds_hosts_and_a_router_uses_them_and_is_kept_on_failure() {
+    let out = run(&mut Command::new(example("lab")));
+    assert!(out.contains("lab ready in"), "{out}");
+    assert_eq!(out.matches(" ok\n").count(), 4, "{out}");
+    assert!(out.contains("stored snapshot-1"), "{out}");
+    assert!(out.contains("done: lab built, used and removed"), "{out}");
+    // Kept on failure, in a throw-away mount namespace with a private /run/netns.
+    let script = r#"
+        set -e
+        mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns
+        if NETNS_KIT_KEEP=1 "$1" --fail 2>&1; then echo UNEXPECTED-SUCCESS; exit 1; fi
+        echo "KEPT: $(ls /run/netns | wc -l)"
+        "$1" --reap
+        echo "LEFT: $(ls /run/netns | wc -l)"
+    "#;
+    let out = run(tool("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "bash",
+            "-c",
+            script,
+            "bash",
+        ])
+        .arg(example("lab")));
+    assert!(out.contains("its network is kept"), "{out}");
+    assert!(out.contains("KEPT: 9"), "{out}");
+    assert!(out.contains("reaped 9 kept namespaces"), "{out}");
+    assert!(out.contains("LEFT: 0"), "{out}");
+}

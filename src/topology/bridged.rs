@@ -73,9 +73,9 @@ fn check_port_count(members: usize, object: &dyn Fn() -> String) -> Result<()> {
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct BridgedNetworkBuilder {
-    pub(super) host: Option<Arc<NsInner>>,
+    pub(crate) host: Option<Arc<NsInner>>,
     bridge_name: Option<String>,
-    pub(super) existing: Option<Link>,
+    pub(crate) existing: Option<Link>,
     pub(super) gateways: Vec<Result<IpNetwork>>,
     interface_name: String,
     members: Vec<MemberSpec>,

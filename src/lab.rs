@@ -1,0 +1,663 @@
+//! A lab for integration tests: a private network per test, named hosts, any of the patterns
+//! inside it, commands and servers run in the hosts — gone when the test ends, or kept for
+//! inspection when it fails.
+//!
+//! ```no_run
+//! use netns_kit::lab::Lab;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let Some(mut lab) = Lab::or_skip_blocking("replication_survives_a_restart")? else {
+//!     return Ok(()); // not privileged here: skipped, and the reason was printed
+//! };
+//! lab.add_lan_blocking(["10.0.0.0/24", "fd00:10::/64"], ["db1", "db2", "app"])?;
+//! let db1 = lab.address("db1", 4)?; // 10.0.0.2
+//! let out = lab.command("app", "ping")?.args(["-c1", &db1.to_string()]).output()?;
+//! assert!(out.status.success());
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! * **Private.** A lab starts with a fresh anonymous namespace of its own, its "host", where
+//!   the bridges of its LANs live; hosts are fresh anonymous namespaces too. Nothing touches the
+//!   namespace the test runs in, and tests running in parallel cannot see each other's labs,
+//!   whatever addresses or names they use.
+//! * **Named hosts.** A host is found by the name the test gave it (`lab.host("db1")`), which
+//!   exists only in the lab until the lab is kept.
+//! * **Gone afterwards.** A lab owns everything in it as the crate's guards do; dropping it
+//!   (also while a failing test unwinds) kills the processes it started, then tears the
+//!   networks down, then frees the namespaces. Anonymous namespaces die with the process even on
+//!   `SIGKILL`.
+//! * **Kept on failure.** With `NETNS_KIT_KEEP=1` in the environment, a lab dropped while its
+//!   thread panics — a failing test — is kept instead: each of its namespaces is bind-mounted
+//!   at `/run/netns/nklab-TEST-HOST` (as `ip netns attach` does), every guard is disarmed, and
+//!   the lab prints, on standard error, one `ip netns exec`/`nsenter` line per host to step in.
+//!   Processes it started are still killed (nothing runs unattended). [`reap_kept`] removes
+//!   kept labs later; it touches only namespaces a lab kept (their `lo` carries the lab's mark).
+//! * **Skip or fail.** Building a lab needs `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` (root).
+//!   [`Lab::new`] fails with [`Error::PermissionDenied`] and the reason; [`Lab::or_skip`]
+//!   prints the reason and returns `None` instead, unless `NETNS_KIT_NO_SKIP=1` (say, in CI)
+//!   turns the skip back into that error.
+
+use std::{
+    net::IpAddr,
+    process::{Child, Command},
+};
+
+use ipnetwork::IpNetwork;
+
+use crate::{
+    error::{Error, Result},
+    ip::IntoIpNetwork,
+    link::Link,
+    name::NsName,
+    netns::Namespace,
+    owner, sys,
+    topology::{
+        BridgedNetwork, BridgedNetworkBuilder, DirectLink, DirectLinkBuilder, MemberSpec,
+        RoutedNetwork, RoutedNetworkBuilder, bridged,
+    },
+    twins::twins,
+};
+
+/// The environment variable that keeps a failing test's lab.
+pub const KEEP_ENV: &str = "NETNS_KIT_KEEP";
+/// The environment variable that turns [`Lab::or_skip`]'s skip into an error.
+pub const NO_SKIP_ENV: &str = "NETNS_KIT_NO_SKIP";
+/// The prefix of a kept lab's namespace names under `/run/netns`.
+pub const KEPT_PREFIX: &str = "nklab-";
+/// The `lo` alias of a kept lab's namespaces, followed by the test's name.
+const LAB_MARK: &str = "netns-kit:lab:";
+
+/// One network of a lab.
+#[derive(Debug)]
+enum Part {
+    Bridged(Box<BridgedNetwork>),
+    Routed(RoutedNetwork),
+    Link(DirectLink),
+}
+
+/// A private network for one test; see the [module docs](self).
+#[derive(Debug)]
+pub struct Lab {
+    test: String,
+    /// Processes started in hosts, killed first.
+    processes: Vec<Child>,
+    /// Torn down before the namespaces are freed.
+    parts: Vec<Part>,
+    hosts: Vec<(String, Namespace)>,
+    host: Namespace,
+}
+
+/// Whether `text` is a usable test or host name part: letters, digits, `_`, `-`.
+fn check_label(what: &str, text: &str) -> Result<()> {
+    if text.is_empty()
+        || text.len() > 64
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::invalid(
+            format!("{what} {text:?}"),
+            "use 1 to 64 letters, digits, `_` or `-`",
+        ));
+    }
+    Ok(())
+}
+
+impl Lab {
+    twins! {
+        /// A new lab for the test `test` (letters, digits, `_` and `-`: it names the lab's
+        /// namespaces if it is kept), with its private host namespace.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] for a bad name; [`Error::PermissionDenied`], saying what is
+        /// missing, without the privileges to make network namespaces.
+        pub async fn new / new_blocking(test: &str) -> Result<Lab> {
+            check_label("lab", test)?;
+            let host = Namespace::new().await.map_err(|e| explain(test, e))?;
+            Ok(Lab {
+                test: test.to_owned(),
+                processes: Vec::new(),
+                parts: Vec::new(),
+                hosts: Vec::new(),
+                host,
+            })
+        }
+    }
+
+    twins! {
+        /// [`Lab::new`], or `None` when the process lacks the privileges: the test is skipped,
+        /// and the reason printed on standard error (`netns-kit lab TEST: skipped: ...`). With
+        /// `NETNS_KIT_NO_SKIP=1` in the environment, the skip is an error instead.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`Lab::new`], except the skipped [`Error::PermissionDenied`].
+        pub async fn or_skip / or_skip_blocking(test: &str) -> Result<Option<Lab>> {
+            match Lab::new(test).await {
+                Ok(lab) => Ok(Some(lab)),
+                Err(e) if e.is_permission_denied() && std::env::var_os(NO_SKIP_ENV).is_none() => {
+                    eprintln!("netns-kit lab {test}: skipped: {e} (set {NO_SKIP_ENV}=1 to fail instead)");
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    /// The lab's private host namespace, where its LANs' bridges live.
+    pub fn namespace(&self) -> &Namespace {
+        &self.host
+    }
+
+    /// The test's name.
+    pub fn test(&self) -> &str {
+        &self.test
+    }
+
+    twins! {
+        /// Adds a host: a fresh namespace, found later by `name` (letters, digits, `_`, `-`).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] for a bad name or one already taken; the errors of
+        /// [`Namespace::new`].
+        pub async fn add_host / add_host_blocking(&mut self, name: &str) -> Result<&Namespace> {
+            check_label("host", name)?;
+            if self.hosts.iter().any(|(n, _)| n == name) {
+                return Err(Error::invalid(
+                    format!("host {name:?} of lab {}", self.test),
+                    "there is a host of that name already",
+                ));
+            }
+            let ns = Namespace::new().await?;
+            self.hosts.push((name.to_owned(), ns));
+            Ok(&self.hosts[self.hosts.len() - 1].1)
+        }
+    }
+
+    /// The host named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] naming the hosts there are.
+    pub fn host(&self, name: &str) -> Result<&Namespace> {
+        self.hosts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ns)| ns)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.hosts.iter().map(|(n, _)| n.as_str()).collect();
+                not_found(
+                    format!("host {name:?} in lab {}", self.test),
+                    format!("its hosts are {known:?}"),
+                )
+            })
+    }
+
+    /// The hosts' names, in the order they were added.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts.iter().map(|(n, _)| n.as_str())
+    }
+
+    twins! {
+        /// Puts `hosts` on one LAN: a bridge in the lab's host namespace with, on each subnet
+        /// of `subnets` (one per IP version), the subnet's first address as gateway and the
+        /// next ones for the hosts in order (`10.0.0.0/24`: gateway `10.0.0.1`, hosts
+        /// `10.0.0.2`, `10.0.0.3`, ...), and each host's default route via the gateway. Hosts
+        /// not added yet are added. Returns the network.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] for no subnet, two of one IP version, a subnet too small for
+        /// the hosts, a host named twice; the errors of [`Lab::add_host`] and
+        /// [`BridgedNetworkBuilder::create`]. Hosts added by this call are removed again on
+        /// error.
+        pub async fn add_lan / add_lan_blocking(
+            &mut self,
+            subnets: impl IntoIterator<Item = impl IntoIpNetwork>,
+            hosts: impl IntoIterator<Item = impl AsRef<str>>,
+        ) -> Result<&BridgedNetwork> {
+            let object = format!("LAN of lab {}", self.test);
+            let subnets = subnets
+                .into_iter()
+                .map(|s| s.into_ip_network())
+                .collect::<Result<Vec<_>>>()?;
+            let names: Vec<String> = hosts.into_iter().map(|h| h.as_ref().to_owned()).collect();
+            let plan = plan_lan(&object, &subnets, &names)?;
+            let before = self.hosts.len();
+            let mut builder = bridged().host(&self.host);
+            for gw in &plan.gateways {
+                builder = builder.gateway(*gw);
+            }
+            let mut failed = None;
+            for (name, addresses) in names.iter().zip(&plan.addresses) {
+                if self.host(name).is_err() {
+                    if let Err(e) = self.add_host(name).await {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                let Ok(ns) = self.host(name) else { continue };
+                let member = addresses
+                    .iter()
+                    .fold(MemberSpec::in_namespace(ns), |m, a| m.address(*a));
+                builder = builder.member(member);
+            }
+            let result = match failed {
+                Some(e) => Err(e),
+                None => builder.create().await,
+            };
+            match result {
+                Ok(net) => {
+                    self.parts.push(Part::Bridged(Box::new(net)));
+                    match self.parts.last() {
+                        Some(Part::Bridged(net)) => Ok(&**net),
+                        _ => unreachable!("just pushed"),
+                    }
+                }
+                Err(e) => {
+                    self.hosts.truncate(before);
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    twins! {
+        /// Adds a bridged network made by `network` (its bridge in the lab's host namespace
+        /// unless it names a host); its members are usually lab hosts
+        /// (`MemberSpec::in_namespace(lab.host("db1")?)`).
+        ///
+        /// # Errors
+        ///
+        /// Those of [`BridgedNetworkBuilder::create`].
+        pub async fn add_bridged / add_bridged_blocking(
+            &mut self,
+            network: BridgedNetworkBuilder,
+        ) -> Result<&BridgedNetwork> {
+            let network = if network.host.is_none() && network.existing.is_none() {
+                network.host(&self.host)
+            } else {
+                network
+            };
+            self.parts.push(Part::Bridged(Box::new(network.create().await?)));
+            match self.parts.last() {
+                Some(Part::Bridged(net)) => Ok(&**net),
+                _ => unreachable!("just pushed"),
+            }
+        }
+    }
+
+    twins! {
+        /// Adds a routed network made by `network`; give it a lab host as its router
+        /// (`.router(lab.host("r1")?)`) to reach the router by name.
+        ///
+        /// # Errors
+        ///
+        /// Those of [`RoutedNetworkBuilder::create`].
+        pub async fn add_routed / add_routed_blocking(
+            &mut self,
+            network: RoutedNetworkBuilder,
+        ) -> Result<&RoutedNetwork> {
+            self.parts.push(Part::Routed(network.create().await?));
+            match self.parts.last() {
+                Some(Part::Routed(net)) => Ok(net),
+                _ => unreachable!("just pushed"),
+            }
+        }
+    }
+
+    twins! {
+        /// Adds a direct link made by `link` (`connect(lab.host("a")?, lab.host("b")?)`).
+        ///
+        /// # Errors
+        ///
+        /// Those of [`DirectLinkBuilder::create`].
+        pub async fn add_link / add_link_blocking(&mut self, link: DirectLinkBuilder) -> Result<&DirectLink> {
+            self.parts.push(Part::Link(link.create().await?));
+            match self.parts.last() {
+                Some(Part::Link(link)) => Ok(link),
+                _ => unreachable!("just pushed"),
+            }
+        }
+    }
+
+    /// The addresses `host` got in this lab's networks (LANs, bridged and routed networks,
+    /// links), in the order they were made.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown host.
+    pub fn addresses(&self, host: &str) -> Result<Vec<IpNetwork>> {
+        let ns = self.host(host)?;
+        let mut found = Vec::new();
+        let from_bridged = |net: &BridgedNetwork, found: &mut Vec<IpNetwork>| {
+            for m in net.members() {
+                if m.namespace() == ns {
+                    found.extend_from_slice(m.addresses());
+                }
+            }
+        };
+        for part in &self.parts {
+            match part {
+                Part::Bridged(net) => from_bridged(net, &mut found),
+                Part::Routed(net) => {
+                    for lan in net.lans() {
+                        from_bridged(lan, &mut found);
+                    }
+                    for link in net.links() {
+                        if in_ns(link.b(), ns) {
+                            found.extend(link.addresses().iter().map(|(_, b)| *b));
+                        }
+                    }
+                    if net.router() == ns {
+                        for lan in net.lans() {
+                            found.extend_from_slice(lan.gateways());
+                        }
+                        for link in net.links() {
+                            found.extend(link.addresses().iter().map(|(a, _)| *a));
+                        }
+                    }
+                }
+                Part::Link(link) => {
+                    for (a, b) in link.addresses() {
+                        if in_ns(link.a(), ns) {
+                            found.push(*a);
+                        }
+                        if in_ns(link.b(), ns) {
+                            found.push(*b);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The first address of IP version `version` (4 or 6) `host` got in this lab.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown host or one without such an address.
+    pub fn address(&self, host: &str, version: u8) -> Result<IpAddr> {
+        self.addresses(host)?
+            .into_iter()
+            .find(|a| {
+                if version == 6 {
+                    a.is_ipv6()
+                } else {
+                    a.is_ipv4()
+                }
+            })
+            .map(|a| a.ip())
+            .ok_or_else(|| {
+                not_found(
+                    format!("IPv{version} address of host {host:?} in lab {}", self.test),
+                    "it has none".to_owned(),
+                )
+            })
+    }
+
+    /// A command to run `program` inside `host` (see [`Namespace::command`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown host.
+    pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        Ok(self.host(host)?.command(program))
+    }
+
+    /// Starts `command` (from [`Lab::command`]) as a process the lab owns: it is killed and
+    /// reaped when the lab goes, first of all. Returns it, to read its output or stop it
+    /// earlier.
+    ///
+    /// # Errors
+    ///
+    /// The error of [`Command::spawn`], naming the program.
+    pub fn spawn(&mut self, command: &mut Command) -> Result<&mut Child> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .spawn()
+            .map_err(|e| Error::os("start", format!("{program:?} in lab {}", self.test), e))?;
+        self.processes.push(child);
+        Ok(self.processes.last_mut().expect("just pushed"))
+    }
+
+    /// Every namespace of the lab with a name for it: hosts by their names, then the host
+    /// namespace, routers and members the lab's networks made themselves.
+    fn namespaces(&self) -> Vec<(String, &Namespace)> {
+        let mut all: Vec<(String, &Namespace)> = vec![("lab.host".to_owned(), &self.host)];
+        all.extend(self.hosts.iter().map(|(n, ns)| (n.clone(), ns)));
+        fn add<'a>(all: &mut Vec<(String, &'a Namespace)>, kind: &str, ns: &'a Namespace) {
+            if !all.iter().any(|(_, known)| *known == ns) {
+                let n = all
+                    .iter()
+                    .filter(|(name, _)| name.starts_with(kind))
+                    .count()
+                    + 1;
+                all.push((format!("{kind}.{n}"), ns));
+            }
+        }
+        for part in &self.parts {
+            let lans: Vec<&BridgedNetwork> = match part {
+                Part::Bridged(net) => vec![&**net],
+                Part::Routed(net) => {
+                    add(&mut all, "router", net.router());
+                    net.lans().iter().collect()
+                }
+                Part::Link(_) => Vec::new(),
+            };
+            for net in lans {
+                for m in net.members() {
+                    add(&mut all, "member", m.namespace());
+                }
+            }
+        }
+        all
+    }
+
+    /// Keeps the lab for inspection (see the [module docs](self)): names its namespaces,
+    /// disarms its guards and prints how to step in.
+    fn keep_for_inspection(&mut self) {
+        let mut lines = Vec::new();
+        for (name, ns) in self.namespaces() {
+            let full = format!("{KEPT_PREFIX}{}-{name}", self.test);
+            match pin(ns, &full, &format!("{LAB_MARK}{}", self.test)) {
+                Ok(()) => lines.push(format!(
+                    "  {name:<10} ip netns exec {full} bash    (or: nsenter --net=/run/netns/{full} bash)"
+                )),
+                Err(e) => lines.push(format!("  {name:<10} not kept: {e}")),
+            }
+        }
+        for part in std::mem::take(&mut self.parts) {
+            match part {
+                Part::Bridged(net) => drop((*net).keep()),
+                Part::Routed(net) => drop(net.keep()),
+                Part::Link(link) => drop(link.keep()),
+            }
+        }
+        eprintln!(
+            "netns-kit lab {}: the test failed; its network is kept ({KEEP_ENV}=1). Step in with:\n{}\n  remove it with `netns_kit::lab::reap_kept()` (or `ip netns del NAME` for each)",
+            self.test,
+            lines.join("\n")
+        );
+    }
+}
+
+/// Turns a permission error into one that says what a lab needs.
+fn explain(test: &str, e: Error) -> Error {
+    if e.is_permission_denied() {
+        Error::with_detail(
+            "create",
+            format!("lab {test}"),
+            std::io::Error::from_raw_os_error(nix::libc::EPERM),
+            Some(format!(
+                "{e}; a lab makes network namespaces, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN (run the tests as root)"
+            )),
+        )
+    } else {
+        e
+    }
+}
+
+/// [`Error::NotFound`] for something looked up in a lab.
+fn not_found(object: String, detail: String) -> Error {
+    Error::with_detail(
+        "find",
+        object,
+        std::io::Error::from_raw_os_error(nix::libc::ENOENT),
+        Some(detail),
+    )
+}
+
+/// Whether `link` is in `ns`.
+fn in_ns(link: &Link, ns: &Namespace) -> bool {
+    link.ns().id() == ns.inner().id()
+}
+
+/// A LAN's addresses: the gateways, then each host's (one per subnet).
+struct LanPlan {
+    gateways: Vec<IpNetwork>,
+    addresses: Vec<Vec<IpNetwork>>,
+}
+
+fn plan_lan(object: &str, subnets: &[IpNetwork], hosts: &[String]) -> Result<LanPlan> {
+    if subnets.is_empty() {
+        return Err(Error::invalid(
+            object,
+            "give it a subnet (one per IP version)",
+        ));
+    }
+    if subnets.iter().filter(|s| s.is_ipv4()).count() > 1
+        || subnets.iter().filter(|s| s.is_ipv6()).count() > 1
+    {
+        return Err(Error::invalid(
+            object,
+            "give at most one subnet per IP version",
+        ));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        if hosts[..i].contains(h) {
+            return Err(Error::invalid(object, format!("host {h:?} is named twice")));
+        }
+    }
+    let nth = |subnet: &IpNetwork, n: usize| -> Option<IpNetwork> {
+        let ip = match subnet {
+            // The last IPv4 address is the broadcast address.
+            IpNetwork::V4(s) => u32::try_from(n)
+                .ok()
+                .filter(|&n| n + 1 < s.size())
+                .and_then(|n| s.nth(n))
+                .map(IpAddr::V4)?,
+            IpNetwork::V6(s) => s.nth(n as u128).map(IpAddr::V6)?,
+        };
+        IpNetwork::new(ip, subnet.prefix()).ok()
+    };
+    let mut gateways = Vec::new();
+    let mut addresses = vec![Vec::new(); hosts.len()];
+    for subnet in subnets {
+        let subnet = IpNetwork::new(subnet.network(), subnet.prefix()).unwrap_or(*subnet);
+        let gw = nth(&subnet, 1).ok_or_else(|| {
+            Error::invalid(
+                object,
+                format!("subnet {subnet} is too small for a gateway"),
+            )
+        })?;
+        gateways.push(gw);
+        for (i, list) in addresses.iter_mut().enumerate() {
+            let a = nth(&subnet, i + 2).ok_or_else(|| {
+                Error::invalid(
+                    object,
+                    format!(
+                        "subnet {subnet} is too small for a gateway and {} hosts",
+                        hosts.len()
+                    ),
+                )
+            })?;
+            list.push(a);
+        }
+    }
+    Ok(LanPlan {
+        gateways,
+        addresses,
+    })
+}
+
+/// Names `ns` `/run/netns/NAME` (bind mount, as `ip netns attach`) and marks its `lo` as a
+/// kept lab's.
+fn pin(ns: &Namespace, name: &str, mark: &str) -> Result<()> {
+    let name = NsName::new(name)?;
+    let dir = std::path::Path::new(sys::NETNS_RUN_DIR);
+    let path = dir.join(name.as_str());
+    let label = format!("namespace {:?}", name.as_str());
+    sys::ensure_run_dir(dir).map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
+    sys::claim_ns_file(dir, name.as_str(), &owner::claim_name(), mark)
+        .map_err(|e| Error::os("name", label.clone(), e))?;
+    if let Err(e) = sys::bind_ns(std::os::fd::AsFd::as_fd(ns), &path) {
+        let _ = std::fs::remove_file(&path);
+        return Err(Error::os("bind-mount", label, e));
+    }
+    let marked = crate::netlink::msg::set_link(1, |b| b.alias(mark));
+    ns.inner().blocking_one(marked, "mark", || label.clone())
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            // Only processes this lab started, by their pid.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() && std::env::var_os(KEEP_ENV).is_some_and(|v| v == "1") {
+            self.keep_for_inspection();
+        }
+        // Otherwise the fields go in order: networks (each torn down by its guard), then the
+        // namespaces.
+    }
+}
+
+twins! {
+    free
+    /// Removes every lab kept for inspection (see the [module docs](self)): each namespace
+    /// under `/run/netns` named `nklab-...` whose `lo` carries a kept lab's mark is unmounted
+    /// and removed, and the kernel frees it with everything inside. Returns the names removed.
+    ///
+    /// # Errors
+    ///
+    /// Errors reading `/run/netns` or removing a name, collected.
+    pub async fn reap_kept / reap_kept_blocking() -> Result<Vec<String>> {
+        let dir = std::path::Path::new(sys::NETNS_RUN_DIR);
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::os("read", "/run/netns", e)),
+        };
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(KEPT_PREFIX) {
+                continue;
+            }
+            // Only a lab's: its `lo` carries the mark (a stranger's namespace of that name, or
+            // anything that is not a namespace, is left alone).
+            let Ok(ns) = Namespace::open(&name) else { continue };
+            let alias = match ns.link_by_index(1).await {
+                Ok(lo) => lo.info().await.ok().and_then(|i| i.alias),
+                Err(_) => None,
+            };
+            if !alias.is_some_and(|a| a.starts_with(LAB_MARK)) {
+                continue;
+            }
+            drop(ns);
+            match Namespace::remove(&name) {
+                Ok(()) => removed.push(name),
+                Err(e) => errors.push(e),
+            }
+        }
+        Error::collect("kept labs", errors).map(|()| removed)
+    }
+}

@@ -1,0 +1,269 @@
+//! The public lab for test authors, checked from outside: hosts by name on a LAN and behind a
+//! router, commands and processes run in hosts, everything gone afterwards; a failing test's
+//! lab kept as named namespaces with `NETNS_KIT_KEEP=1` and removed by `reap_kept`; skip or
+//! fail without privileges.
+//!
+//! The keep and skip checks run this test binary again (its `#[ignore]`d `inner_*` tests) in a
+//! throw-away mount namespace with a private `/run/netns`, or as `nobody`.
+
+mod common;
+
+use common::{ip_json, link_names, ping, proc_path, tcp_echo_once, tcp_round_trip, tool};
+use netns_kit::{MemberSpec, Namespace, bridged, connect, lab::Lab, routed};
+
+#[test]
+fn hosts_on_a_lan_run_commands_and_servers_and_are_gone_afterwards() {
+    let mut lab = Lab::new_blocking("lan_test").unwrap();
+    let lan = lab
+        .add_lan_blocking(["10.170.0.0/24", "fd70::/64"], ["db1", "db2", "app"])
+        .unwrap();
+    assert_eq!(lan.gateways()[0].to_string(), "10.170.0.1/24");
+    assert_eq!(lab.hosts().collect::<Vec<_>>(), ["db1", "db2", "app"]);
+    assert_eq!(lab.address("db1", 4).unwrap().to_string(), "10.170.0.2");
+    assert_eq!(lab.address("app", 6).unwrap().to_string(), "fd70::4");
+    // From outside: each host has its address and a default route via the gateway.
+    let db2 = lab.host("db2").unwrap();
+    let routes = ip_json(db2, &["-4", "route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], "10.170.0.1");
+    let app = lab.host("app").unwrap();
+    assert!(ping(app, "10.170.0.2"));
+    assert!(ping(app, "fd70::3"));
+    // A command runs inside its host.
+    let out = lab
+        .command("db1", "ip")
+        .unwrap()
+        .args(["-br", "-4", "addr", "show", "dev", "eth0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.170.0.2/24"));
+    // A process the lab owns runs in its host's namespace (as /proc shows), and dies with it.
+    let pid = lab
+        .spawn(lab.command("db2", "sleep").unwrap().arg("60"))
+        .unwrap()
+        .id();
+    let inode =
+        |path: &str| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    assert_eq!(
+        inode(&format!("/proc/{pid}/ns/net")).unwrap(),
+        lab.host("db2").unwrap().inode()
+    );
+    // A TCP server in one host, a client in another.
+    let server = tcp_echo_once(lab.host("db1").unwrap(), 7500);
+    tcp_round_trip(lab.host("app").unwrap(), "10.170.0.2", 7500).unwrap();
+    server.join().unwrap();
+
+    // Unknown names are clear errors.
+    let err = lab.host("db9").unwrap_err();
+    assert!(
+        err.is_not_found() && err.to_string().contains("db9"),
+        "{err}"
+    );
+    let err = lab.add_host_blocking("db1").unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    let err = lab.add_host_blocking("no/slash").unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+
+    // A second handle on a host outlives the lab: the host is empty afterwards.
+    let db1_again = Namespace::open_path(proc_path(lab.host("db1").unwrap())).unwrap();
+    let private_host = Namespace::open_path(proc_path(lab.namespace())).unwrap();
+    drop(lab);
+    assert_eq!(link_names(&db1_again), ["lo"]);
+    assert_eq!(link_names(&private_host), ["lo"]);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true),
+        "the lab's process {pid} still runs"
+    );
+}
+
+#[tokio::test]
+async fn a_lab_holds_a_router_and_a_direct_link_too() {
+    let mut lab = Lab::new("router_test").await.unwrap();
+    for host in ["r1", "web", "db", "probe"] {
+        lab.add_host(host).await.unwrap();
+    }
+    let net =
+        routed()
+            .router(lab.host("r1").unwrap())
+            .lan(bridged().gateway("10.171.1.1/24").member(
+                MemberSpec::in_namespace(lab.host("web").unwrap()).address("10.171.1.2/24"),
+            ))
+            .lan(bridged().gateway("10.171.2.1/24").member(
+                MemberSpec::in_namespace(lab.host("db").unwrap()).address("10.171.2.2/24"),
+            ));
+    lab.add_routed(net).await.unwrap();
+    let link = connect(lab.host("probe").unwrap(), lab.host("web").unwrap())
+        .names("p0", "p0")
+        .address("10.171.9.1/30", "10.171.9.2/30")
+        .default_routes(false);
+    lab.add_link(link).await.unwrap();
+    assert_eq!(lab.address("db", 4).unwrap().to_string(), "10.171.2.2");
+    assert_eq!(lab.address("probe", 4).unwrap().to_string(), "10.171.9.1");
+    let router_addresses: Vec<String> = lab
+        .addresses("r1")
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(router_addresses, ["10.171.1.1/24", "10.171.2.1/24"]);
+    assert!(ping(lab.host("web").unwrap(), "10.171.2.2"));
+    assert!(ping(lab.host("probe").unwrap(), "10.171.9.2"));
+    assert_eq!(
+        common::sysctl_outside(lab.host("r1").unwrap(), "net.ipv4.ip_forward"),
+        "1"
+    );
+}
+
+/// Runs `script` with `$1` = this test binary in a new mount namespace with a private
+/// `/run/netns`; returns its output, and whether it succeeded.
+fn in_private_run_netns(script: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let exe = std::env::current_exe().unwrap();
+    tool("ip");
+    let mut cmd = tool("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "bash", "-c"])
+        .arg(format!(
+            "set -e; mkdir -p /run/netns; mount -t tmpfs tmpfs /run/netns; {script}"
+        ))
+        .arg("bash")
+        .arg(exe);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_failing_tests_lab_is_kept_with_keep_set_and_reaped_later() {
+    let script = r#"
+        # A stranger's namespace with a lab-like name: reap_kept must leave it alone.
+        ip netns add nklab-stranger
+        if NETNS_KIT_KEEP=1 "$1" --ignored --exact inner_failing_lab --nocapture --test-threads 1 2>&1; then
+            echo "UNEXPECTED: the failing test passed"; exit 1
+        fi
+        echo "LIST: $(ls /run/netns | sort | tr '\n' ' ')"
+        echo "DB1: $(ip -n nklab-kept_lab-db1 -br -4 addr show dev eth0)"
+        # The kept network still works: step in and ping.
+        ip netns exec nklab-kept_lab-app ping -c 1 -W 2 10.172.0.2 >/dev/null && echo "STEP-IN PING OK"
+        "$1" --ignored --exact inner_reap --nocapture --test-threads 1 2>&1
+        echo "AFTER: $(ls /run/netns | sort | tr '\n' ' ')"
+    "#;
+    let (ok, out) = in_private_run_netns(script, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("netns-kit lab kept_lab: the test failed; its network is kept"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ip netns exec nklab-kept_lab-db1 bash"),
+        "{out}"
+    );
+    assert!(
+        out.contains("nsenter --net=/run/netns/nklab-kept_lab-app bash"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "LIST: nklab-kept_lab-app nklab-kept_lab-db1 nklab-kept_lab-lab.host nklab-stranger"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("10.172.0.2/24"), "{out}");
+    assert!(out.contains("STEP-IN PING OK"), "{out}");
+    assert!(out.contains("REAPED: [\"nklab-kept_lab-"), "{out}");
+    assert!(
+        out.contains("AFTER: nklab-stranger \n") || out.contains("AFTER: nklab-stranger "),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_keep_a_failing_tests_lab_is_gone() {
+    let script = r#"
+        if "$1" --ignored --exact inner_failing_lab --nocapture --test-threads 1 2>&1; then
+            echo "UNEXPECTED: the failing test passed"; exit 1
+        fi
+        echo "LIST: [$(ls -A /run/netns | tr '\n' ' ')]"
+    "#;
+    let (ok, out) = in_private_run_netns(script, &[("NETNS_KIT_KEEP", "0")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("LIST: []"), "{out}");
+    assert!(!out.contains("is kept"), "{out}");
+}
+
+#[test]
+fn without_privileges_a_lab_is_skipped_with_the_reason_or_fails_when_told() {
+    let exe = std::env::current_exe().unwrap();
+    let run = |no_skip: bool| {
+        let mut cmd = tool("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&exe)
+        .args(["--ignored", "--exact", "inner_skip", "--nocapture"]);
+        if no_skip {
+            cmd.env("NETNS_KIT_NO_SKIP", "1");
+        } else {
+            cmd.env_remove("NETNS_KIT_NO_SKIP");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(false);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("netns-kit lab unprivileged: skipped:"),
+        "{out}"
+    );
+    assert!(out.contains("CAP_NET_ADMIN"), "{out}");
+    assert!(out.contains("SKIPPED-AS-TOLD"), "{out}");
+    let (ok, out) = run(true);
+    assert!(!ok, "{out}");
+    assert!(out.contains("CAP_NET_ADMIN"), "{out}");
+}
+
+/// Run by the keep tests: a lab, then a failing assertion.
+#[test]
+#[ignore = "run by a_failing_tests_lab_is_kept_with_keep_set_and_reaped_later"]
+fn inner_failing_lab() {
+    let mut lab = Lab::new_blocking("kept_lab").unwrap();
+    lab.add_lan_blocking(["10.172.0.0/24"], ["db1", "app"])
+        .unwrap();
+    assert_eq!(1 + 1, 3, "the test under test fails");
+}
+
+/// Run by the keep test: removes the kept labs.
+#[test]
+#[ignore = "run by a_failing_tests_lab_is_kept_with_keep_set_and_reaped_later"]
+fn inner_reap() {
+    let removed = netns_kit::lab::reap_kept_blocking().unwrap();
+    println!("REAPED: {removed:?}");
+}
+
+/// Run as nobody by the privileges test.
+#[test]
+#[ignore = "run by without_privileges_a_lab_is_skipped_with_the_reason_or_fails_when_told"]
+fn inner_skip() {
+    let Some(_lab) = Lab::or_skip_blocking("unprivileged").unwrap() else {
+        println!("SKIPPED-AS-TOLD");
+        return;
+    };
+    panic!("a lab was made without privileges");
+}
