@@ -5,6 +5,7 @@
 //! cargo run --example lab                      # build, prove, tear down
 //! NETNS_KIT_KEEP=1 cargo run --example lab -- --fail   # fail at the end: the lab is kept
 //! cargo run --example lab -- --reap            # remove kept labs
+//! cargo run --example lab -- --topology examples/topology.toml   # a lab from a file
 //! ```
 //!
 //! Everything lives in namespaces the lab creates; the machine's own network is never touched.
@@ -23,6 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let removed = netns_kit::lab::reap_kept_blocking()?;
         println!("reaped {} kept namespaces: {removed:?}", removed.len());
         return Ok(());
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--topology") {
+        let path = args.get(i + 1).ok_or("--topology needs a file")?;
+        return from_file(path);
     }
     let start = Instant::now();
     let Some(mut lab) = Lab::or_skip_blocking("lab_example")? else {
@@ -102,5 +108,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "done: lab built, used and removed in {:.2?}",
         start.elapsed()
     );
+    Ok(())
+}
+
+/// Builds the lab a topology file describes, prints every host's addresses, and pings from
+/// every host to every other host's first IPv4 address (the reachability matrix).
+fn from_file(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let topology = netns_kit::lab::Topology::from_file(path)?;
+    let Some(mut lab) = Lab::or_skip_blocking("topology_example")? else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    lab.build_blocking(&topology)?;
+    println!("built {path} in {:.2?}", start.elapsed());
+    let hosts: Vec<String> = lab.hosts().map(str::to_owned).collect();
+    for host in &hosts {
+        let addresses: Vec<String> = lab
+            .addresses(host)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!("  {host:<7} {}", addresses.join(" "));
+    }
+    let (mut ok, mut lost) = (0, Vec::new());
+    for from in &hosts {
+        for to in &hosts {
+            let Ok(address) = lab.address(to, 4) else {
+                continue;
+            };
+            if from == to {
+                continue;
+            }
+            let answered = lab
+                .command(from, "ping")?
+                .args(["-c", "1", "-W", "1", "-q", &address.to_string()])
+                .output()?
+                .status
+                .success();
+            if answered {
+                ok += 1;
+            } else {
+                lost.push(format!("{from}->{to}"));
+            }
+        }
+    }
+    println!("reachability: {ok} pairs answered, unreachable: {lost:?}");
     Ok(())
 }

@@ -166,3 +166,17 @@ fn lab_builds_hosts_and_a_router_uses_them_and_is_kept_on_failure() {
     assert!(out.contains("reaped 9 kept namespaces"), "{out}");
     assert!(out.contains("LEFT: 0"), "{out}");
 }
+
+#[test]
+fn lab_builds_the_example_topology_file() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/topology.toml");
+    let out = run(Command::new(example("lab")).args(["--topology", file]));
+    assert!(out.contains("built "), "{out}");
+    assert!(
+        out.contains("r1      10.40.1.1/24 fd40:1::1/64 10.40.2.1/24 fd40:2::1/64"),
+        "{out}"
+    );
+    // Everyone on the two LANs reaches everyone else through r1 (5 hosts + r1: 30 pairs), and
+    // db1 reaches backup over its link; backup, cabled to db1 only, reaches no LAN address.
+    assert!(out.contains("reachability: 31 pairs answered"), "{out}");
+}

@@ -60,6 +60,11 @@ use crate::{
     twins::twins,
 };
 
+#[cfg(feature = "topology-file")]
+mod file;
+#[cfg(feature = "topology-file")]
+pub use file::{LanSpec, LinkSpec, Topology};
+
 /// The environment variable that keeps a failing test's lab.
 pub const KEEP_ENV: &str = "NETNS_KIT_KEEP";
 /// The environment variable that turns [`Lab::or_skip`]'s skip into an error.
