@@ -62,6 +62,18 @@ fn hosts_on_a_lan_run_commands_and_servers_and_are_gone_afterwards() {
     assert!(err.is_invalid_input(), "{err}");
     let err = lab.add_host_blocking("no/slash").unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
+    // A host has one LAN: a second is refused before anything is made.
+    let err = lab
+        .add_lan_blocking(["10.174.0.0/24"], ["web", "db1"])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is on a LAN of this lab already"),
+        "{err}"
+    );
+    assert!(
+        lab.host("web").is_err(),
+        "a host of the refused LAN was made"
+    );
 
     // A second handle on a host outlives the lab: the host is empty afterwards.
     let db1_again = Namespace::open_path(proc_path(lab.host("db1").unwrap())).unwrap();
@@ -171,7 +183,7 @@ fn a_failing_tests_lab_is_kept_with_keep_set_and_reaped_later() {
     );
     assert!(
         out.contains(
-            "LIST: nklab-kept_lab-app nklab-kept_lab-db1 nklab-kept_lab-lab.host nklab-stranger"
+            "LIST: nklab-kept_lab-app nklab-kept_lab-db1 nklab-kept_lab-lab.host nklab-kept_lab-member.1 nklab-stranger"
         ),
         "{out}"
     );
@@ -246,6 +258,15 @@ fn inner_failing_lab() {
     let mut lab = Lab::new_blocking("kept_lab").unwrap();
     lab.add_lan_blocking(["10.172.0.0/24"], ["db1", "app"])
         .unwrap();
+    // A namespace the lab does not own (never named by it), and one its network made (named).
+    let outsider = Namespace::new_blocking().unwrap();
+    lab.add_bridged_blocking(
+        bridged()
+            .gateway("10.173.0.1/24")
+            .member(MemberSpec::in_namespace(&outsider).address("10.173.0.2/24"))
+            .member(MemberSpec::new().address("10.173.0.3/24")),
+    )
+    .unwrap();
     assert_eq!(1 + 1, 3, "the test under test fails");
 }
 

@@ -103,8 +103,9 @@ fn stop(ns: &Namespace, listener: std::thread::JoinHandle<()>) {
 }
 
 /// A thread inside `ns` that, when told, connects to each of `targets` once, with one try: a
-/// lost first packet (or neighbour request) is retried by the kernel only after a second, so
-/// 500 ms — thousands of times a normal round trip here — tells a lost first packet apart.
+/// lost first packet (or neighbour request, or SYN) is retried by the kernel only after a
+/// second, so 900 ms — thousands of times a normal round trip here, yet under the retry — tells
+/// a lost first packet apart.
 fn connector(
     ns: &Namespace,
     targets: Vec<IpAddr>,
@@ -255,8 +256,50 @@ fn routed_round(t: usize, r: usize) -> Vec<String> {
     problems
 }
 
+/// Every `WARN` event of the crate (such as "links not up after 5s": a readiness wait that
+/// ran into its timeout, which the connects alone would not notice), as "target: message".
+fn warnings() -> Vec<String> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<Mutex<Vec<String>>>);
+    struct Message(String);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+    impl<S: tracing::Subscriber> Layer<S> for Warnings {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let meta = event.metadata();
+            if *meta.level() == tracing::Level::WARN && meta.target() == "netns_kit" {
+                let mut message = Message(String::new());
+                event.record(&mut message);
+                self.0.lock().unwrap().push(message.0);
+            }
+        }
+    }
+    static WARNINGS: OnceLock<Warnings> = OnceLock::new();
+    WARNINGS
+        .get_or_init(|| {
+            let w = Warnings::default();
+            tracing_subscriber::registry().with(w.clone()).init();
+            w
+        })
+        .0
+        .lock()
+        .unwrap()
+        .clone()
+}
+
 #[test]
 fn what_create_returns_carries_traffic_at_once_under_parallel_load() {
+    assert!(warnings().is_empty());
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             std::thread::spawn(move || {
@@ -280,5 +323,10 @@ fn what_create_returns_carries_traffic_at_once_under_parallel_load() {
         "not ready when create returned ({} problems):\n{}",
         problems.len(),
         problems.join("\n")
+    );
+    let warned = warnings();
+    assert!(
+        warned.is_empty(),
+        "the readiness wait gave up or failed: {warned:?}"
     );
 }

@@ -4,8 +4,19 @@
 
 mod common;
 
-use common::{ip_json, link_names, ping, sandbox, sysctl_outside, tcp_echo_once, tcp_round_trip};
-use netns_kit::{MemberSpec, Namespace, RouterLink, bridged, routed};
+use common::{ip_json, link_names, ping, sysctl_outside, tcp_echo_once, tcp_round_trip};
+use netns_kit::{MemberSpec, Namespace, RouterLink, VethPair, bridged, routed};
+
+/// What a routed network must never change in the namespace the test process runs in (read
+/// only: links and forwarding).
+fn current_state() -> (Vec<String>, String, String) {
+    let current = Namespace::current().unwrap();
+    (
+        link_names(&current),
+        sysctl_outside(&current, "net.ipv4.ip_forward"),
+        sysctl_outside(&current, "net.ipv6.conf.all.forwarding"),
+    )
+}
 
 /// The gateway of the default route of `ns` for `family` (`-4`/`-6`), as `ip route` shows it.
 fn default_gateway(ns: &Namespace, family: &str) -> Option<String> {
@@ -15,7 +26,7 @@ fn default_gateway(ns: &Namespace, family: &str) -> Option<String> {
 
 #[tokio::test]
 async fn two_lans_and_a_link_reach_each_other_through_the_router() {
-    let sandbox = sandbox().await; // the test's own namespace: must stay untouched
+    let before = current_state();
     let db = Namespace::new().await.unwrap();
     let net = routed()
         .lan(
@@ -62,12 +73,11 @@ async fn two_lans_and_a_link_reach_each_other_through_the_router() {
     // Forwarding on in the router, and nowhere else.
     assert_eq!(sysctl_outside(router, "net.ipv4.ip_forward"), "1");
     assert_eq!(sysctl_outside(router, "net.ipv6.conf.all.forwarding"), "1");
-    for ns in [&sandbox, a1, b1, &db] {
+    for ns in [a1, b1, &db] {
         assert_eq!(sysctl_outside(ns, "net.ipv4.ip_forward"), "0");
         assert_eq!(sysctl_outside(ns, "net.ipv6.conf.all.forwarding"), "0");
     }
-    // The router holds both bridges, their three ports and its end of the link; the sandbox
-    // holds nothing.
+    // The router holds both bridges, their three ports and its end of the link.
     let links = ip_json(router, &["link"]);
     let mut own: Vec<&str> = links
         .as_array()
@@ -79,7 +89,7 @@ async fn two_lans_and_a_link_reach_each_other_through_the_router() {
     own.sort();
     assert_eq!(own, ["lan-a", "lan-b", "lo", "to-db"]);
     assert_eq!(links.as_array().unwrap().len(), 4 + 3);
-    assert_eq!(link_names(&sandbox), ["lo"]);
+    assert_eq!(current_state(), before, "the test's own namespace changed");
     // Default routes point at the router's address on each subnet.
     assert_eq!(default_gateway(a1, "-4").as_deref(), Some("10.160.1.1"));
     assert_eq!(default_gateway(a1, "-6").as_deref(), Some("fd60:1::1"));
@@ -112,7 +122,52 @@ async fn two_lans_and_a_link_reach_each_other_through_the_router() {
     // Teardown: the far end of the link is gone from `db`; the router and members go too.
     net.delete().await.unwrap();
     assert_eq!(link_names(&db), ["lo"]);
-    assert_eq!(link_names(&sandbox), ["lo"]);
+    assert_eq!(current_state(), before, "the test's own namespace changed");
+}
+
+#[test]
+fn networks_sharing_a_router_restore_its_settings_when_the_last_goes() {
+    let router = Namespace::new_blocking().unwrap();
+    let (h1, h2, h3, h4) = (
+        Namespace::new_blocking().unwrap(),
+        Namespace::new_blocking().unwrap(),
+        Namespace::new_blocking().unwrap(),
+        Namespace::new_blocking().unwrap(),
+    );
+    // An interface of the router's own, forwarding on by itself while the router is not.
+    let own = VethPair::builder("own0", "own1")
+        .namespace(&router)
+        .create_blocking()
+        .unwrap();
+    router
+        .set_sysctl_blocking("net.ipv4.conf.own0.forwarding", "1")
+        .unwrap();
+    let network = |a: &Namespace, b: &Namespace, n: u8| {
+        routed()
+            .router(&router)
+            .link(RouterLink::to(a).address(format!("10.164.{n}.1/24"), format!("10.164.{n}.2/24")))
+            .link(RouterLink::to(b).address(
+                format!("10.164.{}.1/24", n + 1),
+                format!("10.164.{}.2/24", n + 1),
+            ))
+            .create_blocking()
+            .unwrap()
+    };
+    let first = network(&h1, &h2, 1);
+    let second = network(&h3, &h4, 3);
+    assert_eq!(sysctl_outside(&router, "net.ipv4.ip_forward"), "1");
+    drop(first);
+    // The second network still routes.
+    assert_eq!(sysctl_outside(&router, "net.ipv4.ip_forward"), "1");
+    assert!(ping(&h3, "10.164.4.2"));
+    drop(second);
+    assert_eq!(sysctl_outside(&router, "net.ipv4.ip_forward"), "0");
+    // Writing ip_forward rewrote every interface's setting; the router's own is put back.
+    assert_eq!(
+        sysctl_outside(&router, "net.ipv4.conf.own0.forwarding"),
+        "1"
+    );
+    drop(own);
 }
 
 #[test]
@@ -212,7 +267,7 @@ fn bad_input_is_refused_before_anything_is_made() {
                 .router(&router)
                 .lan(lan("10.163.1.1/24"))
                 .link(RouterLink::to(&host).address("10.163.2.1/24", "fd63::2/64")),
-            "",
+            "different IP versions",
         ),
     ];
     for (builder, says) in cases {

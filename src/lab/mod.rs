@@ -29,11 +29,13 @@
 //!   networks down, then frees the namespaces. Anonymous namespaces die with the process even on
 //!   `SIGKILL`.
 //! * **Kept on failure.** With `NETNS_KIT_KEEP=1` in the environment, a lab dropped while its
-//!   thread panics — a failing test — is kept instead: each of its namespaces is bind-mounted
+//!   thread panics — a failing test — or after [`Lab::mark_failed`] (for a test that fails by
+//!   returning an error) is kept instead: each of its namespaces is bind-mounted
 //!   at `/run/netns/nklab-TEST-HOST` (as `ip netns attach` does), every guard is disarmed, and
 //!   the lab prints, on standard error, one `ip netns exec`/`nsenter` line per host to step in.
-//!   Processes it started are still killed (nothing runs unattended). [`reap_kept`] removes
-//!   kept labs later; it touches only namespaces a lab kept (their `lo` carries the lab's mark).
+//!   Processes it started are still killed (nothing runs unattended). Only namespaces the lab
+//!   made are kept and named, never one the test handed in. [`reap_kept`] removes kept labs
+//!   later; it touches only namespaces a lab kept (their `lo` carries the lab's mark).
 //! * **Skip or fail.** Building a lab needs `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` (root).
 //!   [`Lab::new`] fails with [`Error::PermissionDenied`] and the reason; [`Lab::or_skip`]
 //!   prints the reason and returns `None` instead, unless `NETNS_KIT_NO_SKIP=1` (say, in CI)
@@ -92,6 +94,10 @@ pub struct Lab {
     parts: Vec<Part>,
     hosts: Vec<(String, Namespace)>,
     host: Namespace,
+    /// Set by [`Lab::mark_failed`].
+    failed: bool,
+    /// Hosts put on a LAN by [`Lab::add_lan`] (each has its default route there).
+    on_lan: Vec<String>,
 }
 
 /// Whether `text` is a usable test or host name part: letters, digits, `_`, `-`.
@@ -128,6 +134,8 @@ impl Lab {
                 parts: Vec::new(),
                 hosts: Vec::new(),
                 host,
+                failed: false,
+                on_lan: Vec::new(),
             })
         }
     }
@@ -143,7 +151,7 @@ impl Lab {
         pub async fn or_skip / or_skip_blocking(test: &str) -> Result<Option<Lab>> {
             match Lab::new(test).await {
                 Ok(lab) => Ok(Some(lab)),
-                Err(e) if e.is_permission_denied() && std::env::var_os(NO_SKIP_ENV).is_none() => {
+                Err(e) if e.is_permission_denied() && !env_is_1(NO_SKIP_ENV) => {
                     eprintln!("netns-kit lab {test}: skipped: {e} (set {NO_SKIP_ENV}=1 to fail instead)");
                     Ok(None)
                 }
@@ -232,6 +240,12 @@ impl Lab {
                 .collect::<Result<Vec<_>>>()?;
             let names: Vec<String> = hosts.into_iter().map(|h| h.as_ref().to_owned()).collect();
             let plan = plan_lan(&object, &subnets, &names)?;
+            if let Some(taken) = names.iter().find(|n| self.on_lan.contains(n)) {
+                return Err(Error::invalid(
+                    object,
+                    format!("host {taken:?} is on a LAN of this lab already; a host is on one LAN (its `eth0` and default route), join LANs with a router"),
+                ));
+            }
             let before = self.hosts.len();
             let mut builder = bridged().host(&self.host);
             for gw in &plan.gateways {
@@ -257,6 +271,7 @@ impl Lab {
             };
             match result {
                 Ok(net) => {
+                    self.on_lan.extend(names);
                     self.parts.push(Part::Bridged(Box::new(net)));
                     match self.parts.last() {
                         Some(Part::Bridged(net)) => Ok(&**net),
@@ -431,32 +446,37 @@ impl Lab {
         Ok(self.processes.last_mut().expect("just pushed"))
     }
 
-    /// Every namespace of the lab with a name for it: hosts by their names, then the host
-    /// namespace, routers and members the lab's networks made themselves.
-    fn namespaces(&self) -> Vec<(String, &Namespace)> {
-        let mut all: Vec<(String, &Namespace)> = vec![("lab.host".to_owned(), &self.host)];
-        all.extend(self.hosts.iter().map(|(n, ns)| (n.clone(), ns)));
-        fn add<'a>(all: &mut Vec<(String, &'a Namespace)>, kind: &str, ns: &'a Namespace) {
-            if !all.iter().any(|(_, known)| *known == ns) {
+    /// Every namespace the lab owns, with a name for it: the host namespace, the hosts by their
+    /// names, then routers and members its networks made themselves. Never a namespace the
+    /// test handed in from elsewhere (the test's own, say). Views: they keep the namespaces
+    /// alive while the networks are disarmed.
+    fn owned_namespaces(&self) -> Vec<(String, Namespace)> {
+        let view = |ns: &Namespace| Namespace::view(ns.inner().clone());
+        let mut all: Vec<(String, Namespace)> = vec![("lab.host".to_owned(), view(&self.host))];
+        all.extend(self.hosts.iter().map(|(n, ns)| (n.clone(), view(ns))));
+        let add = |all: &mut Vec<(String, Namespace)>, kind: &str, ns: &Namespace| {
+            if !all.iter().any(|(_, known)| known == ns) {
                 let n = all
                     .iter()
                     .filter(|(name, _)| name.starts_with(kind))
                     .count()
                     + 1;
-                all.push((format!("{kind}.{n}"), ns));
+                all.push((format!("{kind}.{n}"), view(ns)));
             }
-        }
+        };
         for part in &self.parts {
             let lans: Vec<&BridgedNetwork> = match part {
                 Part::Bridged(net) => vec![&**net],
                 Part::Routed(net) => {
-                    add(&mut all, "router", net.router());
+                    if net.owns_router() {
+                        add(&mut all, "router", net.router());
+                    }
                     net.lans().iter().collect()
                 }
                 Part::Link(_) => Vec::new(),
             };
             for net in lans {
-                for m in net.members() {
+                for m in net.members().iter().filter(|m| m.namespace().is_owned()) {
                     add(&mut all, "member", m.namespace());
                 }
             }
@@ -464,11 +484,20 @@ impl Lab {
         all
     }
 
-    /// Keeps the lab for inspection (see the [module docs](self)): names its namespaces,
-    /// disarms its guards and prints how to step in.
+    /// Keeps the lab for inspection (see the [module docs](self)): disarms its guards, names
+    /// its namespaces (after disarming, whose marks it must have the last word over) and prints
+    /// how to step in.
     fn keep_for_inspection(&mut self) {
+        let namespaces = self.owned_namespaces();
+        for part in std::mem::take(&mut self.parts) {
+            match part {
+                Part::Bridged(net) => drop((*net).keep()),
+                Part::Routed(net) => drop(net.keep()),
+                Part::Link(link) => drop(link.keep()),
+            }
+        }
         let mut lines = Vec::new();
-        for (name, ns) in self.namespaces() {
+        for (name, ns) in &namespaces {
             let full = format!("{KEPT_PREFIX}{}-{name}", self.test);
             match pin(ns, &full, &format!("{LAB_MARK}{}", self.test)) {
                 Ok(()) => lines.push(format!(
@@ -477,19 +506,24 @@ impl Lab {
                 Err(e) => lines.push(format!("  {name:<10} not kept: {e}")),
             }
         }
-        for part in std::mem::take(&mut self.parts) {
-            match part {
-                Part::Bridged(net) => drop((*net).keep()),
-                Part::Routed(net) => drop(net.keep()),
-                Part::Link(link) => drop(link.keep()),
-            }
-        }
         eprintln!(
             "netns-kit lab {}: the test failed; its network is kept ({KEEP_ENV}=1). Step in with:\n{}\n  remove it with `netns_kit::lab::reap_kept()` (or `ip netns del NAME` for each)",
             self.test,
             lines.join("\n")
         );
     }
+
+    /// Marks the test as failed, for a test that fails by returning an error rather than by
+    /// panicking: with `NETNS_KIT_KEEP=1`, the lab is then kept when it is dropped (a panic
+    /// marks it by itself).
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+}
+
+/// Whether the environment variable `name` is `1`.
+fn env_is_1(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
 }
 
 /// Turns a permission error into one that says what a lab needs.
@@ -606,7 +640,12 @@ fn pin(ns: &Namespace, name: &str, mark: &str) -> Result<()> {
         return Err(Error::os("bind-mount", label, e));
     }
     let marked = crate::netlink::msg::set_link(1, |b| b.alias(mark));
-    ns.inner().blocking_one(marked, "mark", || label.clone())
+    if let Err(e) = ns.inner().blocking_one(marked, "mark", || label.clone()) {
+        // Unmarked, `reap_kept` would never find it: do not leave it named.
+        let _ = sys::unmount_and_unlink(&path);
+        return Err(e);
+    }
+    Ok(())
 }
 
 impl Drop for Lab {
@@ -616,7 +655,7 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if std::thread::panicking() && std::env::var_os(KEEP_ENV).is_some_and(|v| v == "1") {
+        if (self.failed || std::thread::panicking()) && env_is_1(KEEP_ENV) {
             self.keep_for_inspection();
         }
         // Otherwise the fields go in order: networks (each torn down by its guard), then the
@@ -649,7 +688,20 @@ twins! {
             }
             // Only a lab's: its `lo` carries the mark (a stranger's namespace of that name, or
             // anything that is not a namespace, is left alone).
-            let Ok(ns) = Namespace::open(&name) else { continue };
+            let Ok(ns) = Namespace::open(&name) else {
+                // A name claimed but never mounted (a crash half-way): a plain file holding
+                // the lab's mark.
+                let path = entry.path();
+                let ours = sys::read_small_file(&path, 4096)
+                    .is_some_and(|text| text.starts_with(LAB_MARK.as_bytes()));
+                if ours {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => removed.push(name),
+                        Err(e) => errors.push(Error::os("remove", path.display().to_string(), e)),
+                    }
+                }
+                continue;
+            };
             let alias = match ns.link_by_index(1).await {
                 Ok(lo) => lo.info().await.ok().and_then(|i| i.alias),
                 Err(_) => None,

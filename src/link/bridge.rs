@@ -232,12 +232,15 @@ impl BridgeBuilder {
                 if let Err(e) = await_all(requests).await {
                     return Err(guard::roll_back(pending, e).await);
                 }
+                let mut fast_link_local = false;
                 if self.nodad && addresses.iter().any(IpNetwork::is_ipv6) {
                     // Its link-local address, made when the first port brings the carrier, is
-                    // usable at once too (see `nodad`).
+                    // usable at once too (see `nodad`). Best effort: where `/proc/sys` is
+                    // read-only (a container) the address only takes the usual second or two.
                     let key = format!("net.ipv6.conf.{}.accept_dad", name.as_str().replace('.', "/"));
-                    if let Err(e) = Namespace::view(ns.clone()).set_sysctl(&key, "0").await {
-                        return Err(guard::roll_back(pending, e).await);
+                    match Namespace::view(ns.clone()).set_sysctl(&key, "0").await {
+                        Ok(()) => fast_link_local = true,
+                        Err(e) => crate::trace::swallowed(&object(), &e),
                     }
                 }
                 let rules = if self.accept_forward {
@@ -255,6 +258,7 @@ impl BridgeBuilder {
                 link,
                 rules,
                 opened: false,
+                fast_link_local,
             })))
             })
             .await
@@ -268,6 +272,8 @@ pub(crate) struct BridgeResource {
     rules: Option<ForwardRules>,
     /// Found by [`Bridge::open`]: only the rules this crate added are removed.
     opened: bool,
+    /// Whether its link-local address skips duplicate-address detection (see `nodad`).
+    fast_link_local: bool,
 }
 
 impl Resource for BridgeResource {
@@ -423,6 +429,7 @@ impl Bridge {
                 link,
                 rules: None,
                 opened: true,
+                fast_link_local: false,
             })))
         }
     }
@@ -603,8 +610,15 @@ impl Bridge {
 
     /// Disarms the guard and hands over what it owned, for composites that tear it down
     /// themselves.
-    pub(crate) fn into_parts(self) -> (Link, Option<ForwardRules>) {
-        let BridgeResource { link, rules, .. } = self.0.into_inner();
-        (link, rules)
+    /// The link, its FORWARD rules, and whether its link-local address skips
+    /// duplicate-address detection.
+    pub(crate) fn into_parts(self) -> (Link, Option<ForwardRules>, bool) {
+        let BridgeResource {
+            link,
+            rules,
+            fast_link_local,
+            ..
+        } = self.0.into_inner();
+        (link, rules, fast_link_local)
     }
 }

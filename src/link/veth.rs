@@ -289,6 +289,7 @@ impl VethPairBuilder {
                                     index: l.index(),
                                     ipv6: addresses.iter().any(IpNetwork::is_ipv6),
                                     link_local: router && addresses.iter().any(IpNetwork::is_ipv6),
+                                    state: true,
                                 })
                                 .collect();
                             crate::netlink::ready::wait_ready(ends, &object()).await;

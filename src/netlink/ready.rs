@@ -63,7 +63,10 @@ pub(crate) async fn wait_ready(links: Vec<Watched>, object: &str) {
     let spawned = std::thread::Builder::new()
         .name("netns-kit-ready".into())
         .spawn(move || {
-            let _ = tx.send(wait_oper_up(&links, READY_TIMEOUT));
+            // A caller that stopped waiting (its future dropped) ends the wait within
+            // `CANCEL_CHECK`, so the thread does not hold the namespaces open for seconds.
+            let result = wait_oper_up(&links, READY_TIMEOUT, &|| tx.is_canceled());
+            let _ = tx.send(result);
         });
     let waited = match spawned {
         Ok(thread) => {
@@ -94,6 +97,9 @@ pub(crate) async fn wait_ready(links: Vec<Watched>, object: &str) {
     }
 }
 
+/// How often a wait looks whether its caller is still there.
+const CANCEL_CHECK: Duration = Duration::from_millis(50);
+
 /// How often a missing solicited-node group is looked for again without a notification.
 const JOIN_RECHECK: Duration = Duration::from_millis(5);
 
@@ -114,6 +120,11 @@ pub(crate) struct Watched {
     /// Whether it has IPv6 addresses, so IPv6 must be ready on it too (false for a link with
     /// IPv6 disabled, such as a bridge port's host end, where it never will be).
     pub(crate) ipv6: bool,
+    /// Whether its own state counts (up, queueing discipline, bridge port, IPv6 ready). Not for
+    /// a bridge this crate did not make: it has carrier only once a port forwards, which with
+    /// spanning tree on takes its owner's forward delay (seconds); only its `nodad` addresses
+    /// are waited for.
+    pub(crate) state: bool,
     /// Whether it must have a usable (not tentative) link-local address: a router's interface,
     /// whose neighbour solicitations for forwarded packets come from it (the kernel sends none
     /// without one). Only where duplicate-address detection is off for it, or it would be a
@@ -278,7 +289,11 @@ fn joined_groups() -> std::io::Result<Vec<(u32, std::net::Ipv6Addr)>> {
 
 /// Waits until every link is ready (see the [module docs](self)), or `timeout` passes. Returns the links that were not up by then (none: all ready). Blocks, and enters the
 /// namespaces: run it on a library thread.
-pub(crate) fn wait_oper_up(links: &[Watched], timeout: Duration) -> std::io::Result<Vec<u32>> {
+pub(crate) fn wait_oper_up(
+    links: &[Watched],
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> std::io::Result<Vec<u32>> {
     let deadline = Instant::now() + timeout;
     // The links by namespace, in order of first appearance.
     let mut order: Vec<Vec<&Watched>> = Vec::new();
@@ -296,16 +311,24 @@ pub(crate) fn wait_oper_up(links: &[Watched], timeout: Duration) -> std::io::Res
     // waits are mostly a single answer.
     let mut late = Vec::new();
     for wanted in order {
-        late.extend(wait_in(&wanted[0].ns, &wanted, deadline)?);
+        if cancelled() {
+            break;
+        }
+        late.extend(wait_in(&wanted[0].ns, &wanted, deadline, cancelled)?);
     }
     Ok(late)
 }
 
 /// [`wait_oper_up`] for the links `wanted` of one namespace.
-fn wait_in(fd: &OwnedFd, wanted: &[&Watched], deadline: Instant) -> std::io::Result<Vec<u32>> {
+fn wait_in(
+    fd: &OwnedFd,
+    wanted: &[&Watched],
+    deadline: Instant,
+    cancelled: &dyn Fn() -> bool,
+) -> std::io::Result<Vec<u32>> {
     let ipv6_links: Vec<u32> = wanted.iter().filter(|w| w.ipv6).map(|w| w.index).collect();
     let ipv6 = !ipv6_links.is_empty();
-    let indexes: Vec<u32> = wanted.iter().map(|w| w.index).collect();
+    let indexes: Vec<u32> = wanted.iter().filter(|w| w.state).map(|w| w.index).collect();
     let link_local: Vec<u32> = wanted
         .iter()
         .filter(|w| w.link_local)
@@ -337,7 +360,7 @@ fn wait_in(fd: &OwnedFd, wanted: &[&Watched], deadline: Instant) -> std::io::Res
     loop {
         read_available(&mut socket, &mut waiting)?;
         let left = deadline.saturating_duration_since(Instant::now());
-        if waiting.done() || left.is_zero() {
+        if waiting.done() || left.is_zero() || cancelled() {
             let mut late: Vec<u32> = waiting
                 .pending()
                 .chain(waiting.unjoined.iter().map(|(i, _)| *i))
@@ -355,7 +378,7 @@ fn wait_in(fd: &OwnedFd, wanted: &[&Watched], deadline: Instant) -> std::io::Res
         let left = if waiting.addresses_listed && !waiting.unjoined.is_empty() {
             left.min(JOIN_RECHECK)
         } else {
-            left
+            left.min(CANCEL_CHECK)
         };
         let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
         match nix::poll::poll(&mut polls, nix::poll::PollTimeout::from(ms)) {
@@ -472,6 +495,27 @@ fn usable_link_local(msg: &AddressMessage) -> bool {
     link_local && !flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed)
 }
 
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+/// The length, type and sequence number of the netlink message at the start of `buf`, and for
+/// `NLMSG_DONE`/`NLMSG_ERROR` its error code; `None` if it is not even a header.
+fn raw_header(buf: &[u8]) -> Option<(usize, u16, u32, i32)> {
+    let u32_at = |at: usize| Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?));
+    let len = u32_at(0)? as usize;
+    let kind = u16::from_ne_bytes(buf.get(4..6)?.try_into().ok()?);
+    let seq = u32_at(8)?;
+    if len < 16 || len > buf.len() {
+        return None;
+    }
+    let code = if kind == NLMSG_DONE || kind == NLMSG_ERROR {
+        u32_at(16).map_or(0, |c| c as i32)
+    } else {
+        0
+    };
+    Some((len, kind, seq, code))
+}
+
 /// Reads every message waiting on `socket` and updates `waiting`.
 fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result<()> {
     loop {
@@ -483,7 +527,10 @@ fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result
                 if !waiting.links.is_empty() {
                     waiting.dump(socket, LINK_DUMP)?;
                 }
-                if waiting.addresses_listed {
+                if !waiting.link_local.is_empty() {
+                    // Only an address's announcement (or a dump) tells it is usable.
+                    waiting.dump(socket, ADDRESS_DUMP)?;
+                } else if waiting.addresses_listed {
                     // Listed already: look at the groups again (an announcement may be lost).
                     waiting.check_joined()?;
                 }
@@ -495,7 +542,19 @@ fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result
         while offset < buf.len() {
             let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..])
             else {
-                break;
+                // A message this crate's parser does not take (a link kind it does not know,
+                // an attribute it misreads): skip it alone, by its header, so the rest of the
+                // datagram — the dump's end, say — is still read.
+                match raw_header(&buf[offset..]) {
+                    Some((len, kind, seq, code)) => {
+                        if kind == NLMSG_DONE || kind == NLMSG_ERROR {
+                            waiting.dump_ended(socket, seq, code)?;
+                        }
+                        offset += len.next_multiple_of(4);
+                        continue;
+                    }
+                    None => break,
+                }
             };
             let len = message.header.length as usize;
             match &message.payload {

@@ -346,10 +346,10 @@ impl BridgedNetworkBuilder {
                     )
                 })?;
                 let adopted = self.existing.is_some();
-                let (bridge, rules, mtu) = match self.existing {
+                let (bridge, rules, mtu, fast_link_local) = match self.existing {
                     Some(link) => {
                         let mtu = adopt_bridge(&link).await?;
-                        (link, None, self.mtu.or(mtu))
+                        (link, None, self.mtu.or(mtu), false)
                     }
                     None => {
                         let bridge = Bridge::builder(bridge_name.as_str())
@@ -366,8 +366,8 @@ impl BridgedNetworkBuilder {
                         let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
                         // If this fails, or the future is dropped, `group_hold` gives the number
                         // back.
-                        let (bridge, rules) = bridge.create().await?.into_parts();
-                        (bridge, rules, self.mtu)
+                        let (bridge, rules, fast_link_local) = bridge.create().await?.into_parts();
+                        (bridge, rules, self.mtu, fast_link_local)
                     }
                 };
                 // From here on the guard owns everything made: if a step fails it is removed, and if
@@ -378,6 +378,7 @@ impl BridgedNetworkBuilder {
                         bridge,
                         group: group_hold.hand_over(),
                         has_ipv6: gateways.iter().any(IpNetwork::is_ipv6),
+                        fast_link_local,
                         gateways,
                         link_local_ipv6: self.link_local_ipv6,
                         interface_name,

@@ -205,7 +205,7 @@ impl DirectLinkBuilder {
 
 /// Checks the address pairs of a direct link: each pair of one IP version, on one subnet,
 /// different, host addresses; at most one pair per version; at least one pair.
-fn validate_pairs(
+pub(super) fn validate_pairs(
     given: Vec<(Result<IpNetwork>, Result<IpNetwork>)>,
     object: &dyn Fn() -> String,
 ) -> Result<Vec<(IpNetwork, IpNetwork)>> {

@@ -207,7 +207,11 @@ pub(super) async fn wait_ready(
         index: net.bridge.index(),
         ipv6: net.nodad && net.gateways.iter().any(IpNetwork::is_ipv6),
         // Made without duplicate-address detection for a `nodad` network (see `Bridge`).
-        link_local: net.nodad && net.gateways.iter().any(IpNetwork::is_ipv6) && own_bridge,
+        link_local: net.nodad
+            && net.gateways.iter().any(IpNetwork::is_ipv6)
+            && own_bridge
+            && net.fast_link_local,
+        state: own_bridge,
     };
     let links = members
         .iter()
@@ -219,12 +223,14 @@ pub(super) async fn wait_ready(
                     index: m.host.index(),
                     ipv6: false,
                     link_local: false,
+                    state: true,
                 },
                 Watched {
                     ns: m.ns.inner().fd().clone(),
                     index: m.inside.index(),
                     ipv6: m.addresses.iter().any(IpNetwork::is_ipv6),
                     link_local: false,
+                    state: true,
                 },
             ]
         })
@@ -316,6 +322,9 @@ pub(super) struct NetworkContext {
     pub(super) mtu: Option<u32>,
     pub(super) link_local_ipv6: Option<bool>,
     pub(super) has_ipv6: bool,
+    /// Whether the bridge's link-local address skips duplicate-address detection (see
+    /// `Bridge`'s `nodad`), so it is worth waiting for.
+    pub(super) fast_link_local: bool,
 }
 
 /// Names, addresses and namespaces already used in a network.

@@ -26,9 +26,11 @@
 //! detection for their link-local addresses, like the `nodad` addresses), and `create` waits
 //! until each has a usable link-local address (see `netlink::ready`).
 //!
-//! Everything is validated before the first request: at least two subnets, no LAN with a host
-//! of its own (its host is the router) or an existing bridge, no two subnets overlapping (the
-//! router could not tell them apart). A failure half-way removes what was made.
+//! Validated before the first request: at least two subnets, no LAN with a host of its own (its
+//! host is the router) or an existing bridge, the links' addresses and names, no two subnets
+//! overlapping (the router could not tell them apart). Each LAN's gateways and members are
+//! validated by its own builder, after the forwarding settings are made; a failure there, or
+//! any later one, removes what was made and puts a given router's settings back.
 
 use std::sync::Arc;
 
@@ -260,11 +262,14 @@ impl RoutedNetworkBuilder {
                     "give it an address pair with `.address(router_end, other_end)`",
                 ));
             }
-            let mut pairs = Vec::new();
-            for (r, o) in link.addresses {
-                let (r, o) = (r?, o?);
-                prefixes.push((subnet_of(&r), what.clone()));
-                pairs.push((r, o));
+            let object = || format!("{what} of the {object}");
+            let pairs = super::direct::validate_pairs(link.addresses, &object)?;
+            for (r, _) in &pairs {
+                prefixes.push((subnet_of(r), what.clone()));
+            }
+            if let Some((r, o)) = &link.names {
+                IfName::new(r)?;
+                IfName::new(o)?;
             }
             links.push((link.ns, link.names, pairs, link.mtu));
         }
@@ -294,7 +299,7 @@ impl RoutedNetworkBuilder {
             links: Vec::new(),
             forwarding: Forwarding {
                 router: Namespace::view(router.inner().clone()),
-                restore: Vec::new(),
+                registered: false,
                 armed: true,
             },
             router,
@@ -350,12 +355,39 @@ fn subnet_of(net: &IpNetwork) -> IpNetwork {
 
 /// The router's forwarding settings: switched on, and put back at teardown where the router
 /// was given (a new router dies with the network, settings and all).
+///
+/// Two things make "put back" more than writing the old value: writing `ip_forward` or
+/// `conf.all.forwarding` also rewrites every interface's own `forwarding` setting, so each
+/// existing interface's value is recorded too and restored after the global one; and several
+/// routed networks of this process may share one router, so the settings are recorded by the
+/// first and restored by the last (a count per router namespace, [`ROUTERS`]).
 #[derive(Debug)]
 struct Forwarding {
     router: Namespace,
-    /// (key, value before).
-    restore: Vec<(&'static str, String)>,
+    /// Whether this network counts as a user of the router's settings.
+    registered: bool,
     armed: bool,
+}
+
+/// What this process changed in each given router namespace: how many routed networks use it,
+/// and the values to put back (in order) when the last goes.
+static ROUTERS: std::sync::Mutex<Vec<((u64, u64), RouterState)>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[derive(Debug, Default)]
+struct RouterState {
+    users: usize,
+    /// IP versions switched on already.
+    ipv4: bool,
+    ipv6: bool,
+    /// (sysctl key, value before), restored in this order.
+    restore: Vec<(String, String)>,
+}
+
+fn routers() -> std::sync::MutexGuard<'static, Vec<((u64, u64), RouterState)>> {
+    ROUTERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Forwarding {
@@ -365,43 +397,128 @@ impl Forwarding {
     const IPV6_DAD: &'static str = "net.ipv6.conf.default.accept_dad";
 
     /// Sets forwarding on for the IP versions asked (and, for IPv6, link-local addresses
-    /// without duplicate-address detection); with `record`, remembers the values it changed,
-    /// to put them back.
+    /// without duplicate-address detection); with `record` (a given router), remembers what it
+    /// changed, to put it back.
     async fn enable(&mut self, ipv4: bool, ipv6: bool, record: bool) -> Result<()> {
-        for (key, wanted, value) in [
-            (Self::IPV4, ipv4, "1"),
-            (Self::IPV6, ipv6, "1"),
-            (Self::IPV6_DAD, ipv6, "0"),
-        ] {
-            if !wanted {
+        let id = self.router.inner().id();
+        let (ipv4, ipv6) = if record {
+            let mut all = routers();
+            let state = match all.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, state)) => state,
+                None => {
+                    all.push((id, RouterState::default()));
+                    &mut all.last_mut().expect("just pushed").1
+                }
+            };
+            state.users += 1;
+            self.registered = true;
+            let todo = (ipv4 && !state.ipv4, ipv6 && !state.ipv6);
+            state.ipv4 |= ipv4;
+            state.ipv6 |= ipv6;
+            todo
+        } else {
+            (ipv4, ipv6)
+        };
+        for (family, on) in [("ipv4", ipv4), ("ipv6", ipv6)] {
+            if !on {
                 continue;
             }
-            let before = self.router.sysctl(key).await?;
-            if before.trim() != value {
-                // Recorded first: a failure or cancellation after the write still restores it.
-                if record {
-                    self.restore.push((key, before.trim().to_owned()));
+            let (global, value) = if family == "ipv4" {
+                (Self::IPV4, "1")
+            } else {
+                (Self::IPV6, "1")
+            };
+            if record {
+                // Every interface's own value, put back after the global one.
+                let interfaces = self.interface_values(family).await?;
+                let before = self.router.sysctl(global).await?;
+                self.record(global, before.trim());
+                for (key, value) in interfaces {
+                    self.record(&key, &value);
                 }
-                self.router.set_sysctl(key, value).await?;
+            }
+            self.router.set_sysctl(global, value).await?;
+            if family == "ipv6" {
+                let before = self.router.sysctl(Self::IPV6_DAD).await?;
+                if record {
+                    self.record(Self::IPV6_DAD, before.trim());
+                }
+                // Best effort: without it the first forwarded IPv6 packets wait for
+                // duplicate-address detection (a second or two), nothing worse.
+                if let Err(e) = self.router.set_sysctl(Self::IPV6_DAD, "0").await {
+                    trace::swallowed(&self.router.label(), &e);
+                }
             }
         }
         Ok(())
     }
 
+    /// `(key, value)` of every existing interface's `forwarding` setting for `family`.
+    async fn interface_values(&self, family: &'static str) -> Result<Vec<(String, String)>> {
+        self.router
+            .run(move || {
+                let dir = format!("/proc/sys/net/{family}/conf");
+                let mut found = Vec::new();
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name == "all" || name == "default" {
+                        continue;
+                    }
+                    if let Ok(value) = std::fs::read_to_string(entry.path().join("forwarding")) {
+                        let key =
+                            format!("net.{family}.conf.{}.forwarding", name.replace('.', "/"));
+                        found.push((key, value.trim().to_owned()));
+                    }
+                }
+                found
+            })
+            .await
+    }
+
+    fn record(&self, key: &str, value: &str) {
+        let id = self.router.inner().id();
+        if let Some((_, state)) = routers().iter_mut().find(|(i, _)| *i == id) {
+            state.restore.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// Gives up this network's use of the router's settings; the last user gets the values to
+    /// put back.
+    fn release(&mut self) -> Vec<(String, String)> {
+        if !std::mem::take(&mut self.registered) {
+            return Vec::new();
+        }
+        let id = self.router.inner().id();
+        let mut all = routers();
+        let Some(at) = all.iter().position(|(i, _)| *i == id) else {
+            return Vec::new();
+        };
+        all[at].1.users -= 1;
+        if all[at].1.users > 0 {
+            return Vec::new();
+        }
+        all.remove(at).1.restore
+    }
+
     async fn restore(&mut self) -> Result<()> {
         let mut errors = Vec::new();
-        for (key, before) in std::mem::take(&mut self.restore) {
-            if let Err(e) = self.router.set_sysctl(key, &before).await {
-                errors.push(e);
+        for (key, before) in self.release() {
+            match self.router.set_sysctl(&key, &before).await {
+                Ok(()) => {}
+                // An interface that went with the network.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(e),
             }
         }
         Error::collect(format!("forwarding in {}", self.router.label()), errors)
     }
 
     fn restore_blocking(&mut self) {
-        for (key, before) in std::mem::take(&mut self.restore) {
-            if let Err(e) = self.router.set_sysctl_blocking(key, &before) {
-                trace::swallowed(&self.router.label(), &e);
+        for (key, before) in self.release() {
+            match self.router.set_sysctl_blocking(&key, &before) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => trace::swallowed(&self.router.label(), &e),
             }
         }
     }
@@ -409,7 +526,13 @@ impl Forwarding {
 
 impl Drop for Forwarding {
     fn drop(&mut self) {
-        if self.armed && !self.router.inner().is_doomed() {
+        if !self.armed {
+            // Kept: the settings stay, and so does the count (the router stays in use).
+            return;
+        }
+        if self.router.inner().is_doomed() {
+            self.release();
+        } else {
             self.restore_blocking();
         }
     }
@@ -513,7 +636,6 @@ impl RoutedNetwork {
             .map(DirectLink::keep)
             .collect();
         self.forwarding.armed = false;
-        self.forwarding.restore.clear();
         let router = std::mem::replace(
             &mut self.router,
             Namespace::view(self.forwarding.router.inner().clone()),
