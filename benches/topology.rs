@@ -20,6 +20,9 @@
 //!   untimed runs, so it is a lower bound — `wait4`'s `ru_maxrss` would not do: it keeps the
 //!   parent's size from before `exec`); ratio lines
 //!   `ratio runtime N=1 add netns-kit-blocking/cni-bridge: <value>`;
+//! * **dual-stack**: the bridged setup at N=500 (or the largest size below) with IPv4 only,
+//!   dual-stack, and dual-stack without members' link-local addresses; ratio lines
+//!   `ratio bridged N=<n> setup dual-stack/ipv4-only: <value>`;
 //! * **tracing overhead**: the bridged setup at N=100 (or the largest size below) with no
 //!   subscriber at all, then with a `tracing-subscriber` `fmt` layer at `info` recording every
 //!   span of the crate (span-close events with durations, formatted into a sink), interleaved
@@ -88,6 +91,9 @@ fn main() {
         cni(&mut report, n);
     }
     runtime_add(&mut report);
+    if let Some(&n) = sizes.iter().filter(|&&n| n <= 500).max() {
+        dual_stack(&mut report, n);
+    }
     if let Some(&n) = sizes.iter().filter(|&&n| n <= 100).max() {
         tracing_overhead(&mut report, n);
     }
@@ -700,6 +706,56 @@ fn runtime_add(report: &mut Report) {
 /// Whether the bench's subscriber records the crate's spans (read by its filter on every span:
 /// the filter reports "sometimes" interest, so no callsite caches the answer).
 static TRACING_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Dual-stack against IPv4-only: the bridged setup at N=500 (or the largest size below), each
+/// member with an IPv4 address only, then with an IPv6 address too — once with the default
+/// (members keep their link-local address), once with `link_local_ipv6(false)` — interleaved.
+fn dual_stack(report: &mut Report, n: usize) {
+    println!("dual-stack against IPv4-only, bridged N={n}");
+    let runs = runs_for(n).max(3);
+    let setup = |ipv6: bool, link_local: Option<bool>| {
+        settle(n);
+        let host = Namespace::new_blocking().unwrap();
+        let start = Instant::now();
+        let mut net = bridged().host(&host).gateway("10.100.255.254/16");
+        if ipv6 {
+            net = net.gateway("fd64::ffff/64");
+        }
+        if let Some(on) = link_local {
+            net = net.link_local_ipv6(on);
+        }
+        let net = net
+            .members((0..n).map(|i| {
+                let m = MemberSpec::new().address(member_address(i));
+                if ipv6 {
+                    m.address(format!("fd64::{:x}/64", i + 1))
+                } else {
+                    m
+                }
+            }))
+            .create_blocking()
+            .unwrap();
+        let took = start.elapsed();
+        drop((net, host));
+        took
+    };
+    let (mut v4, mut dual, mut quiet) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        v4.push(setup(false, None));
+        dual.push(setup(true, None));
+        quiet.push(setup(true, Some(false)));
+    }
+    let scenario = format!("bridged N={n} setup");
+    report.add(&scenario, "ipv4-only", v4.clone());
+    report.add(&scenario, "dual-stack", dual.clone());
+    report.add(&scenario, "dual, no fe80", quiet.clone());
+    for (name, runs) in [("dual-stack", &dual), ("dual-stack-no-link-local", &quiet)] {
+        let value = median(runs).as_secs_f64() / median(&v4).as_secs_f64();
+        report.ratios.push(format!(
+            "ratio bridged N={n} setup {name}/ipv4-only: {value:.2}"
+        ));
+    }
+}
 
 fn tracing_overhead(report: &mut Report, n: usize) {
     use std::sync::atomic::Ordering;

@@ -309,6 +309,7 @@ pub use link::{
     Link, LinkInfo, MacAddr, OperState,
     bridge::{Bridge, BridgeBuilder},
     veth::{VethPair, VethPairBuilder},
+    vxlan::{VXLAN_OVERHEAD_V4, VXLAN_PORT, Vxlan, VxlanBuilder},
 };
 pub use name::{IFNAME_MAX, IFNAME_UNIQUE_PREFIX_MAX, IfName, NSNAME_MAX, NsName};
 pub use netns::{Namespace, NamespaceBuilder};

@@ -180,3 +180,15 @@ fn lab_builds_the_example_topology_file() {
     // db1 reaches backup over its link; backup, cabled to db1 only, reaches no LAN address.
     assert!(out.contains("reachability: 31 pairs answered"), "{out}");
 }
+
+#[test]
+fn two_hosts_spans_one_network_over_vxlan() {
+    let out = run(&mut Command::new(example("two_hosts")));
+    assert!(out.contains("members' MTU 1450"), "{out}");
+    assert_eq!(out.matches(" ok, rtt ").count(), 8, "{out}");
+    assert!(
+        out.contains("1 MiB by TCP from A to B: 1048576 bytes, identical"),
+        "{out}"
+    );
+    assert!(out.contains("two_hosts: ok"), "{out}");
+}

@@ -609,8 +609,7 @@ impl Bridge {
     }
 
     /// Disarms the guard and hands over what it owned, for composites that tear it down
-    /// themselves.
-    /// The link, its FORWARD rules, and whether its link-local address skips
+    /// themselves: the link, its FORWARD rules, and whether its link-local address skips
     /// duplicate-address detection.
     pub(crate) fn into_parts(self) -> (Link, Option<ForwardRules>, bool) {
         let BridgeResource {

@@ -10,6 +10,7 @@
 
 pub(crate) mod bridge;
 pub(crate) mod veth;
+pub(crate) mod vxlan;
 
 use std::{fmt, str::FromStr, sync::Arc};
 

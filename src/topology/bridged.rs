@@ -83,6 +83,8 @@ pub struct BridgedNetworkBuilder {
     nodad: bool,
     mtu: Option<u32>,
     link_local_ipv6: Option<bool>,
+    /// A VXLAN port stretching the network to other machines: (VNI, local, peers).
+    vxlan: Option<(u32, std::net::IpAddr, Vec<std::net::IpAddr>)>,
 }
 
 /// Starts a bridged network: a bridge holding the gateway address(es) in a host namespace,
@@ -120,6 +122,7 @@ pub fn bridged() -> BridgedNetworkBuilder {
         nodad: true,
         mtu: None,
         link_local_ipv6: None,
+        vxlan: None,
     }
 }
 
@@ -221,6 +224,40 @@ impl BridgedNetworkBuilder {
     /// [existing bridge](Self::existing_bridge), the bridge's, which is left as it is).
     pub fn mtu(mut self, mtu: u32) -> Self {
         self.mtu = Some(mtu);
+        self
+    }
+
+    /// Stretches the network across machines: a VXLAN port on the bridge (VNI `vni`, UDP port
+    /// 4789, datagrams from the underlay address `local`) sends what members send to the same
+    /// network on `peers` — the other machines' underlay addresses, each running the same
+    /// network with the same VNI and its own members (addresses on one subnet, none twice).
+    /// Without an explicit [`mtu`](Self::mtu), the bridge and members get 1450: the underlay's
+    /// 1500 less VXLAN's 50 bytes of headers (an IPv6 underlay needs 20 more: give `mtu`). The
+    /// port is removed with the network. See [`Vxlan`](crate::Vxlan) for the details.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(host_a: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged};
+    /// // On machine A (192.168.50.1), its half of network 10.42.0.0/24; machine B runs the
+    /// // same with local 192.168.50.2, peer 192.168.50.1 and gateway-less members .11 and up.
+    /// let net = bridged()
+    ///     .host(&host_a)
+    ///     .gateway("10.42.0.1/24")
+    ///     .vxlan(42, "192.168.50.1".parse().unwrap(), ["192.168.50.2".parse().unwrap()])
+    ///     .member(MemberSpec::new().address("10.42.0.2/24"))
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn vxlan(
+        mut self,
+        vni: u32,
+        local: std::net::IpAddr,
+        peers: impl IntoIterator<Item = std::net::IpAddr>,
+    ) -> Self {
+        self.vxlan = Some((vni, local, peers.into_iter().collect()));
         self
     }
 
@@ -328,6 +365,18 @@ impl BridgedNetworkBuilder {
                     )
                 };
                 let interface_name = IfName::new(&self.interface_name)?;
+                if self.vxlan.is_some() && self.existing.is_some() {
+                    return Err(Error::invalid(
+                        object(),
+                        "a VXLAN port goes on a bridge the network creates, not an existing one",
+                    ));
+                }
+                // With a VXLAN port, room for its headers (see `vxlan`).
+                let want_mtu = self.mtu.or_else(|| {
+                    self.vxlan
+                        .as_ref()
+                        .map(|_| 1500 - crate::link::vxlan::VXLAN_OVERHEAD_V4)
+                });
                 let gateways = validate_gateways(self.gateways, &object)?;
                 check_port_count(self.members.len(), &object)?;
                 let mut taken = Taken::default();
@@ -349,7 +398,7 @@ impl BridgedNetworkBuilder {
                 let (bridge, rules, mtu, fast_link_local) = match self.existing {
                     Some(link) => {
                         let mtu = adopt_bridge(&link).await?;
-                        (link, None, self.mtu.or(mtu), false)
+                        (link, None, want_mtu.or(mtu), false)
                     }
                     None => {
                         let bridge = Bridge::builder(bridge_name.as_str())
@@ -360,14 +409,14 @@ impl BridgedNetworkBuilder {
                             // the lowest port MTU), and every MAC change ripples through the
                             // bridge's IPv6 configuration — costs that grow with the members.
                             .mac(crate::link::random_mac())
-                            .mtu(self.mtu.unwrap_or(1500))
+                            .mtu(want_mtu.unwrap_or(1500))
                             .nodad(self.nodad)
                             .accept_forward(self.accept_forward);
                         let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
                         // If this fails, or the future is dropped, `group_hold` gives the number
                         // back.
                         let (bridge, rules, fast_link_local) = bridge.create().await?.into_parts();
-                        (bridge, rules, self.mtu, fast_link_local)
+                        (bridge, rules, want_mtu, fast_link_local)
                     }
                 };
                 // From here on the guard owns everything made: if a step fails it is removed, and if
@@ -394,6 +443,28 @@ impl BridgedNetworkBuilder {
                 if adopted {
                     if let Err(e) = network.get_mut().adopt(self.nodad, self.accept_forward).await {
                         return Err(guard::roll_back(network, e).await);
+                    }
+                }
+                if let Some((vni, local, peers)) = self.vxlan {
+                    let context = &network.get().context;
+                    let mut vx = crate::link::vxlan::Vxlan::builder(
+                        IfName::unique("nkvx").map(|n| n.as_str().to_owned()).unwrap_or_default(),
+                        vni,
+                    )
+                    .namespace(&Namespace::view(context.host.clone()))
+                    .local(local)
+                    .controller(&context.bridge)
+                    .owned_group(context.group);
+                    if let Some(mtu) = context.mtu {
+                        vx = vx.mtu(mtu);
+                    }
+                    for peer in peers {
+                        vx = vx.peer(peer);
+                    }
+                    // The network's link group holds it: removed in the same batch.
+                    match vx.create().await {
+                        Ok(vx) => drop(vx.into_link()),
+                        Err(e) => return Err(guard::roll_back(network, e).await),
                     }
                 }
                 let (members, first_error) = build_members(&network.get().context, planned).await;

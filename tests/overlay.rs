@@ -1,0 +1,258 @@
+//! VXLAN and a bridged network spanning "machines" (namespaces joined by an underlay), checked
+//! from outside: `ip -d -j link` (kind, VNI, port, local, bridge, MTU), `bridge -j fdb` (one
+//! all-zeros entry per peer), pings between every pair of members on different machines, 1 MiB
+//! by TCP byte for byte; bad input refused before anything is made.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::IpAddr,
+};
+
+use common::{in_ns, ip_json, link_names, outside, ping};
+use netns_kit::{BridgedNetwork, MemberSpec, Namespace, Vxlan, bridged};
+use serde_json::Value;
+
+/// `bridge -j fdb show dev DEV` in `ns`: the peers of the all-zeros entries.
+fn flood_peers(ns: &Namespace, dev: &str) -> Vec<String> {
+    let out = outside(ns, "bridge", &["-j", "fdb", "show", "dev", dev])
+        .output()
+        .unwrap();
+    let entries: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+    let mut peers: Vec<String> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["mac"] == "00:00:00:00:00:00")
+        .filter_map(|e| e["dst"].as_str().map(str::to_owned))
+        .collect();
+    peers.sort();
+    peers
+}
+
+/// `n` machines on one underlay LAN (a bridge in a "switch" namespace), addresses 10.97.0.1..n.
+fn machines(n: usize) -> (Vec<Namespace>, Namespace, BridgedNetwork) {
+    let switch = Namespace::new_blocking().unwrap();
+    let hosts: Vec<Namespace> = (0..n).map(|_| Namespace::new_blocking().unwrap()).collect();
+    let underlay = bridged()
+        .host(&switch)
+        .gateway("10.97.0.254/24")
+        .members(hosts.iter().enumerate().map(|(i, h)| {
+            MemberSpec::in_namespace(h)
+                .interface_name("wire")
+                .address(format!("10.97.0.{}/24", i + 1))
+        }))
+        .create_blocking()
+        .unwrap();
+    (hosts, switch, underlay)
+}
+
+fn underlay_ip(i: usize) -> IpAddr {
+    format!("10.97.0.{}", i + 1).parse().unwrap()
+}
+
+/// Machine `i`'s half of 10.42.0.0/24 (gateway .(i+1), members .(10i+11) and .(10i+12)), with
+/// a VXLAN port towards every other machine.
+fn half(hosts: &[Namespace], i: usize) -> BridgedNetwork {
+    let peers = (0..hosts.len()).filter(|&j| j != i).map(underlay_ip);
+    bridged()
+        .host(&hosts[i])
+        .bridge_name("br42")
+        .gateway(format!("10.42.0.{}/24", i + 1))
+        .vxlan(42, underlay_ip(i), peers)
+        .members(
+            (0..2).map(|m| MemberSpec::new().address(format!("10.42.0.{}/24", 10 * i + 11 + m))),
+        )
+        .create_blocking()
+        .unwrap()
+}
+
+/// Every member pings every member of every other machine.
+fn all_pairs_ping(nets: &[BridgedNetwork]) {
+    for (i, here) in nets.iter().enumerate() {
+        for (j, there) in nets.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for from in here.members() {
+                for to in there.members() {
+                    let to = to.addresses()[0].ip().to_string();
+                    assert!(
+                        ping(from.namespace(), &to),
+                        "machine {i} -> {to} on machine {j}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn one_network_spans_two_machines_and_carries_a_mebibyte() {
+    let (hosts, _switch, _underlay) = machines(2);
+    let nets: Vec<BridgedNetwork> = (0..2).map(|i| half(&hosts, i)).collect();
+
+    // From outside: the VXLAN port on each machine's bridge.
+    let links = ip_json(&hosts[0], &["-d", "link", "show", "master", "br42"]);
+    let vx = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["linkinfo"]["info_kind"] == "vxlan")
+        .unwrap_or_else(|| panic!("no vxlan port on br42: {links}"))
+        .clone();
+    let data = &vx["linkinfo"]["info_data"];
+    assert_eq!(data["id"], 42, "{vx}");
+    assert_eq!(data["port"], 4789, "{vx}");
+    assert_eq!(data["local"], "10.97.0.1", "{vx}");
+    assert_eq!(vx["mtu"], 1450, "{vx}");
+    let vx_name = vx["ifname"].as_str().unwrap().to_owned();
+    assert_eq!(flood_peers(&hosts[0], &vx_name), ["10.97.0.2"]);
+    let member = ip_json(
+        nets[0].members()[0].namespace(),
+        &["link", "show", "dev", "eth0"],
+    );
+    assert_eq!(member[0]["mtu"], 1450, "members leave room for the headers");
+
+    all_pairs_ping(&nets);
+
+    // 1 MiB by TCP from machine 0 to machine 1, byte for byte.
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let receiver = in_ns(nets[1].members()[0].namespace(), move || {
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 7600)).unwrap();
+        tx.send(()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).unwrap();
+        got
+    });
+    rx.recv().unwrap();
+    let sent = data.clone();
+    in_ns(nets[0].members()[1].namespace(), move || {
+        let mut stream = std::net::TcpStream::connect(("10.42.0.21", 7600)).unwrap();
+        stream.write_all(&sent).unwrap();
+    })
+    .join()
+    .unwrap();
+    let got = receiver.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the mebibyte arrived changed");
+
+    // Teardown removes the port with the network; the underlay stays until it goes too.
+    drop(nets);
+    assert_eq!(link_names(&hosts[0]), ["lo", "wire"]);
+}
+
+#[test]
+fn three_machines_reach_each_other() {
+    let (hosts, _switch, _underlay) = machines(3);
+    let nets: Vec<BridgedNetwork> = (0..3).map(|i| half(&hosts, i)).collect();
+    let links = ip_json(&hosts[2], &["-d", "link", "show", "master", "br42"]);
+    let vx = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["linkinfo"]["info_kind"] == "vxlan")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        flood_peers(&hosts[2], vx["ifname"].as_str().unwrap()),
+        ["10.97.0.1", "10.97.0.2"]
+    );
+    all_pairs_ping(&nets);
+}
+
+#[test]
+fn a_vxlan_endpoint_on_its_own_and_its_peers_at_run_time() {
+    let host = Namespace::new_blocking().unwrap();
+    let mut vx = Vxlan::builder("vx7", 7)
+        .namespace(&host)
+        .local("10.96.0.1".parse().unwrap())
+        .peer("10.96.0.2".parse().unwrap())
+        .learning(false)
+        .port(4790)
+        .create_blocking()
+        .unwrap();
+    let link = ip_json(&host, &["-d", "link", "show", "dev", "vx7"]);
+    let data = &link[0]["linkinfo"]["info_data"];
+    assert_eq!(data["id"], 7, "{link}");
+    assert_eq!(data["port"], 4790, "{link}");
+    assert_eq!(data["learning"], false, "{link}");
+    assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.2"]);
+    vx.add_peer_blocking("10.96.0.3".parse().unwrap()).unwrap();
+    assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.2", "10.96.0.3"]);
+    vx.remove_peer_blocking("10.96.0.2".parse().unwrap())
+        .unwrap();
+    assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.3"]);
+    let err = vx
+        .add_peer_blocking("10.96.0.3".parse().unwrap())
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    drop(vx);
+    assert_eq!(link_names(&host), ["lo"]);
+}
+
+#[test]
+fn bad_vxlan_input_is_refused_before_anything_is_made() {
+    let host = Namespace::new_blocking().unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let cases = [
+        (Vxlan::builder("vx1", 1 << 24), "24 bits"),
+        (Vxlan::builder("vx1", 1).port(0), "port 0"),
+        (
+            Vxlan::builder("vx1", 1)
+                .group(ip("239.1.1.1"))
+                .peer(ip("10.96.0.2")),
+            "not both",
+        ),
+        (
+            Vxlan::builder("vx1", 1).group(ip("10.96.0.9")),
+            "not a multicast",
+        ),
+        (Vxlan::builder("vx1", 1).group(ip("239.1.1.1")), "underlay"),
+        (
+            Vxlan::builder("vx1", 1)
+                .local(ip("10.96.0.1"))
+                .peer(ip("fd96::2")),
+            "different IP versions",
+        ),
+        (
+            Vxlan::builder("vx1", 1)
+                .local(ip("10.96.0.1"))
+                .peer(ip("10.96.0.1")),
+            "the local address",
+        ),
+        (
+            Vxlan::builder("vx1", 1)
+                .peer(ip("10.96.0.2"))
+                .peer(ip("10.96.0.2")),
+            "twice",
+        ),
+        (Vxlan::builder("vx1/x", 1), "/"),
+    ];
+    for (builder, says) in cases {
+        let err = builder.namespace(&host).create_blocking().unwrap_err();
+        assert!(err.to_string().contains(says), "{err} should say {says:?}");
+        assert_eq!(link_names(&host), ["lo"], "after {err}");
+    }
+    // A spanning network needs its own bridge.
+    let bridge = netns_kit::Bridge::builder("br0")
+        .namespace(&host)
+        .create_blocking()
+        .unwrap();
+    let err = bridged()
+        .host(&host)
+        .existing_bridge(&bridge)
+        .gateway("10.42.0.1/24")
+        .vxlan(42, ip("10.96.0.1"), [ip("10.96.0.2")])
+        .create_blocking()
+        .unwrap_err();
+    assert!(
+        err.is_invalid_input() && err.to_string().contains("VXLAN"),
+        "{err}"
+    );
+}
