@@ -308,6 +308,7 @@ pub use ip::IntoIpNetwork;
 pub use link::{
     Link, LinkInfo, MacAddr, OperState,
     bridge::{Bridge, BridgeBuilder},
+    macvlan::{Macvlan, MacvlanBuilder, MacvlanMode},
     veth::{VethPair, VethPairBuilder},
     vxlan::{VXLAN_OVERHEAD_V4, VXLAN_PORT, Vxlan, VxlanBuilder},
 };

@@ -9,6 +9,7 @@
 //! exists to list them.
 
 pub(crate) mod bridge;
+pub(crate) mod macvlan;
 pub(crate) mod veth;
 pub(crate) mod vxlan;
 
