@@ -20,6 +20,9 @@
 //!   untimed runs, so it is a lower bound — `wait4`'s `ru_maxrss` would not do: it keeps the
 //!   parent's size from before `exec`); ratio lines
 //!   `ratio runtime N=1 add netns-kit-blocking/cni-bridge: <value>`;
+//! * **overlay**: one network of N members (N up to 100) spanning two machines (namespaces
+//!   joined by an underlay veth) over VXLAN, netns-kit's `bridged().vxlan(..)` on each against
+//!   `ip -batch` + `bridge fdb append`; ratio line `ratio overlay N=<n> setup netns-kit/ip-batch`;
 //! * **dual-stack**: the bridged setup at N=500 (or the largest size below) with IPv4 only,
 //!   dual-stack, and dual-stack without members' link-local addresses; ratio lines
 //!   `ratio bridged N=<n> setup dual-stack/ipv4-only: <value>`;
@@ -91,6 +94,9 @@ fn main() {
         cni(&mut report, n);
     }
     runtime_add(&mut report);
+    if let Some(&n) = sizes.iter().filter(|&&n| (2..=100).contains(&n)).max() {
+        overlay(&mut report, n);
+    }
     if let Some(&n) = sizes.iter().filter(|&&n| n <= 500).max() {
         dual_stack(&mut report, n);
     }
@@ -706,6 +712,104 @@ fn runtime_add(report: &mut Report) {
 /// Whether the bench's subscriber records the crate's spans (read by its filter on every span:
 /// the filter reports "sometimes" interest, so no callsite caches the answer).
 static TRACING_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// One network of `n` members spanning two machines over VXLAN (`n/2` members on each):
+/// netns-kit (`bridged().vxlan(...)` on each host) against `ip -batch` (per host one batch for
+/// the members' namespaces, one for the bridge, the VXLAN port and the members' veths, one
+/// `bridge fdb append` for the peer, one batch per member namespace). The machines and their underlay link are made before the
+/// clock starts, for both.
+fn overlay(report: &mut Report, n: usize) {
+    println!("overlay: one network across two machines, N={n}");
+    let runs = runs_for(n).min(7);
+    let half = n / 2;
+    let address = |i: usize| format!("10.101.{}.{}/16", i / 250, i % 250 + 1);
+    let (mut kit, mut batch) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        // netns-kit.
+        settle(n);
+        let (a, b) = (
+            Namespace::new_blocking().unwrap(),
+            Namespace::new_blocking().unwrap(),
+        );
+        let wire = connect(&a, &b)
+            .names("wire", "wire")
+            .address("10.99.0.1/24", "10.99.0.2/24")
+            .default_routes(false)
+            .create_blocking()
+            .unwrap();
+        let ips: [IpAddr; 2] = ["10.99.0.1".parse().unwrap(), "10.99.0.2".parse().unwrap()];
+        let start = Instant::now();
+        let nets: Vec<_> = [(&a, 0), (&b, 1)]
+            .into_iter()
+            .map(|(host, side)| {
+                bridged()
+                    .host(host)
+                    .bridge_name("br0")
+                    .gateway(format!("10.101.255.{}/16", 254 - side))
+                    .vxlan(42, ips[side], [ips[1 - side]])
+                    .members(
+                        (side * half..(side + 1) * half)
+                            .map(|i| MemberSpec::new().address(address(i))),
+                    )
+                    .create_blocking()
+                    .unwrap()
+            })
+            .collect();
+        kit.push(start.elapsed());
+        drop((nets, wire, a, b));
+
+        // ip -batch.
+        settle(n);
+        sh(
+            "ip netns add ha && ip netns add hb && ip link add wire netns ha type veth peer name wire netns hb \
+            && ip -n ha addr add 10.99.0.1/24 dev wire && ip -n hb addr add 10.99.0.2/24 dev wire \
+            && ip -n ha link set wire up && ip -n hb link set wire up",
+        );
+        let start = Instant::now();
+        for (host, side) in [("ha", 0), ("hb", 1)] {
+            let (local, peer) = (ips[side], ips[1 - side]);
+            let mut commands = format!(
+                "link add br0 mtu 1450 type bridge\naddr add 10.101.255.{}/16 dev br0\nlink set br0 up\n\
+                 link add vx0 mtu 1450 type vxlan id 42 local {local} dstport 4789\nlink set vx0 master br0 up\n",
+                254 - side
+            );
+            // Namespaces first, from outside `host` (`ip -n` cannot `netns add` in a batch).
+            let mut spaces = String::new();
+            for i in side * half..(side + 1) * half {
+                spaces.push_str(&format!("netns add m{i}\n"));
+                commands.push_str(&format!(
+                    "link add h{i} mtu 1450 master br0 up type veth peer name eth0 mtu 1450 netns m{i}\n"
+                ));
+            }
+            ip_batch(&[], &spaces);
+            ip_batch(&["-n", host], &commands);
+            sh(&format!(
+                "bridge -n {host} fdb append 00:00:00:00:00:00 dev vx0 dst {peer}"
+            ));
+            for i in side * half..(side + 1) * half {
+                ip_batch(
+                    &["-n", &format!("m{i}")],
+                    &format!(
+                        "link set lo up\nlink set eth0 up\naddr add {} dev eth0\nroute add default via 10.101.255.{}\n",
+                        address(i),
+                        254 - side
+                    ),
+                );
+            }
+        }
+        batch.push(start.elapsed());
+        let mut down = String::new();
+        for i in 0..2 * half {
+            down.push_str(&format!("netns del m{i}\n"));
+        }
+        down.push_str("netns del ha\nnetns del hb\n");
+        ip_batch(&[], &down);
+    }
+    let scenario = format!("overlay N={n} setup");
+    report.add(&scenario, "netns-kit", kit.clone());
+    report.add(&scenario, "ip-batch", batch.clone());
+    report.ratio("overlay", n, "setup", &kit, "ip-batch", &batch);
+}
 
 /// Dual-stack against IPv4-only: the bridged setup at N=500 (or the largest size below), each
 /// member with an IPv4 address only, then with an IPv6 address too — once with the default
