@@ -20,6 +20,10 @@ use std::{
 use netns_kit::{MemberSpec, bridged, lab::Lab, routed};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Without root: into a user namespace of our own first, before any thread starts.
+    if !nix::unistd::geteuid().is_root() {
+        println!("not root: working in {:?}", netns_kit::userns::isolate()?);
+    }
     if std::env::args().any(|a| a == "--reap") {
         let removed = netns_kit::lab::reap_kept_blocking()?;
         println!("reaped {} kept namespaces: {removed:?}", removed.len());

@@ -154,6 +154,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Without root (and not asked to work in the current namespace): into a user namespace of
+    // our own first, before any thread starts, where everything below is allowed.
+    if !in_host && !nix::unistd::geteuid().is_root() {
+        match netns_kit::userns::isolate() {
+            Ok(how) => println!("not root: working in {how:?}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match futures::executor::block_on(run(in_host)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

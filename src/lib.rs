@@ -93,7 +93,9 @@
 //!    ([`BridgedNetwork`]) and [`routed`] ([`RoutedNetwork`], made of the other two), composed
 //!    only from layer 5; `reap` ([`reap`]);
 //! 7. **tools** — `lab` ([`lab::Lab`]): a private network per integration test, made of the
-//!    patterns, with named hosts, processes, and keep-on-failure.
+//!    patterns, with named hosts, processes, and keep-on-failure; `userns`
+//!    ([`userns::isolate`]): the whole process into new user, network and mount namespaces, for
+//!    use without root.
 //!
 //! # Naming
 //!
@@ -298,6 +300,7 @@ mod route;
 mod sys;
 mod topology;
 mod trace;
+pub mod userns;
 
 pub use addr::{Address, AddressBuilder, AddressInfo};
 pub use error::{Error, NameKind, Result};

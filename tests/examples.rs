@@ -192,3 +192,22 @@ fn two_hosts_spans_one_network_over_vxlan() {
     );
     assert!(out.contains("two_hosts: ok"), "{out}");
 }
+
+#[test]
+fn seed_and_lab_run_without_root() {
+    for name in ["seed", "lab"] {
+        let out = run(tool("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(example(name)));
+        assert!(
+            out.contains("not root: working in UserNamespace"),
+            "{name}: {out}"
+        );
+        assert!(out.contains("done: "), "{name}: {out}");
+    }
+}

@@ -13,7 +13,7 @@ use std::{
 
 const LAYERS: &[(&str, &[&str])] = &[
     ("values", &["error", "name", "ip", "guard", "trace"]),
-    ("system", &["sys", "owner", "userns"]),
+    ("system", &["sys", "owner"]),
     ("netlink", &["netlink", "twins"]),
     ("namespace", &["netns"]),
     (
@@ -23,7 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("patterns", &["topology", "reap"]),
-    ("tools", &["lab", "cni"]),
+    ("tools", &["lab", "cni", "userns"]),
 ];
 
 fn rank(module: &str) -> Option<usize> {
