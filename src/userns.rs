@@ -133,6 +133,14 @@ pub fn isolate() -> Result<Isolation> {
         write("/proc/self/uid_map", format!("0 {uid} 1"))?;
         write("/proc/self/gid_map", format!("0 {gid} 1"))?;
     }
+    settle_in()?;
+    Ok(isolation)
+}
+
+/// In new network and mount namespaces just entered (by [`isolate`], or by `unshare(1)` for a
+/// test run in a child): private mounts, a private `/run/netns`, `/sys` for the new network
+/// namespace, `lo` up.
+pub(crate) fn settle_in() -> Result<()> {
     // Nothing mounted from here on reaches the parent's mount namespace.
     mount(
         None::<&str>,
@@ -160,7 +168,7 @@ pub fn isolate() -> Result<Isolation> {
     );
     let lo = crate::netns::Namespace::current()?.link_by_index_blocking(1)?;
     lo.set_up_blocking()?;
-    Ok(isolation)
+    Ok(())
 }
 
 /// A tmpfs at `/run/netns`; if it does not exist and cannot be made (an unprivileged user

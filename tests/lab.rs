@@ -288,3 +288,55 @@ fn inner_skip() {
     };
     panic!("a lab was made without privileges");
 }
+
+netns_kit::isolated_test!(a_lab_in_an_isolated_test, {
+    let mut lab = Lab::new_blocking("isolated_test").unwrap();
+    lab.add_lan_blocking(["10.175.0.0/24"], ["a", "b"]).unwrap();
+    assert!(ping(lab.host("a").unwrap(), "10.175.0.3"));
+    println!(
+        "ISOLATED-BODY in-child={}",
+        std::env::var_os(netns_kit::lab::ISOLATED_ENV).is_some()
+    );
+});
+
+/// Run by the test below: an isolated body that fails.
+#[test]
+#[ignore = "run by an_isolated_test_runs_without_root_in_a_user_namespace"]
+fn inner_isolated_failure() {
+    netns_kit::lab::run_isolated(concat!(module_path!(), "::inner_isolated_failure"), || {
+        panic!("BODY-FAILED on purpose")
+    });
+}
+
+#[test]
+fn an_isolated_test_runs_without_root_in_a_user_namespace() {
+    let exe = std::env::current_exe().unwrap();
+    let as_nobody = |args: &[&str]| {
+        let out = tool("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(&exe)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = as_nobody(&["--exact", "a_lab_in_an_isolated_test", "--nocapture"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("ISOLATED-BODY in-child=true"), "{out}");
+    let (ok, out) = as_nobody(&["--exact", "inner_isolated_failure", "--include-ignored"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("failed in its user namespace"), "{out}");
+    assert!(out.contains("BODY-FAILED on purpose"), "{out}");
+}
