@@ -214,11 +214,15 @@ fn thread_count() -> usize {
 
 /// Why the kernel refused a new user namespace, and what to change.
 fn why_refused(errno: nix::errno::Errno) -> String {
-    let read = |path: &str| {
+    why_refused_given(errno, &|path| {
         std::fs::read_to_string(path)
             .ok()
             .map(|s| s.trim().to_owned())
-    };
+    })
+}
+
+/// [`why_refused`], reading settings through `read` (a path under `/proc/sys` to its value).
+fn why_refused_given(errno: nix::errno::Errno, read: &dyn Fn(&str) -> Option<String>) -> String {
     if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         return "user namespaces are disabled: user.max_user_namespaces is 0 (enable with `sysctl -w user.max_user_namespaces=15000`)".into();
     }
@@ -232,5 +236,28 @@ fn why_refused(errno: nix::errno::Errno) -> String {
         nix::errno::Errno::ENOSPC => "the limit of user namespaces is reached (user.max_user_namespaces)".into(),
         nix::errno::Errno::EPERM => "the kernel or a security policy (seccomp, a container runtime) forbids new user namespaces here".into(),
         e => format!("the kernel refused ({e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    fn with(setting: &'static str, value: &'static str) -> impl Fn(&str) -> Option<String> {
+        move |path| path.ends_with(setting).then(|| value.to_owned())
+    }
+
+    #[test]
+    fn a_refusal_names_the_setting_at_fault() {
+        let says = |read: &dyn Fn(&str) -> Option<String>| why_refused_given(Errno::EPERM, read);
+        assert!(says(&with("max_user_namespaces", "0")).contains("user.max_user_namespaces is 0"));
+        assert!(
+            says(&with("unprivileged_userns_clone", "0"))
+                .contains("kernel.unprivileged_userns_clone")
+        );
+        assert!(says(&with("apparmor_restrict_unprivileged_userns", "1")).contains("AppArmor"));
+        assert!(says(&|_| None).contains("security policy"));
+        assert!(why_refused_given(Errno::ENOSPC, &|_| None).contains("limit"));
     }
 }
