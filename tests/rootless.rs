@@ -40,6 +40,43 @@ fn main() {
     if let Some(path) = std::env::var_os("NK_ROOTLESS_LEAVE") {
         return leave_a_bridge(std::path::Path::new(&path));
     }
+    // The parts of libtest's command line that `cargo test` and `cargo nextest` use: `--list`
+    // (answered without isolating: nothing runs), `--exact`, `--ignored`, and filters.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let takes_value = ["--format", "--test-threads", "--color", "--skip", "-Z"];
+    let mut filters = Vec::new();
+    let mut skip_next = false;
+    for arg in &args {
+        if skip_next {
+            skip_next = false;
+        } else if takes_value.contains(&arg.as_str()) {
+            skip_next = true;
+        } else if !arg.starts_with('-') {
+            filters.push(arg.clone());
+        }
+    }
+    let exact = args.iter().any(|a| a == "--exact");
+    let only_ignored = args.iter().any(|a| a == "--ignored");
+    let chosen: Vec<_> = CHECKS
+        .iter()
+        .filter(|(name, _)| {
+            !only_ignored
+                && (filters.is_empty()
+                    || filters.iter().any(|f| {
+                        if exact {
+                            name == f
+                        } else {
+                            name.contains(f.as_str())
+                        }
+                    }))
+        })
+        .collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in &chosen {
+            println!("{name}: test");
+        }
+        return;
+    }
     let isolation = match userns::isolate() {
         Ok(i) => i,
         Err(e) => {
@@ -51,15 +88,6 @@ fn main() {
         "rootless: isolated as {isolation:?} (euid {})",
         nix::unistd::geteuid()
     );
-    // `cargo test NAME` passes NAME: run the checks whose names contain it.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let chosen: Vec<_> = CHECKS
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
     println!("\nrunning {} tests", chosen.len());
     let mut failed = Vec::new();
     for (name, check) in &chosen {
