@@ -107,23 +107,25 @@ pub fn isolate() -> Result<Isolation> {
         ));
     }
     let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
-    let isolation = if uid == 0 {
+    let plain = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS;
+    // Root with the capabilities needs no user namespace; root without them (a container's)
+    // gets one like anybody else.
+    let root = privileged() && unshare(plain).is_ok();
+    let isolation = if root {
         Isolation::Root
     } else {
         Isolation::UserNamespace { uid, gid }
     };
-    let mut flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS;
-    if isolation != Isolation::Root {
-        flags |= CloneFlags::CLONE_NEWUSER;
-    }
-    if let Err(errno) = unshare(flags) {
-        let source = io::Error::from_raw_os_error(errno as i32);
-        return Err(Error::with_detail(
-            "enter new namespaces for",
-            object,
-            source,
-            Some(why_refused(errno)),
-        ));
+    if !root {
+        if let Err(errno) = unshare(plain | CloneFlags::CLONE_NEWUSER) {
+            let source = io::Error::from_raw_os_error(errno as i32);
+            return Err(Error::with_detail(
+                "enter new namespaces for",
+                object,
+                source,
+                Some(why_refused(errno)),
+            ));
+        }
     }
     if let Isolation::UserNamespace { uid, gid } = isolation {
         let write = |path: &str, text: String| {
@@ -171,8 +173,9 @@ pub(crate) fn settle_in() -> Result<()> {
     Ok(())
 }
 
-/// A tmpfs at `/run/netns`; if it does not exist and cannot be made (an unprivileged user
-/// cannot write `/run`), a tmpfs over `/run` first.
+/// A tmpfs at `/run/netns`; if it does not exist, a tmpfs over `/run` first (making the
+/// directory on the machine's `/run` would be a change outside, and an unprivileged user cannot
+/// anyway).
 fn private_run_netns() -> Result<()> {
     let tmpfs = |target: &str| {
         mount(
@@ -191,12 +194,33 @@ fn private_run_netns() -> Result<()> {
         })
     };
     let dir = Path::new(crate::sys::NETNS_RUN_DIR);
-    if !dir.is_dir() && std::fs::create_dir_all(dir).is_err() {
+    if !dir.is_dir() {
         tmpfs("/run")?;
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::os("create", dir.display().to_string(), e))?;
     }
     tmpfs(crate::sys::NETNS_RUN_DIR)
+}
+
+/// Whether this process has `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` in its user namespace (root
+/// on a machine, usually; not root in a container without them).
+pub(crate) fn privileged() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0 && caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// Whether this process is in a user namespace other than the machine's (whose uid map is the
+/// identity over all uids).
+pub(crate) fn in_new_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|map| map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
 /// The number of threads of this process.

@@ -199,6 +199,11 @@ fn a_vxlan_endpoint_on_its_own_and_its_peers_at_run_time() {
 #[test]
 fn bad_vxlan_input_is_refused_before_anything_is_made() {
     let host = Namespace::new_blocking().unwrap();
+    let elsewhere = Namespace::new_blocking().unwrap();
+    let other_bridge = netns_kit::Bridge::builder("brx")
+        .namespace(&elsewhere)
+        .create_blocking()
+        .unwrap();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let cases = [
         (Vxlan::builder("vx1", 1 << 24), "24 bits"),
@@ -233,12 +238,27 @@ fn bad_vxlan_input_is_refused_before_anything_is_made() {
             "twice",
         ),
         (Vxlan::builder("vx1/x", 1), "/"),
+        // A bridge in another namespace than the endpoint's.
+        (
+            Vxlan::builder("vx1", 1).controller(other_bridge.link()),
+            "in another namespace",
+        ),
     ];
     for (builder, says) in cases {
         let err = builder.namespace(&host).create_blocking().unwrap_err();
         assert!(err.to_string().contains(says), "{err} should say {says:?}");
         assert_eq!(link_names(&host), ["lo"], "after {err}");
     }
+    // A spanning network's VXLAN input is checked before its bridge is made.
+    let err = bridged()
+        .host(&host)
+        .bridge_name("brv")
+        .gateway("10.42.0.1/24")
+        .vxlan(1 << 24, ip("10.96.0.1"), [ip("10.96.0.2")])
+        .create_blocking()
+        .unwrap_err();
+    assert!(err.to_string().contains("24 bits"), "{err}");
+    assert_eq!(link_names(&host), ["lo"]);
     // A spanning network needs its own bridge.
     let bridge = netns_kit::Bridge::builder("br0")
         .namespace(&host)
@@ -254,5 +274,49 @@ fn bad_vxlan_input_is_refused_before_anything_is_made() {
     assert!(
         err.is_invalid_input() && err.to_string().contains("VXLAN"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_kept_spanning_network_unmarks_its_vxlan_port_and_ipv6_underlays_get_room() {
+    let host = Namespace::new_blocking().unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // An IPv6 underlay: 20 more bytes of headers, so 1430.
+    let net = bridged()
+        .host(&host)
+        .bridge_name("br6")
+        .gateway("10.43.0.1/24")
+        .vxlan(43, ip("fd97::1"), [ip("fd97::2")])
+        .member(MemberSpec::new().address("10.43.0.2/24"))
+        .create_blocking()
+        .unwrap();
+    let member = ip_json(
+        net.members()[0].namespace(),
+        &["link", "show", "dev", "eth0"],
+    );
+    assert_eq!(member[0]["mtu"], 1430, "{member}");
+    // Kept: the port is out of the network's link group and carries the kept mark, like the
+    // bridge and the members' ends (so no later network's teardown, and no reaper, removes it).
+    let net = net.keep();
+    let links = ip_json(&host, &["-d", "link", "show", "master", "br6"]);
+    let vx = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["linkinfo"]["info_kind"] == "vxlan")
+        .unwrap()
+        .clone();
+    assert_eq!(vx["group"], "default", "{vx}");
+    assert_eq!(vx["ifalias"], "netns-kit:kept", "{vx}");
+    drop(net);
+    // Still there after the guard: kept.
+    let links = ip_json(&host, &["-d", "link", "show", "master", "br6"]);
+    assert!(
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["linkinfo"]["info_kind"] == "vxlan"),
+        "{links}"
     );
 }

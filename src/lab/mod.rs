@@ -738,13 +738,17 @@ twins! {
 pub fn run_isolated(test: &str, body: impl FnOnce()) {
     // libtest names a test by its path without the crate: `lab::my_test` -> `my_test`.
     let name = test.split_once("::").map_or(test, |(_, rest)| rest);
-    if std::env::var(ISOLATED_ENV).is_ok_and(|t| t == name) {
+    // The child: only where `unshare` really made a user namespace (the variable alone could
+    // be inherited or set by mistake, and settling in remounts `/run/netns`).
+    if std::env::var(ISOLATED_ENV).is_ok_and(|t| t == name)
+        && crate::userns::in_new_user_namespace()
+    {
         if let Err(e) = crate::userns::settle_in() {
             panic!("test {name}: cannot settle into its user namespace: {e}");
         }
         return body();
     }
-    if nix::unistd::geteuid().is_root() {
+    if crate::userns::privileged() {
         return body();
     }
     let found = std::env::var_os("PATH")

@@ -212,6 +212,7 @@ impl MacvlanBuilder {
                 } else {
                     super::create_link(&ns, &nl, &name, msg, None, object).await?.0
                 };
+                let mut pending = pending;
                 let index = match nl.link_named(name.as_str()).await {
                     Ok(found) => found.header.index,
                     Err(e) => {
@@ -219,6 +220,8 @@ impl MacvlanBuilder {
                         return Err(guard::roll_back(pending, e).await);
                     }
                 };
+                // From here on a rollback removes exactly this link.
+                pending.get_mut().index = Some(index);
                 let link = Link::new(ns.clone(), index, name.clone());
                 let up = set_link(index, |b| b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN).up());
                 let mut requests = vec![(nl.send(up, 0), "bring up and mark", object())];

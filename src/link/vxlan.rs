@@ -147,8 +147,9 @@ impl VxlanBuilder {
         )
     }
 
-    /// Checks everything that can be checked before a request.
-    fn validate(&self, object: &dyn Fn() -> String) -> Result<()> {
+    /// Checks everything that can be checked before a request; `ns_id` is the namespace the
+    /// endpoint will be made in.
+    pub(crate) fn validate_in(&self, ns_id: (u64, u64), object: &dyn Fn() -> String) -> Result<()> {
         if self.vni >= 1 << 24 {
             return Err(Error::invalid(
                 object(),
@@ -208,10 +209,9 @@ impl VxlanBuilder {
                 ));
             }
         }
-        let ns_id = self.ns.as_ref().map(|n| n.id());
         for (what, link) in [("underlay", &self.underlay), ("bridge", &self.controller)] {
-            if let (Some(link), Some(id)) = (link, ns_id) {
-                if link.ns().id() != id {
+            if let Some(link) = link {
+                if link.ns().id() != ns_id {
                     return Err(Error::invalid(
                         object(),
                         format!("its {what} {} is in another namespace", link.label()),
@@ -267,7 +267,7 @@ impl VxlanBuilder {
                     None => crate::netns::current_inner()?,
                 };
                 let object = || format!("vxlan {:?} (VNI {}) in {}", name.as_str(), self.vni, ns.label());
-                self.validate(&object)?;
+                self.validate_in(ns.id(), &object)?;
 
                 let mut msg = LinkVxlan::new(name.as_str(), self.vni)
                     .port(self.port)
@@ -322,6 +322,7 @@ impl VxlanBuilder {
                 Ok(Vxlan(Guard::new(VxlanResource {
                     link,
                     vni: self.vni,
+                    local: self.local,
                     peers: self.peers,
                 })))
             })
@@ -359,6 +360,7 @@ fn fdb_delete_message(index: u32, peer: IpAddr) -> RouteNetlinkMessage {
 pub(crate) struct VxlanResource {
     link: Link,
     vni: u32,
+    local: Option<IpAddr>,
     peers: Vec<IpAddr>,
 }
 
@@ -448,12 +450,14 @@ impl Vxlan {
         pub async fn add_peer / add_peer_blocking(&mut self, peer: IpAddr) -> Result<()> {
             let what = self.0.get().describe();
             let resource = self.0.get();
+            let version_of = resource.local.or_else(|| resource.peers.first().copied());
             if resource.peers.contains(&peer) || peer.is_unspecified() || peer.is_multicast()
-                || resource.peers.first().is_some_and(|p| p.is_ipv4() != peer.is_ipv4())
+                || version_of.is_some_and(|p| p.is_ipv4() != peer.is_ipv4())
+                || resource.local == Some(peer)
             {
                 return Err(Error::invalid(
                     what,
-                    format!("peer {peer} is already there, not unicast, or of the other IP version"),
+                    format!("peer {peer} is already there, the local address, not unicast, or of the other IP version"),
                 ));
             }
             let nl = resource.link.ns().nl().await?;

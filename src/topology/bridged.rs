@@ -231,8 +231,9 @@ impl BridgedNetworkBuilder {
     /// 4789, datagrams from the underlay address `local`) sends what members send to the same
     /// network on `peers` — the other machines' underlay addresses, each running the same
     /// network with the same VNI and its own members (addresses on one subnet, none twice).
-    /// Without an explicit [`mtu`](Self::mtu), the bridge and members get 1450: the underlay's
-    /// 1500 less VXLAN's 50 bytes of headers (an IPv6 underlay needs 20 more: give `mtu`). The
+    /// Without an explicit [`mtu`](Self::mtu), the bridge and members get 1450: an underlay
+    /// MTU of 1500 less VXLAN's 50 bytes of headers (1430 with an IPv6 `local`, whose header is
+    /// 20 bytes longer; give `mtu` for an underlay of another MTU). The
     /// port is removed with the network. See [`Vxlan`](crate::Vxlan) for the details.
     ///
     /// # Examples
@@ -373,10 +374,21 @@ impl BridgedNetworkBuilder {
                 }
                 // With a VXLAN port, room for its headers (see `vxlan`).
                 let want_mtu = self.mtu.or_else(|| {
-                    self.vxlan
-                        .as_ref()
-                        .map(|_| 1500 - crate::link::vxlan::VXLAN_OVERHEAD_V4)
+                    self.vxlan.as_ref().map(|(_, local, _)| {
+                        // An IPv6 outer header is 20 bytes longer.
+                        let overhead = crate::link::vxlan::VXLAN_OVERHEAD_V4
+                            + if local.is_ipv6() { 20 } else { 0 };
+                        1500 - overhead
+                    })
                 });
+                // The VXLAN port's own input, before anything is made.
+                if let Some((vni, local, peers)) = &self.vxlan {
+                    let mut vx = crate::link::vxlan::Vxlan::builder("nkvx0", *vni).local(*local);
+                    for peer in peers {
+                        vx = vx.peer(*peer);
+                    }
+                    vx.validate_in(host.id(), &object)?;
+                }
                 let gateways = validate_gateways(self.gateways, &object)?;
                 check_port_count(self.members.len(), &object)?;
                 let mut taken = Taken::default();
@@ -439,6 +451,7 @@ impl BridgedNetworkBuilder {
                     taken,
                     adopted,
                     added_gateways: Vec::new(),
+                    vxlan_port: None,
                 });
                 if adopted {
                     if let Err(e) = network.get_mut().adopt(self.nodad, self.accept_forward).await {
@@ -463,7 +476,7 @@ impl BridgedNetworkBuilder {
                     }
                     // The network's link group holds it: removed in the same batch.
                     match vx.create().await {
-                        Ok(vx) => drop(vx.into_link()),
+                        Ok(vx) => network.get_mut().vxlan_port = Some(vx.into_link().index()),
                         Err(e) => return Err(guard::roll_back(network, e).await),
                     }
                 }
@@ -597,6 +610,8 @@ struct NetworkResource {
     adopted: bool,
     /// The gateway addresses this network put on an existing bridge (removed with it).
     added_gateways: Vec<IpNetwork>,
+    /// The VXLAN port's index, if the network has one (in its group, removed with it).
+    vxlan_port: Option<u32>,
 }
 
 impl NetworkResource {
@@ -677,10 +692,13 @@ impl NetworkResource {
                 .into_iter()
                 .map(|index| (set_link(index, |b| b.link_group(0)), 0)),
         );
-        unmark.extend(self.members.iter().map(|m| {
-            let index = m.host.index();
-            (set_link(index, |b| b.link_group(0).alias(owner::KEPT)), 0)
-        }));
+        unmark.extend(
+            self.members
+                .iter()
+                .map(|m| m.host.index())
+                .chain(self.vxlan_port)
+                .map(|index| (set_link(index, |b| b.link_group(0).alias(owner::KEPT)), 0)),
+        );
         let mut unmarked = match context.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
             Ok(answers) => answers
                 .into_iter()
