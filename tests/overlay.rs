@@ -31,6 +31,18 @@ fn flood_peers(ns: &Namespace, dev: &str) -> Vec<String> {
     peers
 }
 
+/// The VXLAN port of bridge `bridge` in `ns`, as `ip -d -j link` shows it.
+fn vxlan_port(ns: &Namespace, bridge: &str) -> Value {
+    let links = ip_json(ns, &["-d", "link", "show", "master", bridge]);
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["linkinfo"]["info_kind"] == "vxlan")
+        .unwrap_or_else(|| panic!("no vxlan port on {bridge}: {links}"))
+        .clone()
+}
+
 /// `n` machines on one underlay LAN (a bridge in a "switch" namespace), addresses 10.97.0.1..n.
 fn machines(n: usize) -> (Vec<Namespace>, Namespace, BridgedNetwork) {
     let switch = Namespace::new_blocking().unwrap();
@@ -94,14 +106,7 @@ fn one_network_spans_two_machines_and_carries_a_mebibyte() {
     let nets: Vec<BridgedNetwork> = (0..2).map(|i| half(&hosts, i)).collect();
 
     // From outside: the VXLAN port on each machine's bridge.
-    let links = ip_json(&hosts[0], &["-d", "link", "show", "master", "br42"]);
-    let vx = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["linkinfo"]["info_kind"] == "vxlan")
-        .unwrap_or_else(|| panic!("no vxlan port on br42: {links}"))
-        .clone();
+    let vx = vxlan_port(&hosts[0], "br42");
     let data = &vx["linkinfo"]["info_data"];
     assert_eq!(data["id"], 42, "{vx}");
     assert_eq!(data["port"], 4789, "{vx}");
@@ -151,14 +156,7 @@ fn one_network_spans_two_machines_and_carries_a_mebibyte() {
 fn three_machines_reach_each_other() {
     let (hosts, _switch, _underlay) = machines(3);
     let nets: Vec<BridgedNetwork> = (0..3).map(|i| half(&hosts, i)).collect();
-    let links = ip_json(&hosts[2], &["-d", "link", "show", "master", "br42"]);
-    let vx = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["linkinfo"]["info_kind"] == "vxlan")
-        .unwrap()
-        .clone();
+    let vx = vxlan_port(&hosts[2], "br42");
     assert_eq!(
         flood_peers(&hosts[2], vx["ifname"].as_str().unwrap()),
         ["10.97.0.1", "10.97.0.2"]
@@ -298,14 +296,7 @@ fn a_kept_spanning_network_unmarks_its_vxlan_port_and_ipv6_underlays_get_room() 
     // Kept: the port is out of the network's link group and carries the kept mark, like the
     // bridge and the members' ends (so no later network's teardown, and no reaper, removes it).
     let net = net.keep();
-    let links = ip_json(&host, &["-d", "link", "show", "master", "br6"]);
-    let vx = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["linkinfo"]["info_kind"] == "vxlan")
-        .unwrap()
-        .clone();
+    let vx = vxlan_port(&host, "br6");
     assert_eq!(vx["group"], "default", "{vx}");
     assert_eq!(vx["ifalias"], "netns-kit:kept", "{vx}");
     drop(net);
