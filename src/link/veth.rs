@@ -261,16 +261,29 @@ impl VethPairBuilder {
                     plan.peer_ns.nl().await?
                 };
                 // `peer_ns`'s fd, named in the message, stays open while it is sent: `plan` holds it.
-                let msg = plan.message(&creation);
-                let (pending, index) = create_link(
-                    &plan.ns,
-                    &nl,
-                    &plan.name,
-                    msg,
-                    creation.temporary_group(),
-                    object,
-                )
-                .await?;
+                let mut attempts = 0;
+                let (pending, index) = loop {
+                    let msg = plan.message(&creation);
+                    let created =
+                        create_link(&plan.ns, &nl, &plan.name, msg, creation.temporary_group(), object)
+                            .await;
+                    attempts += 1;
+                    match created {
+                        // The explicit indexes (see `pair_indexes`) are another link's — the
+                        // kernel says `EBUSY` for the peer's, `EEXIST` (as for a name taken)
+                        // for the first end's: again with the next ones.
+                        Err(e) if attempts < 3
+                            && plan.peer_ns.id() != plan.ns.id()
+                            && (e.errno() == Some(nix::libc::EBUSY)
+                                || (e.is_already_exists()
+                                    && nl.link_named(plan.name.as_str()).await.is_err_and(|e| e.is_not_found())
+                                    && peer_nl.link_named(plan.peer.as_str()).await.is_err_and(|e| e.is_not_found()))) =>
+                        {
+                            continue;
+                        }
+                        created => break created?,
+                    }
+                };
                 match plan.configure(&nl, &peer_nl, index, &creation).await {
                     Ok(ends) => {
                         pending.into_inner();

@@ -547,23 +547,45 @@ impl InsideJob {
     /// network's link group), and finds both indexes.
     fn create(&self, conn: &BatchConn) -> Result<(u32, Option<u32>)> {
         let op = "create the veth pair of";
-        let veth = veth_message(&VethMessage {
-            name: self.inside_name.as_str(),
-            peer: self.host_name.as_str(),
-            peer_ns_fd: Some(self.host_fd.as_raw_fd()),
-            mtu: self.mtu,
-            // Brought up in `configure`, after its IPv6 address generation is settled.
-            up: false,
-            mac: None,
-            peer_mac: None,
-            controller: None,
-            group: self.creation_group.as_ref().map(owner::GroupHold::group),
-            peer_group: Some(self.group),
-        });
-        let created = conn.exchange(vec![(
-            RouteNetlinkMessage::NewLink(veth),
-            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
-        )]);
+        let mut attempts = 0;
+        let created = loop {
+            let veth = veth_message(&VethMessage {
+                name: self.inside_name.as_str(),
+                peer: self.host_name.as_str(),
+                peer_ns_fd: Some(self.host_fd.as_raw_fd()),
+                mtu: self.mtu,
+                // Brought up in `configure`, after its IPv6 address generation is settled.
+                up: false,
+                mac: None,
+                peer_mac: None,
+                controller: None,
+                group: self.creation_group.as_ref().map(owner::GroupHold::group),
+                peer_group: Some(self.group),
+            });
+            let created = conn.exchange(vec![(
+                RouteNetlinkMessage::NewLink(veth),
+                NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            )]);
+            // `EEXIST` while the member's interface name is free: the explicit indexes (see
+            // `veth::pair_indexes`) are another link's, in the host namespace most likely
+            // (shared with other processes); again with the next ones. (The host end's name is
+            // generated and unique.)
+            // (The kernel says `EBUSY` for the peer's index, `EEXIST` for the first end's.)
+            let errno = match created.first() {
+                Some(Err(e)) if e.from_kernel => e.errno,
+                _ => 0,
+            };
+            attempts += 1;
+            let name_free = || {
+                let lookup = crate::netlink::msg::get_link_named(self.inside_name.as_str());
+                matches!(conn.exchange(vec![(lookup, 0)]).first(), Some(Err(e)) if e.is_not_found())
+            };
+            let index_taken =
+                errno == nix::libc::EBUSY || (errno == nix::libc::EEXIST && name_free());
+            if !index_taken || attempts == 3 {
+                break created;
+            }
+        };
         let echo = match created.into_iter().next() {
             Some(Ok(messages)) => messages,
             Some(Err(e)) if e.from_kernel => return Err(e.into_error(op, self.object.clone())),

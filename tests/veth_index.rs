@@ -1,0 +1,80 @@
+//! A veth pair whose ends live in different namespaces gets explicit interface indexes (2^24
+//! and up, see `pair_indexes` in src/link/veth.rs); when another link already holds the next
+//! ones (`EBUSY`), the pair is made with the indexes after them. Alone in its binary: the
+//! indexes come from a counter of the process, which tests running in parallel would share.
+
+mod common;
+
+use common::{ip_json, outside};
+use netns_kit::{MemberSpec, Namespace, VethPair, bridged};
+
+fn index_of(ns: &Namespace, dev: &str) -> u64 {
+    ip_json(ns, &["link", "show", "dev", dev])[0]["ifindex"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn taken_explicit_indexes_are_skipped() {
+    let (a, b) = (
+        Namespace::new_blocking().unwrap(),
+        Namespace::new_blocking().unwrap(),
+    );
+    let first = VethPair::builder("p0", "q0")
+        .namespace(&a)
+        .peer_namespace(&b)
+        .create_blocking()
+        .unwrap();
+    let base = index_of(&a, "p0");
+    assert!(base >= 1 << 24, "explicit indexes start at 2^24: {base}");
+    assert_eq!(index_of(&b, "q0"), base + 1);
+    // Someone else's link takes the index the next pair would get.
+    let taken = (base + 2).to_string();
+    let status = outside(
+        &a,
+        "ip",
+        &[
+            "link", "add", "other", "index", &taken, "type", "veth", "peer", "name", "otherp",
+        ],
+    )
+    .status()
+    .unwrap();
+    assert!(status.success());
+    let second = VethPair::builder("p1", "q1")
+        .namespace(&a)
+        .peer_namespace(&b)
+        .create_blocking()
+        .unwrap();
+    assert_eq!(
+        index_of(&a, "p1"),
+        base + 4,
+        "the next free pair of indexes"
+    );
+    assert_eq!(index_of(&b, "q1"), base + 5);
+
+    // A bridged network's member: its host end (the odd index) meets a taken one in the host.
+    let taken = (base + 7).to_string();
+    let status = outside(
+        &a,
+        "ip",
+        &[
+            "link", "add", "other2", "index", &taken, "type", "veth", "peer", "name", "other2p",
+        ],
+    )
+    .status()
+    .unwrap();
+    assert!(status.success());
+    let net = bridged()
+        .host(&a)
+        .gateway("10.190.0.1/24")
+        .member(MemberSpec::new().address("10.190.0.2/24"))
+        .create_blocking()
+        .unwrap();
+    let host_end = net.members()[0].host_interface().name().to_owned();
+    assert_eq!(
+        index_of(&a, &host_end),
+        base + 9,
+        "the next free pair of indexes"
+    );
+    drop((first, second, net));
+}
