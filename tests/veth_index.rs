@@ -14,6 +14,16 @@ fn index_of(ns: &Namespace, dev: &str) -> u64 {
         .unwrap()
 }
 
+/// Someone else's link in `ns` takes interface index `index` (made by `ip`, not this crate).
+fn occupy(ns: &Namespace, index: u64, name: &str) {
+    let index = index.to_string();
+    let peer = format!("{name}p");
+    let args = [
+        "link", "add", name, "index", &index, "type", "veth", "peer", "name", &peer,
+    ];
+    assert!(outside(ns, "ip", &args).status().unwrap().success());
+}
+
 #[test]
 fn taken_explicit_indexes_are_skipped() {
     let (a, b) = (
@@ -29,17 +39,7 @@ fn taken_explicit_indexes_are_skipped() {
     assert!(base >= 1 << 24, "explicit indexes start at 2^24: {base}");
     assert_eq!(index_of(&b, "q0"), base + 1);
     // Someone else's link takes the index the next pair would get.
-    let taken = (base + 2).to_string();
-    let status = outside(
-        &a,
-        "ip",
-        &[
-            "link", "add", "other", "index", &taken, "type", "veth", "peer", "name", "otherp",
-        ],
-    )
-    .status()
-    .unwrap();
-    assert!(status.success());
+    occupy(&a, base + 2, "other");
     let second = VethPair::builder("p1", "q1")
         .namespace(&a)
         .peer_namespace(&b)
@@ -53,17 +53,7 @@ fn taken_explicit_indexes_are_skipped() {
     assert_eq!(index_of(&b, "q1"), base + 5);
 
     // A bridged network's member: its host end (the odd index) meets a taken one in the host.
-    let taken = (base + 7).to_string();
-    let status = outside(
-        &a,
-        "ip",
-        &[
-            "link", "add", "other2", "index", &taken, "type", "veth", "peer", "name", "other2p",
-        ],
-    )
-    .status()
-    .unwrap();
-    assert!(status.success());
+    occupy(&a, base + 7, "other2");
     let net = bridged()
         .host(&a)
         .gateway("10.190.0.1/24")

@@ -18,8 +18,8 @@ use netlink_packet_route::link::{LinkAttribute, MacVlanMode};
 use rtnetlink::LinkMacVlan;
 
 use super::{
-    Link, MacAddr, PendingLink, address_label, await_all, check_mac, delete_link,
-    delete_link_blocking, unmark_blocking,
+    Link, MacAddr, PendingLink, address_label, await_all, check_mac, remove_own_link,
+    remove_own_link_blocking,
 };
 use crate::{
     error::{Error, Result},
@@ -270,16 +270,11 @@ impl Resource for MacvlanResource {
     }
 
     async fn remove(&self) -> Result<()> {
-        let what = self.describe();
-        delete_link(self.link.ns(), self.link.index(), || what).await
+        remove_own_link(&self.link, self.describe()).await
     }
 
     fn remove_blocking(&self) -> Result<()> {
-        if self.link.ns().is_doomed() {
-            return Ok(());
-        }
-        let what = self.describe();
-        delete_link_blocking(self.link.ns(), self.link.index(), || what)
+        remove_own_link_blocking(&self.link, self.describe())
     }
 }
 
@@ -341,11 +336,7 @@ impl Macvlan {
     /// ownership mark (see [the guard contract](crate#guards)). Returns the same, now inert,
     /// guard.
     pub fn keep(mut self) -> Self {
-        if self.0.is_armed() {
-            let link = &self.0.get().link;
-            unmark_blocking(link.ns(), link.index(), || link.label());
-            self.0.disarm();
-        }
+        super::keep_own_link(&mut self.0, |r| &r.link);
         self
     }
 }

@@ -533,6 +533,34 @@ pub(crate) async fn delete_link(
     }
 }
 
+/// The teardown of a guard that owns one whole link this crate made (a `Vxlan`, a
+/// `Macvlan`): delete it, `what` naming it in errors.
+pub(crate) async fn remove_own_link(link: &Link, what: String) -> Result<()> {
+    delete_link(link.ns(), link.index(), || what).await
+}
+
+/// [`remove_own_link`] from synchronous code (for `Drop`); nothing to do when the namespace
+/// dies with this crate's last handles anyway.
+pub(crate) fn remove_own_link_blocking(link: &Link, what: String) -> Result<()> {
+    if link.ns().is_doomed() {
+        return Ok(());
+    }
+    delete_link_blocking(link.ns(), link.index(), || what)
+}
+
+/// `keep()` of such a guard: the link loses this process's ownership mark, the guard is
+/// disarmed.
+pub(crate) fn keep_own_link<R: crate::guard::Resource>(
+    guard: &mut crate::guard::Guard<R>,
+    link: fn(&R) -> &Link,
+) {
+    if guard.is_armed() {
+        let link = link(guard.get());
+        unmark_blocking(link.ns(), link.index(), || link.label());
+        guard.disarm();
+    }
+}
+
 /// Deletes link `index` in `ns` from synchronous code (for `Drop`); "already gone" is success.
 pub(crate) fn delete_link_blocking(
     ns: &NsInner,

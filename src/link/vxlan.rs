@@ -25,8 +25,8 @@ use rtnetlink::{
 };
 
 use super::{
-    CreationGroup, Link, check_group, create_link, delete_link, delete_link_blocking,
-    settle_message, unmark_blocking,
+    CreationGroup, Link, check_group, create_link, remove_own_link, remove_own_link_blocking,
+    settle_message,
 };
 use crate::{
     error::{Error, Result},
@@ -381,16 +381,11 @@ impl Resource for VxlanResource {
     }
 
     async fn remove(&self) -> Result<()> {
-        let what = self.describe();
-        delete_link(self.link.ns(), self.link.index(), || what).await
+        remove_own_link(&self.link, self.describe()).await
     }
 
     fn remove_blocking(&self) -> Result<()> {
-        if self.link.ns().is_doomed() {
-            return Ok(());
-        }
-        let what = self.describe();
-        delete_link_blocking(self.link.ns(), self.link.index(), || what)
+        remove_own_link_blocking(&self.link, self.describe())
     }
 }
 
@@ -514,11 +509,7 @@ impl Vxlan {
     /// ownership mark (see [the guard contract](crate#guards)). Returns the same, now inert,
     /// guard.
     pub fn keep(mut self) -> Self {
-        if self.0.is_armed() {
-            let link = &self.0.get().link;
-            unmark_blocking(link.ns(), link.index(), || link.label());
-            self.0.disarm();
-        }
+        super::keep_own_link(&mut self.0, |r| &r.link);
         self
     }
 }
