@@ -966,12 +966,14 @@ impl BridgedNetwork {
                 }
                 Err(e) => return Err(e),
             };
-            member::wait_ready(&context, own_bridge, std::slice::from_ref(&member), &describe)
-                .await;
+            // The network owns it before the wait: a caller that stops waiting now leaves a
+            // member the network's teardown removes, not one nobody does.
             let resource = self.0.get_mut();
             resource.taken = taken;
             resource.members.push(member);
-            Ok(resource.members.last().expect("just pushed"))
+            let member = resource.members.last().expect("just pushed");
+            member::wait_ready(&context, own_bridge, std::slice::from_ref(member), &describe).await;
+            Ok(self.0.get().members.last().expect("just pushed"))
         }
     }
 
