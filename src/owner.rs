@@ -37,7 +37,8 @@
 //!   that is not a mark, is someone else's and never touched.
 //! * **firewall rules**: an `iptables` comment, part of the rule when it is inserted.
 //!
-//! `keep()` replaces a mark by [`KEPT`] so the reaper never removes what the user decided to keep.
+//! `keep()` replaces a mark by [`KEPT`] (rules, namespaces) or removes a link's alias, so the reaper
+//! never removes what the user decided to keep.
 
 use std::{
     collections::HashSet,
@@ -48,8 +49,13 @@ use std::{
 };
 
 const PREFIX: &str = "netns-kit:";
-/// What `keep()` leaves in place of a mark.
+/// What `keep()` leaves in place of a mark on a firewall rule or a named namespace's `lo`.
 pub(crate) const KEPT: &str = "netns-kit:kept";
+/// What `keep()` leaves in place of a link's alias mark: no alias at all (the kernel removes an
+/// alias set to the empty string). A kept link then looks like any link made by `ip link add` —
+/// a runtime's bridge or a CNI plugin's veth carries nothing of this crate — and `reap` never
+/// touches a link without a mark.
+pub(crate) const UNMARKED_ALIAS: &str = "";
 /// The prefix of temporary claim files in `/run/netns`.
 pub(crate) const CLAIM_PREFIX: &str = ".netns-kit-";
 

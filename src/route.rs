@@ -50,6 +50,8 @@ pub(crate) struct RouteSpec {
     pub(crate) oif: Option<u32>,
     pub(crate) metric: Option<u32>,
     pub(crate) table: u32,
+    /// The routing protocol (`proto`), part of what identifies the route for deletion.
+    pub(crate) protocol: u8,
 }
 
 impl RouteSpec {
@@ -65,6 +67,7 @@ impl RouteSpec {
             oif: None,
             metric: None,
             table: RT_TABLE_MAIN,
+            protocol: RTPROT_STATIC,
         }
     }
 
@@ -96,7 +99,7 @@ impl RouteSpec {
         };
         h.destination_prefix_length = self.dest.prefix();
         h.table = u8::try_from(self.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
-        h.protocol = RouteProtocol::Static;
+        h.protocol = RouteProtocol::from(self.protocol);
         h.kind = RouteType::Unicast;
         // Like `ip route`: a route with no gateway is link-scoped; deletion matches any scope.
         h.scope = if for_delete {
@@ -204,10 +207,13 @@ pub struct RouteBuilder<A = IpAddr> {
     ns: Option<Arc<NsInner>>,
     metric: Option<u32>,
     table: u32,
+    protocol: u8,
     _family: PhantomData<fn() -> A>,
 }
 
 const RT_TABLE_MAIN: u32 = 254;
+/// `proto static`: what this crate marks its routes with unless told otherwise.
+const RTPROT_STATIC: u8 = 4;
 
 impl<A> RouteBuilder<A> {
     /// The namespace to add the route to (default: the output device's, else the caller's
@@ -237,6 +243,15 @@ impl<A> RouteBuilder<A> {
         self
     }
 
+    /// The routing protocol the route is marked with (`ip route add ... proto N`; default: 4,
+    /// `static`). Plain `ip route add` uses 3 (`boot`); daemons use their own numbers, listed in
+    /// `/etc/iproute2/rt_protos`. The kernel only records it (`ip route show proto N` filters
+    /// by it); 0 and 2 (`kernel`) are refused by [`create`](RouteBuilder::create).
+    pub fn proto(mut self, proto: u8) -> Self {
+        self.protocol = proto;
+        self
+    }
+
     fn spec(self, ns: &NsInner) -> Result<RouteSpec> {
         let dest = self.dest?;
         let object = || {
@@ -246,6 +261,7 @@ impl<A> RouteBuilder<A> {
                 oif: None,
                 metric: None,
                 table: self.table,
+                protocol: self.protocol,
             }
             .describe()
                 + &format!(" in {}", ns.label())
@@ -254,12 +270,22 @@ impl<A> RouteBuilder<A> {
         if let Some(reason) = wrong {
             return Err(Error::invalid(object(), reason));
         }
+        if matches!(self.protocol, 0 | 2) {
+            return Err(Error::invalid(
+                object(),
+                format!(
+                    "proto {} is reserved (0: unspecified, 2: the kernel's own routes)",
+                    self.protocol
+                ),
+            ));
+        }
         Ok(RouteSpec {
             dest,
             gateway: self.gateway,
             oif: self.dev.as_ref().map(Link::index),
             metric: self.metric,
             table: self.table,
+            protocol: self.protocol,
         })
     }
 
@@ -529,6 +555,7 @@ impl Route {
             ns: None,
             metric: None,
             table: RT_TABLE_MAIN,
+            protocol: RTPROT_STATIC,
             _family: PhantomData,
         }
     }
@@ -677,26 +704,20 @@ impl Namespace {
         #[doc(alias = "ip route show")]
         pub async fn routes / routes_blocking(&self) -> Result<Vec<RouteInfo>> {
             let nl = self.inner().nl().await?;
-            // Both dumps are sent before either is awaited.
-            let replies: Vec<_> = [AddressFamily::Inet, AddressFamily::Inet6]
-                .into_iter()
-                .map(|family| {
-                    let mut msg = RouteMessage::default();
-                    msg.header.address_family = family;
-                    nl.dump(RouteNetlinkMessage::GetRoute(msg))
-                })
-                .collect();
-            let mut all = Vec::new();
-            for reply in replies {
-                let msgs = reply
-                    .messages()
-                    .await
-                    .map_err(|e| e.into_error("list the routes of", self.to_string()))?;
-                all.extend(msgs.iter().filter_map(|m| match m {
+            // One dump of every family (`AF_UNSPEC`): a socket runs one dump at a time, and a
+            // second dump sent before the first is read would be refused (`EBUSY`).
+            let msgs = nl
+                .dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))
+                .messages()
+                .await
+                .map_err(|e| e.into_error("list the routes of", self.to_string()))?;
+            let mut all: Vec<RouteInfo> = msgs
+                .iter()
+                .filter_map(|m| match m {
                     RouteNetlinkMessage::NewRoute(r) => RouteInfo::from_message(r),
                     _ => None,
-                }));
-            }
+                })
+                .collect();
             all.retain(|r| r.table == RT_TABLE_MAIN);
             Ok(all)
         }

@@ -265,3 +265,89 @@ async fn accept_forward_can_be_added_later_and_goes_with_delete() {
     );
     assert_eq!(link_names(&host), ["lo"]);
 }
+
+/// The port and link options a CNI plugin needs, each checked with `ip -j -d` and `bridge -j`:
+/// promiscuous mode, hairpin mode, a veth's queue length, a route's protocol, and a kept link
+/// carrying no mark of this crate.
+#[test]
+fn promisc_hairpin_txqlen_proto_and_kept_links_unmarked() {
+    let host = Namespace::new_blocking().unwrap();
+    let br = Bridge::builder("br5")
+        .namespace(&host)
+        .create_blocking()
+        .unwrap()
+        .keep();
+    br.link().set_promisc_blocking(true).unwrap();
+    assert_eq!(link_json(&host, "br5")["promiscuity"], 1);
+    br.link().set_promisc_blocking(false).unwrap();
+    assert_eq!(link_json(&host, "br5")["promiscuity"], 0);
+    assert!(
+        link_json(&host, "br5").get("ifalias").is_none(),
+        "kept, unmarked"
+    );
+
+    let c = Namespace::new_blocking().unwrap();
+    let pair = VethPair::builder("port5", "eth0")
+        .namespace(&host)
+        .peer_namespace(&c)
+        .controller(br.link())
+        .txqlen(0)
+        .create_blocking()
+        .unwrap();
+    let hairpin = |host: &Namespace| {
+        let out = outside(
+            host,
+            "bridge",
+            &["-j", "-d", "link", "show", "dev", "port5"],
+        )
+        .output()
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["hairpin"].clone()
+    };
+    assert_eq!(hairpin(&host), false);
+    pair.link().set_hairpin_blocking(true).unwrap();
+    assert_eq!(hairpin(&host), true);
+    // `ip` leaves out a queue length of 0.
+    assert!(link_json(&host, "port5").get("txqlen").is_none());
+    assert!(link_json(&c, "eth0").get("txqlen").is_none());
+    // Hairpin mode is a port's: on a link that is none, the kernel's refusal names it.
+    let e = br.link().set_hairpin_blocking(true).unwrap_err();
+    assert!(e.to_string().contains("br5"), "{e}");
+
+    let _address = pair.peer().add_address_blocking("10.55.0.2/24").unwrap();
+    let boot = Route::builder("10.56.0.0/16".parse::<ipnetwork::Ipv4Network>().unwrap())
+        .namespace(&c)
+        .via("10.55.0.1".parse().unwrap())
+        .proto(3)
+        .create_blocking()
+        .unwrap();
+    // `ip -j` leaves out the default protocol, `boot`: filter by it instead.
+    for (proto, found) in [("boot", 1), ("static", 0)] {
+        let routes = ip_json(&c, &["route", "show", "10.56.0.0/16", "proto", proto]);
+        assert_eq!(
+            routes.as_array().unwrap().len(),
+            found,
+            "proto {proto}: {routes}"
+        );
+    }
+    boot.delete_blocking().unwrap();
+    assert_eq!(
+        ip_json(&c, &["route", "show", "10.56.0.0/16"]),
+        serde_json::json!([])
+    );
+    let e = Route::builder("10.57.0.0/16".parse::<ipnetwork::Ipv4Network>().unwrap())
+        .namespace(&c)
+        .via("10.55.0.1".parse().unwrap())
+        .proto(2)
+        .create_blocking()
+        .unwrap_err();
+    assert!(
+        e.is_invalid_input() && e.to_string().contains("proto 2"),
+        "{e}"
+    );
+    let kept = pair.keep();
+    assert!(link_json(&host, "port5").get("ifalias").is_none());
+    assert!(link_json(&c, "eth0").get("ifalias").is_none());
+    drop(kept);
+}

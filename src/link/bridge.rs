@@ -49,6 +49,7 @@ pub struct BridgeBuilder {
     addresses: Vec<Result<IpNetwork>>,
     nodad: bool,
     accept_forward: bool,
+    vlan_filtering: bool,
     group: Option<u32>,
     owned_group: Option<u32>,
 }
@@ -124,6 +125,14 @@ impl BridgeBuilder {
     /// ```
     pub fn accept_forward(mut self, on: bool) -> Self {
         self.accept_forward = on;
+        self
+    }
+
+    /// Turns VLAN filtering on (`vlan_filtering 1`; default: off): frames are then forwarded
+    /// only between ports of the same VLAN, which each port gets with
+    /// [`Link::add_bridge_vlan`].
+    pub fn vlan_filtering(mut self, on: bool) -> Self {
+        self.vlan_filtering = on;
         self
     }
 
@@ -205,6 +214,9 @@ impl BridgeBuilder {
                 if let Some(mac) = self.mac {
                     msg = msg.address(mac.0.to_vec());
                 }
+                if self.vlan_filtering {
+                    msg = msg.vlan_filtering(true);
+                }
                 let creation = match self.owned_group {
                     Some(group) => CreationGroup::owned(group),
                     None => CreationGroup::temporary(self.group),
@@ -221,7 +233,7 @@ impl BridgeBuilder {
 
                 // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the
                 // move out of the temporary group.
-                let mut requests: Vec<_> = settle_message(index, true, creation.final_group())
+                let mut requests: Vec<_> = settle_message(index, true, creation.final_group(), owner::DEFAULT_TXQLEN)
                     .map(|msg| (nl.send(msg, 0), "mark", object()))
                     .into_iter()
                     .collect();
@@ -384,6 +396,7 @@ impl Bridge {
             addresses: Vec::new(),
             nodad: false,
             accept_forward: false,
+            vlan_filtering: false,
             group: None,
             owned_group: None,
         }

@@ -290,13 +290,15 @@ impl fmt::Debug for Link {
     }
 }
 
-/// Replaces the ownership mark of link `index` in `ns` by [`owner::KEPT`] (for `keep()`, which
-/// cannot report errors: they are logged).
+/// Removes the ownership mark of link `index` in `ns` (for `keep()`, which cannot report
+/// errors: they are logged).
 pub(crate) fn unmark_blocking(ns: &NsInner, index: u32, label: impl FnOnce() -> String) {
     let label = label();
-    if let Err(e) = ns.blocking_one(set_link(index, |b| b.alias(owner::KEPT)), "unmark", || {
-        label.clone()
-    }) {
+    if let Err(e) = ns.blocking_one(
+        set_link(index, |b| b.alias(owner::UNMARKED_ALIAS)),
+        "unmark",
+        || label.clone(),
+    ) {
         crate::trace::swallowed(&label, &e);
     }
 }
@@ -369,18 +371,20 @@ impl Drop for CreationGroup {
     }
 }
 
-/// `RTM_SETLINK` that gives a new link its ownership mark and/or moves it to its final group.
+/// `RTM_SETLINK` that gives a new link its ownership mark (with `txqlen` in place of the
+/// creation queue length) and/or moves it to its final group.
 pub(crate) fn settle_message(
     index: u32,
     mark: bool,
     group: Option<u32>,
+    txqlen: u32,
 ) -> Option<RouteNetlinkMessage> {
     if !mark && group.is_none() {
         return None;
     }
     Some(set_link(index, |mut b| {
         if mark {
-            b = b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN);
+            b = b.alias(owner::marker()).txqueuelen(txqlen);
         }
         if let Some(group) = group {
             b = b.link_group(group);
@@ -756,6 +760,96 @@ impl Link {
             self.set(
                 "set the MAC address of",
                 set_link(self.index, |b| b.address(mac.0.to_vec())),
+            )
+            .await
+        }
+    }
+
+    twins! {
+        /// Turns promiscuous mode on or off, like `ip link set NAME promisc on|off`.
+        ///
+        /// # Errors
+        ///
+        /// As for [`set_up`](Link::set_up).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        #[doc(alias = "ip link set promisc")]
+        pub async fn set_promisc / set_promisc_blocking(&self, on: bool) -> Result<()> {
+            self.set("set promiscuous mode of", set_link(self.index, |b| b.promiscuous(on)))
+                .await
+        }
+    }
+
+    twins! {
+        /// Turns hairpin mode of this bridge port on or off, like
+        /// `ip link set NAME type bridge_slave hairpin on|off` (`bridge link set dev NAME
+        /// hairpin on`): the bridge may then send a frame back out of the port it came in by,
+        /// so a container can reach itself through a service address.
+        ///
+        /// # Errors
+        ///
+        /// The kernel's refusal if the link is not a bridge port; otherwise as for
+        /// [`set_up`](Link::set_up).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        #[doc(alias = "bridge link set hairpin")]
+        pub async fn set_hairpin / set_hairpin_blocking(&self, on: bool) -> Result<()> {
+            use netlink_packet_route::link::{InfoBridgePort, InfoPortData, InfoPortKind};
+            // Port options travel in `RTM_NEWLINK` (on an existing link, without `NLM_F_CREATE`):
+            // the kernel ignores `IFLA_LINKINFO` in `RTM_SETLINK`.
+            let msg = rtnetlink::LinkUnspec::new_with_index(self.index)
+                .set_port_kind(InfoPortKind::Bridge)
+                .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)]))
+                .build();
+            self.set("set hairpin mode of", RouteNetlinkMessage::NewLink(msg))
+                .await
+        }
+    }
+
+    twins! {
+        /// Adds VLAN `vid` to this bridge port, like `bridge vlan add dev NAME vid VID [pvid]
+        /// [untagged]`: with `pvid`, untagged frames entering the port belong to `vid`; with
+        /// `untagged`, frames of `vid` leave it untagged. It takes effect on a bridge with VLAN
+        /// filtering on ([`BridgeBuilder::vlan_filtering`](crate::BridgeBuilder::vlan_filtering)).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::InvalidInput`] for a VLAN id outside 1–4094, before any request; the kernel's
+        /// refusal if the link is not a bridge port; otherwise as for [`set_up`](Link::set_up).
+        ///
+        /// # Cancel safety
+        ///
+        /// As for [`set_up`](Link::set_up).
+        #[doc(alias = "bridge vlan add")]
+        pub async fn add_bridge_vlan / add_bridge_vlan_blocking(&self, vid: u16, pvid: bool, untagged: bool) -> Result<()> {
+            use netlink_packet_route::{
+                AddressFamily,
+                link::{AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, LinkAttribute},
+            };
+            if !(1..=4094).contains(&vid) {
+                return Err(Error::invalid(
+                    self.label(),
+                    format!("VLAN id {vid} is outside 1-4094"),
+                ));
+            }
+            let mut flags = BridgeVlanInfoFlags::empty();
+            if pvid {
+                flags |= BridgeVlanInfoFlags::Pvid;
+            }
+            if untagged {
+                flags |= BridgeVlanInfoFlags::Untagged;
+            }
+            let info = BridgeVlanInfo { flags, vid };
+            self.set(
+                "add a VLAN to",
+                set_link(self.index, |b| {
+                    b.interface_family(AddressFamily::Bridge)
+                        .append_extra_attribute(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(info)]))
+                }),
             )
             .await
         }

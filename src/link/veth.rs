@@ -71,6 +71,7 @@ pub struct VethPairBuilder {
     /// Whether `create` also waits for a usable link-local address on the first end (a
     /// router's end: see `netlink::ready`).
     router_end: bool,
+    txqlen: Option<u32>,
 }
 
 impl VethPairBuilder {
@@ -163,6 +164,14 @@ impl VethPairBuilder {
     /// Whether both ends are brought up (default: yes).
     pub fn up(mut self, up: bool) -> Self {
         self.up = up;
+        self
+    }
+
+    /// The transmit queue length of both ends (`txqueuelen N`; default: the kernel's, 1000).
+    /// A veth has no queue of its own (its qdisc is `noqueue`), so this only matters to a
+    /// qdisc added later that sizes itself by it, and to tools that compare it.
+    pub fn txqlen(mut self, txqlen: u32) -> Self {
+        self.txqlen = Some(txqlen);
         self
     }
 
@@ -336,6 +345,7 @@ impl VethPairBuilder {
             nodad: self.nodad,
             controller: self.controller,
             group: self.group,
+            txqlen: self.txqlen.unwrap_or(owner::DEFAULT_TXQLEN),
         };
         let object = || plan.to_string();
         if plan.ns.id() == plan.peer_ns.id() && plan.name == plan.peer {
@@ -394,6 +404,8 @@ struct VethPlan {
     nodad: bool,
     controller: Option<Link>,
     group: Option<u32>,
+    /// What replaces the creation queue length (see `owner`).
+    txqlen: u32,
 }
 
 impl std::fmt::Display for VethPlan {
@@ -438,10 +450,11 @@ impl VethPlan {
         creation: &CreationGroup,
     ) -> Result<[Link; 2]> {
         let object = || self.to_string();
-        let marked = settle_message(index, true, creation.final_group()).map(|m| nl.send(m, 0));
+        let marked =
+            settle_message(index, true, creation.final_group(), self.txqlen).map(|m| nl.send(m, 0));
         let peer_up = peer_nl.send(
             set_link_named(self.peer.as_str(), |b| {
-                let b = b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN);
+                let b = b.alias(owner::marker()).txqueuelen(self.txqlen);
                 if self.up { b.up() } else { b }
             }),
             0,
@@ -705,6 +718,7 @@ impl VethPair {
             controller: None,
             router_end: false,
             group: None,
+            txqlen: None,
         }
     }
 

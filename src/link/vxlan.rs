@@ -304,7 +304,7 @@ impl VxlanBuilder {
                 let (pending, index) =
                     create_link(&ns, &nl, &name, msg.build(), creation.temporary_group(), object).await?;
                 let link = Link::new(ns.clone(), index, name.clone());
-                let mut requests: Vec<_> = settle_message(index, true, creation.final_group())
+                let mut requests: Vec<_> = settle_message(index, true, creation.final_group(), owner::DEFAULT_TXQLEN)
                     .map(|m| (nl.send(m, 0), "mark", object()))
                     .into_iter()
                     .collect();

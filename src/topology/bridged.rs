@@ -684,7 +684,7 @@ impl NetworkResource {
         // An adopted bridge carries no mark of ours, and keeps its own group.
         let own_bridge = (!self.adopted).then_some(context.bridge.index());
         let mut unmark: Vec<_> = own_bridge
-            .map(|index| (set_link(index, |b| b.alias(owner::KEPT)), 0))
+            .map(|index| (set_link(index, |b| b.alias(owner::UNMARKED_ALIAS)), 0))
             .into_iter()
             .collect();
         unmark.extend(
@@ -697,7 +697,12 @@ impl NetworkResource {
                 .iter()
                 .map(|m| m.host.index())
                 .chain(self.vxlan_port)
-                .map(|index| (set_link(index, |b| b.link_group(0).alias(owner::KEPT)), 0)),
+                .map(|index| {
+                    (
+                        set_link(index, |b| b.link_group(0).alias(owner::UNMARKED_ALIAS)),
+                        0,
+                    )
+                }),
         );
         let mut unmarked = match context.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
             Ok(answers) => answers
