@@ -1,0 +1,736 @@
+//! The `bridge` plugin's commands on the library's blocking API.
+//!
+//! ADD does what the reference plugin does, in its order: the bridge (created if missing, up),
+//! a veth pair whose host end is a port of it — created in one request with its peer already
+//! inside the container's namespace, where the reference creates it in the container and
+//! moves the other end out —, the IPAM plugin's addresses and routes on the container side, the
+//! gateway addresses on the bridge with forwarding, and the masquerade rules. Until the result
+//! is printed, what was made is held by the library's guards: any failure removes the veth
+//! pair again and releases the addresses (IPAM DEL), so a failed ADD leaves only the bridge,
+//! which, as with the reference plugin, belongs to the network and is never removed.
+//!
+//! The container side's sysctls (`accept_dad`, `arp_notify`) are written before the interface
+//! comes up, so its link-local address does not wait for duplicate-address detection, and all
+//! of them in one visit to the namespace.
+
+use std::{net::IpAddr, time::Duration};
+
+use netns_kit::{
+    Bridge, Link, Namespace, Route, VethPair,
+    ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network},
+};
+use serde_json::Value;
+
+use crate::{
+    conf::{Env, NetConf},
+    delegate, masq,
+    spec::{CniError, CniResult, Interface, IpConfig, Result, RouteConfig, code},
+};
+
+/// Opens the container's namespace.
+fn open_container(path: &str) -> Result<Namespace> {
+    Namespace::open_path(path).map_err(|e| {
+        let mut err = CniError::from(e);
+        err.code = code::UNKNOWN_CONTAINER;
+        err.msg = format!("failed to open netns {path:?}: {}", err.msg);
+        err
+    })
+}
+
+/// The bridge, created (up, with the configured MTU) if it does not exist.
+fn ensure_bridge(host: &Namespace, conf: &NetConf) -> Result<Bridge> {
+    let not_a_bridge = || {
+        CniError::new(
+            code::INTERNAL,
+            format!("{:?} already exists but is not a bridge", conf.bridge),
+        )
+    };
+    let bridge = match Bridge::open_blocking(host, &conf.bridge) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            let mut builder = Bridge::builder(&conf.bridge)
+                .namespace(host)
+                .vlan_filtering(conf.vlan != 0);
+            if let Some(mtu) = conf.mtu {
+                builder = builder.mtu(mtu);
+            }
+            match builder.create_blocking() {
+                Ok(b) => b.keep(),
+                // Another ADD made it meanwhile.
+                Err(e) if e.is_already_exists() => {
+                    match Bridge::open_blocking(host, &conf.bridge) {
+                        Ok(b) => b,
+                        Err(e) if e.is_invalid_input() => return Err(not_a_bridge()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => {
+                    let mut err = CniError::from(e);
+                    err.msg = format!("could not add {:?}: {}", conf.bridge, err.msg);
+                    return Err(err);
+                }
+            }
+        }
+        Err(e) if e.is_invalid_input() => return Err(not_a_bridge()),
+        Err(e) => return Err(e.into()),
+    };
+    if conf.promisc {
+        bridge.link().set_promisc_blocking(true)?;
+    }
+    // Router advertisements do not configure the bridge (errors ignored, as the reference).
+    let _ = host_sysctl(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
+    bridge.link().set_up_blocking()?;
+    Ok(bridge)
+}
+
+/// A fresh host-side name, `veth` and eight hex digits, as the reference makes them.
+fn host_veth_name() -> String {
+    let mut bytes = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    if bytes == [0; 4] {
+        // No /dev/urandom: the clock and pid are random enough for a name that is checked.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = (t ^ std::process::id().rotate_left(16)).to_be_bytes();
+    }
+    format!(
+        "veth{:02x}{:02x}{:02x}{:02x}",
+        bytes[0], bytes[1], bytes[2], bytes[3]
+    )
+}
+
+/// The veth pair: host end on the bridge, `ifname` in the container, both down.
+fn create_veth(
+    host: &Namespace,
+    container: &Namespace,
+    bridge: &Bridge,
+    conf: &NetConf,
+    ifname: &str,
+) -> Result<VethPair> {
+    let mut attempts = 0;
+    loop {
+        let name = host_veth_name();
+        let mut builder = VethPair::builder(&name, ifname)
+            .namespace(host)
+            .peer_namespace(container)
+            .controller(bridge.link())
+            // The reference's veths have no queue length (it sends 0).
+            .txqlen(0)
+            .up(false);
+        if let Some(mtu) = conf.mtu {
+            builder = builder.mtu(mtu);
+        }
+        if let Some(mac) = conf.mac {
+            builder = builder.peer_mac(mac);
+        }
+        match builder.create_blocking() {
+            Ok(pair) => return Ok(pair),
+            Err(e) if e.is_already_exists() => {
+                if container.link_blocking(ifname).is_ok() {
+                    return Err(CniError::new(
+                        code::INTERNAL,
+                        format!("container veth name provided ({ifname}) already exists"),
+                    ));
+                }
+                attempts += 1;
+                if attempts == 5 {
+                    return Err(e.into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The gateway of `address`'s network: its first address (`10.1.0.0/24` -> `10.1.0.1`).
+fn first_address(address: &IpNetwork) -> IpAddr {
+    match address {
+        IpNetwork::V4(n) => IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(n.network()).wrapping_add(1),
+        )),
+        IpNetwork::V6(n) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(n.network()).wrapping_add(1),
+        )),
+    }
+}
+
+/// The reference's `calcGateways`: every IP is the container interface's (index 2); with
+/// `isGateway` an IP without a gateway gets its network's first address; with
+/// `isDefaultGateway` a default route per family via that gateway, unless the IPAM result has
+/// one. Returns the bridge addresses (gateway with the IP's prefix length).
+fn calc_gateways(result: &mut CniResult, conf: &NetConf) -> Vec<IpNetwork> {
+    let mut gateways = Vec::new();
+    let mut default_found = [false, false];
+    for i in 0..result.ips.len() {
+        let v6 = result.ips[i].address.is_ipv6();
+        result.ips[i].interface = Some(2);
+        if result.ips[i].gateway.is_none() && conf.is_gateway {
+            result.ips[i].gateway = Some(first_address(&result.ips[i].address));
+        }
+        let gateway = result.ips[i].gateway;
+        if conf.is_default_gateway && !default_found[usize::from(v6)] {
+            let default: IpNetwork = if v6 {
+                IpNetwork::V6(Ipv6Network::new(std::net::Ipv6Addr::UNSPECIFIED, 0).unwrap())
+            } else {
+                IpNetwork::V4(Ipv4Network::new(std::net::Ipv4Addr::UNSPECIFIED, 0).unwrap())
+            };
+            let present = result
+                .routes
+                .iter()
+                .any(|r| r.gw.is_some() && r.dst == default);
+            if !present {
+                result.routes.push(RouteConfig {
+                    dst: default,
+                    gw: gateway,
+                    extra: serde_json::Map::new(),
+                });
+            }
+            default_found[usize::from(v6)] = true;
+        }
+        if conf.is_gateway {
+            if let Some(gw) = gateway {
+                if let Ok(net) = IpNetwork::new(gw, result.ips[i].address.prefix()) {
+                    gateways.push(net);
+                }
+            }
+        }
+    }
+    gateways
+}
+
+/// The reference's `ensureAddr`: the gateway address on the bridge. An IPv4 bridge has one
+/// address per family: a different one is an error, or is replaced with `forceAddress`; IPv6
+/// allows several unless their networks overlap.
+fn ensure_address(bridge: &Link, gw: &IpNetwork, force: bool) -> Result<()> {
+    for a in bridge.addresses_blocking()? {
+        let a = a.address;
+        if a.is_ipv6() != gw.is_ipv6() {
+            continue;
+        }
+        if a == *gw {
+            return Ok(());
+        }
+        if gw.is_ipv4() || a.contains(gw.ip()) || gw.contains(a.ip()) {
+            if force {
+                bridge.remove_address_blocking(a)?;
+            } else {
+                return Err(CniError::new(
+                    code::INTERNAL,
+                    format!(
+                        "{:?} already has an IP address different from {gw}",
+                        bridge.name()
+                    ),
+                ));
+            }
+        }
+    }
+    match bridge.add_address_blocking(*gw) {
+        Ok(addr) => {
+            addr.keep();
+        }
+        Err(e) if e.is_already_exists() => {}
+        Err(e) => {
+            let mut err = CniError::from(e);
+            err.msg = format!(
+                "could not add IP address to {:?}: {}",
+                bridge.name(),
+                err.msg
+            );
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `net.ipv4.ip_forward` / `net.ipv6.conf.all.forwarding` to 1 unless it already is.
+fn enable_forwarding(host: &Namespace, v6: bool) -> Result<()> {
+    let key = if v6 {
+        "net.ipv6.conf.all.forwarding"
+    } else {
+        "net.ipv4.ip_forward"
+    };
+    if host.sysctl_blocking(key)? != "1" {
+        host.set_sysctl_blocking(key, "1").map_err(|e| {
+            let mut err = CniError::from(e);
+            err.msg = format!("failed to enable forwarding: {}", err.msg);
+            err
+        })?;
+    }
+    Ok(())
+}
+
+/// Waits until no IPv6 address of `link` is tentative (with `enabledad`), at most 10 s, as the
+/// reference's `SettleAddresses`.
+fn settle_addresses(link: &Link) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tentative = link
+            .addresses_blocking()?
+            .iter()
+            .any(|a| a.tentative && a.address.is_ipv6());
+        if !tentative {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CniError::new(
+                code::INTERNAL,
+                format!(
+                    "addresses of {:?} still tentative after 10 s (duplicate address?)",
+                    link.name()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes sysctl `key` (`net/ipv6/conf/X/accept_ra`) of the namespace this process is in.
+fn host_sysctl(key: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/sys/{key}"), value)
+}
+
+/// The container side (the reference's `ConfigureIface`): with addresses (layer 3), its
+/// sysctls, IPv6 enabled where it was not, the addresses, up, the routes; without, only up.
+fn configure_container(
+    container: &Namespace,
+    pair: &VethPair,
+    result: &CniResult,
+    conf: &NetConf,
+    ifname: &str,
+) -> Result<()> {
+    let iface = pair.peer();
+    let layer3 = conf.ipam.is_some();
+    let mine: Vec<&IpConfig> = result
+        .ips
+        .iter()
+        .filter(|i| i.interface == Some(2))
+        .collect();
+    if layer3 {
+        let enable_dad = conf.enable_dad;
+        let ipv6 = mine.iter().any(|i| i.address.is_ipv6());
+        let dir = ifname.to_owned();
+        // All in one visit to the namespace.
+        container
+            .run_blocking(move || -> std::io::Result<()> {
+                let set = |key: &str, value: &str| host_sysctl(&format!("net/{key}"), value);
+                // Best effort, as in the reference (older kernels have no enhanced_dad).
+                if enable_dad {
+                    let _ = set(&format!("ipv6/conf/{dir}/enhanced_dad"), "1");
+                    let _ = set(&format!("ipv6/conf/{dir}/accept_dad"), "1");
+                } else {
+                    let _ = set(&format!("ipv6/conf/{dir}/accept_dad"), "0");
+                }
+                let _ = set(&format!("ipv4/conf/{dir}/arp_notify"), "1");
+                if ipv6 {
+                    for x in ["lo", dir.as_str()] {
+                        let key = format!("ipv6/conf/{x}/disable_ipv6");
+                        let now = std::fs::read_to_string(format!("/proc/sys/net/{key}"));
+                        if now.is_ok_and(|v| v.trim() != "0") {
+                            set(&key, "0")?;
+                        }
+                    }
+                }
+                Ok(())
+            })?
+            .map_err(|e| {
+                CniError::new(
+                    code::IO,
+                    format!("failed to enable IPv6 for interface {ifname:?}: {e}"),
+                )
+            })?;
+        for ipc in &mine {
+            iface
+                .add_address_blocking(ipc.address)
+                .map_err(|e| {
+                    let mut err = CniError::from(e);
+                    err.msg = format!(
+                        "failed to add IP addr {} to {ifname:?}: {}",
+                        ipc.address, err.msg
+                    );
+                    err
+                })?
+                .keep();
+        }
+    }
+    iface.set_up_blocking()?;
+    if !layer3 {
+        return Ok(());
+    }
+    let gateway = |v6: bool| {
+        mine.iter()
+            .find(|i| i.address.is_ipv6() == v6 && i.gateway.is_some())
+            .and_then(|i| i.gateway)
+    };
+    if enable_dad_wait(conf, gateway(true)) {
+        settle_addresses(iface)?;
+    }
+    for r in &result.routes {
+        let gw = r.gw.or_else(|| gateway(r.dst.is_ipv6()));
+        // `proto boot`, as the reference's routes (and `ip route add`) are marked.
+        let mut builder = Route::builder(r.dst)
+            .namespace(container)
+            .dev(iface)
+            .proto(3);
+        if let Some(gw) = gw {
+            builder = builder.via(gw);
+        }
+        builder
+            .create_blocking()
+            .map_err(|e| {
+                let mut err = CniError::from(e);
+                err.msg = format!(
+                    "failed to add route '{} via {} dev {ifname}': {}",
+                    r.dst,
+                    gw.map_or_else(|| "<nil>".to_owned(), |g| g.to_string()),
+                    err.msg
+                );
+                err
+            })?
+            .keep();
+    }
+    Ok(())
+}
+
+/// Whether ADD waits for the container's IPv6 addresses to finish duplicate-address detection:
+/// only when it runs (`enabledad`) and there is an IPv6 gateway, as in the reference.
+fn enable_dad_wait(conf: &NetConf, v6_gateway: Option<IpAddr>) -> bool {
+    conf.enable_dad && v6_gateway.is_some()
+}
+
+/// Waits until the host end is operationally up (a bridge port passes traffic only then), at
+/// most 2.5 s, as the reference does before it answers; here in 1 ms steps, since the kernel
+/// reports it within a millisecond or two of both ends coming up.
+fn wait_port_up(port: &Link) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(2550);
+    loop {
+        let info = port.info_blocking()?;
+        if info.oper_state == netns_kit::OperState::Up {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CniError::new(
+                code::INTERNAL,
+                format!("bridge port in error state: {:?}", info.oper_state),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// ADD: wires the container; returns the result to print.
+pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
+    let container = open_container(&env.netns)?;
+    let host = Namespace::current()?;
+    let bridge = ensure_bridge(&host, conf)?;
+    let bridge_mac = if conf.is_gateway {
+        bridge.link().info_blocking()?.mac
+    } else {
+        None
+    };
+    let pair = create_veth(&host, &container, &bridge, conf, &env.ifname)?;
+    pair.link().set_up_blocking()?;
+    // Router advertisements do not configure the host end (errors ignored, as the reference).
+    let _ = host_sysctl(
+        &format!("net/ipv6/conf/{}/accept_ra", pair.link().name()),
+        "0",
+    );
+    if conf.hairpin {
+        pair.link().set_hairpin_blocking(true)?;
+    }
+    if conf.vlan != 0 {
+        pair.link()
+            .add_bridge_vlan_blocking(conf.vlan, true, true)?;
+    }
+    let mut result = CniResult::default();
+    match &conf.ipam {
+        Some(ipam) => {
+            let out = delegate::run_ipam(ipam, &env.path, "ADD", stdin)?;
+            // From here on a failure releases the addresses again.
+            let configured = (|| {
+                let value: Value = serde_json::from_slice(&out).map_err(|e| {
+                    CniError::new(
+                        code::DECODE,
+                        format!("failed to decode the result of IPAM plugin {ipam:?}: {e}"),
+                    )
+                })?;
+                let ipam_result = CniResult::parse(&value, &conf.cni_version, "the IPAM result")?;
+                if ipam_result.ips.is_empty() {
+                    return Err(CniError::new(
+                        code::INTERNAL,
+                        "IPAM plugin returned missing IP config",
+                    ));
+                }
+                result.ips = ipam_result.ips;
+                result.routes = ipam_result.routes;
+                let gateways = calc_gateways(&mut result, conf);
+                configure_container(&container, &pair, &result, conf, &env.ifname)?;
+                wait_port_up(pair.link())?;
+                if conf.is_gateway {
+                    for v6 in [false, true] {
+                        let mine: Vec<&IpNetwork> =
+                            gateways.iter().filter(|g| g.is_ipv6() == v6).collect();
+                        for gw in &mine {
+                            ensure_address(bridge.link(), gw, conf.force_address)?;
+                        }
+                        if !mine.is_empty() {
+                            enable_forwarding(&host, v6)?;
+                        }
+                    }
+                    // The bridge keeps the MAC it had before this port joined instead of
+                    // following its ports' lowest one as they come and go (as the reference
+                    // does: it sets the address it read when it found the bridge).
+                    if let Some(mac) = bridge_mac {
+                        bridge.link().set_mac_blocking(mac)?;
+                    }
+                }
+                if conf.ip_masq {
+                    let addresses: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+                    masq::setup(
+                        &addresses,
+                        &masq::chain_name(&conf.name, &env.container_id),
+                        &masq::comment(&conf.name, &env.container_id),
+                    )?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = configured {
+                drop(pair);
+                let _ = delegate::run_ipam(ipam, &env.path, "DEL", stdin);
+                return Err(e);
+            }
+        }
+        None => {
+            // Layer 2 only: the interfaces, up, and nothing else.
+            configure_container(&container, &pair, &result, conf, &env.ifname)?;
+        }
+    }
+    // The configuration's `dns` is the result's, as in the reference (which drops the IPAM
+    // plugin's).
+    result.dns = conf.dns.clone();
+    let mac = |l: &Link| -> Result<String> {
+        Ok(l.info_blocking()?
+            .mac
+            .map(|m| m.to_string())
+            .unwrap_or_default())
+    };
+    result.interfaces = vec![
+        Interface {
+            name: bridge.link().name().to_owned(),
+            mac: mac(bridge.link())?,
+            ..Interface::default()
+        },
+        Interface {
+            name: pair.link().name().to_owned(),
+            mac: mac(pair.link())?,
+            ..Interface::default()
+        },
+        Interface {
+            name: env.ifname.clone(),
+            mac: mac(pair.peer())?,
+            sandbox: env.netns.clone(),
+            ..Interface::default()
+        },
+    ];
+    pair.keep();
+    Ok(result.to_json(&conf.cni_version))
+}
+
+/// DEL: removes the container's interface (and so the pair), releases its addresses, removes
+/// its masquerade rules. Whatever is already gone counts as removed.
+pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
+    let mut families = [true, true];
+    if !env.netns.is_empty() {
+        match Namespace::open_path(&env.netns) {
+            Ok(container) => match container.link_blocking(&env.ifname) {
+                Ok(link) => {
+                    let addresses: Vec<IpAddr> = link
+                        .addresses_blocking()?
+                        .iter()
+                        .filter(|a| !a.link_local)
+                        .map(|a| a.address.ip())
+                        .collect();
+                    families = masq::families(&addresses);
+                    link.delete_blocking()?;
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            // The namespace is gone, or the path no longer is one (its bind mount was
+            // removed and a plain file is left).
+            Err(e) if e.is_not_found() || e.is_invalid_input() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(ipam) = &conf.ipam {
+        delegate::run_ipam(ipam, &env.path, "DEL", stdin)?;
+    }
+    if conf.ip_masq {
+        masq::teardown(&masq::chain_name(&conf.name, &env.container_id), families)?;
+    }
+    Ok(())
+}
+
+/// CHECK: the container is wired as `prevResult` says.
+pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
+    let container = open_container(&env.netns)?;
+    if let Some(ipam) = &conf.ipam {
+        delegate::run_ipam(ipam, &env.path, "CHECK", stdin)?;
+    }
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "Required prevResult missing"))?;
+    let prev = CniResult::parse(prev, &conf.cni_version, "prevResult")?;
+    let host = Namespace::current()?;
+    let failed = |msg: String| CniError::new(code::INTERNAL, msg);
+
+    let bridge = match Bridge::open_blocking(&host, &conf.bridge) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            return Err(failed(format!(
+                "CNI created bridge {} in host namespace was not found",
+                conf.bridge
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let info = bridge.link().info_blocking()?;
+    if let Some(i) = prev.interfaces.iter().find(|i| i.name == conf.bridge) {
+        let mac = info.mac.map(|m| m.to_string()).unwrap_or_default();
+        if !i.mac.is_empty() && !i.mac.eq_ignore_ascii_case(&mac) {
+            return Err(failed(format!(
+                "Bridge interface {} Mac doesn't match: {}",
+                conf.bridge, i.mac
+            )));
+        }
+    }
+    let Some(cont) = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == env.ifname && i.sandbox == env.netns)
+    else {
+        return Err(failed(format!(
+            "Sandbox in prevResult doesn't match configured netns: {}",
+            env.netns
+        )));
+    };
+    let iface = match container.link_blocking(&env.ifname) {
+        Ok(l) => l,
+        Err(e) if e.is_not_found() => {
+            return Err(failed(format!(
+                "CNI created interface in container {} not found",
+                env.ifname
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cinfo = iface.info_blocking()?;
+    if cinfo.kind.as_deref() != Some("veth") {
+        return Err(failed(format!(
+            "Error: Container interface {} not of type veth",
+            env.ifname
+        )));
+    }
+    let cmac = cinfo.mac.map(|m| m.to_string()).unwrap_or_default();
+    if !cont.mac.is_empty() && !cont.mac.eq_ignore_ascii_case(&cmac) {
+        return Err(failed(format!(
+            "Interface {} Mac {} doesn't match container Mac: {cmac}",
+            env.ifname, cont.mac
+        )));
+    }
+    // The host end: an interface of the result outside the container that is a veth port of
+    // the bridge.
+    let port = prev
+        .interfaces
+        .iter()
+        .filter(|i| i.name != conf.bridge && i.sandbox.is_empty())
+        .find_map(|i| {
+            let l = host.link_blocking(&i.name).ok()?;
+            let info = l.info_blocking().ok()?;
+            (info.kind.as_deref() == Some("veth") && info.controller == Some(bridge.link().index()))
+                .then_some(l)
+        });
+    if port.is_none() {
+        return Err(failed(format!(
+            "CNI veth created for bridge {} was not found",
+            conf.bridge
+        )));
+    }
+    let present = iface.addresses_blocking()?;
+    for ipc in prev.ips.iter().filter(|i| {
+        i.interface.is_none_or(|x| {
+            prev.interfaces
+                .get(x)
+                .is_some_and(|i| i.name == env.ifname && i.sandbox == env.netns)
+        })
+    }) {
+        if !present.iter().any(|a| a.address == ipc.address) {
+            return Err(failed(format!(
+                "Failed to match addr {} on interface {}",
+                ipc.address, env.ifname
+            )));
+        }
+    }
+    let routes = container.routes_blocking()?;
+    for r in &prev.routes {
+        let dst = IpNetwork::new(r.dst.network(), r.dst.prefix()).unwrap_or(r.dst);
+        let found = routes
+            .iter()
+            .any(|x| x.destination == dst && (r.gw.is_none() || x.gateway == r.gw));
+        if !found {
+            return Err(failed(format!(
+                "Failed to match route {} via {:?}",
+                r.dst, r.gw
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// STATUS (1.1.0): ready when the IPAM plugin is there (and, if it speaks 1.1.0, says it is
+/// ready), the host's netlink answers, and `iptables-restore` exists when `ipMasq` needs it.
+pub fn status(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
+    let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    Namespace::current()?
+        .link_blocking("lo")
+        .map_err(|e| unavailable(format!("netlink does not answer: {e}")))?;
+    if let Some(ipam) = &conf.ipam {
+        delegate::find(ipam, &env.path).map_err(|e| unavailable(e.msg))?;
+        if delegate::supports(ipam, &env.path, "1.1.0")? {
+            delegate::run(ipam, &env.path, "STATUS", stdin)?;
+        }
+    }
+    if conf.ip_masq {
+        let found = std::env::var_os("PATH").is_some_and(|p| {
+            std::env::split_paths(&p).any(|d| d.join("iptables-restore").is_file())
+        });
+        if !found {
+            return Err(unavailable(
+                "ipMasq needs iptables-restore, which is not in PATH".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// GC (1.1.0): removes the masquerade rules of this network's containers that are not in
+/// `cni.dev/valid-attachments`, and passes GC on to an IPAM plugin that speaks 1.1.0.
+pub fn gc(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
+    if conf.ip_masq {
+        let valid: Vec<String> = conf
+            .valid_attachments
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        masq::collect_garbage(&conf.name, &valid)?;
+    }
+    if let Some(ipam) = &conf.ipam {
+        if delegate::supports(ipam, &env.path, "1.1.0")? {
+            delegate::run(ipam, &env.path, "GC", stdin)?;
+        }
+    }
+    Ok(())
+}

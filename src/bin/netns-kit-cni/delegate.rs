@@ -1,0 +1,116 @@
+//! Delegation to another plugin (the IPAM plugin named in `ipam.type`), exactly as libcni's
+//! `invoke` does it: the executable is looked up in the directories of `CNI_PATH`, run with
+//! this process's environment (so the same `CNI_COMMAND`, container, namespace and interface)
+//! and the same configuration bytes on stdin; its stdout is its result, or its error object,
+//! which is passed on unchanged.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+
+use crate::spec::{CniError, Result, code};
+
+/// Finds plugin `name` in the directories of `cni_path`.
+pub fn find(name: &str, cni_path: &str) -> Result<PathBuf> {
+    for dir in cni_path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = PathBuf::from(dir).join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(CniError::new(
+        code::INTERNAL,
+        format!("failed to find plugin {name:?} in path [{cni_path}]"),
+    ))
+}
+
+/// Runs plugin `name` for `command` with `stdin`; returns what it printed on success.
+pub fn run(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
+    let path = find(name, cni_path)?;
+    let mut child = Command::new(&path)
+        .env("CNI_COMMAND", command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            CniError::new(
+                code::IO,
+                format!("failed to run IPAM plugin {}: {e}", path.display()),
+            )
+        })?;
+    // A plugin that exits without reading all of stdin closes the pipe: not an error here,
+    // its exit status tells.
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin);
+    }
+    let out = child.wait_with_output().map_err(|e| {
+        CniError::new(
+            code::IO,
+            format!("failed to wait for IPAM plugin {}: {e}", path.display()),
+        )
+    })?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+    if let Some(e) = parsed.as_ref().and_then(CniError::from_plugin) {
+        return Err(e);
+    }
+    Err(CniError::new(
+        code::INTERNAL,
+        format!(
+            "IPAM plugin {name:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(if out.stdout.is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            })
+            .trim()
+        ),
+    ))
+}
+
+/// Runs IPAM plugin `name` as [`run`] does. An IPAM plugin older than the configuration's
+/// 1.1.0 (as the reference plugins before 1.5) refuses it with "incompatible version" although
+/// 1.1.0 changed nothing it reads: it is then asked again with the configuration marked
+/// 1.0.0, whose result format 1.1.0 only extends.
+pub fn run_ipam(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
+    match run(name, cni_path, command, stdin) {
+        Err(e) if e.code == code::INCOMPATIBLE_VERSION => {
+            let Ok(mut conf) = serde_json::from_slice::<Value>(stdin) else {
+                return Err(e);
+            };
+            if conf.get("cniVersion").and_then(Value::as_str) != Some("1.1.0") {
+                return Err(e);
+            }
+            conf["cniVersion"] = Value::String("1.0.0".into());
+            run(name, cni_path, command, conf.to_string().as_bytes())
+        }
+        other => other,
+    }
+}
+
+/// Whether plugin `name` speaks spec `version` (its `VERSION` answer lists it).
+pub fn supports(name: &str, cni_path: &str, version: &str) -> Result<bool> {
+    let out = run(
+        name,
+        cni_path,
+        "VERSION",
+        format!(r#"{{"cniVersion":"{version}"}}"#).as_bytes(),
+    )?;
+    let v: Value = serde_json::from_slice(&out).map_err(|e| {
+        CniError::new(
+            code::DECODE,
+            format!("failed to decode the VERSION answer of IPAM plugin {name:?}: {e}"),
+        )
+    })?;
+    Ok(v.get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(|s| s.as_str() == Some(version))))
+}

@@ -1,0 +1,328 @@
+//! `ipMasq`: the reference plugins' masquerade rules, written so that either plugin removes the
+//! other's.
+//!
+//! The rules are the reference's (containernetworking-plugins `ip.SetupIPMasq`), in the `nat`
+//! table: a chain per container, named `CNI-` + the first 24 hex digits of the SHA-512 of
+//! network name and container id, reached from `POSTROUTING` by the container's address; in
+//! it, the container's own network is accepted and everything else but multicast is
+//! masqueraded. Every rule carries the comment `name: "NET" id: "ID"` (Go's `%q` quoting).
+//!
+//! The reference runs `iptables` once per check and per rule (eight runs for one IPv4
+//! address). Here one `iptables-restore --noflush` writes them all, atomically, and
+//! teardown is one `iptables-save -t nat` to find what is there plus one restore to remove it,
+//! per IP family. Teardown finds the rules by their chain, not by the container's addresses,
+//! so it also works after the container's namespace is gone (where the reference leaves them).
+
+use std::{
+    io::Write,
+    net::IpAddr,
+    process::{Command, Stdio},
+};
+
+use netns_kit::ipnetwork::IpNetwork;
+use sha2::{Digest, Sha512};
+
+use crate::spec::{CniError, Result, code};
+
+/// The reference's chain name for container `id` on network `name`.
+pub fn chain_name(name: &str, id: &str) -> String {
+    let digest = Sha512::digest(format!("{name}{id}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("CNI-{}", &hex[..24])
+}
+
+/// Go's `%q` of `s` (what the reference's comments are made with).
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The reference's rule comment for container `id` on network `name`.
+pub fn comment(name: &str, id: &str) -> String {
+    format!("name: {} id: {}", go_quote(name), go_quote(id))
+}
+
+/// `text` as one double-quoted `iptables-restore` word.
+fn restore_word(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+fn tool(v6: bool, base: &str) -> String {
+    if v6 {
+        format!("ip6{base}")
+    } else {
+        format!("ip{base}")
+    }
+}
+
+/// Runs `program args` with `input` on stdin; its stdout.
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            CniError::new(
+                code::IO,
+                format!("failed to run {program} (is the iptables package installed?): {e}"),
+            )
+        })?;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CniError::new(code::IO, format!("failed to wait for {program}: {e}")))?;
+    if !out.status.success() {
+        return Err(CniError {
+            code: code::INTERNAL,
+            msg: format!("{program} {} failed ({})", args.join(" "), out.status),
+            details: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                input.map(|i| format!("; input: {i}")).unwrap_or_default()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Applies a `nat` table script with `iptables-restore --noflush` (or `ip6tables-restore`).
+fn restore(v6: bool, body: &str) -> Result<()> {
+    let script = format!("*nat\n{body}COMMIT\n");
+    run(
+        &tool(v6, "tables-restore"),
+        &["--noflush", "-w", "10"],
+        Some(&script),
+    )
+    .map(drop)
+}
+
+/// Adds the masquerade rules for `addresses` (the container's, with their prefix lengths).
+pub fn setup(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<()> {
+    for v6 in [false, true] {
+        let mine: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let multicast = if v6 { "ff00::/8" } else { "224.0.0.0/4" };
+        let c = restore_word(comment);
+        // In the order the reference appends them, each rule once ("AppendUnique").
+        let mut chain_rules: Vec<String> = Vec::new();
+        let mut post_rules: Vec<String> = Vec::new();
+        for a in &mine {
+            let network = IpNetwork::new(a.network(), a.prefix()).unwrap_or(**a);
+            for rule in [
+                format!("-A {chain} -d {network} -j ACCEPT -m comment --comment {c}"),
+                format!("-A {chain} ! -d {multicast} -j MASQUERADE -m comment --comment {c}"),
+            ] {
+                if !chain_rules.contains(&rule) {
+                    chain_rules.push(rule);
+                }
+            }
+            let rule = format!(
+                "-A POSTROUTING -s {} -j {chain} -m comment --comment {c}",
+                a.ip()
+            );
+            if !post_rules.contains(&rule) {
+                post_rules.push(rule);
+            }
+        }
+        let mut body = format!(":{chain} - [0:0]\n");
+        for rule in chain_rules.iter().chain(&post_rules) {
+            body.push_str(rule);
+            body.push('\n');
+        }
+        restore(v6, &body)?;
+    }
+    Ok(())
+}
+
+/// Splits a line of `iptables-save` into words, undoing its quoting.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
+}
+
+/// One rule of the saved `nat` table: its chain, target and comment, and the line itself.
+struct SavedRule {
+    line: String,
+    chain: String,
+    target: Option<String>,
+    comment: Option<String>,
+}
+
+fn saved_rules(v6: bool) -> Result<(Vec<String>, Vec<SavedRule>)> {
+    let saved = run(&tool(v6, "tables-save"), &["-t", "nat"], None)?;
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    for line in saved.lines() {
+        if let Some(decl) = line.strip_prefix(':') {
+            if let Some(name) = decl.split_whitespace().next() {
+                chains.push(name.to_owned());
+            }
+            continue;
+        }
+        if !line.starts_with("-A ") {
+            continue;
+        }
+        let w = words(line);
+        let after = |flag: &str| {
+            w.iter()
+                .position(|x| x == flag)
+                .and_then(|i| w.get(i + 1))
+                .cloned()
+        };
+        rules.push(SavedRule {
+            line: line.to_owned(),
+            chain: w.get(1).cloned().unwrap_or_default(),
+            target: after("-j"),
+            comment: after("--comment"),
+        });
+    }
+    Ok((chains, rules))
+}
+
+/// Removes `chains` and every rule that jumps to them, in one restore.
+fn remove_chains(v6: bool, chains: &[String], rules: &[SavedRule]) -> Result<()> {
+    let mut body = String::new();
+    for r in rules {
+        if r.target.as_ref().is_some_and(|t| chains.contains(t)) && !chains.contains(&r.chain) {
+            body.push_str(&r.line.replacen("-A ", "-D ", 1));
+            body.push('\n');
+        }
+    }
+    for c in chains {
+        body.push_str(&format!("-F {c}\n-X {c}\n"));
+    }
+    if body.is_empty() {
+        return Ok(());
+    }
+    restore(v6, &body)
+}
+
+/// Removes container `id`'s masquerade chain and the rules leading to it, in the families
+/// `families` names (`[v4, v6]`); what is already gone counts as removed.
+pub fn teardown(chain: &str, families: [bool; 2]) -> Result<()> {
+    for (v6, wanted) in [(false, families[0]), (true, families[1])] {
+        if !wanted {
+            continue;
+        }
+        let (chains, rules) = saved_rules(v6)?;
+        let referenced = rules.iter().any(|r| r.target.as_deref() == Some(chain));
+        if !chains.iter().any(|c| c == chain) && !referenced {
+            continue;
+        }
+        let present: Vec<String> = chains.into_iter().filter(|c| c == chain).collect();
+        if present.is_empty() {
+            // Only rules jumping to a chain that is gone: cannot happen in a consistent table,
+            // but remove them.
+            let body: String = rules
+                .iter()
+                .filter(|r| r.target.as_deref() == Some(chain))
+                .map(|r| format!("{}\n", r.line.replacen("-A ", "-D ", 1)))
+                .collect();
+            restore(v6, &body)?;
+        } else {
+            remove_chains(v6, &present, &rules)?;
+        }
+    }
+    Ok(())
+}
+
+/// GC: removes the masquerade chains of network `name` whose container is not in `valid`.
+/// Returns the container ids whose rules were removed.
+pub fn collect_garbage(name: &str, valid: &[String]) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for v6 in [false, true] {
+        let (chains, rules) = saved_rules(v6)?;
+        let prefix = format!("name: {} id: ", go_quote(name));
+        let mut stale: Vec<String> = Vec::new();
+        for r in &rules {
+            let Some(id) = r.comment.as_deref().and_then(|c| c.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let id = words(id).into_iter().next().unwrap_or_default();
+            if valid.contains(&id) {
+                continue;
+            }
+            let chain = chain_name(name, &id);
+            if chains.contains(&chain) && !stale.contains(&chain) {
+                stale.push(chain);
+                if !removed.contains(&id) {
+                    removed.push(id);
+                }
+            }
+        }
+        if !stale.is_empty() {
+            remove_chains(v6, &stale, &rules)?;
+        }
+    }
+    Ok(removed)
+}
+
+/// The addresses a container's masquerade rules are for, from what its interface had.
+pub fn families(addresses: &[IpAddr]) -> [bool; 2] {
+    [
+        addresses.iter().any(IpAddr::is_ipv4),
+        addresses.iter().any(IpAddr::is_ipv6),
+    ]
+}
