@@ -420,103 +420,16 @@ fn wait_port_up(port: &Link) -> Result<()> {
     }
 }
 
-/// ADD: wires the container; returns the result to print.
-pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
-    let container = open_container(&env.netns)?;
-    let host = Namespace::current()?;
-    let bridge = ensure_bridge(&host, conf)?;
-    let bridge_mac = if conf.is_gateway {
-        bridge.link().info_blocking()?.mac
-    } else {
-        None
-    };
-    let pair = create_veth(&host, &container, &bridge, conf, &env.ifname)?;
-    pair.link().set_up_blocking()?;
-    // Router advertisements do not configure the host end (errors ignored, as the reference).
-    let _ = host_sysctl(
-        &format!("net/ipv6/conf/{}/accept_ra", pair.link().name()),
-        "0",
-    );
-    if conf.hairpin {
-        pair.link().set_hairpin_blocking(true)?;
-    }
-    if conf.vlan != 0 {
-        pair.link()
-            .add_bridge_vlan_blocking(conf.vlan, true, true)?;
-    }
-    let mut result = CniResult::default();
-    match &conf.ipam {
-        Some(ipam) => {
-            let out = delegate::run_ipam(ipam, &env.path, "ADD", stdin)?;
-            // From here on a failure releases the addresses again.
-            let configured = (|| {
-                let value: Value = serde_json::from_slice(&out).map_err(|e| {
-                    CniError::new(
-                        code::DECODE,
-                        format!("failed to decode the result of IPAM plugin {ipam:?}: {e}"),
-                    )
-                })?;
-                let ipam_result = CniResult::parse(&value, &conf.cni_version, "the IPAM result")?;
-                if ipam_result.ips.is_empty() {
-                    return Err(CniError::new(
-                        code::INTERNAL,
-                        "IPAM plugin returned missing IP config",
-                    ));
-                }
-                result.ips = ipam_result.ips;
-                result.routes = ipam_result.routes;
-                let gateways = calc_gateways(&mut result, conf);
-                configure_container(&container, &pair, &result, conf, &env.ifname)?;
-                wait_port_up(pair.link())?;
-                if conf.is_gateway {
-                    for v6 in [false, true] {
-                        let mine: Vec<&IpNetwork> =
-                            gateways.iter().filter(|g| g.is_ipv6() == v6).collect();
-                        for gw in &mine {
-                            ensure_address(bridge.link(), gw, conf.force_address)?;
-                        }
-                        if !mine.is_empty() {
-                            enable_forwarding(&host, v6)?;
-                        }
-                    }
-                    // The bridge keeps the MAC it had before this port joined instead of
-                    // following its ports' lowest one as they come and go (as the reference
-                    // does: it sets the address it read when it found the bridge).
-                    if let Some(mac) = bridge_mac {
-                        bridge.link().set_mac_blocking(mac)?;
-                    }
-                }
-                if conf.ip_masq {
-                    let addresses: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
-                    masq::setup(
-                        &addresses,
-                        &masq::chain_name(&conf.name, &env.container_id),
-                        &masq::comment(&conf.name, &env.container_id),
-                    )?;
-                }
-                Ok(())
-            })();
-            if let Err(e) = configured {
-                drop(pair);
-                let _ = delegate::run_ipam(ipam, &env.path, "DEL", stdin);
-                return Err(e);
-            }
-        }
-        None => {
-            // Layer 2 only: the interfaces, up, and nothing else.
-            configure_container(&container, &pair, &result, conf, &env.ifname)?;
-        }
-    }
-    // The configuration's `dns` is the result's, as in the reference (which drops the IPAM
-    // plugin's).
-    result.dns = conf.dns.clone();
+/// The result's interfaces, in the reference's order: the bridge (with the MAC it has now),
+/// the host end, the container's.
+fn interfaces(bridge: &Bridge, pair: &VethPair, env: &Env) -> Result<Vec<Interface>> {
     let mac = |l: &Link| -> Result<String> {
         Ok(l.info_blocking()?
             .mac
             .map(|m| m.to_string())
             .unwrap_or_default())
     };
-    result.interfaces = vec![
+    Ok(vec![
         Interface {
             name: bridge.link().name().to_owned(),
             mac: mac(bridge.link())?,
@@ -533,7 +446,145 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             sandbox: env.netns.clone(),
             ..Interface::default()
         },
-    ];
+    ])
+}
+
+/// ADD: wires the container; returns the result to print.
+///
+/// The IPAM plugin is started first and works while the bridge and the veth pair are made, and
+/// the `iptables-restore` of the masquerade rules works while the container side and the
+/// gateway are configured: on a node, exec-ing those two programs is most of an ADD's time.
+/// The outcome is the reference's, whose order is sequential; on any failure the started
+/// programs are waited for and undone (IPAM DEL, the masquerade chain removed) before the error
+/// is returned, and the veth pair's guard removes it.
+pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
+    let ipam = match &conf.ipam {
+        Some(name) => Some(delegate::start_ipam(name, &env.path, "ADD", stdin)?),
+        None => None,
+    };
+    let release = |ipam: Option<&String>| {
+        if let Some(name) = ipam {
+            let _ = delegate::run_ipam(name, &env.path, "DEL", stdin);
+        }
+    };
+    let wired = (|| {
+        let container = open_container(&env.netns)?;
+        let host = Namespace::current()?;
+        let bridge = ensure_bridge(&host, conf)?;
+        let bridge_mac = if conf.is_gateway {
+            bridge.link().info_blocking()?.mac
+        } else {
+            None
+        };
+        let pair = create_veth(&host, &container, &bridge, conf, &env.ifname)?;
+        pair.link().set_up_blocking()?;
+        // Router advertisements do not configure the host end (errors ignored, as the
+        // reference).
+        let _ = host_sysctl(
+            &format!("net/ipv6/conf/{}/accept_ra", pair.link().name()),
+            "0",
+        );
+        if conf.hairpin {
+            pair.link().set_hairpin_blocking(true)?;
+        }
+        if conf.vlan != 0 {
+            pair.link()
+                .add_bridge_vlan_blocking(conf.vlan, true, true)?;
+        }
+        Ok((container, host, bridge, bridge_mac, pair))
+    })();
+    let (container, host, bridge, bridge_mac, pair) = match wired {
+        Ok(w) => w,
+        Err(e) => {
+            if let Some(running) = ipam {
+                if running.finish().is_ok() {
+                    release(conf.ipam.as_ref());
+                }
+            }
+            return Err(e);
+        }
+    };
+    let mut result = CniResult::default();
+    match (ipam, &conf.ipam) {
+        (Some(running), Some(name)) => {
+            let out = running.finish()?;
+            // From here on a failure releases the addresses again.
+            let chain = masq::chain_name(&conf.name, &env.container_id);
+            let mut masquerading = false;
+            let configured = (|| {
+                let value: Value = serde_json::from_slice(&out).map_err(|e| {
+                    CniError::new(
+                        code::DECODE,
+                        format!("failed to decode the result of IPAM plugin {name:?}: {e}"),
+                    )
+                })?;
+                let ipam_result = CniResult::parse(&value, &conf.cni_version, "the IPAM result")?;
+                if ipam_result.ips.is_empty() {
+                    return Err(CniError::new(
+                        code::INTERNAL,
+                        "IPAM plugin returned missing IP config",
+                    ));
+                }
+                result.ips = ipam_result.ips;
+                result.routes = ipam_result.routes;
+                let gateways = calc_gateways(&mut result, conf);
+                let rules = if conf.ip_masq {
+                    let addresses: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+                    masquerading = true;
+                    masq::start(
+                        &addresses,
+                        &chain,
+                        &masq::comment(&conf.name, &env.container_id),
+                    )?
+                } else {
+                    Vec::new()
+                };
+                let configured = (|| {
+                    configure_container(&container, &pair, &result, conf, &env.ifname)?;
+                    wait_port_up(pair.link())?;
+                    if conf.is_gateway {
+                        for v6 in [false, true] {
+                            let mine: Vec<&IpNetwork> =
+                                gateways.iter().filter(|g| g.is_ipv6() == v6).collect();
+                            for gw in &mine {
+                                ensure_address(bridge.link(), gw, conf.force_address)?;
+                            }
+                            if !mine.is_empty() {
+                                enable_forwarding(&host, v6)?;
+                            }
+                        }
+                        // The bridge keeps the MAC it had before this port joined instead of
+                        // following its ports' lowest one as they come and go (as the
+                        // reference does: it sets the address it read when it found the
+                        // bridge).
+                        if let Some(mac) = bridge_mac {
+                            bridge.link().set_mac_blocking(mac)?;
+                        }
+                    }
+                    result.interfaces = interfaces(&bridge, &pair, env)?;
+                    Ok(())
+                })();
+                let masqueraded = masq::finish(rules);
+                configured.and(masqueraded)
+            })();
+            if let Err(e) = configured {
+                drop(pair);
+                if masquerading {
+                    let _ = masq::teardown(&chain, [true, true]);
+                }
+                release(Some(name));
+                return Err(e);
+            }
+        }
+        _ => {
+            // Layer 2 only: the interfaces, up, and nothing else.
+            configure_container(&container, &pair, &result, conf, &env.ifname)?;
+            result.interfaces = interfaces(&bridge, &pair, env)?;
+        }
+    }
+    // The configuration's `dns` is the result's, as in the reference (which drops the IPAM
+    // plugin's).
+    result.dns = conf.dns.clone();
     pair.keep();
     Ok(result.to_json(&conf.cni_version))
 }

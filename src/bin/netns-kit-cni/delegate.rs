@@ -7,7 +7,7 @@
 use std::{
     io::Write,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
 };
 
 use serde_json::Value;
@@ -28,8 +28,17 @@ pub fn find(name: &str, cni_path: &str) -> Result<PathBuf> {
     ))
 }
 
-/// Runs plugin `name` for `command` with `stdin`; returns what it printed on success.
-pub fn run(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
+/// A delegated plugin that is running: started early, so that its work and ours overlap.
+#[derive(Debug)]
+pub struct Running {
+    name: String,
+    path: PathBuf,
+    child: Child,
+}
+
+/// Starts plugin `name` for `command` with `stdin` (a configuration, far smaller than a pipe's
+/// buffer, so writing it does not wait for the plugin).
+pub fn start(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Running> {
     let path = find(name, cni_path)?;
     let mut child = Command::new(&path)
         .env("CNI_COMMAND", command)
@@ -48,52 +57,105 @@ pub fn run(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Ve
     if let Some(mut input) = child.stdin.take() {
         let _ = input.write_all(stdin);
     }
-    let out = child.wait_with_output().map_err(|e| {
-        CniError::new(
-            code::IO,
-            format!("failed to wait for IPAM plugin {}: {e}", path.display()),
-        )
-    })?;
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
-    if let Some(e) = parsed.as_ref().and_then(CniError::from_plugin) {
-        return Err(e);
-    }
-    Err(CniError::new(
-        code::INTERNAL,
-        format!(
-            "IPAM plugin {name:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(if out.stdout.is_empty() {
-                &out.stderr
-            } else {
-                &out.stdout
-            })
-            .trim()
-        ),
-    ))
+    Ok(Running {
+        name: name.to_owned(),
+        path,
+        child,
+    })
 }
 
-/// Runs IPAM plugin `name` as [`run`] does. An IPAM plugin older than the configuration's
-/// 1.1.0 (as the reference plugins before 1.5) refuses it with "incompatible version" although
-/// 1.1.0 changed nothing it reads: it is then asked again with the configuration marked
-/// 1.0.0, whose result format 1.1.0 only extends.
-pub fn run_ipam(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
-    match run(name, cni_path, command, stdin) {
-        Err(e) if e.code == code::INCOMPATIBLE_VERSION => {
-            let Ok(mut conf) = serde_json::from_slice::<Value>(stdin) else {
-                return Err(e);
-            };
-            if conf.get("cniVersion").and_then(Value::as_str) != Some("1.1.0") {
-                return Err(e);
-            }
-            conf["cniVersion"] = Value::String("1.0.0".into());
-            run(name, cni_path, command, conf.to_string().as_bytes())
+impl Running {
+    /// Waits for the plugin; what it printed on success, its error object otherwise.
+    pub fn finish(self) -> Result<Vec<u8>> {
+        let Running { name, path, child } = self;
+        let out = child.wait_with_output().map_err(|e| {
+            CniError::new(
+                code::IO,
+                format!("failed to wait for IPAM plugin {}: {e}", path.display()),
+            )
+        })?;
+        if out.status.success() {
+            return Ok(out.stdout);
         }
-        other => other,
+        let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        if let Some(e) = parsed.as_ref().and_then(CniError::from_plugin) {
+            return Err(e);
+        }
+        Err(CniError::new(
+            code::INTERNAL,
+            format!(
+                "IPAM plugin {name:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(if out.stdout.is_empty() {
+                    &out.stderr
+                } else {
+                    &out.stdout
+                })
+                .trim()
+            ),
+        ))
     }
+}
+
+/// Runs plugin `name` for `command` with `stdin`; returns what it printed on success.
+pub fn run(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
+    start(name, cni_path, command, stdin)?.finish()
+}
+
+/// An IPAM plugin running (see [`start_ipam`]).
+#[derive(Debug)]
+pub struct RunningIpam<'a> {
+    running: Running,
+    cni_path: &'a str,
+    command: &'a str,
+    stdin: &'a [u8],
+}
+
+/// Starts IPAM plugin `name` as [`start`] does. An IPAM plugin older than the configuration's
+/// 1.1.0 (as the reference plugins before 1.5) refuses it with "incompatible version" although
+/// 1.1.0 changed nothing it reads: [`RunningIpam::finish`] then asks it again with the
+/// configuration marked 1.0.0, whose result format 1.1.0 only extends.
+pub fn start_ipam<'a>(
+    name: &str,
+    cni_path: &'a str,
+    command: &'a str,
+    stdin: &'a [u8],
+) -> Result<RunningIpam<'a>> {
+    Ok(RunningIpam {
+        running: start(name, cni_path, command, stdin)?,
+        cni_path,
+        command,
+        stdin,
+    })
+}
+
+impl RunningIpam<'_> {
+    pub fn finish(self) -> Result<Vec<u8>> {
+        let name = self.running.name.clone();
+        match self.running.finish() {
+            Err(e) if e.code == code::INCOMPATIBLE_VERSION => {
+                let Ok(mut conf) = serde_json::from_slice::<Value>(self.stdin) else {
+                    return Err(e);
+                };
+                if conf.get("cniVersion").and_then(Value::as_str) != Some("1.1.0") {
+                    return Err(e);
+                }
+                conf["cniVersion"] = Value::String("1.0.0".into());
+                run(
+                    &name,
+                    self.cni_path,
+                    self.command,
+                    conf.to_string().as_bytes(),
+                )
+            }
+            other => other,
+        }
+    }
+}
+
+/// Runs IPAM plugin `name` and waits for it (see [`start_ipam`]).
+pub fn run_ipam(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
+    start_ipam(name, cni_path, command, stdin)?.finish()
 }
 
 /// Whether plugin `name` speaks spec `version` (its `VERSION` answer lists it).

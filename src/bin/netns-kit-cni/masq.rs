@@ -16,7 +16,7 @@
 use std::{
     io::Write,
     net::IpAddr,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
 };
 
 use netns_kit::ipnetwork::IpNetwork;
@@ -77,8 +77,17 @@ fn tool(v6: bool, base: &str) -> String {
     }
 }
 
-/// Runs `program args` with `input` on stdin; its stdout.
-fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
+/// A program started with its input written; see [`Pending::wait`].
+#[derive(Debug)]
+pub struct Pending {
+    program: String,
+    args: Vec<String>,
+    input: Option<String>,
+    child: Child,
+}
+
+/// Starts `program args` with `input` on stdin (a few rules: far less than a pipe holds).
+fn spawn(program: &str, args: &[&str], input: Option<&str>) -> Result<Pending> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(if input.is_some() {
@@ -98,36 +107,67 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
     if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
         let _ = stdin.write_all(input.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CniError::new(code::IO, format!("failed to wait for {program}: {e}")))?;
-    if !out.status.success() {
-        return Err(CniError {
-            code: code::INTERNAL,
-            msg: format!("{program} {} failed ({})", args.join(" "), out.status),
-            details: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                input.map(|i| format!("; input: {i}")).unwrap_or_default()
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(Pending {
+        program: program.to_owned(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        input: input.map(str::to_owned),
+        child,
+    })
 }
 
-/// Applies a `nat` table script with `iptables-restore --noflush` (or `ip6tables-restore`).
-fn restore(v6: bool, body: &str) -> Result<()> {
+impl Pending {
+    /// Waits for the program; its stdout, or an error naming it with what it said.
+    pub fn wait(self) -> Result<String> {
+        let Pending {
+            program,
+            args,
+            input,
+            child,
+        } = self;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| CniError::new(code::IO, format!("failed to wait for {program}: {e}")))?;
+        if !out.status.success() {
+            return Err(CniError {
+                code: code::INTERNAL,
+                msg: format!("{program} {} failed ({})", args.join(" "), out.status),
+                details: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    input.map(|i| format!("; input: {i}")).unwrap_or_default()
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Runs `program args` with `input` on stdin; its stdout.
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String> {
+    spawn(program, args, input)?.wait()
+}
+
+/// Starts applying a `nat` table script with `iptables-restore --noflush` (or
+/// `ip6tables-restore`).
+fn start_restore(v6: bool, body: &str) -> Result<Pending> {
     let script = format!("*nat\n{body}COMMIT\n");
-    run(
+    spawn(
         &tool(v6, "tables-restore"),
         &["--noflush", "-w", "10"],
         Some(&script),
     )
-    .map(drop)
 }
 
-/// Adds the masquerade rules for `addresses` (the container's, with their prefix lengths).
-pub fn setup(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<()> {
+/// Applies a `nat` table script and waits for it.
+fn restore(v6: bool, body: &str) -> Result<()> {
+    start_restore(v6, body)?.wait().map(drop)
+}
+
+/// Starts adding the masquerade rules for `addresses` (the container's, with their prefix
+/// lengths): one `iptables-restore` per family, running while the caller goes on. Wait for
+/// them with [`finish`].
+pub fn start(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<Vec<Pending>> {
+    let mut pending = Vec::new();
     for v6 in [false, true] {
         let mine: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
         if mine.is_empty() {
@@ -161,9 +201,26 @@ pub fn setup(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<()> 
             body.push_str(rule);
             body.push('\n');
         }
-        restore(v6, &body)?;
+        match start_restore(v6, &body) {
+            Ok(p) => pending.push(p),
+            Err(e) => {
+                let _ = finish(pending);
+                return Err(e);
+            }
+        }
     }
-    Ok(())
+    Ok(pending)
+}
+
+/// Waits for what [`start`] started; the first error, after waiting for all.
+pub fn finish(pending: Vec<Pending>) -> Result<()> {
+    let mut first = None;
+    for p in pending {
+        if let Err(e) = p.wait() {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Splits a line of `iptables-save` into words, undoing its quoting.
