@@ -657,10 +657,23 @@ fn del_is_idempotent() {
     assert!(node.leases("testnet").is_empty());
     assert!(!saved(&node.ns, "iptables-save").contains("CNI-"));
 
-    // After the namespace is gone: the masquerade rules and the lease go all the same.
-    let (node, c, _, _) = add_one(OURS, conf);
-    let path = proc_path(&c);
-    drop(c);
+    // After the namespace is gone (its only process killed, so its path is gone too — never a
+    // reused fd number another test's namespace could have): the masquerade rules and the
+    // lease go all the same.
+    let node = Node::new();
+    let mut sandbox = tool("unshare")
+        .args(["--net", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let path = format!("/proc/{}/ns/net", sandbox.id());
+    common::eventually("the sandbox to have its own namespace", || {
+        std::fs::read_link(&path).ok() != std::fs::read_link("/proc/self/ns/net").ok()
+    });
+    cni(&node, OURS, "ADD", "ctr1", &path, "eth0", &conf(&node)).expect_ok("ADD");
+    assert!(saved(&node.ns, "iptables-save").contains("CNI-"));
+    sandbox.kill().unwrap();
+    sandbox.wait().unwrap();
+    assert!(!Path::new(&path).exists());
     let out = cni(&node, OURS, "DEL", "ctr1", &path, "eth0", &conf(&node));
     assert!(out.ok, "DEL after the namespace is gone: {out:?}");
     assert!(node.leases("testnet").is_empty());
@@ -735,6 +748,11 @@ fn thirty_two_adds_then_thirty_two_dels_at_once() {
     );
     let ports = ip_tool(&node.ns, "bridge", &["-j", "link"]);
     assert_eq!(ports.as_array().unwrap().len(), 32, "{ports}");
+    // One gateway address per family on the bridge, however the ADDs raced.
+    assert_eq!(
+        common::addrs(&node.ns, "cni0"),
+        ["10.88.0.1/16", "fd88::1/64"]
+    );
     // Every container answers from its address, through the bridge.
     let first = addresses.iter().find(|a| a.starts_with("10.")).unwrap();
     let first = first.split('/').next().unwrap();
@@ -830,6 +848,26 @@ fn bad_input_is_a_cni_error_and_leaves_nothing() {
             "no IP ranges",
         ),
         (json!("not an object"), 6, "failed to load netconf"),
+        (
+            with("name", json!("no spaces")),
+            7,
+            "invalid characters found in network name",
+        ),
+        (
+            with("dns", json!("8.8.8.8")),
+            6,
+            "\"dns\" must be an object",
+        ),
+        (
+            with("args", json!({"cni": {"mac": 5}})),
+            6,
+            "args.cni.mac must be a string",
+        ),
+        (
+            json!({"cniVersion": "0.2.0", "name": "testnet", "type": "bridge"}),
+            999,
+            "no valid IP addresses",
+        ),
     ];
     for (conf, code, text) in cases {
         let out = cni(&node, OURS, "ADD", "ctr1", &path, "eth0", &conf);
@@ -853,6 +891,13 @@ fn bad_input_is_a_cni_error_and_leaves_nothing() {
     assert!(v["msg"].as_str().unwrap().contains("CNI_NETNS"), "{v}");
     let out = cni(&node, OURS, "FROB", "ctr1", &path, "eth0", &base);
     assert_eq!(out.out["code"], 4, "{:?}", out);
+    let out = cni(&node, OURS, "ADD", "no/slashes", &path, "eth0", &base);
+    assert_eq!(out.out["code"], 4, "{:?}", out);
+    assert!(
+        out.out["msg"].as_str().unwrap().contains("containerID"),
+        "{:?}",
+        out
+    );
     let out = cni(
         &node,
         OURS,
@@ -870,7 +915,6 @@ fn bad_input_is_a_cni_error_and_leaves_nothing() {
             .contains("/proc/self/no-such-ns")
     );
     // The interface name is taken in the container: nothing of ours is left either.
-    tool("true");
     let taken = outside(
         &c,
         "ip",
@@ -889,6 +933,51 @@ fn bad_input_is_a_cni_error_and_leaves_nothing() {
         out.out
     );
     assert_eq!(common::link_names(&node.ns), ["lo", "cni0"]);
+}
+
+/// A failure after the masquerade rules and the lease were made: the bridge already has
+/// another IPv4 address and `forceAddress` is off. The error says so, and the veth pair, the
+/// lease and the rules are all gone again.
+#[test]
+fn a_late_failure_undoes_everything_but_the_bridge() {
+    if !have_reference("a_late_failure_undoes_everything_but_the_bridge") {
+        return;
+    }
+    let node = Node::new();
+    for args in [
+        &["link", "add", "cni0", "type", "bridge"][..],
+        &["addr", "add", "10.99.0.1/24", "dev", "cni0"],
+        &["link", "set", "cni0", "up"],
+    ] {
+        assert!(outside(&node.ns, "ip", args).status().unwrap().success());
+    }
+    let c = Namespace::new_blocking().unwrap();
+    let out = cni(
+        &node,
+        OURS,
+        "ADD",
+        "ctr1",
+        &proc_path(&c),
+        "eth0",
+        &typical(&node, "1.0.0"),
+    );
+    assert!(!out.ok, "ADD succeeded on a bridge with another gateway");
+    let msg = out.out["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("\"cni0\" already has an IP address different from 10.88.0.1/16"),
+        "{msg}"
+    );
+    assert_eq!(common::link_names(&c), ["lo"]);
+    assert_eq!(common::link_names(&node.ns), ["lo", "cni0"]);
+    assert_eq!(common::addrs(&node.ns, "cni0"), ["10.99.0.1/24"]);
+    assert!(node.leases("testnet").is_empty());
+    for program in ["iptables-save", "ip6tables-save"] {
+        let rules = saved(&node.ns, program);
+        assert!(
+            !rules.contains("CNI-") && !rules.contains("ctr1"),
+            "{program}: {rules}"
+        );
+    }
 }
 
 #[test]
@@ -931,6 +1020,15 @@ fn version_status_and_gc() {
     for (id, c) in [("keep-me", &c1), ("stale", &c2)] {
         cni(&node, OURS, "ADD", id, &proc_path(c), "eth0", &conf).expect_ok("ADD");
     }
+    let out = cni(&node, OURS, "GC", "", "", "", &conf);
+    assert_eq!(
+        out.out["code"], 7,
+        "GC without the list of valid attachments: {out:?}"
+    );
+    assert!(
+        saved(&node.ns, "iptables-save").contains("stale"),
+        "GC without a list removed rules"
+    );
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep-me", "ifname": "eth0"}]);
     let out = cni(&node, OURS, "GC", "", "", "", &gc);

@@ -182,6 +182,9 @@ pub struct LinkInfo {
     pub group: u32,
     /// The transmit queue length (`qlen` in `ip link`).
     pub txqlen: Option<u32>,
+    /// The ifindex of the link this one is tied to (`IFLA_LINK`: a veth's peer, a macvlan's or
+    /// VXLAN's lower link), which may be in another namespace (`veth0@if7` in `ip link`).
+    pub link: Option<u32>,
 }
 
 impl LinkInfo {
@@ -198,6 +201,7 @@ impl LinkInfo {
             alias: None,
             group: 0,
             txqlen: None,
+            link: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -212,6 +216,7 @@ impl LinkInfo {
                 LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
                 LinkAttribute::Group(g) => info.group = *g,
                 LinkAttribute::TxQueueLen(q) => info.txqlen = Some(*q),
+                LinkAttribute::Link(l) => info.link = Some(*l),
                 LinkAttribute::OperState(s) => {
                     info.oper_state = match s {
                         State::Up => OperState::Up,

@@ -16,7 +16,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use netns_kit::{
-    Bridge, Link, Namespace, Route, VethPair,
+    Bridge, Link, MacAddr, Namespace, Route, VethPair,
     ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network},
 };
 use serde_json::Value;
@@ -48,8 +48,12 @@ fn ensure_bridge(host: &Namespace, conf: &NetConf) -> Result<Bridge> {
     let bridge = match Bridge::open_blocking(host, &conf.bridge) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => {
+            // A MAC of its own from the start: the kernel would otherwise give the bridge its
+            // lowest port's, changing as ports come and go (and, with gateways, ADDs racing on
+            // a new bridge would each pin a different one).
             let mut builder = Bridge::builder(&conf.bridge)
                 .namespace(host)
+                .mac(random_mac())
                 .vlan_filtering(conf.vlan != 0);
             if let Some(mtu) = conf.mtu {
                 builder = builder.mtu(mtu);
@@ -81,6 +85,22 @@ fn ensure_bridge(host: &Namespace, conf: &NetConf) -> Result<Bridge> {
     let _ = host_sysctl(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
     bridge.link().set_up_blocking()?;
     Ok(bridge)
+}
+
+/// A random locally administered unicast MAC address.
+fn random_mac() -> MacAddr {
+    let mut b = [0u8; 6];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    if read.is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = (t ^ u128::from(std::process::id()) << 64).to_le_bytes();
+        b.copy_from_slice(&seed[..6]);
+    }
+    b[0] = (b[0] & 0xfe) | 0x02;
+    MacAddr(b)
 }
 
 /// A fresh host-side name, `veth` and eight hex digits, as the reference makes them.
@@ -458,9 +478,27 @@ fn interfaces(bridge: &Bridge, pair: &VethPair, env: &Env) -> Result<Vec<Interfa
 /// programs are waited for and undone (IPAM DEL, the masquerade chain removed) before the error
 /// is returned, and the veth pair's guard removes it.
 pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
-    let ipam = match &conf.ipam {
-        Some(name) => Some(delegate::start_ipam(name, &env.path, "ADD", stdin)?),
-        None => None,
+    let container = open_container(&env.netns)?;
+    // The interface is there already: this container was added before. Refused before anything
+    // runs: an IPAM plugin asked again may hand out a second address, and releasing that one
+    // would release the first too.
+    if container.link_blocking(&env.ifname).is_ok() {
+        return Err(CniError::new(
+            code::INTERNAL,
+            format!(
+                "container veth name provided ({}) already exists",
+                env.ifname
+            ),
+        ));
+    }
+    let host = Namespace::current()?;
+    // IPAM plugins that need nothing of the interface (`host-local`, `static`) work while the
+    // bridge and the pair are made; any other (`dhcp` asks for a lease on the interface) runs
+    // once they exist, as in the reference.
+    let early = matches!(conf.ipam.as_deref(), Some("host-local" | "static"));
+    let mut ipam = match &conf.ipam {
+        Some(name) if early => Some(delegate::start_ipam(name, &env.path, "ADD", stdin)?),
+        _ => None,
     };
     let release = |ipam: Option<&String>| {
         if let Some(name) = ipam {
@@ -468,8 +506,6 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
         }
     };
     let wired = (|| {
-        let container = open_container(&env.netns)?;
-        let host = Namespace::current()?;
         let bridge = ensure_bridge(&host, conf)?;
         let bridge_mac = if conf.is_gateway {
             bridge.link().info_blocking()?.mac
@@ -491,9 +527,9 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             pair.link()
                 .add_bridge_vlan_blocking(conf.vlan, true, true)?;
         }
-        Ok((container, host, bridge, bridge_mac, pair))
+        Ok((bridge, bridge_mac, pair))
     })();
-    let (container, host, bridge, bridge_mac, pair) = match wired {
+    let (bridge, bridge_mac, pair) = match wired {
         Ok(w) => w,
         Err(e) => {
             if let Some(running) = ipam {
@@ -504,6 +540,9 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             return Err(e);
         }
     };
+    if let (None, Some(name)) = (&ipam, &conf.ipam) {
+        ipam = Some(delegate::start_ipam(name, &env.path, "ADD", stdin)?);
+    }
     let mut result = CniResult::default();
     match (ipam, &conf.ipam) {
         (Some(running), Some(name)) => {
@@ -570,7 +609,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             if let Err(e) = configured {
                 drop(pair);
                 if masquerading {
-                    let _ = masq::teardown(&chain, [true, true]);
+                    let _ = masq::teardown(&chain, [true, true], true);
                 }
                 release(Some(name));
                 return Err(e);
@@ -585,43 +624,63 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
     // The configuration's `dns` is the result's, as in the reference (which drops the IPAM
     // plugin's).
     result.dns = conf.dns.clone();
+    let printed = result.to_json(&conf.cni_version)?;
     pair.keep();
-    Ok(result.to_json(&conf.cni_version))
+    Ok(printed)
 }
 
 /// DEL: removes the container's interface (and so the pair), releases its addresses, removes
-/// its masquerade rules. Whatever is already gone counts as removed.
+/// its masquerade rules. Whatever is already gone counts as removed; every step is tried even
+/// after one failed, and the first failure is reported.
 pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
-    let mut families = [true, true];
+    let mut errors: Vec<CniError> = Vec::new();
+    // The IP families the masquerade rules can be in: those of the interface's addresses; if
+    // the interface is gone, both — but then a family whose tools fail is not an error.
+    let mut families = None;
     if !env.netns.is_empty() {
         match Namespace::open_path(&env.netns) {
             Ok(container) => match container.link_blocking(&env.ifname) {
                 Ok(link) => {
-                    let addresses: Vec<IpAddr> = link
-                        .addresses_blocking()?
-                        .iter()
-                        .filter(|a| !a.link_local)
-                        .map(|a| a.address.ip())
-                        .collect();
-                    families = masq::families(&addresses);
-                    link.delete_blocking()?;
+                    match link.addresses_blocking() {
+                        Ok(addresses) => {
+                            let addresses: Vec<IpAddr> = addresses
+                                .iter()
+                                .filter(|a| !a.link_local)
+                                .map(|a| a.address.ip())
+                                .collect();
+                            families = Some(masq::families(&addresses));
+                        }
+                        Err(e) => errors.push(e.into()),
+                    }
+                    if let Err(e) = link.delete_blocking() {
+                        errors.push(e.into());
+                    }
                 }
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => errors.push(e.into()),
             },
             // The namespace is gone, or the path no longer is one (its bind mount was
             // removed and a plain file is left).
             Err(e) if e.is_not_found() || e.is_invalid_input() => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => errors.push(e.into()),
         }
     }
     if let Some(ipam) = &conf.ipam {
-        delegate::run_ipam(ipam, &env.path, "DEL", stdin)?;
+        if let Err(e) = delegate::run_ipam(ipam, &env.path, "DEL", stdin) {
+            errors.push(e);
+        }
     }
     if conf.ip_masq {
-        masq::teardown(&masq::chain_name(&conf.name, &env.container_id), families)?;
+        let chain = masq::chain_name(&conf.name, &env.container_id);
+        if let Err(e) = masq::teardown(&chain, families.unwrap_or([true, true]), families.is_none())
+        {
+            errors.push(e);
+        }
     }
-    Ok(())
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// CHECK: the container is wired as `prevResult` says.
@@ -694,6 +753,8 @@ pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     }
     // The host end: an interface of the result outside the container that is a veth port of
     // the bridge.
+    // The host end: an interface of the result outside the container that is a veth port of
+    // the bridge and the container interface's peer (each names the other's ifindex).
     let port = prev
         .interfaces
         .iter()
@@ -701,8 +762,11 @@ pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
         .find_map(|i| {
             let l = host.link_blocking(&i.name).ok()?;
             let info = l.info_blocking().ok()?;
-            (info.kind.as_deref() == Some("veth") && info.controller == Some(bridge.link().index()))
-                .then_some(l)
+            (info.kind.as_deref() == Some("veth")
+                && info.controller == Some(bridge.link().index())
+                && info.link == Some(iface.index())
+                && cinfo.link == Some(l.index()))
+            .then_some(l)
         });
     if port.is_none() {
         return Err(failed(format!(

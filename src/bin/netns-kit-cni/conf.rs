@@ -49,12 +49,6 @@ impl Env {
             ],
             "STATUS" | "GC" => &[("CNI_PATH", &env.path)],
             "VERSION" => &[],
-            "" => {
-                return Err(CniError::new(
-                    code::INVALID_ENV,
-                    "required env variables [CNI_COMMAND] missing",
-                ));
-            }
             other => {
                 return Err(CniError::new(
                     code::INVALID_ENV,
@@ -70,11 +64,26 @@ impl Env {
         if !missing.is_empty() {
             return Err(CniError::new(
                 code::INVALID_ENV,
-                format!("required env variables [{}] missing", missing.join(" ")),
+                format!("required env variables [{}] missing", missing.join(",")),
             ));
+        }
+        // As libcni's `skel` checks it: it ends up in iptables comments and IPAM's files.
+        if matches!(env.command.as_str(), "ADD" | "DEL" | "CHECK") && !valid_id(&env.container_id) {
+            return Err(CniError {
+                code: code::INVALID_ENV,
+                msg: "invalid characters in containerID".into(),
+                details: env.container_id.clone(),
+            });
         }
         Ok(env)
     }
+}
+
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`, libcni's rule for container ids and network names.
+fn valid_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// The network configuration, validated.
@@ -215,11 +224,16 @@ impl NetConf {
             enable_dad: flag(o, "enabledad")?,
             ipam: None,
             mac: None,
-            dns: o
-                .get("dns")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
+            dns: match o.get("dns") {
+                None | Some(Value::Null) => Map::new(),
+                Some(Value::Object(d)) => d.clone(),
+                Some(v) => {
+                    return Err(CniError::new(
+                        code::DECODE,
+                        format!("failed to load netconf: \"dns\" must be an object, not {v}"),
+                    ));
+                }
+            },
             prev_result: o.get("prevResult").filter(|v| !v.is_null()).cloned(),
             valid_attachments: Vec::new(),
             bridge,
@@ -244,11 +258,18 @@ impl NetConf {
         }
         // The spec 1.1.0 text names the key `cni.dev/attachments`; it was corrected to
         // `cni.dev/valid-attachments`, which libcni sends (1.2.3 and later send both).
-        if let Some(list) = o
-            .get("cni.dev/valid-attachments")
-            .or_else(|| o.get("cni.dev/attachments"))
-            .and_then(Value::as_array)
-        {
+        if env.command == "GC" {
+            // Without the list every attachment would look stale: refuse rather than remove
+            // the rules of running containers.
+            let list = o
+                .get("cni.dev/valid-attachments")
+                .or_else(|| o.get("cni.dev/attachments"))
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    invalid(
+                        "GC needs the list of valid attachments (\"cni.dev/valid-attachments\")",
+                    )
+                })?;
             for a in list {
                 let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
                 conf.valid_attachments.push((s("containerID"), s("ifname")));
@@ -262,11 +283,22 @@ impl NetConf {
         if conf.name.is_empty() {
             return Err(invalid("the network configuration has no \"name\""));
         }
+        if !valid_id(&conf.name) {
+            return Err(CniError {
+                code: code::INVALID_CONFIG,
+                msg: "invalid characters found in network name".into(),
+                details: conf.name.clone(),
+            });
+        }
         IfName::new(&conf.bridge)
             .map_err(|e| invalid(format!("invalid bridge name {:?}: {e}", conf.bridge)))?;
         if matches!(env.command.as_str(), "ADD" | "CHECK") {
-            IfName::new(&env.ifname)
-                .map_err(|e| invalid(format!("invalid CNI_IFNAME {:?}: {e}", env.ifname)))?;
+            IfName::new(&env.ifname).map_err(|e| {
+                CniError::new(
+                    code::INVALID_ENV,
+                    format!("invalid CNI_IFNAME {:?}: {e}", env.ifname),
+                )
+            })?;
         }
         if let Some(m) = conf.mtu {
             if m < 68 {
@@ -322,20 +354,26 @@ impl NetConf {
                 }
             }
         }
-        if let Some(m) = o
+        let mac_at = |v: Option<&Value>, source: &str| -> Result<Option<MacAddr>> {
+            match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(m)) => mac(m, source).map(Some),
+                Some(v) => Err(CniError::new(
+                    code::DECODE,
+                    format!("failed to load netconf: {source} must be a string, not {v}"),
+                )),
+            }
+        };
+        let args_mac = o
             .get("args")
             .and_then(|a| a.get("cni"))
-            .and_then(|c| c.get("mac"))
-            .and_then(Value::as_str)
-        {
-            conf.mac = Some(mac(m, "args.cni.mac")?);
+            .and_then(|c| c.get("mac"));
+        if let Some(m) = mac_at(args_mac, "args.cni.mac")? {
+            conf.mac = Some(m);
         }
-        if let Some(m) = o
-            .get("runtimeConfig")
-            .and_then(|r| r.get("mac"))
-            .and_then(Value::as_str)
-        {
-            conf.mac = Some(mac(m, "runtimeConfig.mac")?);
+        let runtime_mac = o.get("runtimeConfig").and_then(|r| r.get("mac"));
+        if let Some(m) = mac_at(runtime_mac, "runtimeConfig.mac")? {
+            conf.mac = Some(m);
         }
         Ok(conf)
     }

@@ -57,6 +57,15 @@ fn run(stdin: &[u8], version: &mut String) -> Result<Option<Value>, CniError> {
 }
 
 fn main() {
+    // Run by hand, without a command: say what this is, as libcni's plugins do.
+    if std::env::var("CNI_COMMAND").map_or(true, |c| c.is_empty()) {
+        eprintln!(
+            "CNI netns-kit-cni plugin version {}\nCNI protocol versions supported: {}",
+            env!("CARGO_PKG_VERSION"),
+            SUPPORTED.join(", ")
+        );
+        return;
+    }
     let mut stdin = Vec::new();
     let mut version = "1.1.0".to_owned();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {

@@ -318,12 +318,20 @@ fn remove_chains(v6: bool, chains: &[String], rules: &[SavedRule]) -> Result<()>
 
 /// Removes container `id`'s masquerade chain and the rules leading to it, in the families
 /// `families` names (`[v4, v6]`); what is already gone counts as removed.
-pub fn teardown(chain: &str, families: [bool; 2]) -> Result<()> {
+///
+/// With `assumed`, the families are a guess (the container's interface is gone): a family
+/// whose table cannot be read (no `ip6tables`, no IPv6 `nat` table) then has nothing of this
+/// container to remove, and is skipped.
+pub fn teardown(chain: &str, families: [bool; 2], assumed: bool) -> Result<()> {
     for (v6, wanted) in [(false, families[0]), (true, families[1])] {
         if !wanted {
             continue;
         }
-        let (chains, rules) = saved_rules(v6)?;
+        let (chains, rules) = match saved_rules(v6) {
+            Ok(saved) => saved,
+            Err(_) if assumed => continue,
+            Err(e) => return Err(e),
+        };
         let referenced = rules.iter().any(|r| r.target.as_deref() == Some(chain));
         if !chains.iter().any(|c| c == chain) && !referenced {
             continue;

@@ -245,8 +245,9 @@ impl CniResult {
         Ok(result)
     }
 
-    /// Writes the result in the format of `version`.
-    pub fn to_json(&self, version: &str) -> Value {
+    /// Writes the result in the format of `version`. The formats before 0.3.0 describe
+    /// addresses only: a result without any cannot be written in them.
+    pub fn to_json(&self, version: &str) -> Result<Value> {
         let v11 = version_at_least(version, "1.1.0");
         let route = |r: &RouteConfig| {
             let mut o = Map::new();
@@ -262,6 +263,15 @@ impl CniResult {
         let mut out = Map::new();
         out.insert("cniVersion".into(), Value::String(version.to_owned()));
         if !version_at_least(version, "0.3.0") {
+            if self.ips.is_empty() {
+                return Err(CniError::new(
+                    code::INTERNAL,
+                    format!(
+                        "cannot convert: no valid IP addresses (a result of version {version} \
+                         has nothing but addresses; use 0.3.0 or later without IPAM)"
+                    ),
+                ));
+            }
             for (key, v4) in [("ip4", true), ("ip6", false)] {
                 let Some(ipc) = self.ips.iter().find(|i| i.address.is_ipv4() == v4) else {
                     continue;
@@ -283,7 +293,7 @@ impl CniResult {
                 out.insert(key.into(), Value::Object(o));
             }
             out.insert("dns".into(), Value::Object(self.dns.clone()));
-            return Value::Object(out);
+            return Ok(Value::Object(out));
         }
         let interfaces: Vec<Value> = self
             .interfaces
@@ -335,6 +345,6 @@ impl CniResult {
             );
         }
         out.insert("dns".into(), Value::Object(self.dns.clone()));
-        Value::Object(out)
+        Ok(Value::Object(out))
     }
 }
