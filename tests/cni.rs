@@ -75,6 +75,26 @@ impl Node {
         Node { ns, data }
     }
 
+    /// A node whose `nat` tables `iptables`/`ip6tables` have already made (as on any node that
+    /// ran a container before): the plugin then writes its masquerade rules over netlink
+    /// instead of running `iptables-restore`.
+    fn with_nat_tables() -> Node {
+        let node = Node::new();
+        // A rule added and deleted leaves the table with its POSTROUTING chain, as any use
+        // of `iptables -t nat` does.
+        for (program, source) in [("iptables", "10.255.255.254"), ("ip6tables", "fdff::fe")] {
+            for op in ["-A", "-D"] {
+                let args = ["-t", "nat", op, "POSTROUTING", "-s", source, "-j", "RETURN"];
+                let ok = outside(&node.ns, program, &args)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "{program} {args:?}");
+            }
+        }
+        node
+    }
+
     /// host-local's lease files of network `net` (none but its own bookkeeping when empty).
     fn leases(&self, net: &str) -> Vec<String> {
         std::fs::read_dir(self.data.join(net))
@@ -381,7 +401,15 @@ fn kernel_has_bridge_vlans() -> bool {
 /// ADDs one container with `conf` through `plugin` in a fresh node; returns the node, the
 /// container, the result and the state.
 fn add_one(plugin: &str, conf: impl Fn(&Node) -> Value) -> (Node, Namespace, Value, Value) {
-    let node = Node::new();
+    add_one_on(Node::new(), plugin, conf)
+}
+
+/// [`add_one`] on `node`.
+fn add_one_on(
+    node: Node,
+    plugin: &str,
+    conf: impl Fn(&Node) -> Value,
+) -> (Node, Namespace, Value, Value) {
     let c = Namespace::new_blocking().unwrap();
     let result = cni(
         &node,
@@ -428,9 +456,22 @@ fn add_and_del_leave_the_same_state_as_the_reference_plugin() {
             })
         }),
     ];
-    for (what, conf) in configs {
-        let (ref_node, ref_c, ref_result, ref_state) = add_one(&reference(), conf);
-        let (our_node, our_c, our_result, our_state) = add_one(OURS, conf);
+    // On a fresh node, and on one whose iptables `nat` tables exist already.
+    let runs = configs.iter().flat_map(|c| [(c, false), (c, true)]);
+    for ((what, conf), tables) in runs {
+        let (conf, what) = (
+            *conf,
+            format!("{what}{}", if tables { " (nat tables there)" } else { "" }),
+        );
+        let node = || {
+            if tables {
+                Node::with_nat_tables()
+            } else {
+                Node::new()
+            }
+        };
+        let (ref_node, ref_c, ref_result, ref_state) = add_one_on(node(), &reference(), conf);
+        let (our_node, our_c, our_result, our_state) = add_one_on(node(), OURS, conf);
         assert_same(&format!("{what}: after ADD"), &ref_state, &our_state);
         assert_same(
             &format!("{what}: ADD's result"),
@@ -512,8 +553,23 @@ fn a_container_added_by_one_plugin_is_deleted_cleanly_by_the_other() {
         return;
     }
     let conf = |n: &Node| typical(n, "1.0.0");
+    for tables in [false, true] {
+        deleted_cleanly_by_the_other(conf, tables);
+    }
+}
+
+/// One plugin adds, the other deletes, on a fresh node or one whose `nat` tables exist (where
+/// this plugin writes its rules over netlink).
+fn deleted_cleanly_by_the_other(conf: fn(&Node) -> Value, tables: bool) {
+    let fresh = || {
+        if tables {
+            Node::with_nat_tables()
+        } else {
+            Node::new()
+        }
+    };
     // What DEL by the adding plugin itself leaves, as the yardstick.
-    let (node, c, _, _) = add_one(&reference(), conf);
+    let (node, c, _, _) = add_one_on(fresh(), &reference(), conf);
     cni(
         &node,
         &reference(),
@@ -529,7 +585,7 @@ fn a_container_added_by_one_plugin_is_deleted_cleanly_by_the_other() {
         (reference(), OURS.to_owned()),
         (OURS.to_owned(), reference()),
     ] {
-        let (node, c, _, _) = add_one(&adder, conf);
+        let (node, c, _, _) = add_one_on(fresh(), &adder, conf);
         cni(
             &node,
             &deleter,
@@ -542,7 +598,7 @@ fn a_container_added_by_one_plugin_is_deleted_cleanly_by_the_other() {
         .expect_ok(&format!("DEL by {deleter} of what {adder} added"));
         let after = snapshot(&node, &[&c], "eth0");
         assert_same(
-            &format!("added by {adder}, deleted by {deleter}"),
+            &format!("added by {adder}, deleted by {deleter} (nat tables there: {tables})"),
             &clean,
             &after,
         );

@@ -15,13 +15,14 @@
 //! container's sysctls.
 //!
 //! Modules: `conf` (environment and configuration, checked before any change), `spec` (errors
-//! and result formats), `delegate` (running the IPAM plugin), `masq` (`ipMasq` rules) and
-//! `bridge` (the commands).
+//! and result formats), `delegate` (running the IPAM plugin), `masq` (`ipMasq` rules), `nft`
+//! (the same rules written over netlink) and `bridge` (the commands).
 
 mod bridge;
 mod conf;
 mod delegate;
 mod masq;
+mod nft;
 mod spec;
 
 use std::io::{Read, Write};

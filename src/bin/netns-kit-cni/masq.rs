@@ -8,9 +8,10 @@
 //! masqueraded. Every rule carries the comment `name: "NET" id: "ID"` (Go's `%q` quoting).
 //!
 //! The reference runs `iptables` once per check and per rule (eight runs for one IPv4
-//! address). Here one `iptables-restore --noflush` writes them all, atomically, and
-//! teardown is one `iptables-save -t nat` to find what is there plus one restore to remove it,
-//! per IP family. Teardown finds the rules by their chain, not by the container's addresses,
+//! address). Here they are written in one transaction per IP family: over netlink where
+//! `iptables` is the nf_tables variant and its `nat` table exists (see `nft`: no process at
+//! all), else by one `iptables-restore --noflush`. Teardown is one `iptables-save -t nat` to
+//! find what is there plus one restore to remove it, per family. Teardown finds the rules by their chain, not by the container's addresses,
 //! so it also works after the container's namespace is gone (where the reference leaves them).
 
 use std::{
@@ -21,6 +22,8 @@ use std::{
 
 use netns_kit::ipnetwork::IpNetwork;
 use sha2::{Digest, Sha512};
+
+use crate::nft::{AddressMatch, Rule, Verdict};
 
 use crate::spec::{CniError, Result, code};
 
@@ -164,41 +167,73 @@ fn restore(v6: bool, body: &str) -> Result<()> {
 }
 
 /// Starts adding the masquerade rules for `addresses` (the container's, with their prefix
-/// lengths): one `iptables-restore` per family, running while the caller goes on. Wait for
-/// them with [`finish`].
+/// lengths), per family: written at once over netlink where `iptables` is the nf_tables
+/// variant and its `nat` table is in place (see `nft`), else by an `iptables-restore` that runs
+/// while the caller goes on. Wait for those with [`finish`].
 pub fn start(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<Vec<Pending>> {
+    let nft = crate::nft::iptables_is_nft();
     let mut pending = Vec::new();
     for v6 in [false, true] {
         let mine: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
         if mine.is_empty() {
             continue;
         }
-        let multicast = if v6 { "ff00::/8" } else { "224.0.0.0/4" };
-        let c = restore_word(comment);
+        let multicast: IpNetwork = if v6 { "ff00::/8" } else { "224.0.0.0/4" }
+            .parse()
+            .expect("a valid network");
         // In the order the reference appends them, each rule once ("AppendUnique").
-        let mut chain_rules: Vec<String> = Vec::new();
-        let mut post_rules: Vec<String> = Vec::new();
+        let mut chain_rules: Vec<Rule> = Vec::new();
+        let mut post_rules: Vec<Rule> = Vec::new();
         for a in &mine {
             let network = IpNetwork::new(a.network(), a.prefix()).unwrap_or(**a);
             for rule in [
-                format!("-A {chain} -d {network} -j ACCEPT -m comment --comment {c}"),
-                format!("-A {chain} ! -d {multicast} -j MASQUERADE -m comment --comment {c}"),
+                Rule {
+                    chain: chain.to_owned(),
+                    address: AddressMatch {
+                        source: false,
+                        net: network,
+                        negate: false,
+                    },
+                    comment: comment.to_owned(),
+                    verdict: Verdict::Accept,
+                },
+                Rule {
+                    chain: chain.to_owned(),
+                    address: AddressMatch {
+                        source: false,
+                        net: multicast,
+                        negate: true,
+                    },
+                    comment: comment.to_owned(),
+                    verdict: Verdict::Masquerade,
+                },
             ] {
-                if !chain_rules.contains(&rule) {
+                if !chain_rules.iter().any(|r| same(r, &rule)) {
                     chain_rules.push(rule);
                 }
             }
-            let rule = format!(
-                "-A POSTROUTING -s {} -j {chain} -m comment --comment {c}",
-                a.ip()
-            );
-            if !post_rules.contains(&rule) {
+            let host = IpNetwork::new(a.ip(), if v6 { 128 } else { 32 }).unwrap_or(**a);
+            let rule = Rule {
+                chain: "POSTROUTING".to_owned(),
+                address: AddressMatch {
+                    source: true,
+                    net: host,
+                    negate: false,
+                },
+                comment: comment.to_owned(),
+                verdict: Verdict::Jump(chain.to_owned()),
+            };
+            if !post_rules.iter().any(|r| same(r, &rule)) {
                 post_rules.push(rule);
             }
         }
+        let rules: Vec<Rule> = chain_rules.into_iter().chain(post_rules).collect();
+        if nft && crate::nft::write(chain, &rules).is_ok() {
+            continue;
+        }
         let mut body = format!(":{chain} - [0:0]\n");
-        for rule in chain_rules.iter().chain(&post_rules) {
-            body.push_str(rule);
+        for rule in &rules {
+            body.push_str(&restore_line(rule));
             body.push('\n');
         }
         match start_restore(v6, &body) {
@@ -210,6 +245,35 @@ pub fn start(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<Vec<
         }
     }
     Ok(pending)
+}
+
+fn same(a: &Rule, b: &Rule) -> bool {
+    restore_line(a) == restore_line(b)
+}
+
+/// `rule` as an `iptables-restore` line, in the words the reference gives `iptables`.
+fn restore_line(rule: &Rule) -> String {
+    let a = rule.address;
+    let address = if a.source && a.net.prefix() == if a.net.is_ipv6() { 128 } else { 32 } {
+        a.net.ip().to_string()
+    } else {
+        a.net.to_string()
+    };
+    let matched = format!(
+        "{}{} {address}",
+        if a.negate { "! " } else { "" },
+        if a.source { "-s" } else { "-d" }
+    );
+    let target = match &rule.verdict {
+        Verdict::Accept => "ACCEPT".to_owned(),
+        Verdict::Jump(c) => c.clone(),
+        Verdict::Masquerade => "MASQUERADE".to_owned(),
+    };
+    format!(
+        "-A {} {matched} -j {target} -m comment --comment {}",
+        rule.chain,
+        restore_word(&rule.comment)
+    )
 }
 
 /// Waits for what [`start`] started; the first error, after waiting for all.
