@@ -989,6 +989,41 @@ fn bad_input_is_a_cni_error_and_leaves_nothing() {
         out.out
     );
     assert_eq!(common::link_names(&node.ns), ["lo", "cni0"]);
+
+    // `cni0` is something else than a bridge: refused after the IPAM plugin (started early)
+    // handed out an address, which is released again.
+    let node = Node::new();
+    let c = Namespace::new_blocking().unwrap();
+    let made = outside(
+        &node.ns,
+        "ip",
+        &[
+            "link", "add", "cni0", "type", "veth", "peer", "name", "cni0p",
+        ],
+    )
+    .status()
+    .unwrap();
+    assert!(made.success());
+    let out = cni(
+        &node,
+        OURS,
+        "ADD",
+        "ctr1",
+        &proc_path(&c),
+        "eth0",
+        &typical(&node, "1.0.0"),
+    );
+    assert_eq!(
+        out.out["msg"], "\"cni0\" already exists but is not a bridge",
+        "{}",
+        out.out
+    );
+    assert!(
+        node.leases("testnet").is_empty(),
+        "the lease was not released"
+    );
+    assert_eq!(common::link_names(&c), ["lo"]);
+    assert_eq!(common::link_names(&node.ns).len(), 3, "lo, cni0, cni0p");
 }
 
 /// A failure after the masquerade rules and the lease were made: the bridge already has

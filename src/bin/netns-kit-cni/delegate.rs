@@ -28,6 +28,26 @@ pub fn find(name: &str, cni_path: &str) -> Result<PathBuf> {
     ))
 }
 
+/// Starts `command` with its output captured and `input` written to its stdin (none: stdin is
+/// `/dev/null`). The input must be far smaller than a pipe's buffer (a configuration, a few
+/// rules), so that writing it does not wait for the program. A program that exits without
+/// reading all of it closes the pipe: not an error here, its exit status tells.
+pub fn spawn_fed(command: &mut Command, input: Option<&[u8]>) -> std::io::Result<Child> {
+    let mut child = command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        let _ = stdin.write_all(input);
+    }
+    Ok(child)
+}
+
 /// A delegated plugin that is running: started early, so that its work and ours overlap.
 #[derive(Debug)]
 pub struct Running {
@@ -40,23 +60,13 @@ pub struct Running {
 /// buffer, so writing it does not wait for the plugin).
 pub fn start(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Running> {
     let path = find(name, cni_path)?;
-    let mut child = Command::new(&path)
-        .env("CNI_COMMAND", command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
+    let child =
+        spawn_fed(Command::new(&path).env("CNI_COMMAND", command), Some(stdin)).map_err(|e| {
             CniError::new(
                 code::IO,
                 format!("failed to run IPAM plugin {}: {e}", path.display()),
             )
         })?;
-    // A plugin that exits without reading all of stdin closes the pipe: not an error here,
-    // its exit status tells.
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(stdin);
-    }
     Ok(Running {
         name: name.to_owned(),
         path,

@@ -15,15 +15,17 @@
 //! so it also works after the container's namespace is gone (where the reference leaves them).
 
 use std::{
-    io::Write,
     net::IpAddr,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
 };
 
 use netns_kit::ipnetwork::IpNetwork;
 use sha2::{Digest, Sha512};
 
-use crate::nft::{AddressMatch, Rule, Verdict};
+use crate::{
+    delegate::spawn_fed,
+    nft::{AddressMatch, Rule, Verdict},
+};
 
 use crate::spec::{CniError, Result, code};
 
@@ -91,25 +93,13 @@ pub struct Pending {
 
 /// Starts `program args` with `input` on stdin (a few rules: far less than a pipe holds).
 fn spawn(program: &str, args: &[&str], input: Option<&str>) -> Result<Pending> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
+    let child =
+        spawn_fed(Command::new(program).args(args), input.map(str::as_bytes)).map_err(|e| {
             CniError::new(
                 code::IO,
                 format!("failed to run {program} (is the iptables package installed?): {e}"),
             )
         })?;
-    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
-        let _ = stdin.write_all(input.as_bytes());
-    }
     Ok(Pending {
         program: program.to_owned(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
