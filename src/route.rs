@@ -52,6 +52,10 @@ pub(crate) struct RouteSpec {
     pub(crate) table: u32,
     /// The routing protocol (`proto`), part of what identifies the route for deletion.
     pub(crate) protocol: u8,
+    /// The scope asked for (`scope`); none: link without a gateway, else universe.
+    pub(crate) scope: Option<u8>,
+    /// Whether an existing route to the same destination (and metric) makes `create` fail.
+    pub(crate) exclusive: bool,
 }
 
 impl RouteSpec {
@@ -68,6 +72,8 @@ impl RouteSpec {
             metric: None,
             table: RT_TABLE_MAIN,
             protocol: RTPROT_STATIC,
+            scope: None,
+            exclusive: true,
         }
     }
 
@@ -104,6 +110,8 @@ impl RouteSpec {
         // Like `ip route`: a route with no gateway is link-scoped; deletion matches any scope.
         h.scope = if for_delete {
             RouteScope::NoWhere
+        } else if let Some(scope) = self.scope {
+            RouteScope::from(scope)
         } else if self.gateway.is_none() {
             RouteScope::Link
         } else {
@@ -135,7 +143,11 @@ impl RouteSpec {
     pub(crate) fn add_message(&self) -> (RouteNetlinkMessage, u16) {
         (
             RouteNetlinkMessage::NewRoute(self.message(false)),
-            NLM_F_CREATE | NLM_F_EXCL,
+            if self.exclusive {
+                NLM_F_CREATE | NLM_F_EXCL
+            } else {
+                NLM_F_CREATE
+            },
         )
     }
 
@@ -208,6 +220,8 @@ pub struct RouteBuilder<A = IpAddr> {
     metric: Option<u32>,
     table: u32,
     protocol: u8,
+    scope: Option<u8>,
+    exclusive: bool,
     _family: PhantomData<fn() -> A>,
 }
 
@@ -252,6 +266,23 @@ impl<A> RouteBuilder<A> {
         self
     }
 
+    /// The route's scope (`ip route add ... scope N`): 0 `global` (universe), 253 `link`,
+    /// 254 `host`. Default: `link` for a route without a gateway, `global` with one, as `ip`
+    /// chooses.
+    pub fn scope(mut self, scope: u8) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Whether [`create`](RouteBuilder::create) fails when a route to the same destination
+    /// with the same metric exists (default: yes, as `ip route add`). With `false` the kernel
+    /// adds this one in front of it, as `ip route prepend` (`NLM_F_CREATE` without
+    /// `NLM_F_EXCL`); the guard deletes this one.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
     fn spec(self, ns: &NsInner) -> Result<RouteSpec> {
         let dest = self.dest?;
         let object = || {
@@ -262,6 +293,8 @@ impl<A> RouteBuilder<A> {
                 metric: None,
                 table: self.table,
                 protocol: self.protocol,
+                scope: self.scope,
+                exclusive: self.exclusive,
             }
             .describe()
                 + &format!(" in {}", ns.label())
@@ -286,6 +319,8 @@ impl<A> RouteBuilder<A> {
             metric: self.metric,
             table: self.table,
             protocol: self.protocol,
+            scope: self.scope,
+            exclusive: self.exclusive,
         })
     }
 
@@ -556,6 +591,8 @@ impl Route {
             metric: None,
             table: RT_TABLE_MAIN,
             protocol: RTPROT_STATIC,
+            scope: None,
+            exclusive: true,
             _family: PhantomData,
         }
     }

@@ -346,6 +346,46 @@ fn promisc_hairpin_txqlen_proto_and_kept_links_unmarked() {
         e.is_invalid_input() && e.to_string().contains("proto 2"),
         "{e}"
     );
+    // `exclusive(false)`: a second route to the connected prefix goes in front (`ip route
+    // prepend`), where the default refuses it; `scope(0)`: global although it has no gateway.
+    let net = || "10.55.0.0/24".parse::<ipnetwork::Ipv4Network>().unwrap();
+    let refused = Route::builder(net())
+        .namespace(&c)
+        .via("10.55.0.9".parse().unwrap())
+        .create_blocking()
+        .unwrap_err();
+    assert!(refused.is_already_exists(), "{refused}");
+    let prepended = Route::builder(net())
+        .namespace(&c)
+        .via("10.55.0.9".parse().unwrap())
+        .exclusive(false)
+        .create_blocking()
+        .unwrap();
+    let routes = ip_json(&c, &["route", "show", "10.55.0.0/24"]);
+    assert_eq!(routes.as_array().unwrap().len(), 2, "{routes}");
+    assert_eq!(routes[0]["gateway"], "10.55.0.9", "in front: {routes}");
+    prepended.delete_blocking().unwrap();
+    assert_eq!(
+        ip_json(&c, &["route", "show", "10.55.0.0/24"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let global = Route::builder("10.58.0.0/16".parse::<ipnetwork::Ipv4Network>().unwrap())
+        .namespace(&c)
+        .dev(pair.peer())
+        .scope(0)
+        .create_blocking()
+        .unwrap();
+    let routes = ip_json(&c, &["route", "show", "10.58.0.0/16"]);
+    assert!(
+        routes[0].get("scope").is_none(),
+        "global scope is not shown: {routes}"
+    );
+    let link = ip_json(&c, &["route", "show", "10.58.0.0/16", "scope", "global"]);
+    assert_eq!(link.as_array().unwrap().len(), 1, "{link}");
+    drop(global);
     let kept = pair.keep();
     assert!(link_json(&host, "port5").get("ifalias").is_none());
     assert!(link_json(&c, "eth0").get("ifalias").is_none());

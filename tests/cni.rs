@@ -447,6 +447,16 @@ fn add_and_del_leave_the_same_state_as_the_reference_plugin() {
                          "routes": [{"dst": "10.90.0.0/16"}, {"dst": "10.91.0.0/16", "gw": "10.89.0.254"}]}
             })
         }),
+        (
+            "no gateway: a route without one, a route to its own subnet",
+            |_| {
+                json!({
+                    "cniVersion": "1.0.0", "name": "testnet", "type": "bridge", "bridge": "cni0",
+                    "ipam": {"type": "static", "addresses": [{"address": "10.93.0.5/24"}],
+                             "routes": [{"dst": "10.94.0.0/16"}, {"dst": "10.93.0.0/24", "gw": "10.93.0.254"}]}
+                })
+            },
+        ),
         ("static ipam, old result format", |_| {
             json!({
                 "cniVersion": "0.3.1", "name": "testnet", "type": "bridge", "bridge": "cni0",

@@ -389,11 +389,14 @@ fn configure_container(
     }
     for r in &result.routes {
         let gw = r.gw.or_else(|| gateway(r.dst.is_ipv6()));
-        // `proto boot`, as the reference's routes (and `ip route add`) are marked.
+        // As the reference adds them: `proto boot`, scope global even without a gateway, and
+        // in front of an existing route to the same destination rather than refused.
         let mut builder = Route::builder(r.dst)
             .namespace(container)
             .dev(iface)
-            .proto(3);
+            .proto(3)
+            .scope(0)
+            .exclusive(false);
         if let Some(gw) = gw {
             builder = builder.via(gw);
         }
