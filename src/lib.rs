@@ -131,6 +131,15 @@
 //! only the blocking API is built then, and neither Tokio nor that thread is part of the
 //! program. [`Namespace::tokio_command`] exists only with the feature.
 //!
+//! # CNI plugin
+//!
+//! With the feature `cni` (`cargo install netns-kit --features cni`) the package also builds
+//! `netns-kit-cni`, a CNI plugin (spec 1.1.0) interchangeable with the reference `bridge`
+//! plugin of containernetworking-plugins, written on this crate's blocking API; it is how the
+//! library reaches containerd, CRI-O and nerdctl. The feature changes nothing in the library.
+//! Its configuration, what differs from the reference and its measured cost are in the README
+//! ("As a CNI plugin"); its design notes are in `src/bin/netns-kit-cni/`.
+//!
 //! # Tracing
 //!
 //! Everything the crate creates, rolls back, tears down or reaps is a [`tracing`] span (target
