@@ -668,17 +668,21 @@ pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
             Err(e) => errors.push(e.into()),
         }
     }
-    if let Some(ipam) = &conf.ipam {
-        if let Err(e) = delegate::run_ipam(ipam, &env.path, "DEL", stdin) {
-            errors.push(e);
-        }
-    }
+    // Once the interface is gone (the reference's order: no address is handed out again while
+    // it is still in use), the IPAM plugin releases it while the masquerade rules are removed.
+    let ipam = conf
+        .ipam
+        .as_ref()
+        .map(|name| delegate::start_ipam(name, &env.path, "DEL", stdin));
     if conf.ip_masq {
         let chain = masq::chain_name(&conf.name, &env.container_id);
         if let Err(e) = masq::teardown(&chain, families.unwrap_or([true, true]), families.is_none())
         {
             errors.push(e);
         }
+    }
+    if let Some(Err(e)) = ipam.map(|started| started.and_then(delegate::RunningIpam::finish)) {
+        errors.push(e);
     }
     match errors.into_iter().next() {
         Some(e) => Err(e),
