@@ -24,16 +24,14 @@ use serde_json::Value;
 use crate::{
     conf::{Env, NetConf},
     delegate, masq,
-    spec::{CniError, CniResult, Interface, IpConfig, Result, RouteConfig, code},
+    spec::{CniError, CniResult, Interface, IpConfig, Result, RouteConfig, code, failed},
 };
 
 /// Opens the container's namespace.
 fn open_container(path: &str) -> Result<Namespace> {
-    Namespace::open_path(path).map_err(|e| {
-        let mut err = CniError::from(e);
-        err.code = code::UNKNOWN_CONTAINER;
-        err.msg = format!("failed to open netns {path:?}: {}", err.msg);
-        err
+    Namespace::open_path(path).map_err(|e| CniError {
+        code: code::UNKNOWN_CONTAINER,
+        ..failed(format_args!("failed to open netns {path:?}"), e)
     })
 }
 
@@ -68,11 +66,7 @@ fn ensure_bridge(host: &Namespace, conf: &NetConf) -> Result<Bridge> {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Err(e) => {
-                    let mut err = CniError::from(e);
-                    err.msg = format!("could not add {:?}: {}", conf.bridge, err.msg);
-                    return Err(err);
-                }
+                Err(e) => return Err(failed(format_args!("could not add {:?}", conf.bridge), e)),
             }
         }
         Err(e) if e.is_invalid_input() => return Err(not_a_bridge()),
@@ -253,13 +247,10 @@ fn ensure_address(bridge: &Link, gw: &IpNetwork, force: bool) -> Result<()> {
         }
         Err(e) if e.is_already_exists() => {}
         Err(e) => {
-            let mut err = CniError::from(e);
-            err.msg = format!(
-                "could not add IP address to {:?}: {}",
-                bridge.name(),
-                err.msg
-            );
-            return Err(err);
+            return Err(failed(
+                format_args!("could not add IP address to {:?}", bridge.name()),
+                e,
+            ));
         }
     }
     Ok(())
@@ -273,11 +264,8 @@ fn enable_forwarding(host: &Namespace, v6: bool) -> Result<()> {
         "net.ipv4.ip_forward"
     };
     if host.sysctl_blocking(key)? != "1" {
-        host.set_sysctl_blocking(key, "1").map_err(|e| {
-            let mut err = CniError::from(e);
-            err.msg = format!("failed to enable forwarding: {}", err.msg);
-            err
-        })?;
+        host.set_sysctl_blocking(key, "1")
+            .map_err(|e| failed("failed to enable forwarding", e))?;
     }
     Ok(())
 }
@@ -365,12 +353,10 @@ fn configure_container(
             iface
                 .add_address_blocking(ipc.address)
                 .map_err(|e| {
-                    let mut err = CniError::from(e);
-                    err.msg = format!(
-                        "failed to add IP addr {} to {ifname:?}: {}",
-                        ipc.address, err.msg
-                    );
-                    err
+                    failed(
+                        format_args!("failed to add IP addr {} to {ifname:?}", ipc.address),
+                        e,
+                    )
                 })?
                 .keep();
         }
@@ -403,14 +389,11 @@ fn configure_container(
         builder
             .create_blocking()
             .map_err(|e| {
-                let mut err = CniError::from(e);
-                err.msg = format!(
-                    "failed to add route '{} via {} dev {ifname}': {}",
-                    r.dst,
-                    gw.map_or_else(|| "<nil>".to_owned(), |g| g.to_string()),
-                    err.msg
-                );
-                err
+                let via = gw.map_or_else(|| "<nil>".to_owned(), |g| g.to_string());
+                failed(
+                    format_args!("failed to add route '{} via {via} dev {ifname}'", r.dst),
+                    e,
+                )
             })?
             .keep();
     }

@@ -82,6 +82,14 @@ impl CniError {
     }
 }
 
+/// A library error as a CNI error whose message starts with `what` (the reference's words
+/// for the step that failed), then the library's own message naming the object.
+pub fn failed(what: impl std::fmt::Display, e: netns_kit::Error) -> CniError {
+    let mut err = CniError::from(e);
+    err.msg = format!("{what}: {}", err.msg);
+    err
+}
+
 /// The library's errors name the object and the operation; their causes go to `details`.
 impl From<netns_kit::Error> for CniError {
     fn from(e: netns_kit::Error) -> CniError {
