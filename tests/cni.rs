@@ -762,6 +762,9 @@ fn del_is_idempotent() {
     }
 }
 
+/// A node starting a burst of pods: 32 ADDs at once on one bridge, then 16 DELs interleaved
+/// with 16 new ADDs, then 32 DELs at once. Every call succeeds, no address is live twice, and
+/// nothing is left.
 #[test]
 fn thirty_two_adds_then_thirty_two_dels_at_once() {
     if !have_reference("thirty_two_adds_then_thirty_two_dels_at_once") {
@@ -769,25 +772,21 @@ fn thirty_two_adds_then_thirty_two_dels_at_once() {
     }
     let node = Node::new();
     let conf = typical(&node, "1.0.0");
-    let containers: Vec<Namespace> = (0..32)
+    let containers: Vec<Namespace> = (0..48)
         .map(|_| Namespace::new_blocking().unwrap())
         .collect();
-    let run_all = |command: &str| -> Vec<Outcome> {
+    // Runs `command` for the containers of `which` at once, each from a thread of its own.
+    let run_all = |which: &[(usize, &str)]| -> Vec<(usize, Outcome)> {
         std::thread::scope(|s| {
-            let handles: Vec<_> = containers
+            let handles: Vec<_> = which
                 .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let (node, conf) = (&node, &conf);
+                .map(|&(i, command)| {
+                    let (node, conf, c) = (&node, &conf, &containers[i]);
                     s.spawn(move || {
-                        cni(
-                            node,
-                            OURS,
-                            command,
-                            &format!("ctr{i}"),
-                            &proc_path(c),
-                            "eth0",
-                            conf,
+                        let id = format!("ctr{i}");
+                        (
+                            i,
+                            cni(node, OURS, command, &id, &proc_path(c), "eth0", conf),
                         )
                     })
                 })
@@ -795,23 +794,30 @@ fn thirty_two_adds_then_thirty_two_dels_at_once() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         })
     };
-    let added = run_all("ADD");
-    let mut addresses = Vec::new();
-    for (i, a) in added.into_iter().enumerate() {
-        let result = a.expect_ok(&format!("ADD #{i}"));
-        for ip in result["ips"].as_array().unwrap() {
-            addresses.push(ip["address"].as_str().unwrap().to_owned());
+    let addresses_of = |outcomes: Vec<(usize, Outcome)>| -> Vec<(usize, String)> {
+        let mut addresses = Vec::new();
+        for (i, a) in outcomes {
+            let result = a.expect_ok(&format!("ADD #{i}"));
+            for ip in result["ips"].as_array().unwrap() {
+                addresses.push((i, ip["address"].as_str().unwrap().to_owned()));
+            }
         }
-    }
-    assert_eq!(addresses.len(), 64);
-    let mut unique = addresses.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        64,
-        "an address was handed out twice: {addresses:?}"
-    );
+        addresses
+    };
+    let assert_unique = |addresses: &[(usize, String)]| {
+        let mut unique: Vec<&String> = addresses.iter().map(|(_, a)| a).collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            addresses.len(),
+            "an address was handed out twice: {addresses:?}"
+        );
+    };
+    let adds: Vec<(usize, &str)> = (0..32).map(|i| (i, "ADD")).collect();
+    let mut live = addresses_of(run_all(&adds));
+    assert_eq!(live.len(), 64);
+    assert_unique(&live);
     let ports = ip_tool(&node.ns, "bridge", &["-j", "link"]);
     assert_eq!(ports.as_array().unwrap().len(), 32, "{ports}");
     // One gateway address per family on the bridge, however the ADDs raced.
@@ -820,11 +826,32 @@ fn thirty_two_adds_then_thirty_two_dels_at_once() {
         ["10.88.0.1/16", "fd88::1/64"]
     );
     // Every container answers from its address, through the bridge.
-    let first = addresses.iter().find(|a| a.starts_with("10.")).unwrap();
-    let first = first.split('/').next().unwrap();
-    assert!(common::ping(&containers[31], first));
+    let first = live.iter().find(|(_, a)| a.starts_with("10.")).unwrap();
+    let first = first.1.split('/').next().unwrap().to_owned();
+    assert!(common::ping(&containers[31], &first));
 
-    for (i, d) in run_all("DEL").into_iter().enumerate() {
+    // Pods come and go at once: 16 DELs and 16 new ADDs interleaved.
+    let mixed: Vec<(usize, &str)> = (0..16)
+        .map(|i| (i, "DEL"))
+        .chain((32..48).map(|i| (i, "ADD")))
+        .collect();
+    let outcomes = run_all(&mixed);
+    let (deleted, added): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(i, _)| *i < 16);
+    for (i, d) in deleted {
+        d.expect_ok(&format!("DEL #{i}"));
+    }
+    live.retain(|(i, _)| *i >= 16);
+    live.extend(addresses_of(added));
+    assert_eq!(live.len(), 64);
+    assert_unique(&live);
+    let postrouting = saved(&node.ns, "iptables-save")
+        .lines()
+        .filter(|l| l.starts_with("-A POSTROUTING"))
+        .count();
+    assert_eq!(postrouting, 32, "one masquerade jump per live container");
+
+    let dels: Vec<(usize, &str)> = (16..48).map(|i| (i, "DEL")).collect();
+    for (i, d) in run_all(&dels) {
         d.expect_ok(&format!("DEL #{i}"));
     }
     assert_eq!(common::link_names(&node.ns), ["lo", "cni0"]);
