@@ -95,6 +95,15 @@ impl Node {
         node
     }
 
+    /// [`Node::with_nat_tables`] or [`Node::new`].
+    fn with_nat_tables_if(tables: bool) -> Node {
+        if tables {
+            Node::with_nat_tables()
+        } else {
+            Node::new()
+        }
+    }
+
     /// host-local's lease files of network `net` (none but its own bookkeeping when empty).
     fn leases(&self, net: &str) -> Vec<String> {
         std::fs::read_dir(self.data.join(net))
@@ -473,13 +482,7 @@ fn add_and_del_leave_the_same_state_as_the_reference_plugin() {
             *conf,
             format!("{what}{}", if tables { " (nat tables there)" } else { "" }),
         );
-        let node = || {
-            if tables {
-                Node::with_nat_tables()
-            } else {
-                Node::new()
-            }
-        };
+        let node = || Node::with_nat_tables_if(tables);
         let (ref_node, ref_c, ref_result, ref_state) = add_one_on(node(), &reference(), conf);
         let (our_node, our_c, our_result, our_state) = add_one_on(node(), OURS, conf);
         assert_same(&format!("{what}: after ADD"), &ref_state, &our_state);
@@ -571,13 +574,7 @@ fn a_container_added_by_one_plugin_is_deleted_cleanly_by_the_other() {
 /// One plugin adds, the other deletes, on a fresh node or one whose `nat` tables exist (where
 /// this plugin writes its rules over netlink).
 fn deleted_cleanly_by_the_other(conf: fn(&Node) -> Value, tables: bool) {
-    let fresh = || {
-        if tables {
-            Node::with_nat_tables()
-        } else {
-            Node::new()
-        }
-    };
+    let fresh = || Node::with_nat_tables_if(tables);
     // What DEL by the adding plugin itself leaves, as the yardstick.
     let (node, c, _, _) = add_one_on(fresh(), &reference(), conf);
     cni(
