@@ -716,8 +716,8 @@ static TRACING_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// One network of `n` members spanning two machines over VXLAN (`n/2` members on each):
 /// netns-kit (`bridged().vxlan(...)` on each host) against `ip -batch` (per host one batch for
 /// the members' namespaces, one for the bridge, the VXLAN port and the members' veths, one
-/// `bridge fdb append` for the peer, one batch per member namespace). The machines and their underlay link are made before the
-/// clock starts, for both.
+/// `bridge fdb append` for the peer, one batch per member namespace). The machines and their
+/// underlay link are made before the clock starts, for both.
 fn overlay(report: &mut Report, n: usize) {
     println!("overlay: one network across two machines, N={n}");
     let runs = runs_for(n).min(7);

@@ -1,8 +1,8 @@
 //! `netns-kit-cni` driven the way containerd, CRI-O or Podman drive a CNI plugin list: a
 //! miniature runtime that reads a `.conflist`, finds each plugin by its `type` in `CNI_PATH`,
 //! and runs the list for one container — ADD in order (each plugin getting the previous one's
-//! result as `prevResult`), CHECK of the interface plugin, DEL in reverse order — then shows that the container reached
-//! its gateway and that DEL left nothing.
+//! result as `prevResult`), CHECK of the interface plugin, DEL in reverse order — then shows that
+//! the container reached its gateway and that DEL left nothing.
 //!
 //! ```sh
 //! cargo build --features cni                                  # builds target/debug/netns-kit-cni

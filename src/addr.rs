@@ -24,7 +24,6 @@ use crate::{
     netlink::msg::{add_address, del_address},
     netns::Namespace,
     trace,
-    twins::twins,
 };
 
 /// Builds an [`Address`]; see [`Address::builder`].
@@ -57,46 +56,52 @@ impl AddressBuilder {
         )
     }
 
-    twins! {
-        /// Adds the address to the link, like `ip addr add ADDRESS dev LINK`.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidInput`](crate::Error::InvalidInput) before any request for an
-        ///   unparsable address or one that cannot be a host address (see [`Address::builder`]);
-        /// * [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the link already has it;
-        /// * [`Error::NotFound`](crate::Error::NotFound) if the link is gone.
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the request is sent; if the future is then dropped the address may be
-        /// added with no guard to remove it (it goes with its link).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-        /// use netns_kit::Address;
-        /// let addr = Address::builder(&link, "fd10::1/64").nodad(true).create().await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip addr add")]
-        pub async fn create / create_blocking(self) -> Result<Address> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let net = self.net?;
-                let link = self.link;
-                validate_host(&net, || address_label(&net, &link))?;
-                let nl = link.ns().nl().await?;
-                let (msg, flags) = add_address(link.index(), &net, self.nodad);
-                nl.send(msg, flags)
-                    .ack()
-                    .await
-                    .map_err(|e| e.into_error("add", address_label(&net, &link)))?;
-                Ok(Address(Guard::new(AddrResource { link, net })))
-            })
-            .await
-        }
+    /// Adds the address to the link, like `ip addr add ADDRESS dev LINK`.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidInput`](crate::Error::InvalidInput) before any request for an
+    ///   unparsable address or one that cannot be a host address (see [`Address::builder`]);
+    /// * [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the link already has it;
+    /// * [`Error::NotFound`](crate::Error::NotFound) if the link is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the request is sent; if the future is then dropped the address may be
+    /// added with no guard to remove it (it goes with its link).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+    /// use netns_kit::Address;
+    /// let addr = Address::builder(&link, "fd10::1/64").nodad(true).create().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip addr add")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<Address> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let net = self.net?;
+            let link = self.link;
+            validate_host(&net, || address_label(&net, &link))?;
+            let nl = link.ns().nl().await?;
+            let (msg, flags) = add_address(link.index(), &net, self.nodad);
+            nl.send(msg, flags)
+                .ack()
+                .await
+                .map_err(|e| e.into_error("add", address_label(&net, &link)))?;
+            Ok(Address(Guard::new(AddrResource { link, net })))
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<Address> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -196,29 +201,35 @@ impl Address {
         &self.0.get().link
     }
 
-    twins! {
-        /// Removes the address now and reports errors; an address already gone (or whose link
-        /// is gone) counts as removed. After [`keep`](Self::keep) it removes nothing.
-        ///
-        /// # Errors
-        ///
-        /// The kernel's refusal, e.g. [`Error::PermissionDenied`](crate::Error::PermissionDenied).
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the removal is sent and carried out even if the future is dropped.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(a: netns_kit::Address) -> netns_kit::Result<()> {
-        /// a.delete().await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip addr del")]
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.0.delete().await
-        }
+    /// Removes the address now and reports errors; an address already gone (or whose link
+    /// is gone) counts as removed. After [`keep`](Self::keep) it removes nothing.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal, e.g. [`Error::PermissionDenied`](crate::Error::PermissionDenied).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the removal is sent and carried out even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(a: netns_kit::Address) -> netns_kit::Result<()> {
+    /// a.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip addr del")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard: the address stays after the guard is gone (see
@@ -315,97 +326,115 @@ async fn dump_addresses(
 }
 
 impl Link {
-    twins! {
-        /// Adds `net` to this link with default options; shorthand for
-        /// `Address::builder(&link, net).create()`. See [`AddressBuilder::create`].
-        ///
-        /// # Errors
-        ///
-        /// As for [`AddressBuilder::create`].
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`AddressBuilder::create`].
-        #[doc(alias = "ip addr add")]
-        pub async fn add_address / add_address_blocking(
-            &self,
-            net: impl IntoIpNetwork,
-        ) -> Result<Address> {
-            Address::builder(self, net).create().await
-        }
+    /// Adds `net` to this link with default options; shorthand for
+    /// `Address::builder(&link, net).create()`. See [`AddressBuilder::create`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`AddressBuilder::create`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`AddressBuilder::create`].
+    #[doc(alias = "ip addr add")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_address(&self, net: impl IntoIpNetwork) -> Result<Address> {
+        Address::builder(self, net).create().await
     }
 
-    twins! {
-        /// Removes `net` from this link, like `ip addr del ADDRESS dev LINK`, whoever added it.
-        /// An address that is not there counts as removed.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an unparsable address; the
-        /// kernel's refusal otherwise.
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the removal is sent and carried out even if the future is dropped.
-        #[doc(alias = "ip addr del")]
-        pub async fn remove_address / remove_address_blocking(
-            &self,
-            net: impl IntoIpNetwork,
-        ) -> Result<()> {
-            let net = net.into_ip_network()?;
-            AddrResource {
-                link: self.dup(),
-                net,
-            }
-            .remove()
-            .await
-        }
+    /// The blocking form of [`add_address`](Self::add_address): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
+    pub fn add_address_blocking(&self, net: impl IntoIpNetwork) -> Result<Address> {
+        crate::netlink::block_on(self.add_address(net))
     }
 
-    twins! {
-        /// Lists this link's addresses (IPv4 and IPv6, link-local ones included), like
-        /// `ip addr show dev LINK`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Os`](crate::Error::Os) if the listing fails.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        #[doc(alias = "ip addr show dev")]
-        pub async fn addresses / addresses_blocking(&self) -> Result<Vec<AddressInfo>> {
-            let index = self.index();
-            let mut all = dump_addresses(self.ns(), || self.to_string()).await?;
-            all.retain(|a| a.index == index);
-            Ok(all)
+    /// Removes `net` from this link, like `ip addr del ADDRESS dev LINK`, whoever added it.
+    /// An address that is not there counts as removed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an unparsable address; the
+    /// kernel's refusal otherwise.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the removal is sent and carried out even if the future is dropped.
+    #[doc(alias = "ip addr del")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn remove_address(&self, net: impl IntoIpNetwork) -> Result<()> {
+        let net = net.into_ip_network()?;
+        AddrResource {
+            link: self.dup(),
+            net,
         }
+        .remove()
+        .await
+    }
+
+    /// The blocking form of [`remove_address`](Self::remove_address): the same work, checks and
+    /// errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn remove_address_blocking(&self, net: impl IntoIpNetwork) -> Result<()> {
+        crate::netlink::block_on(self.remove_address(net))
+    }
+
+    /// Lists this link's addresses (IPv4 and IPv6, link-local ones included), like
+    /// `ip addr show dev LINK`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`](crate::Error::Os) if the listing fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    #[doc(alias = "ip addr show dev")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn addresses(&self) -> Result<Vec<AddressInfo>> {
+        let index = self.index();
+        let mut all = dump_addresses(self.ns(), || self.to_string()).await?;
+        all.retain(|a| a.index == index);
+        Ok(all)
+    }
+
+    /// The blocking form of [`addresses`](Self::addresses): the same work, checks and errors, on
+    /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
+    /// not call it from async code.
+    pub fn addresses_blocking(&self) -> Result<Vec<AddressInfo>> {
+        crate::netlink::block_on(self.addresses())
     }
 }
 
 impl Namespace {
-    twins! {
-        /// Lists every address in this namespace (one dump), like `ip addr show`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Os`](crate::Error::Os) if the listing fails.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::new().await?;
-        /// assert!(ns.addresses().await?.iter().any(|a| a.address.to_string() == "127.0.0.1/8"));
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip addr show")]
-        pub async fn addresses / addresses_blocking(&self) -> Result<Vec<AddressInfo>> {
-            dump_addresses(self.inner(), || self.to_string()).await
-        }
+    /// Lists every address in this namespace (one dump), like `ip addr show`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`](crate::Error::Os) if the listing fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// assert!(ns.addresses().await?.iter().any(|a| a.address.to_string() == "127.0.0.1/8"));
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip addr show")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn addresses(&self) -> Result<Vec<AddressInfo>> {
+        dump_addresses(self.inner(), || self.to_string()).await
+    }
+
+    /// The blocking form of [`addresses`](Self::addresses): the same work, checks and errors, on
+    /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
+    /// not call it from async code.
+    pub fn addresses_blocking(&self) -> Result<Vec<AddressInfo>> {
+        crate::netlink::block_on(self.addresses())
     }
 }

@@ -6,8 +6,8 @@
 //! traverse the iptables `FORWARD` chain, as if they were routed (`ip6tables` likewise for IPv6
 //! with `bridge-nf-call-ip6tables`). Docker, and other tools, set that chain's policy to `DROP`.
 //! So on a host running Docker, two namespaces on one bridge cannot ping each other until
-//! something accepts their traffic — the classic recipe's `iptables -A FORWARD -i br0 -j ACCEPT`, whose
-//! reason its author did not know. (The kernel ORs the sysctl with the bridge's own
+//! something accepts their traffic — the classic recipe's `iptables -A FORWARD -i br0 -j ACCEPT`,
+//! whose reason its author did not know. (The kernel ORs the sysctl with the bridge's own
 //! `nf_call_iptables` option, so clearing the option alone does not help.)
 //!
 //! [`ForwardRules`] is the scoped fix: two rules per IP version, accepting traffic into and out
@@ -45,7 +45,6 @@ use crate::{
     error::{Error, Result},
     netns::{Namespace, NsInner},
     owner,
-    twins::twins,
 };
 
 const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
@@ -529,75 +528,80 @@ impl ForwardCheck {
     }
 }
 
-twins! {
-    free
-    /// Reports whether bridged traffic in `ns` would hit a `FORWARD` chain that does not accept it
-    /// (the FORWARD "mystery"; see [the crate docs](crate#the-forward-mystery)). Reads two sysctls
-    /// and runs `iptables -S FORWARD` / `ip6tables -S FORWARD` inside `ns`; changes nothing.
-    ///
-    /// Only chain policies are considered: an explicit `DROP` rule matching the bridge is not
-    /// detected.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Command`] if `iptables` is installed but fails (e.g. without `CAP_NET_ADMIN`);
-    /// a missing `iptables` is reported as an unknown policy, not an error.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel-safe: it only reads.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::current()?;
-    /// let check = netns_kit::forward_check(&host).await?;
-    /// if check.needs_fix() {
-    ///     println!("bridged traffic here needs Bridge::accept_forward");
-    /// }
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "iptables -S FORWARD")]
-    pub async fn forward_check / forward_check_blocking(ns: &Namespace) -> Result<ForwardCheck> {
-        async fn flag(ns: &Namespace, key: &str) -> Result<Option<bool>> {
-            match ns.sysctl(key).await {
-                Ok(v) => Ok(Some(v.trim() != "0")),
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e),
-            }
+/// Reports whether bridged traffic in `ns` would hit a `FORWARD` chain that does not accept it
+/// (the FORWARD "mystery"; see [the crate docs](crate#the-forward-mystery)). Reads two sysctls
+/// and runs `iptables -S FORWARD` / `ip6tables -S FORWARD` inside `ns`; changes nothing.
+///
+/// Only chain policies are considered: an explicit `DROP` rule matching the bridge is not
+/// detected.
+///
+/// # Errors
+///
+/// [`Error::Command`] if `iptables` is installed but fails (e.g. without `CAP_NET_ADMIN`);
+/// a missing `iptables` is reported as an unknown policy, not an error.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: it only reads.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// let host = netns_kit::Namespace::current()?;
+/// let check = netns_kit::forward_check(&host).await?;
+/// if check.needs_fix() {
+///     println!("bridged traffic here needs Bridge::accept_forward");
+/// }
+/// # Ok(()) }
+/// ```
+#[doc(alias = "iptables -S FORWARD")]
+#[cfg_attr(not(feature = "tokio"), doc(hidden))]
+pub async fn forward_check(ns: &Namespace) -> Result<ForwardCheck> {
+    async fn flag(ns: &Namespace, key: &str) -> Result<Option<bool>> {
+        match ns.sysctl(key).await {
+            Ok(v) => Ok(Some(v.trim() != "0")),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
-        let mut policies = Vec::new();
-        for program in IPTABLES {
-            let args = vec!["-S".to_owned(), "FORWARD".to_owned()];
-            let result = run(ns.inner(), program, args.clone()).await;
-            match result {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => policies.push(None),
-                Ok(out) if out.status.success() => {
-                    let text = String::from_utf8_lossy(&out.stdout);
-                    policies.push(
-                        text.lines()
-                            .find_map(|l| l.strip_prefix("-P FORWARD ").map(|p| p.trim().to_owned())),
-                    );
-                }
-                other => {
-                    return Err(command_error(
-                        "check the FORWARD chain of",
-                        ns.label().to_owned(),
-                        program,
-                        &args,
-                        other,
-                    ));
-                }
-            }
-        }
-        Ok(ForwardCheck {
-            bridge_nf_call_iptables: flag(ns, "net.bridge.bridge-nf-call-iptables").await?,
-            bridge_nf_call_ip6tables: flag(ns, "net.bridge.bridge-nf-call-ip6tables").await?,
-            ipv6_forward_policy: policies.pop().flatten(),
-            ipv4_forward_policy: policies.pop().flatten(),
-        })
     }
+    let mut policies = Vec::new();
+    for program in IPTABLES {
+        let args = vec!["-S".to_owned(), "FORWARD".to_owned()];
+        let result = run(ns.inner(), program, args.clone()).await;
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => policies.push(None),
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                policies.push(
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("-P FORWARD ").map(|p| p.trim().to_owned())),
+                );
+            }
+            other => {
+                return Err(command_error(
+                    "check the FORWARD chain of",
+                    ns.label().to_owned(),
+                    program,
+                    &args,
+                    other,
+                ));
+            }
+        }
+    }
+    Ok(ForwardCheck {
+        bridge_nf_call_iptables: flag(ns, "net.bridge.bridge-nf-call-iptables").await?,
+        bridge_nf_call_ip6tables: flag(ns, "net.bridge.bridge-nf-call-ip6tables").await?,
+        ipv6_forward_policy: policies.pop().flatten(),
+        ipv4_forward_policy: policies.pop().flatten(),
+    })
+}
+
+/// The blocking form of [`forward_check`]: the same work, checks and errors, on the calling
+/// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+/// it from async code.
+pub fn forward_check_blocking(ns: &Namespace) -> Result<ForwardCheck> {
+    crate::netlink::block_on(forward_check(ns))
 }
 
 impl crate::guard::Resource for ForwardRules {

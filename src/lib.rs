@@ -2,8 +2,8 @@
 //! over rtnetlink.
 //!
 //! `netns-kit` turns the classic shell recipes for joining network namespaces (`ip netns add`,
-//! `ip link add ... type veth peer ...`, `ip addr add`, `ip route add default via ...`) into a typed
-//! async API whose every object is an RAII guard: it is torn down when dropped, also during a
+//! `ip link add ... type veth peer ...`, `ip addr add`, `ip route add default via ...`) into a
+//! typed async API whose every object is an RAII guard: it is torn down when dropped, also during a
 //! panic, and an anonymous namespace vanishes even if the process is killed.
 //!
 //! It is meant for two kinds of users:
@@ -80,8 +80,9 @@
 //!    caller's thread — say a Tokio worker — is never moved); `owner` (ownership marks);
 //! 3. **netlink** — `netlink`: one rtnetlink connection per namespace, from a socket created
 //!    inside it, so every request on it acts there; two transports (async, and batched blocking
-//!    requests needing no runtime); the message helpers every object module shares; `twins`,
-//!    the macro that writes each async function's blocking twin from the same body;
+//!    requests needing no runtime); the message helpers every object module shares; each
+//!    blocking function is a one-line `block_on` over its async twin, which then runs every
+//!    request through the blocking transport;
 //! 4. **namespace** — `netns`: [`Namespace`], a namespace held by a file descriptor: anonymous,
 //!    named (a bind mount under `/run/netns`, as `ip netns add` makes it), or opened (by name,
 //!    path, pid or fd; never destroyed by us);
@@ -266,14 +267,16 @@
 //!
 //! # Privileges
 //!
-//! | operation | needs |
-//! | --- | --- |
-//! | create a namespace ([`Namespace::new`]), enter one ([`Namespace::run`], [`Namespace::command`]) | `CAP_SYS_ADMIN` |
-//! | name a namespace ([`Namespace::named`]), remove a name | `CAP_SYS_ADMIN` (mounts under `/run/netns`, writable by root) |
-//! | open a namespace by name, path, pid | read access to the file (`/proc/PID/ns/net`: ptrace access to the process) |
-//! | links, addresses, routes; `net.*` sysctl writes; `iptables` | `CAP_NET_ADMIN` in that namespace |
-//! | [`Namespace::ping`] | `CAP_NET_RAW` (a raw ICMP socket) |
-//! | [`reap`] | all of the above, for what it removes |
+//! - create a namespace ([`Namespace::new`]), enter one ([`Namespace::run`],
+//!   [`Namespace::command`]): `CAP_SYS_ADMIN`;
+//! - name a namespace ([`Namespace::named`]), remove a name: `CAP_SYS_ADMIN` (mounts under
+//!   `/run/netns`, writable by root);
+//! - open a namespace by name, path, pid: read access to the file (`/proc/PID/ns/net`: ptrace
+//!   access to the process);
+//! - links, addresses, routes; `net.*` sysctl writes; `iptables`: `CAP_NET_ADMIN` in that
+//!   namespace;
+//! - [`Namespace::ping`]: `CAP_NET_RAW` (a raw ICMP socket);
+//! - [`reap`]: all of the above, for what it removes.
 //!
 //! In practice: run as root. A missing privilege is reported as [`Error::PermissionDenied`],
 //! whose message says so.
@@ -289,8 +292,6 @@
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("netns-kit works only on Linux: network namespaces are a Linux kernel feature");
-
-mod twins;
 
 mod addr;
 mod error;

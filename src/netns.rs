@@ -2,11 +2,15 @@
 //!
 //! # Kinds, and what dropping each one does
 //!
-//! | made by | kind | dropping the handle |
-//! | --- | --- | --- |
-//! | [`Namespace::new`] | anonymous: only our fd holds it | closes the fd; the kernel frees the namespace (and every interface in it) once nothing else holds it |
-//! | [`Namespace::named`] | named: bind-mounted at `/run/netns/NAME`, exactly as `ip netns add` does | unmounts and removes `/run/netns/NAME` — only if that name still refers to *this* namespace — then closes the fd |
-//! | [`Namespace::open`], [`open_path`](Namespace::open_path), [`from_pid`](Namespace::from_pid), [`from_fd`](Namespace::from_fd), [`current`](Namespace::current) | opened: someone else's | closes our fd; never destroys anything |
+//! - **anonymous**, made by [`Namespace::new`]: only our fd holds it. Dropping the handle closes
+//!   the fd; the kernel frees the namespace (and every interface in it) once nothing else holds it.
+//! - **named**, made by [`Namespace::named`]: bind-mounted at `/run/netns/NAME`, exactly as
+//!   `ip netns add` does. Dropping unmounts and removes `/run/netns/NAME` — only if that name
+//!   still refers to *this* namespace — then closes the fd.
+//! - **opened**, by [`Namespace::open`], [`open_path`](Namespace::open_path),
+//!   [`from_pid`](Namespace::from_pid), [`from_fd`](Namespace::from_fd) or
+//!   [`current`](Namespace::current): someone else's. Dropping closes our fd and never destroys
+//!   anything.
 //!
 //! Holding namespaces by fd rather than by name is what makes anonymous namespaces leak-proof:
 //! if the process dies, even by `SIGKILL`, the kernel closes the fd and frees the namespace.
@@ -47,7 +51,6 @@ use crate::{
     owner,
     sys::{self, NETNS_RUN_DIR, NotNetNs},
     trace,
-    twins::twins,
 };
 
 /// State shared by a namespace handle and the guards of objects inside it.
@@ -169,14 +172,18 @@ enum Teardown {
 /// A network namespace, held by a file descriptor; also the guard of a namespace this crate
 /// created.
 ///
-/// | made by | kind | dropping the handle |
-/// | --- | --- | --- |
-/// | [`Namespace::new`] | anonymous: only our fd holds it | closes the fd; the kernel frees the namespace (and every interface in it) once nothing else holds it |
-/// | [`Namespace::named`] | named: bind-mounted at `/run/netns/NAME`, as `ip netns add` does | unmounts and removes `/run/netns/NAME` if that name still refers to *this* namespace, then closes the fd |
-/// | [`open`](Namespace::open), [`open_path`](Namespace::open_path), [`from_pid`](Namespace::from_pid), [`from_fd`](Namespace::from_fd), [`current`](Namespace::current) | opened: someone else's | closes our fd; never destroys anything |
+/// - **anonymous**, made by [`Namespace::new`]: only our fd holds it. Dropping the handle closes
+///   the fd; the kernel frees the namespace (and every interface in it) once nothing else holds it.
+/// - **named**, made by [`Namespace::named`]: bind-mounted at `/run/netns/NAME`, exactly as
+///   `ip netns add` does. Dropping unmounts and removes `/run/netns/NAME` — only if that name
+///   still refers to *this* namespace — then closes the fd.
+/// - **opened**, by [`Namespace::open`], [`open_path`](Namespace::open_path),
+///   [`from_pid`](Namespace::from_pid), [`from_fd`](Namespace::from_fd) or
+///   [`current`](Namespace::current): someone else's. Dropping closes our fd and never destroys
+///   anything.
 ///
-/// Every guard of this crate follows the [guard contract](crate#guards): best-effort synchronous [`Drop`], reporting [`delete`](Namespace::delete),
-/// disarming [`keep`](Namespace::keep).
+/// Every guard of this crate follows the [guard contract](crate#guards): best-effort synchronous
+/// [`Drop`], reporting [`delete`](Namespace::delete), disarming [`keep`](Namespace::keep).
 ///
 /// Guards of objects inside a namespace (interfaces, routes, ...) hold a reference to it, so the
 /// kernel namespace stays alive until they are gone too; its *name*, though, is removed as soon as
@@ -289,76 +296,83 @@ impl NamespaceBuilder {
         )
     }
 
-    twins! {
-        /// Creates the namespace.
-        ///
-        /// The namespace is created with `unshare(CLONE_NEWNET)` on a library worker thread (never
-        /// the caller's), which also opens the namespace's netlink socket and brings `lo` up before
-        /// returning to its home namespace. No process is forked.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidName`] for a bad name, before any syscall;
-        /// * [`Error::AlreadyExists`] if `/run/netns/NAME` exists; the existing namespace is left
-        ///   untouched;
-        /// * [`Error::PermissionDenied`] without `CAP_SYS_ADMIN` (and `CAP_NET_ADMIN` for `lo`);
-        /// * [`Error::Os`] for other OS failures. Nothing is left behind on error.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe for anonymous namespaces: if the future is dropped, the namespace made so far
-        /// is freed by the kernel. For a named namespace, the claimed name `/run/netns/NAME` is
-        /// given back too.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::builder().name("lab1").create().await?;
-        /// assert_eq!(ns.name(), Some("lab1"));
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip netns add")]
-        pub async fn create / create_blocking(self) -> Result<Namespace> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let name = self.name.as_deref().map(NsName::new).transpose()?;
-                let Some(name) = name else {
-                    let (fd, socket) = new_anonymous(self.loopback_up, None).await?;
-                    let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
-                    let inner = NsInner::new(fd, label, None, None)?;
-                    inner.conn.give_spare(socket);
-                    return Ok(Namespace {
-                        inner: Arc::new(inner),
-                        teardown: Teardown::Nothing,
-                        owned: true,
-                    });
-                };
-
-                let label = format!("namespace {:?}", name.as_str());
-                let dir = Path::new(NETNS_RUN_DIR);
-                let path = dir.join(name.as_str());
-                sys::ensure_run_dir(dir)
-                    .map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
-                let mark = owner::marker();
-                sys::claim_ns_file(dir, name.as_str(), &owner::claim_name(), &mark)
-                    .map_err(|e| Error::os("create", label.clone(), e))?;
-                // From here on the name is claimed: `claim` gives it back on every error path, and if
-                // this future is dropped.
-                let claim = Claim(Some(path.clone()));
-                let (fd, socket) = new_anonymous(self.loopback_up, Some(mark)).await?;
-                sys::bind_ns(fd.as_fd(), &path).map_err(|e| Error::os("bind-mount", label.clone(), e))?;
-                let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))?;
-                claim.done();
+    /// Creates the namespace.
+    ///
+    /// The namespace is created with `unshare(CLONE_NEWNET)` on a library worker thread (never
+    /// the caller's), which also opens the namespace's netlink socket and brings `lo` up before
+    /// returning to its home namespace. No process is forked.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidName`] for a bad name, before any syscall;
+    /// * [`Error::AlreadyExists`] if `/run/netns/NAME` exists; the existing namespace is left
+    ///   untouched;
+    /// * [`Error::PermissionDenied`] without `CAP_SYS_ADMIN` (and `CAP_NET_ADMIN` for `lo`);
+    /// * [`Error::Os`] for other OS failures. Nothing is left behind on error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe for anonymous namespaces: if the future is dropped, the namespace made so far
+    /// is freed by the kernel. For a named namespace, the claimed name `/run/netns/NAME` is
+    /// given back too.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::builder().name("lab1").create().await?;
+    /// assert_eq!(ns.name(), Some("lab1"));
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip netns add")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<Namespace> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let name = self.name.as_deref().map(NsName::new).transpose()?;
+            let Some(name) = name else {
+                let (fd, socket) = new_anonymous(self.loopback_up, None).await?;
+                let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
+                let inner = NsInner::new(fd, label, None, None)?;
                 inner.conn.give_spare(socket);
-                Ok(Namespace {
+                return Ok(Namespace {
                     inner: Arc::new(inner),
-                    teardown: Teardown::Unname(path),
+                    teardown: Teardown::Nothing,
                     owned: true,
-                })
+                });
+            };
+
+            let label = format!("namespace {:?}", name.as_str());
+            let dir = Path::new(NETNS_RUN_DIR);
+            let path = dir.join(name.as_str());
+            sys::ensure_run_dir(dir)
+                .map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
+            let mark = owner::marker();
+            sys::claim_ns_file(dir, name.as_str(), &owner::claim_name(), &mark)
+                .map_err(|e| Error::os("create", label.clone(), e))?;
+            // From here on the name is claimed: `claim` gives it back on every error path, and if
+            // this future is dropped.
+            let claim = Claim(Some(path.clone()));
+            let (fd, socket) = new_anonymous(self.loopback_up, Some(mark)).await?;
+            sys::bind_ns(fd.as_fd(), &path)
+                .map_err(|e| Error::os("bind-mount", label.clone(), e))?;
+            let inner = NsInner::new(fd, label, Some(name), Some(path.clone()))?;
+            claim.done();
+            inner.conn.give_spare(socket);
+            Ok(Namespace {
+                inner: Arc::new(inner),
+                teardown: Teardown::Unname(path),
+                owned: true,
             })
-            .await
-        }
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<Namespace> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -561,57 +575,69 @@ impl Namespace {
         }
     }
 
-    twins! {
-        /// Creates an anonymous namespace with `lo` up. It lives as long as this handle (and the
-        /// guards of anything created inside it); the kernel frees it then, even if the process is
-        /// killed.
-        ///
-        /// # Errors
-        ///
-        /// See [`NamespaceBuilder::create`].
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe: a namespace made before the future was dropped is freed.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::new().await?;
-        /// assert_ne!(ns.inode(), netns_kit::Namespace::current()?.inode());
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "unshare")]
-        pub async fn new / new_blocking() -> Result<Namespace> {
-            Namespace::builder().create().await
-        }
+    /// Creates an anonymous namespace with `lo` up. It lives as long as this handle (and the
+    /// guards of anything created inside it); the kernel frees it then, even if the process is
+    /// killed.
+    ///
+    /// # Errors
+    ///
+    /// See [`NamespaceBuilder::create`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a namespace made before the future was dropped is freed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// assert_ne!(ns.inode(), netns_kit::Namespace::current()?.inode());
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "unshare")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn new() -> Result<Namespace> {
+        Namespace::builder().create().await
     }
 
-    twins! {
-        /// Creates a named namespace `/run/netns/NAME` with `lo` up, as `ip netns add NAME` would.
-        ///
-        /// # Errors
-        ///
-        /// See [`NamespaceBuilder::create`]; notably [`Error::AlreadyExists`] if the name is taken.
-        ///
-        /// # Cancel safety
-        ///
-        /// See [`NamespaceBuilder::create`].
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-        /// let ns = netns_kit::Namespace::named("blue").await?;
-        /// let ok = std::process::Command::new("ip").args(["netns", "exec", "blue", "true"]).status()?;
-        /// assert!(ok.success());
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip netns add")]
-        pub async fn named / named_blocking(name: impl AsRef<str>) -> Result<Namespace> {
-            Namespace::builder().name(name).create().await
-        }
+    /// The blocking form of [`new`](Self::new): the same work, checks and errors, on the calling
+    /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+    /// it from async code.
+    pub fn new_blocking() -> Result<Namespace> {
+        crate::netlink::block_on(Self::new())
+    }
+
+    /// Creates a named namespace `/run/netns/NAME` with `lo` up, as `ip netns add NAME` would.
+    ///
+    /// # Errors
+    ///
+    /// See [`NamespaceBuilder::create`]; notably [`Error::AlreadyExists`] if the name is taken.
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`NamespaceBuilder::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ns = netns_kit::Namespace::named("blue").await?;
+    /// let ok = std::process::Command::new("ip").args(["netns", "exec", "blue", "true"]).status()?;
+    /// assert!(ok.success());
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip netns add")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn named(name: impl AsRef<str>) -> Result<Namespace> {
+        Namespace::builder().name(name).create().await
+    }
+
+    /// The blocking form of [`named`](Self::named): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn named_blocking(name: impl AsRef<str>) -> Result<Namespace> {
+        crate::netlink::block_on(Self::named(name))
     }
 
     /// Opens the named namespace `/run/netns/NAME` (made by `ip netns add` or by this crate).
@@ -972,79 +998,91 @@ impl Namespace {
         tokio::process::Command::from(self.command(program))
     }
 
-    twins! {
-        /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace, on a library
-        /// thread inside it.
-        ///
-        /// Only `net.*` keys are accepted: they are the per-namespace ones, so this can never
-        /// read or change a global setting by mistake. As with sysctl(8), a `/` inside a
-        /// component stands for a `.` in an interface name (`net.ipv4.conf.eth0/10.forwarding`).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] for a key outside `net.` or with empty, `.` or `..`
-        /// components; [`Error::NotFound`] if the key does not exist in this namespace.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::new().await?;
-        /// assert_eq!(ns.sysctl("net.ipv4.ip_forward").await?, "0");
-        /// # Ok(()) }
-        /// ```
-        pub async fn sysctl / sysctl_blocking(&self, key: &str) -> Result<String> {
-            let path = sysctl_path(key)?;
-            let fd = self.inner.fd.clone();
-            let value = sys::on_worker(move || {
-                sys::setns_net(fd.as_fd())?;
-                std::fs::read_to_string(path)
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
-            Ok(value.trim_end().to_owned())
-        }
+    /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace, on a library
+    /// thread inside it.
+    ///
+    /// Only `net.*` keys are accepted: they are the per-namespace ones, so this can never
+    /// read or change a global setting by mistake. As with sysctl(8), a `/` inside a
+    /// component stands for a `.` in an interface name (`net.ipv4.conf.eth0/10.forwarding`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a key outside `net.` or with empty, `.` or `..`
+    /// components; [`Error::NotFound`] if the key does not exist in this namespace.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// assert_eq!(ns.sysctl("net.ipv4.ip_forward").await?, "0");
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn sysctl(&self, key: &str) -> Result<String> {
+        let path = sysctl_path(key)?;
+        let fd = self.inner.fd.clone();
+        let value = sys::on_worker(move || {
+            sys::setns_net(fd.as_fd())?;
+            std::fs::read_to_string(path)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
+        Ok(value.trim_end().to_owned())
     }
 
-    twins! {
-        /// Writes `value` to the sysctl `key` of this namespace only; see
-        /// [`sysctl`](Namespace::sysctl).
-        ///
-        /// # Errors
-        ///
-        /// As for [`sysctl`](Namespace::sysctl); [`Error::Os`] (`EINVAL`) if the kernel rejects
-        /// the value; [`Error::PermissionDenied`] without `CAP_NET_ADMIN`.
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the write happens even if the future is dropped.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::new().await?;
-        /// ns.set_sysctl("net.ipv4.ip_forward", "1").await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "sysctl -w")]
-        pub async fn set_sysctl / set_sysctl_blocking(&self, key: &str, value: &str) -> Result<()> {
-            let path = sysctl_path(key)?;
-            let value = value.to_owned();
-            let fd = self.inner.fd.clone();
-            sys::on_worker(move || {
-                sys::setns_net(fd.as_fd())?;
-                std::fs::write(path, value)
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(|e| Error::os("write sysctl", format!("{key} in {}", self.label()), e))
-        }
+    /// The blocking form of [`sysctl`](Self::sysctl): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn sysctl_blocking(&self, key: &str) -> Result<String> {
+        crate::netlink::block_on(self.sysctl(key))
+    }
+
+    /// Writes `value` to the sysctl `key` of this namespace only; see
+    /// [`sysctl`](Namespace::sysctl).
+    ///
+    /// # Errors
+    ///
+    /// As for [`sysctl`](Namespace::sysctl); [`Error::Os`] (`EINVAL`) if the kernel rejects
+    /// the value; [`Error::PermissionDenied`] without `CAP_NET_ADMIN`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the write happens even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// ns.set_sysctl("net.ipv4.ip_forward", "1").await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "sysctl -w")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let path = sysctl_path(key)?;
+        let value = value.to_owned();
+        let fd = self.inner.fd.clone();
+        sys::on_worker(move || {
+            sys::setns_net(fd.as_fd())?;
+            std::fs::write(path, value)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| Error::os("write sysctl", format!("{key} in {}", self.label()), e))
+    }
+
+    /// The blocking form of [`set_sysctl`](Self::set_sysctl): the same work, checks and errors, on
+    /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
+    /// not call it from async code.
+    pub fn set_sysctl_blocking(&self, key: &str, value: &str) -> Result<()> {
+        crate::netlink::block_on(self.set_sysctl(key, value))
     }
 
     /// Closes this namespace's netlink connection, freeing its socket and buffers (~72 KiB); the
@@ -1084,38 +1122,44 @@ impl Namespace {
         self
     }
 
-    twins! {
-        /// Deletes the namespace now, if this handle owns it, and reports errors (dropping
-        /// does the same, silently). A handle owns its namespace when this crate created it and
-        /// it was not [kept](Namespace::keep); on any other handle — opened by name, path, pid or
-        /// fd, or kept — this only closes the handle. To remove a named namespace this handle
-        /// does not own, as `ip netns del` does, use [`Namespace::remove`].
-        ///
-        /// Deleting a named namespace unmounts and removes `/run/netns/NAME` if it still refers
-        /// to this namespace (a name reused by someone else is left alone). In every case the fd
-        /// and netlink connection are closed; the kernel frees the namespace, with its
-        /// interfaces, once nothing else holds it.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Os`]/[`Error::PermissionDenied`] if the name cannot be unmounted or
-        /// removed. A name that is already gone is not an error.
-        ///
-        /// # Cancel safety
-        ///
-        /// The work is synchronous and done on the first poll.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::named("tmp1").await?;
-        /// ns.delete().await?; // /run/netns/tmp1 is gone
-        /// # Ok(()) }
-        /// ```
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.close()
-        }
+    /// Deletes the namespace now, if this handle owns it, and reports errors (dropping
+    /// does the same, silently). A handle owns its namespace when this crate created it and
+    /// it was not [kept](Namespace::keep); on any other handle — opened by name, path, pid or
+    /// fd, or kept — this only closes the handle. To remove a named namespace this handle
+    /// does not own, as `ip netns del` does, use [`Namespace::remove`].
+    ///
+    /// Deleting a named namespace unmounts and removes `/run/netns/NAME` if it still refers
+    /// to this namespace (a name reused by someone else is left alone). In every case the fd
+    /// and netlink connection are closed; the kernel frees the namespace, with its
+    /// interfaces, once nothing else holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`]/[`Error::PermissionDenied`] if the name cannot be unmounted or
+    /// removed. A name that is already gone is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// The work is synchronous and done on the first poll.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::named("tmp1").await?;
+    /// ns.delete().await?; // /run/netns/tmp1 is gone
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.close()
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     fn teardown_now(&mut self) -> Result<()> {

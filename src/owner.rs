@@ -37,8 +37,8 @@
 //!   that is not a mark, is someone else's and never touched.
 //! * **firewall rules**: an `iptables` comment, part of the rule when it is inserted.
 //!
-//! `keep()` replaces a mark by [`KEPT`] (rules, namespaces) or removes a link's alias, so the reaper
-//! never removes what the user decided to keep.
+//! `keep()` replaces a mark by [`KEPT`] (rules, namespaces) or removes a link's alias, so the
+//! reaper never removes what the user decided to keep.
 
 use std::{
     collections::HashSet,

@@ -28,7 +28,6 @@ use crate::{
     error::{Error, Result},
     netns::Namespace,
     sys,
-    twins::twins,
 };
 
 const ECHO_REQUEST_V4: u8 = 8;
@@ -85,65 +84,71 @@ fn is_reply(v6: bool, packet: &[u8], id: u16, seq: u16) -> bool {
 }
 
 impl Namespace {
-    twins! {
-        /// Sends one ICMP echo request from inside this namespace to `addr` and waits up to
-        /// `timeout` for the reply; returns the round-trip time. IPv4 and IPv6 (not link-local).
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::Timeout`] if no reply came in time (the address is unreachable, filtered, or
-        ///   nobody has it);
-        /// * [`Error::Os`] if the request cannot be sent, e.g. `ENETUNREACH` without a route;
-        /// * [`Error::PermissionDenied`] without `CAP_NET_RAW`;
-        /// * [`Error::InvalidInput`] for an IPv6 link-local, unspecified or multicast address.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe: dropping the future abandons the wait; the socket is closed.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-        /// use std::time::Duration;
-        /// let rtt = ns.ping("10.0.0.2".parse().unwrap(), Duration::from_secs(1)).await?;
-        /// println!("10.0.0.2 answered in {rtt:?}");
-        /// # Ok(()) }
-        /// ```
-        pub async fn ping / ping_blocking(&self, addr: IpAddr, timeout: Duration) -> Result<Duration> {
-            let object = || format!("echo request to {addr} from {}", self.label());
-            check_target(addr).map_err(|reason| Error::invalid(object(), reason))?;
-            let fd = self.inner().fd().clone();
-            let socket: OwnedFd = sys::on_worker(move || {
-                sys::setns_net(std::os::fd::AsFd::as_fd(&*fd))?;
-                icmp_socket(addr.is_ipv6())
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(|e| Error::os("open an ICMP socket for", object(), e))?;
-            let probe = Probe {
-                addr,
-                id: (std::process::id() as u16) ^ 0x6e6b,
-                seq: SEQUENCE.fetch_add(1, Ordering::Relaxed),
-            };
-            #[cfg(feature = "tokio")]
-            let outcome = if netlink::blocking_mode() {
-                probe.exchange_blocking(&socket, timeout)
-            } else {
-                probe.exchange_async(socket, timeout).await
-            };
-            #[cfg(not(feature = "tokio"))]
-            let outcome = probe.exchange_blocking(&socket, timeout);
-            match outcome {
-                Ok(Some(rtt)) => Ok(rtt),
-                Ok(None) => Err(Error::Timeout {
-                    op: "get a reply to",
-                    object: object(),
-                    after: timeout,
-                }),
-                Err(e) => Err(Error::os("send", object(), e)),
-            }
+    /// Sends one ICMP echo request from inside this namespace to `addr` and waits up to
+    /// `timeout` for the reply; returns the round-trip time. IPv4 and IPv6 (not link-local).
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::Timeout`] if no reply came in time (the address is unreachable, filtered, or
+    ///   nobody has it);
+    /// * [`Error::Os`] if the request cannot be sent, e.g. `ENETUNREACH` without a route;
+    /// * [`Error::PermissionDenied`] without `CAP_NET_RAW`;
+    /// * [`Error::InvalidInput`] for an IPv6 link-local, unspecified or multicast address.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future abandons the wait; the socket is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::time::Duration;
+    /// let rtt = ns.ping("10.0.0.2".parse().unwrap(), Duration::from_secs(1)).await?;
+    /// println!("10.0.0.2 answered in {rtt:?}");
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn ping(&self, addr: IpAddr, timeout: Duration) -> Result<Duration> {
+        let object = || format!("echo request to {addr} from {}", self.label());
+        check_target(addr).map_err(|reason| Error::invalid(object(), reason))?;
+        let fd = self.inner().fd().clone();
+        let socket: OwnedFd = sys::on_worker(move || {
+            sys::setns_net(std::os::fd::AsFd::as_fd(&*fd))?;
+            icmp_socket(addr.is_ipv6())
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| Error::os("open an ICMP socket for", object(), e))?;
+        let probe = Probe {
+            addr,
+            id: (std::process::id() as u16) ^ 0x6e6b,
+            seq: SEQUENCE.fetch_add(1, Ordering::Relaxed),
+        };
+        #[cfg(feature = "tokio")]
+        let outcome = if netlink::blocking_mode() {
+            probe.exchange_blocking(&socket, timeout)
+        } else {
+            probe.exchange_async(socket, timeout).await
+        };
+        #[cfg(not(feature = "tokio"))]
+        let outcome = probe.exchange_blocking(&socket, timeout);
+        match outcome {
+            Ok(Some(rtt)) => Ok(rtt),
+            Ok(None) => Err(Error::Timeout {
+                op: "get a reply to",
+                object: object(),
+                after: timeout,
+            }),
+            Err(e) => Err(Error::os("send", object(), e)),
         }
+    }
+
+    /// The blocking form of [`ping`](Self::ping): the same work, checks and errors, on the calling
+    /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+    /// it from async code.
+    pub fn ping_blocking(&self, addr: IpAddr, timeout: Duration) -> Result<Duration> {
+        crate::netlink::block_on(self.ping(addr, timeout))
     }
 }
 

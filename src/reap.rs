@@ -10,7 +10,6 @@ use crate::{
     owner,
     sys::{self, NETNS_RUN_DIR, NotNetNs},
     trace,
-    twins::twins,
 };
 
 /// What [`reap`] removed, and what it could not.
@@ -62,52 +61,57 @@ impl Reaped {
     }
 }
 
-twins! {
-    free
-    /// Finds and removes everything this crate created whose owning process is dead: named
-    /// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host`.
-    ///
-    /// Every such object carries its owner's mark — PID namespace, process id *and* start time,
-    /// so neither a reused pid nor a process with the same pid in another PID namespace is
-    /// mistaken for the owner (see the [crate docs](crate#resource-leaking)). Objects without a
-    /// mark (made by other tools, whatever their link group or alias), marked by a process that is
-    /// still running, or disarmed with `keep()` are never touched; nor is anything whose owner this
-    /// reaper cannot judge: owners in another PID namespace can be judged only from the initial
-    /// one, which sees every process. Entries of `/run/netns` that are not namespace mounts or
-    /// small marked files (symbolic links, FIFOs, devices, large files) are never opened for
-    /// reading. Several reapers may run at once: what another removed first is not an error.
-    ///
-    /// Anonymous namespaces never need reaping: the kernel frees them with their last handle.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Os`] if `/run/netns` or `host` cannot be listed at all. Failures to remove single
-    /// objects are reported in [`Reaped::errors`] after everything else was tried.
-    ///
-    /// # Cancel safety
-    ///
-    /// Removals already sent are carried out; dropping the future stops the scan.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo() -> netns_kit::Result<()> {
-    /// let host = netns_kit::Namespace::current()?;
-    /// let reaped = netns_kit::reap(&host).await?;
-    /// println!("removed {:?} {:?} {:?}", reaped.namespaces, reaped.links, reaped.firewall_rules);
-    /// # Ok(()) }
-    /// ```
-    pub async fn reap / reap_blocking(host: &Namespace) -> Result<Reaped> {
-        let span = trace::op!("reap", "leftovers", "what dead owners left", host);
-        trace::timed(span, async move {
-            let mut reaped = Reaped::default();
-            reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
-            reap_links(host, &mut reaped).await?;
-            reap_rules(host, &mut reaped).await;
-            Ok(reaped)
-        })
-        .await
-    }
+/// Finds and removes everything this crate created whose owning process is dead: named
+/// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host`.
+///
+/// Every such object carries its owner's mark — PID namespace, process id *and* start time,
+/// so neither a reused pid nor a process with the same pid in another PID namespace is
+/// mistaken for the owner (see the [crate docs](crate#resource-leaking)). Objects without a
+/// mark (made by other tools, whatever their link group or alias), marked by a process that is
+/// still running, or disarmed with `keep()` are never touched; nor is anything whose owner this
+/// reaper cannot judge: owners in another PID namespace can be judged only from the initial
+/// one, which sees every process. Entries of `/run/netns` that are not namespace mounts or
+/// small marked files (symbolic links, FIFOs, devices, large files) are never opened for
+/// reading. Several reapers may run at once: what another removed first is not an error.
+///
+/// Anonymous namespaces never need reaping: the kernel frees them with their last handle.
+///
+/// # Errors
+///
+/// [`Error::Os`] if `/run/netns` or `host` cannot be listed at all. Failures to remove single
+/// objects are reported in [`Reaped::errors`] after everything else was tried.
+///
+/// # Cancel safety
+///
+/// Removals already sent are carried out; dropping the future stops the scan.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// let host = netns_kit::Namespace::current()?;
+/// let reaped = netns_kit::reap(&host).await?;
+/// println!("removed {:?} {:?} {:?}", reaped.namespaces, reaped.links, reaped.firewall_rules);
+/// # Ok(()) }
+/// ```
+#[cfg_attr(not(feature = "tokio"), doc(hidden))]
+pub async fn reap(host: &Namespace) -> Result<Reaped> {
+    let span = trace::op!("reap", "leftovers", "what dead owners left", host);
+    trace::timed(span, async move {
+        let mut reaped = Reaped::default();
+        reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
+        reap_links(host, &mut reaped).await?;
+        reap_rules(host, &mut reaped).await;
+        Ok(reaped)
+    })
+    .await
+}
+
+/// The blocking form of [`reap`]: the same work, checks and errors, on the calling
+/// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+/// it from async code.
+pub fn reap_blocking(host: &Namespace) -> Result<Reaped> {
+    crate::netlink::block_on(reap(host))
 }
 
 async fn reap_run_dir(dir: &Path, reaped: &mut Reaped) -> Result<()> {

@@ -39,7 +39,6 @@ use crate::{
     link::Link,
     netns::{Namespace, NsInner},
     trace,
-    twins::twins,
 };
 
 /// A validated route, ready to become netlink messages.
@@ -342,64 +341,69 @@ impl<A> RouteBuilder<A> {
         )
     }
 
-    twins! {
-        /// Adds the route, like `ip route add`.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidInput`] before any request: families that differ, a destination
-        ///   with host bits, no gateway and no device, a device in another namespace, a
-        ///   link-local IPv6 gateway without a device;
-        /// * [`Error::AlreadyExists`] if the same route exists;
-        /// * the kernel's refusal otherwise, e.g. `ENETUNREACH` if the gateway is not on any
-        ///   connected network (the message quotes the kernel's explanation).
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the request is sent; if the future is then dropped the route may be
-        /// added with no guard to remove it.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-        /// use netns_kit::Route;
-        /// use std::net::Ipv4Addr;
-        ///
-        /// let default = Route::builder(Route::DEFAULT_V4)
-        ///     .via(Ipv4Addr::new(10, 0, 0, 1))
-        ///     .namespace(&ns)
-        ///     .create()
-        ///     .await?;
-        /// // A backup route, used only if the preferred one (lower metric) is gone.
-        /// let backup = Route::builder(Route::DEFAULT_V4)
-        ///     .via(Ipv4Addr::new(10, 0, 1, 254))
-        ///     .metric(200)
-        ///     .namespace(&ns)
-        ///     .create()
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip route add")]
-        pub async fn create / create_blocking(self) -> Result<Route> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let ns = match (&self.ns, &self.dev) {
-                    (Some(ns), _) => ns.clone(),
-                    (None, Some(dev)) => dev.ns().clone(),
-                    (None, None) => crate::netns::current_inner()?,
-                };
-                let spec = self.spec(&ns)?;
-                let nl = ns.nl().await?;
-                let (msg, flags) = spec.add_message();
-                nl.send(msg, flags)
-                    .ack()
-                    .await
-                    .map_err(|e| e.into_error("add", format!("{} in {}", spec.describe(), ns.label())))?;
-                Ok(Route(Guard::new(RouteResource { ns, spec })))
-            })
-            .await
-        }
+    /// Adds the route, like `ip route add`.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidInput`] before any request: families that differ, a destination
+    ///   with host bits, no gateway and no device, a device in another namespace, a
+    ///   link-local IPv6 gateway without a device;
+    /// * [`Error::AlreadyExists`] if the same route exists;
+    /// * the kernel's refusal otherwise, e.g. `ENETUNREACH` if the gateway is not on any
+    ///   connected network (the message quotes the kernel's explanation).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the request is sent; if the future is then dropped the route may be
+    /// added with no guard to remove it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use netns_kit::Route;
+    /// use std::net::Ipv4Addr;
+    ///
+    /// let default = Route::builder(Route::DEFAULT_V4)
+    ///     .via(Ipv4Addr::new(10, 0, 0, 1))
+    ///     .namespace(&ns)
+    ///     .create()
+    ///     .await?;
+    /// // A backup route, used only if the preferred one (lower metric) is gone.
+    /// let backup = Route::builder(Route::DEFAULT_V4)
+    ///     .via(Ipv4Addr::new(10, 0, 1, 254))
+    ///     .metric(200)
+    ///     .namespace(&ns)
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip route add")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<Route> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let ns = match (&self.ns, &self.dev) {
+                (Some(ns), _) => ns.clone(),
+                (None, Some(dev)) => dev.ns().clone(),
+                (None, None) => crate::netns::current_inner()?,
+            };
+            let spec = self.spec(&ns)?;
+            let nl = ns.nl().await?;
+            let (msg, flags) = spec.add_message();
+            nl.send(msg, flags).ack().await.map_err(|e| {
+                e.into_error("add", format!("{} in {}", spec.describe(), ns.label()))
+            })?;
+            Ok(Route(Guard::new(RouteResource { ns, spec })))
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<Route> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -607,22 +611,28 @@ impl Route {
         self.0.get().spec.gateway
     }
 
-    twins! {
-        /// Removes the route now and reports errors. After [`keep`](Self::keep) it removes
-        /// nothing.
-        ///
-        /// # Errors
-        ///
-        /// The kernel's refusal, e.g. [`Error::PermissionDenied`]; a route already gone is not
-        /// an error.
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the removal is sent and carried out even if the future is dropped.
-        #[doc(alias = "ip route del")]
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.0.delete().await
-        }
+    /// Removes the route now and reports errors. After [`keep`](Self::keep) it removes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal, e.g. [`Error::PermissionDenied`]; a route already gone is not
+    /// an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the removal is sent and carried out even if the future is dropped.
+    #[doc(alias = "ip route del")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard: the route stays after the guard is gone (see
@@ -719,44 +729,50 @@ impl RouteInfo {
 }
 
 impl Namespace {
-    twins! {
-        /// Lists the unicast routes of the main table, IPv4 and IPv6 (two pipelined dumps), like
-        /// `ip route show; ip -6 route show`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Os`] if the listing fails.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
-        /// let has_default = ns.routes().await?.iter().any(|r| r.is_default());
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip route show")]
-        pub async fn routes / routes_blocking(&self) -> Result<Vec<RouteInfo>> {
-            let nl = self.inner().nl().await?;
-            // One dump of every family (`AF_UNSPEC`): a socket runs one dump at a time, and a
-            // second dump sent before the first is read would be refused (`EBUSY`).
-            let msgs = nl
-                .dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))
-                .messages()
-                .await
-                .map_err(|e| e.into_error("list the routes of", self.to_string()))?;
-            let mut all: Vec<RouteInfo> = msgs
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewRoute(r) => RouteInfo::from_message(r),
-                    _ => None,
-                })
-                .collect();
-            all.retain(|r| r.table == RT_TABLE_MAIN);
-            Ok(all)
-        }
+    /// Lists the unicast routes of the main table, IPv4 and IPv6 (two pipelined dumps), like
+    /// `ip route show; ip -6 route show`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the listing fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(ns: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let has_default = ns.routes().await?.iter().any(|r| r.is_default());
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip route show")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn routes(&self) -> Result<Vec<RouteInfo>> {
+        let nl = self.inner().nl().await?;
+        // One dump of every family (`AF_UNSPEC`): a socket runs one dump at a time, and a
+        // second dump sent before the first is read would be refused (`EBUSY`).
+        let msgs = nl
+            .dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))
+            .messages()
+            .await
+            .map_err(|e| e.into_error("list the routes of", self.to_string()))?;
+        let mut all: Vec<RouteInfo> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => RouteInfo::from_message(r),
+                _ => None,
+            })
+            .collect();
+        all.retain(|r| r.table == RT_TABLE_MAIN);
+        Ok(all)
+    }
+
+    /// The blocking form of [`routes`](Self::routes): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn routes_blocking(&self) -> Result<Vec<RouteInfo>> {
+        crate::netlink::block_on(self.routes())
     }
 }

@@ -36,7 +36,7 @@
 //! | the FORWARD fix (`iptables` inside) | yes |
 //! | a [`Lab`](crate::lab::Lab) | yes |
 //! | `reap` | yes |
-//! | namespaces outside the user namespace (the machine's, a container's by pid) | no: `EPERM`, the kernel's `PermissionDenied` naming the object |
+//! | namespaces outside the user namespace (the machine's, by pid) | no: `EPERM`, named |
 //! | link impairment | not in this crate yet (needs `sch_netem`) |
 //!
 //! # Security

@@ -6,7 +6,8 @@
 //! too):
 //!
 //! ```sh
-//! setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all target/debug/deps/rootless-HASH
+//! setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+//!     target/debug/deps/rootless-HASH
 //! ```
 
 mod common;

@@ -10,7 +10,6 @@ use super::{Lab, plan_lan};
 use crate::{
     error::{Error, Result},
     topology::{MemberSpec, bridged, connect, routed},
-    twins::twins,
 };
 
 /// A lab described in a file: hosts, LANs (optionally behind routers) and links, in TOML or
@@ -243,73 +242,81 @@ fn towards(other: &str) -> String {
 }
 
 impl Lab {
-    twins! {
-        /// Builds `topology` in this lab, in one call: its hosts, then the LANs without a
-        /// router, then each router with its LANs, then the links. Everything that can be is
-        /// checked before anything is made; if a later step fails (the kernel refuses), what
-        /// was built stays in the lab and goes with it.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] naming the LAN, router, link or host at fault; the errors
-        /// of [`Lab::add_host`], [`Lab::add_lan`], [`Lab::add_routed`] and [`Lab::add_link`].
-        pub async fn build / build_blocking(&mut self, topology: &Topology) -> Result<()> {
-            topology.validate()?;
-            for host in topology.all_hosts() {
-                if self.host(host).is_err() {
-                    self.add_host(host).await?;
-                }
+    /// Builds `topology` in this lab, in one call: its hosts, then the LANs without a
+    /// router, then each router with its LANs, then the links. Everything that can be is
+    /// checked before anything is made; if a later step fails (the kernel refuses), what
+    /// was built stays in the lab and goes with it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the LAN, router, link or host at fault; the errors
+    /// of [`Lab::add_host`], [`Lab::add_lan`], [`Lab::add_routed`] and [`Lab::add_link`].
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn build(&mut self, topology: &Topology) -> Result<()> {
+        topology.validate()?;
+        for host in topology.all_hosts() {
+            if self.host(host).is_err() {
+                self.add_host(host).await?;
             }
-            for lan in topology.lans.iter().filter(|l| l.router.is_none()) {
-                self.add_lan(lan.subnets.clone(), lan.hosts.clone()).await?;
-            }
-            let mut routers: Vec<&str> = Vec::new();
-            for lan in &topology.lans {
-                if let Some(r) = lan.router.as_deref() {
-                    if !routers.contains(&r) {
-                        routers.push(r);
-                    }
-                }
-            }
-            for router in routers {
-                let mut net = routed().router(self.host(router)?);
-                for (i, lan) in topology.lans.iter().enumerate() {
-                    if lan.router.as_deref() != Some(router) {
-                        continue;
-                    }
-                    let object = format!("topology LAN {i}");
-                    let subnets = parse_subnets(&object, &lan.subnets)?;
-                    let plan = plan_lan(&object, &subnets, &lan.hosts)?;
-                    let mut b = bridged();
-                    for gw in plan.gateways {
-                        b = b.gateway(gw);
-                    }
-                    for (host, addresses) in lan.hosts.iter().zip(plan.addresses) {
-                        let member = addresses
-                            .into_iter()
-                            .fold(MemberSpec::in_namespace(self.host(host)?), |m, a| m.address(a));
-                        b = b.member(member);
-                    }
-                    net = net.lan(b);
-                }
-                self.add_routed(net).await?;
-            }
-            for (i, link) in topology.links.iter().enumerate() {
-                let object = format!("topology link {i} ({} <-> {})", link.a, link.b);
-                let pairs = link_addresses(&object, &link.subnets)?;
-                let (a_name, b_name) = link
-                    .names
-                    .clone()
-                    .unwrap_or_else(|| (towards(&link.b), towards(&link.a)));
-                let mut builder = connect(self.host(&link.a)?, self.host(&link.b)?)
-                    .names(a_name, b_name)
-                    .default_routes(false);
-                for (a, b) in pairs {
-                    builder = builder.address(a, b);
-                }
-                self.add_link(builder).await?;
-            }
-            Ok(())
         }
+        for lan in topology.lans.iter().filter(|l| l.router.is_none()) {
+            self.add_lan(lan.subnets.clone(), lan.hosts.clone()).await?;
+        }
+        let mut routers: Vec<&str> = Vec::new();
+        for lan in &topology.lans {
+            if let Some(r) = lan.router.as_deref() {
+                if !routers.contains(&r) {
+                    routers.push(r);
+                }
+            }
+        }
+        for router in routers {
+            let mut net = routed().router(self.host(router)?);
+            for (i, lan) in topology.lans.iter().enumerate() {
+                if lan.router.as_deref() != Some(router) {
+                    continue;
+                }
+                let object = format!("topology LAN {i}");
+                let subnets = parse_subnets(&object, &lan.subnets)?;
+                let plan = plan_lan(&object, &subnets, &lan.hosts)?;
+                let mut b = bridged();
+                for gw in plan.gateways {
+                    b = b.gateway(gw);
+                }
+                for (host, addresses) in lan.hosts.iter().zip(plan.addresses) {
+                    let member = addresses
+                        .into_iter()
+                        .fold(MemberSpec::in_namespace(self.host(host)?), |m, a| {
+                            m.address(a)
+                        });
+                    b = b.member(member);
+                }
+                net = net.lan(b);
+            }
+            self.add_routed(net).await?;
+        }
+        for (i, link) in topology.links.iter().enumerate() {
+            let object = format!("topology link {i} ({} <-> {})", link.a, link.b);
+            let pairs = link_addresses(&object, &link.subnets)?;
+            let (a_name, b_name) = link
+                .names
+                .clone()
+                .unwrap_or_else(|| (towards(&link.b), towards(&link.a)));
+            let mut builder = connect(self.host(&link.a)?, self.host(&link.b)?)
+                .names(a_name, b_name)
+                .default_routes(false);
+            for (a, b) in pairs {
+                builder = builder.address(a, b);
+            }
+            self.add_link(builder).await?;
+        }
+        Ok(())
+    }
+
+    /// The blocking form of [`build`](Self::build): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn build_blocking(&mut self, topology: &Topology) -> Result<()> {
+        crate::netlink::block_on(self.build(topology))
     }
 }

@@ -59,7 +59,6 @@ use crate::{
         BridgedNetwork, BridgedNetworkBuilder, DirectLink, DirectLinkBuilder, MemberSpec,
         RoutedNetwork, RoutedNetworkBuilder, bridged,
     },
-    twins::twins,
 };
 
 #[cfg(feature = "topology-file")]
@@ -120,47 +119,61 @@ fn check_label(what: &str, text: &str) -> Result<()> {
 }
 
 impl Lab {
-    twins! {
-        /// A new lab for the test `test` (letters, digits, `_` and `-`: it names the lab's
-        /// namespaces if it is kept), with its private host namespace.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] for a bad name; [`Error::PermissionDenied`], saying what is
-        /// missing, without the privileges to make network namespaces.
-        pub async fn new / new_blocking(test: &str) -> Result<Lab> {
-            check_label("lab", test)?;
-            let host = Namespace::new().await.map_err(|e| explain(test, e))?;
-            Ok(Lab {
-                test: test.to_owned(),
-                processes: Vec::new(),
-                parts: Vec::new(),
-                hosts: Vec::new(),
-                host,
-                failed: false,
-                on_lan: Vec::new(),
-            })
+    /// A new lab for the test `test` (letters, digits, `_` and `-`: it names the lab's
+    /// namespaces if it is kept), with its private host namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad name; [`Error::PermissionDenied`], saying what is
+    /// missing, without the privileges to make network namespaces.
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn new(test: &str) -> Result<Lab> {
+        check_label("lab", test)?;
+        let host = Namespace::new().await.map_err(|e| explain(test, e))?;
+        Ok(Lab {
+            test: test.to_owned(),
+            processes: Vec::new(),
+            parts: Vec::new(),
+            hosts: Vec::new(),
+            host,
+            failed: false,
+            on_lan: Vec::new(),
+        })
+    }
+
+    /// The blocking form of [`new`](Self::new): the same work, checks and errors, on the calling
+    /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+    /// it from async code.
+    pub fn new_blocking(test: &str) -> Result<Lab> {
+        crate::netlink::block_on(Self::new(test))
+    }
+
+    /// [`Lab::new`], or `None` when the process lacks the privileges: the test is skipped,
+    /// and the reason printed on standard error (`netns-kit lab TEST: skipped: ...`). With
+    /// `NETNS_KIT_NO_SKIP=1` in the environment, the skip is an error instead.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Lab::new`], except the skipped [`Error::PermissionDenied`].
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn or_skip(test: &str) -> Result<Option<Lab>> {
+        match Lab::new(test).await {
+            Ok(lab) => Ok(Some(lab)),
+            Err(e) if e.is_permission_denied() && !env_is_1(NO_SKIP_ENV) => {
+                eprintln!(
+                    "netns-kit lab {test}: skipped: {e} (set {NO_SKIP_ENV}=1 to fail instead)"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
-    twins! {
-        /// [`Lab::new`], or `None` when the process lacks the privileges: the test is skipped,
-        /// and the reason printed on standard error (`netns-kit lab TEST: skipped: ...`). With
-        /// `NETNS_KIT_NO_SKIP=1` in the environment, the skip is an error instead.
-        ///
-        /// # Errors
-        ///
-        /// Those of [`Lab::new`], except the skipped [`Error::PermissionDenied`].
-        pub async fn or_skip / or_skip_blocking(test: &str) -> Result<Option<Lab>> {
-            match Lab::new(test).await {
-                Ok(lab) => Ok(Some(lab)),
-                Err(e) if e.is_permission_denied() && !env_is_1(NO_SKIP_ENV) => {
-                    eprintln!("netns-kit lab {test}: skipped: {e} (set {NO_SKIP_ENV}=1 to fail instead)");
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
-        }
+    /// The blocking form of [`or_skip`](Self::or_skip): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn or_skip_blocking(test: &str) -> Result<Option<Lab>> {
+        crate::netlink::block_on(Self::or_skip(test))
     }
 
     /// The lab's private host namespace, where its LANs' bridges live.
@@ -173,25 +186,31 @@ impl Lab {
         &self.test
     }
 
-    twins! {
-        /// Adds a host: a fresh namespace, found later by `name` (letters, digits, `_`, `-`).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] for a bad name or one already taken; the errors of
-        /// [`Namespace::new`].
-        pub async fn add_host / add_host_blocking(&mut self, name: &str) -> Result<&Namespace> {
-            check_label("host", name)?;
-            if self.hosts.iter().any(|(n, _)| n == name) {
-                return Err(Error::invalid(
-                    format!("host {name:?} of lab {}", self.test),
-                    "there is a host of that name already",
-                ));
-            }
-            let ns = Namespace::new().await?;
-            self.hosts.push((name.to_owned(), ns));
-            Ok(&self.hosts[self.hosts.len() - 1].1)
+    /// Adds a host: a fresh namespace, found later by `name` (letters, digits, `_`, `-`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad name or one already taken; the errors of
+    /// [`Namespace::new`].
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_host(&mut self, name: &str) -> Result<&Namespace> {
+        check_label("host", name)?;
+        if self.hosts.iter().any(|(n, _)| n == name) {
+            return Err(Error::invalid(
+                format!("host {name:?} of lab {}", self.test),
+                "there is a host of that name already",
+            ));
         }
+        let ns = Namespace::new().await?;
+        self.hosts.push((name.to_owned(), ns));
+        Ok(&self.hosts[self.hosts.len() - 1].1)
+    }
+
+    /// The blocking form of [`add_host`](Self::add_host): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn add_host_blocking(&mut self, name: &str) -> Result<&Namespace> {
+        crate::netlink::block_on(self.add_host(name))
     }
 
     /// The host named `name`.
@@ -218,134 +237,162 @@ impl Lab {
         self.hosts.iter().map(|(n, _)| n.as_str())
     }
 
-    twins! {
-        /// Puts `hosts` on one LAN: a bridge in the lab's host namespace with, on each subnet
-        /// of `subnets` (one per IP version), the subnet's first address as gateway and the
-        /// next ones for the hosts in order (`10.0.0.0/24`: gateway `10.0.0.1`, hosts
-        /// `10.0.0.2`, `10.0.0.3`, ...), and each host's default route via the gateway. Hosts
-        /// not added yet are added. Returns the network.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] for no subnet, two of one IP version, a subnet too small for
-        /// the hosts, a host named twice; the errors of [`Lab::add_host`] and
-        /// [`BridgedNetworkBuilder::create`]. Hosts added by this call are removed again on
-        /// error.
-        pub async fn add_lan / add_lan_blocking(
-            &mut self,
-            subnets: impl IntoIterator<Item = impl IntoIpNetwork>,
-            hosts: impl IntoIterator<Item = impl AsRef<str>>,
-        ) -> Result<&BridgedNetwork> {
-            let object = format!("LAN of lab {}", self.test);
-            let subnets = subnets
-                .into_iter()
-                .map(|s| s.into_ip_network())
-                .collect::<Result<Vec<_>>>()?;
-            let names: Vec<String> = hosts.into_iter().map(|h| h.as_ref().to_owned()).collect();
-            let plan = plan_lan(&object, &subnets, &names)?;
-            if let Some(taken) = names.iter().find(|n| self.on_lan.contains(n)) {
-                return Err(Error::invalid(
-                    object,
-                    format!("host {taken:?} is on a LAN of this lab already; a host is on one LAN (its `eth0` and default route), join LANs with a router"),
-                ));
-            }
-            let before = self.hosts.len();
-            let mut builder = bridged().host(&self.host);
-            for gw in &plan.gateways {
-                builder = builder.gateway(*gw);
-            }
-            let mut failed = None;
-            for (name, addresses) in names.iter().zip(&plan.addresses) {
-                if self.host(name).is_err() {
-                    if let Err(e) = self.add_host(name).await {
-                        failed = Some(e);
-                        break;
-                    }
+    /// Puts `hosts` on one LAN: a bridge in the lab's host namespace with, on each subnet
+    /// of `subnets` (one per IP version), the subnet's first address as gateway and the
+    /// next ones for the hosts in order (`10.0.0.0/24`: gateway `10.0.0.1`, hosts
+    /// `10.0.0.2`, `10.0.0.3`, ...), and each host's default route via the gateway. Hosts
+    /// not added yet are added. Returns the network.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for no subnet, two of one IP version, a subnet too small for
+    /// the hosts, a host named twice; the errors of [`Lab::add_host`] and
+    /// [`BridgedNetworkBuilder::create`]. Hosts added by this call are removed again on
+    /// error.
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_lan(
+        &mut self,
+        subnets: impl IntoIterator<Item = impl IntoIpNetwork>,
+        hosts: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<&BridgedNetwork> {
+        let object = format!("LAN of lab {}", self.test);
+        let subnets = subnets
+            .into_iter()
+            .map(|s| s.into_ip_network())
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<String> = hosts.into_iter().map(|h| h.as_ref().to_owned()).collect();
+        let plan = plan_lan(&object, &subnets, &names)?;
+        if let Some(taken) = names.iter().find(|n| self.on_lan.contains(n)) {
+            return Err(Error::invalid(
+                object,
+                format!(
+                    "host {taken:?} is on a LAN of this lab already; a host is on one LAN (its `eth0` and default route), join LANs with a router"
+                ),
+            ));
+        }
+        let before = self.hosts.len();
+        let mut builder = bridged().host(&self.host);
+        for gw in &plan.gateways {
+            builder = builder.gateway(*gw);
+        }
+        let mut failed = None;
+        for (name, addresses) in names.iter().zip(&plan.addresses) {
+            if self.host(name).is_err() {
+                if let Err(e) = self.add_host(name).await {
+                    failed = Some(e);
+                    break;
                 }
-                let Ok(ns) = self.host(name) else { continue };
-                let member = addresses
-                    .iter()
-                    .fold(MemberSpec::in_namespace(ns), |m, a| m.address(*a));
-                builder = builder.member(member);
             }
-            let result = match failed {
-                Some(e) => Err(e),
-                None => builder.create().await,
-            };
-            match result {
-                Ok(net) => {
-                    self.on_lan.extend(names);
-                    self.parts.push(Part::Bridged(Box::new(net)));
-                    match self.parts.last() {
-                        Some(Part::Bridged(net)) => Ok(&**net),
-                        _ => unreachable!("just pushed"),
-                    }
+            let Ok(ns) = self.host(name) else { continue };
+            let member = addresses
+                .iter()
+                .fold(MemberSpec::in_namespace(ns), |m, a| m.address(*a));
+            builder = builder.member(member);
+        }
+        let result = match failed {
+            Some(e) => Err(e),
+            None => builder.create().await,
+        };
+        match result {
+            Ok(net) => {
+                self.on_lan.extend(names);
+                self.parts.push(Part::Bridged(Box::new(net)));
+                match self.parts.last() {
+                    Some(Part::Bridged(net)) => Ok(&**net),
+                    _ => unreachable!("just pushed"),
                 }
-                Err(e) => {
-                    self.hosts.truncate(before);
-                    Err(e)
-                }
+            }
+            Err(e) => {
+                self.hosts.truncate(before);
+                Err(e)
             }
         }
     }
 
-    twins! {
-        /// Adds a bridged network made by `network` (its bridge in the lab's host namespace
-        /// unless it names a host); its members are usually lab hosts
-        /// (`MemberSpec::in_namespace(lab.host("db1")?)`).
-        ///
-        /// # Errors
-        ///
-        /// Those of [`BridgedNetworkBuilder::create`].
-        pub async fn add_bridged / add_bridged_blocking(
-            &mut self,
-            network: BridgedNetworkBuilder,
-        ) -> Result<&BridgedNetwork> {
-            let network = if network.host.is_none() && network.existing.is_none() {
-                network.host(&self.host)
-            } else {
-                network
-            };
-            self.parts.push(Part::Bridged(Box::new(network.create().await?)));
-            match self.parts.last() {
-                Some(Part::Bridged(net)) => Ok(&**net),
-                _ => unreachable!("just pushed"),
-            }
+    /// The blocking form of [`add_lan`](Self::add_lan): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn add_lan_blocking(
+        &mut self,
+        subnets: impl IntoIterator<Item = impl IntoIpNetwork>,
+        hosts: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<&BridgedNetwork> {
+        crate::netlink::block_on(self.add_lan(subnets, hosts))
+    }
+
+    /// Adds a bridged network made by `network` (its bridge in the lab's host namespace
+    /// unless it names a host); its members are usually lab hosts
+    /// (`MemberSpec::in_namespace(lab.host("db1")?)`).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`BridgedNetworkBuilder::create`].
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_bridged(&mut self, network: BridgedNetworkBuilder) -> Result<&BridgedNetwork> {
+        let network = if network.host.is_none() && network.existing.is_none() {
+            network.host(&self.host)
+        } else {
+            network
+        };
+        self.parts
+            .push(Part::Bridged(Box::new(network.create().await?)));
+        match self.parts.last() {
+            Some(Part::Bridged(net)) => Ok(&**net),
+            _ => unreachable!("just pushed"),
         }
     }
 
-    twins! {
-        /// Adds a routed network made by `network`; give it a lab host as its router
-        /// (`.router(lab.host("r1")?)`) to reach the router by name.
-        ///
-        /// # Errors
-        ///
-        /// Those of [`RoutedNetworkBuilder::create`].
-        pub async fn add_routed / add_routed_blocking(
-            &mut self,
-            network: RoutedNetworkBuilder,
-        ) -> Result<&RoutedNetwork> {
-            self.parts.push(Part::Routed(network.create().await?));
-            match self.parts.last() {
-                Some(Part::Routed(net)) => Ok(net),
-                _ => unreachable!("just pushed"),
-            }
+    /// The blocking form of [`add_bridged`](Self::add_bridged): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
+    pub fn add_bridged_blocking(
+        &mut self,
+        network: BridgedNetworkBuilder,
+    ) -> Result<&BridgedNetwork> {
+        crate::netlink::block_on(self.add_bridged(network))
+    }
+
+    /// Adds a routed network made by `network`; give it a lab host as its router
+    /// (`.router(lab.host("r1")?)`) to reach the router by name.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`RoutedNetworkBuilder::create`].
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_routed(&mut self, network: RoutedNetworkBuilder) -> Result<&RoutedNetwork> {
+        self.parts.push(Part::Routed(network.create().await?));
+        match self.parts.last() {
+            Some(Part::Routed(net)) => Ok(net),
+            _ => unreachable!("just pushed"),
         }
     }
 
-    twins! {
-        /// Adds a direct link made by `link` (`connect(lab.host("a")?, lab.host("b")?)`).
-        ///
-        /// # Errors
-        ///
-        /// Those of [`DirectLinkBuilder::create`].
-        pub async fn add_link / add_link_blocking(&mut self, link: DirectLinkBuilder) -> Result<&DirectLink> {
-            self.parts.push(Part::Link(link.create().await?));
-            match self.parts.last() {
-                Some(Part::Link(link)) => Ok(link),
-                _ => unreachable!("just pushed"),
-            }
+    /// The blocking form of [`add_routed`](Self::add_routed): the same work, checks and errors, on
+    /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
+    /// not call it from async code.
+    pub fn add_routed_blocking(&mut self, network: RoutedNetworkBuilder) -> Result<&RoutedNetwork> {
+        crate::netlink::block_on(self.add_routed(network))
+    }
+
+    /// Adds a direct link made by `link` (`connect(lab.host("a")?, lab.host("b")?)`).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`DirectLinkBuilder::create`].
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_link(&mut self, link: DirectLinkBuilder) -> Result<&DirectLink> {
+        self.parts.push(Part::Link(link.create().await?));
+        match self.parts.last() {
+            Some(Part::Link(link)) => Ok(link),
+            _ => unreachable!("just pushed"),
         }
+    }
+
+    /// The blocking form of [`add_link`](Self::add_link): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn add_link_blocking(&mut self, link: DirectLinkBuilder) -> Result<&DirectLink> {
+        crate::netlink::block_on(self.add_link(link))
     }
 
     /// The addresses `host` got in this lab's networks (LANs, bridged and routed networks,
@@ -666,60 +713,65 @@ impl Drop for Lab {
     }
 }
 
-twins! {
-    free
-    /// Removes every lab kept for inspection (see the [module docs](self)): each namespace
-    /// under `/run/netns` named `nklab-...` whose `lo` carries a kept lab's mark is unmounted
-    /// and removed, and the kernel frees it with everything inside. Returns the names removed.
-    ///
-    /// # Errors
-    ///
-    /// Errors reading `/run/netns` or removing a name, collected.
-    pub async fn reap_kept / reap_kept_blocking() -> Result<Vec<String>> {
-        let dir = std::path::Path::new(sys::NETNS_RUN_DIR);
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::os("read", "/run/netns", e)),
-        };
-        let mut removed = Vec::new();
-        let mut errors = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(KEPT_PREFIX) {
-                continue;
-            }
-            // Only a lab's: its `lo` carries the mark (a stranger's namespace of that name, or
-            // anything that is not a namespace, is left alone).
-            let Ok(ns) = Namespace::open(&name) else {
-                // A name claimed but never mounted (a crash half-way): a plain file holding
-                // the lab's mark.
-                let path = entry.path();
-                let ours = sys::read_small_file(&path, 4096)
-                    .is_some_and(|text| text.starts_with(LAB_MARK.as_bytes()));
-                if ours {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => removed.push(name),
-                        Err(e) => errors.push(Error::os("remove", path.display().to_string(), e)),
-                    }
-                }
-                continue;
-            };
-            let alias = match ns.link_by_index(1).await {
-                Ok(lo) => lo.info().await.ok().and_then(|i| i.alias),
-                Err(_) => None,
-            };
-            if !alias.is_some_and(|a| a.starts_with(LAB_MARK)) {
-                continue;
-            }
-            drop(ns);
-            match Namespace::remove(&name) {
-                Ok(()) => removed.push(name),
-                Err(e) => errors.push(e),
-            }
+/// Removes every lab kept for inspection (see the [module docs](self)): each namespace
+/// under `/run/netns` named `nklab-...` whose `lo` carries a kept lab's mark is unmounted
+/// and removed, and the kernel frees it with everything inside. Returns the names removed.
+///
+/// # Errors
+///
+/// Errors reading `/run/netns` or removing a name, collected.
+#[cfg_attr(not(feature = "tokio"), doc(hidden))]
+pub async fn reap_kept() -> Result<Vec<String>> {
+    let dir = std::path::Path::new(sys::NETNS_RUN_DIR);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::os("read", "/run/netns", e)),
+    };
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(KEPT_PREFIX) {
+            continue;
         }
-        Error::collect("kept labs", errors).map(|()| removed)
+        // Only a lab's: its `lo` carries the mark (a stranger's namespace of that name, or
+        // anything that is not a namespace, is left alone).
+        let Ok(ns) = Namespace::open(&name) else {
+            // A name claimed but never mounted (a crash half-way): a plain file holding
+            // the lab's mark.
+            let path = entry.path();
+            let ours = sys::read_small_file(&path, 4096)
+                .is_some_and(|text| text.starts_with(LAB_MARK.as_bytes()));
+            if ours {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed.push(name),
+                    Err(e) => errors.push(Error::os("remove", path.display().to_string(), e)),
+                }
+            }
+            continue;
+        };
+        let alias = match ns.link_by_index(1).await {
+            Ok(lo) => lo.info().await.ok().and_then(|i| i.alias),
+            Err(_) => None,
+        };
+        if !alias.is_some_and(|a| a.starts_with(LAB_MARK)) {
+            continue;
+        }
+        drop(ns);
+        match Namespace::remove(&name) {
+            Ok(()) => removed.push(name),
+            Err(e) => errors.push(e),
+        }
     }
+    Error::collect("kept labs", errors).map(|()| removed)
+}
+
+/// The blocking form of [`reap_kept`]: the same work, checks and errors, on the calling
+/// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+/// it from async code.
+pub fn reap_kept_blocking() -> Result<Vec<String>> {
+    crate::netlink::block_on(reap_kept())
 }
 
 /// Runs the body of test `test` (its full path, `module_path!()::name`, as

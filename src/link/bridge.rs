@@ -23,7 +23,6 @@ use crate::{
     netlink::msg::add_address,
     netns::{Namespace, NsInner},
     owner, trace,
-    twins::twins,
 };
 
 /// Builds a [`Bridge`]; see [`Bridge::builder`].
@@ -149,132 +148,143 @@ impl BridgeBuilder {
         )
     }
 
-    twins! {
-        /// Creates the bridge, up, with its addresses.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
-        /// * [`Error::AlreadyExists`] if the name is taken (the existing link is untouched);
-        /// * [`Error::Command`] if [`accept_forward`](BridgeBuilder::accept_forward) is on and
-        ///   `iptables` is missing or fails;
-        /// * the kernel's refusal otherwise.
-        ///
-        /// If anything fails after the bridge was created, it is deleted again before the error is
-        /// returned.
-        ///
-        /// # Cancel safety
-        ///
-        /// Dropping the future removes whatever was already made, even a bridge whose creation
-        /// request was still in flight (see the [crate docs](crate#resource-leaking)).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
-        /// let br = netns_kit::Bridge::builder("br0")
-        ///     .namespace(&host)
-        ///     .address("10.1.1.254/24")
-        ///     .create()
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link add type bridge")]
-        #[doc(alias = "brctl addbr")]
-        pub async fn create / create_blocking(self) -> Result<Bridge> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let name = IfName::new(&self.name)?;
-                let ns = match self.ns {
-                    Some(ns) => ns,
-                    None => crate::netns::current_inner()?,
-                };
-                let object = || format!("bridge {:?} in {}", name.as_str(), ns.label());
-                if let Some(mac) = &self.mac {
-                    check_mac(mac, object)?;
+    /// Creates the bridge, up, with its addresses.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
+    /// * [`Error::AlreadyExists`] if the name is taken (the existing link is untouched);
+    /// * [`Error::Command`] if [`accept_forward`](BridgeBuilder::accept_forward) is on and
+    ///   `iptables` is missing or fails;
+    /// * the kernel's refusal otherwise.
+    ///
+    /// If anything fails after the bridge was created, it is deleted again before the error is
+    /// returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future removes whatever was already made, even a bridge whose creation
+    /// request was still in flight (see the [crate docs](crate#resource-leaking)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let br = netns_kit::Bridge::builder("br0")
+    ///     .namespace(&host)
+    ///     .address("10.1.1.254/24")
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link add type bridge")]
+    #[doc(alias = "brctl addbr")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<Bridge> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let name = IfName::new(&self.name)?;
+            let ns = match self.ns {
+                Some(ns) => ns,
+                None => crate::netns::current_inner()?,
+            };
+            let object = || format!("bridge {:?} in {}", name.as_str(), ns.label());
+            if let Some(mac) = &self.mac {
+                check_mac(mac, object)?;
+            }
+            check_group(self.group, object)?;
+            let mut addresses = Vec::new();
+            for net in self.addresses {
+                let net = net?;
+                validate_host(&net, object)?;
+                if addresses.contains(&net) {
+                    return Err(Error::invalid(
+                        object(),
+                        format!("address {net} is given twice"),
+                    ));
                 }
-                check_group(self.group, object)?;
-                let mut addresses = Vec::new();
-                for net in self.addresses {
-                    let net = net?;
-                    validate_host(&net, object)?;
-                    if addresses.contains(&net) {
-                        return Err(Error::invalid(
-                            object(),
-                            format!("address {net} is given twice"),
-                        ));
-                    }
-                    addresses.push(net);
-                }
+                addresses.push(net);
+            }
 
-                let mut msg = LinkBridge::new(name.as_str()).txqueuelen(owner::CREATION_TXQLEN);
-                if let Some(mtu) = self.mtu {
-                    msg = msg.mtu(mtu);
-                }
-                if let Some(mac) = self.mac {
-                    msg = msg.address(mac.0.to_vec());
-                }
-                if self.vlan_filtering {
-                    msg = msg.vlan_filtering(true);
-                }
-                let creation = match self.owned_group {
-                    Some(group) => CreationGroup::owned(group),
-                    None => CreationGroup::temporary(self.group),
-                };
-                if let Some(group) = creation.create_in() {
-                    msg = msg.link_group(group);
-                }
-                let nl = ns.nl().await?;
-                // The bridge is alone in its group (temporary, or the composite's, of which it is the
-                // first link), which finds it if this future is dropped while the request is in flight.
-                let alone_in = creation.temporary_group().or(self.owned_group);
-                let (pending, index) = create_link(&ns, &nl, &name, msg.build(), alone_in, object).await?;
-                let link = Link::new(ns.clone(), index, name.clone());
+            let mut msg = LinkBridge::new(name.as_str()).txqueuelen(owner::CREATION_TXQLEN);
+            if let Some(mtu) = self.mtu {
+                msg = msg.mtu(mtu);
+            }
+            if let Some(mac) = self.mac {
+                msg = msg.address(mac.0.to_vec());
+            }
+            if self.vlan_filtering {
+                msg = msg.vlan_filtering(true);
+            }
+            let creation = match self.owned_group {
+                Some(group) => CreationGroup::owned(group),
+                None => CreationGroup::temporary(self.group),
+            };
+            if let Some(group) = creation.create_in() {
+                msg = msg.link_group(group);
+            }
+            let nl = ns.nl().await?;
+            // The bridge is alone in its group (temporary, or the composite's, of which it is the
+            // first link), which finds it if this future is dropped while the request is in flight.
+            let alone_in = creation.temporary_group().or(self.owned_group);
+            let (pending, index) =
+                create_link(&ns, &nl, &name, msg.build(), alone_in, object).await?;
+            let link = Link::new(ns.clone(), index, name.clone());
 
-                // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the
-                // move out of the temporary group.
-                let mut requests: Vec<_> = settle_message(index, true, creation.final_group(), owner::DEFAULT_TXQLEN)
+            // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the
+            // move out of the temporary group.
+            let mut requests: Vec<_> =
+                settle_message(index, true, creation.final_group(), owner::DEFAULT_TXQLEN)
                     .map(|msg| (nl.send(msg, 0), "mark", object()))
                     .into_iter()
                     .collect();
-                requests.extend(addresses.iter().map(|net| {
-                    let (m, flags) = add_address(index, net, self.nodad);
-                    (nl.send(m, flags), "add", address_label(net, &link))
-                }));
-                if let Err(e) = await_all(requests).await {
+            requests.extend(addresses.iter().map(|net| {
+                let (m, flags) = add_address(index, net, self.nodad);
+                (nl.send(m, flags), "add", address_label(net, &link))
+            }));
+            if let Err(e) = await_all(requests).await {
+                return Err(guard::roll_back(pending, e).await);
+            }
+            let mut fast_link_local = false;
+            if self.nodad && addresses.iter().any(IpNetwork::is_ipv6) {
+                // Its link-local address, made when the first port brings the carrier, is
+                // usable at once too (see `nodad`). Best effort: where `/proc/sys` is
+                // read-only (a container) the address only takes the usual second or two.
+                let key = format!(
+                    "net.ipv6.conf.{}.accept_dad",
+                    name.as_str().replace('.', "/")
+                );
+                match Namespace::view(ns.clone()).set_sysctl(&key, "0").await {
+                    Ok(()) => fast_link_local = true,
+                    Err(e) => crate::trace::swallowed(&object(), &e),
+                }
+            }
+            let rules = if self.accept_forward {
+                let rules = Guard::new(ForwardRules::for_bridge(link.ns(), link.name()));
+                if let Err(e) = rules.get().insert().await {
+                    let e = guard::roll_back(rules, e).await;
                     return Err(guard::roll_back(pending, e).await);
                 }
-                let mut fast_link_local = false;
-                if self.nodad && addresses.iter().any(IpNetwork::is_ipv6) {
-                    // Its link-local address, made when the first port brings the carrier, is
-                    // usable at once too (see `nodad`). Best effort: where `/proc/sys` is
-                    // read-only (a container) the address only takes the usual second or two.
-                    let key = format!("net.ipv6.conf.{}.accept_dad", name.as_str().replace('.', "/"));
-                    match Namespace::view(ns.clone()).set_sysctl(&key, "0").await {
-                        Ok(()) => fast_link_local = true,
-                        Err(e) => crate::trace::swallowed(&object(), &e),
-                    }
-                }
-                let rules = if self.accept_forward {
-                    let rules = Guard::new(ForwardRules::for_bridge(link.ns(), link.name()));
-                    if let Err(e) = rules.get().insert().await {
-                        let e = guard::roll_back(rules, e).await;
-                        return Err(guard::roll_back(pending, e).await);
-                    }
-                    Some(rules.into_inner())
-                } else {
-                    None
-                };
-                pending.into_inner();
-                Ok(Bridge(Guard::new(BridgeResource {
+                Some(rules.into_inner())
+            } else {
+                None
+            };
+            pending.into_inner();
+            Ok(Bridge(Guard::new(BridgeResource {
                 link,
                 rules,
                 opened: false,
                 fast_link_local,
             })))
-            })
-            .await
-        }
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<Bridge> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -402,49 +412,55 @@ impl Bridge {
         }
     }
 
-    twins! {
-        /// Opens the existing bridge called `name` in `ns` (made by anyone: another process,
-        /// `ip link add`, a container runtime). The guard never deletes it, nor anything it did
-        /// not add itself (the FORWARD rules of
-        /// [`enable_accept_forward`](Bridge::enable_accept_forward) are removed with the guard).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::NotFound`] if there is no link `name` in `ns`;
-        /// [`Error::InvalidInput`] if it is not a bridge.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// use netns_kit::{Bridge, Namespace};
-        /// let cni0 = Bridge::open(&Namespace::current()?, "cni0").await?;
-        /// println!("{cni0} has {} ports", cni0.ports().await?.len());
-        /// # Ok(()) }
-        /// ```
-        pub async fn open / open_blocking(ns: &Namespace, name: impl AsRef<str>) -> Result<Bridge> {
-            let link = ns.link(name).await?;
-            let info = link.info().await?;
-            if info.kind.as_deref() != Some("bridge") {
-                return Err(Error::invalid(
-                    link.label(),
-                    format!(
-                        "it is a {} link, not a bridge",
-                        info.kind.as_deref().unwrap_or("kindless")
-                    ),
-                ));
-            }
-            Ok(Bridge(Guard::new(BridgeResource {
-                link,
-                rules: None,
-                opened: true,
-                fast_link_local: false,
-            })))
+    /// Opens the existing bridge called `name` in `ns` (made by anyone: another process,
+    /// `ip link add`, a container runtime). The guard never deletes it, nor anything it did
+    /// not add itself (the FORWARD rules of
+    /// [`enable_accept_forward`](Bridge::enable_accept_forward) are removed with the guard).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no link `name` in `ns`;
+    /// [`Error::InvalidInput`] if it is not a bridge.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Bridge, Namespace};
+    /// let cni0 = Bridge::open(&Namespace::current()?, "cni0").await?;
+    /// println!("{cni0} has {} ports", cni0.ports().await?.len());
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn open(ns: &Namespace, name: impl AsRef<str>) -> Result<Bridge> {
+        let link = ns.link(name).await?;
+        let info = link.info().await?;
+        if info.kind.as_deref() != Some("bridge") {
+            return Err(Error::invalid(
+                link.label(),
+                format!(
+                    "it is a {} link, not a bridge",
+                    info.kind.as_deref().unwrap_or("kindless")
+                ),
+            ));
         }
+        Ok(Bridge(Guard::new(BridgeResource {
+            link,
+            rules: None,
+            opened: true,
+            fast_link_local: false,
+        })))
+    }
+
+    /// The blocking form of [`open`](Self::open): the same work, checks and errors, on the calling
+    /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+    /// it from async code.
+    pub fn open_blocking(ns: &Namespace, name: impl AsRef<str>) -> Result<Bridge> {
+        crate::netlink::block_on(Self::open(ns, name))
     }
 
     /// The bridge interface itself.
@@ -458,140 +474,168 @@ impl Bridge {
         self.0.get().rules.is_some()
     }
 
-    twins! {
-        /// Inserts the FORWARD accept rules of [`BridgeBuilder::accept_forward`] now, into each
-        /// IP family's `filter` table that exists and does not have them yet (so calling it again
-        /// after a firewall appeared adds what is now needed, and nothing twice); they are
-        /// removed with the guard (also for an [opened](Bridge::open) bridge, which itself is
-        /// never deleted). A family without a `filter` table cannot drop bridged traffic and
-        /// gets no rules: creating the table would outlive the rules (see
-        /// [the crate docs](crate#the-forward-mystery)).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Command`] if `iptables` is missing or fails.
-        ///
-        /// # Cancel safety
-        ///
-        /// If dropped while `iptables` runs, the rules inserted so far are removed again.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// use netns_kit::{Bridge, Namespace, forward_check};
-        /// let host = Namespace::current()?;
-        /// let mut br = Bridge::builder("br0").namespace(&host).create().await?;
-        /// // Later: Docker started and set the FORWARD policy to DROP.
-        /// if !br.accept_forward_enabled() && forward_check(&host).await?.needs_fix() {
-        ///     br.enable_accept_forward().await?;
-        /// }
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "iptables -I FORWARD")]
-        pub async fn enable_accept_forward / enable_accept_forward_blocking(
-            &mut self,
-        ) -> Result<()> {
-            match &self.0.get().rules {
-                // Inserted before: only the families that got a table since.
-                Some(rules) => rules.insert().await,
-                None => {
-                    let rules = Guard::new(ForwardRules::for_bridge(
-                        self.link().ns(),
-                        self.link().name(),
-                    ));
-                    if let Err(e) = rules.get().insert().await {
-                        return Err(guard::roll_back(rules, e).await);
-                    }
-                    self.0.get_mut().rules = Some(rules.into_inner());
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    twins! {
-        /// Makes `port` (any link in the bridge's namespace) a port of this bridge, like
-        /// `ip link set PORT master BRIDGE` or `brctl addif BRIDGE PORT`.
-        ///
-        /// # Errors
-        ///
-        /// As for [`Link::set_controller`].
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`Link::set_controller`].
-        #[doc(alias = "brctl addif")]
-        pub async fn attach / attach_blocking(&self, port: &Link) -> Result<()> {
-            port.set_controller(self.link()).await
-        }
-    }
-
-    twins! {
-        /// Detaches `port` from this bridge, like `ip link set PORT nomaster` or
-        /// `brctl delif BRIDGE PORT`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] if `port` is not a port of this bridge.
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`Link::set_no_controller`].
-        #[doc(alias = "brctl delif")]
-        pub async fn detach / detach_blocking(&self, port: &Link) -> Result<()> {
-            let info = port.info().await?;
-            if !port.same_ns(self.link()) || info.controller != Some(self.link().index()) {
-                return Err(Error::invalid(
-                    port.label(),
-                    format!("it is not a port of {}", self.link().label()),
+    /// Inserts the FORWARD accept rules of [`BridgeBuilder::accept_forward`] now, into each
+    /// IP family's `filter` table that exists and does not have them yet (so calling it again
+    /// after a firewall appeared adds what is now needed, and nothing twice); they are
+    /// removed with the guard (also for an [opened](Bridge::open) bridge, which itself is
+    /// never deleted). A family without a `filter` table cannot drop bridged traffic and
+    /// gets no rules: creating the table would outlive the rules (see
+    /// [the crate docs](crate#the-forward-mystery)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Command`] if `iptables` is missing or fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped while `iptables` runs, the rules inserted so far are removed again.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Bridge, Namespace, forward_check};
+    /// let host = Namespace::current()?;
+    /// let mut br = Bridge::builder("br0").namespace(&host).create().await?;
+    /// // Later: Docker started and set the FORWARD policy to DROP.
+    /// if !br.accept_forward_enabled() && forward_check(&host).await?.needs_fix() {
+    ///     br.enable_accept_forward().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "iptables -I FORWARD")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn enable_accept_forward(&mut self) -> Result<()> {
+        match &self.0.get().rules {
+            // Inserted before: only the families that got a table since.
+            Some(rules) => rules.insert().await,
+            None => {
+                let rules = Guard::new(ForwardRules::for_bridge(
+                    self.link().ns(),
+                    self.link().name(),
                 ));
+                if let Err(e) = rules.get().insert().await {
+                    return Err(guard::roll_back(rules, e).await);
+                }
+                self.0.get_mut().rules = Some(rules.into_inner());
+                Ok(())
             }
-            port.set_no_controller().await
         }
     }
 
-    twins! {
-        /// Lists the bridge's ports (one dump, filtered by the kernel).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Os`] if the listing fails.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        #[doc(alias = "bridge link show")]
-        pub async fn ports / ports_blocking(&self) -> Result<Vec<LinkInfo>> {
-            super::dump_ports(self.link().ns(), self.link().index()).await
-        }
+    /// The blocking form of [`enable_accept_forward`](Self::enable_accept_forward): the same work,
+    /// checks and errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn enable_accept_forward_blocking(&mut self) -> Result<()> {
+        crate::netlink::block_on(self.enable_accept_forward())
     }
 
-    twins! {
-        /// Deletes the bridge (and its firewall rules) now and reports every error met; teardown
-        /// goes on after a failure.
-        ///
-        /// # Errors
-        ///
-        /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`]. A bridge already
-        /// gone is not an error.
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the deletion is sent and carried out even if the future is dropped.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(br: netns_kit::Bridge) -> netns_kit::Result<()> {
-        /// br.delete().await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link del")]
-        #[doc(alias = "brctl delbr")]
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.0.delete().await
+    /// Makes `port` (any link in the bridge's namespace) a port of this bridge, like
+    /// `ip link set PORT master BRIDGE` or `brctl addif BRIDGE PORT`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Link::set_controller`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Link::set_controller`].
+    #[doc(alias = "brctl addif")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn attach(&self, port: &Link) -> Result<()> {
+        port.set_controller(self.link()).await
+    }
+
+    /// The blocking form of [`attach`](Self::attach): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn attach_blocking(&self, port: &Link) -> Result<()> {
+        crate::netlink::block_on(self.attach(port))
+    }
+
+    /// Detaches `port` from this bridge, like `ip link set PORT nomaster` or
+    /// `brctl delif BRIDGE PORT`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if `port` is not a port of this bridge.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Link::set_no_controller`].
+    #[doc(alias = "brctl delif")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn detach(&self, port: &Link) -> Result<()> {
+        let info = port.info().await?;
+        if !port.same_ns(self.link()) || info.controller != Some(self.link().index()) {
+            return Err(Error::invalid(
+                port.label(),
+                format!("it is not a port of {}", self.link().label()),
+            ));
         }
+        port.set_no_controller().await
+    }
+
+    /// The blocking form of [`detach`](Self::detach): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn detach_blocking(&self, port: &Link) -> Result<()> {
+        crate::netlink::block_on(self.detach(port))
+    }
+
+    /// Lists the bridge's ports (one dump, filtered by the kernel).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the listing fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    #[doc(alias = "bridge link show")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn ports(&self) -> Result<Vec<LinkInfo>> {
+        super::dump_ports(self.link().ns(), self.link().index()).await
+    }
+
+    /// The blocking form of [`ports`](Self::ports): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn ports_blocking(&self) -> Result<Vec<LinkInfo>> {
+        crate::netlink::block_on(self.ports())
+    }
+
+    /// Deletes the bridge (and its firewall rules) now and reports every error met; teardown
+    /// goes on after a failure.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`]. A bridge already
+    /// gone is not an error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the deletion is sent and carried out even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(br: netns_kit::Bridge) -> netns_kit::Result<()> {
+    /// br.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link del")]
+    #[doc(alias = "brctl delbr")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard: the bridge (and its firewall rules) stay after the guard is gone,

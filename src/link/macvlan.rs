@@ -29,7 +29,6 @@ use crate::{
     netlink::msg::{add_address, set_link},
     netns::{Namespace, NsInner},
     owner, trace,
-    twins::twins,
 };
 
 /// How a [`Macvlan`] shares its parent (`mode`).
@@ -120,128 +119,167 @@ impl MacvlanBuilder {
         )
     }
 
-    twins! {
-        /// Creates the interface, inside its namespace, with its addresses, up.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidName`]/[`Error::InvalidInput`] before any request: a bad name,
-        ///   MAC or address, an address given twice;
-        /// * [`Error::AlreadyExists`] if the name is taken in the target namespace;
-        /// * the kernel's refusal otherwise (a parent that is not Ethernet, an MTU over the
-        ///   parent's, a second `passthru`).
-        ///
-        /// Whatever was made is removed again before the error is returned.
-        ///
-        /// # Cancel safety
-        ///
-        /// Dropping the future removes whatever was already made, except in one narrow window:
-        /// a creation request sent for another namespace whose answer was not read yet (the
-        /// interface is then found by name there by the next attempt, `EEXIST`).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(host: netns_kit::Namespace, container: netns_kit::Namespace) -> netns_kit::Result<()> {
-        /// use netns_kit::Macvlan;
-        /// let eth0 = host.link("eth0").await?;
-        /// let mv = Macvlan::builder("eth0", &eth0)
-        ///     .namespace(&container)
-        ///     .address("10.77.0.5/24")
-        ///     .create()
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link add type macvlan")]
-        pub async fn create / create_blocking(self) -> Result<Macvlan> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let name = IfName::new(&self.name)?;
-                let parent_ns = self.parent.ns().clone();
-                let ns = self.ns.clone().unwrap_or_else(|| parent_ns.clone());
-                let object = || format!("macvlan {:?} on {} in {}", name.as_str(), self.parent.label(), ns.label());
-                if let Some(mac) = &self.mac {
-                    check_mac(mac, object)?;
+    /// Creates the interface, inside its namespace, with its addresses, up.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidName`]/[`Error::InvalidInput`] before any request: a bad name,
+    ///   MAC or address, an address given twice;
+    /// * [`Error::AlreadyExists`] if the name is taken in the target namespace;
+    /// * the kernel's refusal otherwise (a parent that is not Ethernet, an MTU over the
+    ///   parent's, a second `passthru`).
+    ///
+    /// Whatever was made is removed again before the error is returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future removes whatever was already made, except in one narrow window:
+    /// a creation request sent for another namespace whose answer was not read yet (the
+    /// interface is then found by name there by the next attempt, `EEXIST`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(
+    /// #     host: netns_kit::Namespace,
+    /// #     container: netns_kit::Namespace,
+    /// # ) -> netns_kit::Result<()> {
+    /// use netns_kit::Macvlan;
+    /// let eth0 = host.link("eth0").await?;
+    /// let mv = Macvlan::builder("eth0", &eth0)
+    ///     .namespace(&container)
+    ///     .address("10.77.0.5/24")
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link add type macvlan")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<Macvlan> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let name = IfName::new(&self.name)?;
+            let parent_ns = self.parent.ns().clone();
+            let ns = self.ns.clone().unwrap_or_else(|| parent_ns.clone());
+            let object = || {
+                format!(
+                    "macvlan {:?} on {} in {}",
+                    name.as_str(),
+                    self.parent.label(),
+                    ns.label()
+                )
+            };
+            if let Some(mac) = &self.mac {
+                check_mac(mac, object)?;
+            }
+            let mut addresses = Vec::new();
+            for net in self.addresses {
+                let net = net?;
+                validate_host(&net, object)?;
+                if addresses.contains(&net) {
+                    return Err(Error::invalid(
+                        object(),
+                        format!("address {net} is given twice"),
+                    ));
                 }
-                let mut addresses = Vec::new();
-                for net in self.addresses {
-                    let net = net?;
-                    validate_host(&net, object)?;
-                    if addresses.contains(&net) {
-                        return Err(Error::invalid(object(), format!("address {net} is given twice")));
+                addresses.push(net);
+            }
+            let mut msg = LinkMacVlan::new(name.as_str(), self.parent.index(), self.mode.netlink())
+                .txqueuelen(owner::CREATION_TXQLEN);
+            if let Some(mtu) = self.mtu {
+                msg = msg.mtu(mtu);
+            }
+            if let Some(mac) = self.mac {
+                msg = msg.address(mac.0.to_vec());
+            }
+            let mut msg = msg.build();
+            let elsewhere = ns.id() != parent_ns.id();
+            if elsewhere {
+                // The target's fd stays open while the request is sent: `ns` holds it.
+                msg.attributes
+                    .push(LinkAttribute::NetNsFd(std::os::fd::AsRawFd::as_raw_fd(
+                        &**ns.fd(),
+                    )));
+            }
+            let parent_nl = parent_ns.nl().await?;
+            let nl = if elsewhere {
+                ns.nl().await?
+            } else {
+                parent_nl.clone()
+            };
+            let pending = if elsewhere {
+                use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+                let created = parent_nl
+                    .send(
+                        netlink_packet_route::RouteNetlinkMessage::NewLink(msg),
+                        NLM_F_CREATE | NLM_F_EXCL,
+                    )
+                    .ack()
+                    .await;
+                let pending = Guard::new(PendingLink {
+                    ns: ns.clone(),
+                    via: nl.clone(),
+                    name: name.clone(),
+                    index: None,
+                    alone_in_group: None,
+                });
+                match created {
+                    Ok(()) => pending,
+                    Err(e) if e.from_kernel => {
+                        pending.into_inner();
+                        return Err(e.into_error("create", object()));
                     }
-                    addresses.push(net);
-                }
-                let mut msg = LinkMacVlan::new(name.as_str(), self.parent.index(), self.mode.netlink())
-                    .txqueuelen(owner::CREATION_TXQLEN);
-                if let Some(mtu) = self.mtu {
-                    msg = msg.mtu(mtu);
-                }
-                if let Some(mac) = self.mac {
-                    msg = msg.address(mac.0.to_vec());
-                }
-                let mut msg = msg.build();
-                let elsewhere = ns.id() != parent_ns.id();
-                if elsewhere {
-                    // The target's fd stays open while the request is sent: `ns` holds it.
-                    msg.attributes.push(LinkAttribute::NetNsFd(std::os::fd::AsRawFd::as_raw_fd(&**ns.fd())));
-                }
-                let parent_nl = parent_ns.nl().await?;
-                let nl = if elsewhere { ns.nl().await? } else { parent_nl.clone() };
-                let pending = if elsewhere {
-                    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-                    let created = parent_nl
-                        .send(netlink_packet_route::RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
-                        .ack()
-                        .await;
-                    let pending = Guard::new(PendingLink {
-                        ns: ns.clone(),
-                        via: nl.clone(),
-                        name: name.clone(),
-                        index: None,
-                        alone_in_group: None,
-                    });
-                    match created {
-                        Ok(()) => pending,
-                        Err(e) if e.from_kernel => {
-                            pending.into_inner();
-                            return Err(e.into_error("create", object()));
-                        }
-                        Err(e) => return Err(guard::roll_back(pending, e.into_error("create", object())).await),
-                    }
-                } else {
-                    super::create_link(&ns, &nl, &name, msg, None, object).await?.0
-                };
-                let mut pending = pending;
-                let index = match nl.link_named(name.as_str()).await {
-                    Ok(found) => found.header.index,
                     Err(e) => {
-                        let e = e.into_error("look up the new", object());
-                        return Err(guard::roll_back(pending, e).await);
+                        return Err(
+                            guard::roll_back(pending, e.into_error("create", object())).await
+                        );
                     }
-                };
-                // From here on a rollback removes exactly this link.
-                pending.get_mut().index = Some(index);
-                let link = Link::new(ns.clone(), index, name.clone());
-                let up = set_link(index, |b| b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN).up());
-                let mut requests = vec![(nl.send(up, 0), "bring up and mark", object())];
-                for net in &addresses {
-                    let (m, flags) = add_address(index, net, self.nodad);
-                    requests.push((nl.send(m, flags), "add", address_label(net, &link)));
                 }
-                if let Err(e) = await_all(requests).await {
+            } else {
+                super::create_link(&ns, &nl, &name, msg, None, object)
+                    .await?
+                    .0
+            };
+            let mut pending = pending;
+            let index = match nl.link_named(name.as_str()).await {
+                Ok(found) => found.header.index,
+                Err(e) => {
+                    let e = e.into_error("look up the new", object());
                     return Err(guard::roll_back(pending, e).await);
                 }
-                pending.into_inner();
-                Ok(Macvlan(Guard::new(MacvlanResource {
-                    link,
-                    parent: self.parent.name().to_owned(),
-                    mode: self.mode,
-                    addresses,
-                })))
-            })
-            .await
-        }
+            };
+            // From here on a rollback removes exactly this link.
+            pending.get_mut().index = Some(index);
+            let link = Link::new(ns.clone(), index, name.clone());
+            let up = set_link(index, |b| {
+                b.alias(owner::marker())
+                    .txqueuelen(owner::DEFAULT_TXQLEN)
+                    .up()
+            });
+            let mut requests = vec![(nl.send(up, 0), "bring up and mark", object())];
+            for net in &addresses {
+                let (m, flags) = add_address(index, net, self.nodad);
+                requests.push((nl.send(m, flags), "add", address_label(net, &link)));
+            }
+            if let Err(e) = await_all(requests).await {
+                return Err(guard::roll_back(pending, e).await);
+            }
+            pending.into_inner();
+            Ok(Macvlan(Guard::new(MacvlanResource {
+                link,
+                parent: self.parent.name().to_owned(),
+                mode: self.mode,
+                addresses,
+            })))
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<Macvlan> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -320,16 +358,22 @@ impl Macvlan {
         &self.0.get().addresses
     }
 
-    twins! {
-        /// Deletes the interface now and reports errors (dropping does the same, silently).
-        ///
-        /// # Errors
-        ///
-        /// The kernel's refusal; an interface already gone is not an error.
-        #[doc(alias = "ip link del")]
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.0.delete().await
-        }
+    /// Deletes the interface now and reports errors (dropping does the same, silently).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal; an interface already gone is not an error.
+    #[doc(alias = "ip link del")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard: the interface stays after the guard is gone, without this process's

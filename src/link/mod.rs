@@ -29,7 +29,6 @@ use crate::{
     },
     netns::{Namespace, NsInner},
     owner,
-    twins::twins,
 };
 
 /// An Ethernet (MAC) address.
@@ -667,286 +666,359 @@ impl Link {
             .map_err(|e| e.into_error(op, self.label()))
     }
 
-    twins! {
-        /// A fresh snapshot of the link.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::NotFound`] if the link is gone.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        #[doc(alias = "ip link show")]
-        pub async fn info / info_blocking(&self) -> Result<LinkInfo> {
-            let nl = self.ns.nl().await?;
-            let msg = nl
-                .link(self.index)
-                .await
-                .map_err(|e| e.into_error("look up", self.label()))?;
-            Ok(LinkInfo::from_message(&msg))
-        }
-    }
-
-    twins! {
-        /// Brings the link up, like `ip link set NAME up`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::NotFound`] if the link is gone; [`Error::PermissionDenied`] without
-        /// `CAP_NET_ADMIN`.
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the request is sent and carried out even if the future is dropped.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-        /// link.set_up().await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link set up")]
-        pub async fn set_up / set_up_blocking(&self) -> Result<()> {
-            self.set("bring up", set_link(self.index, |b| b.up())).await
-        }
-    }
-
-    twins! {
-        /// Takes the link down, like `ip link set NAME down`.
-        ///
-        /// # Errors
-        ///
-        /// As for [`set_up`](Link::set_up).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        #[doc(alias = "ip link set down")]
-        pub async fn set_down / set_down_blocking(&self) -> Result<()> {
-            self.set("take down", set_link(self.index, |b| b.down()))
-                .await
-        }
-    }
-
-    twins! {
-        /// Sets the MTU, like `ip link set NAME mtu N`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Os`] (`EINVAL`) if the link does not support that MTU, and as for
-        /// [`set_up`](Link::set_up).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        #[doc(alias = "ip link set mtu")]
-        pub async fn set_mtu / set_mtu_blocking(&self, mtu: u32) -> Result<()> {
-            self.set("set the MTU of", set_link(self.index, |b| b.mtu(mtu)))
-                .await
-        }
-    }
-
-    twins! {
-        /// Sets the hardware address, like `ip link set NAME address MAC`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] for a multicast MAC address; otherwise as for
-        /// [`set_up`](Link::set_up).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        #[doc(alias = "ip link set address")]
-        pub async fn set_mac / set_mac_blocking(&self, mac: MacAddr) -> Result<()> {
-            check_mac(&mac, || self.label())?;
-            self.set(
-                "set the MAC address of",
-                set_link(self.index, |b| b.address(mac.0.to_vec())),
-            )
+    /// A fresh snapshot of the link.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the link is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    #[doc(alias = "ip link show")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn info(&self) -> Result<LinkInfo> {
+        let nl = self.ns.nl().await?;
+        let msg = nl
+            .link(self.index)
             .await
-        }
+            .map_err(|e| e.into_error("look up", self.label()))?;
+        Ok(LinkInfo::from_message(&msg))
     }
 
-    twins! {
-        /// Turns promiscuous mode on or off, like `ip link set NAME promisc on|off`.
-        ///
-        /// # Errors
-        ///
-        /// As for [`set_up`](Link::set_up).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        #[doc(alias = "ip link set promisc")]
-        pub async fn set_promisc / set_promisc_blocking(&self, on: bool) -> Result<()> {
-            self.set("set promiscuous mode of", set_link(self.index, |b| b.promiscuous(on)))
-                .await
-        }
+    /// The blocking form of [`info`](Self::info): the same work, checks and errors, on the calling
+    /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+    /// it from async code.
+    pub fn info_blocking(&self) -> Result<LinkInfo> {
+        crate::netlink::block_on(self.info())
     }
 
-    twins! {
-        /// Turns hairpin mode of this bridge port on or off, like
-        /// `ip link set NAME type bridge_slave hairpin on|off` (`bridge link set dev NAME
-        /// hairpin on`): the bridge may then send a frame back out of the port it came in by,
-        /// so a container can reach itself through a service address.
-        ///
-        /// # Errors
-        ///
-        /// The kernel's refusal if the link is not a bridge port; otherwise as for
-        /// [`set_up`](Link::set_up).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        #[doc(alias = "bridge link set hairpin")]
-        pub async fn set_hairpin / set_hairpin_blocking(&self, on: bool) -> Result<()> {
-            use netlink_packet_route::link::{InfoBridgePort, InfoPortData, InfoPortKind};
-            // Port options travel in `RTM_NEWLINK` (on an existing link, without `NLM_F_CREATE`):
-            // the kernel ignores `IFLA_LINKINFO` in `RTM_SETLINK`.
-            let msg = rtnetlink::LinkUnspec::new_with_index(self.index)
-                .set_port_kind(InfoPortKind::Bridge)
-                .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)]))
-                .build();
-            self.set("set hairpin mode of", RouteNetlinkMessage::NewLink(msg))
-                .await
-        }
+    /// Brings the link up, like `ip link set NAME up`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the link is gone; [`Error::PermissionDenied`] without
+    /// `CAP_NET_ADMIN`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the request is sent and carried out even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+    /// link.set_up().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link set up")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_up(&self) -> Result<()> {
+        self.set("bring up", set_link(self.index, |b| b.up())).await
     }
 
-    twins! {
-        /// Adds VLAN `vid` to this bridge port, like `bridge vlan add dev NAME vid VID [pvid]
-        /// [untagged]`: with `pvid`, untagged frames entering the port belong to `vid`; with
-        /// `untagged`, frames of `vid` leave it untagged. It takes effect on a bridge with VLAN
-        /// filtering on ([`BridgeBuilder::vlan_filtering`](crate::BridgeBuilder::vlan_filtering)).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] for a VLAN id outside 1–4094, before any request; the kernel's
-        /// refusal if the link is not a bridge port; otherwise as for [`set_up`](Link::set_up).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        #[doc(alias = "bridge vlan add")]
-        pub async fn add_bridge_vlan / add_bridge_vlan_blocking(&self, vid: u16, pvid: bool, untagged: bool) -> Result<()> {
-            use netlink_packet_route::{
-                AddressFamily,
-                link::{AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, LinkAttribute},
-            };
-            if !(1..=4094).contains(&vid) {
-                return Err(Error::invalid(
-                    self.label(),
-                    format!("VLAN id {vid} is outside 1-4094"),
-                ));
-            }
-            let mut flags = BridgeVlanInfoFlags::empty();
-            if pvid {
-                flags |= BridgeVlanInfoFlags::Pvid;
-            }
-            if untagged {
-                flags |= BridgeVlanInfoFlags::Untagged;
-            }
-            let info = BridgeVlanInfo { flags, vid };
-            self.set(
-                "add a VLAN to",
-                set_link(self.index, |b| {
-                    b.interface_family(AddressFamily::Bridge)
-                        .append_extra_attribute(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(info)]))
-                }),
-            )
+    /// The blocking form of [`set_up`](Self::set_up): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn set_up_blocking(&self) -> Result<()> {
+        crate::netlink::block_on(self.set_up())
+    }
+
+    /// Takes the link down, like `ip link set NAME down`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`set_up`](Link::set_up).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    #[doc(alias = "ip link set down")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_down(&self) -> Result<()> {
+        self.set("take down", set_link(self.index, |b| b.down()))
             .await
-        }
     }
 
-    twins! {
-        /// Makes this link a port of `controller` (a bridge), like
-        /// `ip link set NAME master BRIDGE`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] if the two links are in different namespaces; the kernel's
-        /// refusal otherwise (e.g. `EBUSY` if it already has a controller, or `ELOOP`).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(port: netns_kit::Link, bridge: netns_kit::Link) -> netns_kit::Result<()> {
-        /// port.set_controller(&bridge).await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link set master")]
-        pub async fn set_controller / set_controller_blocking(&self, controller: &Link) -> Result<()> {
-            if !self.same_ns(controller) {
-                return Err(Error::invalid(
+    /// The blocking form of [`set_down`](Self::set_down): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn set_down_blocking(&self) -> Result<()> {
+        crate::netlink::block_on(self.set_down())
+    }
+
+    /// Sets the MTU, like `ip link set NAME mtu N`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] (`EINVAL`) if the link does not support that MTU, and as for
+    /// [`set_up`](Link::set_up).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    #[doc(alias = "ip link set mtu")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_mtu(&self, mtu: u32) -> Result<()> {
+        self.set("set the MTU of", set_link(self.index, |b| b.mtu(mtu)))
+            .await
+    }
+
+    /// The blocking form of [`set_mtu`](Self::set_mtu): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn set_mtu_blocking(&self, mtu: u32) -> Result<()> {
+        crate::netlink::block_on(self.set_mtu(mtu))
+    }
+
+    /// Sets the hardware address, like `ip link set NAME address MAC`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a multicast MAC address; otherwise as for
+    /// [`set_up`](Link::set_up).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    #[doc(alias = "ip link set address")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_mac(&self, mac: MacAddr) -> Result<()> {
+        check_mac(&mac, || self.label())?;
+        self.set(
+            "set the MAC address of",
+            set_link(self.index, |b| b.address(mac.0.to_vec())),
+        )
+        .await
+    }
+
+    /// The blocking form of [`set_mac`](Self::set_mac): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn set_mac_blocking(&self, mac: MacAddr) -> Result<()> {
+        crate::netlink::block_on(self.set_mac(mac))
+    }
+
+    /// Turns promiscuous mode on or off, like `ip link set NAME promisc on|off`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`set_up`](Link::set_up).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    #[doc(alias = "ip link set promisc")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_promisc(&self, on: bool) -> Result<()> {
+        self.set(
+            "set promiscuous mode of",
+            set_link(self.index, |b| b.promiscuous(on)),
+        )
+        .await
+    }
+
+    /// The blocking form of [`set_promisc`](Self::set_promisc): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
+    pub fn set_promisc_blocking(&self, on: bool) -> Result<()> {
+        crate::netlink::block_on(self.set_promisc(on))
+    }
+
+    /// Turns hairpin mode of this bridge port on or off, like
+    /// `ip link set NAME type bridge_slave hairpin on|off` (`bridge link set dev NAME
+    /// hairpin on`): the bridge may then send a frame back out of the port it came in by,
+    /// so a container can reach itself through a service address.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal if the link is not a bridge port; otherwise as for
+    /// [`set_up`](Link::set_up).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    #[doc(alias = "bridge link set hairpin")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_hairpin(&self, on: bool) -> Result<()> {
+        use netlink_packet_route::link::{InfoBridgePort, InfoPortData, InfoPortKind};
+        // Port options travel in `RTM_NEWLINK` (on an existing link, without `NLM_F_CREATE`):
+        // the kernel ignores `IFLA_LINKINFO` in `RTM_SETLINK`.
+        let msg = rtnetlink::LinkUnspec::new_with_index(self.index)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                on,
+            )]))
+            .build();
+        self.set("set hairpin mode of", RouteNetlinkMessage::NewLink(msg))
+            .await
+    }
+
+    /// The blocking form of [`set_hairpin`](Self::set_hairpin): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
+    pub fn set_hairpin_blocking(&self, on: bool) -> Result<()> {
+        crate::netlink::block_on(self.set_hairpin(on))
+    }
+
+    /// Adds VLAN `vid` to this bridge port, like `bridge vlan add dev NAME vid VID [pvid]
+    /// [untagged]`: with `pvid`, untagged frames entering the port belong to `vid`; with
+    /// `untagged`, frames of `vid` leave it untagged. It takes effect on a bridge with VLAN
+    /// filtering on ([`BridgeBuilder::vlan_filtering`](crate::BridgeBuilder::vlan_filtering)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a VLAN id outside 1–4094, before any request; the kernel's
+    /// refusal if the link is not a bridge port; otherwise as for [`set_up`](Link::set_up).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    #[doc(alias = "bridge vlan add")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_bridge_vlan(&self, vid: u16, pvid: bool, untagged: bool) -> Result<()> {
+        use netlink_packet_route::{
+            AddressFamily,
+            link::{AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, LinkAttribute},
+        };
+        if !(1..=4094).contains(&vid) {
+            return Err(Error::invalid(
+                self.label(),
+                format!("VLAN id {vid} is outside 1-4094"),
+            ));
+        }
+        let mut flags = BridgeVlanInfoFlags::empty();
+        if pvid {
+            flags |= BridgeVlanInfoFlags::Pvid;
+        }
+        if untagged {
+            flags |= BridgeVlanInfoFlags::Untagged;
+        }
+        let info = BridgeVlanInfo { flags, vid };
+        self.set(
+            "add a VLAN to",
+            set_link(self.index, |b| {
+                b.interface_family(AddressFamily::Bridge)
+                    .append_extra_attribute(LinkAttribute::AfSpecBridge(vec![
+                        AfSpecBridge::VlanInfo(info),
+                    ]))
+            }),
+        )
+        .await
+    }
+
+    /// The blocking form of [`add_bridge_vlan`](Self::add_bridge_vlan): the same work, checks and
+    /// errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn add_bridge_vlan_blocking(&self, vid: u16, pvid: bool, untagged: bool) -> Result<()> {
+        crate::netlink::block_on(self.add_bridge_vlan(vid, pvid, untagged))
+    }
+
+    /// Makes this link a port of `controller` (a bridge), like
+    /// `ip link set NAME master BRIDGE`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if the two links are in different namespaces; the kernel's
+    /// refusal otherwise (e.g. `EBUSY` if it already has a controller, or `ELOOP`).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(port: netns_kit::Link, bridge: netns_kit::Link) -> netns_kit::Result<()> {
+    /// port.set_controller(&bridge).await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link set master")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_controller(&self, controller: &Link) -> Result<()> {
+        if !self.same_ns(controller) {
+            return Err(Error::invalid(
+                self.label(),
+                format!(
+                    "cannot attach it to {}: a port must be in its bridge's namespace",
+                    controller.label()
+                ),
+            ));
+        }
+        let index = controller.index;
+        self.set("attach", set_link(self.index, |b| b.controller(index)))
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::invalid(
                     self.label(),
-                    format!(
-                        "cannot attach it to {}: a port must be in its bridge's namespace",
-                        controller.label()
-                    ),
-                ));
-            }
-            let index = controller.index;
-            self.set("attach", set_link(self.index, |b| b.controller(index)))
-                .await
-                .map_err(|e| match e {
-                    Error::NotFound { .. } => Error::invalid(
-                        self.label(),
-                        format!("{} or the link itself no longer exists", controller.label()),
-                    ),
-                    e => e,
-                })
-        }
+                    format!("{} or the link itself no longer exists", controller.label()),
+                ),
+                e => e,
+            })
     }
 
-    twins! {
-        /// Detaches the link from its controller, like `ip link set NAME nomaster`.
-        ///
-        /// # Errors
-        ///
-        /// As for [`set_up`](Link::set_up).
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        #[doc(alias = "ip link set nomaster")]
-        pub async fn set_no_controller / set_no_controller_blocking(&self) -> Result<()> {
-            self.set("detach", set_link(self.index, |b| b.nocontroller()))
-                .await
-        }
+    /// The blocking form of [`set_controller`](Self::set_controller): the same work, checks and
+    /// errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn set_controller_blocking(&self, controller: &Link) -> Result<()> {
+        crate::netlink::block_on(self.set_controller(controller))
     }
 
-    twins! {
-        /// Deletes the link, like `ip link del NAME` (deleting a veth end deletes its peer). A link
-        /// that is already gone counts as deleted.
-        ///
-        /// This acts on any link, including ones this crate did not create; a guard's own
-        /// `delete` is usually what you want.
-        ///
-        /// # Errors
-        ///
-        /// The kernel's refusal, e.g. [`Error::PermissionDenied`] or `EOPNOTSUPP` for `lo`.
-        ///
-        /// # Cancel safety
-        ///
-        /// As for [`set_up`](Link::set_up).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
-        /// link.delete().await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link del")]
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            delete_link(&self.ns, self.index, || self.label()).await
-        }
+    /// Detaches the link from its controller, like `ip link set NAME nomaster`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`set_up`](Link::set_up).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    #[doc(alias = "ip link set nomaster")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn set_no_controller(&self) -> Result<()> {
+        self.set("detach", set_link(self.index, |b| b.nocontroller()))
+            .await
+    }
+
+    /// The blocking form of [`set_no_controller`](Self::set_no_controller): the same work, checks
+    /// and errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn set_no_controller_blocking(&self) -> Result<()> {
+        crate::netlink::block_on(self.set_no_controller())
+    }
+
+    /// Deletes the link, like `ip link del NAME` (deleting a veth end deletes its peer). A link
+    /// that is already gone counts as deleted.
+    ///
+    /// This acts on any link, including ones this crate did not create; a guard's own
+    /// `delete` is usually what you want.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal, e.g. [`Error::PermissionDenied`] or `EOPNOTSUPP` for `lo`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`set_up`](Link::set_up).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(link: netns_kit::Link) -> netns_kit::Result<()> {
+    /// link.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link del")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        delete_link(&self.ns, self.index, || self.label()).await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 }
 
@@ -961,82 +1033,100 @@ pub(crate) fn check_mac(mac: &MacAddr, label: impl FnOnce() -> String) -> Result
 }
 
 impl Namespace {
-    twins! {
-        /// Looks up the link called `name` in this namespace (one direct request, no dump).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such link.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::new().await?;
-        /// assert_eq!(ns.link("lo").await?.index(), 1);
-        /// # Ok(()) }
-        /// ```
-        pub async fn link / link_blocking(&self, name: impl AsRef<str>) -> Result<Link> {
-            let name = IfName::new(name)?;
-            let nl = self.inner().nl().await?;
-            let msg = nl.link_named(name.as_str()).await.map_err(|e| {
-                e.into_error(
-                    "look up",
-                    format!("interface {:?} in {}", name.as_str(), self.label()),
-                )
-            })?;
-            Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
-        }
+    /// Looks up the link called `name` in this namespace (one direct request, no dump).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such link.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// assert_eq!(ns.link("lo").await?.index(), 1);
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn link(&self, name: impl AsRef<str>) -> Result<Link> {
+        let name = IfName::new(name)?;
+        let nl = self.inner().nl().await?;
+        let msg = nl.link_named(name.as_str()).await.map_err(|e| {
+            e.into_error(
+                "look up",
+                format!("interface {:?} in {}", name.as_str(), self.label()),
+            )
+        })?;
+        Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
     }
 
-    twins! {
-        /// Looks up the link with ifindex `index` in this namespace.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::NotFound`] if there is no such link.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        pub async fn link_by_index / link_by_index_blocking(&self, index: u32) -> Result<Link> {
-            let nl = self.inner().nl().await?;
-            let msg = nl.link(index).await.map_err(|e| {
-                e.into_error("look up", format!("interface #{index} in {}", self.label()))
-            })?;
-            let name = IfName::new(link_name(&msg).unwrap_or_default())?;
-            Ok(Link::new(self.inner().clone(), index, name).handed_out())
-        }
+    /// The blocking form of [`link`](Self::link): the same work, checks and errors, on the calling
+    /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
+    /// it from async code.
+    pub fn link_blocking(&self, name: impl AsRef<str>) -> Result<Link> {
+        crate::netlink::block_on(self.link(name))
     }
 
-    twins! {
-        /// Lists every link of this namespace (one dump), like `ip link show`.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Os`] if the dump fails.
-        ///
-        /// # Cancel safety
-        ///
-        /// Cancel-safe (a read).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// let ns = netns_kit::Namespace::new().await?;
-        /// let names: Vec<_> = ns.links().await?.into_iter().map(|l| l.name).collect();
-        /// assert_eq!(names, ["lo"]);
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link show")]
-        pub async fn links / links_blocking(&self) -> Result<Vec<LinkInfo>> {
-            dump_links(self.inner()).await
-        }
+    /// Looks up the link with ifindex `index` in this namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if there is no such link.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn link_by_index(&self, index: u32) -> Result<Link> {
+        let nl = self.inner().nl().await?;
+        let msg = nl.link(index).await.map_err(|e| {
+            e.into_error("look up", format!("interface #{index} in {}", self.label()))
+        })?;
+        let name = IfName::new(link_name(&msg).unwrap_or_default())?;
+        Ok(Link::new(self.inner().clone(), index, name).handed_out())
+    }
+
+    /// The blocking form of [`link_by_index`](Self::link_by_index): the same work, checks and
+    /// errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn link_by_index_blocking(&self, index: u32) -> Result<Link> {
+        crate::netlink::block_on(self.link_by_index(index))
+    }
+
+    /// Lists every link of this namespace (one dump), like `ip link show`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the dump fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe (a read).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let ns = netns_kit::Namespace::new().await?;
+    /// let names: Vec<_> = ns.links().await?.into_iter().map(|l| l.name).collect();
+    /// assert_eq!(names, ["lo"]);
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link show")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
+        dump_links(self.inner()).await
+    }
+
+    /// The blocking form of [`links`](Self::links): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn links_blocking(&self) -> Result<Vec<LinkInfo>> {
+        crate::netlink::block_on(self.links())
     }
 }
 

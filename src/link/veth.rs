@@ -2,13 +2,13 @@
 //!
 //! The pair is created with **one** `RTM_NEWLINK` sent in the first end's namespace; the peer's
 //! part of the message carries `IFLA_NET_NS_FD`, so the kernel creates the peer directly inside
-//! its target namespace. The classic shell recipe instead creates both ends in the current namespace and
-//! moves each with `ip link set ... netns`, which costs 15–20 ms per move on these machines
-//! against ~1 ms for creating in place. The first end's flags (up), MTU, MAC and controller
-//! (bridge) travel in the same message. The peer cannot be brought up in it (the kernel opens the
-//! peer before the two are joined and answers `ENOTCONN`), so it is brought up right after, by
-//! name, pipelined with the one direct lookup of its ifindex; the address requests follow,
-//! pipelined too.
+//! its target namespace. The classic shell recipe instead creates both ends in the current
+//! namespace and moves each with `ip link set ... netns`, which costs 15–20 ms per move on these
+//! machines against ~1 ms for creating in place. The first end's flags (up), MTU, MAC and
+//! controller (bridge) travel in the same message. The peer cannot be brought up in it (the kernel
+//! opens the peer before the two are joined and answers `ENOTCONN`), so it is brought up right
+//! after, by name, pipelined with the one direct lookup of its ifindex; the address requests
+//! follow, pipelined too.
 //!
 //! `NLM_F_ECHO` makes the kernel answer with the new link, so the first end's ifindex comes back
 //! without another request.
@@ -34,7 +34,6 @@ use crate::{
     },
     netns::{Namespace, NsInner},
     owner, trace,
-    twins::twins,
 };
 
 /// One end's settings.
@@ -221,108 +220,127 @@ impl VethPairBuilder {
         )
     }
 
-    twins! {
-        /// Creates the pair, its addresses, and brings both ends up.
-        ///
-        /// Everything is validated before the first request: both names, MACs, every address (see
-        /// [`Address::builder`](crate::Address::builder)), the controller's namespace. If anything fails
-        /// after the pair was created, the pair is deleted again before the error is returned.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
-        /// * [`Error::AlreadyExists`] if either name is taken in its namespace (nothing is created);
-        /// * the kernel's refusal otherwise (e.g. an MTU out of range).
-        ///
-        /// # Cancel safety
-        ///
-        /// Dropping the future removes whatever was already made, even a pair whose creation
-        /// request was still in flight (see the [crate docs](crate#resource-leaking)).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// use netns_kit::{Namespace, VethPair};
-        ///
-        /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
-        /// let veth = VethPair::builder("veth1", "veth2")
-        ///     .namespace(&ns1)
-        ///     .address("10.1.1.1/24")
-        ///     .peer_namespace(&ns2)
-        ///     .peer_address("10.1.1.2/24")
-        ///     .create()
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link add type veth")]
-        pub async fn create / create_blocking(self) -> Result<VethPair> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let router_end = self.router_end;
-                let plan = self.validate()?;
-                let object = || plan.to_string();
-                let creation = CreationGroup::temporary(plan.group);
-                let nl = plan.ns.nl().await?;
-                let peer_nl = if plan.peer_ns.id() == plan.ns.id() {
-                    nl.clone()
-                } else {
-                    plan.peer_ns.nl().await?
-                };
-                // `peer_ns`'s fd, named in the message, stays open while it is sent: `plan` holds it.
-                let mut attempts = 0;
-                let (pending, index) = loop {
-                    let msg = plan.message(&creation);
-                    let created =
-                        create_link(&plan.ns, &nl, &plan.name, msg, creation.temporary_group(), object)
-                            .await;
-                    attempts += 1;
-                    match created {
-                        // The explicit indexes (see `pair_indexes`) are another link's — the
-                        // kernel says `EBUSY` for the peer's, `EEXIST` (as for a name taken)
-                        // for the first end's: again with the next ones.
-                        Err(e) if attempts < 3
+    /// Creates the pair, its addresses, and brings both ends up.
+    ///
+    /// Everything is validated before the first request: both names, MACs, every address (see
+    /// [`Address::builder`](crate::Address::builder)), the controller's namespace. If anything
+    /// fails after the pair was created, the pair is deleted again before the error is returned.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
+    /// * [`Error::AlreadyExists`] if either name is taken in its namespace (nothing is created);
+    /// * the kernel's refusal otherwise (e.g. an MTU out of range).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future removes whatever was already made, even a pair whose creation
+    /// request was still in flight (see the [crate docs](crate#resource-leaking)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{Namespace, VethPair};
+    ///
+    /// let (ns1, ns2) = (Namespace::new().await?, Namespace::new().await?);
+    /// let veth = VethPair::builder("veth1", "veth2")
+    ///     .namespace(&ns1)
+    ///     .address("10.1.1.1/24")
+    ///     .peer_namespace(&ns2)
+    ///     .peer_address("10.1.1.2/24")
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link add type veth")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<VethPair> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let router_end = self.router_end;
+            let plan = self.validate()?;
+            let object = || plan.to_string();
+            let creation = CreationGroup::temporary(plan.group);
+            let nl = plan.ns.nl().await?;
+            let peer_nl = if plan.peer_ns.id() == plan.ns.id() {
+                nl.clone()
+            } else {
+                plan.peer_ns.nl().await?
+            };
+            // `peer_ns`'s fd, named in the message, stays open while it is sent: `plan` holds it.
+            let mut attempts = 0;
+            let (pending, index) = loop {
+                let msg = plan.message(&creation);
+                let created = create_link(
+                    &plan.ns,
+                    &nl,
+                    &plan.name,
+                    msg,
+                    creation.temporary_group(),
+                    object,
+                )
+                .await;
+                attempts += 1;
+                match created {
+                    // The explicit indexes (see `pair_indexes`) are another link's — the
+                    // kernel says `EBUSY` for the peer's, `EEXIST` (as for a name taken)
+                    // for the first end's: again with the next ones.
+                    Err(e)
+                        if attempts < 3
                             && plan.peer_ns.id() != plan.ns.id()
                             && (e.errno() == Some(nix::libc::EBUSY)
                                 || (e.is_already_exists()
-                                    && nl.link_named(plan.name.as_str()).await.is_err_and(|e| e.is_not_found())
-                                    && peer_nl.link_named(plan.peer.as_str()).await.is_err_and(|e| e.is_not_found()))) =>
-                        {
-                            continue;
-                        }
-                        created => break created?,
+                                    && nl
+                                        .link_named(plan.name.as_str())
+                                        .await
+                                        .is_err_and(|e| e.is_not_found())
+                                    && peer_nl
+                                        .link_named(plan.peer.as_str())
+                                        .await
+                                        .is_err_and(|e| e.is_not_found()))) =>
+                    {
+                        continue;
                     }
-                };
-                match plan.configure(&nl, &peer_nl, index, &creation).await {
-                    Ok(ends) => {
-                        pending.into_inner();
-                        let pair = VethPair(Guard::new(VethResource {
-                            ends,
-                            attempted: std::sync::atomic::AtomicBool::new(false),
-                        }));
-                        if plan.up {
-                            // Ready on return: both ends pass traffic (see `netlink::ready`).
-                            let ends = [pair.link(), pair.peer()]
-                                .into_iter()
-                                .zip(&plan.addresses)
-                                .zip([router_end, false])
-                                .map(|((l, addresses), router)| crate::netlink::ready::Watched {
-                                    ns: l.ns().fd().clone(),
-                                    index: l.index(),
-                                    ipv6: addresses.iter().any(IpNetwork::is_ipv6),
-                                    link_local: router && addresses.iter().any(IpNetwork::is_ipv6),
-                                    state: true,
-                                })
-                                .collect();
-                            crate::netlink::ready::wait_ready(ends, &object()).await;
-                        }
-                        Ok(pair)
-                    }
-                    Err(e) => Err(guard::roll_back(pending, e).await),
+                    created => break created?,
                 }
-            })
-            .await
-        }
+            };
+            match plan.configure(&nl, &peer_nl, index, &creation).await {
+                Ok(ends) => {
+                    pending.into_inner();
+                    let pair = VethPair(Guard::new(VethResource {
+                        ends,
+                        attempted: std::sync::atomic::AtomicBool::new(false),
+                    }));
+                    if plan.up {
+                        // Ready on return: both ends pass traffic (see `netlink::ready`).
+                        let ends = [pair.link(), pair.peer()]
+                            .into_iter()
+                            .zip(&plan.addresses)
+                            .zip([router_end, false])
+                            .map(|((l, addresses), router)| crate::netlink::ready::Watched {
+                                ns: l.ns().fd().clone(),
+                                index: l.index(),
+                                ipv6: addresses.iter().any(IpNetwork::is_ipv6),
+                                link_local: router && addresses.iter().any(IpNetwork::is_ipv6),
+                                state: true,
+                            })
+                            .collect();
+                        crate::netlink::ready::wait_ready(ends, &object()).await;
+                    }
+                    Ok(pair)
+                }
+                Err(e) => Err(guard::roll_back(pending, e).await),
+            }
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<VethPair> {
+        crate::netlink::block_on(self.create())
     }
 
     /// Checks everything before the first request: both names, MACs, the group, every
@@ -732,28 +750,34 @@ impl VethPair {
         &self.0.get().ends[1]
     }
 
-    twins! {
-        /// Deletes the pair now and reports errors.
-        ///
-        /// # Errors
-        ///
-        /// The kernel's refusal (an end already gone is not an error).
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the deletion is sent and carried out even if the future is dropped.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(v: netns_kit::VethPair) -> netns_kit::Result<()> {
-        /// v.delete().await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link del")]
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.0.delete().await
-        }
+    /// Deletes the pair now and reports errors.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal (an end already gone is not an error).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the deletion is sent and carried out even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(v: netns_kit::VethPair) -> netns_kit::Result<()> {
+    /// v.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link del")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Deletes the pair after `error` made a composite fail; returns `error`.
@@ -768,7 +792,10 @@ impl VethPair {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn demo(host: netns_kit::Namespace, c: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// # async fn demo(
+    /// #     host: netns_kit::Namespace,
+    /// #     c: netns_kit::Namespace,
+    /// # ) -> netns_kit::Result<()> {
     /// use netns_kit::VethPair;
     /// let veth = VethPair::builder("veth-c1", "eth0")
     ///     .namespace(&host)

@@ -9,7 +9,8 @@
 //! With a multicast group instead, the underlay's multicast does the replication and needs an
 //! underlay interface. Every frame costs 50 bytes of headers on an IPv4 underlay (70 on IPv6),
 //! so the links behind the endpoint need an MTU that much smaller than the underlay's (the
-//! bridged pattern does this by itself; see [`BridgedNetworkBuilder::vxlan`](crate::BridgedNetworkBuilder::vxlan)).
+//! bridged pattern does this by itself; see
+//! [`BridgedNetworkBuilder::vxlan`](crate::BridgedNetworkBuilder::vxlan)).
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -34,7 +35,6 @@ use crate::{
     name::IfName,
     netns::{Namespace, NsInner},
     owner, trace,
-    twins::twins,
 };
 
 /// The IANA port for VXLAN, the kernel's default too.
@@ -222,112 +222,136 @@ impl VxlanBuilder {
         check_group(self.group_id, object)
     }
 
-    twins! {
-        /// Creates the endpoint, up, with an all-zeros forwarding entry per peer, and attached
-        /// to its bridge if one was given.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidName`]/[`Error::InvalidInput`] before any request: a VNI over 24
-        ///   bits, port 0, both a group and peers, a group that is not multicast or without an
-        ///   underlay, addresses of mixed IP versions, a peer twice or equal to the local
-        ///   address, an underlay or bridge in another namespace;
-        /// * [`Error::AlreadyExists`] if the name is taken (or the VNI and port are, by another
-        ///   endpoint of the namespace);
-        /// * the kernel's refusal otherwise (a kernel without VXLAN: "Unknown device type").
-        ///
-        /// Whatever was made is removed again before the error is returned.
-        ///
-        /// # Cancel safety
-        ///
-        /// Dropping the future removes whatever was already made.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(host: netns_kit::Namespace, eth0: netns_kit::Link) -> netns_kit::Result<()> {
-        /// use netns_kit::Vxlan;
-        /// let vx = Vxlan::builder("vx42", 42)
-        ///     .namespace(&host)
-        ///     .local("192.168.50.1".parse().unwrap())
-        ///     .peer("192.168.50.2".parse().unwrap())
-        ///     .peer("192.168.50.3".parse().unwrap())
-        ///     .underlay(&eth0)
-        ///     .create()
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "ip link add type vxlan")]
-        pub async fn create / create_blocking(self) -> Result<Vxlan> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let name = IfName::new(&self.name)?;
-                let ns = match &self.ns {
-                    Some(ns) => ns.clone(),
-                    None => crate::netns::current_inner()?,
-                };
-                let object = || format!("vxlan {:?} (VNI {}) in {}", name.as_str(), self.vni, ns.label());
-                self.validate_in(ns.id(), &object)?;
+    /// Creates the endpoint, up, with an all-zeros forwarding entry per peer, and attached
+    /// to its bridge if one was given.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidName`]/[`Error::InvalidInput`] before any request: a VNI over 24
+    ///   bits, port 0, both a group and peers, a group that is not multicast or without an
+    ///   underlay, addresses of mixed IP versions, a peer twice or equal to the local
+    ///   address, an underlay or bridge in another namespace;
+    /// * [`Error::AlreadyExists`] if the name is taken (or the VNI and port are, by another
+    ///   endpoint of the namespace);
+    /// * the kernel's refusal otherwise (a kernel without VXLAN: "Unknown device type").
+    ///
+    /// Whatever was made is removed again before the error is returned.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future removes whatever was already made.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(
+    /// #     host: netns_kit::Namespace,
+    /// #     eth0: netns_kit::Link,
+    /// # ) -> netns_kit::Result<()> {
+    /// use netns_kit::Vxlan;
+    /// let vx = Vxlan::builder("vx42", 42)
+    ///     .namespace(&host)
+    ///     .local("192.168.50.1".parse().unwrap())
+    ///     .peer("192.168.50.2".parse().unwrap())
+    ///     .peer("192.168.50.3".parse().unwrap())
+    ///     .underlay(&eth0)
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "ip link add type vxlan")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<Vxlan> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let name = IfName::new(&self.name)?;
+            let ns = match &self.ns {
+                Some(ns) => ns.clone(),
+                None => crate::netns::current_inner()?,
+            };
+            let object = || {
+                format!(
+                    "vxlan {:?} (VNI {}) in {}",
+                    name.as_str(),
+                    self.vni,
+                    ns.label()
+                )
+            };
+            self.validate_in(ns.id(), &object)?;
 
-                let mut msg = LinkVxlan::new(name.as_str(), self.vni)
-                    .port(self.port)
-                    .learning(self.learning)
-                    .txqueuelen(owner::CREATION_TXQLEN)
-                    .up();
-                match self.local {
-                    Some(IpAddr::V4(a)) => msg = msg.local(a),
-                    Some(IpAddr::V6(a)) => msg = msg.local6(a),
-                    None => {}
-                }
-                match self.group {
-                    Some(IpAddr::V4(a)) => msg = msg.group(a),
-                    Some(IpAddr::V6(a)) => msg = msg.group6(a),
-                    None => {}
-                }
-                if let Some(underlay) = &self.underlay {
-                    msg = msg.dev(underlay.index());
-                }
-                if let Some(mtu) = self.mtu {
-                    msg = msg.mtu(mtu);
-                }
-                if let Some(bridge) = &self.controller {
-                    msg = msg.controller(bridge.index());
-                }
-                let creation = match self.owned_group {
-                    Some(group) => CreationGroup::owned(group),
-                    None => CreationGroup::temporary(self.group_id),
-                };
-                if let Some(group) = creation.create_in() {
-                    msg = msg.link_group(group);
-                }
-                let nl = ns.nl().await?;
-                let (pending, index) =
-                    create_link(&ns, &nl, &name, msg.build(), creation.temporary_group(), object).await?;
-                let link = Link::new(ns.clone(), index, name.clone());
-                let mut requests: Vec<_> = settle_message(index, true, creation.final_group(), owner::DEFAULT_TXQLEN)
+            let mut msg = LinkVxlan::new(name.as_str(), self.vni)
+                .port(self.port)
+                .learning(self.learning)
+                .txqueuelen(owner::CREATION_TXQLEN)
+                .up();
+            match self.local {
+                Some(IpAddr::V4(a)) => msg = msg.local(a),
+                Some(IpAddr::V6(a)) => msg = msg.local6(a),
+                None => {}
+            }
+            match self.group {
+                Some(IpAddr::V4(a)) => msg = msg.group(a),
+                Some(IpAddr::V6(a)) => msg = msg.group6(a),
+                None => {}
+            }
+            if let Some(underlay) = &self.underlay {
+                msg = msg.dev(underlay.index());
+            }
+            if let Some(mtu) = self.mtu {
+                msg = msg.mtu(mtu);
+            }
+            if let Some(bridge) = &self.controller {
+                msg = msg.controller(bridge.index());
+            }
+            let creation = match self.owned_group {
+                Some(group) => CreationGroup::owned(group),
+                None => CreationGroup::temporary(self.group_id),
+            };
+            if let Some(group) = creation.create_in() {
+                msg = msg.link_group(group);
+            }
+            let nl = ns.nl().await?;
+            let (pending, index) = create_link(
+                &ns,
+                &nl,
+                &name,
+                msg.build(),
+                creation.temporary_group(),
+                object,
+            )
+            .await?;
+            let link = Link::new(ns.clone(), index, name.clone());
+            let mut requests: Vec<_> =
+                settle_message(index, true, creation.final_group(), owner::DEFAULT_TXQLEN)
                     .map(|m| (nl.send(m, 0), "mark", object()))
                     .into_iter()
                     .collect();
-                requests.extend(self.peers.iter().map(|peer| {
-                    (
-                        nl.send(fdb_message(index, *peer), NLM_F_CREATE | NLM_F_APPEND),
-                        "add a forwarding entry to",
-                        format!("{} for peer {peer}", object()),
-                    )
-                }));
-                if let Err(e) = super::await_all(requests).await {
-                    return Err(guard::roll_back(pending, e).await);
-                }
-                pending.into_inner();
-                Ok(Vxlan(Guard::new(VxlanResource {
-                    link,
-                    vni: self.vni,
-                    local: self.local,
-                    peers: self.peers,
-                })))
-            })
-            .await
-        }
+            requests.extend(self.peers.iter().map(|peer| {
+                (
+                    nl.send(fdb_message(index, *peer), NLM_F_CREATE | NLM_F_APPEND),
+                    "add a forwarding entry to",
+                    format!("{} for peer {peer}", object()),
+                )
+            }));
+            if let Err(e) = super::await_all(requests).await {
+                return Err(guard::roll_back(pending, e).await);
+            }
+            pending.into_inner();
+            Ok(Vxlan(Guard::new(VxlanResource {
+                link,
+                vni: self.vni,
+                local: self.local,
+                peers: self.peers,
+            })))
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<Vxlan> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -435,69 +459,107 @@ impl Vxlan {
         &self.0.get().peers
     }
 
-    twins! {
-        /// Adds a unicast peer at run time (a machine joining the overlay).
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] for a peer already there, not unicast, or of the other IP
-        /// version; the kernel's refusal otherwise.
-        pub async fn add_peer / add_peer_blocking(&mut self, peer: IpAddr) -> Result<()> {
-            let what = self.0.get().describe();
-            let resource = self.0.get();
-            let version_of = resource.local.or_else(|| resource.peers.first().copied());
-            if resource.peers.contains(&peer) || peer.is_unspecified() || peer.is_multicast()
-                || version_of.is_some_and(|p| p.is_ipv4() != peer.is_ipv4())
-                || resource.local == Some(peer)
-            {
-                return Err(Error::invalid(
-                    what,
-                    format!("peer {peer} is already there, the local address, not unicast, or of the other IP version"),
-                ));
-            }
-            let nl = resource.link.ns().nl().await?;
-            nl.send(fdb_message(resource.link.index(), peer), NLM_F_CREATE | NLM_F_APPEND)
-                .ack()
-                .await
-                .map_err(|e| e.into_error("add a forwarding entry to", format!("{what} for peer {peer}")))?;
-            self.0.get_mut().peers.push(peer);
-            Ok(())
+    /// Adds a unicast peer at run time (a machine joining the overlay).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a peer already there, not unicast, or of the other IP
+    /// version; the kernel's refusal otherwise.
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_peer(&mut self, peer: IpAddr) -> Result<()> {
+        let what = self.0.get().describe();
+        let resource = self.0.get();
+        let version_of = resource.local.or_else(|| resource.peers.first().copied());
+        if resource.peers.contains(&peer)
+            || peer.is_unspecified()
+            || peer.is_multicast()
+            || version_of.is_some_and(|p| p.is_ipv4() != peer.is_ipv4())
+            || resource.local == Some(peer)
+        {
+            return Err(Error::invalid(
+                what,
+                format!(
+                    "peer {peer} is already there, the local address, not unicast, or of the other IP version"
+                ),
+            ));
         }
+        let nl = resource.link.ns().nl().await?;
+        nl.send(
+            fdb_message(resource.link.index(), peer),
+            NLM_F_CREATE | NLM_F_APPEND,
+        )
+        .ack()
+        .await
+        .map_err(|e| {
+            e.into_error(
+                "add a forwarding entry to",
+                format!("{what} for peer {peer}"),
+            )
+        })?;
+        self.0.get_mut().peers.push(peer);
+        Ok(())
     }
 
-    twins! {
-        /// Removes a unicast peer at run time.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::NotFound`]-like kernel refusal if the entry is gone; [`Error::InvalidInput`]
-        /// if it is not a peer of this endpoint.
-        pub async fn remove_peer / remove_peer_blocking(&mut self, peer: IpAddr) -> Result<()> {
-            let what = self.0.get().describe();
-            let resource = self.0.get();
-            if !resource.peers.contains(&peer) {
-                return Err(Error::invalid(what, format!("{peer} is not one of its peers")));
-            }
-            let nl = resource.link.ns().nl().await?;
-            nl.send(fdb_delete_message(resource.link.index(), peer), 0)
-                .ack()
-                .await
-                .map_err(|e| e.into_error("remove a forwarding entry from", format!("{what} for peer {peer}")))?;
-            self.0.get_mut().peers.retain(|p| *p != peer);
-            Ok(())
-        }
+    /// The blocking form of [`add_peer`](Self::add_peer): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn add_peer_blocking(&mut self, peer: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.add_peer(peer))
     }
 
-    twins! {
-        /// Deletes the endpoint now and reports errors (dropping does the same, silently).
-        ///
-        /// # Errors
-        ///
-        /// The kernel's refusal; an endpoint already gone is not an error.
-        #[doc(alias = "ip link del")]
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.0.delete().await
+    /// Removes a unicast peer at run time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]-like kernel refusal if the entry is gone; [`Error::InvalidInput`]
+    /// if it is not a peer of this endpoint.
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn remove_peer(&mut self, peer: IpAddr) -> Result<()> {
+        let what = self.0.get().describe();
+        let resource = self.0.get();
+        if !resource.peers.contains(&peer) {
+            return Err(Error::invalid(
+                what,
+                format!("{peer} is not one of its peers"),
+            ));
         }
+        let nl = resource.link.ns().nl().await?;
+        nl.send(fdb_delete_message(resource.link.index(), peer), 0)
+            .ack()
+            .await
+            .map_err(|e| {
+                e.into_error(
+                    "remove a forwarding entry from",
+                    format!("{what} for peer {peer}"),
+                )
+            })?;
+        self.0.get_mut().peers.retain(|p| *p != peer);
+        Ok(())
+    }
+
+    /// The blocking form of [`remove_peer`](Self::remove_peer): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
+    pub fn remove_peer_blocking(&mut self, peer: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.remove_peer(peer))
+    }
+
+    /// Deletes the endpoint now and reports errors (dropping does the same, silently).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal; an endpoint already gone is not an error.
+    #[doc(alias = "ip link del")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard and hands over the link, for composites that remove it themselves.

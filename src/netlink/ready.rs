@@ -287,8 +287,9 @@ fn joined_groups() -> std::io::Result<Vec<(u32, std::net::Ipv6Addr)>> {
         .collect())
 }
 
-/// Waits until every link is ready (see the [module docs](self)), or `timeout` passes. Returns the links that were not up by then (none: all ready). Blocks, and enters the
-/// namespaces: run it on a library thread.
+/// Waits until every link is ready (see the [module docs](self)), or `timeout` passes. Returns the
+/// links that were not up by then (none: all ready). Blocks, and enters the namespaces: run it on a
+/// library thread.
 pub(crate) fn wait_oper_up(
     links: &[Watched],
     timeout: Duration,

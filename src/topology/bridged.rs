@@ -32,7 +32,6 @@ use crate::{
     },
     netns::{Namespace, NsInner},
     owner, trace,
-    twins::twins,
 };
 
 /// How many members are set up at once: enough to overlap namespace creation (on the worker
@@ -143,8 +142,9 @@ impl BridgedNetworkBuilder {
     /// made and kept by this program), instead of creating a bridge. The network's namespace is
     /// the bridge's. On teardown the bridge, its addresses, and gateway addresses that were
     /// already on it stay; members, gateway addresses the network added, and its FORWARD rules
-    /// go; several processes may attach networks to one bridge at once. If the bridge is down, it is set up (and left up).
-    /// Members' MTU defaults to the bridge's; [`mtu`](Self::mtu) sets only theirs.
+    /// go; several processes may attach networks to one bridge at once. If the bridge is down, it
+    /// is set up (and left up). Members' MTU defaults to the bridge's; [`mtu`](Self::mtu) sets only
+    /// theirs.
     ///
     /// # Examples
     ///
@@ -314,184 +314,191 @@ impl BridgedNetworkBuilder {
         )
     }
 
-    twins! {
-        /// Creates the network: the bridge with its gateway address(es), then every member.
-        ///
-        /// Everything is validated before the first request. If a step fails, everything already
-        /// made (bridge, veths, namespaces the network created, firewall rules) is removed before
-        /// the error is returned.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no gateway, two
-        ///   gateways of one IP version, a member address outside its gateway's subnet or equal to
-        ///   it, a member without an address or with two of one IP version, duplicate member
-        ///   addresses, host interface names or namespaces, bad names;
-        /// * the errors of the builders it uses ([`Bridge`](crate::Bridge), [`VethPair`](crate::VethPair), [`Route`](crate::Route)).
-        ///
-        /// # Cancel safety
-        ///
-        /// Dropping the future half-way removes whatever was already made (see the
-        /// [crate docs](crate#resource-leaking)).
-        ///
-        /// # Examples
-        ///
-        /// A container runtime joining an existing namespace to `cni0`:
-        ///
-        /// ```no_run
-        /// # async fn demo() -> netns_kit::Result<()> {
-        /// use netns_kit::{MemberSpec, Namespace, bridged};
-        ///
-        /// let container = Namespace::open_path("/run/netns/c1")?;
-        /// let net = bridged()
-        ///     .host(&Namespace::current()?)
-        ///     .bridge_name("cni0")
-        ///     .gateway("10.88.0.1/16")
-        ///     .member(MemberSpec::in_namespace(&container).address("10.88.0.5/16"))
-        ///     .create()
-        ///     .await?;
-        /// let members = net.keep(); // the container's network outlives this process
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "brctl addbr")]
-        pub async fn create / create_blocking(self) -> Result<BridgedNetwork> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let (host, bridge_name) = self.host_and_bridge_name()?;
-                let object = || {
-                    format!(
-                        "bridged network {:?} in {}",
-                        bridge_name.as_str(),
-                        host.label()
-                    )
-                };
-                let interface_name = IfName::new(&self.interface_name)?;
-                if self.vxlan.is_some() && self.existing.is_some() {
-                    return Err(Error::invalid(
-                        object(),
-                        "a VXLAN port goes on a bridge the network creates, not an existing one",
-                    ));
+    /// Creates the network: the bridge with its gateway address(es), then every member.
+    ///
+    /// Everything is validated before the first request. If a step fails, everything already
+    /// made (bridge, veths, namespaces the network created, firewall rules) is removed before
+    /// the error is returned.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no gateway, two
+    ///   gateways of one IP version, a member address outside its gateway's subnet or equal to
+    ///   it, a member without an address or with two of one IP version, duplicate member
+    ///   addresses, host interface names or namespaces, bad names;
+    /// * the errors of the builders it uses ([`Bridge`](crate::Bridge),
+    ///   [`VethPair`](crate::VethPair), [`Route`](crate::Route)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future half-way removes whatever was already made (see the
+    /// [crate docs](crate#resource-leaking)).
+    ///
+    /// # Examples
+    ///
+    /// A container runtime joining an existing namespace to `cni0`:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, Namespace, bridged};
+    ///
+    /// let container = Namespace::open_path("/run/netns/c1")?;
+    /// let net = bridged()
+    ///     .host(&Namespace::current()?)
+    ///     .bridge_name("cni0")
+    ///     .gateway("10.88.0.1/16")
+    ///     .member(MemberSpec::in_namespace(&container).address("10.88.0.5/16"))
+    ///     .create()
+    ///     .await?;
+    /// let members = net.keep(); // the container's network outlives this process
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "brctl addbr")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<BridgedNetwork> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let (host, bridge_name) = self.host_and_bridge_name()?;
+            let object = || {
+                format!(
+                    "bridged network {:?} in {}",
+                    bridge_name.as_str(),
+                    host.label()
+                )
+            };
+            let interface_name = IfName::new(&self.interface_name)?;
+            if self.vxlan.is_some() && self.existing.is_some() {
+                return Err(Error::invalid(
+                    object(),
+                    "a VXLAN port goes on a bridge the network creates, not an existing one",
+                ));
+            }
+            // With a VXLAN port, room for its headers (see `vxlan`).
+            let want_mtu = self.mtu.or_else(|| {
+                self.vxlan.as_ref().map(|(_, local, _)| {
+                    // An IPv6 outer header is 20 bytes longer.
+                    let overhead = crate::link::vxlan::VXLAN_OVERHEAD_V4
+                        + if local.is_ipv6() { 20 } else { 0 };
+                    1500 - overhead
+                })
+            });
+            // The VXLAN port's own input, before anything is made.
+            if let Some((vni, local, peers)) = &self.vxlan {
+                let mut vx = crate::link::vxlan::Vxlan::builder("nkvx0", *vni).local(*local);
+                for peer in peers {
+                    vx = vx.peer(*peer);
                 }
-                // With a VXLAN port, room for its headers (see `vxlan`).
-                let want_mtu = self.mtu.or_else(|| {
-                    self.vxlan.as_ref().map(|(_, local, _)| {
-                        // An IPv6 outer header is 20 bytes longer.
-                        let overhead = crate::link::vxlan::VXLAN_OVERHEAD_V4
-                            + if local.is_ipv6() { 20 } else { 0 };
-                        1500 - overhead
-                    })
-                });
-                // The VXLAN port's own input, before anything is made.
-                if let Some((vni, local, peers)) = &self.vxlan {
-                    let mut vx = crate::link::vxlan::Vxlan::builder("nkvx0", *vni).local(*local);
-                    for peer in peers {
-                        vx = vx.peer(*peer);
-                    }
-                    vx.validate_in(host.id(), &object)?;
+                vx.validate_in(host.id(), &object)?;
+            }
+            let gateways = validate_gateways(self.gateways, &object)?;
+            check_port_count(self.members.len(), &object)?;
+            let mut taken = Taken::default();
+            let planned = self
+                .members
+                .into_iter()
+                .map(|spec| {
+                    let id = host.id();
+                    member::plan(spec, id, &gateways, &interface_name, &mut taken, &object)
+                })
+                .collect::<Result<Vec<Planned>>>()?;
+            let group_hold = owner::allocate_group().map(owner::GroupHold::new).ok_or_else(|| {
+                Error::invalid(
+                    object(),
+                    "this process already has 512 live bridged networks, the most it can tell apart",
+                )
+            })?;
+            let adopted = self.existing.is_some();
+            let (bridge, rules, mtu, fast_link_local) = match self.existing {
+                Some(link) => {
+                    let mtu = adopt_bridge(&link).await?;
+                    (link, None, want_mtu.or(mtu), false)
                 }
-                let gateways = validate_gateways(self.gateways, &object)?;
-                check_port_count(self.members.len(), &object)?;
-                let mut taken = Taken::default();
-                let planned = self
-                    .members
-                    .into_iter()
-                    .map(|spec| {
-                        let id = host.id();
-                        member::plan(spec, id, &gateways, &interface_name, &mut taken, &object)
-                    })
-                    .collect::<Result<Vec<Planned>>>()?;
-                let group_hold = owner::allocate_group().map(owner::GroupHold::new).ok_or_else(|| {
-                    Error::invalid(
-                        object(),
-                        "this process already has 512 live bridged networks, the most it can tell apart",
-                    )
-                })?;
-                let adopted = self.existing.is_some();
-                let (bridge, rules, mtu, fast_link_local) = match self.existing {
-                    Some(link) => {
-                        let mtu = adopt_bridge(&link).await?;
-                        (link, None, want_mtu.or(mtu), false)
-                    }
-                    None => {
-                        let bridge = Bridge::builder(bridge_name.as_str())
-                            .namespace(&Namespace::view(host.clone()))
-                            .owned_group(group_hold.group())
-                            // A fixed MAC and MTU: otherwise the kernel recomputes both from all
-                            // ports each time one joins (the bridge takes the lowest port MAC, and
-                            // the lowest port MTU), and every MAC change ripples through the
-                            // bridge's IPv6 configuration — costs that grow with the members.
-                            .mac(crate::link::random_mac())
-                            .mtu(want_mtu.unwrap_or(1500))
-                            .nodad(self.nodad)
-                            .accept_forward(self.accept_forward);
-                        let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
-                        // If this fails, or the future is dropped, `group_hold` gives the number
-                        // back.
-                        let (bridge, rules, fast_link_local) = bridge.create().await?.into_parts();
-                        (bridge, rules, want_mtu, fast_link_local)
-                    }
-                };
-                // From here on the guard owns everything made: if a step fails it is removed, and if
-                // this future is dropped the guard's `Drop` removes it.
-                let mut network = Guard::new(NetworkResource {
-                    context: NetworkContext {
-                        host,
-                        bridge,
-                        group: group_hold.hand_over(),
-                        has_ipv6: gateways.iter().any(IpNetwork::is_ipv6),
-                        fast_link_local,
-                        gateways,
-                        link_local_ipv6: self.link_local_ipv6,
-                        interface_name,
-                        nodad: self.nodad,
-                        mtu,
-                    },
-                    rules,
-                    members: Vec::new(),
-                    taken,
-                    adopted,
-                    added_gateways: Vec::new(),
-                    vxlan_port: None,
-                });
-                if adopted {
-                    if let Err(e) = network.get_mut().adopt(self.nodad, self.accept_forward).await {
-                        return Err(guard::roll_back(network, e).await);
-                    }
+                None => {
+                    let bridge = Bridge::builder(bridge_name.as_str())
+                        .namespace(&Namespace::view(host.clone()))
+                        .owned_group(group_hold.group())
+                        // A fixed MAC and MTU: otherwise the kernel recomputes both from all
+                        // ports each time one joins (the bridge takes the lowest port MAC, and
+                        // the lowest port MTU), and every MAC change ripples through the
+                        // bridge's IPv6 configuration — costs that grow with the members.
+                        .mac(crate::link::random_mac())
+                        .mtu(want_mtu.unwrap_or(1500))
+                        .nodad(self.nodad)
+                        .accept_forward(self.accept_forward);
+                    let bridge = gateways.iter().fold(bridge, |b, gw| b.address(*gw));
+                    // If this fails, or the future is dropped, `group_hold` gives the number
+                    // back.
+                    let (bridge, rules, fast_link_local) = bridge.create().await?.into_parts();
+                    (bridge, rules, want_mtu, fast_link_local)
                 }
-                if let Some((vni, local, peers)) = self.vxlan {
-                    let context = &network.get().context;
-                    let mut vx = crate::link::vxlan::Vxlan::builder(
-                        IfName::unique("nkvx").map(|n| n.as_str().to_owned()).unwrap_or_default(),
-                        vni,
-                    )
-                    .namespace(&Namespace::view(context.host.clone()))
-                    .local(local)
-                    .controller(&context.bridge)
-                    .owned_group(context.group);
-                    if let Some(mtu) = context.mtu {
-                        vx = vx.mtu(mtu);
-                    }
-                    for peer in peers {
-                        vx = vx.peer(peer);
-                    }
-                    // The network's link group holds it: removed in the same batch.
-                    match vx.create().await {
-                        Ok(vx) => network.get_mut().vxlan_port = Some(vx.into_link().index()),
-                        Err(e) => return Err(guard::roll_back(network, e).await),
-                    }
-                }
-                let (members, first_error) = build_members(&network.get().context, planned).await;
-                network.get_mut().members = members;
-                if let Some(e) = first_error {
+            };
+            // From here on the guard owns everything made: if a step fails it is removed, and if
+            // this future is dropped the guard's `Drop` removes it.
+            let mut network = Guard::new(NetworkResource {
+                context: NetworkContext {
+                    host,
+                    bridge,
+                    group: group_hold.hand_over(),
+                    has_ipv6: gateways.iter().any(IpNetwork::is_ipv6),
+                    fast_link_local,
+                    gateways,
+                    link_local_ipv6: self.link_local_ipv6,
+                    interface_name,
+                    nodad: self.nodad,
+                    mtu,
+                },
+                rules,
+                members: Vec::new(),
+                taken,
+                adopted,
+                added_gateways: Vec::new(),
+                vxlan_port: None,
+            });
+            if adopted {
+                if let Err(e) = network.get_mut().adopt(self.nodad, self.accept_forward).await {
                     return Err(guard::roll_back(network, e).await);
                 }
-                // Ready on return.
-                let net = network.get();
-                member::wait_ready(&net.context, !net.adopted, &net.members, &net.describe()).await;
-                Ok(BridgedNetwork(network))
-            })
-            .await
-        }
+            }
+            if let Some((vni, local, peers)) = self.vxlan {
+                let context = &network.get().context;
+                let mut vx = crate::link::vxlan::Vxlan::builder(
+                    IfName::unique("nkvx").map(|n| n.as_str().to_owned()).unwrap_or_default(),
+                    vni,
+                )
+                .namespace(&Namespace::view(context.host.clone()))
+                .local(local)
+                .controller(&context.bridge)
+                .owned_group(context.group);
+                if let Some(mtu) = context.mtu {
+                    vx = vx.mtu(mtu);
+                }
+                for peer in peers {
+                    vx = vx.peer(peer);
+                }
+                // The network's link group holds it: removed in the same batch.
+                match vx.create().await {
+                    Ok(vx) => network.get_mut().vxlan_port = Some(vx.into_link().index()),
+                    Err(e) => return Err(guard::roll_back(network, e).await),
+                }
+            }
+            let (members, first_error) = build_members(&network.get().context, planned).await;
+            network.get_mut().members = members;
+            if let Some(e) = first_error {
+                return Err(guard::roll_back(network, e).await);
+            }
+            // Ready on return.
+            let net = network.get();
+            member::wait_ready(&net.context, !net.adopted, &net.members, &net.describe()).await;
+            Ok(BridgedNetwork(network))
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<BridgedNetwork> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -881,35 +888,44 @@ impl BridgedNetwork {
         self.0.get().rules.is_some()
     }
 
-    twins! {
-        /// Inserts the FORWARD accept rules of
-        /// [`BridgedNetworkBuilder::accept_forward`] into the live network (say, once a firewall
-        /// that drops forwarded traffic was started after it): into each IP family's `filter`
-        /// table that exists and lacks them. They are removed with the network.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::Command`] if `iptables` is missing or fails; what was inserted is removed
-        /// again.
-        ///
-        /// # Cancel safety
-        ///
-        /// If dropped while `iptables` runs, the rules inserted so far are removed again.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(host: netns_kit::Namespace, mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
-        /// // `host` holds the network's bridge.
-        /// if netns_kit::forward_check(&host).await?.needs_fix() {
-        ///     net.enable_accept_forward().await?;
-        /// }
-        /// # Ok(()) }
-        /// ```
-        #[doc(alias = "iptables -I FORWARD")]
-        pub async fn enable_accept_forward / enable_accept_forward_blocking(&mut self) -> Result<()> {
-            self.0.get_mut().enable_accept_forward().await
-        }
+    /// Inserts the FORWARD accept rules of
+    /// [`BridgedNetworkBuilder::accept_forward`] into the live network (say, once a firewall
+    /// that drops forwarded traffic was started after it): into each IP family's `filter`
+    /// table that exists and lacks them. They are removed with the network.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Command`] if `iptables` is missing or fails; what was inserted is removed
+    /// again.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped while `iptables` runs, the rules inserted so far are removed again.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(
+    /// #     host: netns_kit::Namespace,
+    /// #     mut net: netns_kit::BridgedNetwork,
+    /// # ) -> netns_kit::Result<()> {
+    /// // `host` holds the network's bridge.
+    /// if netns_kit::forward_check(&host).await?.needs_fix() {
+    ///     net.enable_accept_forward().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "iptables -I FORWARD")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn enable_accept_forward(&mut self) -> Result<()> {
+        self.0.get_mut().enable_accept_forward().await
+    }
+
+    /// The blocking form of [`enable_accept_forward`](Self::enable_accept_forward): the same work,
+    /// checks and errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn enable_accept_forward_blocking(&mut self) -> Result<()> {
+        crate::netlink::block_on(self.enable_accept_forward())
     }
 
     /// The members, in the order they were added.
@@ -924,133 +940,157 @@ impl BridgedNetwork {
             .find(|m| m.addresses.iter().any(|a| a.ip() == address))
     }
 
-    twins! {
-        /// Adds a member to the live network, validated against the existing ones like the members
-        /// given to [`create`](BridgedNetworkBuilder::create). On failure nothing of the new member
-        /// remains and the network is unchanged.
-        ///
-        /// # Errors
-        ///
-        /// As for [`BridgedNetworkBuilder::create`].
-        ///
-        /// # Cancel safety
-        ///
-        /// If the future is dropped half-way, the new member's veth may remain in the network's
-        /// link group without being listed; it is removed with the network.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
-        /// let m = net.add_member(netns_kit::MemberSpec::new().address("10.1.0.9/24")).await?;
-        /// println!("new member's eth0 is #{}", m.interface().index());
-        /// # Ok(()) }
-        /// ```
-        pub async fn add_member / add_member_blocking(&mut self, spec: MemberSpec) -> Result<&Member> {
-            let resource = self.0.get_mut();
-            let context = resource.context.clone();
-            let own_bridge = !resource.adopted;
-            let describe = resource.describe();
-            check_port_count(resource.members.len() + 1, &|| describe.clone())?;
-            // Validate against a copy of what is taken; commit it only once the member exists.
-            let mut taken = resource.taken.clone();
-            let planned = member::plan(
-                spec,
-                context.host.id(),
-                &context.gateways,
-                &context.interface_name,
-                &mut taken,
-                &|| describe.clone(),
-            )?;
-            let member = match member::build(&context, planned).await {
-                Ok(member) => member,
-                // Deleted behind the network's back: say so rather than the kernel's EINVAL.
-                Err(_) if context.bridge.info().await.is_err_and(|e| e.is_not_found()) => {
-                    let gone = std::io::Error::from_raw_os_error(nix::libc::ENODEV);
-                    return Err(Error::os("add a member to", context.bridge.label(), gone));
-                }
-                Err(e) => return Err(e),
-            };
-            // The network owns it before the wait: a caller that stops waiting now leaves a
-            // member the network's teardown removes, not one nobody does.
-            let resource = self.0.get_mut();
-            resource.taken = taken;
-            resource.members.push(member);
-            let member = resource.members.last().expect("just pushed");
-            member::wait_ready(&context, own_bridge, std::slice::from_ref(member), &describe).await;
-            Ok(self.0.get().members.last().expect("just pushed"))
-        }
+    /// Adds a member to the live network, validated against the existing ones like the members
+    /// given to [`create`](BridgedNetworkBuilder::create). On failure nothing of the new member
+    /// remains and the network is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// As for [`BridgedNetworkBuilder::create`].
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped half-way, the new member's veth may remain in the network's
+    /// link group without being listed; it is removed with the network.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// let m = net.add_member(netns_kit::MemberSpec::new().address("10.1.0.9/24")).await?;
+    /// println!("new member's eth0 is #{}", m.interface().index());
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_member(&mut self, spec: MemberSpec) -> Result<&Member> {
+        let resource = self.0.get_mut();
+        let context = resource.context.clone();
+        let own_bridge = !resource.adopted;
+        let describe = resource.describe();
+        check_port_count(resource.members.len() + 1, &|| describe.clone())?;
+        // Validate against a copy of what is taken; commit it only once the member exists.
+        let mut taken = resource.taken.clone();
+        let planned = member::plan(
+            spec,
+            context.host.id(),
+            &context.gateways,
+            &context.interface_name,
+            &mut taken,
+            &|| describe.clone(),
+        )?;
+        let member = match member::build(&context, planned).await {
+            Ok(member) => member,
+            // Deleted behind the network's back: say so rather than the kernel's EINVAL.
+            Err(_) if context.bridge.info().await.is_err_and(|e| e.is_not_found()) => {
+                let gone = std::io::Error::from_raw_os_error(nix::libc::ENODEV);
+                return Err(Error::os("add a member to", context.bridge.label(), gone));
+            }
+            Err(e) => return Err(e),
+        };
+        // The network owns it before the wait: a caller that stops waiting now leaves a
+        // member the network's teardown removes, not one nobody does.
+        let resource = self.0.get_mut();
+        resource.taken = taken;
+        resource.members.push(member);
+        let member = resource.members.last().expect("just pushed");
+        member::wait_ready(
+            &context,
+            own_bridge,
+            std::slice::from_ref(member),
+            &describe,
+        )
+        .await;
+        Ok(self.0.get().members.last().expect("just pushed"))
     }
 
-    twins! {
-        /// Removes the member that has `address`: deletes its veth pair (with its address and
-        /// routes) and, if the network created or was given its namespace, destroys that too.
-        ///
-        /// # Errors
-        ///
-        /// [`Error::InvalidInput`] if no member has that address; the kernel's refusal otherwise
-        /// (the member is forgotten by the network in any case).
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the member is taken out of the network and its deletion sent.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
-        /// net.remove_member("10.1.0.9".parse().unwrap()).await?;
-        /// # Ok(()) }
-        /// ```
-        pub async fn remove_member / remove_member_blocking(&mut self, address: IpAddr) -> Result<()> {
-            let resource = self.0.get_mut();
-            let Some(position) = resource
-                .members
-                .iter()
-                .position(|k| k.addresses.iter().any(|a| a.ip() == address))
-            else {
-                return Err(Error::invalid(
-                    resource.describe(),
-                    format!("no member has address {address}"),
-                ));
-            };
-            let member = resource.members.remove(position);
-            resource.taken.release(&member);
-            let host = member.host.dup();
-            let mut errors = Vec::new();
-            if let Err(e) = crate::link::delete_link(host.ns(), host.index(), || host.label()).await {
-                errors.push(e);
-            }
-            if let Err(e) = member.ns.close() {
-                errors.push(e);
-            }
-            Error::collect(format!("member {address}"), errors)
-        }
+    /// The blocking form of [`add_member`](Self::add_member): the same work, checks and errors, on
+    /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
+    /// not call it from async code.
+    pub fn add_member_blocking(&mut self, spec: MemberSpec) -> Result<&Member> {
+        crate::netlink::block_on(self.add_member(spec))
     }
 
-    twins! {
-        /// Tears the whole network down now and reports every error met; teardown goes on after a
-        /// failure.
-        ///
-        /// # Errors
-        ///
-        /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`].
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the group deletion is sent and carried out even if the future is dropped;
-        /// member namespaces are then freed when the future is dropped.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
-        /// net.delete().await?;
-        /// # Ok(()) }
-        /// ```
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.0.delete().await
+    /// Removes the member that has `address`: deletes its veth pair (with its address and
+    /// routes) and, if the network created or was given its namespace, destroys that too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if no member has that address; the kernel's refusal otherwise
+    /// (the member is forgotten by the network in any case).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the member is taken out of the network and its deletion sent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// net.remove_member("10.1.0.9".parse().unwrap()).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn remove_member(&mut self, address: IpAddr) -> Result<()> {
+        let resource = self.0.get_mut();
+        let Some(position) = resource
+            .members
+            .iter()
+            .position(|k| k.addresses.iter().any(|a| a.ip() == address))
+        else {
+            return Err(Error::invalid(
+                resource.describe(),
+                format!("no member has address {address}"),
+            ));
+        };
+        let member = resource.members.remove(position);
+        resource.taken.release(&member);
+        let host = member.host.dup();
+        let mut errors = Vec::new();
+        if let Err(e) = crate::link::delete_link(host.ns(), host.index(), || host.label()).await {
+            errors.push(e);
         }
+        if let Err(e) = member.ns.close() {
+            errors.push(e);
+        }
+        Error::collect(format!("member {address}"), errors)
+    }
+
+    /// The blocking form of [`remove_member`](Self::remove_member): the same work, checks and
+    /// errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn remove_member_blocking(&mut self, address: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.remove_member(address))
+    }
+
+    /// Tears the whole network down now and reports every error met; teardown goes on after a
+    /// failure.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the group deletion is sent and carried out even if the future is dropped;
+    /// member namespaces are then freed when the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// net.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard: the bridge, veths, rules and member namespaces stay after the guard

@@ -12,7 +12,6 @@ use crate::{
     netns::{Namespace, NsInner},
     route::Route,
     trace,
-    twins::twins,
 };
 
 /// Builds a [`DirectLink`]; see [`connect`].
@@ -127,79 +126,86 @@ impl DirectLinkBuilder {
         )
     }
 
-    twins! {
-        /// Creates the link: the veth pair (the peer directly inside `b`), the addresses, both ends
-        /// up, and the default routes.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no address, two
-        ///   addresses of one IP version, ends of different IP versions, an end outside the other's
-        ///   prefix, equal addresses, `a` and `b` the same namespace with the same names;
-        /// * the errors of [`VethPairBuilder::create`](crate::VethPairBuilder::create) and
-        ///   [`RouteBuilder::create`](crate::RouteBuilder::create). Whatever was created is removed again.
-        ///
-        /// # Cancel safety
-        ///
-        /// Dropping the future half-way removes whatever was already made (see the
-        /// [crate docs](crate#resource-leaking)).
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(a: netns_kit::Namespace, b: netns_kit::Namespace) -> netns_kit::Result<()> {
-        /// let link = netns_kit::connect(&a, &b)
-        ///     .names("left", "right")
-        ///     .address("10.0.0.1/30", "10.0.0.2/30")
-        ///     .mtu(9000)
-        ///     .create()
-        ///     .await?;
-        /// # Ok(()) }
-        /// ```
-        pub async fn create / create_blocking(self) -> Result<DirectLink> {
-            let span = self.create_span();
-            trace::timed(span, async move {
-                let object = || {
-                    format!(
-                        "direct link {:?} in {} <-> {:?} in {}",
-                        self.names.0,
-                        self.a.label(),
-                        self.names.1,
-                        self.b.label()
-                    )
-                };
-                let pairs = validate_pairs(self.addresses, &object)?;
-                let (a_view, b_view) = (
-                    Namespace::view(self.a.clone()),
-                    Namespace::view(self.b.clone()),
-                );
-                let mut veth = VethPair::builder(self.names.0.clone(), self.names.1.clone())
-                    .namespace(&a_view)
-                    .peer_namespace(&b_view)
-                    .nodad(self.nodad);
-                if let Some(mtu) = self.mtu {
-                    veth = veth.mtu(mtu);
+    /// Creates the link: the veth pair (the peer directly inside `b`), the addresses, both ends
+    /// up, and the default routes.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidInput`]/[`Error::InvalidName`] before any request: no address, two
+    ///   addresses of one IP version, ends of different IP versions, an end outside the other's
+    ///   prefix, equal addresses, `a` and `b` the same namespace with the same names;
+    /// * the errors of [`VethPairBuilder::create`](crate::VethPairBuilder::create) and
+    ///   [`RouteBuilder::create`](crate::RouteBuilder::create). Whatever was created is removed
+    ///   again.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future half-way removes whatever was already made (see the
+    /// [crate docs](crate#resource-leaking)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(a: netns_kit::Namespace, b: netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// let link = netns_kit::connect(&a, &b)
+    ///     .names("left", "right")
+    ///     .address("10.0.0.1/30", "10.0.0.2/30")
+    ///     .mtu(9000)
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<DirectLink> {
+        let span = self.create_span();
+        trace::timed(span, async move {
+            let object = || {
+                format!(
+                    "direct link {:?} in {} <-> {:?} in {}",
+                    self.names.0,
+                    self.a.label(),
+                    self.names.1,
+                    self.b.label()
+                )
+            };
+            let pairs = validate_pairs(self.addresses, &object)?;
+            let (a_view, b_view) = (
+                Namespace::view(self.a.clone()),
+                Namespace::view(self.b.clone()),
+            );
+            let mut veth = VethPair::builder(self.names.0.clone(), self.names.1.clone())
+                .namespace(&a_view)
+                .peer_namespace(&b_view)
+                .nodad(self.nodad);
+            if let Some(mtu) = self.mtu {
+                veth = veth.mtu(mtu);
+            }
+            if !self.route_in_a {
+                veth = veth.router_end();
+            }
+            for (a_net, b_net) in &pairs {
+                veth = veth.address(*a_net).peer_address(*b_net);
+            }
+            let veth = veth.create().await?;
+            if self.default_routes {
+                let a_routes = self.route_in_a.then_some(&a_view);
+                if let Err(e) = add_default_routes(a_routes, &b_view, &pairs).await {
+                    return Err(veth.roll_back(e).await);
                 }
-                if !self.route_in_a {
-                    veth = veth.router_end();
-                }
-                for (a_net, b_net) in &pairs {
-                    veth = veth.address(*a_net).peer_address(*b_net);
-                }
-                let veth = veth.create().await?;
-                if self.default_routes {
-                    let a_routes = self.route_in_a.then_some(&a_view);
-                    if let Err(e) = add_default_routes(a_routes, &b_view, &pairs).await {
-                        return Err(veth.roll_back(e).await);
-                    }
-                }
-                Ok(DirectLink {
-                    veth,
-                    addresses: pairs,
-                })
+            }
+            Ok(DirectLink {
+                veth,
+                addresses: pairs,
             })
-            .await
-        }
+        })
+        .await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<DirectLink> {
+        crate::netlink::block_on(self.create())
     }
 }
 
@@ -317,27 +323,33 @@ impl DirectLink {
         &self.addresses
     }
 
-    twins! {
-        /// Deletes the link now and reports errors.
-        ///
-        /// # Errors
-        ///
-        /// As for [`VethPair::delete`].
-        ///
-        /// # Cancel safety
-        ///
-        /// Once polled, the deletion is sent and carried out even if the future is dropped.
-        ///
-        /// # Examples
-        ///
-        /// ```no_run
-        /// # async fn demo(link: netns_kit::DirectLink) -> netns_kit::Result<()> {
-        /// link.delete().await?;
-        /// # Ok(()) }
-        /// ```
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.veth.delete().await
-        }
+    /// Deletes the link now and reports errors.
+    ///
+    /// # Errors
+    ///
+    /// As for [`VethPair::delete`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the deletion is sent and carried out even if the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(link: netns_kit::DirectLink) -> netns_kit::Result<()> {
+    /// link.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.veth.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard: the link stays after the guard is gone (see

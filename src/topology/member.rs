@@ -59,8 +59,8 @@ enum MemberNs {
     Owned(Namespace),
 }
 
-/// One member of a [`BridgedNetwork`](crate::BridgedNetwork), to be created: where its namespace comes from and its
-/// addresses.
+/// One member of a [`BridgedNetwork`](crate::BridgedNetwork), to be created: where its namespace
+/// comes from and its addresses.
 ///
 /// # Examples
 ///
@@ -239,8 +239,8 @@ pub(super) async fn wait_ready(
     crate::netlink::ready::wait_ready(links, object).await;
 }
 
-/// A member of a [`BridgedNetwork`](crate::BridgedNetwork): its namespace, its interface (inside) and the host-side
-/// end attached to the bridge.
+/// A member of a [`BridgedNetwork`](crate::BridgedNetwork): its namespace, its interface (inside)
+/// and the host-side end attached to the bridge.
 ///
 /// # Examples
 ///

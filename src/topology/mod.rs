@@ -2,12 +2,13 @@
 //! the link, address and route layer, each returning one guard that owns everything it made:
 //!
 //! * [`connect`] — two namespaces joined directly by a veth pair ("a cable"), an address on
-//!   each end, default routes via the peer ([`DirectLink`]), built from the [`VethPair`](crate::VethPair) and
+//!   each end, default routes via the peer ([`DirectLink`]), built from the
+//!   [`VethPair`](crate::VethPair) and
 //!   [`Route`](crate::Route) builders;
 //! * [`bridged`] — a bridge holding the gateway address(es) in a host namespace, and for each
 //!   member namespace a veth whose inside end (`eth0`) has the member's address and a default
-//!   route via the gateway ([`BridgedNetwork`]), built from the [`Bridge`](crate::Bridge) builder and, for its
-//!   members, from the same messages those builders send, batched (see `member`).
+//!   route via the gateway ([`BridgedNetwork`]), built from the [`Bridge`](crate::Bridge) builder
+//!   and, for its members, from the same messages those builders send, batched (see `member`).
 //!
 //! * [`routed`] — a router namespace joining two or more subnets, each a bridged network whose
 //!   bridge lives in the router or a direct link from it, with forwarding on in the router only

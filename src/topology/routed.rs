@@ -43,7 +43,6 @@ use crate::{
     netns::{Namespace, NsInner},
     topology::{BridgedNetwork, BridgedNetworkBuilder, DirectLink, connect},
     trace,
-    twins::twins,
 };
 
 /// Starts a routed network: a router namespace joining two or more subnets.
@@ -206,27 +205,34 @@ impl RoutedNetworkBuilder {
         )
     }
 
-    twins! {
-        /// Creates the network: the router namespace (unless given), forwarding on in it, every
-        /// LAN (bridge in the router, members, default routes via the router) and every link.
-        ///
-        /// # Errors
-        ///
-        /// * [`Error::InvalidInput`] before any request: fewer than two subnets, a LAN with a
-        ///   host or an existing bridge of its own, a link without addresses, two subnets that
-        ///   overlap; and each LAN's and link's own input errors (see
-        ///   [`BridgedNetworkBuilder::create`] and [`DirectLinkBuilder::create`](crate::DirectLinkBuilder::create));
-        /// * the errors of those builders and of [`Namespace::set_sysctl`]. Whatever was created
-        ///   is removed again, and a given router's forwarding settings are put back.
-        ///
-        /// # Cancel safety
-        ///
-        /// Dropping the future half-way removes whatever was already made (see the
-        /// [crate docs](crate#resource-leaking)).
-        pub async fn create / create_blocking(self) -> Result<RoutedNetwork> {
-            let span = self.create_span();
-            trace::timed(span, async move { self.build().await }).await
-        }
+    /// Creates the network: the router namespace (unless given), forwarding on in it, every
+    /// LAN (bridge in the router, members, default routes via the router) and every link.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidInput`] before any request: fewer than two subnets, a LAN with a
+    ///   host or an existing bridge of its own, a link without addresses, two subnets that
+    ///   overlap; and each LAN's and link's own input errors (see
+    ///   [`BridgedNetworkBuilder::create`] and
+    ///   [`DirectLinkBuilder::create`](crate::DirectLinkBuilder::create));
+    /// * the errors of those builders and of [`Namespace::set_sysctl`]. Whatever was created
+    ///   is removed again, and a given router's forwarding settings are put back.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future half-way removes whatever was already made (see the
+    /// [crate docs](crate#resource-leaking)).
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn create(self) -> Result<RoutedNetwork> {
+        let span = self.create_span();
+        trace::timed(span, async move { self.build().await }).await
+    }
+
+    /// The blocking form of [`create`](Self::create): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn create_blocking(self) -> Result<RoutedNetwork> {
+        crate::netlink::block_on(self.create())
     }
 
     async fn build(self) -> Result<RoutedNetwork> {
@@ -610,16 +616,22 @@ impl RoutedNetwork {
         Error::collect(self.to_string(), errors)
     }
 
-    twins! {
-        /// Tears the network down now and reports errors (dropping does the same, silently).
-        ///
-        /// # Errors
-        ///
-        /// Those of [`BridgedNetwork::delete`], [`DirectLink::delete`] and
-        /// [`Namespace::set_sysctl`], collected into one.
-        pub async fn delete / delete_blocking(self) -> Result<()> {
-            self.delete_inner().await
-        }
+    /// Tears the network down now and reports errors (dropping does the same, silently).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`BridgedNetwork::delete`], [`DirectLink::delete`] and
+    /// [`Namespace::set_sysctl`], collected into one.
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.delete_inner().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
     }
 
     /// Disarms the guard: everything stays after the guard is gone, including the forwarding

@@ -11,8 +11,9 @@
 //! address). Here they are written in one transaction per IP family: over netlink where
 //! `iptables` is the nf_tables variant and its `nat` table exists (see `nft`: no process at
 //! all), else by one `iptables-restore --noflush`. Teardown is one `iptables-save -t nat` to
-//! find what is there plus one restore to remove it, per family. Teardown finds the rules by their chain, not by the container's addresses,
-//! so it also works after the container's namespace is gone (where the reference leaves them).
+//! find what is there plus one restore to remove it, per family. Teardown finds the rules by their
+//! chain, not by the container's addresses, so it also works after the container's namespace is
+//! gone (where the reference leaves them).
 
 use std::{
     net::IpAddr,
