@@ -134,12 +134,11 @@
 //!
 //! # CNI plugin
 //!
-//! With the feature `cni` (`cargo install netns-kit --features cni`) the package also builds
-//! `netns-kit-cni`, a CNI plugin (spec 1.1.0) interchangeable with the reference `bridge`
-//! plugin of containernetworking-plugins, written on this crate's blocking API; it is how the
-//! library reaches containerd, CRI-O and nerdctl. The feature changes nothing in the library.
-//! Its configuration, what differs from the reference and its measured cost are in the README
-//! ("As a CNI plugin"); its design notes are in `src/bin/netns-kit-cni/`.
+//! The crate `netns-kit-cni`, beside this one in its workspace, is a CNI plugin (spec 1.1.0)
+//! interchangeable with the reference `bridge` plugin of containernetworking-plugins, written
+//! only with this crate's public blocking API; it is how the library reaches containerd, CRI-O
+//! and nerdctl. Its configuration, what differs from the reference and its measured cost are in
+//! its README.
 //!
 //! # Tracing
 //!

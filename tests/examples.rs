@@ -211,28 +211,3 @@ fn seed_and_lab_run_without_root() {
         assert!(out.contains("done: "), "{name}: {out}");
     }
 }
-
-/// `cni_runtime`: the plugin run as a runtime runs a plugin list (with the reference
-/// `portmap`, `firewall` and `tuning` after it) — ADD, a ping to the gateway, CHECK, DEL.
-#[cfg(feature = "cni")]
-#[test]
-fn cni_runtime_runs_the_plugin_list_and_leaves_nothing() {
-    if !std::path::Path::new("/usr/lib/cni/portmap").is_file() {
-        assert!(
-            std::env::var(netns_kit::lab::NO_SKIP_ENV).as_deref() != Ok("1"),
-            "the reference CNI plugins are missing"
-        );
-        eprintln!(
-            "cni_runtime: skipped: the reference CNI plugins are not in /usr/lib/cni: install the `containernetworking-plugins` package"
-        );
-        return;
-    }
-    let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_netns-kit-cni"));
-    let cni_path = format!("{}:/usr/lib/cni", plugin.parent().unwrap().display());
-    let out = run(Command::new(example("cni_runtime")).env("CNI_PATH", cni_path));
-    assert_eq!(out.matches("ADD ").count(), 4, "{out}");
-    assert!(out.contains("container -> gateway 10.88.0.1: ok"), "{out}");
-    assert!(out.contains("CHECK \"netns-kit-cni\""), "{out}");
-    assert!(out.contains("1 link(s) left"), "{out}");
-    assert!(out.contains("cni_runtime: ok"), "{out}");
-}

@@ -10,6 +10,7 @@
 //! Without the reference plugins (they also provide the IPAM plugins both use) the tests say
 //! so in one line and pass, unless `NETNS_KIT_NO_SKIP=1`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::{
@@ -1178,4 +1179,46 @@ fn results_in_every_version_the_reference_writes() {
             &normalized_result(our_result),
         );
     }
+}
+
+/// An example of this crate, built by `cargo test` next to the test binaries.
+fn example(name: &str) -> PathBuf {
+    // target/debug/deps/cni-HASH -> target/debug/examples/NAME
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+/// `cni_runtime`: the plugin run as a runtime runs a plugin list (with the reference
+/// `portmap`, `firewall` and `tuning` after it) — ADD, a ping to the gateway, CHECK, DEL.
+#[test]
+fn cni_runtime_runs_the_plugin_list_and_leaves_nothing() {
+    if !have_reference("cni_runtime_runs_the_plugin_list_and_leaves_nothing") {
+        return;
+    }
+    let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_netns-kit-cni"));
+    let cni_path = format!("{}:/usr/lib/cni", plugin.parent().unwrap().display());
+    let out = std::process::Command::new(example("cni_runtime"))
+        .env("CNI_PATH", cni_path)
+        .output()
+        .unwrap();
+    let ok = out.status.success();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ok, "cni_runtime failed:\n{out}");
+    assert_eq!(out.matches("ADD ").count(), 4, "{out}");
+    assert!(out.contains("container -> gateway 10.88.0.1: ok"), "{out}");
+    assert!(out.contains("CHECK \"netns-kit-cni\""), "{out}");
+    assert!(out.contains("1 link(s) left"), "{out}");
+    assert!(out.contains("cni_runtime: ok"), "{out}");
 }

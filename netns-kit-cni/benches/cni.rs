@@ -17,7 +17,7 @@
 //!
 //! Everything runs in a private network and mount namespace (the bench re-executes itself under
 //! `unshare`); the plugins run in per-round node namespaces inside it. Run with
-//! `cargo bench --features cni --bench cni` (as root, with `containernetworking-plugins`).
+//! `cargo bench -p netns-kit-cni --bench cni` (as root, with `containernetworking-plugins`).
 
 use std::{
     io::Write,

@@ -5,8 +5,8 @@
 //! the container reached its gateway and that DEL left nothing.
 //!
 //! ```sh
-//! cargo build --features cni                                  # builds target/debug/netns-kit-cni
-//! cargo run --features cni --example cni_runtime [-- FILE.conflist]
+//! cargo build -p netns-kit-cni                                # builds target/debug/netns-kit-cni
+//! cargo run -p netns-kit-cni --example cni_runtime [-- FILE.conflist]
 //! ```
 //!
 //! The default list is `examples/cni/netns-kit.conflist` (this plugin, then the reference
@@ -157,7 +157,7 @@ fn exec(plugin: &Value, cni_path: &str, command: &str, netns: &str, conf: &Value
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            format!("plugin {name:?} is not in CNI_PATH {cni_path} (run `cargo build --features cni`; the reference plugins come with `containernetworking-plugins`)")
+            format!("plugin {name:?} is not in CNI_PATH {cni_path} (run `cargo build -p netns-kit-cni`; the reference plugins come with `containernetworking-plugins`)")
         })?;
     let mut child = Command::new(&path)
         .env("CNI_COMMAND", command)
