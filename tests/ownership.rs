@@ -195,6 +195,7 @@ fn processes_in_different_pid_namespaces_never_share_names_or_link_groups() {
 
 #[test]
 fn a_reaper_in_another_pid_namespace_keeps_a_live_owners_objects() {
+    let _reaper = common::reaper_lock();
     const TEST: &str = "a_reaper_in_another_pid_namespace_keeps_a_live_owners_objects";
     match role().as_deref() {
         Some("owner") => {
@@ -242,7 +243,7 @@ fn a_reaper_in_another_pid_namespace_keeps_a_live_owners_objects() {
     owner.expect("READY");
     let cleanup = IpNetnsCleanup(name.clone());
     let before = (
-        netns_list(),
+        netns_list("nkpidns"),
         link_names(&host),
         forward_rules(&host, "iptables"),
     );
@@ -260,7 +261,7 @@ fn a_reaper_in_another_pid_namespace_keeps_a_live_owners_objects() {
     assert!(reaped.is_empty(), "{reaped:?}");
     assert_eq!(
         (
-            netns_list(),
+            netns_list("nkpidns"),
             link_names(&host),
             forward_rules(&host, "iptables")
         ),
@@ -277,7 +278,7 @@ fn a_reaper_in_another_pid_namespace_keeps_a_live_owners_objects() {
     }
     assert!(reaped.errors.is_empty(), "{reaped:?}");
     assert_eq!(reaped.namespaces, std::slice::from_ref(&name));
-    assert!(!netns_list().contains(&name));
+    assert!(!netns_list("").contains(&name));
     assert_eq!(link_names(&host), ["lo"]);
     assert!(forward_rules(&host, "iptables").is_empty());
     drop(cleanup);
@@ -288,7 +289,7 @@ struct IpNetnsCleanup(String);
 
 impl Drop for IpNetnsCleanup {
     fn drop(&mut self) {
-        if netns_list().contains(&self.0) {
+        if netns_list("").contains(&self.0) {
             let _ = tool("ip").args(["netns", "del", &self.0]).status();
         }
     }
@@ -307,6 +308,7 @@ impl Drop for Planted {
 
 #[test]
 fn the_reaper_never_reads_a_fifo_a_device_or_a_huge_file_in_run_netns() {
+    let _reaper = common::reaper_lock();
     const TEST: &str = "the_reaper_never_reads_a_fifo_a_device_or_a_huge_file_in_run_netns";
     if role().is_some() {
         let host = sandbox_from_env();
@@ -366,6 +368,7 @@ fn the_reaper_never_reads_a_fifo_a_device_or_a_huge_file_in_run_netns() {
 
 #[test]
 fn hand_made_links_in_tagged_groups_are_never_reaped() {
+    let _reaper = common::reaper_lock();
     let host = Namespace::new_blocking().unwrap();
     for args in [
         &["link", "add", "hand1", "type", "bridge"][..],
@@ -409,6 +412,7 @@ fn hand_made_links_in_tagged_groups_are_never_reaped() {
 
 #[test]
 fn both_ends_of_a_veth_pair_carry_the_mark_and_a_killed_owners_pair_is_reaped() {
+    let _reaper = common::reaper_lock();
     const TEST: &str = "both_ends_of_a_veth_pair_carry_the_mark_and_a_killed_owners_pair_is_reaped";
     if role().is_some() {
         let host = sandbox_from_env();
@@ -663,15 +667,16 @@ fn run_netns_is_mounted_once_when_two_processes_use_it_first_at_once() {
         return;
     }
     // In a private mount namespace whose /run is a fresh tmpfs with no netns directory yet;
-    // eight processes name a namespace at the same moment. (The machine's own /run/netns mount,
-    // hidden under the tmpfs, is still listed: only the tmpfs ones count.)
+    // eight processes name a namespace at the same moment. Mounts hidden under the new /run
+    // (the machine's /run/netns, this binary's private one) are still listed in mountinfo:
+    // only those on top of the new /run count.
     let exe = std::env::current_exe().unwrap();
     let script = format!(
         r#"set -e
 mount -t tmpfs tmpfs /run
 for i in 1 2 3 4 5 6 7 8; do "$0" {TEST} --exact --nocapture --test-threads=1 -q & done
 wait
-grep ' /run/netns ' /proc/self/mountinfo | grep -c ' - tmpfs '"#
+cat /proc/self/mountinfo"#
     );
     let out = tool("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
@@ -686,10 +691,34 @@ grep ' /run/netns ' /proc/self/mountinfo | grep -c ' - tmpfs '"#
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        text.lines().last(),
-        Some("1"),
+        mounts_on_top_of_last("/run", "/run/netns", &text),
+        1,
         "/run/netns mounted more than once: {text}"
     );
+}
+
+/// In a mountinfo table: how many mounts at `path` sit on the last mount at `parent`, directly
+/// or on one another.
+fn mounts_on_top_of_last(parent: &str, path: &str, mountinfo: &str) -> usize {
+    // Fields: mount id, parent id, major:minor, root, mount point, ...
+    let rows: Vec<Vec<&str>> = mountinfo
+        .lines()
+        .map(|l| l.split(' ').collect())
+        .filter(|f: &Vec<&str>| f.len() > 5)
+        .collect();
+    let Some(base) = rows.iter().rev().find(|f| f[4] == parent) else {
+        panic!("no mount at {parent}: {mountinfo}");
+    };
+    let mut on_top = vec![base[0]];
+    let mut count = 0;
+    while let Some(next) = rows
+        .iter()
+        .find(|f| f[4] == path && on_top.contains(&f[1]) && !on_top.contains(&f[0]))
+    {
+        on_top.push(next[0]);
+        count += 1;
+    }
+    count
 }
 
 #[tokio::test]

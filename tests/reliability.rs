@@ -166,6 +166,7 @@ fn crash_child_named() {
 
 #[test]
 fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothing_else() {
+    let _reaper = common::reaper_lock();
     if role().as_deref() == Some("crash-named") {
         return crash_child_named();
     }
@@ -272,8 +273,8 @@ fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothi
     assert_eq!(leftovers, 0);
 
     // The decoys are all still there, and still work.
-    assert!(netns_list().contains(&decoy_ns.0));
-    assert!(netns_list().contains(&live_ns.name().unwrap().to_owned()));
+    assert!(netns_list("").contains(&decoy_ns.0));
+    assert!(netns_list("").contains(&live_ns.name().unwrap().to_owned()));
     assert!(link_names(&sandbox).contains(&"decoy0".to_owned()));
     assert!(live_br.accept_forward_enabled());
     assert_eq!(kept_br.link().name(), "keptbr");
@@ -288,6 +289,7 @@ fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothi
 
 #[tokio::test]
 async fn the_reaper_finds_nothing_of_a_live_process() {
+    let _reaper = common::reaper_lock();
     let host = sandbox().await;
     let name = NsName::unique("nktest").unwrap();
     let _ns = Namespace::named(name.as_str()).await.unwrap();

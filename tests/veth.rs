@@ -207,7 +207,7 @@ async fn a_namespace_deleted_from_elsewhere_still_tears_down_cleanly() {
             .unwrap()
             .success()
     );
-    assert!(!netns_list().contains(&name.to_string()));
+    assert!(!netns_list("").contains(&name.to_string()));
     assert!(link_names(&host).contains(&"h0".to_owned()));
     drop(named); // its name is gone already: nothing to unmount, no error
     veth.delete().await.unwrap();

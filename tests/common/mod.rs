@@ -6,12 +6,114 @@
 //! cannot see each other. Checks run the system's tools (`ip -j`, `ping`, `readlink`) through
 //! `nsenter --net=/proc/PID/fd/N`, not through this crate, so they do not trust the code under
 //! test.
+//!
+//! Named namespaces live in `/run/netns`, which is shared by the whole machine: before `main`,
+//! each test binary run as root moves into a mount namespace of its own with an empty tmpfs on
+//! `/run/netns` (see [`private_run_netns`]), so what other programs (or an earlier `ip netns
+//! add`) left there is invisible to it, and what it makes is invisible to them. Tests of one
+//! binary still share that directory: they check only names with their own prefix, and the
+//! tests that run the reaper (which scans all of it) take [`reaper_lock`].
 #![allow(dead_code)]
 
-use std::{os::fd::AsRawFd, process::Command};
+use std::{
+    os::fd::AsRawFd,
+    process::Command,
+    sync::{Condvar, Mutex},
+};
 
 use netns_kit::Namespace;
 use serde_json::Value;
+
+/// Runs [`private_run_netns`] when the test binary is loaded, before `main` starts any thread.
+// SAFETY: `.init_array` entries are called once by the loader, before `main`, with no other
+// thread running; the function takes no arguments, never unwinds (it only makes syscalls whose
+// errors it ignores) and touches no Rust runtime state.
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static PRIVATE_RUN_NETNS: extern "C" fn() = private_run_netns;
+
+/// Moves this test process into a new mount namespace whose `/run/netns` is an empty tmpfs.
+///
+/// It must run before any thread exists: `unshare(CLONE_NEWNS)` moves only the calling thread,
+/// and threads inherit the mount namespace of the thread that starts them, so the test
+/// harness's threads, the library's workers and every child process see the private directory.
+/// Without root (the rootless and lab tests run as nobody too) it does nothing: those tests
+/// make their own user and mount namespaces. A child a test starts from this binary (a test in a
+/// role, see [`child`]) inherits the namespace and the variable [`PRIVATE_ENV`], and stays in
+/// its parent's.
+extern "C" fn private_run_netns() {
+    use nix::{
+        mount::{MsFlags, mount},
+        sched::{CloneFlags, unshare},
+    };
+    if std::env::var_os(PRIVATE_ENV).is_some()
+        || !nix::unistd::geteuid().is_root()
+        || unshare(CloneFlags::CLONE_NEWNS).is_err()
+    {
+        return;
+    }
+    let none: Option<&str> = None;
+    let private = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none);
+    if private.is_ok() && std::fs::create_dir_all("/run/netns").is_ok() {
+        let _ = mount(
+            Some("tmpfs"),
+            "/run/netns",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            none,
+        );
+    }
+    // SAFETY: no other thread exists yet (see above), so nothing reads the environment while
+    // it changes.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var(PRIVATE_ENV, "1")
+    };
+}
+
+/// Set in a test process (and so in its children) that has its own `/run/netns`.
+pub const PRIVATE_ENV: &str = "NETNS_KIT_TEST_PRIVATE_RUN_NETNS";
+
+/// Serializes, within one test binary, the tests that run the reaper or leave named
+/// namespaces of killed owners behind for it: the reaper scans all of `/run/netns`, so two such
+/// tests at once would remove each other's leftovers. Held until the guard drops (also in an
+/// async test, across `.await`s: each such test has a runtime of its own).
+pub fn reaper_lock() -> ReaperLock {
+    let mut busy = REAPER.0.lock().unwrap_or_else(|p| p.into_inner());
+    while *busy {
+        busy = REAPER.1.wait(busy).unwrap_or_else(|p| p.into_inner());
+    }
+    *busy = true;
+    ReaperLock(())
+}
+
+static REAPER: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+/// The guard of [`reaper_lock`].
+#[must_use]
+pub struct ReaperLock(());
+
+impl Drop for ReaperLock {
+    fn drop(&mut self) {
+        *REAPER.0.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        REAPER.1.notify_one();
+    }
+}
+
+/// Entries of `/run/netns` (this test binary's own, see the module docs) whose name starts
+/// with `prefix`, as `ip netns list` shows them.
+pub fn netns_list(prefix: &str) -> Vec<String> {
+    let out = tool("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
 
 /// The Debian package that provides `program`, for the one-line message when it is missing.
 fn package_of(program: &str) -> &'static str {
@@ -135,18 +237,6 @@ pub fn inode_outside(path: &str) -> u64 {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-/// Names listed by `ip netns list`.
-pub fn netns_list() -> Vec<String> {
-    let out = tool("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
 }
 
 /// Waits (bounded) until `cond` holds; for the kernel's asynchronous namespace cleanup.
