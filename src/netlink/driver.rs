@@ -181,6 +181,15 @@ impl AsyncSocket for NlSocket {
     }
 }
 
+/// The async connection's sender, and the lock that lets one dump at a time run on it: the
+/// kernel refuses a second dump on a socket (`EBUSY`) until the first has been read to its end,
+/// which under many concurrent requests is not soon.
+#[derive(Clone, Debug)]
+pub(crate) struct AsyncNl {
+    pub(crate) handle: rtnetlink::Handle,
+    pub(crate) dumps: std::sync::Arc<futures::lock::Mutex<()>>,
+}
+
 /// A live rtnetlink connection: the handle to send on, and the driver task that owns the
 /// socket. Dropping it aborts the task, which closes the socket (a live netlink socket keeps its
 /// namespace alive).
@@ -214,8 +223,8 @@ impl Conn {
         !self.task.is_finished()
     }
 
-    pub(crate) fn nl(&self) -> super::nl::AsyncNl {
-        super::nl::AsyncNl {
+    pub(crate) fn nl(&self) -> AsyncNl {
+        AsyncNl {
             handle: self.handle.clone(),
             dumps: self.dumps.clone(),
         }

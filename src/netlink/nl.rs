@@ -9,7 +9,11 @@ use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 
 use super::{batch::BatchConn, msg, wire::KernelError};
 #[cfg(feature = "tokio")]
-use super::{driver, wire::check_error, wire::request_message};
+use super::{
+    driver::{self, AsyncNl},
+    wire::check_error,
+    wire::request_message,
+};
 
 thread_local! {
     static BLOCKING: Cell<bool> = const { Cell::new(false) };
@@ -46,16 +50,6 @@ pub(crate) enum Nl {
     #[cfg(feature = "tokio")]
     Async(AsyncNl),
     Batched(Arc<BatchConn>),
-}
-
-/// The async connection's sender, and the lock that lets one dump at a time run on it: the
-/// kernel refuses a second dump on a socket (`EBUSY`) until the first has been read to its end,
-/// which under many concurrent requests is not soon.
-#[cfg(feature = "tokio")]
-#[derive(Clone, Debug)]
-pub(crate) struct AsyncNl {
-    pub(crate) handle: rtnetlink::Handle,
-    pub(crate) dumps: Arc<futures::lock::Mutex<()>>,
 }
 
 #[cfg(feature = "tokio")]
