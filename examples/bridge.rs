@@ -55,7 +55,7 @@ async fn run() -> netns_kit::Result<()> {
         .peer_namespace(&ns2)
         .create()
         .await?;
-    br0.attach(veth2.link()).await?;
+    br0.add_port(veth2.link()).await?;
 
     // ip netns exec ns1 ip addr add 10.111.1.1/24 dev veth1
     // ip netns exec ns1 ip link set veth1 up   (already up)

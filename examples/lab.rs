@@ -123,7 +123,7 @@ fn from_file(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     };
     let start = Instant::now();
-    lab.build_blocking(&topology)?;
+    lab.add_topology_blocking(&topology)?;
     println!("built {path} in {:.2?}", start.elapsed());
     let hosts: Vec<String> = lab.hosts().map(str::to_owned).collect();
     for host in &hosts {

@@ -42,7 +42,7 @@ fn main() -> Result<()> {
         return rerun_privately();
     }
     let host = Namespace::current()?;
-    if host.link_blocking("cni0").is_ok() {
+    if host.link_by_name_blocking("cni0").is_ok() {
         return Err(
             "cni0 already exists here; this example will not share a real runtime's bridge".into(),
         );
@@ -65,7 +65,7 @@ fn main() -> Result<()> {
     let _ = init.kill();
     let _ = init.wait();
     // 5. The example's own bridge.
-    host.link_blocking("cni0")?.delete_blocking()?;
+    host.link_by_name_blocking("cni0")?.delete_blocking()?;
     result?;
     println!("runtime: ok");
     Ok(())
@@ -139,12 +139,12 @@ fn delete(args: &[String]) -> Result<()> {
     let pid: u32 = value("--pid")?.parse()?;
     // A's namespace lives as long as its process: remove just the interface.
     Namespace::from_pid(pid)?
-        .link_blocking("eth0")?
+        .link_by_name_blocking("eth0")?
         .delete_blocking()?;
     println!("delete A (pid {pid}): eth0 removed");
     // B's namespace exists only by its name: removing the name frees it, and its veth pair.
     let name = value("--name")?;
-    Namespace::remove(name)?;
+    Namespace::delete_named(name)?;
     println!("delete B ({name}): namespace removed");
     Ok(())
 }

@@ -54,8 +54,8 @@ async fn pattern_one(in_host: bool) -> netns_kit::Result<()> {
         .await?;
     println!(
         "  built {} <-> {} in {:.2} ms",
-        link.a(),
-        link.b(),
+        link.link(),
+        link.peer(),
         start.elapsed().as_secs_f64() * 1e3
     );
     ping(&ns1, "ns1", "10.111.1.2").await?;
@@ -100,13 +100,13 @@ async fn pattern_two(host: &Namespace, in_host: bool) -> netns_kit::Result<()> {
             MemberSpec::owning(ns1)
                 .address("10.111.1.1/24")
                 .address("fd11:1::1/64")
-                .host_interface_name("veth1-br"),
+                .peer_name("veth1-br"),
         )
         .member(
             MemberSpec::owning(ns2)
                 .address("10.111.1.2/24")
                 .address("fd11:1::2/64")
-                .host_interface_name("veth2-br"),
+                .peer_name("veth2-br"),
         )
         .create()
         .await?;

@@ -49,11 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!(
         "  members' MTU {} (1500 less 50 bytes of VXLAN headers)",
-        net_a.members()[0]
-            .interface()
-            .info_blocking()?
-            .mtu
-            .unwrap_or(0)
+        net_a.members()[0].link().info_blocking()?.mtu.unwrap_or(0)
     );
 
     let mut pings = 0;

@@ -101,13 +101,17 @@
 //! # Naming
 //!
 //! One convention, everywhere. A builder comes from `Type::builder(..)` with what the object
-//! cannot exist without (a name, a link, a destination); the two patterns are functions named
-//! for what they do ([`connect`], [`bridged`]) that return their builder. Setters take `self`
+//! cannot exist without (a name, a link, a destination); the patterns are functions named
+//! for what they do ([`connect`], [`bridged`], [`routed`]) that return their builder. Setters take `self`
 //! and are named after the `ip` option they stand for; the one terminal verb is `create()`, which
 //! returns the guard. Where an object lives is a `namespace(&ns)` setter (default: the caller's
 //! current namespace) unless it belongs to a link. Names are taken as `impl AsRef<str>`.
-//! Operations are verbs (`set_up`, `enable_accept_forward`), getters are nouns or `is_`/`_enabled`
-//! predicates, and no getter shares a name with an action. `Display` is how every object is
+//! Operations are verbs (`set_up`, `enable_accept_forward`); collections change through
+//! `add_x`/`remove_x` (`add_port`, `add_member`, `add_remote`); getters are nouns or
+//! `is_`/`_enabled` predicates, and no getter shares a name with an action (a lookup is
+//! `link_by_name`, not `link`). A link's two ends are `link()` and `peer()`; `peer` is only ever
+//! the other end of a veth pair, `remote` a tunnel's far end, `link_group` a link group; an IP
+//! version is a `version: u8`, 4 or 6. `Display` is how every object is
 //! named in messages (`bridge "br0" in namespace "host"`). Every guard has `delete()` (remove
 //! now, report errors) and `keep()`, which disarms it and returns the same guard, still usable
 //! as a handle but owning nothing — exactly like an object opened rather than created. Every

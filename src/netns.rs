@@ -688,12 +688,12 @@ impl Namespace {
     /// netns_kit::Namespace::named("container-7").await?.keep();
     /// # Ok(()) }
     /// // Process 2, later:
-    /// netns_kit::Namespace::remove("container-7")?;
+    /// netns_kit::Namespace::delete_named("container-7")?;
     /// # Ok::<(), netns_kit::Error>(())
     /// ```
     #[doc(alias = "ip netns del")]
     #[doc(alias = "ip netns delete")]
-    pub fn remove(name: impl AsRef<str>) -> Result<()> {
+    pub fn delete_named(name: impl AsRef<str>) -> Result<()> {
         let name = NsName::new(name)?;
         let label = format!("namespace {:?}", name.as_str());
         let path = Path::new(NETNS_RUN_DIR).join(name.as_str());
@@ -1126,7 +1126,7 @@ impl Namespace {
     /// does the same, silently). A handle owns its namespace when this crate created it and
     /// it was not [kept](Namespace::keep); on any other handle — opened by name, path, pid or
     /// fd, or kept — this only closes the handle. To remove a named namespace this handle
-    /// does not own, as `ip netns del` does, use [`Namespace::remove`].
+    /// does not own, as `ip netns del` does, use [`Namespace::delete_named`].
     ///
     /// Deleting a named namespace unmounts and removes `/run/netns/NAME` if it still refers
     /// to this namespace (a name reused by someone else is left alone). In every case the fd

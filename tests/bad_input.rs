@@ -118,7 +118,7 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
     let veth_in = |name: &str| VethPair::builder(name, "peer").namespace(&sb).create();
     let member = |a: &str| MemberSpec::new().address(a);
     let net = || bridged().host(&sb).gateway("10.96.0.254/24");
-    let lo = sb.link("lo").await.unwrap();
+    let lo = sb.link_by_name("lo").await.unwrap();
 
     let cases: Vec<Case<'_>> = vec![
         // Interface names.
@@ -434,8 +434,8 @@ async fn forty_plus_bad_inputs_give_typed_errors_and_leave_nothing() {
             "duplicate member host names",
             Box::pin(async {
                 ok(net()
-                    .member(member("10.96.0.1/24").host_interface_name("dup"))
-                    .member(member("10.96.0.2/24").host_interface_name("dup"))
+                    .member(member("10.96.0.1/24").peer_name("dup"))
+                    .member(member("10.96.0.2/24").peer_name("dup"))
                     .create()
                     .await)
             }),

@@ -58,7 +58,7 @@ async fn ports_attach_and_detach() {
         .await
         .unwrap();
     assert_eq!(ports(&host, "br1"), ["p1"]);
-    br.attach(v2.link()).await.unwrap();
+    br.add_port(v2.link()).await.unwrap();
     assert_eq!(ports(&host, "br1"), ["p1", "p2"]);
     let listed: Vec<String> = br
         .ports()
@@ -68,9 +68,9 @@ async fn ports_attach_and_detach() {
         .map(|p| p.name)
         .collect();
     assert_eq!(listed, ["p1", "p2"]);
-    br.detach(v1.link()).await.unwrap();
+    br.remove_port(v1.link()).await.unwrap();
     assert_eq!(ports(&host, "br1"), ["p2"]);
-    let err = br.detach(v1.link()).await.unwrap_err();
+    let err = br.remove_port(v1.link()).await.unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
     // Deleting the bridge leaves its ports (they belong to their own guards).
     br.delete().await.unwrap();

@@ -50,8 +50,8 @@ async fn bridge_mode_macvlans_reach_each_other_and_the_parents_network() {
         Namespace::new().await.unwrap(),
         Namespace::new().await.unwrap(),
     );
-    let m1 = macvlan_in(&c1, wire.a(), MacvlanMode::Bridge, "10.78.0.1/24").await;
-    let _m2 = macvlan_in(&c2, wire.a(), MacvlanMode::Bridge, "10.78.0.2/24").await;
+    let m1 = macvlan_in(&c1, wire.link(), MacvlanMode::Bridge, "10.78.0.1/24").await;
+    let _m2 = macvlan_in(&c2, wire.link(), MacvlanMode::Bridge, "10.78.0.2/24").await;
     let link = ip_json(&c1, &["-d", "link", "show", "dev", "mv0"]);
     assert_eq!(link[0]["linkinfo"]["info_kind"], "macvlan", "{link}");
     assert_eq!(link[0]["linkinfo"]["info_data"]["mode"], "bridge", "{link}");
@@ -74,8 +74,8 @@ async fn private_mode_macvlans_do_not_reach_each_other() {
         Namespace::new().await.unwrap(),
         Namespace::new().await.unwrap(),
     );
-    let _m1 = macvlan_in(&c1, wire.a(), MacvlanMode::Private, "10.78.0.1/24").await;
-    let _m2 = macvlan_in(&c2, wire.a(), MacvlanMode::Private, "10.78.0.2/24").await;
+    let _m1 = macvlan_in(&c1, wire.link(), MacvlanMode::Private, "10.78.0.1/24").await;
+    let _m2 = macvlan_in(&c2, wire.link(), MacvlanMode::Private, "10.78.0.2/24").await;
     let link = ip_json(&c2, &["-d", "link", "show", "dev", "mv0"]);
     assert_eq!(
         link[0]["linkinfo"]["info_data"]["mode"], "private",
@@ -92,13 +92,13 @@ async fn private_mode_macvlans_do_not_reach_each_other() {
 async fn bad_macvlan_input_is_refused_and_leaves_nothing() {
     let (host, _world, wire) = parent().await;
     let c = Namespace::new().await.unwrap();
-    let err = Macvlan::builder("bad/name", wire.a())
+    let err = Macvlan::builder("bad/name", wire.link())
         .namespace(&c)
         .create()
         .await
         .unwrap_err();
     assert!(err.to_string().contains('/'), "{err}");
-    let err = Macvlan::builder("mv0", wire.a())
+    let err = Macvlan::builder("mv0", wire.link())
         .namespace(&c)
         .address("10.78.0.1/24")
         .address("10.78.0.1/24")
@@ -110,7 +110,7 @@ async fn bad_macvlan_input_is_refused_and_leaves_nothing() {
         "{err}"
     );
     // The kernel's refusal (an MTU over the parent's) rolls back: nothing left anywhere.
-    let err = Macvlan::builder("mv0", wire.a())
+    let err = Macvlan::builder("mv0", wire.link())
         .namespace(&c)
         .mtu(9000)
         .address("10.78.0.1/24")

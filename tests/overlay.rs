@@ -52,7 +52,7 @@ fn machines(n: usize) -> (Vec<Namespace>, Namespace, BridgedNetwork) {
         .gateway("10.97.0.254/24")
         .members(hosts.iter().enumerate().map(|(i, h)| {
             MemberSpec::in_namespace(h)
-                .interface_name("wire")
+                .link_name("wire")
                 .address(format!("10.97.0.{}/24", i + 1))
         }))
         .create_blocking()
@@ -170,7 +170,7 @@ fn a_vxlan_endpoint_on_its_own_and_its_peers_at_run_time() {
     let mut vx = Vxlan::builder("vx7", 7)
         .namespace(&host)
         .local("10.96.0.1".parse().unwrap())
-        .peer("10.96.0.2".parse().unwrap())
+        .remote("10.96.0.2".parse().unwrap())
         .learning(false)
         .port(4790)
         .create_blocking()
@@ -181,13 +181,14 @@ fn a_vxlan_endpoint_on_its_own_and_its_peers_at_run_time() {
     assert_eq!(data["port"], 4790, "{link}");
     assert_eq!(data["learning"], false, "{link}");
     assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.2"]);
-    vx.add_peer_blocking("10.96.0.3".parse().unwrap()).unwrap();
+    vx.add_remote_blocking("10.96.0.3".parse().unwrap())
+        .unwrap();
     assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.2", "10.96.0.3"]);
-    vx.remove_peer_blocking("10.96.0.2".parse().unwrap())
+    vx.remove_remote_blocking("10.96.0.2".parse().unwrap())
         .unwrap();
     assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.3"]);
     let err = vx
-        .add_peer_blocking("10.96.0.3".parse().unwrap())
+        .add_remote_blocking("10.96.0.3".parse().unwrap())
         .unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
     drop(vx);
@@ -208,31 +209,34 @@ fn bad_vxlan_input_is_refused_before_anything_is_made() {
         (Vxlan::builder("vx1", 1).port(0), "port 0"),
         (
             Vxlan::builder("vx1", 1)
-                .group(ip("239.1.1.1"))
-                .peer(ip("10.96.0.2")),
+                .multicast_group(ip("239.1.1.1"))
+                .remote(ip("10.96.0.2")),
             "not both",
         ),
         (
-            Vxlan::builder("vx1", 1).group(ip("10.96.0.9")),
+            Vxlan::builder("vx1", 1).multicast_group(ip("10.96.0.9")),
             "not a multicast",
         ),
-        (Vxlan::builder("vx1", 1).group(ip("239.1.1.1")), "underlay"),
+        (
+            Vxlan::builder("vx1", 1).multicast_group(ip("239.1.1.1")),
+            "underlay",
+        ),
         (
             Vxlan::builder("vx1", 1)
                 .local(ip("10.96.0.1"))
-                .peer(ip("fd96::2")),
+                .remote(ip("fd96::2")),
             "different IP versions",
         ),
         (
             Vxlan::builder("vx1", 1)
                 .local(ip("10.96.0.1"))
-                .peer(ip("10.96.0.1")),
+                .remote(ip("10.96.0.1")),
             "the local address",
         ),
         (
             Vxlan::builder("vx1", 1)
-                .peer(ip("10.96.0.2"))
-                .peer(ip("10.96.0.2")),
+                .remote(ip("10.96.0.2"))
+                .remote(ip("10.96.0.2")),
             "twice",
         ),
         (Vxlan::builder("vx1/x", 1), "/"),

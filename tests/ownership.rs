@@ -139,7 +139,7 @@ fn processes_in_different_pid_namespaces_never_share_names_or_link_groups() {
             })
             .collect();
         for net in &nets {
-            println!("NET {} {}", net.bridge().name(), net.group());
+            println!("NET {} {}", net.bridge().name(), net.link_group());
         }
         println!("READY");
         wait_for_go();
@@ -727,7 +727,7 @@ async fn ten_thousand_concurrent_requests_on_one_namespace_all_succeed() {
     let start = Instant::now();
     // Dumps and direct lookups mixed: the kernel runs one dump at a time per socket (EBUSY).
     let dumps = futures::future::join_all((0..5_000).map(|_| ns.links()));
-    let lookups = futures::future::join_all((0..5_000).map(|_| ns.link("lo")));
+    let lookups = futures::future::join_all((0..5_000).map(|_| ns.link_by_name("lo")));
     let (dumps, lookups) = tokio::join!(dumps, lookups);
     let failed: Vec<String> = dumps
         .iter()

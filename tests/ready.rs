@@ -187,11 +187,11 @@ fn bridged_round(t: usize, r: usize) -> Vec<String> {
     for (m, i) in net.members().iter().zip(1u8..) {
         problems.extend(not_ready(
             m.namespace(),
-            m.interface().name(),
+            m.link().name(),
             false,
             v6(i).parse().ok(),
         ));
-        problems.extend(not_ready(&host, m.host_interface().name(), true, None));
+        problems.extend(not_ready(&host, m.peer().name(), true, None));
     }
     let [l1, l2, lh] = listeners;
     stop(&spaces[1], l1);

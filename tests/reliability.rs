@@ -490,7 +490,7 @@ async fn a_failed_add_member_changes_nothing() {
         .add_member(
             MemberSpec::in_namespace(&picky)
                 .address("10.87.0.3/24")
-                .interface_name("x/y"),
+                .link_name("x/y"),
         )
         .await
         .unwrap_err();

@@ -65,7 +65,7 @@ async fn two_lans_and_a_link_reach_each_other_through_the_router() {
         .create()
         .await
         .unwrap();
-    assert!(net.owns_router());
+    assert!(net.is_router_owned());
     let router = net.router();
     let a1 = net.lans()[0].members()[0].namespace();
     let b1 = net.lans()[1].members()[0].namespace();
@@ -185,7 +185,7 @@ fn a_given_router_gets_its_forwarding_settings_back() {
         .link(RouterLink::to(&host).address("10.161.2.1/24", "10.161.2.2/24"))
         .create_blocking()
         .unwrap();
-    assert!(!net.owns_router());
+    assert!(!net.is_router_owned());
     assert_eq!(sysctl_outside(&router, "net.ipv4.ip_forward"), "1");
     // IPv4 only: IPv6 forwarding is left alone.
     assert_eq!(sysctl_outside(&router, "net.ipv6.conf.all.forwarding"), "0");

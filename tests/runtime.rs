@@ -53,12 +53,12 @@ fn remove_takes_a_name_made_elsewhere_and_refuses_what_is_not_a_namespace() {
     // An opened handle's delete() only closes it.
     Namespace::open(&name).unwrap().delete_blocking().unwrap();
     assert!(netns_list("").contains(&name));
-    Namespace::remove(&name).unwrap();
+    Namespace::delete_named(&name).unwrap();
     assert!(!netns_list("").contains(&name));
     assert!(!std::path::Path::new("/run/netns").join(&name).exists());
     std::mem::forget(made); // already gone
 
-    let err = Namespace::remove(&name).unwrap_err();
+    let err = Namespace::delete_named(&name).unwrap_err();
     assert!(err.is_not_found(), "{err}");
     assert!(err.to_string().contains(&name), "{err}");
 
@@ -66,7 +66,7 @@ fn remove_takes_a_name_made_elsewhere_and_refuses_what_is_not_a_namespace() {
     let fake = NsName::unique("nkfake").unwrap().to_string();
     let path = std::path::Path::new("/run/netns").join(&fake);
     std::fs::write(&path, b"not a namespace").unwrap();
-    let err = Namespace::remove(&fake).unwrap_err();
+    let err = Namespace::delete_named(&fake).unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
     assert!(err.to_string().contains(&fake), "{err}");
     assert!(path.exists());
@@ -220,7 +220,7 @@ fn several_processes_join_one_bridge_at_once() {
     impl Drop for Remove {
         fn drop(&mut self) {
             for name in &self.0 {
-                let _ = Namespace::remove(name);
+                let _ = Namespace::delete_named(name);
             }
         }
     }
@@ -234,7 +234,7 @@ fn several_processes_join_one_bridge_at_once() {
     assert!(ping(&first, "10.88.0.1"));
     drop(first);
     for name in &kept.0 {
-        Namespace::remove(name).unwrap();
+        Namespace::delete_named(name).unwrap();
     }
     eventually("the removed members' ports are gone", || {
         ports(&host, "cni0").is_empty()
@@ -396,7 +396,10 @@ fn a_process_is_wired_by_pid_and_unwired_from_a_fresh_handle() {
 
     // "delete", as a second process would: a fresh handle by pid, the interface by name.
     let ns = Namespace::from_pid(pid).unwrap();
-    ns.link_blocking("eth0").unwrap().delete_blocking().unwrap();
+    ns.link_by_name_blocking("eth0")
+        .unwrap()
+        .delete_blocking()
+        .unwrap();
     assert!(ports(&host, "cni0").is_empty());
     assert_eq!(link_names(&host), ["lo", "cni0"]);
     assert_eq!(cni0_addrs(&host), ["10.88.0.1/16"]);

@@ -144,12 +144,12 @@ async fn bridged_network_is_what_the_seed_builds_and_carries_ping_and_tcp() {
         .collect();
     assert_eq!(ports.len(), 3);
     for m in net.members() {
-        assert!(ports.contains(&m.host_interface().name().to_owned()));
-        let j = link_json(&host, m.host_interface().name());
+        assert!(ports.contains(&m.peer().name().to_owned()));
+        let j = link_json(&host, m.peer().name());
         assert!(has_flag(&j, "UP"));
         assert_eq!(
             j["group"],
-            (net.group() as i32).to_string(),
+            (net.link_group() as i32).to_string(),
             "ip prints groups signed"
         );
         let ns = m.namespace();
@@ -201,11 +201,11 @@ async fn members_can_join_and_leave_a_live_network() {
         .add_member(
             MemberSpec::in_namespace(&existing)
                 .address("10.64.0.3/24")
-                .interface_name("lan0"),
+                .link_name("lan0"),
         )
         .await
         .unwrap();
-    assert_eq!(joined.interface().name(), "lan0");
+    assert_eq!(joined.link().name(), "lan0");
     assert_eq!(link_names(&existing), ["lo", "lan0"]);
     assert!(ping(&existing, "10.64.0.2"));
     assert_eq!(net.members().len(), 2);
@@ -260,16 +260,8 @@ async fn bridged_bad_input_is_refused_before_anything_is_made() {
         ),
         (
             base()
-                .member(
-                    MemberSpec::new()
-                        .address("10.65.0.2/24")
-                        .host_interface_name("same"),
-                )
-                .member(
-                    MemberSpec::new()
-                        .address("10.65.0.3/24")
-                        .host_interface_name("same"),
-                ),
+                .member(MemberSpec::new().address("10.65.0.2/24").peer_name("same"))
+                .member(MemberSpec::new().address("10.65.0.3/24").peer_name("same")),
             "already another member's",
         ),
         (
@@ -289,11 +281,7 @@ async fn bridged_bad_input_is_refused_before_anything_is_made() {
             "longer than 15",
         ),
         (
-            base().member(
-                MemberSpec::new()
-                    .address("10.65.0.2/24")
-                    .interface_name("eth/0"),
-            ),
+            base().member(MemberSpec::new().address("10.65.0.2/24").link_name("eth/0")),
             "`/`",
         ),
         (
@@ -364,7 +352,7 @@ async fn members_of_an_ipv4_only_network_keep_ipv6_quiet_and_ports_have_none() {
     // The bridge port (host end) has no IPv6 address and makes none (it has no link-local
     // address to announce: the bridge would flood that to every port).
     assert!(ping(m.namespace(), "10.69.0.254"));
-    let port = m.host_interface().name().to_owned();
+    let port = m.peer().name().to_owned();
     let link = ip_json(&host, &["-d", "link", "show", "dev", &port]);
     assert_eq!(link[0]["inet6_addr_gen_mode"], "none", "{link}");
     let addrs = ip_json(&host, &["-6", "addr", "show", "dev", &port]);

@@ -32,7 +32,7 @@ fn global_addresses(lab: &Lab, host: &str, dev: &str) -> Vec<String> {
 #[test]
 fn the_example_file_builds_a_routed_lab_with_a_link() {
     let mut lab = Lab::new_blocking("topology_file").unwrap();
-    lab.build_blocking(&example()).unwrap();
+    lab.add_topology_blocking(&example()).unwrap();
     assert_eq!(
         lab.hosts().collect::<Vec<_>>(),
         ["backup", "web1", "web2", "web3", "r1", "db1", "db2"]
@@ -123,7 +123,7 @@ fn mistakes_are_refused_before_anything_is_made() {
     let mut lab = Lab::new_blocking("topology_mistakes").unwrap();
     for (text, says) in cases {
         let err = Topology::from_toml(text)
-            .and_then(|t| lab.build_blocking(&t))
+            .and_then(|t| lab.add_topology_blocking(&t))
             .unwrap_err();
         assert!(err.is_invalid_input(), "{text}: {err}");
         assert!(

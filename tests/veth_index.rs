@@ -60,7 +60,7 @@ fn taken_explicit_indexes_are_skipped() {
         .member(MemberSpec::new().address("10.190.0.2/24"))
         .create_blocking()
         .unwrap();
-    let host_end = net.members()[0].host_interface().name().to_owned();
+    let host_end = net.members()[0].peer().name().to_owned();
     assert_eq!(
         index_of(&a, &host_end),
         base + 9,

@@ -143,7 +143,7 @@ fn create_veth(
         match builder.create_blocking() {
             Ok(pair) => return Ok(pair),
             Err(e) if e.is_already_exists() => {
-                if container.link_blocking(ifname).is_ok() {
+                if container.link_by_name_blocking(ifname).is_ok() {
                     return Err(CniError::new(
                         code::INTERNAL,
                         format!("container veth name provided ({ifname}) already exists"),
@@ -468,7 +468,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
     // The interface is there already: this container was added before. Refused before anything
     // runs: an IPAM plugin asked again may hand out a second address, and releasing that one
     // would release the first too.
-    if container.link_blocking(&env.ifname).is_ok() {
+    if container.link_by_name_blocking(&env.ifname).is_ok() {
         return Err(CniError::new(
             code::INTERNAL,
             format!(
@@ -625,7 +625,7 @@ pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     let mut families = None;
     if !env.netns.is_empty() {
         match Namespace::open_path(&env.netns) {
-            Ok(container) => match container.link_blocking(&env.ifname) {
+            Ok(container) => match container.link_by_name_blocking(&env.ifname) {
                 Ok(link) => {
                     match link.addresses_blocking() {
                         Ok(addresses) => {
@@ -717,7 +717,7 @@ pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
             env.netns
         )));
     };
-    let iface = match container.link_blocking(&env.ifname) {
+    let iface = match container.link_by_name_blocking(&env.ifname) {
         Ok(l) => l,
         Err(e) if e.is_not_found() => {
             return Err(failed(format!(
@@ -750,7 +750,7 @@ pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
         .iter()
         .filter(|i| i.name != conf.bridge && i.sandbox.is_empty())
         .find_map(|i| {
-            let l = host.link_blocking(&i.name).ok()?;
+            let l = host.link_by_name_blocking(&i.name).ok()?;
             let info = l.info_blocking().ok()?;
             (info.kind.as_deref() == Some("veth")
                 && info.controller == Some(bridge.link().index())
@@ -800,7 +800,7 @@ pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
 pub fn status(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
     Namespace::current()?
-        .link_blocking("lo")
+        .link_by_name_blocking("lo")
         .map_err(|e| unavailable(format!("netlink does not answer: {e}")))?;
     if let Some(ipam) = &conf.ipam {
         delegate::find(ipam, &env.path).map_err(|e| unavailable(e.msg))?;

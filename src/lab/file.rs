@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// A lab described in a file: hosts, LANs (optionally behind routers) and links, in TOML or
-/// JSON, built in one call ([`Lab::build`]).
+/// JSON, built in one call ([`Lab::add_topology`]).
 ///
 /// ```toml
 /// hosts = ["monitor"]            # hosts with no network of their own (optional)
@@ -35,7 +35,7 @@ use crate::{
 /// ```
 ///
 /// The format is strict: an unknown key is an error naming it (so a misspelt `subnet` is not
-/// silently ignored), as is every mistake [`Lab::build`] can find before making anything — a
+/// silently ignored), as is every mistake [`Lab::add_topology`] can find before making anything — a
 /// bad subnet, a LAN too small, a host on two LANs (it would get two default routes), a router
 /// that is also a member, a router with a single subnet. Hosts are made in the order they first
 /// appear. Link impairment (delay, loss) is not part of the format: it needs the kernel's
@@ -252,7 +252,7 @@ impl Lab {
     /// [`Error::InvalidInput`] naming the LAN, router, link or host at fault; the errors
     /// of [`Lab::add_host`], [`Lab::add_lan`], [`Lab::add_routed`] and [`Lab::add_link`].
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn build(&mut self, topology: &Topology) -> Result<()> {
+    pub async fn add_topology(&mut self, topology: &Topology) -> Result<()> {
         topology.validate()?;
         for host in topology.all_hosts() {
             if self.host(host).is_err() {
@@ -313,10 +313,10 @@ impl Lab {
         Ok(())
     }
 
-    /// The blocking form of [`build`](Self::build): the same work, checks and errors, on the
+    /// The blocking form of [`add_topology`](Self::add_topology): the same work, checks and errors, on the
     /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
     /// call it from async code.
-    pub fn build_blocking(&mut self, topology: &Topology) -> Result<()> {
-        crate::netlink::block_on(self.build(topology))
+    pub fn add_topology_blocking(&mut self, topology: &Topology) -> Result<()> {
+        crate::netlink::block_on(self.add_topology(topology))
     }
 }

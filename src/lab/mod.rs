@@ -118,6 +118,13 @@ fn check_label(what: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
+impl std::fmt::Display for Lab {
+    /// `lab "TEST"`, as messages name it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lab {:?}", self.test)
+    }
+}
+
 impl Lab {
     /// A new lab for the test `test` (letters, digits, `_` and `-`: it names the lab's
     /// namespaces if it is kept), with its private host namespace.
@@ -127,7 +134,8 @@ impl Lab {
     /// [`Error::InvalidInput`] for a bad name; [`Error::PermissionDenied`], saying what is
     /// missing, without the privileges to make network namespaces.
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn new(test: &str) -> Result<Lab> {
+    pub async fn new(test: impl AsRef<str>) -> Result<Lab> {
+        let test = test.as_ref();
         check_label("lab", test)?;
         let host = Namespace::new().await.map_err(|e| explain(test, e))?;
         Ok(Lab {
@@ -144,7 +152,7 @@ impl Lab {
     /// The blocking form of [`new`](Self::new): the same work, checks and errors, on the calling
     /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
     /// it from async code.
-    pub fn new_blocking(test: &str) -> Result<Lab> {
+    pub fn new_blocking(test: impl AsRef<str>) -> Result<Lab> {
         crate::netlink::block_on(Self::new(test))
     }
 
@@ -156,7 +164,8 @@ impl Lab {
     ///
     /// Those of [`Lab::new`], except the skipped [`Error::PermissionDenied`].
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn or_skip(test: &str) -> Result<Option<Lab>> {
+    pub async fn or_skip(test: impl AsRef<str>) -> Result<Option<Lab>> {
+        let test = test.as_ref();
         match Lab::new(test).await {
             Ok(lab) => Ok(Some(lab)),
             Err(e) if e.is_permission_denied() && !env_is_1(NO_SKIP_ENV) => {
@@ -172,7 +181,7 @@ impl Lab {
     /// The blocking form of [`or_skip`](Self::or_skip): the same work, checks and errors, on the
     /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
     /// call it from async code.
-    pub fn or_skip_blocking(test: &str) -> Result<Option<Lab>> {
+    pub fn or_skip_blocking(test: impl AsRef<str>) -> Result<Option<Lab>> {
         crate::netlink::block_on(Self::or_skip(test))
     }
 
@@ -193,7 +202,8 @@ impl Lab {
     /// [`Error::InvalidInput`] for a bad name or one already taken; the errors of
     /// [`Namespace::new`].
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn add_host(&mut self, name: &str) -> Result<&Namespace> {
+    pub async fn add_host(&mut self, name: impl AsRef<str>) -> Result<&Namespace> {
+        let name = name.as_ref();
         check_label("host", name)?;
         if self.hosts.iter().any(|(n, _)| n == name) {
             return Err(Error::invalid(
@@ -209,7 +219,7 @@ impl Lab {
     /// The blocking form of [`add_host`](Self::add_host): the same work, checks and errors, on the
     /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
     /// call it from async code.
-    pub fn add_host_blocking(&mut self, name: &str) -> Result<&Namespace> {
+    pub fn add_host_blocking(&mut self, name: impl AsRef<str>) -> Result<&Namespace> {
         crate::netlink::block_on(self.add_host(name))
     }
 
@@ -218,7 +228,8 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] naming the hosts there are.
-    pub fn host(&self, name: &str) -> Result<&Namespace> {
+    pub fn host(&self, name: impl AsRef<str>) -> Result<&Namespace> {
+        let name = name.as_ref();
         self.hosts
             .iter()
             .find(|(n, _)| n == name)
@@ -401,7 +412,8 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown host.
-    pub fn addresses(&self, host: &str) -> Result<Vec<IpNetwork>> {
+    pub fn addresses(&self, host: impl AsRef<str>) -> Result<Vec<IpNetwork>> {
+        let host = host.as_ref();
         let ns = self.host(host)?;
         let mut found = Vec::new();
         let from_bridged = |net: &BridgedNetwork, found: &mut Vec<IpNetwork>| {
@@ -419,7 +431,7 @@ impl Lab {
                         from_bridged(lan, &mut found);
                     }
                     for link in net.links() {
-                        if in_ns(link.b(), ns) {
+                        if in_ns(link.peer(), ns) {
                             found.extend(link.addresses().iter().map(|(_, b)| *b));
                         }
                     }
@@ -434,10 +446,10 @@ impl Lab {
                 }
                 Part::Link(link) => {
                     for (a, b) in link.addresses() {
-                        if in_ns(link.a(), ns) {
+                        if in_ns(link.link(), ns) {
                             found.push(*a);
                         }
-                        if in_ns(link.b(), ns) {
+                        if in_ns(link.peer(), ns) {
                             found.push(*b);
                         }
                     }
@@ -452,16 +464,17 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown host or one without such an address.
-    pub fn address(&self, host: &str, version: u8) -> Result<IpAddr> {
+    pub fn address(&self, host: impl AsRef<str>, version: u8) -> Result<IpAddr> {
+        let host = host.as_ref();
+        if version != 4 && version != 6 {
+            return Err(Error::invalid(
+                format!("IP version {version} for host {host:?} in {self}"),
+                "the version is 4 or 6",
+            ));
+        }
         self.addresses(host)?
             .into_iter()
-            .find(|a| {
-                if version == 6 {
-                    a.is_ipv6()
-                } else {
-                    a.is_ipv4()
-                }
-            })
+            .find(|a| a.is_ipv6() == (version == 6))
             .map(|a| a.ip())
             .ok_or_else(|| {
                 not_found(
@@ -476,7 +489,12 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown host.
-    pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+    pub fn command(
+        &self,
+        host: impl AsRef<str>,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Result<Command> {
+        let host = host.as_ref();
         Ok(self.host(host)?.command(program))
     }
 
@@ -518,7 +536,7 @@ impl Lab {
             let lans: Vec<&BridgedNetwork> = match part {
                 Part::Bridged(net) => vec![&**net],
                 Part::Routed(net) => {
-                    if net.owns_router() {
+                    if net.is_router_owned() {
                         add(&mut all, "router", net.router());
                     }
                     net.lans().iter().collect()
@@ -759,7 +777,7 @@ pub async fn reap_kept() -> Result<Vec<String>> {
             continue;
         }
         drop(ns);
-        match Namespace::remove(&name) {
+        match Namespace::delete_named(&name) {
             Ok(()) => removed.push(name),
             Err(e) => errors.push(e),
         }
@@ -787,7 +805,8 @@ pub fn reap_kept_blocking() -> Result<Vec<String>> {
 ///
 /// When the body panics (in the child: with its output), when `unshare` (util-linux) is
 /// missing, or when `test` names no test of this binary.
-pub fn run_isolated(test: &str, body: impl FnOnce()) {
+pub fn run_isolated(test: impl AsRef<str>, body: impl FnOnce()) {
+    let test = test.as_ref();
     // libtest names a test by its path without the crate: `lab::my_test` -> `my_test`.
     let name = test.split_once("::").map_or(test, |(_, rest)| rest);
     // The child: only where `unshare` really made a user namespace (the variable alone could

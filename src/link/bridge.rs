@@ -89,9 +89,9 @@ impl BridgeBuilder {
     }
 
     /// Puts the bridge in link group `group` (`group N`); see
-    /// [`VethPairBuilder::group`](crate::VethPairBuilder::group) (groups from 2³¹ up are
+    /// [`VethPairBuilder::link_group`](crate::VethPairBuilder::link_group) (groups from 2³¹ up are
     /// refused).
-    pub fn group(mut self, group: u32) -> Self {
+    pub fn link_group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
     }
@@ -437,7 +437,7 @@ impl Bridge {
     /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn open(ns: &Namespace, name: impl AsRef<str>) -> Result<Bridge> {
-        let link = ns.link(name).await?;
+        let link = ns.link_by_name(name).await?;
         let info = link.info().await?;
         if info.kind.as_deref() != Some("bridge") {
             return Err(Error::invalid(
@@ -535,22 +535,24 @@ impl Bridge {
     ///
     /// # Errors
     ///
-    /// As for [`Link::set_controller`].
+    /// [`Error::InvalidInput`] if `port` is not in the bridge's namespace or is gone; the
+    /// kernel's refusal otherwise (e.g. `EBUSY` if it already has a controller, or `ELOOP`).
     ///
     /// # Cancel safety
     ///
-    /// As for [`Link::set_controller`].
+    /// Once polled, the request is sent and carried out even if the future is dropped.
     #[doc(alias = "brctl addif")]
+    #[doc(alias = "ip link set master")]
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn attach(&self, port: &Link) -> Result<()> {
+    pub async fn add_port(&self, port: &Link) -> Result<()> {
         port.set_controller(self.link()).await
     }
 
-    /// The blocking form of [`attach`](Self::attach): the same work, checks and errors, on the
+    /// The blocking form of [`add_port`](Self::add_port): the same work, checks and errors, on the
     /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
     /// call it from async code.
-    pub fn attach_blocking(&self, port: &Link) -> Result<()> {
-        crate::netlink::block_on(self.attach(port))
+    pub fn add_port_blocking(&self, port: &Link) -> Result<()> {
+        crate::netlink::block_on(self.add_port(port))
     }
 
     /// Detaches `port` from this bridge, like `ip link set PORT nomaster` or
@@ -562,10 +564,11 @@ impl Bridge {
     ///
     /// # Cancel safety
     ///
-    /// As for [`Link::set_no_controller`].
+    /// Once polled, the request is sent and carried out even if the future is dropped.
     #[doc(alias = "brctl delif")]
+    #[doc(alias = "ip link set nomaster")]
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn detach(&self, port: &Link) -> Result<()> {
+    pub async fn remove_port(&self, port: &Link) -> Result<()> {
         let info = port.info().await?;
         if !port.same_ns(self.link()) || info.controller != Some(self.link().index()) {
             return Err(Error::invalid(
@@ -576,11 +579,11 @@ impl Bridge {
         port.set_no_controller().await
     }
 
-    /// The blocking form of [`detach`](Self::detach): the same work, checks and errors, on the
+    /// The blocking form of [`remove_port`](Self::remove_port): the same work, checks and errors, on the
     /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
     /// call it from async code.
-    pub fn detach_blocking(&self, port: &Link) -> Result<()> {
-        crate::netlink::block_on(self.detach(port))
+    pub fn remove_port_blocking(&self, port: &Link) -> Result<()> {
+        crate::netlink::block_on(self.remove_port(port))
     }
 
     /// Lists the bridge's ports (one dump, filtered by the kernel).

@@ -145,7 +145,7 @@ impl MacvlanBuilder {
     /// #     container: netns_kit::Namespace,
     /// # ) -> netns_kit::Result<()> {
     /// use netns_kit::Macvlan;
-    /// let eth0 = host.link("eth0").await?;
+    /// let eth0 = host.link_by_name("eth0").await?;
     /// let mv = Macvlan::builder("eth0", &eth0)
     ///     .namespace(&container)
     ///     .address("10.77.0.5/24")

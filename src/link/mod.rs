@@ -152,7 +152,7 @@ pub enum OperState {
 /// ```no_run
 /// # async fn demo() -> netns_kit::Result<()> {
 /// let ns = netns_kit::Namespace::new().await?;
-/// let lo = ns.link("lo").await?.info().await?;
+/// let lo = ns.link_by_name("lo").await?.info().await?;
 /// assert!(lo.up);
 /// # Ok(()) }
 /// ```
@@ -251,7 +251,7 @@ impl LinkInfo {
 /// ```no_run
 /// # async fn demo() -> netns_kit::Result<()> {
 /// let ns = netns_kit::Namespace::new().await?;
-/// let lo = ns.link("lo").await?;
+/// let lo = ns.link_by_name("lo").await?;
 /// lo.set_mtu(9000).await?;
 /// assert_eq!(lo.info().await?.mtu, Some(9000));
 /// # Ok(()) }
@@ -915,27 +915,8 @@ impl Link {
     }
 
     /// Makes this link a port of `controller` (a bridge), like
-    /// `ip link set NAME master BRIDGE`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] if the two links are in different namespaces; the kernel's
-    /// refusal otherwise (e.g. `EBUSY` if it already has a controller, or `ELOOP`).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(port: netns_kit::Link, bridge: netns_kit::Link) -> netns_kit::Result<()> {
-    /// port.set_controller(&bridge).await?;
-    /// # Ok(()) }
-    /// ```
-    #[doc(alias = "ip link set master")]
-    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn set_controller(&self, controller: &Link) -> Result<()> {
+    /// `ip link set NAME master BRIDGE`; public as [`Bridge::add_port`](crate::Bridge::add_port).
+    pub(crate) async fn set_controller(&self, controller: &Link) -> Result<()> {
         if !self.same_ns(controller) {
             return Err(Error::invalid(
                 self.label(),
@@ -957,34 +938,11 @@ impl Link {
             })
     }
 
-    /// The blocking form of [`set_controller`](Self::set_controller): the same work, checks and
-    /// errors, on the calling thread without an async runtime (see [the blocking
-    /// API](crate#blocking-api)). Do not call it from async code.
-    pub fn set_controller_blocking(&self, controller: &Link) -> Result<()> {
-        crate::netlink::block_on(self.set_controller(controller))
-    }
-
-    /// Detaches the link from its controller, like `ip link set NAME nomaster`.
-    ///
-    /// # Errors
-    ///
-    /// As for [`set_up`](Link::set_up).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`set_up`](Link::set_up).
-    #[doc(alias = "ip link set nomaster")]
-    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn set_no_controller(&self) -> Result<()> {
+    /// Detaches the link from its controller, like `ip link set NAME nomaster`; public as
+    /// [`Bridge::remove_port`](crate::Bridge::remove_port).
+    pub(crate) async fn set_no_controller(&self) -> Result<()> {
         self.set("detach", set_link(self.index, |b| b.nocontroller()))
             .await
-    }
-
-    /// The blocking form of [`set_no_controller`](Self::set_no_controller): the same work, checks
-    /// and errors, on the calling thread without an async runtime (see [the blocking
-    /// API](crate#blocking-api)). Do not call it from async code.
-    pub fn set_no_controller_blocking(&self) -> Result<()> {
-        crate::netlink::block_on(self.set_no_controller())
     }
 
     /// Deletes the link, like `ip link del NAME` (deleting a veth end deletes its peer). A link
@@ -1048,11 +1006,11 @@ impl Namespace {
     /// ```no_run
     /// # async fn demo() -> netns_kit::Result<()> {
     /// let ns = netns_kit::Namespace::new().await?;
-    /// assert_eq!(ns.link("lo").await?.index(), 1);
+    /// assert_eq!(ns.link_by_name("lo").await?.index(), 1);
     /// # Ok(()) }
     /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn link(&self, name: impl AsRef<str>) -> Result<Link> {
+    pub async fn link_by_name(&self, name: impl AsRef<str>) -> Result<Link> {
         let name = IfName::new(name)?;
         let nl = self.inner().nl().await?;
         let msg = nl.link_named(name.as_str()).await.map_err(|e| {
@@ -1064,11 +1022,11 @@ impl Namespace {
         Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
     }
 
-    /// The blocking form of [`link`](Self::link): the same work, checks and errors, on the calling
+    /// The blocking form of [`link_by_name`](Self::link_by_name): the same work, checks and errors, on the calling
     /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
     /// it from async code.
-    pub fn link_blocking(&self, name: impl AsRef<str>) -> Result<Link> {
-        crate::netlink::block_on(self.link(name))
+    pub fn link_by_name_blocking(&self, name: impl AsRef<str>) -> Result<Link> {
+        crate::netlink::block_on(self.link_by_name(name))
     }
 
     /// Looks up the link with ifindex `index` in this namespace.

@@ -178,7 +178,7 @@ impl VethPairBuilder {
     /// one request, one kernel batch — deletes it together with everything else in the group.
     /// Groups from 2³¹ up are reserved for this crate's own marks and refused by
     /// [`create`](VethPairBuilder::create).
-    pub fn group(mut self, group: u32) -> Self {
+    pub fn link_group(mut self, group: u32) -> Self {
         self.group = Some(group);
         self
     }

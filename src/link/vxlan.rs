@@ -77,16 +77,16 @@ impl VxlanBuilder {
         self
     }
 
-    /// Adds a unicast peer endpoint (`bridge fdb append 00:00:00:00:00:00 ... dst PEER`);
-    /// call once per peer.
-    pub fn peer(mut self, addr: IpAddr) -> Self {
+    /// Adds a unicast remote endpoint (`bridge fdb append 00:00:00:00:00:00 ... dst REMOTE`);
+    /// call once per remote.
+    pub fn remote(mut self, addr: IpAddr) -> Self {
         self.peers.push(addr);
         self
     }
 
     /// Sends broadcast and unknown frames to multicast group `addr` instead of to unicast
     /// peers (`group`); needs an [`underlay`](Self::underlay) interface.
-    pub fn group(mut self, addr: IpAddr) -> Self {
+    pub fn multicast_group(mut self, addr: IpAddr) -> Self {
         self.group = Some(addr);
         self
     }
@@ -252,8 +252,8 @@ impl VxlanBuilder {
     /// let vx = Vxlan::builder("vx42", 42)
     ///     .namespace(&host)
     ///     .local("192.168.50.1".parse().unwrap())
-    ///     .peer("192.168.50.2".parse().unwrap())
-    ///     .peer("192.168.50.3".parse().unwrap())
+    ///     .remote("192.168.50.2".parse().unwrap())
+    ///     .remote("192.168.50.3".parse().unwrap())
     ///     .underlay(&eth0)
     ///     .create()
     ///     .await?;
@@ -454,8 +454,8 @@ impl Vxlan {
         self.0.get().vni
     }
 
-    /// The unicast peers, in the order added.
-    pub fn peers(&self) -> &[IpAddr] {
+    /// The unicast remotes, in the order added.
+    pub fn remotes(&self) -> &[IpAddr] {
         &self.0.get().peers
     }
 
@@ -466,7 +466,7 @@ impl Vxlan {
     /// [`Error::InvalidInput`] for a peer already there, not unicast, or of the other IP
     /// version; the kernel's refusal otherwise.
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn add_peer(&mut self, peer: IpAddr) -> Result<()> {
+    pub async fn add_remote(&mut self, peer: IpAddr) -> Result<()> {
         let what = self.0.get().describe();
         let resource = self.0.get();
         let version_of = resource.local.or_else(|| resource.peers.first().copied());
@@ -500,11 +500,11 @@ impl Vxlan {
         Ok(())
     }
 
-    /// The blocking form of [`add_peer`](Self::add_peer): the same work, checks and errors, on the
+    /// The blocking form of [`add_remote`](Self::add_remote): the same work, checks and errors, on the
     /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
     /// call it from async code.
-    pub fn add_peer_blocking(&mut self, peer: IpAddr) -> Result<()> {
-        crate::netlink::block_on(self.add_peer(peer))
+    pub fn add_remote_blocking(&mut self, peer: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.add_remote(peer))
     }
 
     /// Removes a unicast peer at run time.
@@ -514,7 +514,7 @@ impl Vxlan {
     /// [`Error::NotFound`]-like kernel refusal if the entry is gone; [`Error::InvalidInput`]
     /// if it is not a peer of this endpoint.
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn remove_peer(&mut self, peer: IpAddr) -> Result<()> {
+    pub async fn remove_remote(&mut self, peer: IpAddr) -> Result<()> {
         let what = self.0.get().describe();
         let resource = self.0.get();
         if !resource.peers.contains(&peer) {
@@ -537,11 +537,11 @@ impl Vxlan {
         Ok(())
     }
 
-    /// The blocking form of [`remove_peer`](Self::remove_peer): the same work, checks and errors,
+    /// The blocking form of [`remove_remote`](Self::remove_remote): the same work, checks and errors,
     /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
     /// Do not call it from async code.
-    pub fn remove_peer_blocking(&mut self, peer: IpAddr) -> Result<()> {
-        crate::netlink::block_on(self.remove_peer(peer))
+    pub fn remove_remote_blocking(&mut self, peer: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.remove_remote(peer))
     }
 
     /// Deletes the endpoint now and reports errors (dropping does the same, silently).

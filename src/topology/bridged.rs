@@ -76,7 +76,7 @@ pub struct BridgedNetworkBuilder {
     bridge_name: Option<String>,
     pub(crate) existing: Option<Link>,
     pub(super) gateways: Vec<Result<IpNetwork>>,
-    interface_name: String,
+    link_name: String,
     members: Vec<MemberSpec>,
     accept_forward: bool,
     nodad: bool,
@@ -115,7 +115,7 @@ pub fn bridged() -> BridgedNetworkBuilder {
         bridge_name: None,
         existing: None,
         gateways: Vec::new(),
-        interface_name: "eth0".into(),
+        link_name: "eth0".into(),
         members: Vec::new(),
         accept_forward: false,
         nodad: true,
@@ -176,8 +176,8 @@ impl BridgedNetworkBuilder {
     }
 
     /// The default name of each member's interface (default `eth0`).
-    pub fn interface_name(mut self, name: impl AsRef<str>) -> Self {
-        self.interface_name = name.as_ref().to_owned();
+    pub fn link_name(mut self, name: impl AsRef<str>) -> Self {
+        self.link_name = name.as_ref().to_owned();
         self
     }
 
@@ -366,7 +366,7 @@ impl BridgedNetworkBuilder {
                     host.label()
                 )
             };
-            let interface_name = IfName::new(&self.interface_name)?;
+            let link_name = IfName::new(&self.link_name)?;
             if self.vxlan.is_some() && self.existing.is_some() {
                 return Err(Error::invalid(
                     object(),
@@ -386,7 +386,7 @@ impl BridgedNetworkBuilder {
             if let Some((vni, local, peers)) = &self.vxlan {
                 let mut vx = crate::link::vxlan::Vxlan::builder("nkvx0", *vni).local(*local);
                 for peer in peers {
-                    vx = vx.peer(*peer);
+                    vx = vx.remote(*peer);
                 }
                 vx.validate_in(host.id(), &object)?;
             }
@@ -398,7 +398,7 @@ impl BridgedNetworkBuilder {
                 .into_iter()
                 .map(|spec| {
                     let id = host.id();
-                    member::plan(spec, id, &gateways, &interface_name, &mut taken, &object)
+                    member::plan(spec, id, &gateways, &link_name, &mut taken, &object)
                 })
                 .collect::<Result<Vec<Planned>>>()?;
             let group_hold = owner::allocate_group().map(owner::GroupHold::new).ok_or_else(|| {
@@ -443,7 +443,7 @@ impl BridgedNetworkBuilder {
                     fast_link_local,
                     gateways,
                     link_local_ipv6: self.link_local_ipv6,
-                    interface_name,
+                    link_name,
                     nodad: self.nodad,
                     mtu,
                 },
@@ -473,7 +473,7 @@ impl BridgedNetworkBuilder {
                     vx = vx.mtu(mtu);
                 }
                 for peer in peers {
-                    vx = vx.peer(peer);
+                    vx = vx.remote(peer);
                 }
                 // The network's link group holds it: removed in the same batch.
                 match vx.create().await {
@@ -834,7 +834,7 @@ impl Resource for NetworkResource {
 ///
 /// Deleting a link costs the kernel 15–35 ms (it waits for RCU grace periods), so deleting a
 /// network's links one by one would cost that per member. Instead the bridge and every member's
-/// host-side veth end share one **link group** (`ip link ... group N`; [`group`](Self::group)),
+/// host-side veth end share one **link group** (`ip link ... group N`; [`link_group`](Self::link_group)),
 /// and teardown is a single `RTM_DELLINK` for the group — what `ip link del group N` sends: the
 /// kernel unregisters them all in one batch, and deleting a veth end deletes its peer inside the
 /// member's namespace. Do not put other links in that group.
@@ -879,7 +879,7 @@ impl BridgedNetwork {
     /// The link group of the bridge and the members' host-side veth ends. `ip` prints it as a
     /// signed number (`group -2131965439`); `ip link del group <that number>` would remove the
     /// whole network.
-    pub fn group(&self) -> u32 {
+    pub fn link_group(&self) -> u32 {
         self.0.get().context.group
     }
 
@@ -958,7 +958,7 @@ impl BridgedNetwork {
     /// ```no_run
     /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
     /// let m = net.add_member(netns_kit::MemberSpec::new().address("10.1.0.9/24")).await?;
-    /// println!("new member's eth0 is #{}", m.interface().index());
+    /// println!("new member's eth0 is #{}", m.link().index());
     /// # Ok(()) }
     /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
@@ -974,7 +974,7 @@ impl BridgedNetwork {
             spec,
             context.host.id(),
             &context.gateways,
-            &context.interface_name,
+            &context.link_name,
             &mut taken,
             &|| describe.clone(),
         )?;

@@ -291,7 +291,7 @@ fn default_route(ns: &Namespace, via: IpAddr) -> impl Future<Output = Result<Rou
 /// ```no_run
 /// # async fn demo(ns1: netns_kit::Namespace, ns2: netns_kit::Namespace) -> netns_kit::Result<()> {
 /// let link = netns_kit::connect(&ns1, &ns2).address("10.0.0.1/30", "10.0.0.2/30").create().await?;
-/// assert_eq!(link.a().name(), "veth0");
+/// assert_eq!(link.link().name(), "veth0");
 /// link.delete().await?;
 /// # Ok(()) }
 /// ```
@@ -303,18 +303,18 @@ pub struct DirectLink {
 
 impl std::fmt::Display for DirectLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "direct link {} <-> {}", self.a(), self.b())
+        write!(f, "direct link {} <-> {}", self.link(), self.peer())
     }
 }
 
 impl DirectLink {
     /// The end in the first namespace.
-    pub fn a(&self) -> &Link {
+    pub fn link(&self) -> &Link {
         self.veth.link()
     }
 
     /// The end in the second namespace.
-    pub fn b(&self) -> &Link {
+    pub fn peer(&self) -> &Link {
         self.veth.peer()
     }
 

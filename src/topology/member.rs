@@ -79,8 +79,8 @@ enum MemberNs {
 pub struct MemberSpec {
     ns: MemberNs,
     addresses: Vec<Result<IpNetwork>>,
-    interface_name: Option<String>,
-    host_interface_name: Option<String>,
+    link_name: Option<String>,
+    peer_name: Option<String>,
 }
 
 impl MemberSpec {
@@ -155,8 +155,8 @@ impl MemberSpec {
         MemberSpec {
             ns,
             addresses: Vec::new(),
-            interface_name: None,
-            host_interface_name: None,
+            link_name: None,
+            peer_name: None,
         }
     }
 
@@ -168,16 +168,16 @@ impl MemberSpec {
     }
 
     /// The name of the member's interface (default: the network's
-    /// [`interface_name`](crate::BridgedNetworkBuilder::interface_name), `eth0`).
-    pub fn interface_name(mut self, name: impl AsRef<str>) -> Self {
-        self.interface_name = Some(name.as_ref().to_owned());
+    /// [`link_name`](crate::BridgedNetworkBuilder::link_name), `eth0`).
+    pub fn link_name(mut self, name: impl AsRef<str>) -> Self {
+        self.link_name = Some(name.as_ref().to_owned());
         self
     }
 
     /// The name of the host-side veth end attached to the bridge (default: a unique
     /// generated name such as `nkv0ab1c000002`).
-    pub fn host_interface_name(mut self, name: impl AsRef<str>) -> Self {
-        self.host_interface_name = Some(name.as_ref().to_owned());
+    pub fn peer_name(mut self, name: impl AsRef<str>) -> Self {
+        self.peer_name = Some(name.as_ref().to_owned());
         self
     }
 }
@@ -252,7 +252,7 @@ pub(super) async fn wait_ready(
 /// #     .member(netns_kit::MemberSpec::new().address("10.0.15.3/24"))
 /// #     .create().await?;
 /// for member in net.members() {
-///     let port = member.host_interface().name();
+///     let port = member.peer().name();
 ///     println!("{} behind bridge port {port}", member.addresses()[0]);
 /// }
 /// # Ok(()) }
@@ -287,12 +287,12 @@ impl Member {
     }
 
     /// The member's interface, inside its namespace (`eth0`).
-    pub fn interface(&self) -> &Link {
+    pub fn link(&self) -> &Link {
         &self.inside
     }
 
     /// The host-side veth end, a port of the bridge.
-    pub fn host_interface(&self) -> &Link {
+    pub fn peer(&self) -> &Link {
         &self.host
     }
 
@@ -301,8 +301,14 @@ impl Member {
         &self.addresses
     }
 
-    /// The member's address of the given IP version, if any.
-    pub fn address(&self, ipv6: bool) -> Option<IpAddr> {
+    /// The member's address of IP version `version` (4 or 6), if it has one; `None` for any
+    /// other version.
+    pub fn address(&self, version: u8) -> Option<IpAddr> {
+        let ipv6 = match version {
+            4 => false,
+            6 => true,
+            _ => return None,
+        };
         self.addresses
             .iter()
             .find(|a| a.is_ipv6() == ipv6)
@@ -317,7 +323,7 @@ pub(super) struct NetworkContext {
     pub(super) bridge: Link,
     pub(super) group: u32,
     pub(super) gateways: Vec<IpNetwork>,
-    pub(super) interface_name: IfName,
+    pub(super) link_name: IfName,
     pub(super) nodad: bool,
     pub(super) mtu: Option<u32>,
     pub(super) link_local_ipv6: Option<bool>,
@@ -351,8 +357,8 @@ impl Taken {
 pub(super) struct Planned {
     ns: MemberNs,
     addresses: Vec<IpNetwork>,
-    interface_name: IfName,
-    host_interface_name: IfName,
+    link_name: IfName,
+    peer_name: IfName,
 }
 
 /// Step 1: checks `spec` against the network (`gateways`, what is `taken`) before anything is
@@ -365,11 +371,11 @@ pub(super) fn plan(
     taken: &mut Taken,
     network: &dyn Fn() -> String,
 ) -> Result<Planned> {
-    let interface_name = match &spec.interface_name {
+    let link_name = match &spec.link_name {
         Some(n) => IfName::new(n)?,
         None => default_name.clone(),
     };
-    let host_interface_name = match &spec.host_interface_name {
+    let peer_name = match &spec.peer_name {
         Some(n) => IfName::new(n)?,
         None => IfName::unique("nkv")?,
     };
@@ -379,12 +385,12 @@ pub(super) fn plan(
         format!("member {} of {}", list.join(", "), network())
     };
     check_addresses(&addresses, gateways, taken, &object)?;
-    if taken.host_names.contains(host_interface_name.as_str()) {
+    if taken.host_names.contains(peer_name.as_str()) {
         return Err(Error::invalid(
             object(),
             format!(
                 "host interface name {:?} is already another member's",
-                host_interface_name.as_str()
+                peer_name.as_str()
             ),
         ));
     }
@@ -407,12 +413,12 @@ pub(super) fn plan(
     }
     taken.namespaces.extend(ns_id);
     taken.addresses.extend(addresses.iter().map(IpNetwork::ip));
-    taken.host_names.insert(host_interface_name.to_string());
+    taken.host_names.insert(peer_name.to_string());
     Ok(Planned {
         ns: spec.ns,
         addresses,
-        interface_name,
-        host_interface_name,
+        link_name,
+        peer_name,
     })
 }
 
@@ -511,8 +517,8 @@ impl InsideJob {
         };
         InsideJob {
             object,
-            inside_name: member.interface_name.clone(),
-            host_name: member.host_interface_name.clone(),
+            inside_name: member.link_name.clone(),
+            host_name: member.peer_name.clone(),
             host_fd: net.host.fd().clone(),
             group: net.group,
             mtu: net.mtu,
@@ -685,8 +691,8 @@ pub(super) async fn build(net: &NetworkContext, member: Planned) -> Result<Membe
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", "),
-        member.interface_name.as_str(),
-        member.host_interface_name.as_str(),
+        member.link_name.as_str(),
+        member.peer_name.as_str(),
         net.host.label()
     );
     let span = trace::op!("member", "member", object, net.host.label());
@@ -717,11 +723,10 @@ async fn build_traced(net: &NetworkContext, member: Planned, object: String) -> 
             (ns, found)
         }
     };
-    let host_index =
-        attach_host_end(net, &nl, &member.host_interface_name, host_index, &object).await?;
+    let host_index = attach_host_end(net, &nl, &member.peer_name, host_index, &object).await?;
     Ok(Member {
-        inside: Link::new(ns.inner().clone(), inside_index, member.interface_name),
-        host: Link::new(net.host.clone(), host_index, member.host_interface_name),
+        inside: Link::new(ns.inner().clone(), inside_index, member.link_name),
+        host: Link::new(net.host.clone(), host_index, member.peer_name),
         ns,
         addresses: member.addresses,
     })

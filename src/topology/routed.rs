@@ -309,7 +309,6 @@ impl RoutedNetworkBuilder {
                 armed: true,
             },
             router,
-            owned,
         };
         // A router made here dies with the network, settings and all: nothing to put back.
         if let Err(e) = network.forwarding.enable(ipv4, ipv6, !owned).await {
@@ -555,7 +554,6 @@ pub struct RoutedNetwork {
     links: Vec<DirectLink>,
     forwarding: Forwarding,
     router: Namespace,
-    owned: bool,
 }
 
 impl std::fmt::Display for RoutedNetwork {
@@ -575,9 +573,10 @@ impl RoutedNetwork {
         &self.router
     }
 
-    /// Whether the network created its router (and frees it at teardown).
-    pub fn owns_router(&self) -> bool {
-        self.owned
+    /// Whether the network created its router (and frees it at teardown); `false` once the
+    /// network is [kept](Self::keep).
+    pub fn is_router_owned(&self) -> bool {
+        self.router.is_owned()
     }
 
     /// The LANs, in the order given.
@@ -585,7 +584,7 @@ impl RoutedNetwork {
         &self.lans
     }
 
-    /// The point-to-point links, in the order given; [`DirectLink::a`] is the router's end.
+    /// The point-to-point links, in the order given; [`DirectLink::link`] is the router's end.
     pub fn links(&self) -> &[DirectLink] {
         &self.links
     }
