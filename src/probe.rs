@@ -266,7 +266,7 @@ impl Probe {
         socket: OwnedFd,
         timeout: Duration,
     ) -> std::io::Result<Option<Duration>> {
-        let socket = netlink::driver::async_fd(socket)?;
+        let socket = netlink::async_transport::async_fd(socket)?;
         let work = async move {
             let start = self.send(&socket)?;
             loop {
@@ -278,9 +278,10 @@ impl Probe {
                 }
             }
         };
-        let outcome =
-            netlink::driver::on_driver(async move { tokio::time::timeout(timeout, work).await })
-                .await?;
+        let outcome = netlink::async_transport::on_driver(async move {
+            tokio::time::timeout(timeout, work).await
+        })
+        .await?;
         match outcome {
             Ok(Ok(rtt)) => Ok(Some(rtt)),
             Ok(Err(e)) => Err(e),

@@ -12,9 +12,9 @@
 //!
 //! # Two transports
 //!
-//! * **async** (feature `tokio`, [`driver`]): an rtnetlink connection polled on one library
+//! * **async** (feature `tokio`, [`async_transport`]): an rtnetlink connection polled on one library
 //!   thread that runs a current-thread Tokio runtime, so the async API works on any executor;
-//! * **batched** ([`batch`]): a blocking socket; requests are queued and go out in one
+//! * **batched** ([`blocking_transport`]): a blocking socket; requests are queued and go out in one
 //!   `sendmsg` when the first answer is awaited. It needs no runtime and starts no thread, so
 //!   `Drop` uses it, and so does the blocking API: its functions run the same code as the async
 //!   ones inside [`block_on`], which selects this transport for the calling thread. The futures
@@ -27,18 +27,18 @@
 //! kernel's own explanation ("Nexthop has invalid gateway", ...), which [`KernelError`] keeps next
 //! to the errno.
 
-mod batch;
-mod conn;
 #[cfg(feature = "tokio")]
-pub(crate) mod driver;
+pub(crate) mod async_transport;
+mod blocking_transport;
+mod connection;
+mod framing;
 pub(crate) mod msg;
-mod nl;
 pub(crate) mod ready;
-mod wire;
+mod request;
 
-pub(crate) use batch::BatchConn;
-pub(crate) use conn::NsConn;
+pub(crate) use blocking_transport::BatchConn;
+pub(crate) use connection::NsConn;
+pub(crate) use framing::{BLOCKING_TIMEOUT, KernelError, new_socket};
 #[cfg(feature = "tokio")]
-pub(crate) use nl::blocking_mode;
-pub(crate) use nl::{Nl, Reply, block_on};
-pub(crate) use wire::{BLOCKING_TIMEOUT, KernelError, new_socket};
+pub(crate) use request::blocking_mode;
+pub(crate) use request::{Nl, Reply, block_on};

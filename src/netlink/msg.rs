@@ -15,7 +15,7 @@ use rtnetlink::{
     packet_core::{NLM_F_CREATE, NLM_F_EXCL},
 };
 
-use super::wire::KernelError;
+use super::framing::KernelError;
 
 /// `RTM_SETLINK` for link `index`, with what `f` adds.
 pub(crate) fn set_link(

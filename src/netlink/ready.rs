@@ -44,7 +44,7 @@ use rtnetlink::{
     sys::{Socket, SocketAddr},
 };
 
-use super::wire::request_message;
+use super::framing::request_message;
 
 /// How long [`wait_ready`] waits: far longer than the kernel takes (microseconds to a few
 /// milliseconds under load), short enough that a link that will never be up (its peer kept

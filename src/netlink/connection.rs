@@ -11,11 +11,11 @@ use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::Socket;
 
 #[cfg(feature = "tokio")]
-use super::driver;
+use super::async_transport;
 use super::{
-    batch::BatchConn,
-    nl::{Nl, Reply, blocking_mode},
-    wire::{BLOCKING_TIMEOUT, KernelError, new_socket},
+    blocking_transport::BatchConn,
+    framing::{BLOCKING_TIMEOUT, KernelError, new_socket},
+    request::{Nl, Reply, blocking_mode},
 };
 use crate::error::{Error, Result};
 
@@ -24,7 +24,7 @@ struct Slot {
     /// A socket opened inside at creation time, not yet given to a transport.
     spare: Option<Socket>,
     #[cfg(feature = "tokio")]
-    live: Option<driver::Conn>,
+    live: Option<async_transport::Conn>,
     batched: Option<Arc<BatchConn>>,
 }
 
@@ -97,7 +97,8 @@ impl NsConn {
                 .socket()
                 .await
                 .map_err(failed("open a netlink socket in"))?;
-            let conn = driver::Conn::start(socket).map_err(failed("connect to netlink in"))?;
+            let conn =
+                async_transport::Conn::start(socket).map_err(failed("connect to netlink in"))?;
             let mut slot = self.lock();
             if let Some(existing) = slot.live.as_ref().filter(|c| c.is_alive()) {
                 return Ok(Nl::Async(existing.nl()));

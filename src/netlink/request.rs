@@ -7,13 +7,13 @@ use netlink_packet_route::{RouteNetlinkMessage, link::LinkMessage};
 #[cfg(feature = "tokio")]
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 
-use super::{batch::BatchConn, msg, wire::KernelError};
 #[cfg(feature = "tokio")]
 use super::{
-    driver::{self, AsyncNl},
-    wire::check_error,
-    wire::request_message,
+    async_transport::{self, AsyncNl},
+    framing::check_error,
+    framing::request_message,
 };
+use super::{blocking_transport::BatchConn, framing::KernelError, msg};
 
 thread_local! {
     static BLOCKING: Cell<bool> = const { Cell::new(false) };
@@ -196,7 +196,7 @@ impl Reply {
             #[cfg(feature = "tokio")]
             kind @ (ReplyKind::Async(_) | ReplyKind::Deferred(_)) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                driver::spawn(async move {
+                async_transport::spawn(async move {
                     let _ = tx.send(Reply(kind).messages().await.map(drop));
                 })
                 .map_err(|e| KernelError::protocol(&e.to_string()))?;

@@ -23,7 +23,7 @@ use rtnetlink::{
     sys::Socket,
 };
 
-use super::wire::{KernelError, check_error, request_message};
+use super::framing::{KernelError, check_error, request_message};
 
 /// At most this many requests wait in the queue: a larger batch is sent in parts, so the
 /// answers always fit the socket's receive buffer.
