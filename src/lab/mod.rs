@@ -41,6 +41,16 @@
 //!   prints the reason and returns `None` instead, unless `NETNS_KIT_NO_SKIP=1` (say, in CI)
 //!   turns the skip back into that error.
 
+#[cfg(feature = "topology-file")]
+mod file;
+mod isolated;
+mod keep;
+
+#[cfg(feature = "topology-file")]
+pub use file::{LanSpec, LinkSpec, Topology};
+pub use isolated::run_isolated;
+pub use keep::{reap_kept, reap_kept_blocking};
+
 use std::{
     net::IpAddr,
     process::{Child, Command},
@@ -52,29 +62,25 @@ use crate::{
     error::{Error, Result},
     ip::IntoIpNetwork,
     link::Link,
-    name::NsName,
     netns::Namespace,
-    owner, sys,
     topology::{
         BridgedNetwork, BridgedNetworkBuilder, DirectLink, DirectLinkBuilder, MemberSpec,
         RoutedNetwork, RoutedNetworkBuilder, bridged,
     },
 };
 
-#[cfg(feature = "topology-file")]
-mod file;
-#[cfg(feature = "topology-file")]
-pub use file::{LanSpec, LinkSpec, Topology};
-
 /// Set (to the test's name) in the child process a test is re-run in by [`run_isolated`].
 pub const ISOLATED_ENV: &str = "NETNS_KIT_ISOLATED_TEST";
 
 /// The environment variable that keeps a failing test's lab.
 pub const KEEP_ENV: &str = "NETNS_KIT_KEEP";
+
 /// The environment variable that turns [`Lab::or_skip`]'s skip into an error.
 pub const NO_SKIP_ENV: &str = "NETNS_KIT_NO_SKIP";
+
 /// The prefix of a kept lab's namespace names under `/run/netns`.
 pub const KEPT_PREFIX: &str = "nklab-";
+
 /// The `lo` alias of a kept lab's namespaces, followed by the test's name.
 const LAB_MARK: &str = "netns-kit:lab:";
 
@@ -513,80 +519,6 @@ impl Lab {
         self.processes.push(child);
         Ok(self.processes.last_mut().expect("just pushed"))
     }
-
-    /// Every namespace the lab owns, with a name for it: the host namespace, the hosts by their
-    /// names, then routers and members its networks made themselves. Never a namespace the
-    /// test handed in from elsewhere (the test's own, say). Views: they keep the namespaces
-    /// alive while the networks are disarmed.
-    fn owned_namespaces(&self) -> Vec<(String, Namespace)> {
-        let view = |ns: &Namespace| Namespace::view(ns.inner().clone());
-        let mut all: Vec<(String, Namespace)> = vec![("lab.host".to_owned(), view(&self.host))];
-        all.extend(self.hosts.iter().map(|(n, ns)| (n.clone(), view(ns))));
-        let add = |all: &mut Vec<(String, Namespace)>, kind: &str, ns: &Namespace| {
-            if !all.iter().any(|(_, known)| known == ns) {
-                let n = all
-                    .iter()
-                    .filter(|(name, _)| name.starts_with(kind))
-                    .count()
-                    + 1;
-                all.push((format!("{kind}.{n}"), view(ns)));
-            }
-        };
-        for part in &self.parts {
-            let lans: Vec<&BridgedNetwork> = match part {
-                Part::Bridged(net) => vec![&**net],
-                Part::Routed(net) => {
-                    if net.is_router_owned() {
-                        add(&mut all, "router", net.router());
-                    }
-                    net.lans().iter().collect()
-                }
-                Part::Link(_) => Vec::new(),
-            };
-            for net in lans {
-                for m in net.members().iter().filter(|m| m.namespace().is_owned()) {
-                    add(&mut all, "member", m.namespace());
-                }
-            }
-        }
-        all
-    }
-
-    /// Keeps the lab for inspection (see the [module docs](self)): disarms its guards, names
-    /// its namespaces (after disarming, whose marks it must have the last word over) and prints
-    /// how to step in.
-    fn keep_for_inspection(&mut self) {
-        let namespaces = self.owned_namespaces();
-        for part in std::mem::take(&mut self.parts) {
-            match part {
-                Part::Bridged(net) => drop((*net).keep()),
-                Part::Routed(net) => drop(net.keep()),
-                Part::Link(link) => drop(link.keep()),
-            }
-        }
-        let mut lines = Vec::new();
-        for (name, ns) in &namespaces {
-            let full = format!("{KEPT_PREFIX}{}-{name}", self.test);
-            match pin(ns, &full, &format!("{LAB_MARK}{}", self.test)) {
-                Ok(()) => lines.push(format!(
-                    "  {name:<10} ip netns exec {full} bash    (or: nsenter --net=/run/netns/{full} bash)"
-                )),
-                Err(e) => lines.push(format!("  {name:<10} not kept: {e}")),
-            }
-        }
-        eprintln!(
-            "netns-kit lab {}: the test failed; its network is kept ({KEEP_ENV}=1). Step in with:\n{}\n  remove it with `netns_kit::lab::reap_kept()` (or `ip netns del NAME` for each)",
-            self.test,
-            lines.join("\n")
-        );
-    }
-
-    /// Marks the test as failed, for a test that fails by returning an error rather than by
-    /// panicking: with `NETNS_KIT_KEEP=1`, the lab is then kept when it is dropped (a panic
-    /// marks it by itself).
-    pub fn mark_failed(&mut self) {
-        self.failed = true;
-    }
 }
 
 /// Whether the environment variable `name` is `1`.
@@ -691,188 +623,4 @@ fn plan_lan(object: &str, subnets: &[IpNetwork], hosts: &[String]) -> Result<Lan
         gateways,
         addresses,
     })
-}
-
-/// Names `ns` `/run/netns/NAME` (bind mount, as `ip netns attach`) and marks its `lo` as a
-/// kept lab's.
-fn pin(ns: &Namespace, name: &str, mark: &str) -> Result<()> {
-    let name = NsName::new(name)?;
-    let dir = std::path::Path::new(sys::NETNS_RUN_DIR);
-    let path = dir.join(name.as_str());
-    let label = format!("namespace {:?}", name.as_str());
-    sys::ensure_run_dir(dir).map_err(|e| Error::os("prepare /run/netns for", label.clone(), e))?;
-    sys::claim_ns_file(dir, name.as_str(), &owner::claim_name(), mark)
-        .map_err(|e| Error::os("name", label.clone(), e))?;
-    if let Err(e) = sys::bind_ns(std::os::fd::AsFd::as_fd(ns), &path) {
-        let _ = std::fs::remove_file(&path);
-        return Err(Error::os("bind-mount", label, e));
-    }
-    let marked = crate::netlink::msg::set_link(1, |b| b.alias(mark));
-    if let Err(e) = ns.inner().blocking_one(marked, "mark", || label.clone()) {
-        // Unmarked, `reap_kept` would never find it: do not leave it named.
-        let _ = sys::unmount_and_unlink(&path);
-        return Err(e);
-    }
-    Ok(())
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in &mut self.processes {
-            // Only processes this lab started, by their pid.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if (self.failed || std::thread::panicking()) && env_is_1(KEEP_ENV) {
-            self.keep_for_inspection();
-        }
-        // Otherwise the fields go in order: networks (each torn down by its guard), then the
-        // namespaces.
-    }
-}
-
-/// Removes every lab kept for inspection (see the [module docs](self)): each namespace
-/// under `/run/netns` named `nklab-...` whose `lo` carries a kept lab's mark is unmounted
-/// and removed, and the kernel frees it with everything inside. Returns the names removed.
-///
-/// # Errors
-///
-/// Errors reading `/run/netns` or removing a name, collected.
-#[cfg_attr(not(feature = "tokio"), doc(hidden))]
-pub async fn reap_kept() -> Result<Vec<String>> {
-    let dir = std::path::Path::new(sys::NETNS_RUN_DIR);
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::os("read", "/run/netns", e)),
-    };
-    let mut removed = Vec::new();
-    let mut errors = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(KEPT_PREFIX) {
-            continue;
-        }
-        // Only a lab's: its `lo` carries the mark (a stranger's namespace of that name, or
-        // anything that is not a namespace, is left alone).
-        let Ok(ns) = Namespace::open(&name) else {
-            // A name claimed but never mounted (a crash half-way): a plain file holding
-            // the lab's mark.
-            let path = entry.path();
-            let ours = sys::read_small_file(&path, 4096)
-                .is_some_and(|text| text.starts_with(LAB_MARK.as_bytes()));
-            if ours {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => removed.push(name),
-                    Err(e) => errors.push(Error::os("remove", path.display().to_string(), e)),
-                }
-            }
-            continue;
-        };
-        let alias = match ns.link_by_index(1).await {
-            Ok(lo) => lo.info().await.ok().and_then(|i| i.alias),
-            Err(_) => None,
-        };
-        if !alias.is_some_and(|a| a.starts_with(LAB_MARK)) {
-            continue;
-        }
-        drop(ns);
-        match Namespace::delete_named(&name) {
-            Ok(()) => removed.push(name),
-            Err(e) => errors.push(e),
-        }
-    }
-    Error::collect("kept labs", errors).map(|()| removed)
-}
-
-/// The blocking form of [`reap_kept`]: the same work, checks and errors, on the calling
-/// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
-/// it from async code.
-pub fn reap_kept_blocking() -> Result<Vec<String>> {
-    crate::netlink::block_on(reap_kept())
-}
-
-/// Runs the body of test `test` (its full path, `module_path!()::name`, as
-/// [`isolated_test!`](crate::isolated_test) gives it) where it may build networks: directly
-/// when the process is root; otherwise in a child process — this test binary again, running
-/// only this test — inside a user namespace of its own, where it is root (see
-/// [`userns`](crate::userns)). A process cannot enter a user namespace once it has threads, and
-/// the test harness has them, hence the child. The child's output is shown, its panic fails this
-/// test with that output, and everything it made goes with it. Works with `cargo test` and with
-/// `cargo nextest` alike.
-///
-/// # Panics
-///
-/// When the body panics (in the child: with its output), when `unshare` (util-linux) is
-/// missing, or when `test` names no test of this binary.
-pub fn run_isolated(test: impl AsRef<str>, body: impl FnOnce()) {
-    let test = test.as_ref();
-    // libtest names a test by its path without the crate: `lab::my_test` -> `my_test`.
-    let name = test.split_once("::").map_or(test, |(_, rest)| rest);
-    // The child: only where `unshare` really made a user namespace (the variable alone could
-    // be inherited or set by mistake, and settling in remounts `/run/netns`).
-    if std::env::var(ISOLATED_ENV).is_ok_and(|t| t == name)
-        && crate::userns::in_new_user_namespace()
-    {
-        if let Err(e) = crate::userns::settle_in() {
-            panic!("test {name}: cannot settle into its user namespace: {e}");
-        }
-        return body();
-    }
-    if crate::userns::privileged() {
-        return body();
-    }
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("unshare").is_file()));
-    assert!(
-        found,
-        "test {name}: running it without root needs `unshare`: install the `util-linux` package"
-    );
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "--mount", "--"])
-        .arg(exe)
-        .args([
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(ISOLATED_ENV, name)
-        .output()
-        .unwrap_or_else(|e| panic!("test {name}: cannot start `unshare`: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "test {name} failed in its user namespace:\n{text}"
-    );
-    assert!(
-        text.contains("running 1 test"),
-        "test {name}: its path matched no single test of this binary (give `module_path!()` and the name, or use `isolated_test!`):\n{text}"
-    );
-    print!("{text}");
-}
-
-/// Defines a test whose body runs where it may build networks even without root (see
-/// [`run_isolated`](crate::lab::run_isolated)):
-///
-/// ```no_run
-/// netns_kit::isolated_test!(two_hosts_talk, {
-///     let mut lab = netns_kit::lab::Lab::new_blocking("two_hosts_talk").unwrap();
-///     lab.add_lan_blocking(["10.0.0.0/24"], ["a", "b"]).unwrap();
-/// });
-/// ```
-#[macro_export]
-macro_rules! isolated_test {
-    ($name:ident, $body:block) => {
-        #[test]
-        fn $name() {
-            $crate::lab::run_isolated(concat!(module_path!(), "::", stringify!($name)), || $body)
-        }
-    };
 }

@@ -1,0 +1,604 @@
+//! Pattern 2: a bridge holding the gateway address(es) in a host namespace, and members joined
+//! to it by veth pairs ([`bridged`], [`BridgedNetwork`]). The bridge comes from the [`Bridge`]
+//! builder; members are built by the [`member`](super::member) job.
+//!
+//! **Existing bridges.** A container runtime owns one bridge (`cni0`) shared by all its
+//! containers, often wired by separate short-lived processes. A network made with
+//! [`existing_bridge`](BridgedNetworkBuilder::existing_bridge) attaches its members to that
+//! bridge and, on teardown, removes only what it added: the members (their host ends carry the
+//! network's link group; the bridge does not), the gateway addresses that were not already on
+//! the bridge, and its own FORWARD rules. Two processes can do this on one bridge at once: each
+//! network has its own link group and rule tag, and a gateway another process added meanwhile
+//! (`EEXIST`) counts as already there, so it is left to that process.
+//!
+//! Files: `builder.rs` checks and builds a network; this file holds the guard and its teardown.
+
+mod builder;
+
+pub use builder::{BridgedNetworkBuilder, bridged};
+
+use super::member::{self, NetworkContext, Taken};
+pub use super::member::{Member, MemberSpec};
+use crate::{
+    error::{Error, Result},
+    firewall::ForwardRules,
+    guard::{self, Guard, Resource},
+    link::Link,
+    name::IfName,
+    netlink::{
+        BLOCKING_TIMEOUT,
+        msg::{add_address, del_address, del_group, set_link},
+    },
+    netns::Namespace,
+    owner, trace,
+};
+use ipnetwork::IpNetwork;
+use netlink_packet_route::RouteNetlinkMessage;
+use std::net::IpAddr;
+
+/// The most ports a Linux bridge takes (`BR_MAX_PORTS` is 1024 and port number 0 is reserved):
+/// checked before anything is made, instead of meeting `EXFULL` at member 1024.
+const MAX_PORTS: usize = 1023;
+
+/// Refuses a network of more members than a bridge takes.
+fn check_port_count(members: usize, object: &dyn Fn() -> String) -> Result<()> {
+    if members > MAX_PORTS {
+        return Err(Error::invalid(
+            object(),
+            format!("{members} members: a bridge takes at most {MAX_PORTS} ports"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct NetworkResource {
+    context: NetworkContext,
+    rules: Option<ForwardRules>,
+    members: Vec<Member>,
+    taken: Taken,
+    /// Whether the bridge existed before (and is never deleted by us).
+    adopted: bool,
+    /// The gateway addresses this network put on an existing bridge (removed with it).
+    added_gateways: Vec<IpNetwork>,
+    /// The VXLAN port's index, if the network has one (in its group, removed with it).
+    vxlan_port: Option<u32>,
+}
+
+impl NetworkResource {
+    /// Adds the network's VXLAN port to its bridge, in the network's link group (so it goes in
+    /// the same batch as the rest).
+    async fn add_vxlan_port(
+        &mut self,
+        vni: u32,
+        local: IpAddr,
+        remotes: Vec<IpAddr>,
+    ) -> Result<()> {
+        let context = &self.context;
+        let name = IfName::unique("nkvx")
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default();
+        let mut vx = crate::link::vxlan::Vxlan::builder(name, vni)
+            .namespace(&Namespace::view(context.host.clone()))
+            .local(local)
+            .controller(&context.bridge)
+            .owned_group(context.group);
+        if let Some(mtu) = context.mtu {
+            vx = vx.mtu(mtu);
+        }
+        let vx = remotes.into_iter().fold(vx, |vx, r| vx.remote(r));
+        self.vxlan_port = Some(vx.create().await?.into_link().index());
+        Ok(())
+    }
+
+    /// On an existing bridge: adds the gateway addresses it lacks, and the FORWARD rules if
+    /// asked. An address another process added meanwhile (`EEXIST`) is left to that process.
+    async fn adopt(&mut self, nodad: bool, accept_forward: bool) -> Result<()> {
+        let bridge = self.context.bridge.clone();
+        let present = bridge.addresses().await?;
+        let nl = self.context.host.nl().await?;
+        for gw in self.context.gateways.clone() {
+            if present.iter().any(|a| a.address.ip() == gw.ip()) {
+                continue;
+            }
+            // Recorded first: if this future is dropped after the request went out, the
+            // network's teardown still removes the address.
+            self.added_gateways.push(gw);
+            let (message, flags) = add_address(bridge.index(), &gw, nodad);
+            match nl.send(message, flags).ack().await {
+                Ok(()) => {}
+                Err(e) if e.errno == nix::libc::EEXIST => {
+                    self.added_gateways.pop();
+                }
+                Err(e) => {
+                    self.added_gateways.pop();
+                    return Err(e.into_error("add gateway address to", bridge.label()));
+                }
+            }
+        }
+        if accept_forward {
+            self.enable_accept_forward().await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts this network's FORWARD rules for its bridge, or, if it has them, those of the
+    /// IP families that got a `filter` table since.
+    async fn enable_accept_forward(&mut self) -> Result<()> {
+        if let Some(rules) = &self.rules {
+            return rules.insert().await;
+        }
+        let rules = Guard::new(ForwardRules::for_bridge(
+            &self.context.host,
+            self.context.bridge.name(),
+        ));
+        if let Err(e) = rules.get().insert().await {
+            return Err(guard::roll_back(rules, e).await);
+        }
+        self.rules = Some(rules.into_inner());
+        Ok(())
+    }
+
+    /// The requests that remove this network's links and addresses: one group deletion (the
+    /// bridge too, unless it was adopted, and every member's veth pair), then the gateway
+    /// addresses added to an adopted bridge.
+    fn removals(&self) -> Vec<RouteNetlinkMessage> {
+        std::iter::once(del_group(self.context.group))
+            .chain(
+                self.added_gateways
+                    .iter()
+                    .map(|gw| del_address(self.context.bridge.index(), gw)),
+            )
+            .collect()
+    }
+
+    /// Replaces every ownership mark (for `keep`): the bridge's alias, the link group of the
+    /// bridge and the members' host ends, the firewall rules' comments. Returns whether all of
+    /// them were replaced; failures are logged.
+    fn unmark(&mut self) -> bool {
+        let context = &self.context;
+        // An adopted bridge carries no mark of ours, and keeps its own group.
+        let own_bridge = (!self.adopted).then_some(context.bridge.index());
+        let mut unmark: Vec<_> = own_bridge
+            .map(|index| (set_link(index, |b| b.alias(owner::UNMARKED_ALIAS)), 0))
+            .into_iter()
+            .collect();
+        unmark.extend(
+            own_bridge
+                .into_iter()
+                .map(|index| (set_link(index, |b| b.link_group(0)), 0)),
+        );
+        unmark.extend(
+            self.members
+                .iter()
+                .map(|m| m.host.index())
+                .chain(self.vxlan_port)
+                .map(|index| {
+                    (
+                        set_link(index, |b| b.link_group(0).alias(owner::UNMARKED_ALIAS)),
+                        0,
+                    )
+                }),
+        );
+        let mut unmarked = match context.host.blocking_acks(unmark, BLOCKING_TIMEOUT) {
+            Ok(answers) => answers
+                .into_iter()
+                .filter_map(|a| a.err())
+                .fold(true, |_, e| {
+                    let e = e.into_error("unmark", context.bridge.label());
+                    trace::swallowed(&"keeping a bridged network", &e);
+                    false
+                }),
+            Err(e) => {
+                trace::swallowed(&"keeping a bridged network", &e);
+                false
+            }
+        };
+        if let Some(rules) = &mut self.rules {
+            unmarked &= rules.keep_blocking();
+        }
+        unmarked
+    }
+}
+
+impl Resource for NetworkResource {
+    const KIND: &'static str = "bridged network";
+
+    fn netns(&self) -> String {
+        self.context.host.label().to_owned()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "bridged network {:?} in {}",
+            self.context.bridge.name(),
+            self.context.host.label()
+        )
+    }
+
+    async fn remove(&self) -> Result<()> {
+        let what = self.describe();
+        let mut errors = Vec::new();
+        // One request, one kernel batch: the bridge and every member's veth pair. First, so an
+        // interruption during the slower iptables calls leaves only rules behind for `Drop`.
+        let nl = self.context.host.nl().await;
+        match nl {
+            Ok(nl) => {
+                let replies: Vec<_> = self.removals().into_iter().map(|m| nl.send(m, 0)).collect();
+                for reply in replies {
+                    match reply.ack().await {
+                        Ok(()) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => errors.push(e.into_error("delete the links of", what.clone())),
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        if let Some(rules) = &self.rules {
+            if let Err(e) = rules.remove().await {
+                errors.push(e);
+            }
+        }
+        Error::collect(what, errors)
+    }
+
+    fn remove_blocking(&self) -> Result<()> {
+        if self.context.host.is_doomed() {
+            // The host namespace dies with this crate's last references, and with it the
+            // bridge, every member's veth pair and the rules.
+            return Ok(());
+        }
+        let what = self.describe();
+        let mut errors = Vec::new();
+        let removals = self.removals().into_iter().map(|m| (m, 0)).collect();
+        match self.context.host.blocking_acks(removals, BLOCKING_TIMEOUT) {
+            Ok(answers) => errors.extend(answers.into_iter().filter_map(|a| match a {
+                Err(e) if !e.is_not_found() => {
+                    Some(e.into_error("delete the links of", what.clone()))
+                }
+                _ => None,
+            })),
+            Err(e) => errors.push(Error::os("delete the links of", what.clone(), e)),
+        }
+        if let Some(rules) = &self.rules {
+            if let Err(e) = rules.remove_blocking() {
+                errors.push(e);
+            }
+        }
+        Error::collect(what, errors)
+    }
+
+    fn finish(self, removed: bool) -> Result<()> {
+        let what = self.describe();
+        let mut errors = Vec::new();
+        for member in self.members {
+            if let Err(e) = member.ns.close() {
+                errors.push(e);
+            }
+        }
+        if removed {
+            owner::release_group(self.context.group);
+        } else {
+            // Links may still be in the group: never hand its number to another network.
+            tracing::warn!(
+                target: "netns_kit",
+                object = %what,
+                group = self.context.group,
+                "link group not reused: links may still be in it"
+            );
+        }
+        Error::collect(what, errors)
+    }
+}
+
+/// A bridged network, made by [`bridged`]: a bridge with the gateway address(es) in a host
+/// namespace and members joined to it. The guard removes the bridge, every member's veth pair
+/// (in one kernel batch, see below), the firewall rules if any, and the member namespaces it
+/// created or was given; it never destroys the host namespace, namespaces given with
+/// [`MemberSpec::in_namespace`], or an [existing bridge](BridgedNetworkBuilder::existing_bridge)
+/// and the addresses it had. See the [guard contract](crate#guards).
+///
+/// # Fast teardown
+///
+/// Deleting a link costs the kernel 15–35 ms (it waits for RCU grace periods), so deleting a
+/// network's links one by one would cost that per member. Instead the bridge and every member's
+/// host-side veth end share one **link group** (`ip link ... group N`; [`link_group`](Self::link_group)),
+/// and teardown is a single `RTM_DELLINK` for the group — what `ip link del group N` sends: the
+/// kernel unregisters them all in one batch, and deleting a veth end deletes its peer inside the
+/// member's namespace. Do not put other links in that group.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(host: netns_kit::Namespace) -> netns_kit::Result<()> {
+/// use netns_kit::{MemberSpec, bridged};
+///
+/// let mut net = bridged()
+///     .host(&host)
+///     .gateway("10.1.0.1/24")
+///     .member(MemberSpec::new().address("10.1.0.2/24"))
+///     .create()
+///     .await?;
+/// net.add_member(MemberSpec::new().address("10.1.0.3/24")).await?;
+/// net.remove_member("10.1.0.2".parse().unwrap()).await?;
+/// assert_eq!(net.members().len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct BridgedNetwork(Guard<NetworkResource>);
+
+impl std::fmt::Display for BridgedNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.get().describe())
+    }
+}
+
+impl BridgedNetwork {
+    /// The bridge.
+    pub fn bridge(&self) -> &Link {
+        &self.0.get().context.bridge
+    }
+
+    /// The gateway addresses on the bridge, one per IP version.
+    pub fn gateways(&self) -> &[IpNetwork] {
+        &self.0.get().context.gateways
+    }
+
+    /// The link group of the bridge and the members' host-side veth ends. `ip` prints it as a
+    /// signed number (`group -2131965439`); `ip link del group <that number>` would remove the
+    /// whole network.
+    pub fn link_group(&self) -> u32 {
+        self.0.get().context.group
+    }
+
+    /// Whether the network inserted `iptables` FORWARD accept rules for its bridge.
+    pub fn accept_forward_enabled(&self) -> bool {
+        self.0.get().rules.is_some()
+    }
+
+    /// Inserts the FORWARD accept rules of
+    /// [`BridgedNetworkBuilder::accept_forward`] into the live network (say, once a firewall
+    /// that drops forwarded traffic was started after it): into each IP family's `filter`
+    /// table that exists and lacks them. They are removed with the network.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Command`] if `iptables` is missing or fails; what was inserted is removed
+    /// again.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped while `iptables` runs, the rules inserted so far are removed again.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(
+    /// #     host: netns_kit::Namespace,
+    /// #     mut net: netns_kit::BridgedNetwork,
+    /// # ) -> netns_kit::Result<()> {
+    /// // `host` holds the network's bridge.
+    /// if netns_kit::forward_check(&host).await?.needs_fix() {
+    ///     net.enable_accept_forward().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[doc(alias = "iptables -I FORWARD")]
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn enable_accept_forward(&mut self) -> Result<()> {
+        self.0.get_mut().enable_accept_forward().await
+    }
+
+    /// The blocking form of [`enable_accept_forward`](Self::enable_accept_forward): the same work,
+    /// checks and errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn enable_accept_forward_blocking(&mut self) -> Result<()> {
+        crate::netlink::block_on(self.enable_accept_forward())
+    }
+
+    /// The members, in the order they were added.
+    pub fn members(&self) -> &[Member] {
+        &self.0.get().members
+    }
+
+    /// The member that has address `address`.
+    pub fn member(&self, address: IpAddr) -> Option<&Member> {
+        self.members()
+            .iter()
+            .find(|m| m.addresses.iter().any(|a| a.ip() == address))
+    }
+
+    /// Adds a member to the live network, validated against the existing ones like the members
+    /// given to [`create`](BridgedNetworkBuilder::create). On failure nothing of the new member
+    /// remains and the network is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// As for [`BridgedNetworkBuilder::create`].
+    ///
+    /// # Cancel safety
+    ///
+    /// If the future is dropped half-way, the new member's veth may remain in the network's
+    /// link group without being listed; it is removed with the network.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// let m = net.add_member(netns_kit::MemberSpec::new().address("10.1.0.9/24")).await?;
+    /// println!("new member's eth0 is #{}", m.link().index());
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn add_member(&mut self, spec: MemberSpec) -> Result<&Member> {
+        let resource = self.0.get_mut();
+        let context = resource.context.clone();
+        let own_bridge = !resource.adopted;
+        let describe = resource.describe();
+        check_port_count(resource.members.len() + 1, &|| describe.clone())?;
+        // Validate against a copy of what is taken; commit it only once the member exists.
+        let mut taken = resource.taken.clone();
+        let planned = member::plan(
+            spec,
+            context.host.id(),
+            &context.gateways,
+            &context.link_name,
+            &mut taken,
+            &|| describe.clone(),
+        )?;
+        let member = match member::build(&context, planned).await {
+            Ok(member) => member,
+            // Deleted behind the network's back: say so rather than the kernel's EINVAL.
+            Err(_) if context.bridge.info().await.is_err_and(|e| e.is_not_found()) => {
+                let gone = std::io::Error::from_raw_os_error(nix::libc::ENODEV);
+                return Err(Error::os("add a member to", context.bridge.label(), gone));
+            }
+            Err(e) => return Err(e),
+        };
+        // The network owns it before the wait: a caller that stops waiting now leaves a
+        // member the network's teardown removes, not one nobody does.
+        let resource = self.0.get_mut();
+        resource.taken = taken;
+        resource.members.push(member);
+        let member = resource.members.last().expect("just pushed");
+        member::wait_ready(
+            &context,
+            own_bridge,
+            std::slice::from_ref(member),
+            &describe,
+        )
+        .await;
+        Ok(self.0.get().members.last().expect("just pushed"))
+    }
+
+    /// The blocking form of [`add_member`](Self::add_member): the same work, checks and errors, on
+    /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
+    /// not call it from async code.
+    pub fn add_member_blocking(&mut self, spec: MemberSpec) -> Result<&Member> {
+        crate::netlink::block_on(self.add_member(spec))
+    }
+
+    /// Removes the member that has `address`: deletes its veth pair (with its address and
+    /// routes) and, if the network created or was given its namespace, destroys that too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] if no member has that address; the kernel's refusal otherwise
+    /// (the member is forgotten by the network in any case).
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the member is taken out of the network and its deletion sent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// net.remove_member("10.1.0.9".parse().unwrap()).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn remove_member(&mut self, address: IpAddr) -> Result<()> {
+        let resource = self.0.get_mut();
+        let Some(position) = resource
+            .members
+            .iter()
+            .position(|k| k.addresses.iter().any(|a| a.ip() == address))
+        else {
+            return Err(Error::invalid(
+                resource.describe(),
+                format!("no member has address {address}"),
+            ));
+        };
+        let member = resource.members.remove(position);
+        resource.taken.release(&member);
+        let host = member.host.dup();
+        let mut errors = Vec::new();
+        if let Err(e) = crate::link::delete_link(host.ns(), host.index(), || host.label()).await {
+            errors.push(e);
+        }
+        if let Err(e) = member.ns.close() {
+            errors.push(e);
+        }
+        Error::collect(format!("member {address}"), errors)
+    }
+
+    /// The blocking form of [`remove_member`](Self::remove_member): the same work, checks and
+    /// errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
+    pub fn remove_member_blocking(&mut self, address: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.remove_member(address))
+    }
+
+    /// Tears the whole network down now and reports every error met; teardown goes on after a
+    /// failure.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's or `iptables`' refusals, several as [`Error::Teardown`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Once polled, the group deletion is sent and carried out even if the future is dropped;
+    /// member namespaces are then freed when the future is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(net: netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// net.delete().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete): the same work, checks and errors, on the
+    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
+    /// call it from async code.
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
+    }
+
+    /// Disarms the guard: the bridge, veths, rules and member namespaces stay after the guard
+    /// is gone (see [the guard contract](crate#guards)): a named member namespace keeps its
+    /// name; an anonymous one still dies with its last handle, held by the guard. Ownership
+    /// marks are replaced, so [`reap`](crate::reap) never removes what was kept. Returns the
+    /// same, now inert, guard.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(net: netns_kit::BridgedNetwork) {
+    /// let net = net.keep();
+    /// for member in net.members() {
+    ///     println!("kept {member}");
+    /// }
+    /// # }
+    /// ```
+    pub fn keep(mut self) -> Self {
+        if !self.0.is_armed() {
+            return self;
+        }
+        let resource = self.0.get_mut();
+        let unmarked = resource.unmark();
+        for member in &mut resource.members {
+            member.keep_namespace();
+        }
+        if unmarked {
+            owner::release_group(resource.context.group);
+        } else {
+            // Something still carries the group: never hand its number to another network,
+            // whose teardown would delete what was kept.
+            tracing::warn!(
+                target: "netns_kit",
+                group = resource.context.group,
+                "link group not reused: kept links may still be in it"
+            );
+        }
+        self.0.disarm();
+        self
+    }
+}
