@@ -2,7 +2,7 @@
 //! in the same run:
 //!
 //! * **pattern 1** (two namespaces joined by a veth pair, addresses, default routes, one ping,
-//!   teardown): netns-kit vs the seed's shell script (one `ip` process per command) vs
+//!   teardown): netns-kit vs the classic recipe's shell script (one `ip` process per command) vs
 //!   `ip -batch` (veth peers created directly in their namespaces);
 //! * **bridged network of N members** (`NETNS_KIT_BENCH_N`, default `1,10,100,500,1000`): setup,
 //!   and teardown until the kernel has really removed the members' veths: netns-kit vs
@@ -278,7 +278,7 @@ fn pattern_one(report: &mut Report) {
     println!("pattern 1: two namespaces, a veth pair, addresses, default routes, one ping");
     let rt = runtime();
     let (mut kit_setup, mut kit_down) = (Vec::new(), Vec::new());
-    let (mut seed_setup, mut seed_down) = (Vec::new(), Vec::new());
+    let (mut script_setup, mut script_down) = (Vec::new(), Vec::new());
     let (mut batch_setup, mut batch_down) = (Vec::new(), Vec::new());
     for _ in 0..P1_RUNS {
         // netns-kit
@@ -311,7 +311,7 @@ fn pattern_one(report: &mut Report) {
         });
         kit_down.push(start.elapsed());
 
-        // The seed's script: one process per command.
+        // The classic recipe's script: one process per command.
         settle(2);
         let start = Instant::now();
         sh("ip netns add ns1
@@ -326,10 +326,10 @@ fn pattern_one(report: &mut Report) {
             ip netns exec ns1 ip route add default via 10.111.1.2
             ip netns exec ns2 ip route add default via 10.111.1.1
             ip netns exec ns1 ping -c1 -W2 -q 10.111.1.2 >/dev/null");
-        seed_setup.push(start.elapsed());
+        script_setup.push(start.elapsed());
         let start = Instant::now();
         sh("ip netns del ns1; ip netns del ns2");
-        seed_down.push(start.elapsed());
+        script_down.push(start.elapsed());
         wait_for_links(1);
 
         // ip -batch: peers created in their namespaces, one batch per namespace.
@@ -358,18 +358,18 @@ fn pattern_one(report: &mut Report) {
         wait_for_links(1);
     }
     report.add("pattern1 setup+ping", "netns-kit", kit_setup.clone());
-    report.add("pattern1 setup+ping", "seed-script", seed_setup.clone());
+    report.add("pattern1 setup+ping", "shell-script", script_setup.clone());
     report.add("pattern1 setup+ping", "ip-batch", batch_setup.clone());
     report.add("pattern1 teardown", "netns-kit", kit_down.clone());
-    report.add("pattern1 teardown", "seed-script", seed_down.clone());
+    report.add("pattern1 teardown", "shell-script", script_down.clone());
     report.add("pattern1 teardown", "ip-batch", batch_down.clone());
     report.ratio(
         "pattern1",
         2,
         "setup+ping",
         &kit_setup,
-        "seed-script",
-        &seed_setup,
+        "shell-script",
+        &script_setup,
     );
     report.ratio(
         "pattern1",
@@ -384,8 +384,8 @@ fn pattern_one(report: &mut Report) {
         2,
         "teardown",
         &kit_down,
-        "seed-script",
-        &seed_down,
+        "shell-script",
+        &script_down,
     );
     report.ratio(
         "pattern1",
@@ -894,7 +894,7 @@ fn tracing_overhead(report: &mut Report, n: usize) {
         .with_filter(filter_fn(|meta| {
             TRACING_ON.load(Ordering::Relaxed)
                 && meta.target().starts_with("netns_kit")
-                && *meta.level() <= tracing::Level::INFO
+                && *meta.level() <= tracing::Level::DEBUG
         }));
     if tracing_subscriber::registry()
         .with(layer)

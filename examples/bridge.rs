@@ -1,6 +1,6 @@
-//! The seed's second script, step by step with the typed builders: two namespaces, each joined
-//! by a veth pair to bridge `br0`, whose address is their default gateway. Each call is preceded
-//! by the seed's command it replaces.
+//! The classic recipe's second script, step by step with the typed builders: two namespaces, each
+//! joined by a veth pair to bridge `br0`, whose address is their default gateway. Each call is
+//! preceded by the classic recipe's command it replaces.
 //!
 //! ```sh
 //! cargo run --example bridge
@@ -21,8 +21,8 @@ async fn run() -> netns_kit::Result<()> {
     let ns1 = Namespace::new().await?;
     let ns2 = Namespace::new().await?;
 
-    // The seed's "iptables -A FORWARD -i br0 -j ACCEPT (reason unknown)": bridged frames pass
-    // through the iptables FORWARD chain when br_netfilter is on; ask whether its policy would
+    // The classic recipe's "iptables -A FORWARD -i br0 -j ACCEPT (reason unknown)": bridged frames
+    // pass through the iptables FORWARD chain when br_netfilter is on; ask whether its policy would
     // drop them here, and if so let the bridge insert scoped rules (removed with it).
     let check = forward_check(&host).await?;
     println!("FORWARD fix needed: {}", check.needs_fix());

@@ -1,5 +1,5 @@
-//! The seed's first script, step by step with the typed builders: two namespaces joined
-//! directly by a veth pair. Each call is preceded by the seed's command it replaces.
+//! The classic recipe's first script, step by step with the typed builders: two namespaces joined
+//! directly by a veth pair. Each call is preceded by the classic recipe's command it replaces.
 //!
 //! ```sh
 //! cargo run --example veth_pair
@@ -25,7 +25,7 @@ async fn run() -> netns_kit::Result<()> {
     let veth = VethPair::builder("veth1", "veth2")
         .namespace(&ns1)
         .peer_namespace(&ns2)
-        .up(false) // the seed brings them up separately, below
+        .up(false) // the recipe brings them up separately, below
         .create()
         .await?;
 

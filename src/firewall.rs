@@ -378,7 +378,7 @@ impl ForwardRules {
                 let result = run_blocking(&self.ns, program, &insert);
                 if !matches!(&result, Ok(out) if out.status.success()) {
                     let e = command_error("keep", self.object(), program, &insert, result);
-                    crate::trace::swallowed(&self.object(), &e);
+                    crate::trace::swallowed!(&self.object(), &e);
                     all = false;
                     continue;
                 }
@@ -386,7 +386,7 @@ impl ForwardRules {
                 let result = run_blocking(&self.ns, program, &delete);
                 if !matches!(&result, Ok(out) if out.status.success() || rule_absent(out)) {
                     let e = command_error("keep", self.object(), program, &delete, result);
-                    crate::trace::swallowed(&self.object(), &e);
+                    crate::trace::swallowed!(&self.object(), &e);
                     all = false;
                 }
             }

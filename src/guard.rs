@@ -149,7 +149,7 @@ pub(crate) async fn roll_back<R: Resource>(guard: Guard<R>, error: Error) -> Err
     let span_for_error = span.clone();
     let undone = trace::timed(span, guard.remove_now()).await;
     if let Err(undo) = undone {
-        span_for_error.in_scope(|| trace::swallowed(&what, &undo));
+        span_for_error.in_scope(|| trace::swallowed!(&what, &undo));
     }
     error
 }
@@ -160,7 +160,7 @@ pub(crate) fn best_effort(span: tracing::Span, what: &str, teardown: impl FnOnce
     let guarded = std::panic::AssertUnwindSafe(|| trace::timed_sync(span.clone(), teardown));
     match std::panic::catch_unwind(guarded) {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => span.in_scope(|| trace::swallowed(&what, &e)),
-        Err(_) => span.in_scope(|| trace::swallowed(&what, &"the teardown panicked")),
+        Ok(Err(e)) => span.in_scope(|| trace::swallowed!(&what, &e)),
+        Err(_) => span.in_scope(|| trace::swallowed!(&what, &"the teardown panicked")),
     }
 }

@@ -102,10 +102,10 @@
 //!
 //! One convention, everywhere. A builder comes from `Type::builder(..)` with what the object
 //! cannot exist without (a name, a link, a destination); the patterns are functions named
-//! for what they do ([`connect`], [`bridged`], [`routed`]) that return their builder. Setters take `self`
-//! and are named after the `ip` option they stand for; the one terminal verb is `create()`, which
-//! returns the guard. Where an object lives is a `namespace(&ns)` setter (default: the caller's
-//! current namespace) unless it belongs to a link. Names are taken as `impl AsRef<str>`.
+//! for what they do ([`connect`], [`bridged`], [`routed`]) that return their builder. Setters take
+//! `self` and are named after the `ip` option they stand for; the one terminal verb is `create()`,
+//! which returns the guard. Where an object lives is a `namespace(&ns)` setter (default: the
+//! caller's current namespace) unless it belongs to a link. Names are taken as `impl AsRef<str>`.
 //! Operations are verbs (`set_up`, `enable_accept_forward`); collections change through
 //! `add_x`/`remove_x` (`add_port`, `add_member`, `add_remote`); getters are nouns or
 //! `is_`/`_enabled` predicates, and no getter shares a name with an action (a lookup is
@@ -146,10 +146,12 @@
 //!
 //! # Tracing
 //!
-//! Everything the crate creates, rolls back, tears down or reaps is a [`tracing`] span (target
-//! `netns_kit`, level `INFO`) with the kind of object, the object, its namespace and, when it
-//! ends, how long it took; errors `Drop` must swallow are `WARN` events. Install any subscriber
-//! to see them, e.g. `tracing_subscriber::fmt().with_span_events(FmtSpan::CLOSE)`.
+//! Everything the crate creates, rolls back, tears down or reaps is a [`tracing`] span at level
+//! `DEBUG` (its target is the module that made it: `netns_kit::link::veth`, ...) with the kind of
+//! object, the object, its namespace and, when it ends, how long it took; errors `Drop` must
+//! swallow are `WARN` events. An application at the usual `INFO` filter sees only those; to see
+//! the rest, enable `netns_kit=debug`, e.g. with
+//! `tracing_subscriber::fmt().with_span_events(FmtSpan::CLOSE)` and an `EnvFilter`.
 //!
 //! # Guards
 //!

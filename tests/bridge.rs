@@ -115,8 +115,8 @@ async fn an_address_the_kernel_refuses_rolls_the_bridge_back() {
     assert_eq!(link_names(&host), ["lo"]);
 }
 
-/// Two namespaces on a bridge in `host`, as in the seed's second script.
-async fn seed_two(
+/// Two namespaces on a bridge in `host`, as in the classic recipe's second script.
+async fn recipe_two(
     host: &Namespace,
     accept_forward: bool,
 ) -> (Bridge, Vec<Namespace>, Vec<VethPair>, Vec<Route>) {
@@ -178,7 +178,7 @@ async fn the_forward_fix_makes_bridged_traffic_pass_under_a_drop_policy_and_leav
     assert!(check.needs_fix());
 
     // Without the fix: bridged traffic between the two namespaces is dropped.
-    let (br, nss, veths, routes) = seed_two(&host, false).await;
+    let (br, nss, veths, routes) = recipe_two(&host, false).await;
     assert!(!br.accept_forward_enabled());
     assert!(
         !ping(&nss[0], "10.30.0.2"),
@@ -187,7 +187,7 @@ async fn the_forward_fix_makes_bridged_traffic_pass_under_a_drop_policy_and_leav
     drop((routes, veths, nss, br));
 
     // With it: the ping passes, and the rules are inserted before the REJECT.
-    let (br, nss, veths, routes) = seed_two(&host, true).await;
+    let (br, nss, veths, routes) = recipe_two(&host, true).await;
     assert!(br.accept_forward_enabled());
     assert!(
         ping(&nss[0], "10.30.0.2"),
@@ -225,7 +225,7 @@ async fn a_fresh_namespace_needs_no_forward_fix() {
     let host = sandbox().await;
     let check = forward_check(&host).await.unwrap();
     assert!(!check.needs_fix(), "{check:?}");
-    let (_br, nss, _veths, _routes) = seed_two(&host, false).await;
+    let (_br, nss, _veths, _routes) = recipe_two(&host, false).await;
     assert!(ping(&nss[0], "10.30.0.2"));
     assert!(ping(&nss[1], "10.30.0.254"));
 }

@@ -1,5 +1,5 @@
-//! The examples, run as a newcomer would: the main job (`seed`) in its default private mode and
-//! in `--in-host` mode inside a throw-away namespace set up to look like a host whose firewall
+//! The examples, run as a newcomer would: the main job (`two_patterns`) in its default private mode
+//! and in `--in-host` mode inside a throw-away namespace set up to look like a host whose firewall
 //! drops forwarded traffic (as Docker's does), and the two step-by-step examples.
 
 mod common;
@@ -34,8 +34,8 @@ fn run(command: &mut Command) -> String {
 }
 
 #[test]
-fn seed_builds_both_patterns_and_proves_connectivity() {
-    let out = run(&mut Command::new(example("seed")));
+fn two_patterns_builds_both_patterns_and_proves_connectivity() {
+    let out = run(&mut Command::new(example("two_patterns")));
     assert!(out.contains("pattern 1"), "{out}");
     assert!(out.contains("pattern 2"), "{out}");
     assert_eq!(out.matches(" ok, rtt ").count(), 9, "{out}");
@@ -43,10 +43,10 @@ fn seed_builds_both_patterns_and_proves_connectivity() {
     assert!(out.contains("done: both topologies built"), "{out}");
 }
 
-/// Runs `seed --in-host` in a new network and mount namespace with a private /run/netns and
+/// Runs `two_patterns --in-host` in a new network and mount namespace with a private /run/netns and
 /// `FORWARD` policies set to DROP, and checks the "host" is exactly as before afterwards.
 #[test]
-fn seed_in_host_applies_the_forward_fix_and_leaves_the_host_as_it_was() {
+fn two_patterns_in_host_applies_the_forward_fix_and_leaves_the_host_as_it_was() {
     let script = r#"
         set -e
         mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns
@@ -80,7 +80,7 @@ fn seed_in_host_applies_the_forward_fix_and_leaves_the_host_as_it_was() {
             script,
             "sh",
         ])
-        .arg(example("seed")));
+        .arg(example("two_patterns")));
     assert!(out.contains("bridged traffic would be dropped"), "{out}");
     assert_eq!(out.matches(" ok, rtt ").count(), 9, "{out}");
     assert!(out.contains("namespace \"ns1\""), "{out}");
@@ -194,8 +194,8 @@ fn two_hosts_spans_one_network_over_vxlan() {
 }
 
 #[test]
-fn seed_and_lab_run_without_root() {
-    for name in ["seed", "lab"] {
+fn two_patterns_and_lab_run_without_root() {
+    for name in ["two_patterns", "lab"] {
         let out = run(tool("setpriv")
             .args([
                 "--reuid=65534",

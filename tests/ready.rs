@@ -277,7 +277,7 @@ fn warnings() -> Vec<String> {
             _: tracing_subscriber::layer::Context<'_, S>,
         ) {
             let meta = event.metadata();
-            if *meta.level() == tracing::Level::WARN && meta.target() == "netns_kit" {
+            if *meta.level() == tracing::Level::WARN && meta.target().starts_with("netns_kit") {
                 let mut message = Message(String::new());
                 event.record(&mut message);
                 self.0.lock().unwrap().push(message.0);

@@ -1,6 +1,6 @@
-//! The seed's two patterns: what `ip -j` shows, real `ping` and TCP across them (IPv4 and IPv6,
-//! the IPv6 one without waiting for DAD), adding and removing members, bad input, and teardown
-//! that leaves nothing.
+//! The classic recipe's two patterns: what `ip -j` shows, real `ping` and TCP across them (IPv4 and
+//! IPv6, the IPv6 one without waiting for DAD), adding and removing members, bad input, and
+//! teardown that leaves nothing.
 
 mod common;
 
@@ -14,7 +14,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 #[tokio::test]
-async fn direct_link_is_what_the_seed_builds_and_carries_ping_and_tcp() {
+async fn direct_link_is_what_the_shell_recipe_builds_and_carries_ping_and_tcp() {
     let (ns1, ns2) = (sandbox().await, sandbox().await);
     let link = connect(&ns1, &ns2)
         .names("veth1", "veth2")
@@ -114,7 +114,7 @@ async fn direct_link_bad_input_leaves_nothing() {
 }
 
 #[tokio::test]
-async fn bridged_network_is_what_the_seed_builds_and_carries_ping_and_tcp() {
+async fn bridged_network_is_what_the_shell_recipe_builds_and_carries_ping_and_tcp() {
     let host = sandbox().await;
     let net = bridged()
         .host(&host)

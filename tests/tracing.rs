@@ -125,7 +125,16 @@ async fn create_and_delete_are_spans_with_object_namespace_and_duration() {
     let created = find("create", "trbr1");
     assert_eq!(created.len(), 1, "{created:?}");
     let c = &created[0];
-    assert_eq!((c.target.as_str(), c.level.as_str()), ("netns_kit", "INFO"));
+    assert_eq!(
+        (c.target.as_str(), c.level.as_str()),
+        ("netns_kit::link::bridge", "DEBUG")
+    );
+    // Routine work stays below an application's default `INFO` filter.
+    let loud: Vec<_> = spans()
+        .into_iter()
+        .filter(|s| s.target.starts_with("netns_kit") && s.level != "DEBUG")
+        .collect();
+    assert!(loud.is_empty(), "spans above DEBUG: {loud:?}");
     assert_eq!(field(c, "kind"), "bridge");
     assert!(field(c, "netns").contains("trace-host-1"), "{c:?}");
     assert!(field(c, "elapsed_us").parse::<u64>().is_ok(), "{c:?}");

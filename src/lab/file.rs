@@ -313,9 +313,9 @@ impl Lab {
         Ok(())
     }
 
-    /// The blocking form of [`add_topology`](Self::add_topology): the same work, checks and errors, on the
-    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
-    /// call it from async code.
+    /// The blocking form of [`add_topology`](Self::add_topology): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
     pub fn add_topology_blocking(&mut self, topology: &Topology) -> Result<()> {
         crate::netlink::block_on(self.add_topology(topology))
     }

@@ -1,4 +1,5 @@
-//! Tests that build networks without root: [`run_isolated`] and [`isolated_test!`](crate::isolated_test).
+//! Tests that build networks without root: [`run_isolated`] and
+//! [`isolated_test!`](crate::isolated_test).
 
 use super::*;
 use std::process::Command;

@@ -256,7 +256,7 @@ impl BridgeBuilder {
                 );
                 match Namespace::view(ns.clone()).set_sysctl(&key, "0").await {
                     Ok(()) => fast_link_local = true,
-                    Err(e) => crate::trace::swallowed(&object(), &e),
+                    Err(e) => crate::trace::swallowed!(&object(), &e),
                 }
             }
             let rules = if self.accept_forward {
@@ -579,9 +579,9 @@ impl Bridge {
         port.set_no_controller().await
     }
 
-    /// The blocking form of [`remove_port`](Self::remove_port): the same work, checks and errors, on the
-    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
-    /// call it from async code.
+    /// The blocking form of [`remove_port`](Self::remove_port): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
     pub fn remove_port_blocking(&self, port: &Link) -> Result<()> {
         crate::netlink::block_on(self.remove_port(port))
     }

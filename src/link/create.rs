@@ -25,7 +25,7 @@ pub(crate) fn unmark_blocking(ns: &NsInner, index: u32, label: impl FnOnce() -> 
         "unmark",
         || label.clone(),
     ) {
-        crate::trace::swallowed(&label, &e);
+        crate::trace::swallowed!(&label, &e);
     }
 }
 

@@ -17,7 +17,8 @@ impl Namespace {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name; [`Error::NotFound`](crate::Error::NotFound) if there is no such link.
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad name;
+    /// [`Error::NotFound`](crate::Error::NotFound) if there is no such link.
     ///
     /// # Cancel safety
     ///
@@ -44,9 +45,9 @@ impl Namespace {
         Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
     }
 
-    /// The blocking form of [`link_by_name`](Self::link_by_name): the same work, checks and errors, on the calling
-    /// thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not call
-    /// it from async code.
+    /// The blocking form of [`link_by_name`](Self::link_by_name): the same work, checks and errors,
+    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
+    /// Do not call it from async code.
     pub fn link_by_name_blocking(&self, name: impl AsRef<str>) -> Result<Link> {
         crate::netlink::block_on(self.link_by_name(name))
     }

@@ -537,7 +537,7 @@ pub(crate) struct VethMessage<'a> {
 /// `iflink` equal to the `ifindex` looks like a plain device). In two fresh namespaces both
 /// ends get index 2, the event waits for the kernel's once-a-second batch, and the first packets
 /// sent meanwhile are dropped: a first ping lost, a one-second ARP retry (seen in 17 of 80
-/// runs of eight parallel `seed` examples). Indexes `2^24 + 2n` and `2^24 + 2n + 1` (`n`
+/// runs of eight parallel `two_patterns` examples). Indexes `2^24 + 2n` and `2^24 + 2n + 1` (`n`
 /// distinct within the process, random across processes) keep the ends apart. Ends in one
 /// namespace always differ already and keep kernel-chosen indexes.
 fn pair_indexes() -> (u32, u32) {

@@ -500,9 +500,9 @@ impl Vxlan {
         Ok(())
     }
 
-    /// The blocking form of [`add_remote`](Self::add_remote): the same work, checks and errors, on the
-    /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do not
-    /// call it from async code.
+    /// The blocking form of [`add_remote`](Self::add_remote): the same work, checks and errors, on
+    /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
+    /// not call it from async code.
     pub fn add_remote_blocking(&mut self, peer: IpAddr) -> Result<()> {
         crate::netlink::block_on(self.add_remote(peer))
     }
@@ -537,9 +537,9 @@ impl Vxlan {
         Ok(())
     }
 
-    /// The blocking form of [`remove_remote`](Self::remove_remote): the same work, checks and errors,
-    /// on the calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
-    /// Do not call it from async code.
+    /// The blocking form of [`remove_remote`](Self::remove_remote): the same work, checks and
+    /// errors, on the calling thread without an async runtime (see [the blocking
+    /// API](crate#blocking-api)). Do not call it from async code.
     pub fn remove_remote_blocking(&mut self, peer: IpAddr) -> Result<()> {
         crate::netlink::block_on(self.remove_remote(peer))
     }

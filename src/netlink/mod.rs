@@ -12,8 +12,9 @@
 //!
 //! # Two transports
 //!
-//! * **async** (feature `tokio`, [`async_transport`]): an rtnetlink connection polled on one library
-//!   thread that runs a current-thread Tokio runtime, so the async API works on any executor;
+//! * **async** (feature `tokio`, [`async_transport`]): an rtnetlink connection polled on one
+//!   library thread that runs a current-thread Tokio runtime, so the async API works on any
+//!   executor;
 //! * **batched** ([`blocking_transport`]): a blocking socket; requests are queued and go out in one
 //!   `sendmsg` when the first answer is awaited. It needs no runtime and starts no thread, so
 //!   `Drop` uses it, and so does the blocking API: its functions run the same code as the async

@@ -18,8 +18,8 @@
 //! work item that takes the RTNL lock and so waits behind every other namespace's requests under
 //! parallel load). Until then a neighbour solicitation for the address is dropped on input, and
 //! the first IPv6 packet to it waits for the one-second neighbour retransmit (seen in 2 to 4 of
-//! 80 parallel `seed` runs once the links themselves were waited for). The kernel announces a
-//! `nodad` address (`RTM_NEWADDR`) only from that work, after the join. So the same socket also
+//! 80 parallel `two_patterns` runs once the links themselves were waited for). The kernel announces
+//! a `nodad` address (`RTM_NEWADDR`) only from that work, after the join. So the same socket also
 //! follows IPv6 address notifications (`RTNLGRP_IPV6_IFADDR`) and dumps the IPv6 addresses once;
 //! for every `nodad` address of a watched link it checks the joined groups
 //! (`/proc/thread-self/net/igmp6`) after the dump and again on each notification, and a link is
@@ -83,13 +83,11 @@ pub(crate) async fn wait_ready(links: Vec<Watched>, object: &str) {
     match waited {
         Ok(Ok(late)) if late.is_empty() => {}
         Ok(Ok(late)) => tracing::warn!(
-            target: "netns_kit",
             object = %object,
             links = ?late,
             "links not up after {READY_TIMEOUT:?}"
         ),
         Ok(Err(e)) | Err(e) => tracing::warn!(
-            target: "netns_kit",
             object = %object,
             error = %e,
             "could not watch the links come up"
@@ -409,7 +407,7 @@ fn send(socket: &Socket, msg: RouteNetlinkMessage, flags: u16, seq: u32) -> std:
 /// Operational state alone is not enough: `linkwatch` sets it *before* it attaches the queueing
 /// discipline and runs the carrier-on notifiers (the bridge's, IPv6's), so a dump that lands in
 /// between reads `UP` for a link that still drops packets — the IPv6 part of that window is why
-/// a first IPv6 ping could still take a second (seen in 1 to 4 of 80 parallel `seed` runs).
+/// a first IPv6 ping could still take a second (seen in 1 to 4 of 80 parallel `two_patterns` runs).
 /// The notification itself comes after all of them. The other three fields are set by those
 /// steps, so together they are seen only once the link is really ready. A bridge port in a
 /// spanning-tree state (`listening`, `learning`, `blocking`) counts as ready: spanning tree

@@ -261,7 +261,7 @@ impl Namespace {
                 .inner
                 .blocking_one(kept, "unmark", || self.inner.label.clone())
             {
-                crate::trace::swallowed(&self.inner.label, &e);
+                crate::trace::swallowed!(&self.inner.label, &e);
             }
         }
         self.teardown = Teardown::Nothing;

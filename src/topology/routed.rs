@@ -451,7 +451,7 @@ impl Forwarding {
                 // Best effort: without it the first forwarded IPv6 packets wait for
                 // duplicate-address detection (a second or two), nothing worse.
                 if let Err(e) = self.router.set_sysctl(Self::IPV6_DAD, "0").await {
-                    trace::swallowed(&self.router.label(), &e);
+                    trace::swallowed!(&self.router.label(), &e);
                 }
             }
         }
@@ -523,7 +523,7 @@ impl Forwarding {
             match self.router.set_sysctl_blocking(&key, &before) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
-                Err(e) => trace::swallowed(&self.router.label(), &e),
+                Err(e) => trace::swallowed!(&self.router.label(), &e),
             }
         }
     }
@@ -592,7 +592,7 @@ impl RoutedNetwork {
     /// Tears down what was made after `error`, and returns `error`.
     async fn roll_back(self, error: Error) -> Error {
         if let Err(e) = self.delete_inner().await {
-            trace::swallowed(&"routed network", &e);
+            trace::swallowed!(&"routed network", &e);
         }
         error
     }

@@ -186,11 +186,11 @@ impl NetworkResource {
                 .filter_map(|a| a.err())
                 .fold(true, |_, e| {
                     let e = e.into_error("unmark", context.bridge.label());
-                    trace::swallowed(&"keeping a bridged network", &e);
+                    trace::swallowed!(&"keeping a bridged network", &e);
                     false
                 }),
             Err(e) => {
-                trace::swallowed(&"keeping a bridged network", &e);
+                trace::swallowed!(&"keeping a bridged network", &e);
                 false
             }
         };
@@ -282,7 +282,6 @@ impl Resource for NetworkResource {
         } else {
             // Links may still be in the group: never hand its number to another network.
             tracing::warn!(
-                target: "netns_kit",
                 object = %what,
                 group = self.context.group,
                 "link group not reused: links may still be in it"
@@ -303,10 +302,10 @@ impl Resource for NetworkResource {
 ///
 /// Deleting a link costs the kernel 15–35 ms (it waits for RCU grace periods), so deleting a
 /// network's links one by one would cost that per member. Instead the bridge and every member's
-/// host-side veth end share one **link group** (`ip link ... group N`; [`link_group`](Self::link_group)),
-/// and teardown is a single `RTM_DELLINK` for the group — what `ip link del group N` sends: the
-/// kernel unregisters them all in one batch, and deleting a veth end deletes its peer inside the
-/// member's namespace. Do not put other links in that group.
+/// host-side veth end share one **link group** (`ip link ... group N`;
+/// [`link_group`](Self::link_group)), and teardown is a single `RTM_DELLINK` for the group — what
+/// `ip link del group N` sends: the kernel unregisters them all in one batch, and deleting a veth
+/// end deletes its peer inside the member's namespace. Do not put other links in that group.
 ///
 /// # Examples
 ///
@@ -593,7 +592,6 @@ impl BridgedNetwork {
             // Something still carries the group: never hand its number to another network,
             // whose teardown would delete what was kept.
             tracing::warn!(
-                target: "netns_kit",
                 group = resource.context.group,
                 "link group not reused: kept links may still be in it"
             );

@@ -1,20 +1,22 @@
-//! The main job: the seed's two topologies, each built with one call, connectivity proven with
-//! real ICMP echoes (round-trip times printed), then everything torn down.
+//! The main job: the two classic topologies — two namespaces joined by a veth pair, and
+//! namespaces on a bridge whose address is their gateway — each built with one call,
+//! connectivity proven with real ICMP echoes (round-trip times printed), then everything torn
+//! down.
 //!
 //! ```sh
-//! cargo run --example seed              # inside a private namespace: safe anywhere
-//! cargo run --example seed -- --in-host # in the current namespace, like the seed's scripts
+//! cargo run --example two_patterns              # inside a private namespace: safe anywhere
+//! cargo run --example two_patterns -- --in-host # in the current namespace, like the scripts
 //! ```
 //!
 //! By default everything is built inside a private "host" namespace this program creates, so it
 //! changes nothing on the machine. With `--in-host` it works in the current namespace as the
-//! seed does: named namespaces `ns1`/`ns2` (visible to `ip netns list` while it runs), a bridge
-//! `br0`, and — if [`forward_check`] says bridged traffic would be dropped, as on a machine
-//! running Docker — scoped `iptables` FORWARD accept rules for `br0`. It removes everything it
-//! added before exiting.
+//! classic shell recipe does: named namespaces `ns1`/`ns2` (visible to `ip netns list` while it
+//! runs), a bridge `br0`, and — if [`forward_check`] says bridged traffic would be dropped, as on
+//! a machine running Docker — scoped `iptables` FORWARD accept rules for `br0`. It removes
+//! everything it added before exiting.
 //!
-//! The seed used 192.168.1.0/24; this uses 10.111.1.0/24 and fd11:1::/64 instead, which are far
-//! less likely to clash with a real LAN when run with `--in-host`.
+//! The classic recipe uses 192.168.1.0/24; this uses 10.111.1.0/24 and fd11:1::/64 instead,
+//! which are far less likely to clash with a real LAN when run with `--in-host`.
 
 use std::{net::IpAddr, process::ExitCode, time::Duration, time::Instant};
 
@@ -32,7 +34,8 @@ async fn ping(from: &Namespace, who: &str, to: &str) -> netns_kit::Result<()> {
     Ok(())
 }
 
-/// A namespace for a member: named like the seed's in `--in-host` mode, anonymous otherwise.
+/// A namespace for a member: named like the classic recipe's in `--in-host` mode, anonymous
+/// otherwise.
 async fn member_ns(in_host: bool, name: &str) -> netns_kit::Result<Namespace> {
     if in_host {
         Namespace::named(name).await
@@ -150,7 +153,7 @@ fn main() -> ExitCode {
         [] => false,
         [flag] if flag == "--in-host" => true,
         _ => {
-            eprintln!("usage: seed [--in-host]");
+            eprintln!("usage: two_patterns [--in-host]");
             return ExitCode::from(2);
         }
     };
