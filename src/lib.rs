@@ -65,76 +65,53 @@
 //! # Ok::<(), netns_kit::Error>(())
 //! ```
 //!
-//! # Design
+//! # What to use for what
 //!
-//! The crate is layered. Each module belongs to one layer and uses only modules of its own
-//! layer or lower ones, never a higher one, and no two modules use each other (a test,
-//! `tests/layers.rs`, checks every `crate::` path in the source against this list):
+//! | task | use |
+//! | --- | --- |
+//! | two namespaces joined by a cable (a veth pair) | [`connect`] → [`DirectLink`] |
+//! | namespaces on a bridge whose address is their gateway | [`bridged`] → [`BridgedNetwork`] |
+//! | subnets joined by a router namespace | [`routed`] → [`RoutedNetwork`] |
+//! | a container's `eth0` on the runtime's bridge | [`Bridge::open`], then [`existing_bridge`] |
+//! | a few hosts on a private network for one test | [`lab::Lab`] |
+//! | all of it without root | [`userns::isolate`], [`isolated_test!`] |
+//! | removing what a killed process left | [`reap`] |
+//! | a CNI plugin (containerd, CRI-O, Podman) | the crate `netns-kit-cni` ([below](#cni-plugin)) |
+//! | one object at a time | [`Namespace`], [`VethPair`], [`Bridge`], [`Address`], [`Route`] |
+//! | a VXLAN tunnel, a macvlan link | [`Vxlan`], [`Macvlan`] |
 //!
-//! 1. **values** — `error` (the one [`Error`] type: each variant names the operation and the
-//!    object and keeps the errno), `name` ([`IfName`]/[`NsName`], validated with the kernel's
-//!    rules before any syscall), `ip` ([`IntoIpNetwork`] and host-address checks), `guard` (the
-//!    guard contract, written once), `trace` (spans and events);
-//! 2. **system** — `sys`, the only place that enters namespaces, mounts, or uses `unsafe`
-//!    (namespaces are entered **only on threads this crate owns**: `setns` is per thread, and a
-//!    caller's thread — say a Tokio worker — is never moved); `owner` (ownership marks);
-//! 3. **netlink** — `netlink`: one rtnetlink connection per namespace, from a socket created
-//!    inside it, so every request on it acts there; two transports (async, and batched blocking
-//!    requests needing no runtime); the message helpers every object module shares; each
-//!    blocking function is a one-line `block_on` over its async twin, which then runs every
-//!    request through the blocking transport;
-//! 4. **namespace** — `netns`: [`Namespace`], a namespace held by a file descriptor: anonymous,
-//!    named (a bind mount under `/run/netns`, as `ip netns add` makes it), or opened (by name,
-//!    path, pid or fd; never destroyed by us);
-//! 5. **objects** — builders named after the `ip` commands they replace: `link` ([`Link`],
-//!    [`VethPair`] — the peer created directly inside its namespace — and [`Bridge`]), `addr`
-//!    ([`Address`], IPv4 and IPv6, with `nodad`), `route` ([`Route`], typed by IP version),
-//!    `firewall` ([`forward_check`] and the scoped FORWARD fix), `probe` ([`Namespace::ping`]);
-//! 6. **patterns** — `topology`: [`connect`] ([`DirectLink`]), [`bridged`]
-//!    ([`BridgedNetwork`]) and [`routed`] ([`RoutedNetwork`], made of the other two), composed
-//!    only from layer 5; `reap` ([`reap`]);
-//! 7. **tools** — `lab` ([`lab::Lab`]): a private network per integration test, made of the
-//!    patterns, with named hosts, processes, and keep-on-failure; `userns`
-//!    ([`userns::isolate`]): the whole process into new user, network and mount namespaces, for
-//!    use without root.
+//! [`existing_bridge`]: BridgedNetworkBuilder::existing_bridge
 //!
-//! # Naming
-//!
-//! One convention, everywhere. A builder comes from `Type::builder(..)` with what the object
-//! cannot exist without (a name, a link, a destination); the patterns are functions named
-//! for what they do ([`connect`], [`bridged`], [`routed`]) that return their builder. Setters take
-//! `self` and are named after the `ip` option they stand for; the one terminal verb is `create()`,
-//! which returns the guard. Where an object lives is a `namespace(&ns)` setter (default: the
-//! caller's current namespace) unless it belongs to a link. Names are taken as `impl AsRef<str>`.
-//! Operations are verbs (`set_up`, `enable_accept_forward`); collections change through
-//! `add_x`/`remove_x` (`add_port`, `add_member`, `add_remote`); getters are nouns or
-//! `is_`/`_enabled` predicates, and no getter shares a name with an action (a lookup is
-//! `link_by_name`, not `link`). A link's two ends are `link()` and `peer()`; `peer` is only ever
-//! the other end of a veth pair, `remote` a tunnel's far end, `link_group` a link group; an IP
-//! version is a `version: u8`, 4 or 6. `Display` is how every object is
-//! named in messages (`bridge "br0" in namespace "host"`). Every guard has `delete()` (remove
-//! now, report errors) and `keep()`, which disarms it and returns the same guard, still usable
-//! as a handle but owning nothing — exactly like an object opened rather than created. Every
-//! async function `f` has a blocking twin `f_blocking`; functions that only make a system call
-//! (opening a namespace file) are plain functions.
+//! Names follow one convention: `Type::builder(..)` or a pattern function, setters named after
+//! the `ip` option, `create()` to make, `delete()` to remove now with errors reported, `keep()`
+//! to let the object outlive the program, `f_blocking` for the blocking form of `f`.
 //!
 //! # Blocking API
 //!
 //! Container runtimes are often synchronous, short-lived processes (a CNI plugin is one per
-//! container), so every async function has a `_blocking` twin (`create_blocking`,
-//! `delete_blocking`, [`Namespace::new_blocking`], ...), generated from the same body: same
-//! validation, order of requests, rollback and errors. A blocking call performs its netlink
-//! requests on the calling thread over a blocking socket, sending queued requests in one
-//! `sendmsg`; it starts no async runtime, no reactor and no thread, except the library thread
-//! that must enter a namespace to open a socket or create one there (the caller's thread never
-//! changes namespace). It must not be called from async code, where the async twin belongs.
+//! container), so every async function has a `_blocking` form (`create_blocking`,
+//! `delete_blocking`, [`Namespace::new_blocking`], ...): a one-line wrapper that runs the async
+//! function to completion on the calling thread, so validation, order of requests, rollback and
+//! errors are the same. Its netlink requests go out from the calling thread over a blocking
+//! socket, queued requests in one `sendmsg`; it must not be called from async code.
 //! [`Namespace::run_blocking`] runs a closure in a namespace and waits for it.
 //!
-//! The async API needs no particular executor: netlink sockets are driven by one library thread
-//! running its own current-thread Tokio runtime, started on the first async request. It is the
-//! default feature `tokio`; a synchronous user can turn it off (`default-features = false`):
-//! only the blocking API is built then, and neither Tokio nor that thread is part of the
-//! program. [`Namespace::tokio_command`] exists only with the feature.
+//! # Threads
+//!
+//! The caller's threads never change namespace. What the library starts:
+//!
+//! * **worker threads** (`netns-kit-worker`, at most 2–4 by CPU count), started when a job must
+//!   enter another namespace (creating one, opening a socket inside one, a sysctl) and no worker
+//!   is idle; each exits after 250 ms without a job. A blocking program that dropped everything
+//!   has only its own threads again within a second (`tests/threads.rs` checks it);
+//! * with the async API only, **one netlink thread** (`netns-kit-netlink`) running a
+//!   current-thread Tokio runtime that drives every async connection, started on the first async
+//!   request; it stays for the life of the process. The async API therefore needs no particular
+//!   executor. It is the default feature `tokio`; with `default-features = false` only the
+//!   blocking API is built, and neither Tokio nor that thread is part of the program
+//!   ([`Namespace::tokio_command`] exists only with the feature);
+//! * a short-lived thread per [`Namespace::run`] call (the closure's), per readiness wait, and per
+//!   `iptables` run of the FORWARD fix.
 //!
 //! # CNI plugin
 //!

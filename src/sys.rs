@@ -7,18 +7,19 @@
 //! a foreign namespace, not even when the code that runs there panics, so this crate changes
 //! namespaces only on threads it owns:
 //!
-//! * a small pool of long-lived **worker threads** for the library's own short jobs (create a
-//!   namespace and set up what lives in it, open a netlink or ICMP socket inside one, read a
-//!   sysctl), started on demand: a job starts one only when none is idle (at most 2–4, by CPU
-//!   count), and nothing that acts on the caller's own namespace needs one (its sockets are
-//!   made on the calling thread). A worker starts in the
+//! * a small pool of **worker threads** for the library's own short jobs (create a namespace and
+//!   set up what lives in it, open a netlink or ICMP socket inside one, read a sysctl), started
+//!   on demand: a job starts one only when none is idle (at most 2–4, by CPU count), and nothing
+//!   that acts on the caller's own namespace needs one (its sockets are made on the calling
+//!   thread). A worker that has had no job for 250 ms exits, so a program that stopped using
+//!   the library has only its own threads again. A worker starts in the
 //!   process's namespace (`/proc/self/ns/net`, the main thread's) and goes back there after
 //!   *every* job, whatever the job did, so it never pins a namespace the caller has dropped. (Every
 //!   job enters the namespace it needs first, so where a worker starts does not affect what a job
 //!   does, only what it pins.) If a worker cannot go back it exits, ending the pin, and starts a
-//!   replacement, which begins by going home itself. Keeping the threads alive, rather than
-//!   spawning one per job, keeps thread creation off the hot path (a namespace costs ~0.5 ms to
-//!   make; a thread spawn would add a noticeable fraction of that);
+//!   replacement, which begins by going home itself. Keeping the threads alive between jobs,
+//!   rather than spawning one per job, keeps thread creation off the hot path (a namespace costs
+//!   ~0.5 ms to make; a thread spawn would add a noticeable fraction of that);
 //! * a **fresh scoped thread per [`Namespace::run`](crate::Namespace::run)** for the caller's own
 //!   closures, which may block or panic; the thread ends with the closure, and with it the
 //!   namespace association.
@@ -41,6 +42,7 @@
 #![allow(unsafe_code)]
 
 use std::{
+    collections::VecDeque,
     fs, io,
     os::{
         fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
@@ -50,11 +52,7 @@ use std::{
         },
     },
     path::Path,
-    sync::{
-        Arc, Mutex, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-        mpsc,
-    },
+    sync::{Arc, Condvar, Mutex, OnceLock, mpsc},
     time::Duration,
 };
 
@@ -397,10 +395,18 @@ pub(crate) fn enter_before_exec(cmd: &mut std::process::Command, fd: Arc<OwnedFd
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+static HOME: OnceLock<OwnedFd> = OnceLock::new();
+
+/// Whether a library thread has been given a home namespace yet: after that, the process must
+/// not move to another one (see [`userns::isolate`](crate::userns::isolate)), even once its idle
+/// workers have exited.
+pub(crate) fn home_opened() -> bool {
+    HOME.get().is_some()
+}
+
 /// The process's own network namespace (the main thread's), opened once: where library
 /// threads go back to, so that they pin no namespace a caller has dropped.
 fn home() -> io::Result<&'static OwnedFd> {
-    static HOME: OnceLock<OwnedFd> = OnceLock::new();
     static OPENING: Mutex<()> = Mutex::new(());
     if let Some(fd) = HOME.get() {
         return Ok(fd);
@@ -419,19 +425,31 @@ pub(crate) fn enter_home() -> io::Result<()> {
     setns_net(home()?.as_fd())
 }
 
-/// The worker pool. Workers start on demand: a job starts a new one only when none is idle,
-/// up to `size`, so a program that enters one namespace at a time (a CNI plugin, a runtime's
-/// command) has one worker, and one that needs none has none.
+/// How long a worker waits for a job before it exits. Back-to-back jobs (the members of a
+/// network, a loop creating namespaces) keep workers alive; a process that has stopped using the
+/// library has only its own threads again shortly after.
+const IDLE_EXIT: Duration = Duration::from_millis(250);
+
+/// The worker pool. Workers start on demand: a job starts a new one only when more jobs wait
+/// than workers are idle, up to `size`, so a program that enters one namespace at a time (a CNI
+/// plugin, a runtime's command) has one worker, and one that needs none has none. A worker with
+/// no job for [`IDLE_EXIT`] exits.
+///
+/// Every decision — take a job, start a worker, exit — is made under the one `state` lock, so a
+/// job submitted just as a worker decides to exit is either seen by that worker or starts a new
+/// one.
 struct Pool {
-    tx: Mutex<mpsc::Sender<Job>>,
-    rx: Mutex<mpsc::Receiver<Job>>,
+    state: Mutex<PoolState>,
+    wake: Condvar,
     home: &'static OwnedFd,
-    alive: AtomicUsize,
-    /// Workers waiting for a job.
-    idle: AtomicUsize,
-    /// Jobs sent and not yet taken by a worker.
-    queued: AtomicUsize,
     size: usize,
+}
+
+struct PoolState {
+    queue: VecDeque<Job>,
+    alive: usize,
+    /// Workers waiting for a job, or finishing one whose result is already handed over.
+    idle: usize,
 }
 
 static POOL: OnceLock<Pool> = OnceLock::new();
@@ -447,20 +465,48 @@ fn pool() -> io::Result<&'static Pool> {
         return Ok(pool);
     }
     let home = home()?;
-    let (tx, rx) = mpsc::channel();
     let size = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(2, 4);
     Ok(POOL.get_or_init(|| Pool {
-        tx: Mutex::new(tx),
-        rx: Mutex::new(rx),
+        state: Mutex::new(PoolState {
+            queue: VecDeque::new(),
+            alive: 0,
+            idle: 0,
+        }),
+        wake: Condvar::new(),
         home,
-        alive: AtomicUsize::new(0),
-        idle: AtomicUsize::new(0),
-        queued: AtomicUsize::new(0),
         size,
     }))
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a worker if more jobs wait than workers are idle and the pool is not full.
+    /// Called with the state locked; `Err` only when no worker is alive to take the jobs.
+    /// (Counting waiting jobs, not only idle workers, matters when many jobs come at once —
+    /// the members of a bridged network are built concurrently — where one idle worker would
+    /// otherwise take them all in turn.)
+    fn grow(&'static self, state: &mut PoolState) -> io::Result<()> {
+        if state.alive >= self.size || state.idle >= state.queue.len() {
+            return Ok(());
+        }
+        state.alive += 1;
+        let spawned = std::thread::Builder::new()
+            .name("netns-kit-worker".into())
+            .spawn(move || worker(self));
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                state.alive -= 1;
+                if state.alive == 0 { Err(e) } else { Ok(()) }
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -475,7 +521,7 @@ fn available() {
     if let Some(pool) = POOL.get()
         && !AVAILABLE.replace(true)
     {
-        pool.idle.fetch_add(1, Ordering::SeqCst);
+        pool.lock().idle += 1;
     }
 }
 
@@ -484,83 +530,61 @@ fn worker(pool: &'static Pool) {
     // namespace it needs before doing anything, so a worker that cannot go home still serves
     // correctly; it only pins the namespace it is in, hence the retries after each job.
     let _ = setns_net(pool.home.as_fd());
-    pool.idle.fetch_add(1, Ordering::SeqCst);
+    pool.lock().idle += 1;
     AVAILABLE.set(true);
     loop {
         let job = {
-            let rx = pool.rx.lock().unwrap_or_else(|p| p.into_inner());
-            let job = rx.recv();
-            pool.idle.fetch_sub(1, Ordering::SeqCst);
-            if job.is_ok() {
-                pool.queued.fetch_sub(1, Ordering::SeqCst);
+            let mut state = pool.lock();
+            let deadline = std::time::Instant::now() + IDLE_EXIT;
+            loop {
+                if let Some(job) = state.queue.pop_front() {
+                    state.idle -= 1;
+                    break job;
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    // Nothing queued, decided under the lock: a job submitted from now on
+                    // sees one worker fewer and starts another if needed.
+                    state.idle -= 1;
+                    state.alive -= 1;
+                    return;
+                }
+                state = pool
+                    .wake
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
-            job
         };
-        let Ok(job) = job else { break };
         AVAILABLE.set(false);
         // A job that panics drops its reply channel; the submitter sees the worker "gone".
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         // Idle again (if the job did not say so before replying).
         available();
         if setns_net(pool.home.as_fd()).is_err() {
-            pool.idle.fetch_sub(1, Ordering::SeqCst);
             // Do not keep a namespace the caller may have dropped alive: end this thread (its
             // namespace reference goes with it) and let a fresh one take over queued jobs.
-            pool.alive.fetch_sub(1, Ordering::SeqCst);
-            let _ = ensure_workers(pool);
+            let mut state = pool.lock();
+            state.idle -= 1;
+            state.alive -= 1;
+            let _ = pool.grow(&mut state);
             return;
-        }
-    }
-    pool.alive.fetch_sub(1, Ordering::SeqCst);
-}
-
-/// Starts a worker if there are more jobs waiting than idle workers to take them and the pool
-/// is not full. (A worker counts as idle from just before it waits for a job; a job sent while
-/// it is between jobs waits at most for the job it is finishing.) Counting queued jobs, not only
-/// idle workers, matters when many jobs come at once — the members of a bridged network are
-/// built concurrently — where one idle worker would otherwise take them all in turn.
-fn ensure_workers(pool: &'static Pool) -> io::Result<()> {
-    loop {
-        let alive = pool.alive.load(Ordering::SeqCst);
-        let queued = pool.queued.load(Ordering::SeqCst);
-        if alive >= pool.size || pool.idle.load(Ordering::SeqCst) >= queued {
-            return Ok(());
-        }
-        if pool
-            .alive
-            .compare_exchange(alive, alive + 1, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            let spawned = std::thread::Builder::new()
-                .name("netns-kit-worker".into())
-                .spawn(move || worker(pool));
-            return match spawned {
-                // One new worker per job: it serves this job once it starts.
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    pool.alive.fetch_sub(1, Ordering::SeqCst);
-                    if alive == 0 { Err(e) } else { Ok(()) }
-                }
-            };
         }
     }
 }
 
 fn submit(job: Job) -> io::Result<()> {
     let pool = pool()?;
-    pool.queued.fetch_add(1, Ordering::SeqCst);
-    if let Err(e) = ensure_workers(pool) {
-        pool.queued.fetch_sub(1, Ordering::SeqCst);
+    let mut state = pool.lock();
+    state.queue.push_back(job);
+    if let Err(e) = pool.grow(&mut state) {
+        // No worker will ever take it: give it back (dropping it drops its reply channel).
+        drop(state.queue.pop_back());
         return Err(e);
     }
-    pool.tx
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .send(job)
-        .map_err(|_| {
-            pool.queued.fetch_sub(1, Ordering::SeqCst);
-            io::Error::other("netns-kit worker pool is gone")
-        })
+    drop(state);
+    pool.wake.notify_one();
+    Ok(())
 }
 
 fn worker_gone() -> io::Error {

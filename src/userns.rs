@@ -97,6 +97,13 @@ pub enum Isolation {
 /// ```
 pub fn isolate() -> Result<Isolation> {
     let object = "this process";
+    if crate::sys::home_opened() {
+        return Err(Error::invalid(
+            object,
+            "it used netns-kit before: its library threads belong to its current namespaces; \
+             call `userns::isolate` first thing in `main`",
+        ));
+    }
     let threads = thread_count();
     if threads > 1 {
         return Err(Error::invalid(

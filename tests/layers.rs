@@ -1,5 +1,5 @@
 //! The crate's layering, checked on its source: every `crate::` path in `src/` (in `use` lines
-//! and inline) points to a module of the same layer or a lower one, as the crate docs' "Design"
+//! and inline) points to a module of the same layer or a lower one, as ARCHITECTURE.md's "Design"
 //! section lists them, and no two files import each other, directly or through others.
 //!
 //! The layers, lowest first (a module not listed here fails the test, so a new module must be
@@ -243,7 +243,7 @@ fn check(src: &Path, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<String> {
     for (full, (top, text)) in &modules {
         let Some(own) = rank(top) else {
             problems.push(format!(
-                "module `{top}` is in no layer: add it to LAYERS here and to the crate docs"
+                "module `{top}` is in no layer: add it to LAYERS here and to ARCHITECTURE.md"
             ));
             continue;
         };
@@ -314,8 +314,9 @@ fn check(src: &Path, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<String> {
 }
 
 #[test]
-fn the_crate_docs_list_the_same_layers() {
-    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+fn the_architecture_map_lists_the_same_layers() {
+    let lib =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
     for (layer, modules) in LAYERS {
         for module in *modules {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -327,7 +328,7 @@ fn the_crate_docs_list_the_same_layers() {
             );
             assert!(
                 lib.contains(&format!("`{module}`")),
-                "the crate docs do not name module `{module}` (layer {layer})"
+                "ARCHITECTURE.md does not name module `{module}` (layer {layer})"
             );
         }
     }

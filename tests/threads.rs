@@ -1,0 +1,52 @@
+//! The blocking API's threads: a plain `fn main` (this test has no harness, so no thread of its
+//! own besides `main`) builds a bridged network of four members, drops everything, and within a
+//! second has only its main thread again: the library's idle workers exit, and the blocking API
+//! starts no async runtime.
+
+use std::time::{Duration, Instant};
+
+use netns_kit::{MemberSpec, Namespace, bridged};
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let host = match Namespace::new_blocking() {
+        Ok(host) => host,
+        Err(e)
+            if e.is_permission_denied()
+                && std::env::var("NETNS_KIT_NO_SKIP").as_deref() != Ok("1") =>
+        {
+            println!("threads: skipped: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(threads(), 2, "one worker made the host namespace");
+    let net = bridged()
+        .host(&host)
+        .gateway("10.0.77.1/24")
+        .members((2..6).map(|i| MemberSpec::new().address(format!("10.0.77.{i}/24"))))
+        .create_blocking()
+        .unwrap();
+    let busy = threads();
+    println!("threads with a bridged network of 4 members: {busy}");
+    assert!(busy <= 5, "{busy} threads: at most 4 workers, by CPU count");
+    drop(net);
+    drop(host);
+    let start = Instant::now();
+    while threads() > 1 && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = threads();
+    println!(
+        "threads 1 s after everything was dropped: {left} (after {} ms)",
+        start.elapsed().as_millis()
+    );
+    assert_eq!(left, 1, "the library's idle threads did not exit");
+    println!("threads: 1 passed, 0 failed");
+}
