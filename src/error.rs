@@ -121,7 +121,11 @@ pub enum Error {
     },
 
     /// The object already exists (`EEXIST`); the existing one was left untouched.
-    #[error("cannot {op} {object}: it already exists{}", kernel_says(.detail))]
+    #[error(
+        "cannot {op} {object}: it already exists{}{}",
+        kernel_says(.detail),
+        hint.map(|h| format!("; {h}")).unwrap_or_default()
+    )]
     AlreadyExists {
         /// The operation.
         op: &'static str,
@@ -129,6 +133,8 @@ pub enum Error {
         object: String,
         /// The kernel's extended-ack explanation, if it sent one.
         detail: Option<String>,
+        /// What to do instead, e.g. how to join an existing bridge.
+        hint: Option<&'static str>,
         /// The OS error.
         #[source]
         source: io::Error,
@@ -246,6 +252,7 @@ impl Error {
                 op,
                 object,
                 detail,
+                hint: None,
                 source,
             },
             Some(libc::ENOENT | libc::ENODEV | libc::ESRCH) => Error::NotFound {
@@ -305,6 +312,14 @@ impl Error {
     /// ```
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::AlreadyExists { .. })
+    }
+
+    /// The same error, with `hint` added to an [`Error::AlreadyExists`] (others unchanged).
+    pub(crate) fn with_hint(mut self, text: &'static str) -> Error {
+        if let Error::AlreadyExists { hint, .. } = &mut self {
+            *hint = Some(text);
+        }
+        self
     }
 
     /// The caller lacks a privilege (`EPERM`, `EACCES`): run as root, or with `CAP_NET_ADMIN`

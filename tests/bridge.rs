@@ -95,6 +95,26 @@ async fn a_taken_bridge_name_is_already_exists_and_the_original_stays() {
         .await
         .unwrap_err();
     assert!(err.is_already_exists(), "{err}");
+    // The runtime's second container meets this: the message says how to join instead.
+    let text = err.to_string();
+    assert!(
+        text.contains("Bridge::open") && text.contains("existing_bridge"),
+        "{text}"
+    );
+    assert_eq!(addrs(&host, "brx"), ["10.21.0.1/24"]);
+    // Joining it that way works, and leaves the bridge when the network goes.
+    let brx = Bridge::open(&host, "brx").await.unwrap();
+    let member = netns_kit::MemberSpec::new().address("10.21.0.2/24");
+    let net = netns_kit::bridged()
+        .host(&host)
+        .existing_bridge(&brx)
+        .gateway("10.21.0.1/24")
+        .member(member)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(ports(&host, "brx").len(), 1);
+    drop(net);
     assert_eq!(addrs(&host, "brx"), ["10.21.0.1/24"]);
 }
 

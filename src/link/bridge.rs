@@ -25,6 +25,10 @@ use crate::{
     owner, trace,
 };
 
+/// What an `AlreadyExists` for a bridge's name adds: a runtime's second container meets it.
+const JOIN_HINT: &str = "to join an existing bridge, open it with `Bridge::open` and pass it \
+                         to `bridged().existing_bridge(..)`";
+
 /// Builds a [`Bridge`]; see [`Bridge::builder`].
 ///
 /// # Examples
@@ -38,6 +42,7 @@ use crate::{
 /// let br = builder.address("10.0.2.254/24").create().await?;
 /// # Ok(()) }
 /// ```
+
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.create().await`"]
 pub struct BridgeBuilder {
@@ -153,7 +158,9 @@ impl BridgeBuilder {
     /// # Errors
     ///
     /// * [`Error::InvalidName`]/[`Error::InvalidInput`] for bad input, before any request;
-    /// * [`Error::AlreadyExists`] if the name is taken (the existing link is untouched);
+    /// * [`Error::AlreadyExists`] if the name is taken (the existing link is untouched); its
+    ///   message says how to join an existing bridge instead ([`Bridge::open`], then
+    ///   [`existing_bridge`](crate::BridgedNetworkBuilder::existing_bridge));
     /// * [`Error::Command`] if [`accept_forward`](BridgeBuilder::accept_forward) is on and
     ///   `iptables` is missing or fails;
     /// * the kernel's refusal otherwise.
@@ -227,8 +234,9 @@ impl BridgeBuilder {
             // The bridge is alone in its group (temporary, or the composite's, of which it is the
             // first link), which finds it if this future is dropped while the request is in flight.
             let alone_in = creation.temporary_group().or(self.owned_group);
-            let (pending, index) =
-                create_link(&ns, &nl, &name, msg.build(), alone_in, object).await?;
+            let (pending, index) = create_link(&ns, &nl, &name, msg.build(), alone_in, object)
+                .await
+                .map_err(|e| e.with_hint(JOIN_HINT))?;
             let link = Link::new(ns.clone(), index, name.clone());
 
             // The ownership mark, for `reap` (the kernel ignores an alias in RTM_NEWLINK), and the

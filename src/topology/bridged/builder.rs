@@ -210,7 +210,9 @@ impl BridgedNetworkBuilder {
     /// # async fn demo(host_a: netns_kit::Namespace) -> netns_kit::Result<()> {
     /// use netns_kit::{MemberSpec, bridged};
     /// // On machine A (192.168.50.1), its half of network 10.42.0.0/24; machine B runs the
-    /// // same with local 192.168.50.2, peer 192.168.50.1 and gateway-less members .11 and up.
+    /// // same with local 192.168.50.2, remote 192.168.50.1, its own gateway address (say
+    /// // 10.42.0.2/24: every bridge needs one, and no address may be used twice) and members
+    /// // .11 and up.
     /// let net = bridged()
     ///     .host(&host_a)
     ///     .gateway("10.42.0.1/24")
@@ -304,16 +306,20 @@ impl BridgedNetworkBuilder {
     ///
     /// # Examples
     ///
-    /// A container runtime joining an existing namespace to `cni0`:
+    /// A container runtime joining a container's namespace to its bridge `cni0`, which exists
+    /// from the first container on (creating it again would fail with
+    /// [`Error::AlreadyExists`]): open it, and attach to it.
     ///
     /// ```no_run
     /// # async fn demo() -> netns_kit::Result<()> {
-    /// use netns_kit::{MemberSpec, Namespace, bridged};
+    /// use netns_kit::{Bridge, MemberSpec, Namespace, bridged};
     ///
+    /// let host = Namespace::current()?;
     /// let container = Namespace::open_path("/run/netns/c1")?;
+    /// let cni0 = Bridge::open(&host, "cni0").await?; // a handle that never deletes it
     /// let net = bridged()
-    ///     .host(&Namespace::current()?)
-    ///     .bridge_name("cni0")
+    ///     .host(&host)
+    ///     .existing_bridge(&cni0)
     ///     .gateway("10.88.0.1/16")
     ///     .member(MemberSpec::in_namespace(&container).address("10.88.0.5/16"))
     ///     .create()
