@@ -20,10 +20,14 @@
 
 use std::{net::IpAddr, os::fd::AsRawFd, path::Path};
 
+use netlink_packet_core::{DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer};
 use netns_kit::ipnetwork::IpNetwork;
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
-    socket,
+use nix::sys::{
+    socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
+        setsockopt, socket, sockopt,
+    },
+    time::TimeVal,
 };
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -39,6 +43,7 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
+const NETLINK_HEADER_LEN: usize = 16;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
@@ -117,19 +122,14 @@ pub fn iptables_is_nft() -> bool {
     false
 }
 
-/// A netlink attribute writer.
+/// A list of netlink attributes, written out by netlink-packet-core (header, length, padding,
+/// the nested flag).
 #[derive(Default)]
-struct Attrs(Vec<u8>);
+struct Attrs(Vec<DefaultNla>);
 
 impl Attrs {
     fn raw(&mut self, kind: u16, data: &[u8]) -> &mut Self {
-        let len = 4 + data.len();
-        self.0.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.0.extend_from_slice(&kind.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        while self.0.len() % 4 != 0 {
-            self.0.push(0);
-        }
+        self.0.push(DefaultNla::new(kind, data.to_vec()));
         self
     }
 
@@ -148,7 +148,15 @@ impl Attrs {
     }
 
     fn nested(&mut self, kind: u16, inner: Attrs) -> &mut Self {
-        self.raw(kind | NLA_F_NESTED, &inner.0)
+        let bytes = inner.bytes();
+        self.raw(kind | NLA_F_NESTED, &bytes)
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let nlas = self.0.as_slice();
+        let mut out = vec![0u8; nlas.buffer_len()];
+        nlas.emit(&mut out);
+        out
     }
 }
 
@@ -265,16 +273,21 @@ fn message(
     res_id: u16,
     attrs: &Attrs,
 ) {
-    let len = 16 + 4 + attrs.0.len();
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.push(family);
-    out.push(0); // NFNETLINK_V0
-    out.extend_from_slice(&res_id.to_be_bytes());
-    out.extend_from_slice(&attrs.0);
+    let attrs = attrs.bytes();
+    let len = NETLINK_HEADER_LEN + 4 + attrs.len();
+    let start = out.len();
+    out.resize(start + len, 0);
+    let mut message = NetlinkBuffer::new(&mut out[start..]);
+    message.set_length(len as u32);
+    message.set_message_type(kind);
+    message.set_flags(flags);
+    message.set_sequence_number(seq);
+    message.set_port_number(0);
+    let payload = message.payload_mut();
+    payload[0] = family;
+    payload[1] = 0; // NFNETLINK_V0
+    payload[2..4].copy_from_slice(&res_id.to_be_bytes());
+    payload[4..].copy_from_slice(&attrs);
 }
 
 /// Why the rules were not written here (the caller then uses `iptables-restore`).
@@ -287,42 +300,45 @@ pub enum NotWritten {
     Refused(i32),
 }
 
-/// Sends `buf` and reads the answers to sequence numbers `first..=last`; the first error.
+/// How long to wait for the kernel's answers, per receive: the batch is small and the kernel
+/// answers at once, so this only bounds a wait that would otherwise have no end.
+const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sends `buf` and reads the answers to the sequence numbers in `acks`; the first error.
 fn transact(buf: &[u8], acks: &[u32]) -> Result<Vec<Vec<u8>>, NotWritten> {
+    let refused = |e: nix::Error| NotWritten::Refused(e as i32);
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkNetFilter,
     )
-    .map_err(|e| NotWritten::Refused(e as i32))?;
-    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| NotWritten::Refused(e as i32))?;
-    send(fd.as_raw_fd(), buf, MsgFlags::empty()).map_err(|e| NotWritten::Refused(e as i32))?;
+    .map_err(refused)?;
+    let timeout = TimeVal::new(RECEIVE_TIMEOUT.as_secs() as _, 0);
+    setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(refused)?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(refused)?;
+    send(fd.as_raw_fd(), buf, MsgFlags::empty()).map_err(refused)?;
     let mut pending: Vec<u32> = acks.to_vec();
     let mut replies = Vec::new();
     let mut first_error = None;
     let mut rbuf = vec![0u8; 65536];
     while !pending.is_empty() {
-        let n = recv(fd.as_raw_fd(), &mut rbuf, MsgFlags::empty())
-            .map_err(|e| NotWritten::Refused(e as i32))?;
-        let mut at = 0;
-        while at + 16 <= n {
-            let len = u32::from_ne_bytes(rbuf[at..at + 4].try_into().unwrap()) as usize;
-            if len < 16 || at + len > n {
-                break;
-            }
-            let kind = u16::from_ne_bytes(rbuf[at + 4..at + 6].try_into().unwrap());
-            let seq = u32::from_ne_bytes(rbuf[at + 8..at + 12].try_into().unwrap());
-            if kind == NLMSG_ERROR && len >= 20 {
-                let errno = i32::from_ne_bytes(rbuf[at + 16..at + 20].try_into().unwrap());
-                if errno != 0 && first_error.is_none() {
-                    first_error = Some(-errno);
+        // A timeout is EAGAIN: reported like any other refusal, and the caller falls back.
+        let n = recv(fd.as_raw_fd(), &mut rbuf, MsgFlags::empty()).map_err(refused)?;
+        let mut rest = &rbuf[..n];
+        while let Ok(message) = NetlinkBuffer::new_checked(rest) {
+            let len = message.length() as usize;
+            if message.message_type() == NLMSG_ERROR {
+                if let Ok(error) = ErrorBuffer::new_checked(message.payload()) {
+                    if let Some(code) = error.code() {
+                        first_error.get_or_insert(-code.get());
+                    }
                 }
-                pending.retain(|s| *s != seq);
+                pending.retain(|s| *s != message.sequence_number());
             } else {
-                replies.push(rbuf[at..at + len].to_vec());
+                replies.push(rest[..len].to_vec());
             }
-            at += len.div_ceil(4) * 4;
+            rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
         }
         if first_error.is_some() {
             break;

@@ -1,11 +1,16 @@
 //! What goes over the wire: encoding requests, reading the kernel's errors (with its
 //! extended-ack explanation), and opening sockets.
+//!
+//! Every netlink message this workspace writes or reads by hand is framed with
+//! netlink-packet-core's buffers (`NetlinkBuffer`, `ErrorBuffer`, `NlasIterator`, its attribute
+//! writer), the same code rtnetlink frames its messages with: here, in `ready` (messages the
+//! route parser does not take) and in the CNI plugin's nf_tables writer.
 
 use std::{io, time::Duration};
 
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{
-    packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload},
+    packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator},
     sys::{Socket, protocols::NETLINK_ROUTE},
 };
 
@@ -79,22 +84,15 @@ fn ext_ack_message(flags: u16, payload_after_errno: &[u8]) -> Option<String> {
         let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
         (len + 3) & !3
     };
-    let mut rest = payload_after_errno.get(request_len..)?;
-    while rest.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        if len < 4 || len > rest.len() {
-            break;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = &rest[4..len];
+    let attributes = payload_after_errno.get(request_len..)?;
+    NlasIterator::new(attributes)
+        .map_while(Result::ok)
+        .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
+        .map(|nla| {
+            let text = nla.value();
             let text = text.split(|&b| b == 0).next().unwrap_or(text);
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        let aligned = (len + 3) & !3;
-        rest = rest.get(aligned..).unwrap_or(&[]);
-    }
-    None
+            String::from_utf8_lossy(text).into_owned()
+        })
 }
 
 pub(crate) fn check_error(

@@ -40,7 +40,7 @@ use netlink_packet_route::{
     link::{LinkAttribute, State},
 };
 use rtnetlink::{
-    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_core::{ErrorBuffer, NetlinkBuffer, NetlinkMessage, NetlinkPayload},
     sys::{Socket, SocketAddr},
 };
 
@@ -500,19 +500,23 @@ const NLMSG_DONE: u16 = 3;
 /// The length, type and sequence number of the netlink message at the start of `buf`, and for
 /// `NLMSG_DONE`/`NLMSG_ERROR` its error code; `None` if it is not even a header.
 fn raw_header(buf: &[u8]) -> Option<(usize, u16, u32, i32)> {
-    let u32_at = |at: usize| Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?));
-    let len = u32_at(0)? as usize;
-    let kind = u16::from_ne_bytes(buf.get(4..6)?.try_into().ok()?);
-    let seq = u32_at(8)?;
-    if len < 16 || len > buf.len() {
-        return None;
-    }
+    let message = NetlinkBuffer::new_checked(buf).ok()?;
+    let kind = message.message_type();
     let code = if kind == NLMSG_DONE || kind == NLMSG_ERROR {
-        u32_at(16).map_or(0, |c| c as i32)
+        // `NLMSG_DONE` carries the dump's error code where `NLMSG_ERROR` carries its own.
+        ErrorBuffer::new_checked(message.payload())
+            .ok()
+            .and_then(|e| e.code())
+            .map_or(0, |c| c.get())
     } else {
         0
     };
-    Some((len, kind, seq, code))
+    Some((
+        message.length() as usize,
+        kind,
+        message.sequence_number(),
+        code,
+    ))
 }
 
 /// Reads every message waiting on `socket` and updates `waiting`.
