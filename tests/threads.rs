@@ -1,7 +1,7 @@
 //! The blocking API's threads: a plain `fn main` (this test has no harness, so no thread of its
 //! own besides `main`) builds a bridged network of four members, drops everything, and within a
 //! second has only its main thread again: the library's idle workers exit, and the blocking API
-//! starts no async runtime.
+//! starts no async runtime. Work in the caller's own namespace needs no library thread at all.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,16 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // A sysctl of the caller's own namespace is read on the calling thread (read only: the
+    // namespace this test started in is never changed).
+    let own = Namespace::current().unwrap();
+    own.sysctl_blocking("net.ipv4.ip_forward").unwrap();
+    assert_eq!(
+        threads(),
+        1,
+        "reading the own namespace's sysctl started a thread"
+    );
+    drop(own);
     let host = match Namespace::new_blocking() {
         Ok(host) => host,
         Err(e)

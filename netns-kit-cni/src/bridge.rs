@@ -19,6 +19,7 @@ use netns_kit::{
     Bridge, Link, MacAddr, Namespace, Route, VethPair,
     ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network},
 };
+
 use serde_json::Value;
 
 use crate::{
@@ -28,7 +29,7 @@ use crate::{
 };
 
 /// Opens the container's namespace.
-fn open_container(path: &str) -> Result<Namespace> {
+pub fn open_container(path: &str) -> Result<Namespace> {
     Namespace::open_path(path).map_err(|e| CniError {
         code: code::UNKNOWN_CONTAINER,
         ..failed(format_args!("failed to open netns {path:?}"), e)
@@ -76,7 +77,7 @@ fn ensure_bridge(host: &Namespace, conf: &NetConf) -> Result<Bridge> {
         bridge.link().set_promisc_blocking(true)?;
     }
     // Router advertisements do not configure the bridge (errors ignored, as the reference).
-    let _ = host_sysctl(&format!("net/ipv6/conf/{}/accept_ra", conf.bridge), "0");
+    let _ = host.set_sysctl_blocking(&conf_key("ipv6", &conf.bridge, "accept_ra"), "0");
     bridge.link().set_up_blocking()?;
     Ok(bridge)
 }
@@ -295,9 +296,10 @@ fn settle_addresses(link: &Link) -> Result<()> {
     }
 }
 
-/// Writes sysctl `key` (`net/ipv6/conf/X/accept_ra`) of the namespace this process is in.
-fn host_sysctl(key: &str, value: &str) -> std::io::Result<()> {
-    std::fs::write(format!("/proc/sys/{key}"), value)
+/// The sysctl key `net.FAMILY.conf.IFNAME.SETTING` (a `.` in the name written as `/`, as
+/// sysctl(8) and the library take it).
+fn conf_key(family: &str, ifname: &str, setting: &str) -> String {
+    format!("net.{family}.conf.{}.{setting}", ifname.replace('.', "/"))
 }
 
 /// The container side (the reference's `ConfigureIface`): with addresses (layer 3), its
@@ -321,23 +323,25 @@ fn configure_container(
         let ipv6 = mine.iter().any(|i| i.address.is_ipv6());
         let dir = ifname.to_owned();
         // All in one visit to the namespace.
+        // All in one visit to the namespace: inside it, the library writes the container's
+        // sysctls from this thread.
         container
-            .run_blocking(move || -> std::io::Result<()> {
-                let set = |key: &str, value: &str| host_sysctl(&format!("net/{key}"), value);
+            .run_blocking(move || -> netns_kit::Result<()> {
+                let here = Namespace::current()?;
+                let set = |key: String, value: &str| here.set_sysctl_blocking(&key, value);
                 // Best effort, as in the reference (older kernels have no enhanced_dad).
                 if enable_dad {
-                    let _ = set(&format!("ipv6/conf/{dir}/enhanced_dad"), "1");
-                    let _ = set(&format!("ipv6/conf/{dir}/accept_dad"), "1");
+                    let _ = set(conf_key("ipv6", &dir, "enhanced_dad"), "1");
+                    let _ = set(conf_key("ipv6", &dir, "accept_dad"), "1");
                 } else {
-                    let _ = set(&format!("ipv6/conf/{dir}/accept_dad"), "0");
+                    let _ = set(conf_key("ipv6", &dir, "accept_dad"), "0");
                 }
-                let _ = set(&format!("ipv4/conf/{dir}/arp_notify"), "1");
+                let _ = set(conf_key("ipv4", &dir, "arp_notify"), "1");
                 if ipv6 {
                     for x in ["lo", dir.as_str()] {
-                        let key = format!("ipv6/conf/{x}/disable_ipv6");
-                        let now = std::fs::read_to_string(format!("/proc/sys/net/{key}"));
-                        if now.is_ok_and(|v| v.trim() != "0") {
-                            set(&key, "0")?;
+                        let key = conf_key("ipv6", x, "disable_ipv6");
+                        if here.sysctl_blocking(&key).is_ok_and(|v| v != "0") {
+                            set(key, "0")?;
                         }
                     }
                 }
@@ -491,31 +495,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             let _ = delegate::run_ipam(name, &env.path, "DEL", stdin);
         }
     };
-    let wired = (|| {
-        let bridge = ensure_bridge(&host, conf)?;
-        let bridge_mac = if conf.is_gateway {
-            bridge.link().info_blocking()?.mac
-        } else {
-            None
-        };
-        let pair = create_veth(&host, &container, &bridge, conf, &env.ifname)?;
-        pair.link().set_up_blocking()?;
-        // Router advertisements do not configure the host end (errors ignored, as the
-        // reference).
-        let _ = host_sysctl(
-            &format!("net/ipv6/conf/{}/accept_ra", pair.link().name()),
-            "0",
-        );
-        if conf.hairpin {
-            pair.link().set_hairpin_blocking(true)?;
-        }
-        if conf.vlan != 0 {
-            pair.link()
-                .add_bridge_vlan_blocking(conf.vlan, true, true)?;
-        }
-        Ok((bridge, bridge_mac, pair))
-    })();
-    let (bridge, bridge_mac, pair) = match wired {
+    let wired = match wire(host, container, conf, env) {
         Ok(w) => w,
         Err(e) => {
             if let Some(running) = ipam {
@@ -536,83 +516,145 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             // From here on a failure releases the addresses again.
             let chain = masq::chain_name(&conf.name, &env.container_id);
             let mut masquerading = false;
-            let configured = (|| {
-                let value: Value = serde_json::from_slice(&out).map_err(|e| {
-                    CniError::new(
-                        code::DECODE,
-                        format!("failed to decode the result of IPAM plugin {name:?}: {e}"),
-                    )
-                })?;
-                let ipam_result = CniResult::parse(&value, &conf.cni_version, "the IPAM result")?;
-                if ipam_result.ips.is_empty() {
-                    return Err(CniError::new(
-                        code::INTERNAL,
-                        "IPAM plugin returned missing IP config",
-                    ));
-                }
-                result.ips = ipam_result.ips;
-                result.routes = ipam_result.routes;
-                let gateways = calc_gateways(&mut result, conf);
-                let rules = if conf.ip_masq {
-                    let addresses: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
-                    masquerading = true;
-                    masq::start(
-                        &addresses,
-                        &chain,
-                        &masq::comment(&conf.name, &env.container_id),
-                    )?
-                } else {
-                    Vec::new()
-                };
-                let configured = (|| {
-                    configure_container(&container, &pair, &result, conf, &env.ifname)?;
-                    wait_port_up(pair.link())?;
-                    if conf.is_gateway {
-                        for v6 in [false, true] {
-                            let mine: Vec<&IpNetwork> =
-                                gateways.iter().filter(|g| g.is_ipv6() == v6).collect();
-                            for gw in &mine {
-                                ensure_address(bridge.link(), gw, conf.force_address)?;
-                            }
-                            if !mine.is_empty() {
-                                enable_forwarding(&host, v6)?;
-                            }
-                        }
-                        // The bridge keeps the MAC it had before this port joined instead of
-                        // following its ports' lowest one as they come and go (as the
-                        // reference does: it sets the address it read when it found the
-                        // bridge).
-                        if let Some(mac) = bridge_mac {
-                            bridge.link().set_mac_blocking(mac)?;
-                        }
+            let configured =
+                wired.configure_layer3(conf, env, name, &out, &chain, &mut masquerading);
+            match configured {
+                Ok(r) => result = r,
+                Err(e) => {
+                    drop(wired);
+                    if masquerading {
+                        let _ = masq::teardown(&chain, [true, true], true);
                     }
-                    result.interfaces = interfaces(&bridge, &pair, env)?;
-                    Ok(())
-                })();
-                let masqueraded = masq::finish(rules);
-                configured.and(masqueraded)
-            })();
-            if let Err(e) = configured {
-                drop(pair);
-                if masquerading {
-                    let _ = masq::teardown(&chain, [true, true], true);
+                    release(Some(name));
+                    return Err(e);
                 }
-                release(Some(name));
-                return Err(e);
             }
         }
         _ => {
             // Layer 2 only: the interfaces, up, and nothing else.
-            configure_container(&container, &pair, &result, conf, &env.ifname)?;
-            result.interfaces = interfaces(&bridge, &pair, env)?;
+            configure_container(&wired.container, &wired.pair, &result, conf, &env.ifname)?;
+            result.interfaces = interfaces(&wired.bridge, &wired.pair, env)?;
         }
     }
     // The configuration's `dns` is the result's, as in the reference (which drops the IPAM
     // plugin's).
     result.dns = conf.dns.clone();
     let printed = result.to_json(&conf.cni_version)?;
-    pair.keep();
+    wired.pair.keep();
     Ok(printed)
+}
+
+/// What ADD made before the addresses: the bridge (with the MAC it had, to pin it again), and
+/// the veth pair, whose guard removes it if ADD fails later.
+struct Wired {
+    host: Namespace,
+    container: Namespace,
+    bridge: Bridge,
+    bridge_mac: Option<MacAddr>,
+    pair: VethPair,
+}
+
+/// The bridge, and the veth pair on it with its host end configured.
+fn wire(host: Namespace, container: Namespace, conf: &NetConf, env: &Env) -> Result<Wired> {
+    let bridge = ensure_bridge(&host, conf)?;
+    let bridge_mac = if conf.is_gateway {
+        bridge.link().info_blocking()?.mac
+    } else {
+        None
+    };
+    let pair = create_veth(&host, &container, &bridge, conf, &env.ifname)?;
+    pair.link().set_up_blocking()?;
+    // Router advertisements do not configure the host end (errors ignored, as the reference).
+    let _ = host.set_sysctl_blocking(&conf_key("ipv6", pair.link().name(), "accept_ra"), "0");
+    if conf.hairpin {
+        pair.link().set_hairpin_blocking(true)?;
+    }
+    if conf.vlan != 0 {
+        pair.link()
+            .add_bridge_vlan_blocking(conf.vlan, true, true)?;
+    }
+    Ok(Wired {
+        host,
+        container,
+        bridge,
+        bridge_mac,
+        pair,
+    })
+}
+
+impl Wired {
+    /// The IPAM plugin's addresses on the container side, the gateways on the bridge, and the
+    /// masquerade rules (started first, finished last, as they run in another program). Sets
+    /// `masquerading` once rules may exist, for the caller to remove them on failure.
+    fn configure_layer3(
+        &self,
+        conf: &NetConf,
+        env: &Env,
+        ipam: &str,
+        out: &[u8],
+        chain: &str,
+        masquerading: &mut bool,
+    ) -> Result<CniResult> {
+        let value: Value = serde_json::from_slice(out).map_err(|e| {
+            CniError::new(
+                code::DECODE,
+                format!("failed to decode the result of IPAM plugin {ipam:?}: {e}"),
+            )
+        })?;
+        let ipam_result = CniResult::parse(&value, &conf.cni_version, "the IPAM result")?;
+        if ipam_result.ips.is_empty() {
+            return Err(CniError::new(
+                code::INTERNAL,
+                "IPAM plugin returned missing IP config",
+            ));
+        }
+        let mut result = CniResult {
+            ips: ipam_result.ips,
+            routes: ipam_result.routes,
+            ..CniResult::default()
+        };
+        let gateways = calc_gateways(&mut result, conf);
+        let rules = if conf.ip_masq {
+            let addresses: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+            *masquerading = true;
+            let comment = masq::comment(&conf.name, &env.container_id);
+            masq::start(&addresses, chain, &comment)?
+        } else {
+            Vec::new()
+        };
+        let configured = (|| {
+            configure_container(&self.container, &self.pair, &result, conf, &env.ifname)?;
+            wait_port_up(self.pair.link())?;
+            if conf.is_gateway {
+                self.configure_gateways(&gateways, conf)?;
+            }
+            result.interfaces = interfaces(&self.bridge, &self.pair, env)?;
+            Ok(())
+        })();
+        let masqueraded = masq::finish(rules);
+        configured.and(masqueraded).map(|()| result)
+    }
+
+    /// The gateway addresses on the bridge, forwarding for their families, and the bridge's
+    /// MAC pinned.
+    fn configure_gateways(&self, gateways: &[IpNetwork], conf: &NetConf) -> Result<()> {
+        for v6 in [false, true] {
+            let mine: Vec<&IpNetwork> = gateways.iter().filter(|g| g.is_ipv6() == v6).collect();
+            for gw in &mine {
+                ensure_address(self.bridge.link(), gw, conf.force_address)?;
+            }
+            if !mine.is_empty() {
+                enable_forwarding(&self.host, v6)?;
+            }
+        }
+        // The bridge keeps the MAC it had before this port joined instead of following its
+        // ports' lowest one as they come and go (as the reference does: it sets the address it
+        // read when it found the bridge).
+        if let Some(mac) = self.bridge_mac {
+            self.bridge.link().set_mac_blocking(mac)?;
+        }
+        Ok(())
+    }
 }
 
 /// DEL: removes the container's interface (and so the pair), releases its addresses, removes
@@ -671,171 +713,4 @@ pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// CHECK: the container is wired as `prevResult` says.
-pub fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
-    let container = open_container(&env.netns)?;
-    if let Some(ipam) = &conf.ipam {
-        delegate::run_ipam(ipam, &env.path, "CHECK", stdin)?;
-    }
-    let prev = conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "Required prevResult missing"))?;
-    let prev = CniResult::parse(prev, &conf.cni_version, "prevResult")?;
-    let host = Namespace::current()?;
-    let failed = |msg: String| CniError::new(code::INTERNAL, msg);
-
-    let bridge = match Bridge::open_blocking(&host, &conf.bridge) {
-        Ok(b) => b,
-        Err(e) if e.is_not_found() => {
-            return Err(failed(format!(
-                "CNI created bridge {} in host namespace was not found",
-                conf.bridge
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let info = bridge.link().info_blocking()?;
-    if let Some(i) = prev.interfaces.iter().find(|i| i.name == conf.bridge) {
-        let mac = info.mac.map(|m| m.to_string()).unwrap_or_default();
-        if !i.mac.is_empty() && !i.mac.eq_ignore_ascii_case(&mac) {
-            return Err(failed(format!(
-                "Bridge interface {} Mac doesn't match: {}",
-                conf.bridge, i.mac
-            )));
-        }
-    }
-    let Some(cont) = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == env.ifname && i.sandbox == env.netns)
-    else {
-        return Err(failed(format!(
-            "Sandbox in prevResult doesn't match configured netns: {}",
-            env.netns
-        )));
-    };
-    let iface = match container.link_by_name_blocking(&env.ifname) {
-        Ok(l) => l,
-        Err(e) if e.is_not_found() => {
-            return Err(failed(format!(
-                "CNI created interface in container {} not found",
-                env.ifname
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let cinfo = iface.info_blocking()?;
-    if cinfo.kind.as_deref() != Some("veth") {
-        return Err(failed(format!(
-            "Error: Container interface {} not of type veth",
-            env.ifname
-        )));
-    }
-    let cmac = cinfo.mac.map(|m| m.to_string()).unwrap_or_default();
-    if !cont.mac.is_empty() && !cont.mac.eq_ignore_ascii_case(&cmac) {
-        return Err(failed(format!(
-            "Interface {} Mac {} doesn't match container Mac: {cmac}",
-            env.ifname, cont.mac
-        )));
-    }
-    // The host end: an interface of the result outside the container that is a veth port of
-    // the bridge.
-    // The host end: an interface of the result outside the container that is a veth port of
-    // the bridge and the container interface's peer (each names the other's ifindex).
-    let port = prev
-        .interfaces
-        .iter()
-        .filter(|i| i.name != conf.bridge && i.sandbox.is_empty())
-        .find_map(|i| {
-            let l = host.link_by_name_blocking(&i.name).ok()?;
-            let info = l.info_blocking().ok()?;
-            (info.kind.as_deref() == Some("veth")
-                && info.controller == Some(bridge.link().index())
-                && info.link == Some(iface.index())
-                && cinfo.link == Some(l.index()))
-            .then_some(l)
-        });
-    if port.is_none() {
-        return Err(failed(format!(
-            "CNI veth created for bridge {} was not found",
-            conf.bridge
-        )));
-    }
-    let present = iface.addresses_blocking()?;
-    for ipc in prev.ips.iter().filter(|i| {
-        i.interface.is_none_or(|x| {
-            prev.interfaces
-                .get(x)
-                .is_some_and(|i| i.name == env.ifname && i.sandbox == env.netns)
-        })
-    }) {
-        if !present.iter().any(|a| a.address == ipc.address) {
-            return Err(failed(format!(
-                "Failed to match addr {} on interface {}",
-                ipc.address, env.ifname
-            )));
-        }
-    }
-    let routes = container.routes_blocking()?;
-    for r in &prev.routes {
-        let dst = IpNetwork::new(r.dst.network(), r.dst.prefix()).unwrap_or(r.dst);
-        let found = routes
-            .iter()
-            .any(|x| x.destination == dst && (r.gw.is_none() || x.gateway == r.gw));
-        if !found {
-            return Err(failed(format!(
-                "Failed to match route {} via {:?}",
-                r.dst, r.gw
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// STATUS (1.1.0): ready when the IPAM plugin is there (and, if it speaks 1.1.0, says it is
-/// ready), the host's netlink answers, and `iptables-restore` exists when `ipMasq` needs it.
-pub fn status(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
-    let unavailable = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
-    Namespace::current()?
-        .link_by_name_blocking("lo")
-        .map_err(|e| unavailable(format!("netlink does not answer: {e}")))?;
-    if let Some(ipam) = &conf.ipam {
-        delegate::find(ipam, &env.path).map_err(|e| unavailable(e.msg))?;
-        if delegate::supports(ipam, &env.path, "1.1.0")? {
-            delegate::run(ipam, &env.path, "STATUS", stdin)?;
-        }
-    }
-    if conf.ip_masq {
-        let found = std::env::var_os("PATH").is_some_and(|p| {
-            std::env::split_paths(&p).any(|d| d.join("iptables-restore").is_file())
-        });
-        if !found {
-            return Err(unavailable(
-                "ipMasq needs iptables-restore, which is not in PATH".to_owned(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// GC (1.1.0): removes the masquerade rules of this network's containers that are not in
-/// `cni.dev/valid-attachments`, and passes GC on to an IPAM plugin that speaks 1.1.0.
-pub fn gc(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
-    if conf.ip_masq {
-        let valid: Vec<String> = conf
-            .valid_attachments
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect();
-        masq::collect_garbage(&conf.name, &valid)?;
-    }
-    if let Some(ipam) = &conf.ipam {
-        if delegate::supports(ipam, &env.path, "1.1.0")? {
-            delegate::run(ipam, &env.path, "GC", stdin)?;
-        }
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@
 //! they asked for without knowing.
 
 use netns_kit::{IfName, MacAddr};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::spec::{CniError, Result, SUPPORTED, code, version_at_least};
@@ -116,30 +117,72 @@ fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(code::INVALID_CONFIG, msg)
 }
 
-fn flag(o: &Map<String, Value>, key: &str) -> Result<bool> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(CniError::new(
-            code::DECODE,
-            format!("failed to load netconf: {key:?} must be true or false, not {v}"),
-        )),
-    }
+/// The configuration as it comes on stdin: the reference plugin's keys, each optional. Keys
+/// whose bad values the reference reports as an invalid configuration rather than a decoding
+/// failure (`mtu`, `vlan`) are read as JSON values and checked below.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConf {
+    cni_version: Option<String>,
+    name: Option<String>,
+    bridge: Option<String>,
+    is_gateway: Option<bool>,
+    is_default_gateway: Option<bool>,
+    force_address: Option<bool>,
+    ip_masq: Option<bool>,
+    mtu: Option<Value>,
+    hairpin_mode: Option<bool>,
+    promisc_mode: Option<bool>,
+    vlan: Option<Value>,
+    #[serde(rename = "enabledad")]
+    enable_dad: Option<bool>,
+    macspoofchk: Option<bool>,
+    ipam: Option<RawIpam>,
+    dns: Option<Map<String, Value>>,
+    prev_result: Option<Value>,
+    args: Option<RawArgs>,
+    runtime_config: Option<RawRuntimeConfig>,
+    /// The spec 1.1.0 text names the key `cni.dev/attachments`; it was corrected to
+    /// `cni.dev/valid-attachments`, which libcni sends (1.2.3 and later send both).
+    #[serde(rename = "cni.dev/valid-attachments")]
+    valid_attachments: Option<Vec<RawAttachment>>,
+    #[serde(rename = "cni.dev/attachments")]
+    attachments: Option<Vec<RawAttachment>>,
 }
 
-fn string<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(CniError::new(
-            code::DECODE,
-            format!("failed to load netconf: {key:?} must be a string, not {v}"),
-        )),
-    }
+#[derive(Deserialize)]
+struct RawIpam {
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
-fn number(o: &Map<String, Value>, key: &str, max: u64) -> Result<Option<u64>> {
-    match o.get(key) {
+#[derive(Deserialize)]
+struct RawArgs {
+    cni: Option<RawCniArgs>,
+}
+
+#[derive(Deserialize)]
+struct RawCniArgs {
+    mac: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawRuntimeConfig {
+    mac: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAttachment {
+    #[serde(rename = "containerID", default)]
+    container_id: String,
+    #[serde(default)]
+    ifname: String,
+}
+
+/// A JSON number from 0 to `max` (`null` or absent: `None`).
+fn number(key: &str, v: Option<Value>, max: u64) -> Result<Option<u64>> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if n <= max => Ok(Some(n)),
@@ -166,132 +209,121 @@ impl NetConf {
     /// Parses and checks the configuration for `env.command`. Nothing is changed before this
     /// returns.
     pub fn parse(stdin: &[u8], env: &Env) -> Result<NetConf> {
-        let value: Value = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::new(code::DECODE, format!("failed to load netconf: {e}")))?;
-        let o = value.as_object().ok_or_else(|| {
-            CniError::new(code::DECODE, "failed to load netconf: not a JSON object")
-        })?;
-        let cni_version = string(o, "cniVersion")?.unwrap_or("0.1.0").to_owned();
-        if !SUPPORTED.contains(&cni_version.as_str()) {
-            return Err(CniError::new(
-                code::INCOMPATIBLE_VERSION,
-                format!(
-                    "incompatible CNI versions; config is {cni_version:?}, plugin supports {SUPPORTED:?}"
-                ),
-            ));
-        }
-        match env.command.as_str() {
-            "CHECK" if !version_at_least(&cni_version, "0.4.0") => {
-                return Err(CniError::new(
-                    code::INCOMPATIBLE_VERSION,
-                    format!("config version {cni_version:?} does not allow CHECK"),
-                ));
-            }
-            "STATUS" | "GC" if !version_at_least(&cni_version, "1.1.0") => {
-                return Err(CniError::new(
-                    code::INCOMPATIBLE_VERSION,
-                    format!(
-                        "config version {cni_version:?} does not allow {}",
-                        env.command
-                    ),
-                ));
-            }
-            _ => {}
-        }
-        let name = string(o, "name")?.unwrap_or("").to_owned();
-        let bridge = string(o, "bridge")?.unwrap_or("cni0").to_owned();
-        let bridge = if bridge.is_empty() {
-            "cni0".to_owned()
-        } else {
-            bridge
-        };
-        let is_default_gateway = flag(o, "isDefaultGateway")?;
-        let promisc = flag(o, "promiscMode")?;
-        let hairpin = flag(o, "hairpinMode")?;
-        let mut conf = NetConf {
-            cni_version,
-            name,
-            is_gateway: flag(o, "isGateway")? || is_default_gateway,
-            is_default_gateway,
-            force_address: flag(o, "forceAddress")?,
-            ip_masq: flag(o, "ipMasq")?,
-            mtu: number(o, "mtu", 65535)?
-                .filter(|m| *m != 0)
-                .map(|m| m as u32),
-            hairpin,
-            promisc,
-            vlan: number(o, "vlan", 4094)?.unwrap_or(0) as u16,
-            enable_dad: flag(o, "enabledad")?,
-            ipam: None,
-            mac: None,
-            dns: match o.get("dns") {
-                None | Some(Value::Null) => Map::new(),
-                Some(Value::Object(d)) => d.clone(),
-                Some(v) => {
-                    return Err(CniError::new(
+        let raw: RawConf =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(stdin))
+                .map_err(|e| {
+                    let at = e.path().to_string();
+                    let at = if at == "." {
+                        String::new()
+                    } else {
+                        format!("{at}: ")
+                    };
+                    CniError::new(
                         code::DECODE,
-                        format!("failed to load netconf: \"dns\" must be an object, not {v}"),
-                    ));
-                }
-            },
-            prev_result: o.get("prevResult").filter(|v| !v.is_null()).cloned(),
-            valid_attachments: Vec::new(),
-            bridge,
-        };
-        if let Some(ipam) = o.get("ipam").filter(|v| !v.is_null()) {
-            let ipam = ipam.as_object().ok_or_else(|| {
-                CniError::new(
-                    code::DECODE,
-                    "failed to load netconf: \"ipam\" must be an object",
-                )
-            })?;
-            conf.ipam = string(ipam, "type")?
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if let Some(t) = &conf.ipam {
-                if t.contains('/') || t == "." || t == ".." {
-                    return Err(invalid(format!(
-                        "invalid ipam type {t:?}: a plugin name, not a path"
-                    )));
-                }
-            }
-        }
-        // The spec 1.1.0 text names the key `cni.dev/attachments`; it was corrected to
-        // `cni.dev/valid-attachments`, which libcni sends (1.2.3 and later send both).
-        if env.command == "GC" {
-            // Without the list every attachment would look stale: refuse rather than remove
-            // the rules of running containers.
-            let list = o
-                .get("cni.dev/valid-attachments")
-                .or_else(|| o.get("cni.dev/attachments"))
-                .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    invalid(
-                        "GC needs the list of valid attachments (\"cni.dev/valid-attachments\")",
+                        format!("failed to load netconf: {at}{}", e.inner()),
                     )
                 })?;
-            for a in list {
-                let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                conf.valid_attachments.push((s("containerID"), s("ifname")));
-            }
-        }
+        let cni_version = raw.cni_version.clone().unwrap_or_else(|| "0.1.0".into());
+        check_version(&cni_version, &env.command)?;
+        let mut conf = NetConf::from_raw(raw, cni_version, env)?;
         // DEL must work with whatever it is given (a partial configuration included): it
         // needs only the names. VERSION needs nothing.
         if matches!(env.command.as_str(), "DEL" | "VERSION") {
             return Ok(conf);
         }
-        if conf.name.is_empty() {
+        conf.check(env)?;
+        conf.mac = container_mac(&env.args, conf.mac)?;
+        Ok(conf)
+    }
+
+    /// The configuration's values with the reference's defaults; the checks every command
+    /// needs (the IPAM plugin's name, GC's list).
+    fn from_raw(raw: RawConf, cni_version: String, env: &Env) -> Result<NetConf> {
+        let is_default_gateway = raw.is_default_gateway.unwrap_or(false);
+        let ipam = raw.ipam.and_then(|i| i.kind).filter(|t| !t.is_empty());
+        if let Some(t) = &ipam {
+            if t.contains('/') || t == "." || t == ".." {
+                return Err(invalid(format!(
+                    "invalid ipam type {t:?}: a plugin name, not a path"
+                )));
+            }
+        }
+        let valid_attachments = if env.command == "GC" {
+            // Without the list every attachment would look stale: refuse rather than remove
+            // the rules of running containers.
+            raw.valid_attachments
+                .or(raw.attachments)
+                .ok_or_else(|| {
+                    invalid(
+                        "GC needs the list of valid attachments (\"cni.dev/valid-attachments\")",
+                    )
+                })?
+                .into_iter()
+                .map(|a| (a.container_id, a.ifname))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // The container's MAC from the configuration: args, then runtimeConfig (later wins);
+        // `CNI_ARGS` comes first (see `container_mac`).
+        let args_mac = raw.args.and_then(|a| a.cni).and_then(|c| c.mac);
+        let runtime_mac = raw.runtime_config.and_then(|r| r.mac);
+        // DEL and VERSION look at names only (see `parse`).
+        let checked = !matches!(env.command.as_str(), "DEL" | "VERSION");
+        let mut conf_mac = None;
+        if let (true, Some(m)) = (checked, args_mac) {
+            conf_mac = Some(mac(&m, "args.cni.mac")?);
+        }
+        if let (true, Some(m)) = (checked, runtime_mac) {
+            conf_mac = Some(mac(&m, "runtimeConfig.mac")?);
+        }
+        if checked && raw.macspoofchk.unwrap_or(false) {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "macspoofchk is not supported by netns-kit-cni (it needs nftables rules this \
+                 plugin does not write); use the reference bridge plugin for it",
+            ));
+        }
+        Ok(NetConf {
+            cni_version,
+            name: raw.name.unwrap_or_default(),
+            bridge: raw
+                .bridge
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| "cni0".into()),
+            is_gateway: raw.is_gateway.unwrap_or(false) || is_default_gateway,
+            is_default_gateway,
+            force_address: raw.force_address.unwrap_or(false),
+            ip_masq: raw.ip_masq.unwrap_or(false),
+            mtu: number("mtu", raw.mtu, 65535)?
+                .filter(|m| *m != 0)
+                .map(|m| m as u32),
+            hairpin: raw.hairpin_mode.unwrap_or(false),
+            promisc: raw.promisc_mode.unwrap_or(false),
+            vlan: number("vlan", raw.vlan, 4094)?.unwrap_or(0) as u16,
+            enable_dad: raw.enable_dad.unwrap_or(false),
+            ipam,
+            mac: conf_mac,
+            dns: raw.dns.unwrap_or_default(),
+            prev_result: raw.prev_result.filter(|v| !v.is_null()),
+            valid_attachments,
+        })
+    }
+
+    /// The checks of ADD, CHECK, STATUS and GC, in the reference's order.
+    fn check(&self, env: &Env) -> Result<()> {
+        if self.name.is_empty() {
             return Err(invalid("the network configuration has no \"name\""));
         }
-        if !valid_id(&conf.name) {
+        if !valid_id(&self.name) {
             return Err(CniError {
                 code: code::INVALID_CONFIG,
                 msg: "invalid characters found in network name".into(),
-                details: conf.name.clone(),
+                details: self.name.clone(),
             });
         }
-        IfName::new(&conf.bridge)
-            .map_err(|e| invalid(format!("invalid bridge name {:?}: {e}", conf.bridge)))?;
+        IfName::new(&self.bridge)
+            .map_err(|e| invalid(format!("invalid bridge name {:?}: {e}", self.bridge)))?;
         if matches!(env.command.as_str(), "ADD" | "CHECK") {
             IfName::new(&env.ifname).map_err(|e| {
                 CniError::new(
@@ -300,81 +332,83 @@ impl NetConf {
                 )
             })?;
         }
-        if let Some(m) = conf.mtu {
+        if let Some(m) = self.mtu {
             if m < 68 {
                 return Err(invalid(format!(
                     "invalid mtu {m}: must be at least 68 (IPv4's minimum)"
                 )));
             }
         }
-        if conf.hairpin && conf.promisc {
+        if self.hairpin && self.promisc {
             return Err(invalid(
                 "cannot set hairpin mode and promiscuous mode at the same time.",
             ));
         }
-        if flag(o, "macspoofchk")? {
-            return Err(CniError::new(
-                code::UNSUPPORTED_FIELD,
-                "macspoofchk is not supported by netns-kit-cni (it needs nftables rules this \
-                 plugin does not write); use the reference bridge plugin for it",
-            ));
-        }
-        if conf.vlan != 0 && conf.is_gateway {
+        if self.vlan != 0 && self.is_gateway {
             return Err(CniError::new(
                 code::UNSUPPORTED_FIELD,
                 "vlan together with isGateway is not supported by netns-kit-cni (the gateway \
                  would need a VLAN interface on the bridge)",
             ));
         }
-        // The container's MAC: CNI_ARGS, then args, then runtimeConfig, later ones winning as in
-        // the reference plugin.
-        if !env.args.is_empty() {
-            let mut ignore_unknown = false;
-            let mut pairs = Vec::new();
-            for pair in env.args.split(';').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').ok_or_else(|| {
-                    CniError::new(code::INVALID_ENV, format!("ARGS: invalid pair {pair:?}"))
-                })?;
-                if k == "IgnoreUnknown" {
-                    ignore_unknown = matches!(v.to_ascii_lowercase().as_str(), "1" | "true");
-                }
-                pairs.push((k, v));
-            }
-            for (k, v) in pairs {
-                match k {
-                    "MAC" => conf.mac = Some(mac(v, "CNI_ARGS")?),
-                    "IgnoreUnknown" => {}
-                    _ if ignore_unknown => {}
-                    _ => {
-                        return Err(CniError::new(
-                            code::INVALID_ENV,
-                            format!("ARGS: can not find type for field {k:?}"),
-                        ));
-                    }
-                }
-            }
-        }
-        let mac_at = |v: Option<&Value>, source: &str| -> Result<Option<MacAddr>> {
-            match v {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(m)) => mac(m, source).map(Some),
-                Some(v) => Err(CniError::new(
-                    code::DECODE,
-                    format!("failed to load netconf: {source} must be a string, not {v}"),
-                )),
-            }
-        };
-        let args_mac = o
-            .get("args")
-            .and_then(|a| a.get("cni"))
-            .and_then(|c| c.get("mac"));
-        if let Some(m) = mac_at(args_mac, "args.cni.mac")? {
-            conf.mac = Some(m);
-        }
-        let runtime_mac = o.get("runtimeConfig").and_then(|r| r.get("mac"));
-        if let Some(m) = mac_at(runtime_mac, "runtimeConfig.mac")? {
-            conf.mac = Some(m);
-        }
-        Ok(conf)
+        Ok(())
     }
+}
+
+/// Whether the configuration's version allows `command`.
+fn check_version(cni_version: &str, command: &str) -> Result<()> {
+    if !SUPPORTED.contains(&cni_version) {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "incompatible CNI versions; config is {cni_version:?}, plugin supports \
+                 {SUPPORTED:?}"
+            ),
+        ));
+    }
+    let allowed = match command {
+        "CHECK" => version_at_least(cni_version, "0.4.0"),
+        "STATUS" | "GC" => version_at_least(cni_version, "1.1.0"),
+        _ => true,
+    };
+    if !allowed {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("config version {cni_version:?} does not allow {command}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The container's MAC: `CNI_ARGS` `MAC=...` (with `IgnoreUnknown` as libcni reads it), unless
+/// the configuration's `args` or `runtimeConfig` gave one, which win as in the reference.
+fn container_mac(args: &str, from_conf: Option<MacAddr>) -> Result<Option<MacAddr>> {
+    let mut found = None;
+    if !args.is_empty() {
+        let mut ignore_unknown = false;
+        let mut pairs = Vec::new();
+        for pair in args.split(';').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                CniError::new(code::INVALID_ENV, format!("ARGS: invalid pair {pair:?}"))
+            })?;
+            if k == "IgnoreUnknown" {
+                ignore_unknown = matches!(v.to_ascii_lowercase().as_str(), "1" | "true");
+            }
+            pairs.push((k, v));
+        }
+        for (k, v) in pairs {
+            match k {
+                "MAC" => found = Some(mac(v, "CNI_ARGS")?),
+                "IgnoreUnknown" => {}
+                _ if ignore_unknown => {}
+                _ => {
+                    return Err(CniError::new(
+                        code::INVALID_ENV,
+                        format!("ARGS: can not find type for field {k:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(from_conf.or(found))
 }

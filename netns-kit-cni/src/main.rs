@@ -16,9 +16,11 @@
 //!
 //! Modules: `conf` (environment and configuration, checked before any change), `spec` (errors
 //! and result formats), `delegate` (running the IPAM plugin), `masq` (`ipMasq` rules), `nft`
-//! (the same rules written over netlink) and `bridge` (the commands).
+//! (the same rules written over netlink), `bridge` (ADD and DEL) and `check` (CHECK, STATUS
+//! and GC).
 
 mod bridge;
+mod check;
 mod conf;
 mod delegate;
 mod masq;
@@ -47,9 +49,9 @@ fn run(stdin: &[u8], version: &mut String) -> Result<Option<Value>, CniError> {
     match env.command.as_str() {
         "ADD" => bridge::add(&env, &conf, stdin).map(Some),
         "DEL" => bridge::del(&env, &conf, stdin).map(|()| None),
-        "CHECK" => bridge::check(&env, &conf, stdin).map(|()| None),
-        "STATUS" => bridge::status(&env, &conf, stdin).map(|()| None),
-        "GC" => bridge::gc(&env, &conf, stdin).map(|()| None),
+        "CHECK" => check::check(&env, &conf, stdin).map(|()| None),
+        "STATUS" => check::status(&env, &conf, stdin).map(|()| None),
+        "GC" => check::gc(&env, &conf, stdin).map(|()| None),
         other => Err(CniError::new(
             code::INVALID_ENV,
             format!("unknown CNI_COMMAND: {other}"),

@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 
 use netns_kit::ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 /// The versions this plugin speaks: the reference plugins' list plus 1.1.0.
@@ -153,103 +154,153 @@ fn decode(what: &str, detail: impl std::fmt::Display) -> CniError {
     CniError::new(code::DECODE, format!("failed to decode {what}: {detail}"))
 }
 
-fn parse_net(v: &Value, what: &str) -> Result<IpNetwork> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| decode(what, format!("{v} is not a string")))?;
-    s.parse().map_err(|e| {
-        decode(
-            what,
-            format!("{s:?} is not an address with a prefix length: {e}"),
-        )
-    })
+/// A result in any format, as the spec writes it: 0.3.0 and later have `interfaces`, `ips`
+/// (with `version` before 1.0.0) and `routes`; 0.1.0 and 0.2.0 one `ip4` and one `ip6` object
+/// with their routes inside.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Wire {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cni_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    interfaces: Vec<WireInterface>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ips: Vec<WireIp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<WireRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip4: Option<WireLegacyIp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip6: Option<WireLegacyIp>,
+    #[serde(default, deserialize_with = "object_or_null")]
+    dns: Map<String, Value>,
 }
 
-fn parse_ip(v: &Value, what: &str) -> Result<Option<IpAddr>> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|e| decode(what, format!("{s:?} is not an IP address: {e}"))),
-        v => Err(decode(what, format!("{v} is not a string"))),
+#[derive(Serialize, Deserialize)]
+struct WireInterface {
+    #[serde(default)]
+    name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtu: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    sandbox: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireIp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interface: Option<usize>,
+    address: IpNetwork,
+    #[serde(
+        default,
+        deserialize_with = "ip_or_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    gateway: Option<IpAddr>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireLegacyIp {
+    ip: IpNetwork,
+    #[serde(
+        default,
+        deserialize_with = "ip_or_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    gateway: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<WireRoute>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireRoute {
+    dst: IpNetwork,
+    #[serde(
+        default,
+        deserialize_with = "ip_or_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    gw: Option<IpAddr>,
+    /// The 1.1.0 fields (`mtu`, `advmss`, `priority`, `table`, `scope`), kept as given.
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// An address, where Go's plugins write an absent one as `""` or `null`.
+fn ip_or_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<IpAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 
-fn parse_routes(v: Option<&Value>, what: &str) -> Result<Vec<RouteConfig>> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
-    };
-    let list = v
-        .as_array()
-        .ok_or_else(|| decode(what, "routes is not a list"))?;
-    list.iter()
-        .map(|r| {
-            let mut extra = r.as_object().cloned().unwrap_or_default();
-            let dst = parse_net(extra.get("dst").unwrap_or(&Value::Null), "a route's dst")?;
-            let gw = parse_ip(extra.get("gw").unwrap_or(&Value::Null), "a route's gw")?;
-            extra.remove("dst");
-            extra.remove("gw");
-            Ok(RouteConfig { dst, gw, extra })
-        })
-        .collect()
+/// An object, where a plugin may write `null`.
+fn object_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Map<String, Value>, D::Error> {
+    Ok(Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default())
+}
+
+impl From<WireRoute> for RouteConfig {
+    fn from(r: WireRoute) -> RouteConfig {
+        RouteConfig {
+            dst: r.dst,
+            gw: r.gw,
+            extra: r.extra,
+        }
+    }
 }
 
 impl CniResult {
     /// Reads a result in the format its own `cniVersion` names (`default_version` if it names
     /// none).
     pub fn parse(v: &Value, default_version: &str, what: &str) -> Result<CniResult> {
-        let version = v
-            .get("cniVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(default_version);
+        let wire: Wire = serde_path_to_error::deserialize(v).map_err(|e| decode(what, &e))?;
+        let version = wire.cni_version.as_deref().unwrap_or(default_version);
         let mut result = CniResult {
-            dns: v
-                .get("dns")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
+            dns: wire.dns,
             ..CniResult::default()
         };
         if !version_at_least(version, "0.3.0") {
-            for key in ["ip4", "ip6"] {
-                let Some(ipc) = v.get(key).filter(|v| !v.is_null()) else {
-                    continue;
-                };
+            for ipc in [wire.ip4, wire.ip6].into_iter().flatten() {
                 result.ips.push(IpConfig {
-                    address: parse_net(ipc.get("ip").unwrap_or(&Value::Null), what)?,
-                    gateway: parse_ip(ipc.get("gateway").unwrap_or(&Value::Null), what)?,
+                    address: ipc.ip,
+                    gateway: ipc.gateway,
                     interface: None,
                 });
-                result.routes.extend(parse_routes(ipc.get("routes"), what)?);
+                result
+                    .routes
+                    .extend(ipc.routes.into_iter().map(RouteConfig::from));
             }
             return Ok(result);
         }
-        if let Some(list) = v.get("interfaces").and_then(Value::as_array) {
-            for i in list {
-                let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                result.interfaces.push(Interface {
-                    name: s("name"),
-                    mac: s("mac"),
-                    sandbox: s("sandbox"),
-                    mtu: i.get("mtu").and_then(Value::as_u64),
-                });
-            }
-        }
-        if let Some(list) = v.get("ips").and_then(Value::as_array) {
-            for ipc in list {
-                result.ips.push(IpConfig {
-                    address: parse_net(ipc.get("address").unwrap_or(&Value::Null), what)?,
-                    gateway: parse_ip(ipc.get("gateway").unwrap_or(&Value::Null), what)?,
-                    interface: ipc
-                        .get("interface")
-                        .and_then(Value::as_u64)
-                        .and_then(|i| usize::try_from(i).ok()),
-                });
-            }
-        }
-        result.routes = parse_routes(v.get("routes"), what)?;
+        result.interfaces = wire
+            .interfaces
+            .into_iter()
+            .map(|i| Interface {
+                name: i.name,
+                mac: i.mac,
+                sandbox: i.sandbox,
+                mtu: i.mtu,
+            })
+            .collect();
+        result.ips = wire
+            .ips
+            .into_iter()
+            .map(|ipc| IpConfig {
+                address: ipc.address,
+                gateway: ipc.gateway,
+                interface: ipc.interface,
+            })
+            .collect();
+        result.routes = wire.routes.into_iter().map(RouteConfig::from).collect();
         Ok(result)
     }
 
@@ -257,19 +308,16 @@ impl CniResult {
     /// addresses only: a result without any cannot be written in them.
     pub fn to_json(&self, version: &str) -> Result<Value> {
         let v11 = version_at_least(version, "1.1.0");
-        let route = |r: &RouteConfig| {
-            let mut o = Map::new();
-            o.insert("dst".into(), Value::String(r.dst.to_string()));
-            if let Some(gw) = r.gw {
-                o.insert("gw".into(), Value::String(gw.to_string()));
-            }
-            if v11 {
-                o.extend(r.extra.clone());
-            }
-            Value::Object(o)
+        let route = |r: &RouteConfig| WireRoute {
+            dst: r.dst,
+            gw: r.gw,
+            extra: if v11 { r.extra.clone() } else { Map::new() },
         };
-        let mut out = Map::new();
-        out.insert("cniVersion".into(), Value::String(version.to_owned()));
+        let mut wire = Wire {
+            cni_version: Some(version.to_owned()),
+            dns: self.dns.clone(),
+            ..Wire::default()
+        };
         if !version_at_least(version, "0.3.0") {
             if self.ips.is_empty() {
                 return Err(CniError::new(
@@ -280,79 +328,46 @@ impl CniResult {
                     ),
                 ));
             }
-            for (key, v4) in [("ip4", true), ("ip6", false)] {
-                let Some(ipc) = self.ips.iter().find(|i| i.address.is_ipv4() == v4) else {
-                    continue;
-                };
-                let mut o = Map::new();
-                o.insert("ip".into(), Value::String(ipc.address.to_string()));
-                if let Some(gw) = ipc.gateway {
-                    o.insert("gateway".into(), Value::String(gw.to_string()));
-                }
-                let routes: Vec<Value> = self
-                    .routes
-                    .iter()
-                    .filter(|r| r.dst.is_ipv4() == v4)
-                    .map(route)
-                    .collect();
-                if !routes.is_empty() {
-                    o.insert("routes".into(), Value::Array(routes));
-                }
-                out.insert(key.into(), Value::Object(o));
-            }
-            out.insert("dns".into(), Value::Object(self.dns.clone()));
-            return Ok(Value::Object(out));
+            let legacy = |v4: bool| {
+                let ipc = self.ips.iter().find(|i| i.address.is_ipv4() == v4)?;
+                Some(WireLegacyIp {
+                    ip: ipc.address,
+                    gateway: ipc.gateway,
+                    routes: self
+                        .routes
+                        .iter()
+                        .filter(|r| r.dst.is_ipv4() == v4)
+                        .map(route)
+                        .collect(),
+                })
+            };
+            wire.ip4 = legacy(true);
+            wire.ip6 = legacy(false);
+        } else {
+            wire.interfaces = self
+                .interfaces
+                .iter()
+                .map(|i| WireInterface {
+                    name: i.name.clone(),
+                    mac: i.mac.clone(),
+                    mtu: i.mtu.filter(|_| v11),
+                    sandbox: i.sandbox.clone(),
+                })
+                .collect();
+            let with_version = !version_at_least(version, "1.0.0");
+            wire.ips = self
+                .ips
+                .iter()
+                .map(|ipc| WireIp {
+                    version: with_version
+                        .then(|| if ipc.address.is_ipv4() { "4" } else { "6" }.to_owned()),
+                    interface: ipc.interface,
+                    address: ipc.address,
+                    gateway: ipc.gateway,
+                })
+                .collect();
+            wire.routes = self.routes.iter().map(route).collect();
         }
-        let interfaces: Vec<Value> = self
-            .interfaces
-            .iter()
-            .map(|i| {
-                let mut o = Map::new();
-                o.insert("name".into(), Value::String(i.name.clone()));
-                if !i.mac.is_empty() {
-                    o.insert("mac".into(), Value::String(i.mac.clone()));
-                }
-                if let (true, Some(mtu)) = (v11, i.mtu) {
-                    o.insert("mtu".into(), json!(mtu));
-                }
-                if !i.sandbox.is_empty() {
-                    o.insert("sandbox".into(), Value::String(i.sandbox.clone()));
-                }
-                Value::Object(o)
-            })
-            .collect();
-        if !interfaces.is_empty() {
-            out.insert("interfaces".into(), Value::Array(interfaces));
-        }
-        let ips: Vec<Value> = self
-            .ips
-            .iter()
-            .map(|ipc| {
-                let mut o = Map::new();
-                if !version_at_least(version, "1.0.0") {
-                    let family = if ipc.address.is_ipv4() { "4" } else { "6" };
-                    o.insert("version".into(), Value::String(family.into()));
-                }
-                if let Some(i) = ipc.interface {
-                    o.insert("interface".into(), json!(i));
-                }
-                o.insert("address".into(), Value::String(ipc.address.to_string()));
-                if let Some(gw) = ipc.gateway {
-                    o.insert("gateway".into(), Value::String(gw.to_string()));
-                }
-                Value::Object(o)
-            })
-            .collect();
-        if !ips.is_empty() {
-            out.insert("ips".into(), Value::Array(ips));
-        }
-        if !self.routes.is_empty() {
-            out.insert(
-                "routes".into(),
-                Value::Array(self.routes.iter().map(route).collect()),
-            );
-        }
-        out.insert("dns".into(), Value::Object(self.dns.clone()));
-        Ok(Value::Object(out))
+        serde_json::to_value(wire).map_err(|e| CniError::new(code::INTERNAL, e.to_string()))
     }
 }

@@ -947,12 +947,12 @@ fn bad_input_is_a_cni_error_and_leaves_nothing() {
         (
             with("dns", json!("8.8.8.8")),
             6,
-            "\"dns\" must be an object",
+            "failed to load netconf: dns: invalid type",
         ),
         (
             with("args", json!({"cni": {"mac": 5}})),
             6,
-            "args.cni.mac must be a string",
+            "failed to load netconf: args.cni.mac: invalid type",
         ),
         (
             json!({"cniVersion": "0.2.0", "name": "testnet", "type": "bridge"}),

@@ -1,4 +1,5 @@
-//! Per-namespace sysctls, read and written from a library thread inside the namespace.
+//! Per-namespace sysctls, read and written from a thread inside the namespace: the calling
+//! thread when it is there already, else a library worker.
 
 use super::Namespace;
 use crate::{
@@ -34,8 +35,27 @@ fn sysctl_path(key: &str) -> Result<PathBuf> {
 }
 
 impl Namespace {
-    /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace, on a library
-    /// thread inside it.
+    /// Runs `f` where `/proc/sys/net` is this namespace's: on the calling thread if it is in
+    /// this namespace already (the caller's own namespace, or inside [`Namespace::run`]), so
+    /// no library thread is needed; otherwise on a library worker that enters it.
+    async fn in_namespace<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        if sys::is_thread_ns(self.inner.fd.as_fd()) {
+            return f();
+        }
+        let fd = self.inner.fd.clone();
+        sys::on_worker(move || {
+            sys::setns_net(fd.as_fd())?;
+            f()
+        })
+        .await
+        .and_then(|r| r)
+    }
+
+    /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace: on the calling
+    /// thread when it is in this namespace, else on a library thread inside it.
     ///
     /// Only `net.*` keys are accepted: they are the per-namespace ones, so this can never
     /// read or change a global setting by mistake. As with sysctl(8), a `/` inside a
@@ -61,14 +81,10 @@ impl Namespace {
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn sysctl(&self, key: &str) -> Result<String> {
         let path = sysctl_path(key)?;
-        let fd = self.inner.fd.clone();
-        let value = sys::on_worker(move || {
-            sys::setns_net(fd.as_fd())?;
-            std::fs::read_to_string(path)
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
+        let value = self
+            .in_namespace(move || std::fs::read_to_string(path))
+            .await
+            .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
         Ok(value.trim_end().to_owned())
     }
 
@@ -104,14 +120,9 @@ impl Namespace {
     pub async fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = sysctl_path(key)?;
         let value = value.to_owned();
-        let fd = self.inner.fd.clone();
-        sys::on_worker(move || {
-            sys::setns_net(fd.as_fd())?;
-            std::fs::write(path, value)
-        })
-        .await
-        .and_then(|r| r)
-        .map_err(|e| Error::os("write sysctl", format!("{key} in {}", self.label()), e))
+        self.in_namespace(move || std::fs::write(path, value))
+            .await
+            .map_err(|e| Error::os("write sysctl", format!("{key} in {}", self.label()), e))
     }
 
     /// The blocking form of [`set_sysctl`](Self::set_sysctl): the same work, checks and errors, on
