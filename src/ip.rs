@@ -95,6 +95,27 @@ impl IntoIpNetwork for &String {
     }
 }
 
+/// The host addresses a builder was given, each checked ([`validate_host`]) and none twice,
+/// in order; the first parse error a setter stored, if any.
+pub(crate) fn host_addresses(
+    given: Vec<Result<IpNetwork>>,
+    object: impl Fn() -> String,
+) -> Result<Vec<IpNetwork>> {
+    let mut addresses = Vec::with_capacity(given.len());
+    for net in given {
+        let net = net?;
+        validate_host(&net, &object)?;
+        if addresses.contains(&net) {
+            return Err(crate::error::Error::invalid(
+                object(),
+                format!("address {net} is given twice"),
+            ));
+        }
+        addresses.push(net);
+    }
+    Ok(addresses)
+}
+
 /// Checks that `net` can be a host address: not unspecified, multicast or broadcast, and for
 /// IPv4 prefixes shorter than /31 neither the network nor the broadcast address.
 pub(crate) fn validate_host(net: &IpNetwork, object: impl FnOnce() -> String) -> Result<()> {

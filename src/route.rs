@@ -729,7 +729,7 @@ impl RouteInfo {
 }
 
 impl Namespace {
-    /// Lists the unicast routes of the main table, IPv4 and IPv6 (two pipelined dumps), like
+    /// Lists the unicast routes of the main table, IPv4 and IPv6 (one dump of both), like
     /// `ip route show; ip -6 route show`.
     ///
     /// # Errors

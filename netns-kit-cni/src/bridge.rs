@@ -319,40 +319,8 @@ fn configure_container(
         .filter(|i| i.interface == Some(2))
         .collect();
     if layer3 {
-        let enable_dad = conf.enable_dad;
         let ipv6 = mine.iter().any(|i| i.address.is_ipv6());
-        let dir = ifname.to_owned();
-        // All in one visit to the namespace.
-        // All in one visit to the namespace: inside it, the library writes the container's
-        // sysctls from this thread.
-        container
-            .run_blocking(move || -> netns_kit::Result<()> {
-                let here = Namespace::current()?;
-                let set = |key: String, value: &str| here.set_sysctl_blocking(&key, value);
-                // Best effort, as in the reference (older kernels have no enhanced_dad).
-                if enable_dad {
-                    let _ = set(conf_key("ipv6", &dir, "enhanced_dad"), "1");
-                    let _ = set(conf_key("ipv6", &dir, "accept_dad"), "1");
-                } else {
-                    let _ = set(conf_key("ipv6", &dir, "accept_dad"), "0");
-                }
-                let _ = set(conf_key("ipv4", &dir, "arp_notify"), "1");
-                if ipv6 {
-                    for x in ["lo", dir.as_str()] {
-                        let key = conf_key("ipv6", x, "disable_ipv6");
-                        if here.sysctl_blocking(&key).is_ok_and(|v| v != "0") {
-                            set(key, "0")?;
-                        }
-                    }
-                }
-                Ok(())
-            })?
-            .map_err(|e| {
-                CniError::new(
-                    code::IO,
-                    format!("failed to enable IPv6 for interface {ifname:?}: {e}"),
-                )
-            })?;
+        container_sysctls(container, conf.enable_dad, ipv6, ifname)?;
         for ipc in &mine {
             iface
                 .add_address_blocking(ipc.address)
@@ -377,7 +345,60 @@ fn configure_container(
     if enable_dad_wait(conf, gateway(true)) {
         settle_addresses(iface)?;
     }
-    for r in &result.routes {
+    add_routes(container, iface, &result.routes, gateway, ifname)
+}
+
+/// The container interface's sysctls, all in one visit to the namespace (inside it, the
+/// library writes them from this thread), as the reference sets them: DAD as configured,
+/// `arp_notify`, and IPv6 enabled where an IPv6 address is coming.
+fn container_sysctls(
+    container: &Namespace,
+    enable_dad: bool,
+    ipv6: bool,
+    ifname: &str,
+) -> Result<()> {
+    let dir = ifname.to_owned();
+    container
+        .run_blocking(move || -> netns_kit::Result<()> {
+            let here = Namespace::current()?;
+            let set = |key: String, value: &str| here.set_sysctl_blocking(&key, value);
+            // Best effort, as in the reference (older kernels have no enhanced_dad).
+            if enable_dad {
+                let _ = set(conf_key("ipv6", &dir, "enhanced_dad"), "1");
+                let _ = set(conf_key("ipv6", &dir, "accept_dad"), "1");
+            } else {
+                let _ = set(conf_key("ipv6", &dir, "accept_dad"), "0");
+            }
+            let _ = set(conf_key("ipv4", &dir, "arp_notify"), "1");
+            if ipv6 {
+                for x in ["lo", dir.as_str()] {
+                    let key = conf_key("ipv6", x, "disable_ipv6");
+                    if here.sysctl_blocking(&key).is_ok_and(|v| v != "0") {
+                        set(key, "0")?;
+                    }
+                }
+            }
+            Ok(())
+        })?
+        .map_err(|e| {
+            CniError::new(
+                code::IO,
+                format!("failed to enable IPv6 for interface {ifname:?}: {e}"),
+            )
+        })
+}
+
+/// The result's routes in the container, as the reference adds them: `proto boot`, scope
+/// global even without a gateway, in front of an existing route to the same destination
+/// rather than refused; a route without a gateway of its own goes via its family's gateway.
+fn add_routes(
+    container: &Namespace,
+    iface: &Link,
+    routes: &[RouteConfig],
+    gateway: impl Fn(bool) -> Option<IpAddr>,
+    ifname: &str,
+) -> Result<()> {
+    for r in routes {
         let gw = r.gw.or_else(|| gateway(r.dst.is_ipv6()));
         // As the reference adds them: `proto boot`, scope global even without a gateway, and
         // in front of an existing route to the same destination rather than refused.

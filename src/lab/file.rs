@@ -251,6 +251,20 @@ impl Lab {
     ///
     /// [`Error::InvalidInput`] naming the LAN, router, link or host at fault; the errors
     /// of [`Lab::add_host`], [`Lab::add_lan`], [`Lab::add_routed`] and [`Lab::add_link`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// use netns_kit::lab::Topology;
+    /// let topology = Topology::from_toml(r#"
+    ///     [[lan]]
+    ///     subnets = ["10.0.0.0/24"]
+    ///     hosts = ["db", "app"]
+    /// "#)?;
+    /// lab.add_topology(&topology).await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_topology(&mut self, topology: &Topology) -> Result<()> {
         topology.validate()?;

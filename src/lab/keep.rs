@@ -81,6 +81,19 @@ impl Lab {
     /// Marks the test as failed, for a test that fails by returning an error rather than by
     /// panicking: with `NETNS_KIT_KEEP=1`, the lab is then kept when it is dropped (a panic
     /// marks it by itself).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> Result<(), Box<dyn std::error::Error>> {
+    /// lab.add_lan(["10.0.0.0/24"], ["db", "app"]).await?;
+    /// let status = lab.command("app", "my-client")?.status()?;
+    /// if !status.success() {
+    ///     lab.mark_failed(); // kept for a look with NETNS_KIT_KEEP=1
+    ///     return Err("my-client failed".into());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn mark_failed(&mut self) {
         self.failed = true;
     }
@@ -131,6 +144,16 @@ impl Drop for Lab {
 /// # Errors
 ///
 /// Errors reading `/run/netns` or removing a name, collected.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> netns_kit::Result<()> {
+/// for name in netns_kit::lab::reap_kept().await? {
+///     println!("removed kept namespace {name}");
+/// }
+/// # Ok(()) }
+/// ```
 #[cfg_attr(not(feature = "tokio"), doc(hidden))]
 pub async fn reap_kept() -> Result<Vec<String>> {
     let dir = std::path::Path::new(sys::NETNS_RUN_DIR);

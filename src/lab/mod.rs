@@ -139,6 +139,15 @@ impl Lab {
     ///
     /// [`Error::InvalidInput`] for a bad name; [`Error::PermissionDenied`], saying what is
     /// missing, without the privileges to make network namespaces.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// let mut lab = netns_kit::lab::Lab::new("replication").await?;
+    /// lab.add_lan(["10.0.0.0/24"], ["db", "app"]).await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn new(test: impl AsRef<str>) -> Result<Lab> {
         let test = test.as_ref();
@@ -169,6 +178,18 @@ impl Lab {
     /// # Errors
     ///
     /// Those of [`Lab::new`], except the skipped [`Error::PermissionDenied`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> netns_kit::Result<()> {
+    /// // Without the privileges: `None`, and a line saying why the test is skipped.
+    /// let Some(mut lab) = netns_kit::lab::Lab::or_skip("replication").await? else {
+    ///     return Ok(());
+    /// };
+    /// lab.add_host("db").await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn or_skip(test: impl AsRef<str>) -> Result<Option<Lab>> {
         let test = test.as_ref();
@@ -207,6 +228,16 @@ impl Lab {
     ///
     /// [`Error::InvalidInput`] for a bad name or one already taken; the errors of
     /// [`Namespace::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// let db = lab.add_host("db").await?;
+    /// let listener = db.run(|| std::net::TcpListener::bind("127.0.0.1:5432")).await?;
+    /// # drop(listener);
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_host(&mut self, name: impl AsRef<str>) -> Result<&Namespace> {
         let name = name.as_ref();
@@ -234,6 +265,17 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] naming the hosts there are.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> Result<(), Box<dyn std::error::Error>> {
+    /// lab.add_lan(["10.0.0.0/24"], ["db", "app"]).await?;
+    /// let db = lab.host("db")?;
+    /// let route = db.command("ip").args(["route"]).output()?;
+    /// # drop(route);
+    /// # Ok(()) }
+    /// ```
     pub fn host(&self, name: impl AsRef<str>) -> Result<&Namespace> {
         let name = name.as_ref();
         self.hosts
@@ -266,6 +308,16 @@ impl Lab {
     /// the hosts, a host named twice; the errors of [`Lab::add_host`] and
     /// [`BridgedNetworkBuilder::create`]. Hosts added by this call are removed again on
     /// error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// // Gateway 10.0.0.1 and fd00:10::1; db .2 and ::2, app .3 and ::3.
+    /// lab.add_lan(["10.0.0.0/24", "fd00:10::/64"], ["db", "app"]).await?;
+    /// assert_eq!(lab.address("app", 4)?.to_string(), "10.0.0.3");
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_lan(
         &mut self,
@@ -344,6 +396,18 @@ impl Lab {
     /// # Errors
     ///
     /// Those of [`BridgedNetworkBuilder::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged};
+    /// lab.add_host("db").await?;
+    /// let db = MemberSpec::in_namespace(lab.host("db")?).address("10.0.5.2/24");
+    /// let net = bridged().host(lab.namespace()).gateway("10.0.5.1/24").member(db).mtu(1400);
+    /// lab.add_bridged(net).await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_bridged(&mut self, network: BridgedNetworkBuilder) -> Result<&BridgedNetwork> {
         let network = if network.host.is_none() && network.existing.is_none() {
@@ -375,6 +439,24 @@ impl Lab {
     /// # Errors
     ///
     /// Those of [`RoutedNetworkBuilder::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// use netns_kit::{MemberSpec, bridged, routed};
+    /// for host in ["r1", "a", "b"] {
+    ///     lab.add_host(host).await?;
+    /// }
+    /// let a = MemberSpec::in_namespace(lab.host("a")?).address("10.1.0.2/24");
+    /// let b = MemberSpec::in_namespace(lab.host("b")?).address("10.2.0.2/24");
+    /// let net = routed()
+    ///     .router(lab.host("r1")?)
+    ///     .lan(bridged().gateway("10.1.0.1/24").member(a))
+    ///     .lan(bridged().gateway("10.2.0.1/24").member(b));
+    /// lab.add_routed(net).await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_routed(&mut self, network: RoutedNetworkBuilder) -> Result<&RoutedNetwork> {
         self.parts.push(Part::Routed(network.create().await?));
@@ -396,6 +478,18 @@ impl Lab {
     /// # Errors
     ///
     /// Those of [`DirectLinkBuilder::create`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// use netns_kit::connect;
+    /// lab.add_host("a").await?;
+    /// lab.add_host("b").await?;
+    /// let link = connect(lab.host("a")?, lab.host("b")?).address("10.9.0.1/30", "10.9.0.2/30");
+    /// lab.add_link(link).await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_link(&mut self, link: DirectLinkBuilder) -> Result<&DirectLink> {
         self.parts.push(Part::Link(link.create().await?));
@@ -418,6 +512,16 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown host.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// lab.add_lan(["10.0.0.0/24", "fd00:10::/64"], ["db"]).await?;
+    /// let all = lab.addresses("db")?; // 10.0.0.2/24 and fd00:10::2/64
+    /// assert_eq!(all.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn addresses(&self, host: impl AsRef<str>) -> Result<Vec<IpNetwork>> {
         let host = host.as_ref();
         let ns = self.host(host)?;
@@ -470,6 +574,17 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown host or one without such an address.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// lab.add_lan(["10.0.0.0/24", "fd00:10::/64"], ["db"]).await?;
+    /// let v4 = lab.address("db", 4)?; // 10.0.0.2
+    /// let v6 = lab.address("db", 6)?; // fd00:10::2
+    /// # drop((v4, v6));
+    /// # Ok(()) }
+    /// ```
     pub fn address(&self, host: impl AsRef<str>, version: u8) -> Result<IpAddr> {
         let host = host.as_ref();
         if version != 4 && version != 6 {
@@ -495,6 +610,16 @@ impl Lab {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown host.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> Result<(), Box<dyn std::error::Error>> {
+    /// lab.add_lan(["10.0.0.0/24"], ["db", "app"]).await?;
+    /// let status = lab.command("app", "ping")?.args(["-c1", "10.0.0.2"]).status()?;
+    /// assert!(status.success());
+    /// # Ok(()) }
+    /// ```
     pub fn command(
         &self,
         host: impl AsRef<str>,
@@ -511,6 +636,17 @@ impl Lab {
     /// # Errors
     ///
     /// The error of [`Command::spawn`], naming the program.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(mut lab: netns_kit::lab::Lab) -> netns_kit::Result<()> {
+    /// lab.add_lan(["10.0.0.0/24"], ["db", "app"]).await?;
+    /// // Runs until the lab goes (killed by its pid then).
+    /// let mut server = lab.command("db", "my-database")?;
+    /// lab.spawn(server.arg("--listen=0.0.0.0:5432"))?;
+    /// # Ok(()) }
+    /// ```
     pub fn spawn(&mut self, command: &mut Command) -> Result<&mut Child> {
         let program = command.get_program().to_string_lossy().into_owned();
         let child = command

@@ -18,7 +18,7 @@ use crate::{
     error::{Error, Result},
     firewall::ForwardRules,
     guard::{self, Guard, Resource},
-    ip::{IntoIpNetwork, validate_host},
+    ip::{IntoIpNetwork, host_addresses},
     name::IfName,
     netlink::msg::add_address,
     netns::{Namespace, NsInner},
@@ -187,6 +187,8 @@ impl BridgeBuilder {
     #[doc(alias = "ip link add type bridge")]
     #[doc(alias = "brctl addbr")]
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    // Over 80 lines on purpose: every step after the request (mark, addresses, link-local,
+    // rules) rolls back the same `pending` guard, and reads best as one sequence.
     pub async fn create(self) -> Result<Bridge> {
         let span = self.create_span();
         trace::timed(span, async move {
@@ -200,18 +202,7 @@ impl BridgeBuilder {
                 check_mac(mac, object)?;
             }
             check_group(self.group, object)?;
-            let mut addresses = Vec::new();
-            for net in self.addresses {
-                let net = net?;
-                validate_host(&net, object)?;
-                if addresses.contains(&net) {
-                    return Err(Error::invalid(
-                        object(),
-                        format!("address {net} is given twice"),
-                    ));
-                }
-                addresses.push(net);
-            }
+            let addresses = host_addresses(self.addresses, object)?;
 
             let mut msg = LinkBridge::new(name.as_str()).txqueuelen(owner::CREATION_TXQLEN);
             if let Some(mtu) = self.mtu {

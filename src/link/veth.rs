@@ -26,7 +26,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     guard::{self, Guard, Resource},
-    ip::{IntoIpNetwork, validate_host},
+    ip::{IntoIpNetwork, host_addresses},
     name::IfName,
     netlink::{
         BLOCKING_TIMEOUT, Nl, Reply,
@@ -387,23 +387,10 @@ impl VethPairBuilder {
                 ));
             }
         }
-        let mut addresses: [Vec<IpNetwork>; 2] = Default::default();
-        for (slot, list) in addresses
-            .iter_mut()
-            .zip([first.addresses, second.addresses])
-        {
-            for net in list {
-                let net = net?;
-                validate_host(&net, object)?;
-                if slot.contains(&net) {
-                    return Err(Error::invalid(
-                        object(),
-                        format!("address {net} is given twice"),
-                    ));
-                }
-                slot.push(net);
-            }
-        }
+        let addresses = [
+            host_addresses(first.addresses, object)?,
+            host_addresses(second.addresses, object)?,
+        ];
         Ok(VethPlan { addresses, ..plan })
     }
 }

@@ -2,10 +2,10 @@
 //! bridge across machines: Ethernet frames go out as UDP datagrams to the other machines'
 //! endpoints, over the "underlay" network they share.
 //!
-//! Where frames go is the endpoint's forwarding database: for unicast peers, one all-zeros
-//! entry per peer (`bridge fdb append 00:00:00:00:00:00 dev vx dst PEER`) makes the kernel send
-//! broadcast and unknown frames to every peer (head-end replication, what flannel and Docker's
-//! overlay do); the endpoint then learns which MAC is behind which peer from what it receives.
+//! Where frames go is the endpoint's forwarding database: for unicast remotes, one all-zeros
+//! entry per remote (`bridge fdb append 00:00:00:00:00:00 dev vx dst REMOTE`) makes the kernel send
+//! broadcast and unknown frames to every remote (head-end replication, what flannel and Docker's
+//! overlay do); the endpoint then learns which MAC is behind which remote from what it receives.
 //! With a multicast group instead, the underlay's multicast does the replication and needs an
 //! underlay interface. Every frame costs 50 bytes of headers on an IPv4 underlay (70 on IPv6),
 //! so the links behind the endpoint need an MTU that much smaller than the underlay's (the
@@ -52,7 +52,7 @@ pub struct VxlanBuilder {
     vni: u32,
     ns: Option<Arc<NsInner>>,
     local: Option<IpAddr>,
-    peers: Vec<IpAddr>,
+    remotes: Vec<IpAddr>,
     group: Option<IpAddr>,
     underlay: Option<Link>,
     port: u16,
@@ -80,12 +80,12 @@ impl VxlanBuilder {
     /// Adds a unicast remote endpoint (`bridge fdb append 00:00:00:00:00:00 ... dst REMOTE`);
     /// call once per remote.
     pub fn remote(mut self, addr: IpAddr) -> Self {
-        self.peers.push(addr);
+        self.remotes.push(addr);
         self
     }
 
     /// Sends broadcast and unknown frames to multicast group `addr` instead of to unicast
-    /// peers (`group`); needs an [`underlay`](Self::underlay) interface.
+    /// remotes (`group`); needs an [`underlay`](Self::underlay) interface.
     pub fn multicast_group(mut self, addr: IpAddr) -> Self {
         self.group = Some(addr);
         self
@@ -103,7 +103,7 @@ impl VxlanBuilder {
         self
     }
 
-    /// Whether the endpoint learns which MAC is behind which peer from what it receives
+    /// Whether the endpoint learns which MAC is behind which remote from what it receives
     /// (`learning`, the default) or knows only its static entries (`nolearning`).
     pub fn learning(mut self, on: bool) -> Self {
         self.learning = on;
@@ -159,10 +159,10 @@ impl VxlanBuilder {
         if self.port == 0 {
             return Err(Error::invalid(object(), "UDP port 0"));
         }
-        if self.group.is_some() && !self.peers.is_empty() {
+        if self.group.is_some() && !self.remotes.is_empty() {
             return Err(Error::invalid(
                 object(),
-                "give either a multicast group or unicast peers, not both",
+                "give either a multicast group or unicast remotes, not both",
             ));
         }
         if let Some(group) = self.group {
@@ -180,7 +180,7 @@ impl VxlanBuilder {
             }
         }
         let version = |a: &IpAddr| a.is_ipv4();
-        let mut all = self.local.iter().chain(&self.peers).chain(&self.group);
+        let mut all = self.local.iter().chain(&self.remotes).chain(&self.group);
         if let Some(first) = all.next() {
             if let Some(other) = all.clone().find(|a| version(a) != version(first)) {
                 return Err(Error::invalid(
@@ -189,23 +189,23 @@ impl VxlanBuilder {
                 ));
             }
         }
-        for (i, peer) in self.peers.iter().enumerate() {
-            if peer.is_unspecified() || peer.is_multicast() {
+        for (i, remote) in self.remotes.iter().enumerate() {
+            if remote.is_unspecified() || remote.is_multicast() {
                 return Err(Error::invalid(
                     object(),
-                    format!("peer {peer} is not a unicast address"),
+                    format!("remote {remote} is not a unicast address"),
                 ));
             }
-            if self.peers[..i].contains(peer) {
+            if self.remotes[..i].contains(remote) {
                 return Err(Error::invalid(
                     object(),
-                    format!("peer {peer} is given twice"),
+                    format!("remote {remote} is given twice"),
                 ));
             }
-            if Some(*peer) == self.local {
+            if Some(*remote) == self.local {
                 return Err(Error::invalid(
                     object(),
-                    format!("peer {peer} is the local address"),
+                    format!("remote {remote} is the local address"),
                 ));
             }
         }
@@ -222,14 +222,14 @@ impl VxlanBuilder {
         check_group(self.group_id, object)
     }
 
-    /// Creates the endpoint, up, with an all-zeros forwarding entry per peer, and attached
+    /// Creates the endpoint, up, with an all-zeros forwarding entry per remote, and attached
     /// to its bridge if one was given.
     ///
     /// # Errors
     ///
     /// * [`Error::InvalidName`]/[`Error::InvalidInput`] before any request: a VNI over 24
-    ///   bits, port 0, both a group and peers, a group that is not multicast or without an
-    ///   underlay, addresses of mixed IP versions, a peer twice or equal to the local
+    ///   bits, port 0, both a group and remotes, a group that is not multicast or without an
+    ///   underlay, addresses of mixed IP versions, a remote twice or equal to the local
     ///   address, an underlay or bridge in another namespace;
     /// * [`Error::AlreadyExists`] if the name is taken (or the VNI and port are, by another
     ///   endpoint of the namespace);
@@ -261,6 +261,8 @@ impl VxlanBuilder {
     /// ```
     #[doc(alias = "ip link add type vxlan")]
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
+    // Over 80 lines on purpose: validation, the request and the forwarding entries share one
+    // rollback guard and read best as one sequence.
     pub async fn create(self) -> Result<Vxlan> {
         let span = self.create_span();
         trace::timed(span, async move {
@@ -326,11 +328,11 @@ impl VxlanBuilder {
                     .map(|m| (nl.send(m, 0), "mark", object()))
                     .into_iter()
                     .collect();
-            requests.extend(self.peers.iter().map(|peer| {
+            requests.extend(self.remotes.iter().map(|remote| {
                 (
-                    nl.send(fdb_message(index, *peer), NLM_F_CREATE | NLM_F_APPEND),
+                    nl.send(fdb_message(index, *remote), NLM_F_CREATE | NLM_F_APPEND),
                     "add a forwarding entry to",
-                    format!("{} for peer {peer}", object()),
+                    format!("{} for remote {remote}", object()),
                 )
             }));
             if let Err(e) = super::await_all(requests).await {
@@ -341,7 +343,7 @@ impl VxlanBuilder {
                 link,
                 vni: self.vni,
                 local: self.local,
-                peers: self.peers,
+                remotes: self.remotes,
             })))
         })
         .await
@@ -355,8 +357,8 @@ impl VxlanBuilder {
     }
 }
 
-/// The all-zeros forwarding entry that sends broadcast and unknown frames to `peer`.
-pub(crate) fn fdb_message(index: u32, peer: IpAddr) -> RouteNetlinkMessage {
+/// The all-zeros forwarding entry that sends broadcast and unknown frames to `remote`.
+pub(crate) fn fdb_message(index: u32, remote: IpAddr) -> RouteNetlinkMessage {
     let mut msg = NeighbourMessage::default();
     msg.header.family = AddressFamily::Bridge;
     msg.header.ifindex = index;
@@ -365,7 +367,7 @@ pub(crate) fn fdb_message(index: u32, peer: IpAddr) -> RouteNetlinkMessage {
     msg.attributes
         .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
     msg.attributes
-        .push(NeighbourAttribute::Destination(match peer {
+        .push(NeighbourAttribute::Destination(match remote {
             IpAddr::V4(a) => NeighbourAddress::Inet(a),
             IpAddr::V6(a) => NeighbourAddress::Inet6(a),
         }));
@@ -373,8 +375,8 @@ pub(crate) fn fdb_message(index: u32, peer: IpAddr) -> RouteNetlinkMessage {
 }
 
 /// The same entry, for removal.
-fn fdb_delete_message(index: u32, peer: IpAddr) -> RouteNetlinkMessage {
-    match fdb_message(index, peer) {
+fn fdb_delete_message(index: u32, remote: IpAddr) -> RouteNetlinkMessage {
+    match fdb_message(index, remote) {
         RouteNetlinkMessage::NewNeighbour(msg) => RouteNetlinkMessage::DelNeighbour(msg),
         other => other,
     }
@@ -385,7 +387,7 @@ pub(crate) struct VxlanResource {
     link: Link,
     vni: u32,
     local: Option<IpAddr>,
-    peers: Vec<IpAddr>,
+    remotes: Vec<IpAddr>,
 }
 
 impl Resource for VxlanResource {
@@ -432,7 +434,7 @@ impl Vxlan {
             vni,
             ns: None,
             local: None,
-            peers: Vec::new(),
+            remotes: Vec::new(),
             group: None,
             underlay: None,
             port: VXLAN_PORT,
@@ -456,36 +458,36 @@ impl Vxlan {
 
     /// The unicast remotes, in the order added.
     pub fn remotes(&self) -> &[IpAddr] {
-        &self.0.get().peers
+        &self.0.get().remotes
     }
 
-    /// Adds a unicast peer at run time (a machine joining the overlay).
+    /// Adds a unicast remote at run time (a machine joining the overlay).
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a peer already there, not unicast, or of the other IP
+    /// [`Error::InvalidInput`] for a remote already there, not unicast, or of the other IP
     /// version; the kernel's refusal otherwise.
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn add_remote(&mut self, peer: IpAddr) -> Result<()> {
+    pub async fn add_remote(&mut self, remote: IpAddr) -> Result<()> {
         let what = self.0.get().describe();
         let resource = self.0.get();
-        let version_of = resource.local.or_else(|| resource.peers.first().copied());
-        if resource.peers.contains(&peer)
-            || peer.is_unspecified()
-            || peer.is_multicast()
-            || version_of.is_some_and(|p| p.is_ipv4() != peer.is_ipv4())
-            || resource.local == Some(peer)
+        let version_of = resource.local.or_else(|| resource.remotes.first().copied());
+        if resource.remotes.contains(&remote)
+            || remote.is_unspecified()
+            || remote.is_multicast()
+            || version_of.is_some_and(|p| p.is_ipv4() != remote.is_ipv4())
+            || resource.local == Some(remote)
         {
             return Err(Error::invalid(
                 what,
                 format!(
-                    "peer {peer} is already there, the local address, not unicast, or of the other IP version"
+                    "remote {remote} is already there, the local address, not unicast, or of the other IP version"
                 ),
             ));
         }
         let nl = resource.link.ns().nl().await?;
         nl.send(
-            fdb_message(resource.link.index(), peer),
+            fdb_message(resource.link.index(), remote),
             NLM_F_CREATE | NLM_F_APPEND,
         )
         .ack()
@@ -493,55 +495,55 @@ impl Vxlan {
         .map_err(|e| {
             e.into_error(
                 "add a forwarding entry to",
-                format!("{what} for peer {peer}"),
+                format!("{what} for remote {remote}"),
             )
         })?;
-        self.0.get_mut().peers.push(peer);
+        self.0.get_mut().remotes.push(remote);
         Ok(())
     }
 
     /// The blocking form of [`add_remote`](Self::add_remote): the same work, checks and errors, on
     /// the calling thread without an async runtime (see [the blocking API](crate#blocking-api)). Do
     /// not call it from async code.
-    pub fn add_remote_blocking(&mut self, peer: IpAddr) -> Result<()> {
-        crate::netlink::block_on(self.add_remote(peer))
+    pub fn add_remote_blocking(&mut self, remote: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.add_remote(remote))
     }
 
-    /// Removes a unicast peer at run time.
+    /// Removes a unicast remote at run time.
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`]-like kernel refusal if the entry is gone; [`Error::InvalidInput`]
-    /// if it is not a peer of this endpoint.
+    /// if it is not a remote of this endpoint.
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn remove_remote(&mut self, peer: IpAddr) -> Result<()> {
+    pub async fn remove_remote(&mut self, remote: IpAddr) -> Result<()> {
         let what = self.0.get().describe();
         let resource = self.0.get();
-        if !resource.peers.contains(&peer) {
+        if !resource.remotes.contains(&remote) {
             return Err(Error::invalid(
                 what,
-                format!("{peer} is not one of its peers"),
+                format!("{remote} is not one of its remotes"),
             ));
         }
         let nl = resource.link.ns().nl().await?;
-        nl.send(fdb_delete_message(resource.link.index(), peer), 0)
+        nl.send(fdb_delete_message(resource.link.index(), remote), 0)
             .ack()
             .await
             .map_err(|e| {
                 e.into_error(
                     "remove a forwarding entry from",
-                    format!("{what} for peer {peer}"),
+                    format!("{what} for remote {remote}"),
                 )
             })?;
-        self.0.get_mut().peers.retain(|p| *p != peer);
+        self.0.get_mut().remotes.retain(|p| *p != remote);
         Ok(())
     }
 
     /// The blocking form of [`remove_remote`](Self::remove_remote): the same work, checks and
     /// errors, on the calling thread without an async runtime (see [the blocking
     /// API](crate#blocking-api)). Do not call it from async code.
-    pub fn remove_remote_blocking(&mut self, peer: IpAddr) -> Result<()> {
-        crate::netlink::block_on(self.remove_remote(peer))
+    pub fn remove_remote_blocking(&mut self, remote: IpAddr) -> Result<()> {
+        crate::netlink::block_on(self.remove_remote(remote))
     }
 
     /// Deletes the endpoint now and reports errors (dropping does the same, silently).

@@ -520,6 +520,8 @@ fn raw_header(buf: &[u8]) -> Option<(usize, u16, u32, i32)> {
 }
 
 /// Reads every message waiting on `socket` and updates `waiting`.
+// Over 80 lines on purpose: one pass over a datagram's messages, each kind updating the
+// wait state in place; split, every arm would take the whole state and the socket.
 fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result<()> {
     loop {
         let buf = match socket.recv_from_full() {

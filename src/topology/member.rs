@@ -551,6 +551,9 @@ impl InsideJob {
     /// Step 2: creates the veth pair from inside (its first end is the member's interface,
     /// still down; the peer, the host end, is created directly in the host namespace, in the
     /// network's link group), and finds both indexes.
+    // Over 80 lines on purpose: the create request and its retries with the next explicit
+    // indexes (EEXIST/EBUSY) are one loop over one connection; split, each part would carry the
+    // loop's state.
     fn create(&self, conn: &BatchConn) -> Result<(u32, Option<u32>)> {
         let op = "create the veth pair of";
         let mut attempts = 0;

@@ -236,13 +236,56 @@ impl RoutedNetworkBuilder {
     }
 
     async fn build(self) -> Result<RoutedNetwork> {
+        let plan = self.validate()?;
+        let (router, owned) = match plan.router {
+            Some(r) => (r, false),
+            None => (Namespace::new().await?, true),
+        };
+        let mut network = RoutedNetwork {
+            lans: Vec::new(),
+            links: Vec::new(),
+            forwarding: Forwarding {
+                router: Namespace::view(router.inner().clone()),
+                registered: false,
+                armed: true,
+            },
+            router,
+        };
+        // A router made here dies with the network, settings and all: nothing to put back.
+        if let Err(e) = network
+            .forwarding
+            .enable(plan.ipv4, plan.ipv6, !owned)
+            .await
+        {
+            return Err(network.roll_back(e).await);
+        }
+        for lan in plan.lans {
+            match lan.host(&network.router).create().await {
+                Ok(lan) => network.lans.push(lan),
+                Err(e) => return Err(network.roll_back(e).await),
+            }
+        }
+        for link in plan.links {
+            match network.add_link(link).await {
+                Ok(link) => network.links.push(link),
+                Err(e) => return Err(network.roll_back(e).await),
+            }
+        }
+        Ok(network)
+    }
+
+    /// Every check before anything is made: at least two subnets, LANs without a host or an
+    /// existing bridge of their own, links with addresses and valid names, no two subnets of
+    /// one IP version overlapping.
+    fn validate(self) -> Result<RoutedPlan> {
         let object = "routed network";
         let subnets = self.lans.len() + self.links.len();
         if subnets < 2 {
             return Err(Error::invalid(
                 object,
                 format!(
-                    "a router joins two or more subnets, {subnets} given (for one, use `bridged()` or `connect()`)"
+                    "a router joins two or more subnets, {subnets} given (for one, use \
+                     `bridged()` or `connect()`)"
                 ),
             ));
         }
@@ -252,7 +295,8 @@ impl RoutedNetworkBuilder {
             if lan.host.is_some() || lan.existing.is_some() {
                 return Err(Error::invalid(
                     format!("{what} of the {object}"),
-                    "a LAN's bridge lives in the router: give it no `host` and no `existing_bridge`",
+                    "a LAN's bridge lives in the router: give it no `host` and no \
+                     `existing_bridge`",
                 ));
             }
             for gw in lan.gateways.iter().flatten() {
@@ -277,7 +321,12 @@ impl RoutedNetworkBuilder {
                 IfName::new(r)?;
                 IfName::new(o)?;
             }
-            links.push((link.ns, link.names, pairs, link.mtu));
+            links.push(PlannedLink {
+                ns: link.ns,
+                names: link.names,
+                pairs,
+                mtu: link.mtu,
+            });
         }
         for (i, (a, a_what)) in prefixes.iter().enumerate() {
             for (b, b_what) in &prefixes[i + 1..] {
@@ -287,63 +336,63 @@ impl RoutedNetworkBuilder {
                     return Err(Error::invalid(
                         object,
                         format!(
-                            "the subnets of {a_what} ({a}) and {b_what} ({b}) overlap: the router could not tell them apart"
+                            "the subnets of {a_what} ({a}) and {b_what} ({b}) overlap: the \
+                             router could not tell them apart"
                         ),
                     ));
                 }
             }
         }
-        let ipv4 = prefixes.iter().any(|(p, _)| p.is_ipv4());
-        let ipv6 = prefixes.iter().any(|(p, _)| p.is_ipv6());
+        Ok(RoutedPlan {
+            router: self.router,
+            lans: self.lans,
+            links,
+            ipv4: prefixes.iter().any(|(p, _)| p.is_ipv4()),
+            ipv6: prefixes.iter().any(|(p, _)| p.is_ipv6()),
+        })
+    }
+}
 
-        let (router, owned) = match self.router {
-            Some(r) => (r, false),
-            None => (Namespace::new().await?, true),
+/// A routed network checked in full, before anything is made.
+struct RoutedPlan {
+    router: Option<Namespace>,
+    lans: Vec<BridgedNetworkBuilder>,
+    links: Vec<PlannedLink>,
+    /// Which IP versions the router forwards.
+    ipv4: bool,
+    ipv6: bool,
+}
+
+/// A [`RouterLink`] checked: its address pairs parsed.
+struct PlannedLink {
+    ns: Arc<NsInner>,
+    names: Option<(String, String)>,
+    pairs: Vec<(IpNetwork, IpNetwork)>,
+    mtu: Option<u32>,
+}
+
+impl RoutedNetwork {
+    /// A point-to-point link from the router, with its addresses and the other end's default
+    /// route via the router.
+    async fn add_link(&self, link: PlannedLink) -> Result<DirectLink> {
+        let other = Namespace::view(link.ns);
+        let (router_end, other_end) = match link.names {
+            Some(names) => names,
+            None => (
+                IfName::unique("nkr")?.as_str().to_owned(),
+                "eth0".to_owned(),
+            ),
         };
-        let mut network = RoutedNetwork {
-            lans: Vec::new(),
-            links: Vec::new(),
-            forwarding: Forwarding {
-                router: Namespace::view(router.inner().clone()),
-                registered: false,
-                armed: true,
-            },
-            router,
-        };
-        // A router made here dies with the network, settings and all: nothing to put back.
-        if let Err(e) = network.forwarding.enable(ipv4, ipv6, !owned).await {
-            return Err(network.roll_back(e).await);
+        let mut builder = connect(&self.router, &other)
+            .names(router_end, other_end)
+            .default_route_only_in_b();
+        if let Some(mtu) = link.mtu {
+            builder = builder.mtu(mtu);
         }
-        for lan in self.lans {
-            match lan.host(&network.router).create().await {
-                Ok(lan) => network.lans.push(lan),
-                Err(e) => return Err(network.roll_back(e).await),
-            }
+        for (r, o) in link.pairs {
+            builder = builder.address(r, o);
         }
-        for (ns, names, pairs, mtu) in links {
-            let other = Namespace::view(ns);
-            let (router_end, other_end) = match names {
-                Some(names) => names,
-                None => match IfName::unique("nkr") {
-                    Ok(name) => (name.as_str().to_owned(), "eth0".to_owned()),
-                    Err(e) => return Err(network.roll_back(e).await),
-                },
-            };
-            let mut builder = connect(&network.router, &other)
-                .names(router_end, other_end)
-                .default_route_only_in_b();
-            if let Some(mtu) = mtu {
-                builder = builder.mtu(mtu);
-            }
-            for (r, o) in pairs {
-                builder = builder.address(r, o);
-            }
-            match builder.create().await {
-                Ok(link) => network.links.push(link),
-                Err(e) => return Err(network.roll_back(e).await),
-            }
-        }
-        Ok(network)
+        builder.create().await
     }
 }
 

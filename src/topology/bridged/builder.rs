@@ -50,7 +50,7 @@ pub struct BridgedNetworkBuilder {
     nodad: bool,
     mtu: Option<u32>,
     link_local_ipv6: Option<bool>,
-    /// A VXLAN port stretching the network to other machines: (VNI, local, peers).
+    /// A VXLAN port stretching the network to other machines: (VNI, local, remotes).
     vxlan: Option<(u32, std::net::IpAddr, Vec<std::net::IpAddr>)>,
 }
 
@@ -197,7 +197,7 @@ impl BridgedNetworkBuilder {
 
     /// Stretches the network across machines: a VXLAN port on the bridge (VNI `vni`, UDP port
     /// 4789, datagrams from the underlay address `local`) sends what members send to the same
-    /// network on `peers` — the other machines' underlay addresses, each running the same
+    /// network on `remotes` — the other machines' underlay addresses, each running the same
     /// network with the same VNI and its own members (addresses on one subnet, none twice).
     /// Without an explicit [`mtu`](Self::mtu), the bridge and members get 1450: an underlay
     /// MTU of 1500 less VXLAN's 50 bytes of headers (1430 with an IPv6 `local`, whose header is
@@ -226,9 +226,9 @@ impl BridgedNetworkBuilder {
         mut self,
         vni: u32,
         local: std::net::IpAddr,
-        peers: impl IntoIterator<Item = std::net::IpAddr>,
+        remotes: impl IntoIterator<Item = std::net::IpAddr>,
     ) -> Self {
-        self.vxlan = Some((vni, local, peers.into_iter().collect()));
+        self.vxlan = Some((vni, local, remotes.into_iter().collect()));
         self
     }
 
