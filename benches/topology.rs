@@ -27,7 +27,7 @@
 //!   dual-stack, and dual-stack without members' link-local addresses; ratio lines
 //!   `ratio bridged N=<n> setup dual-stack/ipv4-only: <value>`;
 //! * **tracing overhead**: the bridged setup at N=100 (or the largest size below) with no
-//!   subscriber at all, then with a `tracing-subscriber` `fmt` layer at `info` recording every
+//!   subscriber at all, then with a `tracing-subscriber` `fmt` layer at `debug` recording every
 //!   span of the crate (span-close events with durations, formatted into a sink), interleaved
 //!   with runs where that layer is filtered off; reported as
 //!   `ratio bridged N=<n> setup traced/untraced: <value>` (traced against no subscriber).
