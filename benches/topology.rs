@@ -40,7 +40,7 @@
 //! It prints a table of medians (with min–max) and one line per comparison:
 //! `ratio <scenario> N=<n> <phase> netns-kit/<other>: <value>` (below 1: netns-kit is faster).
 //!
-//! Run with `cargo bench --bench topology` (as root, with the packages `.ci/run` installs).
+//! Run with `cargo bench --bench topology` (as root, with the packages `.ci/test --deps` installs).
 
 use std::{
     io::Write,

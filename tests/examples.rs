@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
-use common::tool;
-
-fn example(name: &str) -> PathBuf {
-    // target/debug/deps/examples-HASH -> target/debug/examples/NAME (cargo test builds examples)
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
+use common::{example, tool};
 
 fn run(command: &mut Command) -> String {
     let out = command.output().unwrap();

@@ -1181,21 +1181,6 @@ fn results_in_every_version_the_reference_writes() {
     }
 }
 
-/// An example of this crate, built by `cargo test` next to the test binaries.
-fn example(name: &str) -> PathBuf {
-    // target/debug/deps/cni-HASH -> target/debug/examples/NAME
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
-
 /// `cni_runtime`: the plugin run as a runtime runs a plugin list (with the reference
 /// `portmap`, `firewall` and `tuning` after it) — ADD, a ping to the gateway, CHECK, DEL.
 #[test]
@@ -1205,7 +1190,7 @@ fn cni_runtime_runs_the_plugin_list_and_leaves_nothing() {
     }
     let plugin = std::path::Path::new(env!("CARGO_BIN_EXE_netns-kit-cni"));
     let cni_path = format!("{}:/usr/lib/cni", plugin.parent().unwrap().display());
-    let out = std::process::Command::new(example("cni_runtime"))
+    let out = std::process::Command::new(common::example("cni_runtime"))
         .env("CNI_PATH", cni_path)
         .output()
         .unwrap();

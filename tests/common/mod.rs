@@ -481,3 +481,18 @@ pub fn sysctl_outside(ns: &Namespace, key: &str) -> String {
     let out = outside(ns, "cat", &[&path]).output().expect("run cat");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// An example of the package whose test this is, built by `cargo test` next to the test
+/// binaries (`target/debug/deps/TEST-HASH` -> `target/debug/examples/NAME`).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
