@@ -279,6 +279,7 @@ mod addr;
 mod error;
 mod firewall;
 mod guard;
+mod impair;
 mod ip;
 pub mod lab;
 mod link;

@@ -16,7 +16,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("system", &["sys", "owner"]),
     ("netlink", &["netlink"]),
     ("namespace", &["netns"]),
-    ("objects", &["link", "addr", "route", "firewall", "probe"]),
+    (
+        "objects",
+        &["link", "addr", "route", "firewall", "probe", "impair"],
+    ),
     ("patterns", &["topology", "reap"]),
     ("tools", &["lab", "userns"]),
 ];
