@@ -230,13 +230,15 @@ fn normalize(v: &mut Value) {
     match v {
         Value::Object(o) => {
             o.retain(|k, _| !DROP.contains(&k.as_str()) && !k.ends_with("_timer"));
+            // Whether duplicate address detection has finished (it needs the bridge's carrier,
+            // which comes and goes with its ports) depends on timing, not on the plugin.
+            o.remove("tentative");
             let link_local = o
                 .get("local")
                 .and_then(Value::as_str)
                 .is_some_and(|a| a.starts_with("fe80:"));
             if link_local {
                 o.insert("local".into(), Value::String("fe80::(from the MAC)".into()));
-                o.remove("tentative");
             }
             for (_, x) in o.iter_mut() {
                 normalize(x);
