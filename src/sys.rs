@@ -725,3 +725,189 @@ pub(crate) fn start_time_at(entry: &str) -> io::Result<u64> {
         .and_then(|f| f.parse().ok())
         .ok_or_else(malformed)
 }
+
+// ---------------------------------------------------------------------------------------------
+// TAP devices and the BPF programs that divert a link through one (link impairment in user
+// space: see `impair`).
+
+/// Opens a TAP device `name` in the calling thread's namespace, for a relay: `IFF_TAP |
+/// IFF_NO_PI | IFF_VNET_HDR` (each read or write is one frame behind a 10-byte
+/// `virtio_net_hdr`) with checksum and TCP segmentation offloads on, so whole GSO segments
+/// cross in one read. The device lives as long as the returned fd.
+pub(crate) fn open_tap(name: &str) -> io::Result<OwnedFd> {
+    const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
+    const TUNSETOFFLOAD: libc::Ioctl = 0x4004_54d0;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    const IFF_VNET_HDR: libc::c_short = 0x4000;
+    const TUN_F_CSUM: libc::c_ulong = 0x01;
+    const TUN_F_TSO4: libc::c_ulong = 0x02;
+    const TUN_F_TSO6: libc::c_ulong = 0x04;
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    let fd = OwnedFd::from(file);
+    // `struct ifreq`: the name, then (at offset 16) the flags, in a 40-byte union.
+    let mut ifreq = [0u8; 40];
+    ifreq[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    ifreq[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: `fd` is an open `/dev/net/tun`; TUNSETIFF reads and writes a `struct ifreq`,
+    // which `ifreq` is (40 bytes, name NUL-terminated: it is shorter than IFNAMSIZ).
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, ifreq.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an `unsigned long` of TUN_F_* bits).
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// One eBPF instruction (`struct bpf_insn`).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct BpfInsn {
+    code: u8,
+    /// dst_reg in the low nibble, src_reg in the high one.
+    regs: u8,
+    off: i16,
+    imm: i32,
+}
+
+impl BpfInsn {
+    const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
+        BpfInsn {
+            code,
+            regs: (src << 4) | (dst & 0x0f),
+            off,
+            imm,
+        }
+    }
+}
+
+/// `skb->mark` in `struct __sk_buff`.
+const SKB_MARK: i16 = 8;
+/// `BPF_FUNC_redirect`.
+const BPF_FUNC_REDIRECT: i32 = 23;
+
+/// The program for a link's egress: frames are redirected to the TAP `tap` (its ifindex),
+/// except those carrying `mark`, which the relay sent back: their mark is cleared and they
+/// leave as usual (`TC_ACT_OK`).
+pub(crate) fn divert_program(tap: u32, mark: u32) -> [BpfInsn; 10] {
+    [
+        BpfInsn::new(0x61, 2, 1, SKB_MARK, 0),    // r2 = skb->mark
+        BpfInsn::new(0x15, 2, 0, 4, mark as i32), // if r2 == mark goto pass
+        BpfInsn::new(0xb7, 1, 0, 0, tap as i32),  // r1 = tap
+        BpfInsn::new(0xb7, 2, 0, 0, 0),           // r2 = 0 (egress)
+        BpfInsn::new(0x85, 0, 0, 0, BPF_FUNC_REDIRECT), // return bpf_redirect(r1, r2)
+        BpfInsn::new(0x95, 0, 0, 0, 0),           //
+        BpfInsn::new(0xb7, 2, 0, 0, 0),           // pass: r2 = 0
+        BpfInsn::new(0x63, 1, 2, SKB_MARK, 0),    // skb->mark = 0
+        BpfInsn::new(0xb7, 0, 0, 0, 0),           // return TC_ACT_OK
+        BpfInsn::new(0x95, 0, 0, 0, 0),           //
+    ]
+}
+
+/// The program for the TAP's ingress: what the relay writes is marked with `mark` and
+/// redirected out of the link `link` (its ifindex), whose egress program lets it pass.
+pub(crate) fn return_program(link: u32, mark: u32) -> [BpfInsn; 6] {
+    [
+        BpfInsn::new(0xb7, 2, 0, 0, mark as i32),       // r2 = mark
+        BpfInsn::new(0x63, 1, 2, SKB_MARK, 0),          // skb->mark = r2
+        BpfInsn::new(0xb7, 1, 0, 0, link as i32),       // r1 = link
+        BpfInsn::new(0xb7, 2, 0, 0, 0),                 // r2 = 0 (egress)
+        BpfInsn::new(0x85, 0, 0, 0, BPF_FUNC_REDIRECT), // return bpf_redirect(r1, r2)
+        BpfInsn::new(0x95, 0, 0, 0, 0),                 //
+    ]
+}
+
+/// Loads `insns` as a `BPF_PROG_TYPE_SCHED_CLS` program; the verifier's log comes back in
+/// the error when it refuses.
+pub(crate) fn bpf_load_sched_cls(insns: &[BpfInsn]) -> io::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    let license = b"GPL\0";
+    let mut log = vec![0u8; 4096];
+    // `union bpf_attr` for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level,
+    // log_size, log_buf at their offsets; the rest zero.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
+    attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
+    attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: `attr` is a zeroed `union bpf_attr` of 128 bytes whose pointers (the
+    // instructions, the license, the log buffer with its size) stay valid for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        let text = log.split(|&b| b == 0).next().unwrap_or_default();
+        let text = String::from_utf8_lossy(text);
+        return Err(if text.trim().is_empty() {
+            e
+        } else {
+            io::Error::new(e.kind(), format!("{e}; verifier: {}", text.trim()))
+        });
+    }
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Where a tc program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcxSide {
+    Ingress,
+    Egress,
+}
+
+/// Attaches `program` to link `ifindex` (in the calling thread's namespace) with TCX
+/// (`BPF_LINK_CREATE`): it stays attached exactly as long as the returned fd, so a relay that
+/// dies takes its diversion with it rather than leaving the link black-holed.
+pub(crate) fn bpf_tcx_attach(
+    program: BorrowedFd<'_>,
+    ifindex: u32,
+    side: TcxSide,
+) -> io::Result<OwnedFd> {
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_TCX_INGRESS: u32 = 46;
+    const BPF_TCX_EGRESS: u32 = 47;
+    let attach_type = match side {
+        TcxSide::Ingress => BPF_TCX_INGRESS,
+        TcxSide::Egress => BPF_TCX_EGRESS,
+    };
+    // `union bpf_attr` for BPF_LINK_CREATE: prog_fd, target_ifindex, attach_type, flags.
+    let mut attr = [0u8; 64];
+    attr[0..4].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
+    // SAFETY: `attr` is a zeroed `union bpf_attr` of 64 bytes naming a live program fd.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

@@ -17,6 +17,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod divert;
 pub(crate) mod engine;
 pub(crate) mod netem;
 

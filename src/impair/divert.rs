@@ -1,0 +1,138 @@
+//! Diverting a link through user space, in the kernel: the link's egress is redirected to a
+//! TAP device in the same namespace, whose reader (the relay) decides what happens to each
+//! frame, and what the relay writes into the TAP leaves by the link as if the link had sent it.
+//!
+//! Two small tc programs do it, attached with TCX (`BPF_LINK_CREATE`, kernel 6.6 and later):
+//! on the link's egress, "redirect to the TAP unless marked"; on the TAP's ingress, "mark, and
+//! redirect out of the link". The mark keeps what the relay sends back from being diverted
+//! again, and is cleared before the frame leaves. TCX attachments live exactly as long as their
+//! file descriptors, and the TAP as long as its own: dropping a [`Diversion`] restores the link,
+//! and so does the death of the process — a classic `clsact` filter would instead keep
+//! redirecting to a TAP that is gone and black-hole the link.
+//!
+//! Why not the alternatives: this kernel has no `netem`, `gact` or `matchall`; `act_mirred`
+//! could redirect but not mark, and a link made of two TAPs from the start could not be
+//! impaired "at any time later". Loading the programs needs `CAP_BPF` (or `CAP_SYS_ADMIN`) in
+//! the initial user namespace and `CAP_NET_ADMIN` where the link is: root, not a user namespace.
+//!
+//! The TAP gets no IPv6 of its own (its own neighbour discovery would otherwise be relayed out
+//! of the link) and is named `nkdivN`.
+
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::{
+    error::{Error, Result},
+    netns::Namespace,
+    sys::{self, TcxSide},
+};
+
+/// The mark on frames the relay sends back (in `skb->mark` between the two programs only).
+const RETURN_MARK: u32 = 0x6e6b_6476; // "nkdv"
+
+/// A link diverted through a TAP; dropping it undoes the diversion.
+#[derive(Debug)]
+pub(crate) struct Diversion {
+    /// The TAP, opened with a `virtio_net_hdr` before each frame.
+    pub(crate) tap: OwnedFd,
+    pub(crate) tap_index: u32,
+    /// The TCX links of the two programs (dropped before the TAP).
+    _attachments: [OwnedFd; 2],
+}
+
+/// Diverts the egress of link `index` in `ns` through a new TAP there.
+pub(crate) fn divert(ns: &Namespace, index: u32, what: &dyn Fn() -> String) -> Result<Diversion> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!("nkdiv{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let tap_name = name.clone();
+    let tap = ns
+        .run_blocking(move || sys::open_tap(&tap_name))?
+        .map_err(|e| Error::os("open a TAP device to divert", what(), e))?;
+    let link = ns.link_by_name_blocking(&name)?;
+    let key = format!("net.ipv6.conf.{name}.disable_ipv6");
+    // Best effort: without IPv6 in the namespace there is nothing to disable.
+    let _ = ns.set_sysctl_blocking(&key, "1");
+    link.set_up_blocking()?;
+    let tap_index = link.index();
+    let attachments = ns
+        .run_blocking(move || -> std::io::Result<[OwnedFd; 2]> {
+            let divert = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
+            let back = sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK))?;
+            let back_link = sys::bpf_tcx_attach(back.as_fd(), tap_index, TcxSide::Ingress)?;
+            let divert_link = sys::bpf_tcx_attach(divert.as_fd(), index, TcxSide::Egress)?;
+            Ok([divert_link, back_link])
+        })?
+        .map_err(|e| Error::os("attach the diversion programs to", what(), e))?;
+    Ok(Diversion {
+        tap,
+        tap_index,
+        _attachments: attachments,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64},
+        },
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::link::veth::VethPair;
+
+    /// A link diverted through a pass-through relay still carries a ping both ways, every frame
+    /// it sends crosses the relay, and the link works as before once the diversion is dropped.
+    #[test]
+    fn a_diverted_link_carries_traffic_through_the_relay_and_is_restored() {
+        let (a, b) = match (Namespace::new_blocking(), Namespace::new_blocking()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) if e.is_permission_denied() => return,
+            (Err(e), _) | (_, Err(e)) => panic!("{e}"),
+        };
+        let cable = VethPair::builder("nkd0", "nkd1")
+            .namespace(&a)
+            .address("10.81.0.1/24")
+            .peer_namespace(&b)
+            .peer_address("10.81.0.2/24")
+            .create_blocking()
+            .unwrap();
+        let end = cable.link().index();
+        let diversion = divert(&a, end, &|| "test link".into()).unwrap();
+        let mut reader = std::fs::File::from(diversion.tap.try_clone().unwrap());
+        let mut writer = std::fs::File::from(diversion.tap.try_clone().unwrap());
+        let frames = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let relay = {
+            let (frames, stop) = (frames.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 70_000];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = reader.read(&mut buf) else { break };
+                    frames.fetch_add(1, Ordering::Relaxed);
+                    if writer.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let to_b = "10.81.0.2".parse().unwrap();
+        a.ping_blocking(to_b, Duration::from_secs(2)).unwrap();
+        b.ping_blocking("10.81.0.1".parse().unwrap(), Duration::from_secs(2))
+            .unwrap();
+        assert!(
+            frames.load(Ordering::Relaxed) >= 2,
+            "the relay saw no frames"
+        );
+        stop.store(true, Ordering::Relaxed);
+        drop(diversion);
+        // The relay's read ends with the TAP gone (or the next frame); the link is back.
+        a.ping_blocking(to_b, Duration::from_secs(2)).unwrap();
+        drop(relay);
+    }
+}
