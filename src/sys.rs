@@ -9,9 +9,9 @@
 //!
 //! * a small pool of **worker threads** for the library's own short jobs (create a namespace and
 //!   set up what lives in it, open a netlink or ICMP socket inside one, read a sysctl), started
-//!   on demand: a job starts one only when none is idle (at most 2–4, by CPU count), and nothing
-//!   that acts on the caller's own namespace needs one (its sockets are made on the calling
-//!   thread). A worker that has had no job for 250 ms exits, so a program that stopped using
+//!   on demand: a job starts one when more jobs wait than workers are idle (at most 2–4, by CPU
+//!   count); sockets and sysctls of the caller's own namespace need none (they are made and
+//!   written on the calling thread), an in-process ping always uses one. A worker that has had no job for 250 ms exits, so a program that stopped using
 //!   the library has only its own threads again. A worker starts in the
 //!   process's namespace (`/proc/self/ns/net`, the main thread's) and goes back there after
 //!   *every* job, whatever the job did, so it never pins a namespace the caller has dropped. (Every
@@ -578,8 +578,11 @@ fn submit(job: Job) -> io::Result<()> {
     let mut state = pool.lock();
     state.queue.push_back(job);
     if let Err(e) = pool.grow(&mut state) {
-        // No worker will ever take it: give it back (dropping it drops its reply channel).
-        drop(state.queue.pop_back());
+        // No worker will ever take it: give it back, and drop it (which drops its reply
+        // channel, and whatever it captured) only once the lock is released.
+        let job = state.queue.pop_back();
+        drop(state);
+        drop(job);
         return Err(e);
     }
     drop(state);

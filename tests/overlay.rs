@@ -1,6 +1,6 @@
 //! VXLAN and a bridged network spanning "machines" (namespaces joined by an underlay), checked
 //! from outside: `ip -d -j link` (kind, VNI, port, local, bridge, MTU), `bridge -j fdb` (one
-//! all-zeros entry per peer), pings between every pair of members on different machines, 1 MiB
+//! all-zeros entry per remote), pings between every pair of members on different machines, 1 MiB
 //! by TCP byte for byte; bad input refused before anything is made.
 
 mod common;
@@ -14,21 +14,21 @@ use common::{in_ns, ip_json, link_names, outside, ping};
 use netns_kit::{BridgedNetwork, MemberSpec, Namespace, Vxlan, bridged};
 use serde_json::Value;
 
-/// `bridge -j fdb show dev DEV` in `ns`: the peers of the all-zeros entries.
-fn flood_peers(ns: &Namespace, dev: &str) -> Vec<String> {
+/// `bridge -j fdb show dev DEV` in `ns`: the remotes of the all-zeros entries.
+fn flood_remotes(ns: &Namespace, dev: &str) -> Vec<String> {
     let out = outside(ns, "bridge", &["-j", "fdb", "show", "dev", dev])
         .output()
         .unwrap();
     let entries: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
-    let mut peers: Vec<String> = entries
+    let mut remotes: Vec<String> = entries
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["mac"] == "00:00:00:00:00:00")
         .filter_map(|e| e["dst"].as_str().map(str::to_owned))
         .collect();
-    peers.sort();
-    peers
+    remotes.sort();
+    remotes
 }
 
 /// The VXLAN port of bridge `bridge` in `ns`, as `ip -d -j link` shows it.
@@ -67,12 +67,12 @@ fn underlay_ip(i: usize) -> IpAddr {
 /// Machine `i`'s half of 10.42.0.0/24 (gateway .(i+1), members .(10i+11) and .(10i+12)), with
 /// a VXLAN port towards every other machine.
 fn half(hosts: &[Namespace], i: usize) -> BridgedNetwork {
-    let peers = (0..hosts.len()).filter(|&j| j != i).map(underlay_ip);
+    let remotes = (0..hosts.len()).filter(|&j| j != i).map(underlay_ip);
     bridged()
         .host(&hosts[i])
         .bridge_name("br42")
         .gateway(format!("10.42.0.{}/24", i + 1))
-        .vxlan(42, underlay_ip(i), peers)
+        .vxlan(42, underlay_ip(i), remotes)
         .members(
             (0..2).map(|m| MemberSpec::new().address(format!("10.42.0.{}/24", 10 * i + 11 + m))),
         )
@@ -113,7 +113,7 @@ fn one_network_spans_two_machines_and_carries_a_mebibyte() {
     assert_eq!(data["local"], "10.97.0.1", "{vx}");
     assert_eq!(vx["mtu"], 1450, "{vx}");
     let vx_name = vx["ifname"].as_str().unwrap().to_owned();
-    assert_eq!(flood_peers(&hosts[0], &vx_name), ["10.97.0.2"]);
+    assert_eq!(flood_remotes(&hosts[0], &vx_name), ["10.97.0.2"]);
     let member = ip_json(
         nets[0].members()[0].namespace(),
         &["link", "show", "dev", "eth0"],
@@ -158,14 +158,14 @@ fn three_machines_reach_each_other() {
     let nets: Vec<BridgedNetwork> = (0..3).map(|i| half(&hosts, i)).collect();
     let vx = vxlan_port(&hosts[2], "br42");
     assert_eq!(
-        flood_peers(&hosts[2], vx["ifname"].as_str().unwrap()),
+        flood_remotes(&hosts[2], vx["ifname"].as_str().unwrap()),
         ["10.97.0.1", "10.97.0.2"]
     );
     all_pairs_ping(&nets);
 }
 
 #[test]
-fn a_vxlan_endpoint_on_its_own_and_its_peers_at_run_time() {
+fn a_vxlan_endpoint_on_its_own_and_its_remotes_at_run_time() {
     let host = Namespace::new_blocking().unwrap();
     let mut vx = Vxlan::builder("vx7", 7)
         .namespace(&host)
@@ -180,13 +180,13 @@ fn a_vxlan_endpoint_on_its_own_and_its_peers_at_run_time() {
     assert_eq!(data["id"], 7, "{link}");
     assert_eq!(data["port"], 4790, "{link}");
     assert_eq!(data["learning"], false, "{link}");
-    assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.2"]);
+    assert_eq!(flood_remotes(&host, "vx7"), ["10.96.0.2"]);
     vx.add_remote_blocking("10.96.0.3".parse().unwrap())
         .unwrap();
-    assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.2", "10.96.0.3"]);
+    assert_eq!(flood_remotes(&host, "vx7"), ["10.96.0.2", "10.96.0.3"]);
     vx.remove_remote_blocking("10.96.0.2".parse().unwrap())
         .unwrap();
-    assert_eq!(flood_peers(&host, "vx7"), ["10.96.0.3"]);
+    assert_eq!(flood_remotes(&host, "vx7"), ["10.96.0.3"]);
     let err = vx
         .add_remote_blocking("10.96.0.3".parse().unwrap())
         .unwrap_err();

@@ -400,8 +400,6 @@ fn add_routes(
 ) -> Result<()> {
     for r in routes {
         let gw = r.gw.or_else(|| gateway(r.dst.is_ipv6()));
-        // As the reference adds them: `proto boot`, scope global even without a gateway, and
-        // in front of an existing route to the same destination rather than refused.
         let mut builder = Route::builder(r.dst)
             .namespace(container)
             .dev(iface)

@@ -209,20 +209,23 @@ impl NetConf {
     /// Parses and checks the configuration for `env.command`. Nothing is changed before this
     /// returns.
     pub fn parse(stdin: &[u8], env: &Env) -> Result<NetConf> {
-        let raw: RawConf =
-            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(stdin))
-                .map_err(|e| {
-                    let at = e.path().to_string();
-                    let at = if at == "." {
-                        String::new()
-                    } else {
-                        format!("{at}: ")
-                    };
-                    CniError::new(
-                        code::DECODE,
-                        format!("failed to load netconf: {at}{}", e.inner()),
-                    )
-                })?;
+        let mut input = serde_json::Deserializer::from_slice(stdin);
+        let raw: RawConf = serde_path_to_error::deserialize(&mut input).map_err(|e| {
+            let at = e.path().to_string();
+            let at = if at == "." {
+                String::new()
+            } else {
+                format!("{at}: ")
+            };
+            CniError::new(
+                code::DECODE,
+                format!("failed to load netconf: {at}{}", e.inner()),
+            )
+        })?;
+        // One JSON value and nothing after it, as `serde_json::from_slice` requires.
+        input
+            .end()
+            .map_err(|e| CniError::new(code::DECODE, format!("failed to load netconf: {e}")))?;
         let cni_version = raw.cni_version.clone().unwrap_or_else(|| "0.1.0".into());
         check_version(&cni_version, &env.command)?;
         let mut conf = NetConf::from_raw(raw, cni_version, env)?;
@@ -310,7 +313,8 @@ impl NetConf {
         })
     }
 
-    /// The checks of ADD, CHECK, STATUS and GC, in the reference's order.
+    /// The checks of ADD, CHECK, STATUS and GC (the MACs and `macspoofchk` are checked first,
+    /// in `from_raw`).
     fn check(&self, env: &Env) -> Result<()> {
         if self.name.is_empty() {
             return Err(invalid("the network configuration has no \"name\""));

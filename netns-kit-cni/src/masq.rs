@@ -219,8 +219,22 @@ pub fn start(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<Vec<
             }
         }
         let rules: Vec<Rule> = chain_rules.into_iter().chain(post_rules).collect();
-        if nft && crate::nft::write(chain, &rules).is_ok() {
-            continue;
+        if nft {
+            match crate::nft::write(chain, &rules) {
+                Ok(()) => continue,
+                Err(crate::nft::NotWritten::Uncertain) => {
+                    let _ = finish(pending);
+                    return Err(CniError::new(
+                        code::IO,
+                        format!(
+                            "no answer from nf_tables within 10 s while adding chain {chain}; \
+                             its rules may be in place"
+                        ),
+                    ));
+                }
+                // Not this path's case, or refused before anything changed: the other way.
+                Err(_) => {}
+            }
         }
         let mut body = format!(":{chain} - [0:0]\n");
         for rule in &rules {

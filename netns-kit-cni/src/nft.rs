@@ -298,6 +298,9 @@ pub enum NotWritten {
     Unsuitable,
     /// The kernel refused, with this errno.
     Refused(i32),
+    /// No answer came in time after the batch was sent: it may or may not be in place, so
+    /// writing the rules another way could duplicate them.
+    Uncertain,
 }
 
 /// How long to wait for the kernel's answers, per receive: the batch is small and the kernel
@@ -323,8 +326,11 @@ fn transact(buf: &[u8], acks: &[u32]) -> Result<Vec<Vec<u8>>, NotWritten> {
     let mut first_error = None;
     let mut rbuf = vec![0u8; 65536];
     while !pending.is_empty() {
-        // A timeout is EAGAIN: reported like any other refusal, and the caller falls back.
-        let n = recv(fd.as_raw_fd(), &mut rbuf, MsgFlags::empty()).map_err(refused)?;
+        // A timeout (EAGAIN) after the batch went out leaves its outcome unknown.
+        let n = recv(fd.as_raw_fd(), &mut rbuf, MsgFlags::empty()).map_err(|e| match e {
+            nix::Error::EAGAIN => NotWritten::Uncertain,
+            e => refused(e),
+        })?;
         let mut rest = &rbuf[..n];
         while let Ok(message) = NetlinkBuffer::new_checked(rest) {
             let len = message.length() as usize;

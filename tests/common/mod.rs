@@ -55,14 +55,20 @@ extern "C" fn private_run_netns() {
     }
     let none: Option<&str> = None;
     let private = mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none);
-    if private.is_ok() && std::fs::create_dir_all("/run/netns").is_ok() {
-        let _ = mount(
+    // (`ip netns add` creates `/run/netns` too when it is missing.)
+    let own = private.is_ok()
+        && std::fs::create_dir_all("/run/netns").is_ok()
+        && mount(
             Some("tmpfs"),
             "/run/netns",
             Some("tmpfs"),
             MsFlags::empty(),
             none,
-        );
+        )
+        .is_ok();
+    if !own {
+        // The machine's `/run/netns` it is, as without this: say nothing to the children.
+        return;
     }
     // SAFETY: no other thread exists yet (see above), so nothing reads the environment while
     // it changes.
