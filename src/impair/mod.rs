@@ -20,6 +20,7 @@
 pub(crate) mod divert;
 pub(crate) mod engine;
 pub(crate) mod netem;
+pub(crate) mod relay;
 
 use std::time::Duration;
 
