@@ -848,25 +848,34 @@ pub(crate) fn bpf_load_sched_cls(insns: &[BpfInsn]) -> io::Result<OwnedFd> {
     attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
     attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
     attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
-    // SAFETY: `attr` is a zeroed `union bpf_attr` of 128 bytes whose pointers (the
-    // instructions, the license, the log buffer with its size) stay valid for the call.
+    // The instructions, the license and the log buffer (with its size) stay alive, and so
+    // valid, for the call.
+    bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| {
+        let text = log.split(|&b| b == 0).next().unwrap_or_default();
+        let text = String::from_utf8_lossy(text);
+        if text.trim().is_empty() {
+            e
+        } else {
+            io::Error::new(e.kind(), format!("{e}; verifier: {}", text.trim()))
+        }
+    })
+}
+
+/// The `bpf(2)` command `cmd` with `attr` (a `union bpf_attr`, zero where unused, whose
+/// pointers the caller keeps valid), for a command that returns a new file descriptor.
+fn bpf(cmd: libc::c_long, attr: &mut [u8]) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a writable buffer of `attr.len()` bytes laid out as the kernel's
+    // `union bpf_attr` for `cmd`; the kernel reads (and may write) no more than that size.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            BPF_PROG_LOAD,
+            cmd,
             attr.as_mut_ptr(),
             attr.len() as libc::c_uint,
         )
     };
     if fd < 0 {
-        let e = io::Error::last_os_error();
-        let text = log.split(|&b| b == 0).next().unwrap_or_default();
-        let text = String::from_utf8_lossy(text);
-        return Err(if text.trim().is_empty() {
-            e
-        } else {
-            io::Error::new(e.kind(), format!("{e}; verifier: {}", text.trim()))
-        });
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -899,18 +908,5 @@ pub(crate) fn bpf_tcx_attach(
     attr[0..4].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
     attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
-    // SAFETY: `attr` is a zeroed `union bpf_attr` of 64 bytes naming a live program fd.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            attr.as_mut_ptr(),
-            attr.len() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    bpf(BPF_LINK_CREATE, &mut attr)
 }
