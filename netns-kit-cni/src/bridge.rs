@@ -681,22 +681,26 @@ impl Wired {
 /// after one failed, and the first failure is reported.
 pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     let mut errors: Vec<CniError> = Vec::new();
-    // The IP families the masquerade rules can be in: those of the interface's addresses; if
-    // the interface is gone, both — but then a family whose tools fail is not an error.
-    let mut families = None;
+    // The IP families the masquerade rules can be in: those the IPAM configuration hands out,
+    // those of the previous result and of the interface's addresses (any one suffices: the
+    // interface may have lost its addresses, or never got them, after a SIGKILL during ADD);
+    // if none names one, both — but then a family whose tools fail is not an error.
+    let mut addresses: Vec<IpAddr> = conf
+        .prev_result
+        .as_ref()
+        .and_then(|prev| CniResult::parse(prev, &conf.cni_version, "prevResult").ok())
+        .map(|prev| prev.ips.iter().map(|ip| ip.address.ip()).collect())
+        .unwrap_or_default();
     if !env.netns.is_empty() {
         match Namespace::open_path(&env.netns) {
             Ok(container) => match container.link_by_name_blocking(&env.ifname) {
                 Ok(link) => {
                     match link.addresses_blocking() {
-                        Ok(addresses) => {
-                            let addresses: Vec<IpAddr> = addresses
-                                .iter()
+                        Ok(live) => addresses.extend(
+                            live.iter()
                                 .filter(|a| !a.link_local)
-                                .map(|a| a.address.ip())
-                                .collect();
-                            families = Some(masq::families(&addresses));
-                        }
+                                .map(|a| a.address.ip()),
+                        ),
                         Err(e) => errors.push(e.into()),
                     }
                     if let Err(e) = link.delete_blocking() {
@@ -720,6 +724,17 @@ pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
         .map(|name| delegate::start_ipam(name, &env.path, "DEL", stdin));
     if conf.ip_masq {
         let chain = masq::chain_name(&conf.name, &env.container_id);
+        // What the configuration hands out, what the last result had, what is there now.
+        let seen = masq::families(&addresses);
+        let known = [
+            seen[0] || conf.ipam_families[0],
+            seen[1] || conf.ipam_families[1],
+        ];
+        let families = if known == [false, false] {
+            None
+        } else {
+            Some(known)
+        };
         if let Err(e) = masq::teardown(&chain, families.unwrap_or([true, true]), families.is_none())
         {
             errors.push(e);

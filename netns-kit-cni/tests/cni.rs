@@ -749,6 +749,24 @@ fn del_is_idempotent() {
         clean_links() == ["lo", "cni0"]
     });
 
+    // With IPv4 flushed from the interface (or no address at all: a SIGKILL during ADD), DEL
+    // still removes the masquerade rules of both families: the configuration says which.
+    let node = Node::new();
+    let c = Namespace::new_blocking().unwrap();
+    let path = proc_path(&c);
+    cni(&node, OURS, "ADD", "ctr3", &path, "eth0", &conf(&node)).expect_ok("ADD");
+    assert!(saved(&node.ns, "iptables-save").contains("CNI-"));
+    assert!(saved(&node.ns, "ip6tables-save").contains("CNI-"));
+    let flushed = c
+        .command("ip")
+        .args(["-4", "addr", "flush", "dev", "eth0"])
+        .status();
+    assert!(flushed.unwrap().success());
+    let out = cni(&node, OURS, "DEL", "ctr3", &path, "eth0", &conf(&node));
+    assert!(out.ok, "DEL with IPv4 flushed: {out:?}");
+    assert!(!saved(&node.ns, "iptables-save").contains("CNI-"));
+    assert!(!saved(&node.ns, "ip6tables-save").contains("CNI-"));
+
     // With a partial configuration, with no namespace given, and both.
     let c = Namespace::new_blocking().unwrap();
     let partial = json!({"cniVersion": "1.0.0", "name": "testnet", "type": "bridge"});
