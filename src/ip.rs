@@ -117,8 +117,20 @@ pub(crate) fn host_addresses(
 }
 
 /// Checks that `net` can be a host address: not unspecified, multicast or broadcast, and for
-/// IPv4 prefixes shorter than /31 neither the network nor the broadcast address.
+/// IPv4 prefixes shorter than /31 neither the network nor the broadcast address; not an
+/// IPv4-mapped IPv6 address; and not with a /0 prefix (every address on-link: the kernel
+/// refuses what follows with a bare `ENETUNREACH`).
 pub(crate) fn validate_host(net: &IpNetwork, object: impl FnOnce() -> String) -> Result<()> {
+    if net.prefix() == 0 {
+        return Err(Error::invalid(
+            object(),
+            format!(
+                "{net} has a /0 prefix, which puts every address on this link; give the subnet's \
+                 prefix (e.g. {}/24)",
+                net.ip()
+            ),
+        ));
+    }
     let reason = match net {
         IpNetwork::V4(n) => {
             let ip = n.ip();
@@ -151,7 +163,12 @@ pub(crate) fn validate_host(net: &IpNetwork, object: impl FnOnce() -> String) ->
             } else if ip.is_multicast() {
                 Some(format!("{ip} is a multicast address"))
             } else {
-                None
+                ip.to_ipv4_mapped().map(|v4| {
+                    format!(
+                        "{ip} is an IPv4-mapped IPv6 address, which no interface uses; give \
+                         {v4} as an IPv4 address"
+                    )
+                })
             }
         }
     };

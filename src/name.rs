@@ -251,7 +251,8 @@ impl std::str::FromStr for IfName {
 
 /// A named network namespace's name: the single path component under `/run/netns` that
 /// ip-netns(8) uses, so it can never escape that directory. 1–255 bytes, not `.` or `..`, no
-/// `/` or NUL.
+/// `/`, NUL or other control character; and, so that `ip netns` command lines keep working, no
+/// whitespace and no leading `-`.
 ///
 /// # Examples
 ///
@@ -305,6 +306,16 @@ impl NsName {
         }
         if name.contains('\0') {
             return Err(bad("contains a NUL byte".into()));
+        }
+        if name.starts_with('-') {
+            return Err(bad(
+                "starts with `-` (`ip netns exec -n ...` would read it as an option)".into(),
+            ));
+        }
+        if name.contains(char::is_whitespace) {
+            return Err(bad(
+                "contains whitespace (`ip netns list` and shell command lines split on it)".into(),
+            ));
         }
         if name.contains(char::is_control) {
             return Err(bad(

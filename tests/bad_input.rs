@@ -204,6 +204,18 @@ async fn bad_inputs_give_typed_errors_and_leave_nothing() {
         ),
         // Namespace names and paths.
         (
+            "namespace name starting with -",
+            Box::pin(async { ok(Namespace::named("-n").await) }),
+            Expect::Invalid,
+            "-n".into(),
+        ),
+        (
+            "namespace name of a space",
+            Box::pin(async { ok(Namespace::named(" ").await) }),
+            Expect::Invalid,
+            "whitespace".into(),
+        ),
+        (
             "namespace name with /",
             Box::pin(async { ok(Namespace::named("a/b").await) }),
             Expect::Invalid,
@@ -359,6 +371,18 @@ async fn bad_inputs_give_typed_errors_and_leave_nothing() {
             Box::pin(async { ok(lo.add_address("10.9.0.0/24").await) }),
             Expect::Invalid,
             "10.9.0.0".into(),
+        ),
+        (
+            "address with a /0 prefix",
+            Box::pin(async { ok(lo.add_address("10.9.0.7/0").await) }),
+            Expect::Invalid,
+            "/0 prefix".into(),
+        ),
+        (
+            "IPv4-mapped IPv6 address",
+            Box::pin(async { ok(lo.add_address("::ffff:10.9.0.7/128").await) }),
+            Expect::Invalid,
+            "IPv4-mapped".into(),
         ),
         (
             "address: broadcast address",

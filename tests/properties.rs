@@ -59,10 +59,15 @@ fn nsname_ok(s: &str) -> bool {
         && s != ".."
         && !s.contains(['/', '\0'])
         && !s.contains(char::is_control)
+        && !s.starts_with('-')
+        && !s.contains(char::is_whitespace)
 }
 
 /// The host-address rules for an (address, prefix), written independently.
 fn host_ok(ip: IpAddr, prefix: u8) -> bool {
+    if prefix == 0 {
+        return false;
+    }
     match ip {
         IpAddr::V4(a) => {
             if prefix > 32 || a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
@@ -75,7 +80,10 @@ fn host_ok(ip: IpAddr, prefix: u8) -> bool {
             let bits = u32::from(a);
             bits & !mask != 0 && bits | mask != u32::MAX
         }
-        IpAddr::V6(a) => prefix <= 128 && !a.is_unspecified() && !a.is_multicast(),
+        IpAddr::V6(a) => {
+            let mapped = a.segments()[..6] == [0, 0, 0, 0, 0, 0xffff];
+            prefix <= 128 && !a.is_unspecified() && !a.is_multicast() && !mapped
+        }
     }
 }
 
