@@ -641,6 +641,42 @@ where
     delivery.value.take().ok_or_else(worker_gone)
 }
 
+/// Runs `f` inside the namespace `ns`: on the calling thread when it is there already (the
+/// caller's own namespace, or inside [`Namespace::run`](crate::Namespace::run)), so no library
+/// thread is needed; otherwise on a worker that enters it first.
+pub(crate) async fn in_ns<T, F>(ns: Arc<OwnedFd>, f: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    if is_thread_ns(ns.as_fd()) {
+        return f();
+    }
+    on_worker(move || {
+        setns_net(ns.as_fd())?;
+        f()
+    })
+    .await?
+}
+
+/// [`in_ns`] from synchronous code, waiting at most `timeout` for a worker.
+pub(crate) fn in_ns_blocking<T, F>(ns: Arc<OwnedFd>, f: F, timeout: Duration) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    if is_thread_ns(ns.as_fd()) {
+        return f();
+    }
+    on_worker_blocking(
+        move || {
+            setns_net(ns.as_fd())?;
+            f()
+        },
+        timeout,
+    )?
+}
+
 /// A job's result on its way to the caller; if dropped undelivered, it goes to `abandoned` on a
 /// worker thread.
 struct Delivery<R: Send + 'static> {

@@ -2,7 +2,7 @@
 
 use std::{
     io,
-    os::fd::{AsFd, OwnedFd},
+    os::fd::OwnedFd,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -60,15 +60,7 @@ impl NsConn {
         if let Some(socket) = self.lock().spare.take() {
             return Ok(socket);
         }
-        let fd = self.fd.clone();
-        if crate::sys::is_thread_ns(fd.as_fd()) {
-            return new_socket();
-        }
-        crate::sys::on_worker(move || {
-            crate::sys::setns_net(fd.as_fd())?;
-            new_socket()
-        })
-        .await?
+        crate::sys::in_ns(self.fd.clone(), new_socket).await
     }
 
     /// The connection for this thread's transport, opened on first use. `label` names the
@@ -150,17 +142,10 @@ impl NsConn {
         let nl = match nl {
             Some(nl) => nl,
             None => {
-                let fd = self.fd.clone();
-                let socket = match self.lock().spare.take() {
+                let spare = self.lock().spare.take();
+                let socket = match spare {
                     Some(socket) => socket,
-                    None if crate::sys::is_thread_ns(fd.as_fd()) => new_socket()?,
-                    None => crate::sys::on_worker_blocking(
-                        move || {
-                            crate::sys::setns_net(fd.as_fd())?;
-                            new_socket()
-                        },
-                        timeout,
-                    )??,
+                    None => crate::sys::in_ns_blocking(self.fd.clone(), new_socket, timeout)?,
                 };
                 let conn = BatchConn::new(socket, timeout)?;
                 self.lock().batched = Some(conn.clone());

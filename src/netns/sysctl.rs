@@ -6,7 +6,7 @@ use crate::{
     error::{Error, Result},
     sys::{self},
 };
-use std::{os::fd::AsFd, path::PathBuf};
+use std::path::PathBuf;
 
 /// Maps a `net.*` sysctl key to its `/proc/sys` path, refusing anything that could leave
 /// `/proc/sys/net`.
@@ -35,25 +35,6 @@ fn sysctl_path(key: &str) -> Result<PathBuf> {
 }
 
 impl Namespace {
-    /// Runs `f` where `/proc/sys/net` is this namespace's: on the calling thread if it is in
-    /// this namespace already (the caller's own namespace, or inside [`Namespace::run`]), so
-    /// no library thread is needed; otherwise on a library worker that enters it.
-    async fn in_namespace<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-    ) -> std::io::Result<T> {
-        if sys::is_thread_ns(self.inner.fd.as_fd()) {
-            return f();
-        }
-        let fd = self.inner.fd.clone();
-        sys::on_worker(move || {
-            sys::setns_net(fd.as_fd())?;
-            f()
-        })
-        .await
-        .and_then(|r| r)
-    }
-
     /// Reads the sysctl `key` (e.g. `net.ipv4.ip_forward`) of this namespace: on the calling
     /// thread when it is in this namespace, else on a library thread inside it.
     ///
@@ -81,8 +62,7 @@ impl Namespace {
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn sysctl(&self, key: &str) -> Result<String> {
         let path = sysctl_path(key)?;
-        let value = self
-            .in_namespace(move || std::fs::read_to_string(path))
+        let value = sys::in_ns(self.inner.fd.clone(), move || std::fs::read_to_string(path))
             .await
             .map_err(|e| Error::os("read sysctl", format!("{key} in {}", self.label()), e))?;
         Ok(value.trim_end().to_owned())
@@ -120,7 +100,7 @@ impl Namespace {
     pub async fn set_sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = sysctl_path(key)?;
         let value = value.to_owned();
-        self.in_namespace(move || std::fs::write(path, value))
+        sys::in_ns(self.inner.fd.clone(), move || std::fs::write(path, value))
             .await
             .map_err(|e| Error::os("write sysctl", format!("{key} in {}", self.label()), e))
     }
