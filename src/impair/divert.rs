@@ -120,7 +120,7 @@ mod tests {
                 }
             })
         };
-        let ping = crate::impair::relay::tests::system_ping;
+        let ping = crate::impair::system_ping;
         assert!(ping(&a, "10.81.0.2").is_some(), "A -> B through the relay");
         assert!(
             ping(&b, "10.81.0.1").is_some(),

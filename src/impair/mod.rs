@@ -170,3 +170,25 @@ impl Impairment {
         Ok(())
     }
 }
+
+#[cfg(test)]
+/// One `ping` (the system's, run inside `ns`): the round trip, or `None` without a reply
+/// within a second.
+pub(crate) fn system_ping(ns: &crate::netns::Namespace, to: &str) -> Option<std::time::Duration> {
+    let out = ns
+        .command("ping")
+        .args(["-c1", "-W1", "-n", to])
+        .output()
+        .expect("run ping (package iputils-ping)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms: f64 = text
+        .split("time=")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| std::time::Duration::from_secs_f64(ms / 1000.0))
+}

@@ -104,36 +104,15 @@ fn run(diversion: Diversion, mut engine: Engine, stop: OwnedFd) -> Counters {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::{
-        impair::{Impairment, Loss, Percent, divert::divert},
+        impair::{Impairment, Loss, Percent, divert::divert, system_ping},
         link::veth::VethPair,
         netns::Namespace,
     };
-
-    /// One `ping` (the system's, run inside `ns`): the round trip, or `None` without a reply
-    /// within a second.
-    pub(crate) fn system_ping(ns: &Namespace, to: &str) -> Option<Duration> {
-        let out = ns
-            .command("ping")
-            .args(["-c1", "-W1", "-n", to])
-            .output()
-            .expect("run ping (package iputils-ping)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let ms: f64 = text
-            .split("time=")
-            .nth(1)?
-            .split(' ')
-            .next()?
-            .parse()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| Duration::from_secs_f64(ms / 1000.0))
-    }
 
     /// A delay on A's side shows in the system `ping`'s round trip; 100 % loss stops it; once
     /// the relay is gone the link is direct again.
