@@ -103,6 +103,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// This kernel (or these privileges) cannot do what was asked, by any path the crate
+    /// has; `reason` names what would make it possible.
+    #[error("cannot {op} {object}: {reason}")]
+    Unsupported {
+        /// The operation, e.g. `"impair"`.
+        op: &'static str,
+        /// The object operated on.
+        object: String,
+        /// Why not, and what would make it possible.
+        reason: String,
+    },
+
     /// The caller lacks a privilege (`EPERM`/`EACCES`).
     #[error(
         "cannot {op} {object}: permission denied{} (this needs CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root)",

@@ -79,6 +79,9 @@
 //! | a CNI plugin (containerd, CRI-O, Podman) | the crate `netns-kit-cni` ([below](#cni-plugin)) |
 //! | one object at a time | [`Namespace`], [`VethPair`], [`Bridge`], [`Address`], [`Route`] |
 //! | a VXLAN tunnel, a macvlan link | [`Vxlan`], [`Macvlan`] |
+//! | a link that delays, loses, reorders or rate-limits | [`Link::impair`] ([`impair`]) |
+//! | hosts cut off from each other, then healed | [`impair::partition`], [`Link::cut`], [`lab::Lab::partition`] |
+//! | a pcap of what a link carried | [`Link::capture`], [`lab::Lab::capture`] |
 //!
 //! [`existing_bridge`]: BridgedNetworkBuilder::existing_bridge
 //!
@@ -279,7 +282,7 @@ mod addr;
 mod error;
 mod firewall;
 mod guard;
-mod impair;
+pub mod impair;
 mod ip;
 pub mod lab;
 mod link;

@@ -775,13 +775,9 @@ pub(crate) fn start_time_at(entry: &str) -> io::Result<u64> {
 /// cross in one read. The device lives as long as the returned fd.
 pub(crate) fn open_tap(name: &str) -> io::Result<OwnedFd> {
     const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
-    const TUNSETOFFLOAD: libc::Ioctl = 0x4004_54d0;
     const IFF_TAP: libc::c_short = 0x0002;
     const IFF_NO_PI: libc::c_short = 0x1000;
     const IFF_VNET_HDR: libc::c_short = 0x4000;
-    const TUN_F_CSUM: libc::c_ulong = 0x01;
-    const TUN_F_TSO4: libc::c_ulong = 0x02;
-    const TUN_F_TSO6: libc::c_ulong = 0x04;
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -801,12 +797,29 @@ pub(crate) fn open_tap(name: &str) -> io::Result<OwnedFd> {
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, ifreq.as_mut_ptr()) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-    // SAFETY: TUNSETOFFLOAD takes its argument by value (an `unsigned long` of TUN_F_* bits).
+    set_tap_offloads(fd.as_fd(), true)?;
+    Ok(fd)
+}
+
+/// Turns a TAP's checksum and TCP segmentation offloads on or off. Off, the kernel segments
+/// and checksums every frame before the TAP's reader gets it, so each read is one packet on
+/// the wire (what per-packet loss, duplication and corruption need).
+pub(crate) fn set_tap_offloads(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    const TUNSETOFFLOAD: libc::Ioctl = 0x4004_54d0;
+    const TUN_F_CSUM: libc::c_ulong = 0x01;
+    const TUN_F_TSO4: libc::c_ulong = 0x02;
+    const TUN_F_TSO6: libc::c_ulong = 0x04;
+    let offloads = if on {
+        TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+    } else {
+        0
+    };
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an `unsigned long` of TUN_F_* bits);
+    // `fd` is an open TAP.
     if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(fd)
+    Ok(())
 }
 
 /// One eBPF instruction (`struct bpf_insn`).
@@ -836,7 +849,7 @@ const SKB_MARK: i16 = 8;
 /// `BPF_FUNC_redirect`.
 const BPF_FUNC_REDIRECT: i32 = 23;
 
-/// The program for a link's egress: frames are redirected to the TAP `tap` (its ifindex),
+/// The program for a link's egress or ingress: frames are redirected to the TAP `tap` (its ifindex),
 /// except those carrying `mark`, which the relay sent back: their mark is cleared and they
 /// leave as usual (`TC_ACT_OK`).
 pub(crate) fn divert_program(tap: u32, mark: u32) -> [BpfInsn; 10] {
@@ -855,13 +868,17 @@ pub(crate) fn divert_program(tap: u32, mark: u32) -> [BpfInsn; 10] {
 }
 
 /// The program for the TAP's ingress: what the relay writes is marked with `mark` and
-/// redirected out of the link `link` (its ifindex), whose egress program lets it pass.
-pub(crate) fn return_program(link: u32, mark: u32) -> [BpfInsn; 6] {
+/// redirected to the link `link` (its ifindex) — out of it (`ingress` false: the link's
+/// egress program lets it pass) or into it, as if received (`ingress` true: its ingress
+/// program lets it pass).
+pub(crate) fn return_program(link: u32, mark: u32, ingress: bool) -> [BpfInsn; 6] {
+    const BPF_F_INGRESS: i32 = 1;
+    let flags = if ingress { BPF_F_INGRESS } else { 0 };
     [
         BpfInsn::new(0xb7, 2, 0, 0, mark as i32),       // r2 = mark
         BpfInsn::new(0x63, 1, 2, SKB_MARK, 0),          // skb->mark = r2
         BpfInsn::new(0xb7, 1, 0, 0, link as i32),       // r1 = link
-        BpfInsn::new(0xb7, 2, 0, 0, 0),                 // r2 = 0 (egress)
+        BpfInsn::new(0xb7, 2, 0, 0, flags),             // r2 = flags
         BpfInsn::new(0x85, 0, 0, 0, BPF_FUNC_REDIRECT), // return bpf_redirect(r1, r2)
         BpfInsn::new(0x95, 0, 0, 0, 0),                 //
     ]
@@ -945,4 +962,71 @@ pub(crate) fn bpf_tcx_attach(
     attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
     bpf(BPF_LINK_CREATE, &mut attr)
+}
+
+/// A packet socket (`AF_PACKET`, `SOCK_RAW`, non-blocking) bound to link `ifindex` in the
+/// calling thread's namespace, seeing every frame the link sends and receives, as `tcpdump`'s.
+/// It is opened for no protocol and bound with `ETH_P_ALL` and the link in one step (what
+/// libpcap does), so it never holds a frame of another link.
+pub(crate) fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    const ETH_P_ALL: u16 = 0x0003;
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A large receive buffer, as capture tools ask for, so a burst is not dropped; forced
+    // past `rmem_max` where allowed (root), else the plain request the limit caps.
+    let size: libc::c_int = 8 << 20;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `size` is a c_int that outlives the call; its size is passed.
+        let done = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done == 0 {
+            break;
+        }
+    }
+    // SAFETY: an all-zero `sockaddr_ll` is valid; the fields the bind needs are set below.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = ETH_P_ALL.to_be();
+    addr.sll_ifindex = ifindex as i32;
+    // SAFETY: `addr` is a valid `sockaddr_ll` and its size is passed.
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if bound < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the relay's clock (the one its timer is armed on).
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid `timespec` to write; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

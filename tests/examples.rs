@@ -197,3 +197,52 @@ fn two_patterns_and_lab_run_without_root() {
         assert!(out.contains("done: "), "{name}: {out}");
     }
 }
+
+/// The impaired example as the issue gives it: five hosts, 50 ms and 20 % loss on what each
+/// sends, 200 pings from the first to the last — a round trip of about 100 ms and about
+/// 0.8² = 64 % of the pings answered (0.52 to 0.76 is far beyond the 99 % interval).
+#[test]
+fn impaired_delays_and_loses_what_the_hosts_send() {
+    let out = run(Command::new(example("impaired")).args([
+        "--hosts",
+        "5",
+        "--delay",
+        "50ms",
+        "--loss",
+        "20%",
+        "--count",
+        "200",
+        "--capture",
+    ]));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("impaired: "))
+        .unwrap_or_else(|| panic!("no result line in {out}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number = |key: &str| -> f64 {
+        let at = words.iter().position(|w| *w == key).unwrap();
+        words[at + 1].parse().unwrap()
+    };
+    let (sent, received, avg) = (number("sent"), number("received"), number("avg_rtt_ms"));
+    assert_eq!(sent, 200.0, "{out}");
+    assert!((0.52..=0.76).contains(&(received / sent)), "{out}");
+    assert!((95.0..=130.0).contains(&avg), "{out}");
+    assert!(out.contains("backend: "), "{out}");
+    let capture = out
+        .lines()
+        .find_map(|l| l.strip_prefix("capture: "))
+        .unwrap_or_else(|| panic!("no capture line in {out}"));
+    let path = capture.split(" packets in ").nth(1).unwrap();
+    let read = tool("tcpdump")
+        .args(["-n", "-r", path, "icmp"])
+        .output()
+        .unwrap();
+    assert!(read.status.success());
+    let icmp = String::from_utf8_lossy(&read.stdout).lines().count();
+    // The last host's link saw what reached it and what it answered.
+    assert!(
+        icmp as f64 >= received * 2.0,
+        "{icmp} ICMP packets in the capture: {out}"
+    );
+    std::fs::remove_file(path).unwrap();
+}

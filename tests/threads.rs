@@ -1,11 +1,15 @@
 //! The blocking API's threads: a plain `fn main` (this test has no harness, so no thread of its
 //! own besides `main`) builds a bridged network of four members, drops everything, and within a
-//! second has only its main thread again: the library's idle workers exit, and the blocking API
+//! second has only its main thread again: the library's idle workers and relay threads exit (the
+//! members' links are impaired and captured meanwhile), and the blocking API
 //! starts no async runtime. Work in the caller's own namespace needs no library thread at all.
 
 use std::time::{Duration, Instant};
 
-use netns_kit::{MemberSpec, Namespace, bridged};
+use netns_kit::{
+    MemberSpec, Namespace, bridged,
+    impair::{Direction, Impairment},
+};
 
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
@@ -46,6 +50,36 @@ fn main() {
     let busy = threads();
     println!("threads with a bridged network of 4 members: {busy}");
     assert!(busy <= 5, "{busy} threads: at most 4 workers, by CPU count");
+    // Every member's link impaired in user space and captured: a few relay threads, whatever
+    // the number of links, gone with the last guard.
+    let guards: Vec<_> = net
+        .members()
+        .iter()
+        .map(|m| {
+            m.link()
+                .impair_blocking(
+                    Direction::Inbound,
+                    &Impairment::new().delay(Duration::from_millis(1)),
+                )
+                .unwrap()
+        })
+        .collect();
+    let pcap = std::env::temp_dir().join(format!("nk-threads-{}.pcap", std::process::id()));
+    let capture = net.members()[0].link().capture_blocking(&pcap).unwrap();
+    let relays = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "netns-kit-relay")
+        .count();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("relay threads for 4 impaired links and a capture: {relays} ({cpus} CPUs)");
+    assert!(
+        (1..=cpus.min(4)).contains(&relays),
+        "{relays} relay threads"
+    );
+    drop(guards);
+    capture.stop().unwrap();
+    std::fs::remove_file(&pcap).unwrap();
     drop(net);
     drop(host);
     let start = Instant::now();

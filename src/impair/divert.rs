@@ -37,37 +37,58 @@ const RETURN_MARK: u32 = 0x6e6b_6476; // "nkdv"
 pub(crate) struct Diversion {
     /// The TAP, opened with a `virtio_net_hdr` before each frame.
     pub(crate) tap: OwnedFd,
-    pub(crate) tap_index: u32,
     /// The TCX links of the two programs (dropped before the TAP).
     _attachments: [OwnedFd; 2],
 }
 
-/// Diverts the egress of link `index` in `ns` through a new TAP there.
-pub(crate) fn divert(ns: &Namespace, index: u32, what: &dyn Fn() -> String) -> Result<Diversion> {
+/// Diverts link `index` in `ns` through a new TAP there: what it sends (`ingress` false) or
+/// what it receives (`ingress` true).
+pub(crate) async fn divert(
+    ns: &Namespace,
+    index: u32,
+    ingress: bool,
+    what: &dyn Fn() -> String,
+) -> Result<Diversion> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = format!("nkdiv{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let tap_name = name.clone();
-    let tap = ns
-        .run_blocking(move || sys::open_tap(&tap_name))?
-        .map_err(|e| Error::os("open a TAP device to divert", what(), e))?;
-    let link = ns.link_by_name_blocking(&name)?;
+    let tap = sys::in_ns(ns.inner().fd().clone(), move || sys::open_tap(&tap_name))
+        .await
+        .map_err(|e| Error::os("open a TAP device (/dev/net/tun) to divert", what(), e))?;
+    let link = ns.link_by_name(&name).await?;
     let key = format!("net.ipv6.conf.{name}.disable_ipv6");
     // Best effort: without IPv6 in the namespace there is nothing to disable.
-    let _ = ns.set_sysctl_blocking(&key, "1");
-    link.set_up_blocking()?;
+    let _ = ns.set_sysctl(&key, "1").await;
+    link.set_up().await?;
     let tap_index = link.index();
-    let attachments = ns
-        .run_blocking(move || -> std::io::Result<[OwnedFd; 2]> {
+    let side = if ingress {
+        TcxSide::Ingress
+    } else {
+        TcxSide::Egress
+    };
+    let attachments = sys::in_ns(ns.inner().fd().clone(), move || {
             let divert = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
-            let back = sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK))?;
+            let back =
+                sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK, ingress))?;
             let back_link = sys::bpf_tcx_attach(back.as_fd(), tap_index, TcxSide::Ingress)?;
-            let divert_link = sys::bpf_tcx_attach(divert.as_fd(), index, TcxSide::Egress)?;
+            let divert_link = sys::bpf_tcx_attach(divert.as_fd(), index, side)?;
             Ok([divert_link, back_link])
-        })?
-        .map_err(|e| Error::os("attach the diversion programs to", what(), e))?;
+        })
+        .await
+        .map_err(|e| {
+            let e = Error::os("attach the diversion programs (eBPF, TCX) to", what(), e);
+            if e.is_permission_denied() {
+                Error::Unsupported {
+                    op: "impair",
+                    object: what(),
+                    reason: "the kernel has no netem qdisc here, and the user-space path loads eBPF programs, which needs CAP_BPF (or CAP_SYS_ADMIN) in the initial user namespace: run as root, or use a kernel with netem (CONFIG_NET_SCH_NETEM), which works in a user namespace too".into(),
+                }
+            } else {
+                e
+            }
+        })?;
     Ok(Diversion {
         tap,
-        tap_index,
         _attachments: attachments,
     })
 }
@@ -102,7 +123,8 @@ mod tests {
             .create_blocking()
             .unwrap();
         let end = cable.link().index();
-        let diversion = divert(&a, end, &|| "test link".into()).unwrap();
+        let diversion =
+            crate::netlink::block_on(divert(&a, end, false, &|| "test link".into())).unwrap();
         let mut reader = std::fs::File::from(diversion.tap.try_clone().unwrap());
         let mut writer = std::fs::File::from(diversion.tap.try_clone().unwrap());
         let frames = Arc::new(AtomicU64::new(0));

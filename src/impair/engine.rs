@@ -107,17 +107,26 @@ impl Ord for Waiting {
     }
 }
 
-/// What happened to the frames, for the link's counters.
+/// What the user-space path did to a link direction's frames so far
+/// ([`Impaired::counters`](super::Impaired::counters)). A frame is one packet on the wire, or
+/// with segmentation offload (no per-packet option set) a segment of up to 64 KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counters {
-    pub(crate) received: u64,
-    pub(crate) sent: u64,
-    pub(crate) lost: u64,
-    pub(crate) duplicated: u64,
-    pub(crate) corrupted: u64,
-    pub(crate) reordered: u64,
-    /// Dropped because the queue was full.
-    pub(crate) overlimit: u64,
+#[non_exhaustive]
+pub struct Counters {
+    /// Frames the link handed over.
+    pub received: u64,
+    /// Frames sent on (duplicates included).
+    pub sent: u64,
+    /// Frames lost (the loss model, a partition, or still queued when the impairment went).
+    pub lost: u64,
+    /// Frames sent twice.
+    pub duplicated: u64,
+    /// Frames with a bit flipped.
+    pub corrupted: u64,
+    /// Frames sent ahead of the delayed ones.
+    pub reordered: u64,
+    /// Frames dropped because the queue was full (the limit).
+    pub overlimit: u64,
 }
 
 /// One direction of an impaired link.
@@ -137,6 +146,9 @@ pub(crate) struct Engine {
     seq: u64,
     /// When the last frame queued in order leaves (for the rate).
     tail_at: Option<u64>,
+    /// Bytes in front of each frame that are not on the wire (the relay's `virtio_net_hdr`):
+    /// never corrupted, not counted by the rate.
+    header: usize,
     pub(crate) counters: Counters,
 }
 
@@ -161,11 +173,38 @@ impl Engine {
             queue: BinaryHeap::new(),
             seq: 0,
             tail_at: None,
+            header: 0,
             counters: Counters::default(),
         }
     }
 
+    /// The same engine for frames with `header` bytes in front that are not on the wire.
+    pub(crate) fn with_header(mut self, header: usize) -> Engine {
+        self.header = header;
+        self
+    }
+
+    /// Changes what the engine does from now on; what waits keeps its departure time, as
+    /// `tc qdisc change` leaves netem's queue alone.
+    pub(crate) fn reconfigure(&mut self, imp: Impairment) {
+        let fresh = Engine::new(imp, u64::from(self.rng.next_u32()));
+        let Engine {
+            queue,
+            seq,
+            tail_at,
+            counters,
+            header,
+            ..
+        } = std::mem::replace(self, fresh);
+        self.queue = queue;
+        self.seq = seq;
+        self.tail_at = tail_at;
+        self.counters = counters;
+        self.header = header;
+    }
+
     /// The frames waiting.
+    #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -213,8 +252,9 @@ impl Engine {
             self.enqueue(now, frame.clone(), false);
         }
         if let Some((p, _)) = self.imp.corrupt {
-            if !frame.is_empty() && p.scaled() >= self.corrupt_cor.draw(&mut self.rng) {
-                let at = self.rng.next_u32() as usize % frame.len();
+            let wire = frame.len().saturating_sub(self.header);
+            if wire > 0 && p.scaled() >= self.corrupt_cor.draw(&mut self.rng) {
+                let at = self.header + self.rng.next_u32() as usize % wire;
                 frame[at] ^= 1 << (self.rng.next_u32() % 8);
                 self.counters.corrupted += 1;
             }
@@ -251,7 +291,7 @@ impl Engine {
                     delay = delay.saturating_sub(tail - now);
                     start = tail;
                 }
-                delay += wire_time(frame.len(), rate);
+                delay += wire_time(frame.len().saturating_sub(self.header), rate);
             }
             let at = start + delay;
             if self.imp.rate.is_some() {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Lab, plan_lan};
 use crate::{
     error::{Error, Result},
+    impair::{Direction, Distribution, Impairment, Percent, Rate, parse::duration},
     topology::{MemberSpec, bridged, connect, routed},
 };
 
@@ -32,14 +33,20 @@ use crate::{
 /// a = "db1"
 /// b = "monitor"
 /// subnets = ["10.40.9.0/30"]
+/// impair = { delay = "5ms", rate = "100mbit" }   # optional: both ends, what each sends
+///
+/// [impair.web2]                  # optional: what host web2 sends, on all its interfaces
+/// delay = "50ms"
+/// jitter = "5ms"
+/// loss = "1%"
 /// ```
 ///
 /// The format is strict: an unknown key is an error naming it (so a misspelt `subnet` is not
 /// silently ignored), as is every mistake [`Lab::add_topology`] can find before making anything — a
 /// bad subnet, a LAN too small, a host on two LANs (it would get two default routes), a router
-/// that is also a member, a router with a single subnet. Hosts are made in the order they first
-/// appear. Link impairment (delay, loss) is not part of the format: it needs the kernel's
-/// `sch_netem`, which this crate does not drive yet.
+/// that is also a member, a router with a single subnet, an impairment value that does not parse
+/// or an impairment of an unknown host. Hosts are made in the order they first appear; the
+/// impairments (see [`ImpairSpec`] and [`crate::impair`]) come last.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
@@ -52,6 +59,92 @@ pub struct Topology {
     /// Links, `[[link]]` in TOML.
     #[serde(default, rename = "link")]
     pub links: Vec<LinkSpec>,
+    /// Impairments of what hosts send, by host name (`[impair.HOST]` in TOML).
+    #[serde(default)]
+    pub impair: BTreeMap<String, ImpairSpec>,
+}
+
+/// An impairment in a [`Topology`], in tc-netem(8)'s words: every key optional, values as
+/// `tc` spells them (`"50ms"`, `"1%"`, `"10mbit"`); see [`Impairment`] for what each does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairSpec {
+    /// `"50ms"`.
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// `"5ms"` (needs a delay).
+    #[serde(default)]
+    pub jitter: Option<String>,
+    /// `"uniform"` (the default) or `"normal"`.
+    #[serde(default)]
+    pub distribution: Option<String>,
+    /// `"1%"`.
+    #[serde(default)]
+    pub loss: Option<String>,
+    /// `"0.5%"`.
+    #[serde(default)]
+    pub duplicate: Option<String>,
+    /// `"25%"` (needs a delay).
+    #[serde(default)]
+    pub reorder: Option<String>,
+    /// `"0.1%"`.
+    #[serde(default)]
+    pub corrupt: Option<String>,
+    /// `"10mbit"`.
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// Queue limit in packets.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl ImpairSpec {
+    /// The impairment this describes; errors name `object` and the key.
+    pub fn to_impairment(&self, object: &str) -> Result<Impairment> {
+        let key = |name: &str, e: Error| match e {
+            Error::InvalidInput { reason, .. } => {
+                Error::invalid(format!("{object}: {name}"), reason)
+            }
+            e => e,
+        };
+        let mut imp = Impairment::new();
+        if let Some(v) = &self.delay {
+            imp = imp.delay(duration(v).map_err(|e| key("delay", e))?);
+        }
+        if let Some(v) = &self.jitter {
+            imp = imp.jitter(duration(v).map_err(|e| key("jitter", e))?);
+        }
+        match self.distribution.as_deref() {
+            None | Some("uniform") => {}
+            Some("normal") => imp = imp.distribution(Distribution::Normal),
+            Some(other) => {
+                return Err(Error::invalid(
+                    format!("{object}: distribution"),
+                    format!("{other:?} is not one of \"uniform\", \"normal\""),
+                ));
+            }
+        }
+        if let Some(v) = &self.loss {
+            imp = imp.loss(v.parse::<Percent>().map_err(|e| key("loss", e))?);
+        }
+        if let Some(v) = &self.duplicate {
+            imp = imp.duplicate(v.parse::<Percent>().map_err(|e| key("duplicate", e))?);
+        }
+        if let Some(v) = &self.reorder {
+            imp = imp.reorder(v.parse::<Percent>().map_err(|e| key("reorder", e))?);
+        }
+        if let Some(v) = &self.corrupt {
+            imp = imp.corrupt(v.parse::<Percent>().map_err(|e| key("corrupt", e))?);
+        }
+        if let Some(v) = &self.rate {
+            imp = imp.rate(v.parse::<Rate>().map_err(|e| key("rate", e))?);
+        }
+        if let Some(v) = self.limit {
+            imp = imp.limit(v);
+        }
+        imp.validate(|| object.to_owned())?;
+        Ok(imp)
+    }
 }
 
 /// A LAN of a [`Topology`]: a bridge, its subnets (one per IP version) and hosts.
@@ -85,6 +178,9 @@ pub struct LinkSpec {
     /// shortened to 15 bytes).
     #[serde(default)]
     pub names: Option<(String, String)>,
+    /// An impairment of what each end sends (`impair = { delay = "5ms" }`).
+    #[serde(default)]
+    pub impair: Option<ImpairSpec>,
 }
 
 impl Topology {
@@ -201,6 +297,20 @@ impl Topology {
                 return Err(Error::invalid(object, "both ends are the same host"));
             }
             link_addresses(&object, &link.subnets)?;
+            if let Some(spec) = &link.impair {
+                spec.to_impairment(&format!("{object} impair"))?;
+            }
+        }
+        let hosts = self.all_hosts();
+        for (host, spec) in &self.impair {
+            let object = format!("topology impair.{host}");
+            if !hosts.contains(&host.as_str()) {
+                return Err(Error::invalid(
+                    object,
+                    "no host of the topology has this name",
+                ));
+            }
+            spec.to_impairment(&object)?;
         }
         Ok(())
     }
@@ -317,12 +427,23 @@ impl Lab {
                 .clone()
                 .unwrap_or_else(|| (towards(&link.b), towards(&link.a)));
             let mut builder = connect(self.host(&link.a)?, self.host(&link.b)?)
-                .names(a_name, b_name)
+                .names(&a_name, &b_name)
                 .default_routes(false);
             for (a, b) in pairs {
                 builder = builder.address(a, b);
             }
             self.add_link(builder).await?;
+            if let Some(spec) = &link.impair {
+                let imp = spec.to_impairment(&format!("{object} impair"))?;
+                self.impair_interface(&link.a, &a_name, Direction::Outbound, &imp)
+                    .await?;
+                self.impair_interface(&link.b, &b_name, Direction::Outbound, &imp)
+                    .await?;
+            }
+        }
+        for (host, spec) in &topology.impair {
+            let imp = spec.to_impairment(&format!("topology impair.{host}"))?;
+            self.impair(host, &imp).await?;
         }
         Ok(())
     }

@@ -129,7 +129,9 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if (self.failed || std::thread::panicking()) && env_is_1(KEEP_ENV) {
+        let failed = self.failed || std::thread::panicking();
+        self.misbehaviour.finish(&self.test, failed);
+        if failed && env_is_1(KEEP_ENV) {
             self.keep_for_inspection();
         }
         // Otherwise the fields go in order: networks (each torn down by its guard), then the

@@ -43,11 +43,13 @@
 
 #[cfg(feature = "topology-file")]
 mod file;
+mod impair;
 mod isolated;
 mod keep;
 
 #[cfg(feature = "topology-file")]
-pub use file::{LanSpec, LinkSpec, Topology};
+pub use file::{ImpairSpec, LanSpec, LinkSpec, Topology};
+pub use impair::CAPTURE_ENV;
 pub use isolated::run_isolated;
 pub use keep::{reap_kept, reap_kept_blocking};
 
@@ -98,6 +100,8 @@ pub struct Lab {
     test: String,
     /// Processes started in hosts, killed first.
     processes: Vec<Child>,
+    /// Impairments, partitions and captures, ended before the networks go.
+    misbehaviour: impair::Misbehaviour,
     /// Torn down before the namespaces are freed.
     parts: Vec<Part>,
     hosts: Vec<(String, Namespace)>,
@@ -156,6 +160,7 @@ impl Lab {
         Ok(Lab {
             test: test.to_owned(),
             processes: Vec::new(),
+            misbehaviour: impair::Misbehaviour::default(),
             parts: Vec::new(),
             hosts: Vec::new(),
             host,
@@ -366,6 +371,7 @@ impl Lab {
             Ok(net) => {
                 self.on_lan.extend(names);
                 self.parts.push(Part::Bridged(Box::new(net)));
+                self.capture_if_asked().await?;
                 match self.parts.last() {
                     Some(Part::Bridged(net)) => Ok(&**net),
                     _ => unreachable!("just pushed"),
@@ -417,6 +423,7 @@ impl Lab {
         };
         self.parts
             .push(Part::Bridged(Box::new(network.create().await?)));
+        self.capture_if_asked().await?;
         match self.parts.last() {
             Some(Part::Bridged(net)) => Ok(&**net),
             _ => unreachable!("just pushed"),
@@ -460,6 +467,7 @@ impl Lab {
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_routed(&mut self, network: RoutedNetworkBuilder) -> Result<&RoutedNetwork> {
         self.parts.push(Part::Routed(network.create().await?));
+        self.capture_if_asked().await?;
         match self.parts.last() {
             Some(Part::Routed(net)) => Ok(net),
             _ => unreachable!("just pushed"),
@@ -493,6 +501,7 @@ impl Lab {
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn add_link(&mut self, link: DirectLinkBuilder) -> Result<&DirectLink> {
         self.parts.push(Part::Link(link.create().await?));
+        self.capture_if_asked().await?;
         match self.parts.last() {
             Some(Part::Link(link)) => Ok(link),
             _ => unreachable!("just pushed"),

@@ -17,7 +17,7 @@ pub(crate) mod bridge;
 mod create;
 mod handle;
 mod info;
-mod lookup;
+pub(crate) mod lookup;
 pub(crate) mod macvlan;
 pub(crate) mod veth;
 pub(crate) mod vxlan;

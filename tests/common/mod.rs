@@ -129,6 +129,7 @@ fn package_of(program: &str) -> &'static str {
         p if p.starts_with("ip6tables") || p.starts_with("iptables") => "iptables",
         "nsenter" | "unshare" | "setpriv" => "util-linux",
         "sysctl" => "procps",
+        "tcpdump" => "tcpdump",
         _ => "coreutils",
     }
 }
