@@ -32,6 +32,15 @@
 //!   with runs where that layer is filtered off; reported as
 //!   `ratio bridged N=<n> setup traced/untraced: <value>` (traced against no subscriber).
 //!
+//! * **impairment, user-space path**: TCP throughput over a veth pair, plain against the same
+//!   link diverted through the user-space relay (no impairment, so it measures the path itself),
+//!   with segmentation offloads and without (what a per-packet option such as loss turns off),
+//!   alternating, with the relay thread's CPU time; ratio lines
+//!   `ratio userspace-link/veth tcp-throughput: <value>` (goal ≥ 0.6). The relay's memory with
+//!   a 25 ms delay under a bulk transfer (peak RSS growth). And the bridged setup at N=100 (or
+//!   the largest size below) plain against the same with every member's link impaired right
+//!   after: `ratio bridged N=<n> setup impairable/plain: <value>` (goal ≤ 1.5).
+//!
 //! Everything runs inside a private network and mount namespace (the bench re-executes itself
 //! under `unshare --net --mount`, with a private `/run/netns`), so it changes nothing on the
 //! machine. The soft open-file limit is set to 1024 for the netns-kit runs, to show 1000 members
@@ -102,6 +111,10 @@ fn main() {
     }
     if let Some(&n) = sizes.iter().filter(|&&n| n <= 100).max() {
         tracing_overhead(&mut report, n);
+    }
+    impairment(&mut report);
+    if let Some(&n) = sizes.iter().filter(|&&n| n <= 100).max() {
+        impairable_setup(&mut report, n);
     }
     report.print();
 }
@@ -1063,4 +1076,192 @@ fn cni(report: &mut Report, n: usize) {
     report.add(&format!("{scenario} DEL"), "cni-bridge", del.clone());
     report.ratio("cni", n, "add", &kit_add, "cni-bridge", &add);
     report.ratio("cni", n, "del", &kit_del, "cni-bridge", &del);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Impairment: the user-space path's cost.
+
+/// The CPU time (user + system) of this process's threads named `netns-kit-relay`.
+fn relay_cpu() -> Duration {
+    let tick = 100.0; // USER_HZ
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "netns-kit-relay" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+        });
+        total += ticks / tick;
+    }
+    Duration::from_secs_f64(total)
+}
+
+/// Sends `bytes` over one TCP connection from `a` to `to` (in `b`); the time until the receiver
+/// has them all.
+fn tcp_transfer(a: &Namespace, b: &Namespace, to: IpAddr, bytes: usize) -> Duration {
+    use std::io::Read;
+    let listener = b
+        .run_blocking(|| std::net::TcpListener::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < bytes {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed at {got} of {bytes}");
+            got += n;
+        }
+        Instant::now()
+    });
+    let start = Instant::now();
+    let mut stream = a
+        .run_blocking(move || std::net::TcpStream::connect((to, port)))
+        .unwrap()
+        .unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut sent = 0;
+    while sent < bytes {
+        let n = chunk.len().min(bytes - sent);
+        stream.write_all(&chunk[..n]).unwrap();
+        sent += n;
+    }
+    server.join().unwrap() - start
+}
+
+fn impairment(report: &mut Report) {
+    use netns_kit::impair::{Backend, Direction, Impairment, Percent};
+    println!("impairment: the user-space path against a plain veth");
+    let (a, b) = (
+        Namespace::new_blocking().unwrap(),
+        Namespace::new_blocking().unwrap(),
+    );
+    let link = connect(&a, &b)
+        .address("10.120.0.1/24", "10.120.0.2/24")
+        .create_blocking()
+        .unwrap();
+    let to: IpAddr = "10.120.0.2".parse().unwrap();
+    let bytes = 400 << 20;
+    let gbit = |d: Duration| bytes as f64 * 8.0 / d.as_secs_f64() / 1e9;
+    tcp_transfer(&a, &b, to, 16 << 20); // warm up
+    let relay = Impairment::new().backend(Backend::UserSpace);
+    // A per-packet option that changes nothing measurable: the offloads go off.
+    let per_packet = relay.clone().loss(Percent::new(0.0001).unwrap());
+    let (mut plain, mut diverted, mut segmented) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu, mut busy) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..3 {
+        plain.push(tcp_transfer(&a, &b, to, bytes));
+        let guard = link
+            .link()
+            .impair_blocking(Direction::Outbound, &relay)
+            .unwrap();
+        let back = link
+            .peer()
+            .impair_blocking(Direction::Outbound, &relay)
+            .unwrap();
+        let before = relay_cpu();
+        let took = tcp_transfer(&a, &b, to, bytes);
+        cpu += relay_cpu() - before;
+        busy += took;
+        diverted.push(took);
+        drop((guard, back));
+        let guard = link
+            .link()
+            .impair_blocking(Direction::Outbound, &per_packet)
+            .unwrap();
+        segmented.push(tcp_transfer(&a, &b, to, bytes / 4) * 4);
+        drop(guard);
+    }
+    report.add("tcp 400 MiB", "veth", plain.clone());
+    report.add("tcp 400 MiB", "user space", diverted.clone());
+    report.add("tcp 400 MiB", "no offloads", segmented.clone());
+    report.note(format!(
+        "tcp throughput: veth {:.2} Gbit/s, user-space link {:.2} Gbit/s (relay threads busy {:.0} % of one CPU meanwhile), without offloads {:.2} Gbit/s",
+        gbit(median(&plain)),
+        gbit(median(&diverted)),
+        cpu.as_secs_f64() / busy.as_secs_f64() * 100.0,
+        gbit(median(&segmented)),
+    ));
+    let ratio = |ours: &[Duration]| median(&plain).as_secs_f64() / median(ours).as_secs_f64();
+    report.ratios.push(format!(
+        "ratio userspace-link/veth tcp-throughput: {:.2} (goal >= 0.6)",
+        ratio(&diverted)
+    ));
+    report.ratios.push(format!(
+        "ratio userspace-link-no-offloads/veth tcp-throughput: {:.2}",
+        ratio(&segmented)
+    ));
+    // Memory: a bulk transfer through a 25 ms delay fills the queue (at most `limit` frames).
+    let before = vm_hwm_kib(std::process::id()).unwrap_or(0);
+    let delayed = Impairment::new()
+        .delay(Duration::from_millis(25))
+        .backend(Backend::UserSpace);
+    let guard = link
+        .link()
+        .impair_blocking(Direction::Outbound, &delayed)
+        .unwrap();
+    let took = tcp_transfer(&a, &b, to, 200 << 20);
+    drop(guard);
+    let after = vm_hwm_kib(std::process::id()).unwrap_or(0);
+    report.note(format!(
+        "relay memory: a 200 MiB transfer through a 25 ms delay ({:.2} Gbit/s) raised the peak RSS by {} MiB (to {} MiB)",
+        (200u64 << 20) as f64 * 8.0 / took.as_secs_f64() / 1e9,
+        after.saturating_sub(before) / 1024,
+        after / 1024
+    ));
+    drop((link, a, b));
+}
+
+fn impairable_setup(report: &mut Report, n: usize) {
+    use netns_kit::impair::{Backend, Direction, Impairment};
+    println!("bridged N={n}: plain against every member impaired right after setup");
+    let runs = runs_for(n).max(3);
+    let setup = |impair: bool| {
+        settle(n);
+        let host = Namespace::new_blocking().unwrap();
+        let start = Instant::now();
+        let net = bridged()
+            .host(&host)
+            .gateway("10.100.255.254/16")
+            .members((0..n).map(|i| MemberSpec::new().address(member_address(i))))
+            .create_blocking()
+            .unwrap();
+        let guards: Vec<_> = if impair {
+            let imp = Impairment::new()
+                .delay(Duration::from_millis(1))
+                .backend(Backend::UserSpace);
+            net.members()
+                .iter()
+                .map(|m| m.link().impair_blocking(Direction::Outbound, &imp).unwrap())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let took = start.elapsed();
+        drop((guards, net, host));
+        took
+    };
+    let (mut plain, mut impaired) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        plain.push(setup(false));
+        impaired.push(setup(true));
+    }
+    let scenario = format!("bridged N={n} setup");
+    report.add(&scenario, "plain", plain.clone());
+    report.add(&scenario, "impaired", impaired.clone());
+    let value = median(&impaired).as_secs_f64() / median(&plain).as_secs_f64();
+    report.ratios.push(format!(
+        "ratio bridged N={n} setup impairable/plain: {value:.2} (goal <= 1.5)"
+    ));
 }

@@ -2,13 +2,26 @@
 //! TAP device in the same namespace, whose reader (the relay) decides what happens to each
 //! frame, and what the relay writes into the TAP leaves by the link as if the link had sent it.
 //!
-//! Two small tc programs do it, attached with TCX (`BPF_LINK_CREATE`, kernel 6.6 and later):
-//! on the link's egress, "redirect to the TAP unless marked"; on the TAP's ingress, "mark, and
-//! redirect out of the link". The mark keeps what the relay sends back from being diverted
-//! again, and is cleared before the frame leaves. TCX attachments live exactly as long as their
-//! file descriptors, and the TAP as long as its own: dropping a [`Diversion`] restores the link,
-//! and so does the death of the process — a classic `clsact` filter would instead keep
-//! redirecting to a TAP that is gone and black-hole the link.
+//! Two small tc programs do it: on the link's egress (or ingress), "redirect to the TAP unless
+//! marked"; on the TAP's ingress, "mark, and redirect out of (or into) the link". The mark keeps
+//! what the relay sends back from being diverted again, and is cleared before the frame leaves.
+//!
+//! How they are attached is a trade between cost and what survives a `SIGKILL`:
+//!
+//! * The TAP's program is a classic `cls_bpf` filter (direct action) under a `clsact` qdisc, set
+//!   over rtnetlink: the TAP dies with the process, and its filter with it.
+//! * The link's program is attached with TCX (`BPF_LINK_CREATE`, kernel 6.6 and later) when the
+//!   link's namespace may outlive the process (a named namespace, a container's, the caller's
+//!   own): a TCX attachment lives exactly as long as its file descriptor, so the link is direct
+//!   again even if the process is killed — a classic filter would keep redirecting into a TAP
+//!   that is gone and black-hole the link. But every TCX attach and detach waits for an RCU
+//!   grace period under the RTNL lock: 12 to 20 ms each on the 2-vCPU machine this was measured
+//!   on, where a classic filter costs microseconds.
+//! * So in an anonymous namespace this process made (a lab's hosts, a network's members), which
+//!   the kernel frees with the process, the link's program is a classic filter too, removed
+//!   explicitly when the diversion goes. (A process started inside such a namespace that
+//!   outlives a killed parent would keep it, and its diverted link black-holed; the crate's
+//!   own `Lab::spawn` children are killed with their parent.)
 //!
 //! Why not the alternatives: this kernel has no `netem`, `gact` or `matchall`; `act_mirred`
 //! could redirect but not mark, and a link made of two TAPs from the start could not be
@@ -19,26 +32,133 @@
 //! of the link) and is named `nkdivN`.
 
 use std::{
-    os::fd::{AsFd, OwnedFd},
-    sync::atomic::{AtomicU32, Ordering},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
 };
+
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    tc::{TcAttribute, TcMessage},
+};
+use rtnetlink::packet_core::{DefaultNla, Emitable};
 
 use crate::{
     error::{Error, Result},
-    netns::Namespace,
+    netns::{Namespace, NsInner},
     sys::{self, TcxSide},
 };
 
 /// The mark on frames the relay sends back (in `skb->mark` between the two programs only).
 const RETURN_MARK: u32 = 0x6e6b_6476; // "nkdv"
 
+/// The priority of the classic filters (one diversion per link direction at a time).
+const FILTER_PRIO: u32 = 0xc0de;
+
 /// A link diverted through a TAP; dropping it undoes the diversion.
 #[derive(Debug)]
 pub(crate) struct Diversion {
     /// The TAP, opened with a `virtio_net_hdr` before each frame.
     pub(crate) tap: OwnedFd,
-    /// The TCX links of the two programs (dropped before the TAP).
-    _attachments: [OwnedFd; 2],
+    /// How the link's program is attached (undone before the TAP closes).
+    link: LinkSide,
+}
+
+#[derive(Debug)]
+enum LinkSide {
+    /// A TCX link: detached when the fd closes.
+    Tcx { _link: OwnedFd },
+    /// A classic filter, deleted over netlink.
+    Classic {
+        ns: Arc<NsInner>,
+        index: u32,
+        ingress: bool,
+    },
+}
+
+impl Drop for Diversion {
+    fn drop(&mut self) {
+        if let LinkSide::Classic { ns, index, ingress } = &self.link {
+            // Gone with its namespace, or with the link: nothing to undo then.
+            let delete = filter_message(*index, *ingress, None);
+            let _ = ns.blocking_one(
+                RouteNetlinkMessage::DelTrafficFilter(delete),
+                "undo the diversion of",
+                || format!("interface {index}"),
+            );
+        }
+    }
+}
+
+/// A `clsact` qdisc on link `index`.
+fn clsact_message(index: u32) -> TcMessage {
+    let mut msg = TcMessage::with_index(index as i32);
+    msg.header.parent = 0xffff_fff1.into(); // TC_H_CLSACT
+    msg.header.handle = 0xffff_0000.into();
+    msg.attributes
+        .push(TcAttribute::Other(DefaultNla::new(1, b"clsact\0".to_vec())));
+    msg
+}
+
+/// The classic `cls_bpf` filter (direct action) running `program` (an fd of this process) on
+/// link `index`'s ingress or egress; without a program, the message that deletes it.
+fn filter_message(index: u32, ingress: bool, program: Option<u32>) -> TcMessage {
+    const ETH_P_ALL: u16 = 0x0003;
+    let mut msg = TcMessage::with_index(index as i32);
+    // TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS or TC_H_MIN_EGRESS)
+    msg.header.parent = if ingress { 0xffff_fff2 } else { 0xffff_fff3 }.into();
+    msg.header.info = (FILTER_PRIO << 16) | u32::from(ETH_P_ALL.to_be());
+    msg.attributes
+        .push(TcAttribute::Other(DefaultNla::new(1, b"bpf\0".to_vec())));
+    if let Some(fd) = program {
+        const TCA_BPF_FD: u16 = 6;
+        const TCA_BPF_NAME: u16 = 7;
+        const TCA_BPF_FLAGS: u16 = 8;
+        const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+        let options = [
+            DefaultNla::new(TCA_BPF_FD, fd.to_ne_bytes().to_vec()),
+            DefaultNla::new(TCA_BPF_NAME, b"netns-kit-divert\0".to_vec()),
+            DefaultNla::new(
+                TCA_BPF_FLAGS,
+                TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes().to_vec(),
+            ),
+        ];
+        let mut nested = vec![0u8; options.as_slice().buffer_len()];
+        options.as_slice().emit(&mut nested);
+        msg.attributes
+            .push(TcAttribute::Other(DefaultNla::new(2 | 0x8000, nested)));
+    }
+    msg
+}
+
+/// Attaches `program` to link `index` of `ns` as a classic filter (adding `clsact` if the
+/// link has none); errors name `what`.
+async fn attach_classic(
+    ns: &NsInner,
+    index: u32,
+    ingress: bool,
+    program: &OwnedFd,
+    what: &dyn Fn() -> String,
+) -> Result<()> {
+    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    let op = "attach the diversion programs to";
+    let nl = ns.nl().await?;
+    let clsact = RouteNetlinkMessage::NewQueueDiscipline(clsact_message(index));
+    match nl.send(clsact, NLM_F_CREATE | NLM_F_EXCL).ack().await {
+        Ok(()) => {}
+        Err(e) if e.errno == nix::libc::EEXIST => {}
+        Err(e) => return Err(e.into_error(op, what())),
+    }
+    let filter = filter_message(index, ingress, Some(program.as_raw_fd() as u32));
+    nl.send(
+        RouteNetlinkMessage::NewTrafficFilter(filter),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .ack()
+    .await
+    .map_err(|e| e.into_error(op, what()))
 }
 
 /// Diverts link `index` in `ns` through a new TAP there: what it sends (`ingress` false) or
@@ -66,31 +186,50 @@ pub(crate) async fn divert(
     } else {
         TcxSide::Egress
     };
-    let attachments = sys::in_ns(ns.inner().fd().clone(), move || {
-            let divert = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
-            let back =
-                sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK, ingress))?;
-            let back_link = sys::bpf_tcx_attach(back.as_fd(), tap_index, TcxSide::Ingress)?;
-            let divert_link = sys::bpf_tcx_attach(divert.as_fd(), index, side)?;
-            Ok([divert_link, back_link])
-        })
-        .await
-        .map_err(|e| {
-            let e = Error::os("attach the diversion programs (eBPF, TCX) to", what(), e);
-            if e.is_permission_denied() {
-                Error::Unsupported {
-                    op: "impair",
-                    object: what(),
-                    reason: "the kernel has no netem qdisc here, and the user-space path loads eBPF programs, which needs CAP_BPF (or CAP_SYS_ADMIN) in the initial user namespace: run as root, or use a kernel with netem (CONFIG_NET_SCH_NETEM), which works in a user namespace too".into(),
-                }
-            } else {
-                e
-            }
-        })?;
-    Ok(Diversion {
-        tap,
-        _attachments: attachments,
+    let private = ns.inner().is_private();
+    let programs = sys::in_ns(ns.inner().fd().clone(), move || {
+        let divert = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
+        let back = sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK, ingress))?;
+        // TCX only where the namespace may outlive the process (see the module docs).
+        let tcx = if private {
+            None
+        } else {
+            Some(sys::bpf_tcx_attach(divert.as_fd(), index, side)?)
+        };
+        Ok((divert, back, tcx))
     })
+    .await
+    .map_err(|e| refused(e, what))?;
+    let (divert_program, back_program, tcx) = programs;
+    let inner = ns.inner();
+    // The TAP's program: it goes with the TAP.
+    attach_classic(inner, tap_index, true, &back_program, what).await?;
+    let link = match tcx {
+        Some(fd) => LinkSide::Tcx { _link: fd },
+        None => {
+            attach_classic(inner, index, ingress, &divert_program, what).await?;
+            LinkSide::Classic {
+                ns: inner.clone(),
+                index,
+                ingress,
+            }
+        }
+    };
+    Ok(Diversion { tap, link })
+}
+
+/// The error for programs the kernel refused to load or attach.
+fn refused(e: std::io::Error, what: &dyn Fn() -> String) -> Error {
+    let e = Error::os("attach the diversion programs (eBPF) to", what(), e);
+    if e.is_permission_denied() {
+        Error::Unsupported {
+            op: "impair",
+            object: what(),
+            reason: "the kernel has no netem qdisc here, and the user-space path loads eBPF programs, which needs CAP_BPF (or CAP_SYS_ADMIN) in the initial user namespace: run as root, or use a kernel with netem (CONFIG_NET_SCH_NETEM), which works in a user namespace too".into(),
+        }
+    } else {
+        e
+    }
 }
 
 #[cfg(test)]

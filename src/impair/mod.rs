@@ -57,12 +57,14 @@
 //! Why divert an existing link rather than build impairable links (two TAPs) from the start:
 //! "set when the link is created or changed at any time later" then holds for every link the
 //! crate makes, a runtime's included, and an unimpaired link pays nothing — it is a plain veth
-//! until the first impairment. The diversion is two tiny eBPF programs attached with TCX
-//! (kernel 6.6+): on the interface, "redirect to the TAP unless the frame is marked"; on the
-//! TAP, "mark, and redirect back". TCX attachments and the TAP live exactly as long as their
-//! file descriptors, so the link is direct again when the guard goes — and also if the process
-//! dies, even by `SIGKILL`, where a `clsact` filter would keep redirecting into a TAP that is
-//! gone.
+//! until the first impairment. The diversion is two tiny eBPF programs: on the interface,
+//! "redirect to the TAP unless the frame is marked"; on the TAP, "mark, and redirect back".
+//! Where the interface's namespace may outlive the process, the interface's program is attached
+//! with TCX (kernel 6.6+), which lives exactly as long as its file descriptor, so the link is
+//! direct again even if the process is killed; in an anonymous namespace the process made,
+//! which dies with it, a classic `clsact` filter does it at a fraction of the cost (a TCX attach
+//! waits for an RCU grace period: 12–20 ms here, against about 1.4 ms for a whole diversion
+//! with classic filters).
 //!
 //! * **Threads.** All diverted links and captures of a process share at most one relay thread
 //!   per CPU, never more than four (`netns-kit-relay`); a hundred impaired links run on the

@@ -107,7 +107,8 @@ impl NamespaceBuilder {
             let Some(name) = name else {
                 let (fd, socket) = new_anonymous(self.loopback_up, None).await?;
                 let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
-                let inner = NsInner::new(fd, label, None, None)?;
+                let mut inner = NsInner::new(fd, label, None, None)?;
+                inner.private = true;
                 inner.conn.give_spare(socket);
                 return Ok(Namespace {
                     inner: Arc::new(inner),
@@ -196,7 +197,8 @@ impl Namespace {
         .await
         .map_err(|e| Error::os("create", "a new network namespace", e))??;
         let label = format!("anonymous namespace net:[{}]", ns_inode(&fd));
-        let inner = NsInner::new(fd, label, None, None)?;
+        let mut inner = NsInner::new(fd, label, None, None)?;
+        inner.private = true;
         Ok((
             Namespace {
                 inner: Arc::new(inner),

@@ -32,6 +32,9 @@ pub(crate) struct NsInner {
     /// Set when something may hold the namespace outside this crate's knowledge: a process
     /// started inside, a socket made inside, the raw fd handed out. Then it is not known to die.
     pub(super) escaped: std::sync::atomic::AtomicBool,
+    /// Made here, anonymous: the kernel frees it when this process is gone (unless something
+    /// escaped with it).
+    pub(super) private: bool,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,11 +58,18 @@ impl NsInner {
             name,
             path,
             doomed: std::sync::atomic::AtomicBool::new(false),
+            private: false,
             escaped: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// How errors name this namespace, e.g. `namespace "ns1"`.
+    /// Whether this process made the namespace, anonymous: the kernel frees it with the
+    /// process, unless a process started inside outlives it.
+    pub(crate) fn is_private(&self) -> bool {
+        self.private
+    }
+
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
