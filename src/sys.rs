@@ -183,15 +183,22 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes `command` receive SIGKILL if the thread that started it ends, so a helper program
-/// (`iptables`) never outlives this process and acts after it is gone.
+/// Makes `command` receive SIGKILL if the thread that started it ends (with its process,
+/// even by `SIGKILL`), so a helper program (`iptables`) or a lab's server never outlives this
+/// process and acts after it is gone. If this process dies between the fork and the `prctl`,
+/// the child sees a new parent and does not run at all.
 pub(crate) fn kill_with_parent(command: &mut std::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec; it makes one prctl(2) syscall
-    // (async-signal-safe, no allocation) and returns its result.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec; it makes two syscalls
+    // (prctl(2) and getppid(2), both async-signal-safe, no allocation) and returns.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(|e| io::Error::from_raw_os_error(e as i32))
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
         });
     }
 }
@@ -772,8 +779,9 @@ pub(crate) fn start_time_at(entry: &str) -> io::Result<u64> {
 /// Opens a TAP device `name` in the calling thread's namespace, for a relay: `IFF_TAP |
 /// IFF_NO_PI | IFF_VNET_HDR` (each read or write is one frame behind a 10-byte
 /// `virtio_net_hdr`) with checksum and TCP segmentation offloads on, so whole GSO segments
-/// cross in one read. The device lives as long as the returned fd.
-pub(crate) fn open_tap(name: &str) -> io::Result<OwnedFd> {
+/// cross in one read. A `%d` in `name` is replaced by the kernel with the first free number;
+/// returns the fd and the device's name. The device lives as long as the returned fd.
+pub(crate) fn open_tap(name: &str) -> io::Result<(OwnedFd, String)> {
     const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
     const IFF_TAP: libc::c_short = 0x0002;
     const IFF_NO_PI: libc::c_short = 0x1000;
@@ -798,7 +806,10 @@ pub(crate) fn open_tap(name: &str) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     set_tap_offloads(fd.as_fd(), true)?;
-    Ok(fd)
+    // The kernel wrote the device's name back (with `%d` replaced).
+    let len = ifreq[..16].iter().position(|&b| b == 0).unwrap_or(16);
+    let name = String::from_utf8_lossy(&ifreq[..len]).into_owned();
+    Ok((fd, name))
 }
 
 /// Turns a TAP's checksum and TCP segmentation offloads on or off. Off, the kernel segments

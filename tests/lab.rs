@@ -348,3 +348,48 @@ fn an_isolated_test_runs_without_root_in_a_user_namespace() {
     assert!(out.contains("failed in its user namespace"), "{out}");
     assert!(out.contains("BODY-FAILED on purpose"), "{out}");
 }
+
+/// The child: a lab with a server started by `Lab::spawn`; prints the server's pid, then waits
+/// to be killed.
+#[test]
+#[ignore]
+fn inner_spawn_then_killed() {
+    let mut lab = Lab::new_blocking("spawn_killed").unwrap();
+    lab.add_host_blocking("srv").unwrap();
+    let mut sleeper = lab.command("srv", "sleep").unwrap();
+    let pid = lab.spawn(sleeper.arg("600")).unwrap().id();
+    println!("NK pid {pid}");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+/// A process started with `Lab::spawn` does not outlive a test killed with SIGKILL (it would
+/// otherwise keep running, reparented, and hold its host's namespace).
+#[test]
+fn a_spawned_process_dies_with_a_test_killed_by_sigkill() {
+    use std::io::BufRead;
+    let mut child = common::child("inner_spawn_then_killed", "spawn")
+        .arg("--ignored")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let pid: i32 = out
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("NK pid ").map(|p| p.trim().parse().unwrap()))
+        .expect("the child printed its server's pid");
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(alive(pid), "the server runs");
+    // Only the child this test started, by its pid.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    common::eventually("the spawned server to be gone", || !alive(pid));
+}

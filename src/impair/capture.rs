@@ -118,7 +118,10 @@ impl Link {
             BufWriter::with_capacity(1 << 16, file),
             packets.clone(),
         )
-        .map_err(|e| Error::os("start the capture of", label.clone(), e))?;
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&path);
+            Error::os("start the capture of", label.clone(), e)
+        })?;
         tracing::debug!(target: "netns_kit::impair", link = %label, path = %path.display(), "capture started");
         Ok(Capture {
             handle: Some(handle),

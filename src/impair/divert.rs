@@ -54,20 +54,25 @@ use crate::{
 /// The mark on frames the relay sends back (in `skb->mark` between the two programs only).
 const RETURN_MARK: u32 = 0x6e6b_6476; // "nkdv"
 
-/// The priority of the classic filters (one diversion per link direction at a time).
+/// The priority of the classic filters; each has a handle of its own.
 const FILTER_PRIO: u32 = 0xc0de;
 
-/// A link diverted through a TAP; dropping it undoes the diversion.
+/// A link diverted through a TAP; dropping it undoes the diversion: the link's program first
+/// (the link is direct again), then what was added to the link, then the TAP.
 #[derive(Debug)]
 pub(crate) struct Diversion {
+    /// How the link's program is attached.
+    link: LinkSide,
+    /// The `clsact` qdisc this diversion added to the link, removed with it.
+    link_clsact: Option<(Arc<NsInner>, u32)>,
     /// The TAP, opened with a `virtio_net_hdr` before each frame.
     pub(crate) tap: OwnedFd,
-    /// How the link's program is attached (undone before the TAP closes).
-    link: LinkSide,
 }
 
 #[derive(Debug)]
 enum LinkSide {
+    /// Not attached (yet).
+    None,
     /// A TCX link: detached when the fd closes.
     Tcx { _link: OwnedFd },
     /// A classic filter, deleted over netlink.
@@ -75,16 +80,32 @@ enum LinkSide {
         ns: Arc<NsInner>,
         index: u32,
         ingress: bool,
+        handle: u32,
     },
 }
 
 impl Drop for Diversion {
     fn drop(&mut self) {
-        if let LinkSide::Classic { ns, index, ingress } = &self.link {
-            // Gone with its namespace, or with the link: nothing to undo then.
-            let delete = filter_message(*index, *ingress, None);
+        // Errors mean the link or its namespace is gone: nothing to undo then.
+        if let LinkSide::Classic {
+            ns,
+            index,
+            ingress,
+            handle,
+        } = &self.link
+        {
+            let delete = filter_message(*index, *ingress, *handle, None);
             let _ = ns.blocking_one(
                 RouteNetlinkMessage::DelTrafficFilter(delete),
+                "undo the diversion of",
+                || format!("interface {index}"),
+            );
+        }
+        self.link = LinkSide::None;
+        if let Some((ns, index)) = self.link_clsact.take() {
+            let delete = clsact_message(index);
+            let _ = ns.blocking_one(
+                RouteNetlinkMessage::DelQueueDiscipline(delete),
                 "undo the diversion of",
                 || format!("interface {index}"),
             );
@@ -102,14 +123,16 @@ fn clsact_message(index: u32) -> TcMessage {
     msg
 }
 
-/// The classic `cls_bpf` filter (direct action) running `program` (an fd of this process) on
-/// link `index`'s ingress or egress; without a program, the message that deletes it.
-fn filter_message(index: u32, ingress: bool, program: Option<u32>) -> TcMessage {
+/// The classic `cls_bpf` filter `handle` (direct action) running `program` (an fd of this
+/// process) on link `index`'s ingress or egress; without a program, the message that deletes
+/// it.
+fn filter_message(index: u32, ingress: bool, handle: u32, program: Option<u32>) -> TcMessage {
     const ETH_P_ALL: u16 = 0x0003;
     let mut msg = TcMessage::with_index(index as i32);
     // TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS or TC_H_MIN_EGRESS)
     msg.header.parent = if ingress { 0xffff_fff2 } else { 0xffff_fff3 }.into();
     msg.header.info = (FILTER_PRIO << 16) | u32::from(ETH_P_ALL.to_be());
+    msg.header.handle = handle.into();
     msg.attributes
         .push(TcAttribute::Other(DefaultNla::new(1, b"bpf\0".to_vec())));
     if let Some(fd) = program {
@@ -133,54 +156,71 @@ fn filter_message(index: u32, ingress: bool, program: Option<u32>) -> TcMessage 
     msg
 }
 
-/// Attaches `program` to link `index` of `ns` as a classic filter (adding `clsact` if the
-/// link has none); errors name `what`.
-async fn attach_classic(
+/// Adds a `clsact` qdisc to link `index` of `ns`; `false` if it has one already.
+async fn add_clsact(ns: &NsInner, index: u32, what: &dyn Fn() -> String) -> Result<bool> {
+    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    let nl = ns.nl().await?;
+    let clsact = RouteNetlinkMessage::NewQueueDiscipline(clsact_message(index));
+    match nl.send(clsact, NLM_F_CREATE | NLM_F_EXCL).ack().await {
+        Ok(()) => Ok(true),
+        Err(e) if e.errno == nix::libc::EEXIST => Ok(false),
+        Err(e) => Err(e.into_error("attach the diversion programs to", what())),
+    }
+}
+
+/// Attaches `program` to link `index` of `ns` as classic filter `handle` (under its `clsact`).
+async fn add_filter(
     ns: &NsInner,
     index: u32,
     ingress: bool,
+    handle: u32,
     program: &OwnedFd,
     what: &dyn Fn() -> String,
 ) -> Result<()> {
     use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-    let op = "attach the diversion programs to";
     let nl = ns.nl().await?;
-    let clsact = RouteNetlinkMessage::NewQueueDiscipline(clsact_message(index));
-    match nl.send(clsact, NLM_F_CREATE | NLM_F_EXCL).ack().await {
-        Ok(()) => {}
-        Err(e) if e.errno == nix::libc::EEXIST => {}
-        Err(e) => return Err(e.into_error(op, what())),
-    }
-    let filter = filter_message(index, ingress, Some(program.as_raw_fd() as u32));
+    let filter = filter_message(index, ingress, handle, Some(program.as_raw_fd() as u32));
     nl.send(
         RouteNetlinkMessage::NewTrafficFilter(filter),
         NLM_F_CREATE | NLM_F_EXCL,
     )
     .ack()
     .await
-    .map_err(|e| e.into_error(op, what()))
+    .map_err(|e| e.into_error("attach the diversion programs to", what()))
+}
+
+/// A filter handle no other diversion of this link is likely to have (several processes may
+/// divert links of one namespace).
+fn filter_handle() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let mixed = std::process::id().rotate_left(16) ^ NEXT.fetch_add(1, Ordering::Relaxed);
+    mixed.max(1)
 }
 
 /// Diverts link `index` in `ns` through a new TAP there: what it sends (`ingress` false) or
-/// what it receives (`ingress` true).
+/// what it receives (`ingress` true). On error nothing of it is left.
 pub(crate) async fn divert(
     ns: &Namespace,
     index: u32,
     ingress: bool,
     what: &dyn Fn() -> String,
 ) -> Result<Diversion> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let name = format!("nkdiv{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let tap_name = name.clone();
-    let tap = sys::in_ns(ns.inner().fd().clone(), move || sys::open_tap(&tap_name))
+    // The kernel picks the TAP's number: unique in the namespace, whoever else diverts there.
+    let (tap, name) = sys::in_ns(ns.inner().fd().clone(), || sys::open_tap("nkdiv%d"))
         .await
         .map_err(|e| Error::os("open a TAP device (/dev/net/tun) to divert", what(), e))?;
-    let link = ns.link_by_name(&name).await?;
+    // From here on, dropping `diversion` undoes whatever was done.
+    let mut diversion = Diversion {
+        link: LinkSide::None,
+        link_clsact: None,
+        tap,
+    };
+    let tap_link = ns.link_by_name(&name).await?;
     let key = format!("net.ipv6.conf.{name}.disable_ipv6");
     // Best effort: without IPv6 in the namespace there is nothing to disable.
     let _ = ns.set_sysctl(&key, "1").await;
-    link.set_up().await?;
-    let tap_index = link.index();
+    tap_link.set_up().await?;
+    let tap_index = tap_link.index();
     let side = if ingress {
         TcxSide::Ingress
     } else {
@@ -190,11 +230,16 @@ pub(crate) async fn divert(
     let programs = sys::in_ns(ns.inner().fd().clone(), move || {
         let divert = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
         let back = sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK, ingress))?;
-        // TCX only where the namespace may outlive the process (see the module docs).
+        // TCX where the namespace may outlive the process (see the module docs), and where
+        // the kernel has it (6.6 and later; older ones refuse the attach type with EINVAL).
         let tcx = if private {
             None
         } else {
-            Some(sys::bpf_tcx_attach(divert.as_fd(), index, side)?)
+            match sys::bpf_tcx_attach(divert.as_fd(), index, side) {
+                Ok(link) => Some(link),
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => None,
+                Err(e) => return Err(e),
+            }
         };
         Ok((divert, back, tcx))
     })
@@ -203,19 +248,25 @@ pub(crate) async fn divert(
     let (divert_program, back_program, tcx) = programs;
     let inner = ns.inner();
     // The TAP's program: it goes with the TAP.
-    attach_classic(inner, tap_index, true, &back_program, what).await?;
-    let link = match tcx {
-        Some(fd) => LinkSide::Tcx { _link: fd },
+    add_clsact(inner, tap_index, what).await?;
+    add_filter(inner, tap_index, true, 1, &back_program, what).await?;
+    match tcx {
+        Some(fd) => diversion.link = LinkSide::Tcx { _link: fd },
         None => {
-            attach_classic(inner, index, ingress, &divert_program, what).await?;
-            LinkSide::Classic {
+            if add_clsact(inner, index, what).await? {
+                diversion.link_clsact = Some((inner.clone(), index));
+            }
+            let handle = filter_handle();
+            add_filter(inner, index, ingress, handle, &divert_program, what).await?;
+            diversion.link = LinkSide::Classic {
                 ns: inner.clone(),
                 index,
                 ingress,
-            }
+                handle,
+            };
         }
-    };
-    Ok(Diversion { tap, link })
+    }
+    Ok(diversion)
 }
 
 /// The error for programs the kernel refused to load or attach.
@@ -264,6 +315,15 @@ mod tests {
         let end = cable.link().index();
         let diversion =
             crate::netlink::block_on(divert(&a, end, false, &|| "test link".into())).unwrap();
+        let qdiscs = |ns: &Namespace| {
+            let out = ns
+                .command("tc")
+                .args(["qdisc", "show", "dev", "nkd0"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(qdiscs(&a).contains("clsact"), "{}", qdiscs(&a));
         let mut reader = std::fs::File::from(diversion.tap.try_clone().unwrap());
         let mut writer = std::fs::File::from(diversion.tap.try_clone().unwrap());
         let frames = Arc::new(AtomicU64::new(0));
@@ -293,6 +353,11 @@ mod tests {
         );
         stop.store(true, Ordering::Relaxed);
         drop(diversion);
+        assert!(
+            !qdiscs(&a).contains("clsact"),
+            "left behind: {}",
+            qdiscs(&a)
+        );
         // The relay's read ends with the TAP gone (or the next frame); the link is back.
         assert!(
             ping(&a, "10.81.0.2").is_some(),

@@ -117,7 +117,7 @@ pub struct Counters {
     pub received: u64,
     /// Frames sent on (duplicates included).
     pub sent: u64,
-    /// Frames lost (the loss model, a partition, or still queued when the impairment went).
+    /// Frames lost (the loss model, or a partition).
     pub lost: u64,
     /// Frames sent twice.
     pub duplicated: u64,
@@ -176,6 +176,24 @@ impl Engine {
             header: 0,
             counters: Counters::default(),
         }
+    }
+
+    /// The bytes `frame` takes on the wire: without the header in front, and for a segment
+    /// the relay gets whole (a `virtio_net_hdr` with a GSO type), with the headers each of its
+    /// packets repeats, as netem's `qdisc_pkt_len` counts them.
+    fn wire_len(&self, frame: &[u8]) -> usize {
+        let len = frame.len().saturating_sub(self.header);
+        if self.header < 10 || frame.len() < 10 || frame[1] == 0 {
+            return len;
+        }
+        // struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+        let hdr_len = usize::from(u16::from_ne_bytes([frame[2], frame[3]]));
+        let gso_size = usize::from(u16::from_ne_bytes([frame[4], frame[5]]));
+        if gso_size == 0 || hdr_len >= len {
+            return len;
+        }
+        let segments = (len - hdr_len).div_ceil(gso_size);
+        len + (segments.saturating_sub(1)) * hdr_len
     }
 
     /// The same engine for frames with `header` bytes in front that are not on the wire.
@@ -291,7 +309,7 @@ impl Engine {
                     delay = delay.saturating_sub(tail - now);
                     start = tail;
                 }
-                delay += wire_time(frame.len().saturating_sub(self.header), rate);
+                delay += wire_time(self.wire_len(&frame), rate);
             }
             let at = start + delay;
             if self.imp.rate.is_some() {

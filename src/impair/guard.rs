@@ -8,6 +8,7 @@
 
 use std::{
     fmt,
+    os::fd::{AsFd, OwnedFd},
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -38,10 +39,28 @@ type Key = ((u64, u64), u32, Direction);
 pub(crate) struct Channel {
     pub(crate) shared: Arc<Shared>,
     handle: Mutex<Option<relay::Handle>>,
+    /// A second descriptor of the TAP, to switch its offloads from the caller's thread
+    /// (`TUNSETOFFLOAD` takes the RTNL lock, which must not hold up the relay thread).
+    tap: OwnedFd,
+}
+
+impl Channel {
+    /// Sets the impairment the relay applies, and the TAP's offloads to match: off for
+    /// options drawn per packet, so that each frame is one packet on the wire.
+    pub(crate) fn impair(&self, impairment: Option<&Impairment>) {
+        let per_packet = impairment.is_some_and(Impairment::per_packet);
+        // Best effort: with the offloads left on, the impairment still applies, per segment.
+        let _ = crate::sys::set_tap_offloads(self.tap.as_fd(), !per_packet);
+        self.shared.update(|s| {
+            s.impaired = impairment.is_some();
+            s.impairment = impairment.cloned().unwrap_or_default();
+        });
+    }
 }
 
 impl Drop for Channel {
     fn drop(&mut self) {
+        // The relay job goes first (the link is direct again), then the TAP with `tap`.
         let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(handle);
     }
@@ -63,22 +82,32 @@ pub(crate) async fn channel(link: &Link, direction: Direction) -> Result<Arc<Cha
     if let Some(channel) = registered(&lock(), &key) {
         return Ok(channel);
     }
+    // One diversion is made at a time, so two callers never divert one link twice.
+    static MAKING: std::sync::OnceLock<futures::lock::Mutex<()>> = std::sync::OnceLock::new();
+    let _making = MAKING
+        .get_or_init(|| futures::lock::Mutex::new(()))
+        .lock()
+        .await;
+    if let Some(channel) = registered(&lock(), &key) {
+        return Ok(channel);
+    }
     let ns = Namespace::view(link.ns().clone());
     let label = || link.label();
     let diversion = divert(&ns, link.index(), direction == Direction::Inbound, &label).await?;
     let mut channels = lock();
-    if let Some(channel) = registered(&channels, &key) {
-        // Made by another caller meanwhile; this diversion goes away unused.
-        return Ok(channel);
-    }
     static SEED: AtomicU64 = AtomicU64::new(0);
     let seed = crate::sys::monotonic_ns() ^ SEED.fetch_add(0x9e37_79b9, Ordering::Relaxed);
     let shared = Arc::new(Shared::default());
+    let tap = diversion
+        .tap
+        .try_clone()
+        .map_err(|e| Error::os("start the relay for", link.label(), e))?;
     let handle = relay::relay(diversion, shared.clone(), seed)
         .map_err(|e| Error::os("start the relay for", link.label(), e))?;
     let channel = Arc::new(Channel {
         shared,
         handle: Mutex::new(Some(handle)),
+        tap,
     });
     channels.retain(|(_, c)| c.strong_count() > 0);
     channels.push((key, Arc::downgrade(&channel)));
@@ -215,17 +244,20 @@ impl Link {
         let mut taken = false;
         channel.shared.update(|s| {
             taken = s.impaired;
-            if !taken {
-                s.impaired = true;
-                s.impairment = impairment.clone();
-            }
+            s.impaired = true;
         });
         if taken {
-            return Err(Error::invalid(
-                object(),
-                "this direction is impaired already: change it with Impaired::set, or drop that guard first",
-            ));
+            return Err(Error::AlreadyExists {
+                op: "impair",
+                object: object(),
+                detail: None,
+                hint: Some(
+                    "this direction is impaired already: change it with Impaired::set, or drop that guard first",
+                ),
+                source: std::io::Error::from_raw_os_error(nix::libc::EEXIST),
+            });
         }
+        channel.impair(Some(impairment));
         Ok(self.guard(direction, impairment, State::UserSpace(channel)))
     }
 
@@ -310,7 +342,7 @@ impl Impaired {
             .validate(|| format!("impairment of {}, {}", self.link.label(), self.direction))?;
         match &self.state {
             State::Netem => self.link.netem(Verb::Change, impairment).await?,
-            State::UserSpace(c) => c.shared.update(|s| s.impairment = impairment.clone()),
+            State::UserSpace(c) => c.impair(Some(impairment)),
             State::Gone => {}
         }
         self.impairment = impairment.clone();
@@ -347,10 +379,7 @@ impl Impaired {
                     .blocking_one(msg, "clear the impairment of", || label)
             }
             State::UserSpace(channel) => {
-                channel.shared.update(|s| {
-                    s.impaired = false;
-                    s.impairment = Impairment::default();
-                });
+                channel.impair(None);
                 drop(channel);
                 Ok(())
             }

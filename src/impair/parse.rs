@@ -52,8 +52,8 @@ pub(super) fn rate(text: &str) -> Result<u64> {
     Ok(bits as u64)
 }
 
-/// `"50ms"`, `"1.5s"`, `"250us"`, `"100ns"`, `"2m"`; a bare number is milliseconds (as tc's
-/// `delay 50` would be microseconds, a bare number is refused instead — too easy to misread).
+/// `"50ms"`, `"1.5s"`, `"250us"`, `"100ns"`, `"2m"`. A bare number is refused: tc reads
+/// `delay 50` as microseconds, which is too easy to misread.
 #[cfg_attr(not(feature = "topology-file"), allow(dead_code))]
 pub(crate) fn duration(text: &str) -> Result<Duration> {
     let bad = || {

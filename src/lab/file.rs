@@ -311,6 +311,19 @@ impl Topology {
                 ));
             }
             spec.to_impairment(&object)?;
+            // `[impair.HOST]` covers every interface of the host, the ends of its links too.
+            let overlap = self
+                .links
+                .iter()
+                .position(|l| l.impair.is_some() && (l.a == *host || l.b == *host));
+            if let Some(i) = overlap {
+                return Err(Error::invalid(
+                    object,
+                    format!(
+                        "link {i} has an `impair` of its own at this host's end, and [impair.{host}] covers every interface of {host:?} already: give one of them"
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -86,7 +86,7 @@ impl Lab {
     /// use netns_kit::impair::{Impairment, Percent};
     /// lab.add_lan(["10.0.0.0/24"], ["db", "app"]).await?;
     /// let far = Impairment::new().delay(Duration::from_millis(40)).loss(Percent::new(1.0)?);
-    /// lab.impair("db", &far).await?; // app <-> db: about 80 ms round trip, 2 % loss
+    /// lab.impair("db", &far).await?; // app <-> db: about 40 ms round trip, 1 % lost
     /// # Ok(()) }
     /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]

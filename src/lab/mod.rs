@@ -26,8 +26,9 @@
 //!   exists only in the lab until the lab is kept.
 //! * **Gone afterwards.** A lab owns everything in it as the crate's guards do; dropping it
 //!   (also while a failing test unwinds) kills the processes it started, then tears the
-//!   networks down, then frees the namespaces. Anonymous namespaces die with the process even on
-//!   `SIGKILL`.
+//!   networks down, then frees the namespaces. On `SIGKILL` the kernel does it: the processes
+//!   the lab started die with the test's process ([`Lab::spawn`]), and then its anonymous
+//!   namespaces, with everything in them.
 //! * **Kept on failure.** With `NETNS_KIT_KEEP=1` in the environment, a lab dropped while its
 //!   thread panics — a failing test — or after [`Lab::mark_failed`] (for a test that fails by
 //!   returning an error) is kept instead: each of its namespaces is bind-mounted
@@ -639,8 +640,10 @@ impl Lab {
     }
 
     /// Starts `command` (from [`Lab::command`]) as a process the lab owns: it is killed and
-    /// reaped when the lab goes, first of all. Returns it, to read its output or stop it
-    /// earlier.
+    /// reaped when the lab goes, first of all — and killed by the kernel if the test process
+    /// dies first, even by `SIGKILL` (`PR_SET_PDEATHSIG`; strictly, when the thread that
+    /// called `spawn` ends, which for a test is its body's thread). Returns it, to read its
+    /// output or stop it earlier.
     ///
     /// # Errors
     ///
@@ -658,6 +661,7 @@ impl Lab {
     /// ```
     pub fn spawn(&mut self, command: &mut Command) -> Result<&mut Child> {
         let program = command.get_program().to_string_lossy().into_owned();
+        crate::sys::kill_with_parent(command);
         let child = command
             .spawn()
             .map_err(|e| Error::os("start", format!("{program:?} in lab {}", self.test), e))?;

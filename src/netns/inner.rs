@@ -63,13 +63,13 @@ impl NsInner {
         })
     }
 
-    /// How errors name this namespace, e.g. `namespace "ns1"`.
     /// Whether this process made the namespace, anonymous: the kernel frees it with the
     /// process, unless a process started inside outlives it.
     pub(crate) fn is_private(&self) -> bool {
         self.private
     }
 
+    /// How errors name this namespace, e.g. `namespace "ns1"`.
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
