@@ -91,9 +91,12 @@ async fn on_thread<R: Send + 'static>(
     f: impl FnOnce(&dyn Fn() -> bool) -> R + Send + 'static,
 ) -> std::io::Result<R> {
     let (tx, rx) = futures::channel::oneshot::channel();
+    // Owed until the thread is done: it may be undoing what a dropped future inserted.
+    let owed = crate::sys::owed();
     std::thread::Builder::new()
         .name("netns-kit-iptables".into())
         .spawn(move || {
+            let _owed = owed;
             let result = f(&|| tx.is_canceled());
             let _ = tx.send(result);
         })?;

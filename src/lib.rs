@@ -179,7 +179,11 @@
 //!   they are inserted, so they are removed even in a process that ran out of descriptors.
 //! * **Failures and cancellation leave nothing.** Every builder puts what it creates under a
 //!   guard as soon as it is requested: if a later step fails, it is removed before the error is
-//!   returned; if the future is dropped (a timeout), the guard's `Drop` removes it.
+//!   returned; if the future is dropped (a timeout), the guard's `Drop` removes it — or, for a
+//!   step that was running on a library thread at that moment, that thread undoes it as soon
+//!   as the step ends. Such work is owed: a process that ends normally (`main` returns,
+//!   `std::process::exit`) waits for it at exit, up to 15 s, so a program that times out a
+//!   `create` and exits at once leaves nothing. On `SIGKILL` nothing runs: see the next point.
 //! * **Named objects of a killed process can be reaped.** A named namespace is a bind mount, a
 //!   bridge in a surviving namespace stays, firewall rules stay: a process killed before its
 //!   guards ran leaves them behind, as a killed `ip netns add` script would. Every such object
@@ -192,7 +196,8 @@
 //!   set up there even when the first request comes from inside [`Namespace::run`]: a dropped
 //!   anonymous namespace is freed at once.
 //! * Destructors do not run on [`std::process::exit`], on an abort, or for a guard leaked with
-//!   [`std::mem::forget`]; then only the first and the fourth points apply.
+//!   [`std::mem::forget`]; then only the first and the fourth points apply (and, for
+//!   `std::process::exit`, the wait for owed work).
 //!
 //! # Security
 //!

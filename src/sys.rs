@@ -582,6 +582,12 @@ fn worker(pool: &'static Pool) {
 
 fn submit(job: Job) -> io::Result<()> {
     let pool = pool()?;
+    // Owed until it has run: a process that ends normally waits for it (see `owed`).
+    let owed = owed();
+    let job: Job = Box::new(move || {
+        let _owed = owed;
+        job();
+    });
     let mut state = pool.lock();
     state.queue.push_back(job);
     if let Err(e) = pool.grow(&mut state) {
@@ -1040,4 +1046,60 @@ pub(crate) fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is a valid `timespec` to write; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Work owed at exit.
+
+/// Work still running on a library thread that a caller no longer waits for: the undo of a
+/// dropped future, a job handed to a worker. While any is owed, a normal exit of the process
+/// (`main` returning, `std::process::exit`) waits for it in an `atexit` handler, at most
+/// [`EXIT_DRAIN_LIMIT`]: without that, the exit would kill the library's threads half-way and
+/// leave what they were undoing (firewall rules in a namespace that outlives the process).
+static OWED: Mutex<usize> = Mutex::new(0);
+static SETTLED: Condvar = Condvar::new();
+
+/// The longest a normal exit waits for owed work (an `iptables` run is bounded by 10 s).
+pub(crate) const EXIT_DRAIN_LIMIT: Duration = Duration::from_secs(15);
+
+/// One piece of owed work; dropping it (when the work is done, or failed) pays it.
+#[must_use]
+pub(crate) struct Owed(());
+
+/// Records work owed until the returned value is dropped.
+pub(crate) fn owed() -> Owed {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: `drain_at_exit` is an `extern "C" fn()` that never unwinds (it only locks,
+        // waits on a condition variable and returns); registering it has no other effect.
+        unsafe { libc::atexit(drain_at_exit) };
+    });
+    *OWED.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    Owed(())
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        let mut owed = OWED.lock().unwrap_or_else(|p| p.into_inner());
+        *owed = owed.saturating_sub(1);
+        if *owed == 0 {
+            SETTLED.notify_all();
+        }
+    }
+}
+
+/// Waits, at exit, until no work is owed (or [`EXIT_DRAIN_LIMIT`] has passed).
+extern "C" fn drain_at_exit() {
+    let deadline = std::time::Instant::now() + EXIT_DRAIN_LIMIT;
+    let mut owed = OWED.lock().unwrap_or_else(|p| p.into_inner());
+    while *owed > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        owed = SETTLED
+            .wait_timeout(owed, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
 }

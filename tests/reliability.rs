@@ -647,3 +647,54 @@ async fn an_ipv4_only_network_with_a_small_mtu_works() {
     assert_eq!(link_json(net.members()[0].namespace(), "eth0")["mtu"], 1000);
     assert!(ping(net.members()[0].namespace(), "10.90.9.2"));
 }
+
+/// The child: opens the parent's sandbox, starts a bridged network with FORWARD rules there,
+/// drops the creation after `NK_CANCEL_MICROS`, and returns at once (the harness then exits).
+#[test]
+#[ignore]
+fn inner_cancel_then_exit() {
+    let path = std::env::var("NK_SANDBOX").unwrap();
+    let micros: u64 = std::env::var("NK_CANCEL_MICROS").unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let host = Namespace::open_path(&path).unwrap();
+        let build = bridged()
+            .host(&host)
+            .gateway("10.86.0.254/24")
+            .accept_forward(true)
+            .members((1..=4).map(|i| MemberSpec::new().address(format!("10.86.0.{i}/24"))))
+            .create();
+        drop(tokio::time::timeout(Duration::from_micros(micros), build).await);
+    });
+}
+
+/// A program that drops a `create()` future on a timeout and exits right away leaves nothing:
+/// what the dropped future owed is done before the process ends.
+#[tokio::test]
+async fn a_cancelled_creation_leaves_nothing_when_the_process_exits_at_once() {
+    let host = sandbox().await;
+    for program in ["iptables", "ip6tables"] {
+        let policy = outside(&host, program, &["-w", "-P", "FORWARD", "DROP"]).status();
+        assert!(policy.unwrap().success());
+    }
+    for round in 0..24u64 {
+        let micros = 1000 + round * 250;
+        let status = child("inner_cancel_then_exit", "cancel-exit")
+            .arg("--ignored")
+            .env("NK_SANDBOX", proc_path(&host))
+            .env("NK_CANCEL_MICROS", micros.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child failed ({micros} µs)");
+        // Right after the child's exit, with no reaper and no waiting.
+        assert_eq!(link_names(&host), ["lo"], "cancelled after {micros} µs");
+        for program in ["iptables", "ip6tables"] {
+            let left = forward_rules(&host, program);
+            assert!(left.is_empty(), "{program} after {micros} µs: {left:?}");
+        }
+    }
+}
