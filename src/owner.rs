@@ -48,7 +48,7 @@ use std::{
     },
 };
 
-const PREFIX: &str = "netns-kit:";
+pub(crate) const PREFIX: &str = "netns-kit:";
 /// What `keep()` leaves in place of a mark on a firewall rule or a named namespace's `lo`.
 pub(crate) const KEPT: &str = "netns-kit:kept";
 /// What `keep()` leaves in place of a link's alias mark: no alias at all (the kernel removes an

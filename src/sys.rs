@@ -369,9 +369,14 @@ pub(crate) fn read_small_file(path: &Path, max: u64) -> Option<Vec<u8>> {
 }
 
 pub(crate) fn unmount_and_unlink(path: &Path) -> io::Result<()> {
-    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(errno(e)),
+    // Every mount stacked on the name (two `mount --bind` over one file), not only the top one:
+    // the file cannot be removed while one is left (EBUSY).
+    for _ in 0..64 {
+        match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => break,
+            Err(e) => return Err(errno(e)),
+        }
     }
     match fs::remove_file(path) {
         Ok(()) => Ok(()),

@@ -483,3 +483,68 @@ async fn thirty_two_namespaces_created_concurrently() {
     let listed = netns_list("");
     assert!(names.iter().all(|n| !listed.contains(n)));
 }
+
+/// Two namespaces mounted over each other at one name (two `mount --bind`, as two racing
+/// `ip netns attach` can leave): one `delete_named` removes the name, not only the top mount.
+#[test]
+fn delete_named_removes_every_mount_stacked_on_the_name() {
+    let name = format!("nk-stacked-{}", std::process::id());
+    let path = format!("/run/netns/{name}");
+    std::fs::write(&path, b"").unwrap();
+    for _ in 0..2 {
+        // A fresh namespace each time, bind-mounted over the name by `mount`, not this crate.
+        let status = tool("unshare")
+            .args(["--net", "--", "mount", "--bind", "/proc/self/ns/net", &path])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(
+        mounts.matches(&format!(" {path} ")).count(),
+        2,
+        "two mounts on {path}"
+    );
+    Namespace::delete_named(&name).unwrap();
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "{path} is still there"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!(" {path} ")),
+        "a mount is left on {path}"
+    );
+}
+
+/// Two removers racing for one name: one removes it, the other gets Ok or `NotFound`, never
+/// another error (it used to get "not a namespace file" when it looked in between).
+#[test]
+fn two_removers_racing_for_one_name_get_ok_or_not_found() {
+    let name = format!("nk-race-{}", std::process::id());
+    for round in 0..40 {
+        Namespace::named_blocking(&name).unwrap().keep();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let removers: Vec<_> = (0..2)
+            .map(|_| {
+                let (name, barrier) = (name.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Namespace::delete_named(&name)
+                })
+            })
+            .collect();
+        let results: Vec<_> = removers.into_iter().map(|r| r.join().unwrap()).collect();
+        assert!(
+            results.iter().any(Result::is_ok),
+            "round {round}: nobody removed it: {results:?}"
+        );
+        for r in &results {
+            assert!(
+                matches!(r, Ok(()) | Err(Error::NotFound { .. })),
+                "round {round}: {r:?}"
+            );
+        }
+        assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    }
+}

@@ -60,9 +60,11 @@ impl Namespace {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such name;
-    /// [`Error::InvalidInput`] if it is not a network namespace; [`Error::PermissionDenied`]
-    /// without `CAP_SYS_ADMIN`.
+    /// [`Error::InvalidName`] for a bad name; [`Error::NotFound`] if there is no such name, or
+    /// nothing is mounted on it (an empty file, or one holding only an owner's mark: another
+    /// process is adding or removing it — the loser of two removers gets this); [`Error::InvalidInput`] if it is something else (a
+    /// regular file with content, a symbolic link, another namespace type); [`Error::PermissionDenied`]
+    /// without `CAP_SYS_ADMIN`. Several mounts stacked on the name are all removed.
     ///
     /// # Examples
     ///
@@ -82,6 +84,17 @@ impl Namespace {
         let label = format!("namespace {:?}", name.as_str());
         let path = Path::new(NETNS_RUN_DIR).join(name.as_str());
         let fd = sys::open_net_ns_at(&path, false).map_err(|e| match e {
+            // An empty file with nothing mounted on it: the name of a namespace another
+            // process is adding or removing right now (the loser of two removers sees this).
+            NotNetNs::Other(_) if is_empty_file(&path) => Error::with_detail(
+                "remove",
+                label.clone(),
+                std::io::Error::from_raw_os_error(nix::libc::ENOENT),
+                Some(format!(
+                    "no namespace is mounted at /run/netns/{} (an empty file: being added or removed by another process); left alone",
+                    name.as_str()
+                )),
+            ),
             NotNetNs::Other(reason) => Error::invalid(
                 label.clone(),
                 format!("/run/netns/{} is {reason}; left alone", name.as_str()),
@@ -187,5 +200,23 @@ impl Namespace {
             teardown: Teardown::Nothing,
             owned: false,
         })
+    }
+}
+
+/// Whether `path` is a name being added or removed: gone, or a regular file with nothing
+/// mounted on it that is empty (`ip netns add`'s) or holds nothing but an owner's mark (this
+/// crate's, or a kept lab's).
+fn is_empty_file(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.len() == 0 => true,
+        Ok(m) if m.is_file() && m.len() <= 256 => {
+            sys::read_small_file(path, 256).is_some_and(|text| {
+                String::from_utf8_lossy(&text)
+                    .trim_start()
+                    .starts_with(crate::owner::PREFIX)
+            })
+        }
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
