@@ -273,6 +273,8 @@ pub struct AddressInfo {
     pub tentative: bool,
     /// Link-scoped (e.g. an IPv6 `fe80::` address).
     pub link_local: bool,
+    /// A gateway address networks of this crate share on a bridge they do not own.
+    pub(crate) shared_gateway: bool,
 }
 
 impl AddressInfo {
@@ -280,8 +282,12 @@ impl AddressInfo {
         let mut local = None;
         let mut address = None;
         let mut tentative = msg.header.flags.contains(AddressHeaderFlags::Tentative);
+        let mut shared_gateway = false;
         for attr in &msg.attributes {
             match attr {
+                AddressAttribute::Protocol(p) => {
+                    shared_gateway = u8::from(*p) == crate::netlink::msg::SHARED_GATEWAY_PROTO;
+                }
                 AddressAttribute::Local(ip) => local = Some(*ip),
                 AddressAttribute::Address(ip) => address = Some(*ip),
                 AddressAttribute::Flags(f) => {
@@ -296,6 +302,7 @@ impl AddressInfo {
             index: msg.header.index,
             address,
             tentative,
+            shared_gateway,
             link_local: matches!(
                 msg.header.scope,
                 netlink_packet_route::address::AddressScope::Link

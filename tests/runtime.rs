@@ -105,9 +105,9 @@ fn a_network_on_an_existing_bridge_removes_only_what_it_added() {
     assert!(ports(&host, "cni0").is_empty());
     assert_eq!(cni0_addrs(&host), ["10.88.0.1/16"]);
     let after = ip_json(&host, &["link", "show", "cni0"]);
-    // (Not its MAC or carrier: a bridge without a fixed MAC takes its lowest port's, and has
-    // no carrier once its last port left; the kernel does that whoever attaches the ports.)
-    for key in ["ifindex", "mtu", "group", "master", "ifalias"] {
+    // Its MAC too (pinned when the network joined it); not its carrier, which a bridge loses
+    // with its last port.
+    for key in ["ifindex", "address", "mtu", "group", "master", "ifalias"] {
         assert_eq!(after[0][key], before[0][key], "{key}");
     }
     assert!(has_flag(&after[0], "UP"));
@@ -403,4 +403,64 @@ fn a_process_is_wired_by_pid_and_unwired_from_a_fresh_handle() {
     assert!(ports(&host, "cni0").is_empty());
     assert_eq!(link_names(&host), ["lo", "cni0"]);
     assert_eq!(cni0_addrs(&host), ["10.88.0.1/16"]);
+}
+
+/// Two networks on one existing bridge (a runtime's `cni0` without a gateway yet): when the
+/// first goes, the bridge keeps its MAC and the gateway address the first added, and the
+/// second's members still reach the gateway at once; the last one to go removes the shared
+/// gateway. (Before, the bridge's MAC followed its lowest port and the gateway went with the
+/// network that added it.)
+#[test]
+fn two_networks_share_an_existing_bridge_and_its_gateway_until_the_last_goes() {
+    let host = Namespace::new_blocking().unwrap();
+    for args in [
+        &["link", "add", "cni0", "type", "bridge"][..],
+        &["link", "set", "cni0", "up"],
+    ] {
+        assert!(outside(&host, "ip", args).status().unwrap().success());
+    }
+    let cni0 = Bridge::open_blocking(&host, "cni0").unwrap();
+    let network = |member: &str| {
+        bridged()
+            .existing_bridge(&cni0)
+            .gateway("10.89.0.1/24")
+            .member(MemberSpec::new().address(member))
+            .create_blocking()
+            .unwrap()
+    };
+    // The first network's member gets the lowest port MAC the bridge would otherwise follow.
+    let first = network("10.89.0.2/24");
+    let second = network("10.89.0.3/24");
+    let mac = |host: &Namespace| ip_json(host, &["link", "show", "cni0"])[0]["address"].clone();
+    let pinned = mac(&host);
+    let gateway_addrs = |host: &Namespace| -> Vec<String> {
+        addrs(host, "cni0")
+            .into_iter()
+            .filter(|a| !a.starts_with("fe80"))
+            .collect()
+    };
+    assert_eq!(gateway_addrs(&host), ["10.89.0.1/24"]);
+    let member = second.members()[0].namespace();
+    assert!(ping(member, "10.89.0.1"));
+    first.delete_blocking().unwrap();
+    assert_eq!(
+        mac(&host),
+        pinned,
+        "the bridge's MAC changed when a network left"
+    );
+    assert_eq!(
+        gateway_addrs(&host),
+        ["10.89.0.1/24"],
+        "the shared gateway went"
+    );
+    assert!(
+        ping(member, "10.89.0.1"),
+        "the gateway is unreachable after the first left"
+    );
+    second.delete_blocking().unwrap();
+    assert!(
+        gateway_addrs(&host).is_empty(),
+        "the last network left the gateway"
+    );
+    assert!(ports(&host, "cni0").is_empty());
 }

@@ -71,7 +71,9 @@ impl BridgeBuilder {
         self
     }
 
-    /// The bridge's MAC address (`address MAC`).
+    /// The bridge's MAC address (`address MAC`). Without one the bridge gets a random locally
+    /// administered MAC of its own at creation, so that, unlike a bridge made with `ip link add
+    /// … type bridge`, its MAC does not change as ports come and go.
     pub fn mac(mut self, mac: MacAddr) -> Self {
         self.mac = Some(mac);
         self
@@ -208,9 +210,11 @@ impl BridgeBuilder {
             if let Some(mtu) = self.mtu {
                 msg = msg.mtu(mtu);
             }
-            if let Some(mac) = self.mac {
-                msg = msg.address(mac.0.to_vec());
-            }
+            // A MAC of its own from the start (given, or a random local one): a bridge whose
+            // MAC was never set takes its lowest port's, and changes it when that port goes —
+            // which breaks every neighbour's idea of the gateway.
+            let mac = self.mac.unwrap_or_else(super::info::random_mac);
+            msg = msg.address(mac.0.to_vec());
             if self.vlan_filtering {
                 msg = msg.vlan_filtering(true);
             }

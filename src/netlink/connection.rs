@@ -122,6 +122,25 @@ impl NsConn {
         messages: Vec<(RouteNetlinkMessage, u16)>,
         timeout: Duration,
     ) -> io::Result<Vec<Result<(), KernelError>>> {
+        let nl = self.blocking_nl(timeout)?;
+        let replies: Vec<Reply> = messages
+            .into_iter()
+            .map(|(msg, flags)| nl.send(msg, flags))
+            .collect();
+        // One deadline for the whole batch: they are answered in order.
+        let deadline = std::time::Instant::now() + timeout;
+        Ok(replies
+            .into_iter()
+            .map(|reply| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                reply.ack_blocking(left.max(Duration::from_millis(1)))
+            })
+            .collect())
+    }
+
+    /// The connection synchronous code sends on: the async one if it is open (see
+    /// [`blocking_acks`](Self::blocking_acks)), else the batched one, opened if need be.
+    fn blocking_nl(&self, timeout: Duration) -> io::Result<Nl> {
         let nl = {
             let slot = self.lock();
             #[cfg(feature = "tokio")]
@@ -139,7 +158,7 @@ impl NsConn {
                     .map(Nl::Batched)
             })
         };
-        let nl = match nl {
+        Ok(match nl {
             Some(nl) => nl,
             None => {
                 let spare = self.lock().spare.take();
@@ -151,20 +170,19 @@ impl NsConn {
                 self.lock().batched = Some(conn.clone());
                 Nl::Batched(conn)
             }
-        };
-        let replies: Vec<Reply> = messages
-            .into_iter()
-            .map(|(msg, flags)| nl.send(msg, flags))
-            .collect();
-        // One deadline for the whole batch: they are answered in order.
-        let deadline = std::time::Instant::now() + timeout;
-        Ok(replies
-            .into_iter()
-            .map(|reply| {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                reply.ack_blocking(left.max(Duration::from_millis(1)))
-            })
-            .collect())
+        })
+    }
+
+    /// A dump from synchronous code (`Drop`), at most `timeout`.
+    pub(crate) fn blocking_dump(
+        &self,
+        msg: RouteNetlinkMessage,
+        timeout: Duration,
+    ) -> io::Result<Result<Vec<RouteNetlinkMessage>, KernelError>> {
+        Ok(self
+            .blocking_nl(timeout)?
+            .dump(msg)
+            .messages_blocking(timeout))
     }
 
     /// Sends one request from synchronous code; "already gone" counts as success.

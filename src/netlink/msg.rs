@@ -150,6 +150,28 @@ pub(crate) fn add_address(index: u32, net: &IpNetwork, nodad: bool) -> (RouteNet
     )
 }
 
+/// The address protocol (`IFA_PROTO`, `ip address ... proto N`) that marks a gateway address
+/// this crate put on a bridge it does not own, shared by the networks on that bridge: the
+/// last of them to go removes it, whichever added it (another process's, too).
+pub(crate) const SHARED_GATEWAY_PROTO: u8 = 0x6e;
+
+/// [`add_address`] for a gateway address shared by networks on one bridge
+/// ([`SHARED_GATEWAY_PROTO`]).
+pub(crate) fn add_shared_gateway(
+    index: u32,
+    net: &IpNetwork,
+    nodad: bool,
+) -> (RouteNetlinkMessage, u16) {
+    let (mut message, flags) = add_address(index, net, nodad);
+    if let RouteNetlinkMessage::NewAddress(msg) = &mut message {
+        msg.attributes
+            .push(netlink_packet_route::address::AddressAttribute::Protocol(
+                SHARED_GATEWAY_PROTO.into(),
+            ));
+    }
+    (message, flags)
+}
+
 /// `RTM_DELADDR` for `net` on link `index`.
 pub(crate) fn del_address(index: u32, net: &IpNetwork) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelAddress(address_message(index, net))

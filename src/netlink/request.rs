@@ -190,14 +190,23 @@ impl Reply {
     /// Waits for the acknowledgement from synchronous code (`Drop`), at most `timeout`. An
     /// async reply is driven by the driver thread, so this works on any thread, in or out of a
     /// runtime.
-    #[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
     pub(crate) fn ack_blocking(self, timeout: Duration) -> Result<(), KernelError> {
+        self.messages_blocking(timeout).map(drop)
+    }
+
+    /// [`messages`](Self::messages) from synchronous code (`Drop`), at most `timeout`; works
+    /// on any thread, in or out of a runtime (and inside [`block_on`]).
+    #[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
+    pub(crate) fn messages_blocking(
+        self,
+        timeout: Duration,
+    ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
         match self.0 {
             #[cfg(feature = "tokio")]
             kind @ (ReplyKind::Async(_) | ReplyKind::Deferred(_)) => {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
                 async_transport::spawn(async move {
-                    let _ = tx.send(Reply(kind).messages().await.map(drop));
+                    let _ = tx.send(Reply(kind).messages().await);
                 })
                 .map_err(|e| KernelError::protocol(&e.to_string()))?;
                 rx.recv_timeout(timeout).unwrap_or(Err(KernelError {
@@ -206,7 +215,7 @@ impl Reply {
                     from_kernel: false,
                 }))
             }
-            ReplyKind::Batched(conn, seq) => conn.wait(seq).map(drop),
+            ReplyKind::Batched(conn, seq) => conn.wait(seq),
         }
     }
 }

@@ -117,6 +117,15 @@ impl NsInner {
         self.conn.blocking_acks(messages, timeout)
     }
 
+    /// A dump from synchronous code (`Drop`); see [`NsConn::blocking_dump`].
+    pub(crate) fn blocking_dump(
+        &self,
+        msg: RouteNetlinkMessage,
+        timeout: Duration,
+    ) -> std::io::Result<std::result::Result<Vec<RouteNetlinkMessage>, KernelError>> {
+        self.conn.blocking_dump(msg, timeout)
+    }
+
     /// Sends one request from synchronous code; "already gone" counts as success.
     pub(crate) fn blocking_one(
         &self,

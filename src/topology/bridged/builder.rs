@@ -109,10 +109,12 @@ impl BridgedNetworkBuilder {
     /// Attaches the members to `bridge`, which already exists (opened with [`Bridge::open`], or
     /// made and kept by this program), instead of creating a bridge. The network's namespace is
     /// the bridge's. On teardown the bridge, its addresses, and gateway addresses that were
-    /// already on it stay; members, gateway addresses the network added, and its FORWARD rules
-    /// go; several processes may attach networks to one bridge at once. If the bridge is down, it
-    /// is set up (and left up). Members' MTU defaults to the bridge's; [`mtu`](Self::mtu) sets only
-    /// theirs.
+    /// already on it stay; members and its FORWARD rules go, and the gateway addresses networks
+    /// of this crate added go with the last of them to leave the bridge; several networks, in
+    /// one process or several, may share one bridge (see [sharing a bridge](BridgedNetwork#sharing-an-existing-bridge)). Joining
+    /// sets the bridge's MAC to the one it has, so it no longer changes as ports come and go.
+    /// If the bridge is down, it is set up (and left up). Members' MTU defaults to the bridge's;
+    /// [`mtu`](Self::mtu) sets only theirs.
     ///
     /// # Examples
     ///

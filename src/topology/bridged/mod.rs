@@ -6,10 +6,19 @@
 //! containers, often wired by separate short-lived processes. A network made with
 //! [`existing_bridge`](BridgedNetworkBuilder::existing_bridge) attaches its members to that
 //! bridge and, on teardown, removes only what it added: the members (their host ends carry the
-//! network's link group; the bridge does not), the gateway addresses that were not already on
-//! the bridge, and its own FORWARD rules. Two processes can do this on one bridge at once: each
-//! network has its own link group and rule tag, and a gateway another process added meanwhile
-//! (`EEXIST`) counts as already there, so it is left to that process.
+//! network's link group; the bridge does not), its own FORWARD rules, and — only if it is the
+//! last on the bridge — the gateway addresses. Several networks, in one process or several, can
+//! share one bridge:
+//!
+//! * each has its own link group and rule tag;
+//! * joining pins the bridge's MAC (sets the one it has): a bridge whose MAC was never set
+//!   follows its lowest port and changes it when that port goes, which would leave the other
+//!   networks' members with a stale neighbour entry for the gateway;
+//! * a gateway address a network adds is marked shared (address protocol
+//!   `SHARED_GATEWAY_PROTO`, `proto 110` in `ip address`), in the kernel object itself, so every
+//!   process sees it; a network removes shared gateways only when no port of another network
+//!   (or of anyone) is left on the bridge, whichever network added them. An address the bridge
+//!   had before (the runtime's own) is never removed.
 //!
 //! Files: `builder.rs` checks and builds a network; this file holds the guard and its teardown.
 
@@ -27,7 +36,7 @@ use crate::{
     name::IfName,
     netlink::{
         BLOCKING_TIMEOUT,
-        msg::{add_address, del_address, del_group, set_link},
+        msg::{add_shared_gateway, del_address, del_group, set_link},
     },
     netns::Namespace,
     owner, trace,
@@ -59,7 +68,8 @@ struct NetworkResource {
     taken: Taken,
     /// Whether the bridge existed before (and is never deleted by us).
     adopted: bool,
-    /// The gateway addresses this network put on an existing bridge (removed with it).
+    /// The gateway addresses this network put on an existing bridge, and those another network
+    /// of this crate put there (marked shared): removed by the last network on the bridge.
     added_gateways: Vec<IpNetwork>,
     /// The VXLAN port's index, if the network has one (in its group, removed with it).
     vxlan_port: Option<u32>,
@@ -91,25 +101,35 @@ impl NetworkResource {
         Ok(())
     }
 
-    /// On an existing bridge: adds the gateway addresses it lacks, and the FORWARD rules if
-    /// asked. An address another process added meanwhile (`EEXIST`) is left to that process.
+    /// On an existing bridge: pins its MAC, adds the gateway addresses it lacks (marked as
+    /// shared), and the FORWARD rules if asked. A gateway another network of this crate put
+    /// there (marked) is shared: whichever network goes last removes it. One the bridge had
+    /// otherwise is never removed.
     async fn adopt(&mut self, nodad: bool, accept_forward: bool) -> Result<()> {
         let bridge = self.context.bridge.clone();
+        // A bridge whose MAC was never set follows its lowest port, and changes it when that
+        // port goes (another network's member, say): every member's neighbour entry for the
+        // gateway would then be wrong. Setting the MAC it has pins it.
+        if let Some(mac) = bridge.info().await?.mac {
+            bridge.set_mac(mac).await?;
+        }
         let present = bridge.addresses().await?;
         let nl = self.context.host.nl().await?;
         for gw in self.context.gateways.clone() {
-            if present.iter().any(|a| a.address.ip() == gw.ip()) {
+            if let Some(there) = present.iter().find(|a| a.address.ip() == gw.ip()) {
+                if there.shared_gateway {
+                    self.added_gateways.push(there.address);
+                }
                 continue;
             }
             // Recorded first: if this future is dropped after the request went out, the
             // network's teardown still removes the address.
             self.added_gateways.push(gw);
-            let (message, flags) = add_address(bridge.index(), &gw, nodad);
+            let (message, flags) = add_shared_gateway(bridge.index(), &gw, nodad);
             match nl.send(message, flags).ack().await {
+                // Another process's network added it meanwhile: shared all the same.
                 Ok(()) => {}
-                Err(e) if e.errno == nix::libc::EEXIST => {
-                    self.added_gateways.pop();
-                }
+                Err(e) if e.errno == nix::libc::EEXIST => {}
                 Err(e) => {
                     self.added_gateways.pop();
                     return Err(e.into_error("add gateway address to", bridge.label()));
@@ -140,16 +160,26 @@ impl NetworkResource {
     }
 
     /// The requests that remove this network's links and addresses: one group deletion (the
-    /// bridge too, unless it was adopted, and every member's veth pair), then the gateway
-    /// addresses added to an adopted bridge.
-    fn removals(&self) -> Vec<RouteNetlinkMessage> {
+    /// bridge too, unless it was adopted, and every member's veth pair), then, when no other
+    /// port is left on an adopted bridge (`last`), the shared gateway addresses.
+    fn removals(&self, last: bool) -> Vec<RouteNetlinkMessage> {
+        let gateways = if last { &self.added_gateways[..] } else { &[] };
         std::iter::once(del_group(self.context.group))
             .chain(
-                self.added_gateways
+                gateways
                     .iter()
                     .map(|gw| del_address(self.context.bridge.index(), gw)),
             )
             .collect()
+    }
+
+    /// Whether a link port of the bridge that is not this network's own remains, with which
+    /// the gateway addresses stay (another network, or the runtime, uses the bridge).
+    fn others_on_bridge(&self, ports: &[crate::link::LinkInfo]) -> bool {
+        let own = |p: &&crate::link::LinkInfo| {
+            p.group == self.context.group || Some(p.index) == self.vxlan_port
+        };
+        ports.iter().any(|p| !own(&p))
     }
 
     /// Replaces every ownership mark (for `keep`): the bridge's alias, the link group of the
@@ -221,10 +251,25 @@ impl Resource for NetworkResource {
         let mut errors = Vec::new();
         // One request, one kernel batch: the bridge and every member's veth pair. First, so an
         // interruption during the slower iptables calls leaves only rules behind for `Drop`.
+        let last = if self.added_gateways.is_empty() {
+            true
+        } else {
+            match crate::link::lookup::dump_ports(&self.context.host, self.context.bridge.index())
+                .await
+            {
+                Ok(ports) => !self.others_on_bridge(&ports),
+                // Unknown: leave the shared addresses rather than take them from another user.
+                Err(_) => false,
+            }
+        };
         let nl = self.context.host.nl().await;
         match nl {
             Ok(nl) => {
-                let replies: Vec<_> = self.removals().into_iter().map(|m| nl.send(m, 0)).collect();
+                let replies: Vec<_> = self
+                    .removals(last)
+                    .into_iter()
+                    .map(|m| nl.send(m, 0))
+                    .collect();
                 for reply in replies {
                     match reply.ack().await {
                         Ok(()) => {}
@@ -251,7 +296,36 @@ impl Resource for NetworkResource {
         }
         let what = self.describe();
         let mut errors = Vec::new();
-        let removals = self.removals().into_iter().map(|m| (m, 0)).collect();
+        let last = self.added_gateways.is_empty() || {
+            let mut request = netlink_packet_route::link::LinkMessage::default();
+            request
+                .attributes
+                .push(netlink_packet_route::link::LinkAttribute::Controller(
+                    self.context.bridge.index(),
+                ));
+            match self
+                .context
+                .host
+                .blocking_dump(RouteNetlinkMessage::GetLink(request), BLOCKING_TIMEOUT)
+            {
+                Ok(Ok(messages)) => {
+                    let ports: Vec<_> = messages
+                        .iter()
+                        .filter_map(|m| match m {
+                            RouteNetlinkMessage::NewLink(l) => {
+                                Some(crate::link::LinkInfo::from_message(l))
+                            }
+                            _ => None,
+                        })
+                        .filter(|l| l.controller == Some(self.context.bridge.index()))
+                        .collect();
+                    !self.others_on_bridge(&ports)
+                }
+                // Unknown: leave the shared addresses rather than take them from another user.
+                _ => false,
+            }
+        };
+        let removals = self.removals(last).into_iter().map(|m| (m, 0)).collect();
         match self.context.host.blocking_acks(removals, BLOCKING_TIMEOUT) {
             Ok(answers) => errors.extend(answers.into_iter().filter_map(|a| match a {
                 Err(e) if !e.is_not_found() => {
@@ -306,6 +380,21 @@ impl Resource for NetworkResource {
 /// [`link_group`](Self::link_group)), and teardown is a single `RTM_DELLINK` for the group — what
 /// `ip link del group N` sends: the kernel unregisters them all in one batch, and deleting a veth
 /// end deletes its peer inside the member's namespace. Do not put other links in that group.
+///
+/// # Sharing an existing bridge
+///
+/// Several networks, in one process or several, may join one
+/// [existing bridge](BridgedNetworkBuilder::existing_bridge) (a runtime's `cni0`):
+///
+/// * each has its own link group and FORWARD rule tag, and removes only its own;
+/// * joining pins the bridge's MAC (sets the one it has): a bridge whose MAC was never set
+///   follows its lowest port and changes it when that port goes, which would leave the other
+///   networks' members with a stale neighbour entry for the gateway;
+/// * a gateway address a network adds is marked shared in the kernel object itself (address
+///   protocol 110, `proto 110` in `ip address`), so every process sees it; a network removes the
+///   shared gateways only when no other port (of another network, or of anyone) is left on the
+///   bridge, whichever network added them. An address the bridge had otherwise (the runtime's
+///   own) is never removed.
 ///
 /// # Examples
 ///
