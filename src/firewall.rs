@@ -210,12 +210,12 @@ pub(crate) fn rule_absent(out: &Output) -> bool {
 /// Whether the `filter` table of `program`'s family exists in `ns`, without creating it (see
 /// the [module docs](self)). If the `-save` program is missing, says yes, so the insert that
 /// follows reports the missing tool.
-fn filter_table_exists(ns: &NsInner, program: &'static str) -> bool {
+fn filter_table_exists(rules: &ForwardRules, program: &'static str) -> bool {
     let save = match program {
         "iptables" => "iptables-save",
         _ => "ip6tables-save",
     };
-    match run_blocking(ns, save, &[]) {
+    match rules.run(save, &[]) {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
             .lines()
             .any(|l| l.trim_end() == "*filter"),
@@ -236,6 +236,11 @@ pub(crate) struct ForwardRules {
     /// can always start `iptables` (pipes, `/dev/null`), even in a process that has run out of
     /// descriptors meanwhile.
     reserve: Arc<std::sync::Mutex<Vec<std::fs::File>>>,
+    /// Set once a run timed out: the tool hangs (a held lock, a stuck kernel), and every later
+    /// run for these rules would too, so they are skipped. Keeps a creation, its roll-back and
+    /// a teardown each within one [`DEADLINE`] in all; rules left behind carry the owner's mark
+    /// for [`reap`](crate::reap).
+    hung: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How many descriptors an `iptables` run needs at most: stdin, two output pipes, and the pipe
@@ -290,6 +295,7 @@ impl ForwardRules {
             tag: format!("{}:{serial}", owner::marker()),
             inserted: Arc::default(),
             reserve: Arc::default(),
+            hung: Arc::default(),
         }
     }
 
@@ -338,11 +344,27 @@ impl ForwardRules {
             .clear();
     }
 
+    /// Runs `program args...` for these rules, unless an earlier run timed out (see `hung`).
+    fn run(&self, program: &'static str, args: &[String]) -> std::io::Result<Output> {
+        use std::sync::atomic::Ordering;
+        if self.hung.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "skipped: an earlier run for these rules timed out",
+            ));
+        }
+        let result = run_blocking(&self.ns, program, args);
+        if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+            self.hung.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
     /// Inserts the rules of every family that has a `filter` table and not yet our rules.
     fn insert_blocking(&self) -> Result<()> {
         self.reserve_fds()?;
         for program in IPTABLES {
-            if self.inserted().contains(&program) || !filter_table_exists(&self.ns, program) {
+            if self.inserted().contains(&program) || !filter_table_exists(self, program) {
                 continue;
             }
             // Recorded before the first insert, so a failure half-way removes what went in.
@@ -352,7 +374,7 @@ impl ForwardRules {
                 .push(program);
             for direction in ["-i", "-o"] {
                 let args = self.args("-I", direction);
-                let result = run_blocking(&self.ns, program, &args);
+                let result = self.run(program, &args);
                 if !matches!(&result, Ok(out) if out.status.success()) {
                     return Err(command_error(
                         "insert",
@@ -378,7 +400,7 @@ impl ForwardRules {
                 // Insert the kept rule first; delete the marked one only once that worked, so
                 // traffic never loses its accept rule.
                 let insert = self.args_tagged("-I", direction, owner::KEPT);
-                let result = run_blocking(&self.ns, program, &insert);
+                let result = self.run(program, &insert);
                 if !matches!(&result, Ok(out) if out.status.success()) {
                     let e = command_error("keep", self.object(), program, &insert, result);
                     crate::trace::swallowed!(&self.object(), &e);
@@ -386,7 +408,7 @@ impl ForwardRules {
                     continue;
                 }
                 let delete = self.args("-D", direction);
-                let result = run_blocking(&self.ns, program, &delete);
+                let result = self.run(program, &delete);
                 if !matches!(&result, Ok(out) if out.status.success() || rule_absent(out)) {
                     let e = command_error("keep", self.object(), program, &delete, result);
                     crate::trace::swallowed!(&self.object(), &e);
@@ -418,7 +440,7 @@ impl ForwardRules {
         for program in self.inserted() {
             for direction in ["-i", "-o"] {
                 let args = self.args("-D", direction);
-                let result = run_blocking(&self.ns, program, &args);
+                let result = self.run(program, &args);
                 let timed_out =
                     matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut);
                 match &result {

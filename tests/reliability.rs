@@ -698,3 +698,62 @@ async fn a_cancelled_creation_leaves_nothing_when_the_process_exits_at_once() {
         }
     }
 }
+
+/// The child: with `iptables` hanging (a fake one first on PATH), builds a network that needs
+/// FORWARD rules and prints how long `create` took to fail.
+#[test]
+#[ignore]
+fn inner_hung_iptables() {
+    let host = Namespace::new_blocking().unwrap();
+    let start = Instant::now();
+    let result = bridged()
+        .host(&host)
+        .gateway("10.87.0.254/24")
+        .accept_forward(true)
+        .member(MemberSpec::new().address("10.87.0.1/24"))
+        .create_blocking();
+    let took = start.elapsed();
+    let e = result.unwrap_err();
+    println!("NK took {} ms: {e}", took.as_millis());
+    assert_eq!(link_names(&host), ["lo"], "left behind: {e}");
+}
+
+/// A hung `iptables` fails `create` within the documented 10 s (it took 20 s and more: every
+/// later run — the other family, the roll-back — waited its own 10 s), and nothing is left.
+#[test]
+fn a_hung_iptables_fails_create_within_ten_seconds() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("nk-hung-iptables-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for tool in ["iptables", "ip6tables", "iptables-save", "ip6tables-save"] {
+        let path = dir.join(tool);
+        std::fs::write(&path, "#!/bin/sh\nexec sleep 60\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = child("inner_hung_iptables", "hung-iptables")
+        .arg("--ignored")
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("NK took "))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {text}"));
+    assert!(
+        (9_000..12_500).contains(&ms),
+        "create failed after {ms} ms: {text}"
+    );
+}
