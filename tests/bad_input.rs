@@ -597,3 +597,36 @@ async fn bad_inputs_give_typed_errors_and_leave_nothing() {
     );
     assert_eq!(ours(), before_netns);
 }
+
+/// A second network with the subnet of one already in the host namespace is refused before
+/// anything is made (two equal routes: the kernel would use one, cutting the other network off
+/// without a word); the first keeps working. A wider or narrower subnet is not a clash.
+#[tokio::test]
+async fn a_second_network_on_the_same_subnet_is_refused() {
+    let host = sandbox().await;
+    let first = bridged()
+        .host(&host)
+        .gateway("10.77.0.1/24")
+        .member(MemberSpec::new().address("10.77.0.2/24"))
+        .create()
+        .await
+        .unwrap();
+    let before = link_names(&host);
+    let e = bridged()
+        .host(&host)
+        .gateway("10.77.0.254/24")
+        .member(MemberSpec::new().address("10.77.0.3/24"))
+        .create()
+        .await
+        .unwrap_err();
+    assert!(e.is_invalid_input(), "{e}");
+    assert!(e.to_string().contains("10.77.0.0/24"), "{e}");
+    assert_eq!(link_names(&host), before, "something was made: {e}");
+    assert!(ping(first.members()[0].namespace(), "10.77.0.1"));
+    let narrower = bridged()
+        .host(&host)
+        .gateway("10.77.0.129/25")
+        .create()
+        .await;
+    assert!(narrower.is_ok(), "{narrower:?}");
+}

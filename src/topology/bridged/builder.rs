@@ -111,8 +111,9 @@ impl BridgedNetworkBuilder {
     /// the bridge's. On teardown the bridge, its addresses, and gateway addresses that were
     /// already on it stay; members and its FORWARD rules go, and the gateway addresses networks
     /// of this crate added go with the last of them to leave the bridge; several networks, in
-    /// one process or several, may share one bridge (see [sharing a bridge](BridgedNetwork#sharing-an-existing-bridge)). Joining
-    /// sets the bridge's MAC to the one it has, so it no longer changes as ports come and go.
+    /// one process or several, may share one bridge (see
+    /// [sharing a bridge](BridgedNetwork#sharing-an-existing-bridge)). Joining sets the bridge's
+    /// MAC to the one it has, so it no longer changes as ports come and go.
     /// If the bridge is down, it is set up (and left up). Members' MTU defaults to the bridge's;
     /// [`mtu`](Self::mtu) sets only theirs.
     ///
@@ -335,6 +336,7 @@ impl BridgedNetworkBuilder {
         let span = self.create_span();
         trace::timed(span, async move {
             let plan = self.validate()?;
+            plan.check_subnets_free().await?;
             let (bridge, rules, mtu, fast_link_local) = plan.make_bridge().await?;
             let Plan {
                 host,
@@ -453,6 +455,47 @@ struct Plan {
     group_hold: owner::GroupHold,
     /// The rest of the builder's settings.
     builder: BridgedNetworkBuilder,
+}
+
+impl Plan {
+    /// Refuses a gateway subnet that another interface of the host namespace has already: two
+    /// equal routes on two bridges, of which the kernel uses one, would leave one network cut
+    /// off without a word. (Joining an existing bridge whose own addresses are in the subnet is
+    /// sharing it, not a clash.)
+    async fn check_subnets_free(&self) -> Result<()> {
+        let present = Namespace::view(self.host.clone()).addresses().await?;
+        let bridge = self.builder.existing.as_ref().map(Link::index);
+        for gw in &self.gateways {
+            let (net, prefix) = (gw.network(), gw.prefix());
+            let clash = present.iter().find(|a| {
+                Some(a.index) != bridge
+                    && !a.link_local
+                    && a.address.prefix() == prefix
+                    && a.address.network() == net
+            });
+            if let Some(a) = clash {
+                let on = crate::link::lookup::dump_links(&self.host)
+                    .await
+                    .ok()
+                    .and_then(|links| links.into_iter().find(|l| l.index == a.index))
+                    .map_or(format!("interface {}", a.index), |l| {
+                        format!("interface {:?}", l.name)
+                    });
+                return Err(Error::invalid(
+                    format!(
+                        "gateway {gw} of bridged network {:?} in {}",
+                        self.bridge_name.as_str(),
+                        self.host.label()
+                    ),
+                    format!(
+                        "subnet {net}/{prefix} is on {on} already ({}): two networks with one subnet in one namespace would clash (one route wins); use another subnet, or join that bridge with `existing_bridge`",
+                        a.address
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl BridgedNetworkBuilder {
