@@ -166,7 +166,7 @@ async fn delay_shows_in_the_round_trip_and_goes_with_the_guard() {
 #[tokio::test]
 async fn an_inbound_impairment_delays_what_the_interface_receives_and_can_change() {
     let (a, _b, cable) = pair(2).await;
-    let mut guard = cable
+    let guard = cable
         .link()
         .impair(Direction::Inbound, &Impairment::new().delay(MS(30)))
         .await
@@ -241,7 +241,7 @@ async fn loss_fits_the_binomial_interval_of_a_udp_probe() {
 #[tokio::test]
 async fn duplication_and_reordering_are_seen_by_a_sequence_probe() {
     let (a, b, cable) = pair(5).await;
-    let mut g = cable
+    let g = cable
         .link()
         .impair(Direction::Outbound, &Impairment::new().duplicate(pct(10.0)))
         .await
@@ -701,4 +701,58 @@ async fn links_in_named_and_anonymous_namespaces_are_restored_exactly() {
     assert!(m < 5.0, "median {m} ms once restored");
     drop(cable);
     named.delete().await.unwrap();
+}
+
+/// An impairment given when a member is built is in force from its first packet, can be
+/// changed through the member, and goes with the network; the futures stay `Send`.
+#[tokio::test]
+async fn a_member_is_impaired_from_its_first_packet() {
+    use netns_kit::{MemberSpec, bridged};
+    fn is_send<T: Send>(_: &T) {}
+    let host = sandbox().await;
+    let spec = bridged()
+        .host(&host)
+        .gateway("10.94.0.1/24")
+        .member(
+            MemberSpec::new()
+                .address("10.94.0.2/24")
+                .impair(Impairment::new().delay(MS(30))),
+        )
+        .member(MemberSpec::new().address("10.94.0.3/24"));
+    let create = spec.create();
+    is_send(&create);
+    let net = create.await.unwrap();
+    let (slow, plain) = (&net.members()[0], &net.members()[1]);
+    // The very first exchange (ARP included) already crosses the delay.
+    let first = rtts(plain.namespace(), "10.94.0.2", 1, "0.2");
+    assert!(
+        first.len() == 1 && first[0] >= 30.0,
+        "first round trip {first:?}"
+    );
+    let m = median(&rtts(plain.namespace(), "10.94.0.2", 5, "0.05"));
+    assert!(
+        (29.5..34.0).contains(&m),
+        "median {m} ms with 30 ms on the member"
+    );
+    let guard = slow.impairment().expect("the member's impairment");
+    guard.set(&Impairment::new().delay(MS(10))).await.unwrap();
+    let m = median(&rtts(plain.namespace(), "10.94.0.2", 5, "0.05"));
+    assert!((9.5..14.0).contains(&m), "median {m} ms after the change");
+    let bad = MemberSpec::new()
+        .address("10.95.0.4/24")
+        .impair(Impairment::new().jitter(MS(1)));
+    let e = bridged()
+        .host(&host)
+        .gateway("10.95.0.1/24")
+        .member(bad)
+        .create()
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        e.is_invalid_input() && text.contains("10.95.0.4") && text.contains("jitter"),
+        "{e}"
+    );
+    drop(net);
+    assert_eq!(link_names(&host), ["lo"]);
 }

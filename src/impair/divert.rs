@@ -156,39 +156,6 @@ fn filter_message(index: u32, ingress: bool, handle: u32, program: Option<u32>) 
     msg
 }
 
-/// Adds a `clsact` qdisc to link `index` of `ns`; `false` if it has one already.
-async fn add_clsact(ns: &NsInner, index: u32, what: &dyn Fn() -> String) -> Result<bool> {
-    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-    let nl = ns.nl().await?;
-    let clsact = RouteNetlinkMessage::NewQueueDiscipline(clsact_message(index));
-    match nl.send(clsact, NLM_F_CREATE | NLM_F_EXCL).ack().await {
-        Ok(()) => Ok(true),
-        Err(e) if e.errno == nix::libc::EEXIST => Ok(false),
-        Err(e) => Err(e.into_error("attach the diversion programs to", what())),
-    }
-}
-
-/// Attaches `program` to link `index` of `ns` as classic filter `handle` (under its `clsact`).
-async fn add_filter(
-    ns: &NsInner,
-    index: u32,
-    ingress: bool,
-    handle: u32,
-    program: &OwnedFd,
-    what: &dyn Fn() -> String,
-) -> Result<()> {
-    use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-    let nl = ns.nl().await?;
-    let filter = filter_message(index, ingress, handle, Some(program.as_raw_fd() as u32));
-    nl.send(
-        RouteNetlinkMessage::NewTrafficFilter(filter),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
-    .ack()
-    .await
-    .map_err(|e| e.into_error("attach the diversion programs to", what()))
-}
-
 /// A filter handle no other diversion of this link is likely to have (several processes may
 /// divert links of one namespace).
 fn filter_handle() -> u32 {
@@ -197,80 +164,187 @@ fn filter_handle() -> u32 {
     mixed.max(1)
 }
 
+/// What the worker inside the namespace makes: the TAP, its index and the two programs.
+struct Made {
+    tap: OwnedFd,
+    tap_index: u32,
+    divert_program: OwnedFd,
+    back_program: OwnedFd,
+}
+
 /// Diverts link `index` in `ns` through a new TAP there: what it sends (`ingress` false) or
 /// what it receives (`ingress` true). On error nothing of it is left.
+///
+/// Two steps, for speed (a network's members are impaired as they are built): one job on a
+/// worker inside the namespace (the TAP — its number chosen by the kernel, unique whoever else
+/// diverts there —, its index, the programs, a TCX attachment), then one pipelined netlink
+/// batch (the TAP up without IPv6 link-local, the `clsact` qdiscs and the classic filters).
 pub(crate) async fn divert(
     ns: &Namespace,
     index: u32,
     ingress: bool,
-    what: &dyn Fn() -> String,
+    what: &(dyn Fn() -> String + Sync),
 ) -> Result<Diversion> {
-    // The kernel picks the TAP's number: unique in the namespace, whoever else diverts there.
-    let (tap, name) = sys::in_ns(ns.inner().fd().clone(), || sys::open_tap("nkdiv%d"))
-        .await
-        .map_err(|e| Error::os("open a TAP device (/dev/net/tun) to divert", what(), e))?;
-    // From here on, dropping `diversion` undoes whatever was done.
-    let mut diversion = Diversion {
-        link: LinkSide::None,
-        link_clsact: None,
-        tap,
-    };
-    let tap_link = ns.link_by_name(&name).await?;
-    let key = format!("net.ipv6.conf.{name}.disable_ipv6");
-    // Best effort: without IPv6 in the namespace there is nothing to disable.
-    let _ = ns.set_sysctl(&key, "1").await;
-    tap_link.set_up().await?;
-    let tap_index = tap_link.index();
     let side = if ingress {
         TcxSide::Ingress
     } else {
         TcxSide::Egress
     };
     let private = ns.inner().is_private();
-    let programs = sys::in_ns(ns.inner().fd().clone(), move || {
-        let divert = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
-        let back = sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK, ingress))?;
-        // TCX where the namespace may outlive the process (see the module docs), and where
-        // the kernel has it (6.6 and later; older ones refuse the attach type with EINVAL).
-        let tcx = if private {
-            None
-        } else {
-            match sys::bpf_tcx_attach(divert.as_fd(), index, side) {
-                Ok(link) => Some(link),
-                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => None,
-                Err(e) => return Err(e),
-            }
-        };
-        Ok((divert, back, tcx))
+    let made = sys::in_ns(ns.inner().fd().clone(), move || {
+        let (tap, name) = sys::open_tap("nkdiv%d")?;
+        let tap_index =
+            nix::net::if_::if_nametoindex(name.as_str()).map_err(std::io::Error::from)?;
+        let divert_program = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
+        let back_program =
+            sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK, ingress))?;
+        Ok(Made {
+            tap,
+            tap_index,
+            divert_program,
+            back_program,
+        })
     })
     .await
     .map_err(|e| refused(e, what))?;
-    let (divert_program, back_program, tcx) = programs;
+    let Made {
+        tap,
+        tap_index,
+        divert_program,
+        back_program,
+    } = made;
+    // TCX where the namespace may outlive the process (see the module docs) — attached last,
+    // once the TAP side is ready; classic filters elsewhere, or where the kernel has no TCX.
+    let tcx = !private;
+    // From here on, dropping `diversion` undoes whatever was done.
+    let mut diversion = Diversion {
+        link: LinkSide::None,
+        link_clsact: None,
+        tap,
+    };
     let inner = ns.inner();
-    // The TAP's program: it goes with the TAP.
-    add_clsact(inner, tap_index, what).await?;
-    add_filter(inner, tap_index, true, 1, &back_program, what).await?;
-    match tcx {
-        Some(fd) => diversion.link = LinkSide::Tcx { _link: fd },
-        None => {
-            if add_clsact(inner, index, what).await? {
-                diversion.link_clsact = Some((inner.clone(), index));
+    let handle = filter_handle();
+    let op = "attach the diversion programs to";
+    {
+        use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+        let new = NLM_F_CREATE | NLM_F_EXCL;
+        let fd = |p: &OwnedFd| Some(p.as_raw_fd() as u32);
+        let nl = inner.nl().await?;
+        // Sent at once, answered in order.
+        let tap_up = nl.send(crate::netlink::msg::up_without_link_local(tap_index), 0);
+        let tap_clsact = nl.send(
+            RouteNetlinkMessage::NewQueueDiscipline(clsact_message(tap_index)),
+            new,
+        );
+        let tap_filter = nl.send(
+            RouteNetlinkMessage::NewTrafficFilter(filter_message(
+                tap_index,
+                true,
+                1,
+                fd(&back_program),
+            )),
+            new,
+        );
+        let link_side = (!tcx).then(|| {
+            (
+                nl.send(
+                    RouteNetlinkMessage::NewQueueDiscipline(clsact_message(index)),
+                    new,
+                ),
+                nl.send(
+                    RouteNetlinkMessage::NewTrafficFilter(filter_message(
+                        index,
+                        ingress,
+                        handle,
+                        fd(&divert_program),
+                    )),
+                    new,
+                ),
+            )
+        });
+        let tap_results = [
+            tap_up.ack().await,
+            tap_clsact.ack().await,
+            tap_filter.ack().await,
+        ];
+        let link_results = match link_side {
+            Some((clsact, filter)) => {
+                let clsact = clsact.ack().await;
+                let filter = filter.ack().await;
+                if clsact.is_ok() {
+                    diversion.link_clsact = Some((inner.clone(), index));
+                }
+                if filter.is_ok() {
+                    diversion.link = LinkSide::Classic {
+                        ns: inner.clone(),
+                        index,
+                        ingress,
+                        handle,
+                    };
+                }
+                [
+                    clsact.or_else(|e| {
+                        if e.errno == nix::libc::EEXIST {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    }),
+                    filter,
+                ]
             }
-            let handle = filter_handle();
-            add_filter(inner, index, ingress, handle, &divert_program, what).await?;
-            diversion.link = LinkSide::Classic {
-                ns: inner.clone(),
-                index,
-                ingress,
-                handle,
-            };
+            None => [Ok(()), Ok(())],
+        };
+        for result in tap_results.into_iter().chain(link_results) {
+            result.map_err(|e| e.into_error(op, what()))?;
+        }
+    }
+    if tcx {
+        let program = divert_program;
+        let attached = sys::in_ns(ns.inner().fd().clone(), move || {
+            match sys::bpf_tcx_attach(program.as_fd(), index, side) {
+                Ok(link) => Ok(Ok(link)),
+                // Before 6.6: no TCX (EINVAL for the attach type).
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(Err(program)),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| refused(e, what))?;
+        match attached {
+            Ok(link) => diversion.link = LinkSide::Tcx { _link: link },
+            Err(program) => {
+                use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+                let nl = inner.nl().await?;
+                let clsact = RouteNetlinkMessage::NewQueueDiscipline(clsact_message(index));
+                match nl.send(clsact, NLM_F_CREATE | NLM_F_EXCL).ack().await {
+                    Ok(()) => diversion.link_clsact = Some((inner.clone(), index)),
+                    Err(e) if e.errno == nix::libc::EEXIST => {}
+                    Err(e) => return Err(e.into_error(op, what())),
+                }
+                let filter =
+                    filter_message(index, ingress, handle, Some(program.as_raw_fd() as u32));
+                nl.send(
+                    RouteNetlinkMessage::NewTrafficFilter(filter),
+                    NLM_F_CREATE | NLM_F_EXCL,
+                )
+                .ack()
+                .await
+                .map_err(|e| e.into_error(op, what()))?;
+                diversion.link = LinkSide::Classic {
+                    ns: inner.clone(),
+                    index,
+                    ingress,
+                    handle,
+                };
+            }
         }
     }
     Ok(diversion)
 }
 
 /// The error for programs the kernel refused to load or attach.
-fn refused(e: std::io::Error, what: &dyn Fn() -> String) -> Error {
+fn refused(e: std::io::Error, what: &(dyn Fn() -> String + Sync)) -> Error {
     let e = Error::os("attach the diversion programs (eBPF) to", what(), e);
     if e.is_permission_denied() {
         Error::Unsupported {

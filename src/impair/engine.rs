@@ -221,6 +221,19 @@ impl Engine {
         self.header = header;
     }
 
+    /// Whether a frame pushed now would leave at once, unchanged, in order: nothing is asked
+    /// of the engine and nothing waits. The relay then writes it straight back, without
+    /// copying it into the queue.
+    pub(crate) fn passes_through(&self) -> bool {
+        self.queue.is_empty() && self.imp.is_none()
+    }
+
+    /// Counts a frame that passed straight through (see [`passes_through`](Self::passes_through)).
+    pub(crate) fn passed(&mut self) {
+        self.counters.received += 1;
+        self.counters.sent += 1;
+    }
+
     /// The frames waiting.
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {

@@ -82,12 +82,31 @@ pub(crate) async fn channel(link: &Link, direction: Direction) -> Result<Arc<Cha
     if let Some(channel) = registered(&lock(), &key) {
         return Ok(channel);
     }
-    // One diversion is made at a time, so two callers never divert one link twice.
-    static MAKING: std::sync::OnceLock<futures::lock::Mutex<()>> = std::sync::OnceLock::new();
-    let _making = MAKING
-        .get_or_init(|| futures::lock::Mutex::new(()))
+    // One diversion of a link direction is made at a time, so two callers never divert it
+    // twice; different links are diverted concurrently (a network's members are built so).
+    type Making = std::collections::HashMap<Key, Arc<futures::lock::Mutex<()>>>;
+    static MAKING: Mutex<Option<Making>> = Mutex::new(None);
+    let slot = MAKING
         .lock()
-        .await;
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Making::new)
+        .entry(key)
+        .or_default()
+        .clone();
+    struct Done(Key, Arc<futures::lock::Mutex<()>>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            let mut making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+            // The map's reference and this one: nobody else waits for this key.
+            if Arc::strong_count(&self.1) <= 2 {
+                if let Some(map) = making.as_mut() {
+                    map.remove(&self.0);
+                }
+            }
+        }
+    }
+    let done = Done(key, slot);
+    let _making = done.1.lock().await;
     if let Some(channel) = registered(&lock(), &key) {
         return Ok(channel);
     }
@@ -119,7 +138,9 @@ pub(crate) async fn channel(link: &Link, direction: Direction) -> Result<Arc<Cha
 pub struct Impaired {
     link: Link,
     direction: Direction,
-    impairment: Impairment,
+    /// The impairment in force (changed through `&self`, so a guard held inside another
+    /// object — a network's member — can be changed too).
+    impairment: Mutex<Impairment>,
     state: State,
 }
 
@@ -134,7 +155,7 @@ impl fmt::Debug for Impaired {
         f.debug_struct("Impaired")
             .field("link", &self.link)
             .field("direction", &self.direction)
-            .field("impairment", &self.impairment.to_string())
+            .field("impairment", &self.impairment().to_string())
             .field("backend", &self.backend())
             .finish()
     }
@@ -146,7 +167,7 @@ impl fmt::Display for Impaired {
         write!(
             f,
             "{} on {}, {} ({})",
-            self.impairment,
+            self.impairment(),
             self.link.label(),
             self.direction,
             self.backend()
@@ -276,7 +297,7 @@ impl Link {
         let guard = Impaired {
             link: self.dup(),
             direction,
-            impairment: impairment.clone(),
+            impairment: Mutex::new(impairment.clone()),
             state,
         };
         tracing::debug!(target: "netns_kit::impair", "impaired: {guard}");
@@ -316,8 +337,11 @@ impl Impaired {
     }
 
     /// The impairment in force.
-    pub fn impairment(&self) -> &Impairment {
-        &self.impairment
+    pub fn impairment(&self) -> Impairment {
+        self.impairment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// What the user-space relay did to the frames so far (`None` with netem, whose counters
@@ -337,7 +361,7 @@ impl Impaired {
     /// [`Error::InvalidInput`] for an impossible impairment (the old one stays); the kernel's
     /// error for netem.
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
-    pub async fn set(&mut self, impairment: &Impairment) -> Result<()> {
+    pub async fn set(&self, impairment: &Impairment) -> Result<()> {
         impairment
             .validate(|| format!("impairment of {}, {}", self.link.label(), self.direction))?;
         match &self.state {
@@ -345,7 +369,7 @@ impl Impaired {
             State::UserSpace(c) => c.impair(Some(impairment)),
             State::Gone => {}
         }
-        self.impairment = impairment.clone();
+        *self.impairment.lock().unwrap_or_else(|e| e.into_inner()) = impairment.clone();
         tracing::debug!(target: "netns_kit::impair", "changed: {self}");
         Ok(())
     }
@@ -353,7 +377,7 @@ impl Impaired {
     /// The blocking form of [`set`](Self::set): the same work, checks and errors, on the
     /// calling thread without an async runtime (see [the blocking API](crate#blocking-api)).
     /// Do not call it from async code.
-    pub fn set_blocking(&mut self, impairment: &Impairment) -> Result<()> {
+    pub fn set_blocking(&self, impairment: &Impairment) -> Result<()> {
         crate::netlink::block_on(self.set(impairment))
     }
 

@@ -22,6 +22,7 @@
 //! | You want | Call |
 //! |---|---|
 //! | what an interface sends (or receives) to misbehave | [`Link::impair`](crate::Link::impair) → [`Impaired`] |
+//! | a network's member impaired from its first packet | [`MemberSpec::impair`](crate::MemberSpec::impair) |
 //! | change it later | [`Impaired::set`] |
 //! | two sets of hosts unable to reach each other | [`partition`] → [`Partition`] |
 //! | one link cut | [`Link::cut`](crate::Link::cut) |

@@ -209,13 +209,14 @@ impl Namespace {
 fn is_empty_file(path: &Path) -> bool {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() && m.len() == 0 => true,
-        Ok(m) if m.is_file() && m.len() <= 256 => {
-            sys::read_small_file(path, 256).is_some_and(|text| {
-                String::from_utf8_lossy(&text)
-                    .trim_start()
-                    .starts_with(crate::owner::PREFIX)
-            })
-        }
+        Ok(m) if m.is_file() && m.len() <= 256 => match sys::read_small_file(path, 256) {
+            Some(text) => String::from_utf8_lossy(&text)
+                .trim_start()
+                .starts_with(crate::owner::PREFIX),
+            // Removed between the two looks: the other remover finished.
+            None => std::fs::symlink_metadata(path)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
+        },
         Ok(_) => false,
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }

@@ -29,6 +29,7 @@ use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use crate::{
     error::{Error, Result},
     guard::{self, Guard},
+    impair::{Direction, Impaired, Impairment},
     ip::{IntoIpNetwork, validate_host},
     link::{
         Link, PendingLink,
@@ -81,6 +82,7 @@ pub struct MemberSpec {
     addresses: Vec<Result<IpNetwork>>,
     link_name: Option<String>,
     peer_name: Option<String>,
+    impairment: Option<Impairment>,
 }
 
 impl MemberSpec {
@@ -157,6 +159,7 @@ impl MemberSpec {
             addresses: Vec::new(),
             link_name: None,
             peer_name: None,
+            impairment: None,
         }
     }
 
@@ -178,6 +181,31 @@ impl MemberSpec {
     /// generated name such as `nkv0ab1c000002`).
     pub fn peer_name(mut self, name: impl AsRef<str>) -> Self {
         self.peer_name = Some(name.as_ref().to_owned());
+        self
+    }
+
+    /// Makes what the member sends misbehave from its first packet (its interface's
+    /// [outbound](crate::impair::Direction::Outbound) direction; see [`Link::impair`]): set
+    /// when the member is built, in force until the member goes, changed later through
+    /// [`Member::impairment`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(host: &netns_kit::Namespace) -> netns_kit::Result<()> {
+    /// use std::time::Duration;
+    /// use netns_kit::{MemberSpec, bridged, impair::Impairment};
+    /// let far = Impairment::new().delay(Duration::from_millis(40));
+    /// let net = bridged()
+    ///     .host(host)
+    ///     .gateway("10.0.11.1/24")
+    ///     .member(MemberSpec::new().address("10.0.11.2/24").impair(far))
+    ///     .create()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn impair(mut self, impairment: Impairment) -> Self {
+        self.impairment = Some(impairment);
         self
     }
 }
@@ -259,6 +287,8 @@ pub(super) async fn wait_ready(
 /// ```
 #[derive(Debug)]
 pub struct Member {
+    /// Dropped first: its relay holds the member's namespace.
+    pub(super) impaired: Option<Impaired>,
     pub(super) ns: Namespace,
     pub(super) inside: Link,
     pub(super) host: Link,
@@ -289,6 +319,12 @@ impl Member {
     /// The member's interface, inside its namespace (`eth0`).
     pub fn link(&self) -> &Link {
         &self.inside
+    }
+
+    /// The impairment set with [`MemberSpec::impair`] (change it with [`Impaired::set`]);
+    /// `None` without one.
+    pub fn impairment(&self) -> Option<&Impaired> {
+        self.impaired.as_ref()
     }
 
     /// The host-side veth end, a port of the bridge.
@@ -359,6 +395,7 @@ pub(super) struct Planned {
     addresses: Vec<IpNetwork>,
     link_name: IfName,
     peer_name: IfName,
+    impairment: Option<Impairment>,
 }
 
 /// Step 1: checks `spec` against the network (`gateways`, what is `taken`) before anything is
@@ -385,6 +422,9 @@ pub(super) fn plan(
         format!("member {} of {}", list.join(", "), network())
     };
     check_addresses(&addresses, gateways, taken, &object)?;
+    if let Some(impairment) = &spec.impairment {
+        impairment.validate(|| format!("impairment of {}", object()))?;
+    }
     if taken.host_names.contains(peer_name.as_str()) {
         return Err(Error::invalid(
             object(),
@@ -415,6 +455,7 @@ pub(super) fn plan(
     taken.addresses.extend(addresses.iter().map(IpNetwork::ip));
     taken.host_names.insert(peer_name.to_string());
     Ok(Planned {
+        impairment: spec.impairment,
         ns: spec.ns,
         addresses,
         link_name,
@@ -727,8 +768,16 @@ async fn build_traced(net: &NetworkContext, member: Planned, object: String) -> 
         }
     };
     let host_index = attach_host_end(net, &nl, &member.peer_name, host_index, &object).await?;
+    let inside = Link::new(ns.inner().clone(), inside_index, member.link_name);
+    // Before the member exists for anyone: its first packet is impaired. On error the network
+    // removes the member with the rest (its host end is in the network's group).
+    let impaired = match &member.impairment {
+        Some(impairment) => Some(inside.impair(Direction::Outbound, impairment).await?),
+        None => None,
+    };
     Ok(Member {
-        inside: Link::new(ns.inner().clone(), inside_index, member.link_name),
+        impaired,
+        inside,
         host: Link::new(net.host.clone(), host_index, member.peer_name),
         ns,
         addresses: member.addresses,

@@ -373,7 +373,9 @@ impl Resource for NetworkResource {
     fn finish(self, removed: bool) -> Result<()> {
         let what = self.describe();
         let mut errors = Vec::new();
-        for member in self.members {
+        for mut member in self.members {
+            // The relay of an impaired member holds its namespace: gone first.
+            drop(member.impaired.take());
             if let Err(e) = member.ns.close() {
                 errors.push(e);
             }
