@@ -85,6 +85,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list`
     }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        let n = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(100);
+        return profile(n, args.iter().any(|a| a == "--blocking"));
+    }
     let sizes: Vec<usize> = std::env::var("NETNS_KIT_BENCH_N")
         .unwrap_or_else(|_| "1,10,100,500,1000".into())
         .split(',')
@@ -1261,4 +1266,92 @@ fn impairable_setup(report: &mut Report, n: usize) {
     report.ratios.push(format!(
         "ratio bridged N={n} setup impairable/plain: {value:.2} (goal <= 1.5)"
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profile: where a member's time goes (`-- --profile N [--blocking]`, see benches/README.md).
+
+/// Wall time and count of every span of the crate, by span name.
+static SPANS: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, Duration)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+struct SpanTimes;
+
+impl<S> tracing_subscriber::Layer<S> for SpanTimes
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        _: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Instant::now());
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(start) = span.extensions().get::<Instant>().copied() else {
+            return;
+        };
+        let mut spans = SPANS.lock().unwrap();
+        let entry = spans.entry(span.metadata().name()).or_default();
+        entry.0 += 1;
+        entry.1 += start.elapsed();
+    }
+}
+
+/// Builds one bridged network of `n` members (after one unmeasured warm-up run) with every
+/// span of the crate timed, and prints the time per step and per member. Run under
+/// `strace -f -c` (benches/profile.sh) for the syscalls and netlink messages per member.
+fn profile(n: usize, blocking: bool) {
+    use tracing_subscriber::prelude::*;
+    let build = |rt: &tokio::runtime::Runtime| {
+        let host = Namespace::new_blocking().unwrap();
+        let start = Instant::now();
+        let builder = bridged()
+            .host(&host)
+            .gateway("10.100.255.254/16")
+            .members((0..n).map(|i| MemberSpec::new().address(member_address(i))));
+        let net = if blocking {
+            builder.create_blocking().unwrap()
+        } else {
+            rt.block_on(builder.create()).unwrap()
+        };
+        let took = start.elapsed();
+        drop((net, host));
+        took
+    };
+    let rt = runtime();
+    build(&rt);
+    settle(n);
+    tracing_subscriber::registry()
+        .with(
+            SpanTimes.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.target().starts_with("netns_kit")
+            })),
+        )
+        .init();
+    SPANS.lock().unwrap().clear();
+    let took = build(&rt);
+    let api = if blocking { "blocking" } else { "async" };
+    println!(
+        "profile: bridged N={n} setup ({api}) {:.1} ms, {:.3} ms per member",
+        ms(took),
+        ms(took) / n as f64
+    );
+    println!(
+        "  {:<24} {:>7} {:>11} {:>16}",
+        "span", "count", "total ms", "per member µs"
+    );
+    for (name, (count, total)) in SPANS.lock().unwrap().iter() {
+        println!(
+            "  {name:<24} {count:>7} {:>11.1} {:>16.1}",
+            ms(*total),
+            total.as_secs_f64() * 1e6 / n as f64
+        );
+    }
 }

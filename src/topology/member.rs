@@ -756,18 +756,30 @@ async fn build_traced(net: &NetworkContext, member: Planned, object: String) -> 
             let _ = conn.exchange(vec![(del_link(index), 0)]);
         })
     };
-    let (ns, (inside_index, host_index)) = match member.ns {
-        MemberNs::New => Namespace::create_with(inside).await?,
-        MemberNs::Borrowed(inner) => {
-            let found = inner.with_socket(inside, abandoned()).await?;
-            (Namespace::view(inner), found)
-        }
-        MemberNs::Owned(ns) => {
-            let found = ns.inner().with_socket(inside, abandoned()).await?;
-            (ns, found)
-        }
+    // The steps are spans of their own (DEBUG), for `cargo bench -- --profile`.
+    use tracing::Instrument;
+    let step = |name: &'static str| match name {
+        "inside" => tracing::debug_span!("member: namespace and inside end"),
+        _ => tracing::debug_span!("member: host end attached"),
     };
-    let host_index = attach_host_end(net, &nl, &member.peer_name, host_index, &object).await?;
+    let (ns, (inside_index, host_index)) = async {
+        Ok::<_, Error>(match member.ns {
+            MemberNs::New => Namespace::create_with(inside).await?,
+            MemberNs::Borrowed(inner) => {
+                let found = inner.with_socket(inside, abandoned()).await?;
+                (Namespace::view(inner), found)
+            }
+            MemberNs::Owned(ns) => {
+                let found = ns.inner().with_socket(inside, abandoned()).await?;
+                (ns, found)
+            }
+        })
+    }
+    .instrument(step("inside"))
+    .await?;
+    let host_index = attach_host_end(net, &nl, &member.peer_name, host_index, &object)
+        .instrument(step("attach"))
+        .await?;
     let inside = Link::new(ns.inner().clone(), inside_index, member.link_name);
     // Before the member exists for anyone: its first packet is impaired. On error the network
     // removes the member with the rest (its host end is in the network's group).

@@ -335,9 +335,15 @@ impl BridgedNetworkBuilder {
     pub async fn create(self) -> Result<BridgedNetwork> {
         let span = self.create_span();
         trace::timed(span, async move {
+            use tracing::Instrument;
             let plan = self.validate()?;
-            plan.check_subnets_free().await?;
-            let (bridge, rules, mtu, fast_link_local) = plan.make_bridge().await?;
+            plan.check_subnets_free()
+                .instrument(tracing::debug_span!("network: subnet check"))
+                .await?;
+            let (bridge, rules, mtu, fast_link_local) = plan
+                .make_bridge()
+                .instrument(tracing::debug_span!("network: bridge"))
+                .await?;
             let Plan {
                 host,
                 link_name,
@@ -384,14 +390,18 @@ impl BridgedNetworkBuilder {
                     return Err(guard::roll_back(network, e).await);
                 }
             }
-            let (members, first_error) = build_members(&network.get().context, planned).await;
+            let (members, first_error) = build_members(&network.get().context, planned)
+                .instrument(tracing::debug_span!("network: members"))
+                .await;
             network.get_mut().members = members;
             if let Some(e) = first_error {
                 return Err(guard::roll_back(network, e).await);
             }
             // Ready on return.
             let net = network.get();
-            member::wait_ready(&net.context, !net.adopted, &net.members, &net.describe()).await;
+            member::wait_ready(&net.context, !net.adopted, &net.members, &net.describe())
+                .instrument(tracing::debug_span!("network: readiness wait"))
+                .await;
             Ok(BridgedNetwork(network))
         })
         .await
