@@ -5,12 +5,15 @@
 //! cargo run --example impaired -- --hosts 5 --delay 50ms --loss 20% --count 200
 //! # impaired: sent 200 received 128 avg_rtt_ms 100.4
 //! cargo run --example impaired -- --delay 20ms --jitter 5ms --rate 10mbit --capture
+//! cargo run --example impaired -- --hosts 3 --partition
 //! ```
 //!
 //! Each host's link gets the delay and loss on what the host sends, so a ping from the first
 //! host to the last crosses two impaired directions: a round trip of about twice the delay,
 //! and replies for about (1 − loss)² of the requests. With `--capture`, the last host's link
-//! is captured to a pcap file (its path is printed; `tcpdump -r` reads it).
+//! is captured to a pcap file (its path is printed; `tcpdump -r` reads it). With
+//! `--partition`, the first host is then cut off from the last (silently: no reply, no ICMP
+//! error), and healed.
 //!
 //! Everything lives in a lab (private namespaces); the machine's own network is never touched.
 //! On a kernel without the netem qdisc the impairment runs in user space; the line `backend:`
@@ -28,6 +31,7 @@ struct Args {
     impairment: Impairment,
     count: u32,
     capture: bool,
+    partition: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -36,6 +40,7 @@ fn parse() -> Result<Args, String> {
         impairment: Impairment::new(),
         count: 100,
         capture: false,
+        partition: false,
     };
     let mut it = std::env::args().skip(1);
     let duration = |v: &str| -> Result<Duration, String> {
@@ -49,6 +54,10 @@ fn parse() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         if flag == "--capture" {
             args.capture = true;
+            continue;
+        }
+        if flag == "--partition" {
+            args.partition = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -148,6 +157,20 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     match avg {
         Some(avg) => println!("impaired: sent {sent} received {received} avg_rtt_ms {avg:.1}"),
         None => println!("impaired: sent {sent} received {received} avg_rtt_ms -"),
+    }
+    if args.partition {
+        let answered = |lab: &Lab| -> Result<usize, Box<dyn std::error::Error>> {
+            let out = lab
+                .command(first, "ping")?
+                .args(["-n", "-c", "3", "-i", "0.2", "-W", "1", &to.to_string()])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            Ok(text.lines().filter(|l| l.contains(" bytes from ")).count())
+        };
+        lab.partition_blocking(&[first.as_str()], &[last.as_str()])?;
+        println!("partitioned: {} of 3 pings answered", answered(&lab)?);
+        lab.heal();
+        println!("healed: {} of 3 pings answered", answered(&lab)?);
     }
     if let Some(capture) = capture {
         let path = capture.path().to_path_buf();

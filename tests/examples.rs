@@ -246,3 +246,17 @@ fn impaired_delays_and_loses_what_the_hosts_send() {
     );
     std::fs::remove_file(path).unwrap();
 }
+
+/// The impaired example's partition: no answer while cut off, every answer once healed.
+#[test]
+fn impaired_partitions_and_heals() {
+    let out = run(Command::new(example("impaired")).args([
+        "--hosts",
+        "3",
+        "--count",
+        "5",
+        "--partition",
+    ]));
+    assert!(out.contains("partitioned: 0 of 3 pings answered"), "{out}");
+    assert!(out.contains("healed: 3 of 3 pings answered"), "{out}");
+}
