@@ -223,12 +223,15 @@ fn filter_table_exists(rules: &ForwardRules, program: &'static str) -> bool {
     }
 }
 
-/// The `FORWARD` accept rules of one bridge; see the [module docs](self).
+/// The `FORWARD` accept rules of one bridge, or its isolation rules; see the
+/// [module docs](self).
 #[derive(Debug, Clone)]
 pub(crate) struct ForwardRules {
     ns: Arc<NsInner>,
     bridge: String,
     tag: String,
+    /// Isolation rules (`mangle` table) instead of accept rules (`filter`).
+    isolate: bool,
     /// The programs (IP families) whose rules were inserted, shared by every clone (an insert
     /// runs on a clone, on a thread of its own).
     inserted: Arc<std::sync::Mutex<Vec<&'static str>>>,
@@ -243,44 +246,69 @@ pub(crate) struct ForwardRules {
     hung: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The packet mark bit isolation rules use (`0x2000000`): set on what arrives on an isolated
+/// network's bridge, checked where it would leave by another isolated network's bridge.
+pub(crate) const ISOLATION_MARK: u32 = 0x0200_0000;
+
 /// How many descriptors an `iptables` run needs at most: stdin, two output pipes, and the pipe
 /// through which `spawn` reports a failed `exec`, plus slack.
 const FD_RESERVE: usize = 8;
 
 impl ForwardRules {
-    fn rule(&self, direction: &str, tag: &str) -> Vec<String> {
-        [
-            "FORWARD",
-            direction,
-            &self.bridge,
-            "-m",
-            "comment",
-            "--comment",
-            tag,
-            "-j",
-            "ACCEPT",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    /// The rules, each as `-t TABLE CHAIN ...` without the action, with comment `tag`.
+    ///
+    /// Accept rules: `FORWARD -i BRIDGE -j ACCEPT` and `FORWARD -o BRIDGE -j ACCEPT` (filter).
+    ///
+    /// Isolation rules (mangle): what arrives on the bridge is marked with [`ISOLATION_MARK`]
+    /// (`PREROUTING -i BRIDGE -j MARK --set-xmark M/M`), and what is forwarded to the bridge
+    /// from another interface with that mark is dropped (`FORWARD ! -i BRIDGE -o BRIDGE -m mark
+    /// --mark M/M -j DROP`): traffic between two isolated networks is dropped both ways, before
+    /// the `filter` table's accept rules are ever consulted (mangle's FORWARD runs first), and
+    /// whatever order the networks' rules were inserted in. Traffic to the uplink or to
+    /// networks that are not isolated passes.
+    fn rules(&self, tag: &str) -> Vec<Vec<String>> {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let comment = ["-m", "comment", "--comment", tag];
+        let bridge = self.bridge.as_str();
+        if self.isolate {
+            let mark = format!("{ISOLATION_MARK:#x}/{ISOLATION_MARK:#x}");
+            let mut prerouting = words(&["-t", "mangle", "PREROUTING", "-i", bridge]);
+            prerouting.extend(words(&comment));
+            prerouting.extend(words(&["-j", "MARK", "--set-xmark", &mark]));
+            let mut forward = words(&["-t", "mangle", "FORWARD", "!", "-i", bridge, "-o", bridge]);
+            forward.extend(words(&["-m", "mark", "--mark", &mark]));
+            forward.extend(words(&comment));
+            forward.extend(words(&["-j", "DROP"]));
+            vec![prerouting, forward]
+        } else {
+            ["-i", "-o"]
+                .into_iter()
+                .map(|direction| {
+                    let mut rule = words(&["-t", "filter", "FORWARD", direction, bridge]);
+                    rule.extend(words(&comment));
+                    rule.extend(words(&["-j", "ACCEPT"]));
+                    rule
+                })
+                .collect()
+        }
+    }
+
+    /// `action` (`-I`, `-D`) for rule `rule` (as [`rules`](Self::rules) gives it): the action
+    /// goes right before the chain, after `-t TABLE`.
+    fn with_action(action: &str, rule: &[String]) -> Vec<String> {
+        let mut args = rule[..2].to_vec();
+        args.push(action.to_owned());
+        args.extend_from_slice(&rule[2..]);
+        args
     }
 
     fn object(&self) -> String {
-        format!(
-            "FORWARD accept rules for bridge {:?} in {}",
-            self.bridge,
-            self.ns.label()
-        )
-    }
-
-    fn args(&self, action: &str, direction: &str) -> Vec<String> {
-        self.args_tagged(action, direction, &self.tag)
-    }
-
-    fn args_tagged(&self, action: &str, direction: &str, tag: &str) -> Vec<String> {
-        let mut args = vec![action.to_owned()];
-        args.extend(self.rule(direction, tag));
-        args
+        let what = if self.isolate {
+            "isolation rules"
+        } else {
+            "FORWARD accept rules"
+        };
+        format!("{what} for bridge {:?} in {}", self.bridge, self.ns.label())
     }
 
     /// The rules for `bridge`, not inserted yet. Their comment is this process's mark plus a
@@ -293,9 +321,18 @@ impl ForwardRules {
             ns: ns.clone(),
             bridge: bridge.to_owned(),
             tag: format!("{}:{serial}", owner::marker()),
+            isolate: false,
             inserted: Arc::default(),
             reserve: Arc::default(),
             hung: Arc::default(),
+        }
+    }
+
+    /// The isolation rules for `bridge` (see [`rules`](Self::rules)), not inserted yet.
+    pub(crate) fn isolation_for_bridge(ns: &Arc<NsInner>, bridge: &str) -> ForwardRules {
+        ForwardRules {
+            isolate: true,
+            ..ForwardRules::for_bridge(ns, bridge)
         }
     }
 
@@ -364,7 +401,11 @@ impl ForwardRules {
     fn insert_blocking(&self) -> Result<()> {
         self.reserve_fds()?;
         for program in IPTABLES {
-            if self.inserted().contains(&program) || !filter_table_exists(self, program) {
+            // Accept rules only where a `filter` table exists (not creating one is the point);
+            // isolation, asked for, goes everywhere.
+            if self.inserted().contains(&program)
+                || (!self.isolate && !filter_table_exists(self, program))
+            {
                 continue;
             }
             // Recorded before the first insert, so a failure half-way removes what went in.
@@ -372,8 +413,8 @@ impl ForwardRules {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(program);
-            for direction in ["-i", "-o"] {
-                let args = self.args("-I", direction);
+            for rule in self.rules(&self.tag) {
+                let args = Self::with_action("-I", &rule);
                 let result = self.run(program, &args);
                 if !matches!(&result, Ok(out) if out.status.success()) {
                     return Err(command_error(
@@ -396,10 +437,14 @@ impl ForwardRules {
         self.release_fds();
         let mut all = true;
         for program in self.inserted() {
-            for direction in ["-i", "-o"] {
+            for (kept, rule) in self
+                .rules(owner::KEPT)
+                .into_iter()
+                .zip(self.rules(&self.tag))
+            {
                 // Insert the kept rule first; delete the marked one only once that worked, so
                 // traffic never loses its accept rule.
-                let insert = self.args_tagged("-I", direction, owner::KEPT);
+                let insert = Self::with_action("-I", &kept);
                 let result = self.run(program, &insert);
                 if !matches!(&result, Ok(out) if out.status.success()) {
                     let e = command_error("keep", self.object(), program, &insert, result);
@@ -407,7 +452,7 @@ impl ForwardRules {
                     all = false;
                     continue;
                 }
-                let delete = self.args("-D", direction);
+                let delete = Self::with_action("-D", &rule);
                 let result = self.run(program, &delete);
                 if !matches!(&result, Ok(out) if out.status.success() || rule_absent(out)) {
                     let e = command_error("keep", self.object(), program, &delete, result);
@@ -438,8 +483,8 @@ impl ForwardRules {
         self.release_fds();
         let mut errors = Vec::new();
         for program in self.inserted() {
-            for direction in ["-i", "-o"] {
-                let args = self.args("-D", direction);
+            for rule in self.rules(&self.tag) {
+                let args = Self::with_action("-D", &rule);
                 let result = self.run(program, &args);
                 let timed_out =
                     matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::TimedOut);

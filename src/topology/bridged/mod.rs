@@ -91,6 +91,8 @@ fn neighbour_limit() -> Option<usize> {
 struct NetworkResource {
     context: NetworkContext,
     rules: Option<ForwardRules>,
+    /// The isolation rules, with [`isolate`](BridgedNetworkBuilder::isolate).
+    isolation: Option<ForwardRules>,
     members: Vec<Member>,
     taken: Taken,
     /// Whether the bridge existed before (and is never deleted by us).
@@ -166,6 +168,19 @@ impl NetworkResource {
         if accept_forward {
             self.enable_accept_forward().await?;
         }
+        Ok(())
+    }
+
+    /// Inserts this network's isolation rules (see [`BridgedNetworkBuilder::isolate`]).
+    async fn isolate(&mut self) -> Result<()> {
+        let rules = Guard::new(ForwardRules::isolation_for_bridge(
+            &self.context.host,
+            self.context.bridge.name(),
+        ));
+        if let Err(e) = rules.get().insert().await {
+            return Err(guard::roll_back(rules, e).await);
+        }
+        self.isolation = Some(rules.into_inner());
         Ok(())
     }
 
@@ -251,7 +266,7 @@ impl NetworkResource {
                 false
             }
         };
-        if let Some(rules) = &mut self.rules {
+        for rules in self.rules.iter_mut().chain(&mut self.isolation) {
             unmarked &= rules.keep_blocking();
         }
         unmarked
@@ -307,7 +322,7 @@ impl Resource for NetworkResource {
             }
             Err(e) => errors.push(e),
         }
-        if let Some(rules) = &self.rules {
+        for rules in self.rules.iter().chain(&self.isolation) {
             if let Err(e) = rules.remove().await {
                 errors.push(e);
             }
@@ -362,7 +377,7 @@ impl Resource for NetworkResource {
             })),
             Err(e) => errors.push(Error::os("delete the links of", what.clone(), e)),
         }
-        if let Some(rules) = &self.rules {
+        for rules in self.rules.iter().chain(&self.isolation) {
             if let Err(e) = rules.remove_blocking() {
                 errors.push(e);
             }
