@@ -232,6 +232,8 @@ pub(crate) struct ForwardRules {
     tag: String,
     /// Isolation rules (`mangle` table) instead of accept rules (`filter`).
     isolate: bool,
+    /// The programs (IP families) to insert for.
+    programs: Vec<&'static str>,
     /// The programs (IP families) whose rules were inserted, shared by every clone (an insert
     /// runs on a clone, on a thread of its own).
     inserted: Arc<std::sync::Mutex<Vec<&'static str>>>,
@@ -322,18 +324,29 @@ impl ForwardRules {
             bridge: bridge.to_owned(),
             tag: format!("{}:{serial}", owner::marker()),
             isolate: false,
+            programs: IPTABLES.to_vec(),
             inserted: Arc::default(),
             reserve: Arc::default(),
             hung: Arc::default(),
         }
     }
 
-    /// The isolation rules for `bridge` (see [`rules`](Self::rules)), not inserted yet.
-    pub(crate) fn isolation_for_bridge(ns: &Arc<NsInner>, bridge: &str) -> ForwardRules {
-        ForwardRules {
-            isolate: true,
-            ..ForwardRules::for_bridge(ns, bridge)
+    /// The isolation rules for `bridge` (see [`rules`](Self::rules)) in the IP families
+    /// `programs`, not inserted yet. With `accept`, the network's accept rules, a hung
+    /// `iptables` seen by either set skips the other's runs too (one deadline for the network).
+    pub(crate) fn isolation_for_bridge(
+        ns: &Arc<NsInner>,
+        bridge: &str,
+        programs: Vec<&'static str>,
+        accept: Option<&ForwardRules>,
+    ) -> ForwardRules {
+        let mut rules = ForwardRules::for_bridge(ns, bridge);
+        rules.isolate = true;
+        rules.programs = programs;
+        if let Some(accept) = accept {
+            rules.hung = accept.hung.clone();
         }
+        rules
     }
 
     /// Inserts the rules. Put `self` under a guard first: on failure (or if this future is
@@ -400,7 +413,7 @@ impl ForwardRules {
     /// Inserts the rules of every family that has a `filter` table and not yet our rules.
     fn insert_blocking(&self) -> Result<()> {
         self.reserve_fds()?;
-        for program in IPTABLES {
+        for program in self.programs.clone() {
             // Accept rules only where a `filter` table exists (not creating one is the point);
             // isolation, asked for, goes everywhere.
             if self.inserted().contains(&program)

@@ -8,9 +8,11 @@ use common::*;
 use netns_kit::{BridgedNetwork, MemberSpec, Namespace, bridged};
 
 fn mangle(host: &Namespace) -> String {
-    let out = outside(host, "iptables-save", &["-t", "mangle"])
-        .output()
-        .unwrap();
+    mangle_of(host, "iptables-save")
+}
+
+fn mangle_of(host: &Namespace, program: &str) -> String {
+    let out = outside(host, program, &["-t", "mangle"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with('-'))
@@ -65,6 +67,9 @@ async fn isolated_networks_cannot_reach_each_other_either_way() {
         "a network not isolated"
     );
     let rules = mangle(&host);
+    // IPv4-only networks: no IPv6 rules.
+    let v6 = mangle_of(&host, "ip6tables-save");
+    assert!(!v6.contains("-j MARK") && !v6.contains("-j DROP"), "{v6}");
     assert_eq!(rules.matches("-j MARK").count(), 2, "{rules}");
     assert_eq!(rules.matches("-j DROP").count(), 2, "{rules}");
     drop((a, b, c));

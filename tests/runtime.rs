@@ -428,8 +428,13 @@ fn two_networks_share_an_existing_bridge_and_its_gateway_until_the_last_goes() {
             .create_blocking()
             .unwrap()
     };
-    // The first network's member gets the lowest port MAC the bridge would otherwise follow.
     let first = network("10.89.0.2/24");
+    // The first network's port gets the lowest MAC there is, which a bridge whose MAC was never
+    // set would take (and lose when the port goes).
+    first.members()[0]
+        .peer()
+        .set_mac_blocking("02:00:00:00:00:01".parse().unwrap())
+        .unwrap();
     let second = network("10.89.0.3/24");
     let mac = |host: &Namespace| ip_json(host, &["link", "show", "cni0"])[0]["address"].clone();
     let pinned = mac(&host);

@@ -231,7 +231,11 @@ pub(crate) async fn divert(
         let fd = |p: &OwnedFd| Some(p.as_raw_fd() as u32);
         let nl = inner.nl().await?;
         // Sent at once, answered in order.
-        let tap_up = nl.send(crate::netlink::msg::up_without_link_local(tap_index), 0);
+        // IPv6 link-local off before the TAP is up: the kernel applies a request's "up"
+        // before its IPv6 settings, and the TAP's own neighbour discovery would leave by the
+        // diverted link.
+        let tap_quiet = nl.send(crate::netlink::msg::no_link_local(tap_index), 0);
+        let tap_up = nl.send(crate::netlink::msg::set_link(tap_index, |b| b.up()), 0);
         let tap_clsact = nl.send(
             RouteNetlinkMessage::NewQueueDiscipline(clsact_message(tap_index)),
             new,
@@ -262,7 +266,19 @@ pub(crate) async fn divert(
                 ),
             )
         });
+        if link_side.is_some() {
+            // Recorded before any answer is awaited: if this future is dropped now, the
+            // diversion's `Drop` deletes the filter (deleting one that never came is harmless)
+            // rather than leave the link redirecting into a TAP that is gone.
+            diversion.link = LinkSide::Classic {
+                ns: inner.clone(),
+                index,
+                ingress,
+                handle,
+            };
+        }
         let tap_results = [
+            tap_quiet.ack().await,
             tap_up.ack().await,
             tap_clsact.ack().await,
             tap_filter.ack().await,
@@ -273,14 +289,6 @@ pub(crate) async fn divert(
                 let filter = filter.ack().await;
                 if clsact.is_ok() {
                     diversion.link_clsact = Some((inner.clone(), index));
-                }
-                if filter.is_ok() {
-                    diversion.link = LinkSide::Classic {
-                        ns: inner.clone(),
-                        index,
-                        ingress,
-                        handle,
-                    };
                 }
                 [
                     clsact.or_else(|e| {

@@ -111,11 +111,6 @@ pub(crate) fn no_link_local(index: u32) -> RouteNetlinkMessage {
     quiet(LinkUnspec::new_with_index(index).build())
 }
 
-/// `RTM_SETLINK` that brings link `index` up with no IPv6 link-local address (one round trip).
-pub(crate) fn up_without_link_local(index: u32) -> RouteNetlinkMessage {
-    quiet(LinkUnspec::new_with_index(index).up().build())
-}
-
 /// [`no_link_local`] for the link named `name`.
 pub(crate) fn no_link_local_named(name: &str) -> RouteNetlinkMessage {
     quiet(LinkUnspec::new_with_name(name).build())

@@ -193,7 +193,10 @@ impl BridgedNetworkBuilder {
     /// Done with two `iptables` rules per IP family in the `mangle` table, carrying the
     /// network's mark and removed with it: what arrives on the bridge gets the packet mark bit
     /// `0x2000000`, and what would be forwarded to the bridge from elsewhere with that bit is
-    /// dropped (before the `filter` table's accept rules are consulted). Needs `iptables`.
+    /// dropped (before the `filter` table's accept rules are consulted). Needs `iptables` (and
+    /// `ip6tables` with an IPv6 gateway). The mark bit may clash with another tool that uses it
+    /// (Calico's default mark mask includes it). Rules left by a killed process are not
+    /// removed by [`reap`](crate::reap).
     ///
     /// # Examples
     ///

@@ -139,10 +139,15 @@ impl NetworkResource {
         // A bridge whose MAC was never set follows its lowest port, and changes it when that
         // port goes (another network's member, say): every member's neighbour entry for the
         // gateway would then be wrong. Setting the MAC it has pins it.
-        if let Some(mac) = bridge.info().await?.mac {
-            bridge.set_mac(mac).await?;
-        }
         let present = bridge.addresses().await?;
+        // Once: a shared gateway on it means a network of this crate joined (and pinned it)
+        // already, and setting a MAC, even the same one, makes the kernel flush the neighbour
+        // entries of everyone on the bridge.
+        if !present.iter().any(|a| a.shared_gateway) {
+            if let Some(mac) = bridge.info().await?.mac {
+                bridge.set_mac(mac).await?;
+            }
+        }
         let nl = self.context.host.nl().await?;
         for gw in self.context.gateways.clone() {
             if let Some(there) = present.iter().find(|a| a.address.ip() == gw.ip()) {
@@ -173,9 +178,24 @@ impl NetworkResource {
 
     /// Inserts this network's isolation rules (see [`BridgedNetworkBuilder::isolate`]).
     async fn isolate(&mut self) -> Result<()> {
+        let families: Vec<&'static str> = [
+            (
+                self.context.gateways.iter().any(IpNetwork::is_ipv4),
+                "iptables",
+            ),
+            (
+                self.context.gateways.iter().any(IpNetwork::is_ipv6),
+                "ip6tables",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(has, program)| has.then_some(program))
+        .collect();
         let rules = Guard::new(ForwardRules::isolation_for_bridge(
             &self.context.host,
             self.context.bridge.name(),
+            families,
+            self.rules.as_ref(),
         ));
         if let Err(e) = rules.get().insert().await {
             return Err(guard::roll_back(rules, e).await);
@@ -449,10 +469,14 @@ impl Resource for NetworkResource {
 ///   follows its lowest port and changes it when that port goes, which would leave the other
 ///   networks' members with a stale neighbour entry for the gateway;
 /// * a gateway address a network adds is marked shared in the kernel object itself (address
-///   protocol 110, `proto 110` in `ip address`), so every process sees it; a network removes the
-///   shared gateways only when no other port (of another network, or of anyone) is left on the
-///   bridge, whichever network added them. An address the bridge had otherwise (the runtime's
-///   own) is never removed.
+///   protocol 110, `proto 110` in `ip address`; kernel 5.18 and later — older kernels drop
+///   the mark, and the last network then leaves an address it did not add itself), so every
+///   process sees it; a network removes the shared gateways only when no other port (of
+///   another network, or of anyone: an uplink, a VM's TAP) is left on the bridge, whichever
+///   network added them. An address the bridge had otherwise (the runtime's own) is never
+///   removed. The decision is not atomic across processes: a network joining at the very
+///   moment the last other one leaves can find its gateway gone, and two networks leaving at
+///   once can both keep it (it is then left on the bridge).
 ///
 /// # Examples
 ///
