@@ -1005,24 +1005,8 @@ pub(crate) fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // A large receive buffer, as capture tools ask for, so a burst is not dropped; forced
-    // past `rmem_max` where allowed (root), else the plain request the limit caps.
-    let size: libc::c_int = 8 << 20;
-    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: `size` is a c_int that outlives the call; its size is passed.
-        let done = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if done == 0 {
-            break;
-        }
-    }
+    // A large receive buffer, as capture tools ask for, so a burst is not dropped.
+    grow_receive_buffer(fd.as_fd(), 8 << 20);
     // SAFETY: an all-zero `sockaddr_ll` is valid; the fields the bind needs are set below.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
@@ -1040,6 +1024,29 @@ pub(crate) fn packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Raises a socket's receive buffer to `bytes`: forced past `net.core.rmem_max` where allowed
+/// (`CAP_NET_ADMIN`), else the plain request the limit caps. Best effort; a socket whose
+/// buffer overflows loses datagrams (a netlink socket: answers, and the requests waiting for
+/// them would wait forever).
+pub(crate) fn grow_receive_buffer(fd: BorrowedFd<'_>, bytes: usize) {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: `size` is a c_int that outlives the call; its size is passed.
+        let done = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done == 0 {
+            return;
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the relay's clock (the one its timer is armed on).

@@ -728,7 +728,12 @@ async fn ten_thousand_concurrent_requests_on_one_namespace_all_succeed() {
     // Dumps and direct lookups mixed: the kernel runs one dump at a time per socket (EBUSY).
     let dumps = futures::future::join_all((0..5_000).map(|_| ns.links()));
     let lookups = futures::future::join_all((0..5_000).map(|_| ns.link_by_name("lo")));
-    let (dumps, lookups) = tokio::join!(dumps, lookups);
+    // A lost answer would leave its request waiting forever: fail instead of hanging the run.
+    let (dumps, lookups) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(dumps, lookups)
+    })
+    .await
+    .expect("some of the 10,000 requests were never answered within 60 s");
     let failed: Vec<String> = dumps
         .iter()
         .filter_map(|r| r.as_ref().err())

@@ -117,6 +117,11 @@ pub(crate) fn new_socket() -> io::Result<Socket> {
     // Best effort: both only improve error reports.
     let _ = socket.set_ext_ack(true);
     let _ = socket.set_cap_ack(true);
+    // Thousands of requests may be in flight on one connection (a network's members are built
+    // concurrently; a caller may flood it): with the default buffer (about 200 KiB) the kernel
+    // drops answers it cannot queue, and their requests would never be answered. Seen as a hang
+    // of 10,000 concurrent requests on a loaded machine.
+    crate::sys::grow_receive_buffer(std::os::fd::AsFd::as_fd(&socket), 16 << 20);
     Ok(socket)
 }
 
