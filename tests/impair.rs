@@ -756,3 +756,44 @@ async fn a_member_is_impaired_from_its_first_packet() {
     drop(net);
     assert_eq!(link_names(&host), ["lo"]);
 }
+
+/// The lab's captures: removed when the test passes, kept when it fails (`mark_failed`), and
+/// `tcpdump -r` reads the kept one.
+#[test]
+fn a_labs_captures_are_kept_only_when_the_test_fails() {
+    let run = |fail: bool| -> Vec<std::path::PathBuf> {
+        let mut lab =
+            Lab::new_blocking(if fail { "capture_kept" } else { "capture_gone" }).unwrap();
+        lab.add_lan_blocking(["10.97.0.0/24"], ["a", "b"]).unwrap();
+        let paths = lab.capture_blocking("b").unwrap();
+        let to = lab.address("b", 4).unwrap().to_string();
+        assert!(ping(lab.host("a").unwrap(), &to));
+        if fail {
+            lab.mark_failed();
+        }
+        paths
+    };
+    let gone = run(false);
+    assert_eq!(gone.len(), 1);
+    assert!(
+        !gone[0].exists(),
+        "{} left after a passing test",
+        gone[0].display()
+    );
+    let kept = run(true);
+    assert!(
+        kept[0].exists(),
+        "{} not kept after a failing test",
+        kept[0].display()
+    );
+    let out = tool("tcpdump")
+        .args(["-n", "-r", kept[0].to_str().unwrap(), "icmp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).lines().count() >= 2,
+        "no ICMP in the capture"
+    );
+    std::fs::remove_dir_all(kept[0].parent().unwrap()).unwrap();
+}
