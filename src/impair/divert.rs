@@ -54,6 +54,9 @@ use crate::{
 /// The mark on frames the relay sends back (in `skb->mark` between the two programs only).
 const RETURN_MARK: u32 = 0x6e6b_6476; // "nkdv"
 
+/// The name prefix of the diversion TAPs (the kernel adds the number).
+pub(crate) const TAP_PREFIX: &str = "nkdiv";
+
 /// The priority of the classic filters; each has a handle of its own.
 const FILTER_PRIO: u32 = 0xc0de;
 
@@ -192,7 +195,7 @@ pub(crate) async fn divert(
     };
     let private = ns.inner().is_private();
     let made = sys::in_ns(ns.inner().fd().clone(), move || {
-        let (tap, name) = sys::open_tap("nkdiv%d")?;
+        let (tap, name) = sys::open_tap(&format!("{TAP_PREFIX}%d"))?;
         let tap_index =
             nix::net::if_::if_nametoindex(name.as_str()).map_err(std::io::Error::from)?;
         let divert_program = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;

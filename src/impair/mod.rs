@@ -101,6 +101,7 @@ pub(crate) mod relay;
 pub use capture::Capture;
 pub use engine::Counters;
 pub use guard::Impaired;
+pub(crate) use partition::host_interfaces;
 pub use partition::{Partition, partition, partition_blocking};
 
 use std::{fmt, time::Duration};

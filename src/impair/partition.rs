@@ -26,6 +26,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     link::{Link, lookup::dump_links},
+    name::IfName,
     netns::Namespace,
     sys,
 };
@@ -89,16 +90,27 @@ impl Drop for Partition {
     }
 }
 
+/// The interfaces of `ns` that partitions, and a lab's per-host impairments and captures, act
+/// on: all but loopback and the relay's own TAPs (one dump, no lookup per interface).
+pub(crate) async fn host_interfaces(ns: &Namespace) -> Result<Vec<Link>> {
+    dump_links(ns.inner())
+        .await?
+        .into_iter()
+        .filter(|info| info.name != "lo" && !info.name.starts_with(super::divert::TAP_PREFIX))
+        .map(|info| {
+            Ok(Link::new(
+                ns.inner().clone(),
+                info.index,
+                IfName::new(&info.name)?,
+            ))
+        })
+        .collect()
+}
+
 /// The interfaces of `ns` a partition acts on (all but loopback and the relay's own TAPs) and
 /// its addresses.
 async fn host(ns: &Namespace) -> Result<(Vec<Link>, Vec<IpAddr>)> {
-    let mut links = Vec::new();
-    for info in dump_links(ns.inner()).await? {
-        if info.name == "lo" || info.name.starts_with("nkdiv") {
-            continue;
-        }
-        links.push(ns.link_by_name(&info.name).await?);
-    }
+    let links = host_interfaces(ns).await?;
     let addresses = sys::in_ns(ns.inner().fd().clone(), || {
         let all = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
         Ok(all

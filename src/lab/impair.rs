@@ -58,14 +58,7 @@ impl Lab {
     /// The interfaces of `host` the lab's impairments and captures act on: all but loopback
     /// and the relay's own devices.
     async fn host_links(&self, host: &str) -> Result<Vec<Link>> {
-        let ns = self.host(host)?;
-        let mut links = Vec::new();
-        for info in ns.links().await? {
-            if info.name != "lo" && !info.name.starts_with("nkdiv") {
-                links.push(ns.link_by_name(&info.name).await?);
-            }
-        }
-        Ok(links)
+        crate::impair::host_interfaces(self.host(host)?).await
     }
 
     /// Makes what `host` sends misbehave as `impairment` says, on every interface of it (so
