@@ -112,8 +112,32 @@ async fn on_thread<R: Send + 'static>(
 /// (a daemon it started, say) is then killed with the whole group and nobody waits on the pipes
 /// any more. At the deadline the whole group is killed and the run fails with `TimedOut`.
 fn run_blocking(ns: &NsInner, program: &'static str, args: &[String]) -> std::io::Result<Output> {
+    run_fed(ns, program, args, None)
+}
+
+/// [`run_blocking`] with `input` written to the program's stdin (on a thread of its own, so a
+/// program that does not read cannot stall the caller past the deadline).
+pub(crate) fn run_fed(
+    ns: &NsInner,
+    program: &'static str,
+    args: &[String],
+    input: Option<Vec<u8>>,
+) -> std::io::Result<Output> {
     use std::os::unix::process::CommandExt;
-    let mut child = command(ns, program, args).process_group(0).spawn()?;
+    let mut command = command(ns, program, args);
+    if input.is_some() {
+        command.stdin(Stdio::piped());
+    }
+    let mut child = command.process_group(0).spawn()?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        std::thread::Builder::new()
+            .name("netns-kit-iptables".into())
+            .spawn(move || {
+                use std::io::Write;
+                // A program that exits without reading makes this fail: its exit says why.
+                let _ = stdin.write_all(&input);
+            })?;
+    }
     let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
     let kill_group = || {
         let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);

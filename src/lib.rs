@@ -294,6 +294,7 @@ mod ip;
 pub mod lab;
 mod link;
 mod name;
+pub mod nat;
 mod netlink;
 mod netns;
 mod owner;

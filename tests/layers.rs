@@ -18,7 +18,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("namespace", &["netns"]),
     (
         "objects",
-        &["link", "addr", "route", "firewall", "probe", "impair"],
+        &[
+            "link", "addr", "route", "firewall", "probe", "impair", "nat",
+        ],
     ),
     ("patterns", &["topology", "reap"]),
     ("tools", &["lab", "userns"]),

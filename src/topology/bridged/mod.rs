@@ -522,6 +522,54 @@ impl BridgedNetwork {
         self.0.get().context.group
     }
 
+    /// A masquerade for the network's subnets (traffic among them keeps its addresses): its
+    /// members reach out with the host's address. The guard is the caller's; see
+    /// [`nat`](crate::nat).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(net: &netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// let masq = net.masquerade().create_blocking()?;
+    /// # drop(masq); Ok(()) }
+    /// ```
+    pub fn masquerade(&self) -> crate::nat::MasqueradeBuilder {
+        let bridge = self.bridge();
+        let mut builder = crate::nat::masquerade().host(&Namespace::view(bridge.ns().clone()));
+        for gateway in self.gateways() {
+            builder = builder
+                .source(IpNetwork::new(gateway.network(), gateway.prefix()).unwrap_or(*gateway));
+        }
+        builder
+    }
+
+    /// Published ports of the host leading to members: the host, the hairpin subnets (the
+    /// network's, so members reach each other through the host's addresses) and the bridge
+    /// (for [`localhost`](crate::nat::PublishBuilder::localhost)) filled in. Add the mappings;
+    /// the guard is the caller's. See [`nat`](crate::nat).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(net: &netns_kit::BridgedNetwork) -> netns_kit::Result<()> {
+    /// use netns_kit::nat::PortMapping;
+    /// let ports = net
+    ///     .publish()
+    ///     .map(PortMapping::tcp(8080, "10.0.40.2:80".parse().unwrap()))
+    ///     .create_blocking()?;
+    /// # drop(ports); Ok(()) }
+    /// ```
+    pub fn publish(&self) -> crate::nat::PublishBuilder {
+        let bridge = self.bridge();
+        let mut builder = crate::nat::publish()
+            .host(&Namespace::view(bridge.ns().clone()))
+            .via(bridge.name());
+        for gateway in self.gateways() {
+            builder = builder.hairpin(*gateway);
+        }
+        builder
+    }
+
     /// Whether the network inserted `iptables` FORWARD accept rules for its bridge.
     pub fn accept_forward_enabled(&self) -> bool {
         self.0.get().rules.is_some()
