@@ -542,7 +542,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
                 Err(e) => {
                     drop(wired);
                     if masquerading {
-                        let _ = masq::teardown(&chain, [true, true], true);
+                        let _ = masq::teardown(&chain);
                     }
                     release(Some(name));
                     return Err(e);
@@ -633,14 +633,12 @@ impl Wired {
             ..CniResult::default()
         };
         let gateways = calc_gateways(&mut result, conf);
-        let rules = if conf.ip_masq {
+        if conf.ip_masq {
             let addresses: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
             *masquerading = true;
             let comment = masq::comment(&conf.name, &env.container_id);
-            masq::start(&addresses, chain, &comment)?
-        } else {
-            Vec::new()
-        };
+            masq::add(&addresses, chain, &comment)?;
+        }
         let configured = (|| {
             configure_container(&self.container, &self.pair, &result, conf, &env.ifname)?;
             wait_port_up(self.pair.link())?;
@@ -650,8 +648,7 @@ impl Wired {
             result.interfaces = interfaces(&self.bridge, &self.pair, env)?;
             Ok(())
         })();
-        let masqueraded = masq::finish(rules);
-        configured.and(masqueraded).map(|()| result)
+        configured.map(|()| result)
     }
 
     /// The gateway addresses on the bridge, forwarding for their families, and the bridge's
@@ -724,19 +721,7 @@ pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
         .map(|name| delegate::start_ipam(name, &env.path, "DEL", stdin));
     if conf.ip_masq {
         let chain = masq::chain_name(&conf.name, &env.container_id);
-        // What the configuration hands out, what the last result had, what is there now.
-        let seen = masq::families(&addresses);
-        let known = [
-            seen[0] || conf.ipam_families[0],
-            seen[1] || conf.ipam_families[1],
-        ];
-        let families = if known == [false, false] {
-            None
-        } else {
-            Some(known)
-        };
-        if let Err(e) = masq::teardown(&chain, families.unwrap_or([true, true]), families.is_none())
-        {
+        if let Err(e) = masq::teardown(&chain) {
             errors.push(e);
         }
     }

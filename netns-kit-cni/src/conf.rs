@@ -109,8 +109,6 @@ pub struct NetConf {
     /// The configuration's own `dns`, which replaces the IPAM plugin's when set.
     pub dns: Map<String, Value>,
     pub prev_result: Option<Value>,
-    /// [IPv4, IPv6]: the families the IPAM configuration hands out, where it says.
-    pub ipam_families: [bool; 2],
     /// `cni.dev/valid-attachments` (GC): container id and interface name.
     pub valid_attachments: Vec<(String, String)>,
 }
@@ -156,40 +154,6 @@ struct RawConf {
 struct RawIpam {
     #[serde(rename = "type")]
     kind: Option<String>,
-    /// The address families the IPAM plugin hands out, where its configuration says: the
-    /// subnets of `host-local`'s `ranges` (or its older `subnet`), `static`'s `addresses`.
-    /// Read leniently: they only tell DEL which families to clean, never refuse anything.
-    #[serde(default)]
-    ranges: Value,
-    #[serde(default)]
-    subnet: Value,
-    #[serde(default)]
-    addresses: Value,
-}
-
-impl RawIpam {
-    /// [IPv4, IPv6]: which families the configuration names.
-    fn families(&self) -> [bool; 2] {
-        let mut found = [false, false];
-        let mut note = |text: Option<&str>| {
-            let ip = text.and_then(|t| t.split('/').next()?.parse::<std::net::IpAddr>().ok());
-            match ip {
-                Some(std::net::IpAddr::V4(_)) => found[0] = true,
-                Some(std::net::IpAddr::V6(_)) => found[1] = true,
-                None => {}
-            }
-        };
-        note(self.subnet.as_str());
-        for set in self.ranges.as_array().into_iter().flatten() {
-            for range in set.as_array().into_iter().flatten() {
-                note(range.get("subnet").and_then(Value::as_str));
-            }
-        }
-        for address in self.addresses.as_array().into_iter().flatten() {
-            note(address.get("address").and_then(Value::as_str));
-        }
-        found
-    }
 }
 
 #[derive(Deserialize)]
@@ -279,7 +243,6 @@ impl NetConf {
     /// needs (the IPAM plugin's name, GC's list).
     fn from_raw(raw: RawConf, cni_version: String, env: &Env) -> Result<NetConf> {
         let is_default_gateway = raw.is_default_gateway.unwrap_or(false);
-        let ipam_families = raw.ipam.as_ref().map_or([false, false], RawIpam::families);
         let ipam = raw.ipam.and_then(|i| i.kind).filter(|t| !t.is_empty());
         if let Some(t) = &ipam {
             if t.contains('/') || t == "." || t == ".." {
@@ -346,7 +309,6 @@ impl NetConf {
             mac: conf_mac,
             dns: raw.dns.unwrap_or_default(),
             prev_result: raw.prev_result.filter(|v| !v.is_null()),
-            ipam_families,
             valid_attachments,
         })
     }

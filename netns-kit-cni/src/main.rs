@@ -24,7 +24,6 @@ mod check;
 mod conf;
 mod delegate;
 mod masq;
-mod nft;
 mod spec;
 
 use std::io::{Read, Write};

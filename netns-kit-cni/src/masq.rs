@@ -8,25 +8,21 @@
 //! masqueraded. Every rule carries the comment `name: "NET" id: "ID"` (Go's `%q` quoting).
 //!
 //! The reference runs `iptables` once per check and per rule (eight runs for one IPv4
-//! address). Here they are written in one transaction per IP family: over netlink where
-//! `iptables` is the nf_tables variant and its `nat` table exists (see `nft`: no process at
-//! all), else by one `iptables-restore --noflush`. Teardown is one `iptables-save -t nat` to
-//! find what is there plus one restore to remove it, per family. Teardown finds the rules by their
-//! chain, not by the container's addresses, so it also works after the container's namespace is
-//! gone (where the reference leaves them).
+//! address). Here the library's [`nat::masquerade`] writes them in one transaction per IP
+//! family — over nf_tables netlink where `iptables` is the nf_tables variant (no process at
+//! all), else by one `iptables-restore --noflush` — and [`nat::remove_chain`] removes them:
+//! one dump and one transaction per family. Teardown finds the rules by their chain, not by the
+//! container's addresses, so it also works after the container's namespace is gone (where the
+//! reference leaves them). `GC` reads `iptables-save` to find every chain of the network.
 
-use std::{
-    net::IpAddr,
-    process::{Child, Command},
-};
+use std::process::{Child, Command};
 
 use netns_kit::ipnetwork::IpNetwork;
 use sha2::{Digest, Sha512};
 
-use crate::{
-    delegate::spawn_fed,
-    nft::{AddressMatch, Rule, Verdict},
-};
+use netns_kit::{Namespace, nat};
+
+use crate::delegate::spawn_fed;
 
 use crate::spec::{CniError, Result, code};
 
@@ -60,19 +56,6 @@ fn go_quote(s: &str) -> String {
 /// The reference's rule comment for container `id` on network `name`.
 pub fn comment(name: &str, id: &str) -> String {
     format!("name: {} id: {}", go_quote(name), go_quote(id))
-}
-
-/// `text` as one double-quoted `iptables-restore` word.
-fn restore_word(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 fn tool(v6: bool, base: &str) -> String {
@@ -157,139 +140,34 @@ fn restore(v6: bool, body: &str) -> Result<()> {
     start_restore(v6, body)?.wait().map(drop)
 }
 
-/// Starts adding the masquerade rules for `addresses` (the container's, with their prefix
-/// lengths), per family: written at once over netlink where `iptables` is the nf_tables
-/// variant and its `nat` table is in place (see `nft`), else by an `iptables-restore` that runs
-/// while the caller goes on. Wait for those with [`finish`].
-pub fn start(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<Vec<Pending>> {
-    let nft = crate::nft::iptables_is_nft();
-    let mut pending = Vec::new();
-    for v6 in [false, true] {
-        let mine: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let multicast: IpNetwork = if v6 { "ff00::/8" } else { "224.0.0.0/4" }
-            .parse()
-            .expect("a valid network");
-        // In the order the reference appends them, each rule once ("AppendUnique").
-        let mut chain_rules: Vec<Rule> = Vec::new();
-        let mut post_rules: Vec<Rule> = Vec::new();
-        for a in &mine {
-            let network = IpNetwork::new(a.network(), a.prefix()).unwrap_or(**a);
-            for rule in [
-                Rule {
-                    chain: chain.to_owned(),
-                    address: AddressMatch {
-                        source: false,
-                        net: network,
-                        negate: false,
-                    },
-                    comment: comment.to_owned(),
-                    verdict: Verdict::Accept,
-                },
-                Rule {
-                    chain: chain.to_owned(),
-                    address: AddressMatch {
-                        source: false,
-                        net: multicast,
-                        negate: true,
-                    },
-                    comment: comment.to_owned(),
-                    verdict: Verdict::Masquerade,
-                },
-            ] {
-                if !chain_rules.iter().any(|r| same(r, &rule)) {
-                    chain_rules.push(rule);
-                }
-            }
-            let host = IpNetwork::new(a.ip(), if v6 { 128 } else { 32 }).unwrap_or(**a);
-            let rule = Rule {
-                chain: "POSTROUTING".to_owned(),
-                address: AddressMatch {
-                    source: true,
-                    net: host,
-                    negate: false,
-                },
-                comment: comment.to_owned(),
-                verdict: Verdict::Jump(chain.to_owned()),
-            };
-            if !post_rules.iter().any(|r| same(r, &rule)) {
-                post_rules.push(rule);
-            }
-        }
-        let rules: Vec<Rule> = chain_rules.into_iter().chain(post_rules).collect();
-        if nft {
-            match crate::nft::write(chain, &rules) {
-                Ok(()) => continue,
-                Err(crate::nft::NotWritten::Uncertain) => {
-                    let _ = finish(pending);
-                    return Err(CniError::new(
-                        code::IO,
-                        format!(
-                            "no answer from nf_tables within 10 s while adding chain {chain}; \
-                             its rules may be in place"
-                        ),
-                    ));
-                }
-                // Not this path's case, or refused before anything changed: the other way.
-                Err(_) => {}
-            }
-        }
-        let mut body = format!(":{chain} - [0:0]\n");
-        for rule in &rules {
-            body.push_str(&restore_line(rule));
-            body.push('\n');
-        }
-        match start_restore(v6, &body) {
-            Ok(p) => pending.push(p),
-            Err(e) => {
-                let _ = finish(pending);
-                return Err(e);
-            }
-        }
+/// Adds the masquerade rules for `addresses` (the container's, with their prefix lengths),
+/// through the library's [`nat::masquerade`]: one nf_tables transaction per IP family where
+/// `iptables` is the nf_tables variant (no process), else one `iptables-restore` per family.
+/// The rules stay when this process exits; [`teardown`] removes them.
+pub fn add(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<()> {
+    if addresses.is_empty() {
+        return Ok(());
     }
-    Ok(pending)
-}
-
-fn same(a: &Rule, b: &Rule) -> bool {
-    restore_line(a) == restore_line(b)
-}
-
-/// `rule` as an `iptables-restore` line, in the words the reference gives `iptables`.
-fn restore_line(rule: &Rule) -> String {
-    let a = rule.address;
-    let address = if a.source && a.net.prefix() == if a.net.is_ipv6() { 128 } else { 32 } {
-        a.net.ip().to_string()
-    } else {
-        a.net.to_string()
-    };
-    let matched = format!(
-        "{}{} {address}",
-        if a.negate { "! " } else { "" },
-        if a.source { "-s" } else { "-d" }
-    );
-    let target = match &rule.verdict {
-        Verdict::Accept => "ACCEPT".to_owned(),
-        Verdict::Jump(c) => c.clone(),
-        Verdict::Masquerade => "MASQUERADE".to_owned(),
-    };
-    format!(
-        "-A {} {matched} -j {target} -m comment --comment {}",
-        rule.chain,
-        restore_word(&rule.comment)
-    )
-}
-
-/// Waits for what [`start`] started; the first error, after waiting for all.
-pub fn finish(pending: Vec<Pending>) -> Result<()> {
-    let mut first = None;
-    for p in pending {
-        if let Err(e) = p.wait() {
-            first.get_or_insert(e);
-        }
+    let host = Namespace::current()?;
+    let mut builder = nat::masquerade().host(&host).chain(chain).comment(comment);
+    for a in addresses {
+        let full = if a.is_ipv6() { 128 } else { 32 };
+        builder = builder
+            .source(IpNetwork::new(a.ip(), full).unwrap_or(*a))
+            .exempt(*a);
     }
-    first.map_or(Ok(()), Err)
+    let _kept = builder.create_blocking()?.keep();
+    Ok(())
+}
+
+/// Removes container `id`'s masquerade chain (both IP families) and the rules leading to it;
+/// what is already gone counts as removed. Finds them by the chain, not by the container's
+/// addresses, so it also works after the container's namespace is gone (where the reference
+/// leaves them).
+pub fn teardown(chain: &str) -> Result<()> {
+    let host = Namespace::current()?;
+    nat::remove_chain_blocking(&host, chain)?;
+    Ok(())
 }
 
 /// Splits a line of `iptables-save` into words, undoing its quoting.
@@ -385,43 +263,6 @@ fn remove_chains(v6: bool, chains: &[String], rules: &[SavedRule]) -> Result<()>
     restore(v6, &body)
 }
 
-/// Removes container `id`'s masquerade chain and the rules leading to it, in the families
-/// `families` names (`[v4, v6]`); what is already gone counts as removed.
-///
-/// With `assumed`, the families are a guess (the container's interface is gone): a family
-/// whose table cannot be read (no `ip6tables`, no IPv6 `nat` table) then has nothing of this
-/// container to remove, and is skipped.
-pub fn teardown(chain: &str, families: [bool; 2], assumed: bool) -> Result<()> {
-    for (v6, wanted) in [(false, families[0]), (true, families[1])] {
-        if !wanted {
-            continue;
-        }
-        let (chains, rules) = match saved_rules(v6) {
-            Ok(saved) => saved,
-            Err(_) if assumed => continue,
-            Err(e) => return Err(e),
-        };
-        let referenced = rules.iter().any(|r| r.target.as_deref() == Some(chain));
-        if !chains.iter().any(|c| c == chain) && !referenced {
-            continue;
-        }
-        let present: Vec<String> = chains.into_iter().filter(|c| c == chain).collect();
-        if present.is_empty() {
-            // Only rules jumping to a chain that is gone: cannot happen in a consistent table,
-            // but remove them.
-            let body: String = rules
-                .iter()
-                .filter(|r| r.target.as_deref() == Some(chain))
-                .map(|r| format!("{}\n", r.line.replacen("-A ", "-D ", 1)))
-                .collect();
-            restore(v6, &body)?;
-        } else {
-            remove_chains(v6, &present, &rules)?;
-        }
-    }
-    Ok(())
-}
-
 /// GC: removes the masquerade chains of network `name` whose container is not in `valid`.
 /// Returns the container ids whose rules were removed.
 pub fn collect_garbage(name: &str, valid: &[String]) -> Result<Vec<String>> {
@@ -451,12 +292,4 @@ pub fn collect_garbage(name: &str, valid: &[String]) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
-}
-
-/// The addresses a container's masquerade rules are for, from what its interface had.
-pub fn families(addresses: &[IpAddr]) -> [bool; 2] {
-    [
-        addresses.iter().any(IpAddr::is_ipv4),
-        addresses.iter().any(IpAddr::is_ipv6),
-    ]
 }
