@@ -103,6 +103,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// An address allocator has no free address for the request: the range is exhausted, or
+    /// the address asked for is taken (see [`ipam`](crate::ipam)).
+    #[error("cannot allocate from {object}: {reason}")]
+    Unavailable {
+        /// The allocator's ranges, e.g. `range set 10.1.0.1-10.1.0.2`.
+        object: String,
+        /// What was not available, in the reference `host-local` plugin's words.
+        reason: String,
+    },
+
     /// This kernel (or these privileges) cannot do what was asked, by any path the crate
     /// has; `reason` names what would make it possible.
     #[error("cannot {op} {object}: {reason}")]

@@ -291,6 +291,7 @@ mod firewall;
 mod guard;
 pub mod impair;
 mod ip;
+pub mod ipam;
 pub mod lab;
 mod link;
 mod name;

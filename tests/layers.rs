@@ -19,7 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "objects",
         &[
-            "link", "addr", "route", "firewall", "probe", "impair", "nat",
+            "link", "addr", "route", "firewall", "probe", "impair", "nat", "ipam",
         ],
     ),
     ("patterns", &["topology", "reap"]),

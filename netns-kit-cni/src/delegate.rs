@@ -114,7 +114,14 @@ pub fn run(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Ve
 
 /// An IPAM plugin running (see [`start_ipam`]).
 #[derive(Debug)]
-pub struct RunningIpam<'a> {
+pub enum RunningIpam<'a> {
+    /// `host-local` done in-process (see `hostlocal`): its output, or its error.
+    Done(Result<Vec<u8>>),
+    Exec(ExecIpam<'a>),
+}
+
+#[derive(Debug)]
+pub struct ExecIpam<'a> {
     running: Running,
     cni_path: &'a str,
     command: &'a str,
@@ -131,16 +138,36 @@ pub fn start_ipam<'a>(
     command: &'a str,
     stdin: &'a [u8],
 ) -> Result<RunningIpam<'a>> {
-    Ok(RunningIpam {
+    if name == "host-local" && (command == "ADD" || command == "DEL") {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        if let Some(plan) = crate::hostlocal::plan(stdin, &env("CNI_ARGS")) {
+            let (id, ifname) = (env("CNI_CONTAINERID"), env("CNI_IFNAME"));
+            return Ok(RunningIpam::Done(if command == "ADD" {
+                plan.add(&id, &ifname)
+            } else {
+                plan.del(&id, &ifname)
+            }));
+        }
+    }
+    Ok(RunningIpam::Exec(ExecIpam {
         running: start(name, cni_path, command, stdin)?,
         cni_path,
         command,
         stdin,
-    })
+    }))
 }
 
 impl RunningIpam<'_> {
     pub fn finish(self) -> Result<Vec<u8>> {
+        match self {
+            RunningIpam::Done(result) => result,
+            RunningIpam::Exec(exec) => exec.finish(),
+        }
+    }
+}
+
+impl ExecIpam<'_> {
+    fn finish(self) -> Result<Vec<u8>> {
         let name = self.running.name.clone();
         match self.running.finish() {
             Err(e) if e.code == code::INCOMPATIBLE_VERSION => {

@@ -23,6 +23,7 @@ mod bridge;
 mod check;
 mod conf;
 mod delegate;
+mod hostlocal;
 mod masq;
 mod spec;
 

@@ -1227,3 +1227,151 @@ fn cni_runtime_runs_the_plugin_list_and_leaves_nothing() {
     assert!(out.contains("1 link(s) left"), "{out}");
     assert!(out.contains("cni_runtime: ok"), "{out}");
 }
+
+/// host-local in-process and the reference `host-local` plugin share one store: leases made by
+/// either are seen and released by the other, round robin carries on across them, a requested
+/// address and exhaustion end the same way.
+#[test]
+fn host_local_leases_are_shared_with_the_reference_plugin() {
+    if !have_reference("host_local_leases_are_shared_with_the_reference_plugin") {
+        return;
+    }
+    let node = Node::new();
+    let conf = |ipam: Value| {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "leases",
+            "type": "bridge",
+            "bridge": "cni9",
+            "isGateway": true,
+            "ipam": ipam,
+        })
+    };
+    let ranges = conf(json!({
+        "type": "host-local",
+        "dataDir": node.data,
+        "ranges": [
+            [{"subnet": "10.77.0.0/29", "rangeStart": "10.77.0.2", "rangeEnd": "10.77.0.5"}],
+            [{"subnet": "fd77::/64", "rangeStart": "fd77::10", "rangeEnd": "fd77::13"}]
+        ],
+        "routes": [{"dst": "0.0.0.0/0"}]
+    }));
+    let containers: Vec<Namespace> = (0..5).map(|_| Namespace::new_blocking().unwrap()).collect();
+    let plugins = [OURS.to_owned(), reference()];
+    let add = |i: usize, plugin: &str, conf: &Value| {
+        cni(
+            &node,
+            plugin,
+            "ADD",
+            &format!("ctr{i}"),
+            &proc_path(&containers[i]),
+            "eth0",
+            conf,
+        )
+    };
+    let addresses = |result: &Value| -> Vec<String> {
+        result["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ip| ip["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Alternating plugins hand out the addresses in order, IPv4 and IPv6.
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        let out = add(i, &plugins[i % 2], &ranges).expect_ok(&format!("ADD ctr{i}"));
+        seen.push(addresses(&out));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            vec!["10.77.0.2/29", "fd77::10/64"],
+            vec!["10.77.0.3/29", "fd77::11/64"],
+            vec!["10.77.0.4/29", "fd77::12/64"],
+            vec!["10.77.0.5/29", "fd77::13/64"],
+        ]
+    );
+    // Exhausted: both say the same.
+    let errors: Vec<Value> = plugins
+        .iter()
+        .map(|p| {
+            let o = add(4, p, &ranges);
+            assert!(!o.ok, "{p} allocated from a full range");
+            o.out
+        })
+        .collect();
+    assert_eq!(errors[0]["msg"], errors[1]["msg"]);
+    assert_eq!(errors[0]["code"], errors[1]["code"]);
+    assert_eq!(errors[0]["code"], 999);
+    assert!(
+        errors[0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no IP addresses available in range set: 10.77.0.2-10.77.0.5"),
+        "{}",
+        errors[0]
+    );
+    // Each plugin deletes what the other added; the leases go.
+    for i in 0..4 {
+        let deleter = &plugins[(i + 1) % 2];
+        cni(
+            &node,
+            deleter,
+            "DEL",
+            &format!("ctr{i}"),
+            &proc_path(&containers[i]),
+            "eth0",
+            &ranges,
+        )
+        .expect_ok(&format!("DEL ctr{i} by {deleter}"));
+    }
+    assert!(
+        node.leases("leases").is_empty(),
+        "{:?}",
+        node.leases("leases")
+    );
+    // A requested address (`args.cni.ips`, as `podman run --ip` sends it), and the same
+    // address asked of the other plugin while taken.
+    let mut asked = ranges.clone();
+    asked["args"] = json!({"cni": {"ips": ["10.77.0.4"]}});
+    for (first, second) in [(0, 1), (1, 0)] {
+        let out = add(0, &plugins[first], &asked).expect_ok("ADD with a requested address");
+        assert_eq!(addresses(&out)[0], "10.77.0.4/29");
+        let taken = add(1, &plugins[second], &asked);
+        assert!(!taken.ok);
+        assert!(
+            taken.out["msg"]
+                .as_str()
+                .unwrap()
+                .contains("requested IP address 10.77.0.4 is not available"),
+            "{}",
+            taken.out
+        );
+        cni(
+            &node,
+            &plugins[second],
+            "DEL",
+            "ctr0",
+            &proc_path(&containers[0]),
+            "eth0",
+            &asked,
+        )
+        .expect_ok("DEL");
+        cni(
+            &node,
+            &plugins[second],
+            "DEL",
+            "ctr1",
+            &proc_path(&containers[1]),
+            "eth0",
+            &asked,
+        )
+        .expect_ok("DEL");
+    }
+    assert!(
+        node.leases("leases").is_empty(),
+        "{:?}",
+        node.leases("leases")
+    );
+}
