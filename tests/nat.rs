@@ -140,6 +140,9 @@ async fn published_ports_are_reached_from_outside_the_host_localhost_and_other_m
     let before = firewall(&w.host);
     let member = w.net.members()[0].namespace();
     serve(member, 80, "web");
+    // A masquerade too: its exempt-network ACCEPT must not end POSTROUTING before the
+    // hairpin's masquerade.
+    let masq = w.net.masquerade().create().await.unwrap();
     // The outside namespace has a route to the host only (no route to the members).
     let ports = w
         .net
@@ -179,6 +182,10 @@ async fn published_ports_are_reached_from_outside_the_host_localhost_and_other_m
         "web from 10.0.61.1"
     );
     assert_eq!(
+        fetch(other, "10.0.61.1", 8080).unwrap(),
+        "web from 10.0.61.1"
+    );
+    assert_eq!(
         fetch(other, "fd40:61::1", 8080).unwrap(),
         "web from fd40:61::1"
     );
@@ -192,6 +199,7 @@ async fn published_ports_are_reached_from_outside_the_host_localhost_and_other_m
         "{nat}"
     );
     ports.delete().await.unwrap();
+    masq.delete().await.unwrap();
     assert!(fetch(&w.outside, "10.9.61.1", 8080).is_err());
     assert_eq!(
         sysctl_outside(

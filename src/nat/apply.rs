@@ -365,7 +365,7 @@ impl RuleSet {
             .rules
             .iter()
             .filter(|r| r.v6 == v6 && !mine.contains(&r.chain.as_str()))
-            .map(|r| r.restore_line().replacen("-A ", "-D ", 1))
+            .map(|r| format!("-D {}", &r.restore_line()[3..]))
             .collect();
         let chains: Vec<String> = mine.iter().map(|c| format!("-F {c}\n-X {c}")).collect();
         let mut body = String::new();

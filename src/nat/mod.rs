@@ -44,7 +44,9 @@
 //!   [`localhost`](PublishBuilder::localhost), which switches `route_localnet` on the interface
 //!   toward the members for as long as the guard lives) are marked with `0x2000` — the bit
 //!   `portmap` and netavark use — and masqueraded in `POSTROUTING`, so the member's answer comes
-//!   back through the host.
+//!   back through the host. That `POSTROUTING` rule is inserted at the top, as `portmap`'s:
+//!   a masquerade's exempt-network `ACCEPT` before it would end the chain for a hairpin
+//!   connection.
 //!
 //! Every rule outside the guard's chains carries its comment (`netns-kit:...`, or the one
 //! given), which is how removal finds it.
@@ -697,9 +699,13 @@ impl PublishBuilder {
                 rules.push(r);
             }
             if localhost || !hairpin.is_empty() {
+                // At the top: a masquerade's exempt-network ACCEPT (ours, the CNI plugins')
+                // earlier in POSTROUTING would end the chain before it for a hairpin
+                // connection, whose source and destination are on the same network.
                 let mut r = Rule::new("POSTROUTING", v6, Target::Masquerade);
                 r.mark = Some(mark);
                 r.comment = Some(comment.clone());
+                r.insert = true;
                 rules.push(r);
             }
         }

@@ -618,7 +618,13 @@ impl Batch {
             compat.be32(1, u32::from(proto.number())).be32(2, 0);
             a.nested(5, compat);
         }
-        self.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family(v6), a);
+        // Without NLM_F_APPEND (and no position) the kernel inserts at the top.
+        let flags = if rule.insert {
+            NLM_F_CREATE
+        } else {
+            NLM_F_CREATE | NLM_F_APPEND
+        };
+        self.push(NFT_MSG_NEWRULE, flags, family(v6), a);
     }
 
     /// Deletes the rule `handle` of `chain`.

@@ -44,6 +44,8 @@ pub(crate) struct Rule {
     pub(crate) target: Target,
     /// The IP family, for rules that match no address.
     pub(crate) v6: bool,
+    /// Inserted at the top of its chain instead of appended.
+    pub(crate) insert: bool,
 }
 
 impl Rule {
@@ -60,6 +62,7 @@ impl Rule {
             comment: None,
             target,
             v6,
+            insert: false,
         }
     }
 
@@ -67,9 +70,10 @@ impl Rule {
         self.v6
     }
 
-    /// The rule as an `iptables-restore` line (`-A CHAIN ...`).
+    /// The rule as an `iptables-restore` line (`-A CHAIN ...`, or `-I CHAIN ...`).
     pub(crate) fn restore_line(&self) -> String {
-        let mut w: Vec<String> = vec!["-A".into(), self.chain.clone()];
+        let action = if self.insert { "-I" } else { "-A" };
+        let mut w: Vec<String> = vec![action.into(), self.chain.clone()];
         let full = if self.v6 { 128 } else { 32 };
         let mut address = |flag: &str, (net, negate): (IpNetwork, bool)| {
             if negate {
