@@ -390,6 +390,11 @@ impl ForwardRules {
         .map_err(|e| Error::os("insert", self.object(), e))?
     }
 
+    /// The IP families the rules are for (`true` for IPv6).
+    pub(crate) fn families_v6(&self) -> Vec<bool> {
+        self.programs.iter().map(|p| *p == "ip6tables").collect()
+    }
+
     /// The families whose rules are in place.
     fn inserted(&self) -> Vec<&'static str> {
         self.inserted

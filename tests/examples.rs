@@ -260,3 +260,24 @@ fn impaired_partitions_and_heals() {
     assert!(out.contains("partitioned: 0 of 3 pings answered"), "{out}");
     assert!(out.contains("healed: 3 of 3 pings answered"), "{out}");
 }
+
+/// A runtime's day two, blocking API only: published ports reached with `curl` from another
+/// namespace, the host, 127.0.0.1 and another member (masqueraded), a masquerade seen from
+/// outside, an isolated network kept out, and `iptables-save` the same before and after.
+#[test]
+fn published_example_reaches_the_member_every_way_and_leaves_the_firewall_as_it_was() {
+    tool("curl");
+    let out = run(&mut Command::new(example("published")));
+    for line in [
+        "client -> host:8080: A: hello, 10.9.0.2",
+        "host -> 127.0.0.1:8080: A: hello, 10.88.0.1",
+        "B -> gateway:8080 (hairpin): A: hello, 10.88.0.1",
+        "B -> [fd88::1]:8080 (hairpin): A: hello, fd88::1",
+        "A -> client:9000 (masquerade): client: hello, 10.9.0.1",
+        "isolated network -> A: unreachable",
+        "iptables-save: the same before and after",
+        "published: ok",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}

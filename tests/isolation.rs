@@ -36,6 +36,11 @@ async fn isolated_networks_cannot_reach_each_other_either_way() {
     let host = sandbox().await;
     host.set_sysctl("net.ipv4.ip_forward", "1").await.unwrap();
     let before = mangle(&host);
+    // Everything the tools show: the isolation rules' `mangle` table must go with them.
+    let all_before = (
+        saved(&host, "iptables-save"),
+        saved(&host, "ip6tables-save"),
+    );
     // Not isolated: routed through the host namespace, they reach each other.
     let (a, b) = (
         network(&host, 1, false).await,
@@ -74,4 +79,12 @@ async fn isolated_networks_cannot_reach_each_other_either_way() {
     assert_eq!(rules.matches("-j DROP").count(), 2, "{rules}");
     drop((a, b, c));
     assert_eq!(mangle(&host), before, "isolation rules left behind");
+    assert_eq!(
+        (
+            saved(&host, "iptables-save"),
+            saved(&host, "ip6tables-save")
+        ),
+        all_before,
+        "the mangle table the rules created was left behind"
+    );
 }

@@ -59,7 +59,8 @@ struct Created {
     chains: Vec<&'static str>,
 }
 
-type Key = ((u64, u64), bool);
+/// (namespace, IPv6, table).
+type Key = ((u64, u64), bool, &'static str);
 
 static CREATED: Mutex<Vec<(Key, Created)>> = Mutex::new(Vec::new());
 
@@ -146,32 +147,15 @@ impl RuleSet {
         }
     }
 
-    /// An nf_tables socket in the set's namespace, opened on a short-lived thread of its own
-    /// (this may run on a library worker already: waiting for another would deadlock a busy
-    /// pool). The socket stays in that namespace.
     fn socket(&self) -> Result<Socket> {
-        let fd = self.ns.fd().clone();
-        let opened = if crate::sys::is_thread_ns(fd.as_fd()) {
-            Socket::open()
-        } else {
-            std::thread::scope(|scope| {
-                std::thread::Builder::new()
-                    .name("netns-kit-nat".into())
-                    .spawn_scoped(scope, || {
-                        crate::sys::setns_net(fd.as_fd())?;
-                        Socket::open()
-                    })?
-                    .join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")))
-            })
-        };
-        opened.map_err(|e| Error::os("open nf_tables socket for", self.object.clone(), e))
+        socket_in(&self.ns)
+            .map_err(|e| Error::os("open nf_tables socket for", self.object.clone(), e))
     }
 
     fn install_nft(&self, v6: bool) -> Result<()> {
         let family = nft::family(v6);
         let mut sock = self.socket()?;
-        let key = (self.ns.id(), v6);
+        let key = (self.ns.id(), v6, TABLE);
         let mut last = None;
         // A creation race (someone made the table or a base chain between our look and our
         // batch) fails the batch with EEXIST and changes nothing: look again.
@@ -290,7 +274,7 @@ impl RuleSet {
         }
         // This set no longer uses the table: the last one deletes what this process created,
         // if it is empty.
-        if let Some(created) = unregister((self.ns.id(), v6)) {
+        if let Some(created) = unregister((self.ns.id(), v6, TABLE)) {
             let mut batch = Batch::default();
             for chain in &created.chains {
                 batch.delete_chain(family, TABLE, chain, true);
@@ -408,7 +392,7 @@ impl RuleSet {
     pub(crate) fn forget(&self) {
         if self.backend == Backend::Nftables {
             for v6 in self.families() {
-                unregister_failed((self.ns.id(), v6));
+                unregister_failed((self.ns.id(), v6, TABLE));
             }
         }
         if let Some(iface) = &self.route_localnet {
@@ -460,6 +444,91 @@ impl RuleSet {
             other => other,
         }
     }
+}
+
+/// An nf_tables socket in `ns`, opened on a short-lived thread of its own (this may run on a
+/// library worker already: waiting for another would deadlock a busy pool). The socket stays in
+/// that namespace.
+fn socket_in(ns: &NsInner) -> std::io::Result<Socket> {
+    let fd = ns.fd().clone();
+    if crate::sys::is_thread_ns(fd.as_fd()) {
+        return Socket::open();
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("netns-kit-nat".into())
+            .spawn_scoped(scope, || {
+                crate::sys::setns_net(fd.as_fd())?;
+                Socket::open()
+            })?
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")))
+    })
+}
+
+/// The base chains `iptables-nft` may create in `table`.
+fn base_chains(table: &str) -> &'static [&'static str] {
+    match table {
+        "nat" => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+        _ => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+    }
+}
+
+/// A user of this process starts writing `iptables` rules into `table` (family `v6`) of `ns`
+/// by other means (the `iptables` program), which creates the table if it is missing: the
+/// first such user records whether it was there, so [`release_table`] can delete what the
+/// rules' insertion created. Only where `iptables` is the nf_tables variant (a legacy table
+/// cannot be deleted).
+pub(crate) fn acquire_table(ns: &NsInner, v6: bool, table: &'static str) {
+    if Backend::detect() != Backend::Nftables {
+        return;
+    }
+    let key = (ns.id(), v6, table);
+    if lock(&CREATED).iter().any(|(k, _)| *k == key) {
+        register(key, Created::default());
+        return;
+    }
+    let missing = socket_in(ns)
+        .ok()
+        .and_then(|mut s| s.table_exists(nft::family(v6), table).ok())
+        == Some(false);
+    register(
+        key,
+        Created {
+            table: missing,
+            ..Created::default()
+        },
+    );
+}
+
+/// The user of [`acquire_table`] is done (its rules removed, or `kept`, when it must not
+/// delete anything): the last one deletes the table if it created it and it is empty now —
+/// every base chain without rules, no other chain (`NLM_F_NONREC`: otherwise the kernel
+/// refuses and nothing changes).
+pub(crate) fn release_table(ns: &NsInner, v6: bool, table: &'static str, kept: bool) {
+    if kept {
+        unregister_failed((ns.id(), v6, table));
+        return;
+    }
+    let Some(created) = unregister((ns.id(), v6, table)) else {
+        return;
+    };
+    if !created.table {
+        return;
+    }
+    let Ok(mut sock) = socket_in(ns) else {
+        return;
+    };
+    let family = nft::family(v6);
+    let mut batch = Batch::default();
+    for chain in base_chains(table) {
+        if sock.chain_exists(family, table, chain).unwrap_or(false) {
+            batch.delete_chain(family, table, chain, true);
+        }
+    }
+    batch.delete_empty_table(family, table);
+    // EBUSY: someone else's rules or chains are there now; they keep the table.
+    let _ = sock.apply(&batch);
 }
 
 fn absent(out: &std::process::Output) -> bool {
@@ -537,7 +606,7 @@ pub(crate) fn remove_chain(ns: &Arc<NsInner>, backend: Backend, chain: &str) -> 
                 }
                 found = true;
                 // Not a user of the registry: count it as one so remove_nft's release balances.
-                register((ns.id(), v6), Created::default());
+                register((ns.id(), v6, TABLE), Created::default());
                 set.remove_nft(v6)?;
             }
             Backend::IptablesRestore => {

@@ -75,6 +75,7 @@
 //! them by chain name, from any process.
 
 mod apply;
+pub(crate) use apply::{acquire_table, release_table};
 mod nft;
 mod rule;
 

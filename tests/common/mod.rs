@@ -130,6 +130,7 @@ fn package_of(program: &str) -> &'static str {
         "nsenter" | "unshare" | "setpriv" => "util-linux",
         "sysctl" => "procps",
         "tcpdump" => "tcpdump",
+        "curl" => "curl",
         "nft" => "nftables",
         _ => "coreutils",
     }

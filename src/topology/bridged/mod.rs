@@ -191,14 +191,28 @@ impl NetworkResource {
         .into_iter()
         .filter_map(|(has, program)| has.then_some(program))
         .collect();
+        // Inserting creates the `mangle` table where it is missing: noted first, so the last
+        // isolated network of this process deletes it again (see `finish`).
+        for program in &families {
+            crate::nat::acquire_table(&self.context.host, *program == "ip6tables", "mangle");
+        }
         let rules = Guard::new(ForwardRules::isolation_for_bridge(
             &self.context.host,
             self.context.bridge.name(),
-            families,
+            families.clone(),
             self.rules.as_ref(),
         ));
         if let Err(e) = rules.get().insert().await {
-            return Err(guard::roll_back(rules, e).await);
+            let e = guard::roll_back(rules, e).await;
+            for program in &families {
+                crate::nat::release_table(
+                    &self.context.host,
+                    *program == "ip6tables",
+                    "mangle",
+                    false,
+                );
+            }
+            return Err(e);
         }
         self.isolation = Some(rules.into_inner());
         Ok(())
@@ -242,6 +256,17 @@ impl NetworkResource {
             p.group == self.context.group || Some(p.index) == self.vxlan_port
         };
         ports.iter().any(|p| !own(&p))
+    }
+
+    /// This network no longer uses the `mangle` tables its isolation rules went into: the last
+    /// isolated network of this process deletes one its rules created, once empty (not when
+    /// the rules stay: `kept`).
+    fn release_mangle(&self, kept: bool) {
+        if let Some(isolation) = &self.isolation {
+            for v6 in isolation.families_v6() {
+                crate::nat::release_table(&self.context.host, v6, "mangle", kept);
+            }
+        }
     }
 
     /// Replaces every ownership mark (for `keep`): the bridge's alias, the link group of the
@@ -407,6 +432,7 @@ impl Resource for NetworkResource {
 
     fn finish(self, removed: bool) -> Result<()> {
         let what = self.describe();
+        self.release_mangle(!removed);
         let mut errors = Vec::new();
         for mut member in self.members {
             // The relay of an impaired member holds its namespace: gone first.
@@ -802,6 +828,7 @@ impl BridgedNetwork {
         }
         let resource = self.0.get_mut();
         let unmarked = resource.unmark();
+        resource.release_mangle(true);
         for member in &mut resource.members {
             member.keep_namespace();
         }
