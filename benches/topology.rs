@@ -90,6 +90,11 @@ fn main() {
         let n = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(100);
         return profile(n, args.iter().any(|a| a == "--blocking"));
     }
+    if args.iter().any(|a| a == "--publish") {
+        let mut report = Report::default();
+        publish(&mut report, 100);
+        return report.print();
+    }
     let sizes: Vec<usize> = std::env::var("NETNS_KIT_BENCH_N")
         .unwrap_or_else(|_| "1,10,100,500,1000".into())
         .split(',')
@@ -118,6 +123,7 @@ fn main() {
     if let Some(&n) = sizes.iter().filter(|&&n| n <= 100).max() {
         tracing_overhead(&mut report, n);
     }
+    publish(&mut report, 100);
     impairment(&mut report);
     if let Some(&n) = sizes.iter().filter(|&&n| n <= 100).max() {
         impairable_setup(&mut report, n);
@@ -833,6 +839,147 @@ fn overlay(report: &mut Report, n: usize) {
 /// Dual-stack against IPv4-only: the bridged setup at N=500 (or the largest size below), each
 /// member with an IPv4 address only, then with an IPv6 address too — once with the default
 /// (members keep their link-local address), once with `link_local_ipv6(false)` — interleaved.
+/// N published ports (`nat::publish`, one guard) against `iptables-restore --noflush` of the
+/// same rules (what a runtime scripting `iptables` would run: one process for the lot), each in
+/// a fresh namespace whose `nat` table and base chains exist already (as on any host that ran a
+/// container), alternating; removal timed too. A third line: ours in a namespace without a
+/// `nat` table, which it creates and deletes again (unregistering the base chains' hooks waits
+/// for an RCU grace period; `iptables-restore` leaves the table behind instead).
+fn publish(report: &mut Report, n: usize) {
+    use netns_kit::nat::{self, PortMapping};
+    println!("published ports, N={n}");
+    let runs = 15;
+    let to = |i: usize| -> std::net::SocketAddr {
+        format!("10.100.{}.{}:80", i / 250, i % 250 + 2)
+            .parse()
+            .unwrap()
+    };
+    // A namespace whose nat table has the base chains the rules use.
+    let host_with_table = |table: bool| {
+        let host = Namespace::new_blocking().unwrap();
+        if table {
+            for chain in ["PREROUTING", "OUTPUT", "POSTROUTING"] {
+                for op in ["-A", "-D"] {
+                    let ok = host
+                        .command("iptables")
+                        .args([
+                            "-t",
+                            "nat",
+                            op,
+                            chain,
+                            "-s",
+                            "10.255.255.254",
+                            "-j",
+                            "RETURN",
+                        ])
+                        .status()
+                        .unwrap()
+                        .success();
+                    assert!(ok);
+                }
+            }
+        }
+        host
+    };
+    let ours = |table: bool| {
+        let host = host_with_table(table);
+        let start = Instant::now();
+        let ports = nat::publish()
+            .host(&host)
+            .hairpin("10.100.0.0/16")
+            .maps((0..n).map(|i| PortMapping::tcp(10000 + i as u16, to(i))))
+            .create_blocking()
+            .unwrap();
+        let add = start.elapsed();
+        let start = Instant::now();
+        ports.delete_blocking().unwrap();
+        (add, start.elapsed())
+    };
+    let theirs = || {
+        let host = host_with_table(true);
+        let mut script = String::from(
+            "*nat\n:NK-BENCH - [0:0]\n\
+             -A PREROUTING -m addrtype --dst-type LOCAL -j NK-BENCH\n\
+             -A OUTPUT -m addrtype --dst-type LOCAL -j NK-BENCH\n\
+             -I POSTROUTING -m mark --mark 0x2000/0x2000 -j MASQUERADE\n",
+        );
+        for i in 0..n {
+            let port = 10000 + i;
+            script.push_str(&format!(
+                "-A NK-BENCH -s 10.100.0.0/16 -p tcp -m tcp --dport {port} -j MARK --set-xmark 0x2000/0x2000\n\
+                 -A NK-BENCH -p tcp -m tcp --dport {port} -j DNAT --to-destination {}\n",
+                to(i)
+            ));
+        }
+        script.push_str("COMMIT\n");
+        let removal = "*nat\n-D PREROUTING -m addrtype --dst-type LOCAL -j NK-BENCH\n\
+                       -D OUTPUT -m addrtype --dst-type LOCAL -j NK-BENCH\n\
+                       -D POSTROUTING -m mark --mark 0x2000/0x2000 -j MASQUERADE\n\
+                       -F NK-BENCH\n-X NK-BENCH\nCOMMIT\n";
+        let restore = |input: &str| {
+            let mut child = host
+                .command("iptables-restore")
+                .arg("--noflush")
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            assert!(child.wait().unwrap().success());
+        };
+        let start = Instant::now();
+        restore(&script);
+        let add = start.elapsed();
+        let start = Instant::now();
+        restore(removal);
+        (add, start.elapsed())
+    };
+    let mut add = [Vec::new(), Vec::new(), Vec::new()];
+    let mut del = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..runs {
+        for turn in 0..3 {
+            let which = (round + turn) % 3;
+            let (a, d) = match which {
+                0 => ours(true),
+                1 => theirs(),
+                _ => ours(false),
+            };
+            add[which].push(a);
+            del[which].push(d);
+        }
+    }
+    let scenario = format!("publish N={n} ports");
+    for (phase, samples) in [("add", &add), ("remove", &del)] {
+        for (which, tool) in [
+            (0, "netns-kit"),
+            (1, "iptables-restore"),
+            (2, "netns-kit, no table"),
+        ] {
+            report.add(&format!("{scenario} {phase}"), tool, samples[which].clone());
+        }
+    }
+    report.ratio(
+        "publish",
+        n,
+        "ports add",
+        &add[0],
+        "iptables-restore",
+        &add[1],
+    );
+    report.ratio(
+        "publish",
+        n,
+        "ports remove",
+        &del[0],
+        "iptables-restore",
+        &del[1],
+    );
+}
+
 fn dual_stack(report: &mut Report, n: usize) {
     println!("dual-stack against IPv4-only, bridged N={n}");
     let runs = runs_for(n).max(3);
