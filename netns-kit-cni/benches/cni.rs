@@ -3,15 +3,16 @@
 //! exit of the plugin process, per container.
 //!
 //! The configuration is what container engines ship for their default network: a gateway
-//! bridge with masquerade and hairpin mode, `host-local` IPAM (run by both plugins from
-//! `CNI_PATH` as a second process, as CNI works). For N containers (`NETNS_KIT_BENCH_CNI_N`,
+//! bridge with hairpin mode and `host-local` IPAM (the reference runs that plugin from
+//! `CNI_PATH` as a second process; netns-kit-cni does its work in-process), with masquerade
+//! (`ipMasq`) off and on (`NETNS_KIT_BENCH_CNI_MASQ`, default `false,true`). For N containers (`NETNS_KIT_BENCH_CNI_N`,
 //! default `1,32`) each round makes a fresh node namespace, adds one container untimed (the
 //! bridge is made then, as by a node's first pod), then ADDs the N containers one after the
 //! other, then DELs them; the two plugins take turns, round by round. A round's figure is its
 //! mean per container; the table shows the median of the rounds, and the ratio lines
 //!
-//! `ratio cni N=<n> add netns-kit/cni-bridge: <value>`
-//! `ratio cni N=<n> del netns-kit/cni-bridge: <value>`
+//! `ratio cni N=<n> add ipMasq=<bool> netns-kit/cni-bridge: <value> (goal <= 0.3)`
+//! `ratio cni N=<n> del ipMasq=<bool> netns-kit/cni-bridge: <value> (goal <= 0.6)`
 //!
 //! compare those medians (below 1: netns-kit is faster).
 //!
@@ -65,35 +66,42 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         String::from_utf8_lossy(&Command::new("uname").arg("-r").output().unwrap().stdout).trim()
     );
+    let masq: Vec<bool> = std::env::var("NETNS_KIT_BENCH_CNI_MASQ")
+        .unwrap_or_else(|_| "false,true".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let mut ratios = Vec::new();
     for n in sizes {
-        let rounds = if n <= 4 { 15 } else { 4 };
-        let (mut add, mut del) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
-        for round in 0..rounds {
-            for turn in 0..2 {
-                // Alternate which plugin goes first.
-                let which = (round + turn) % 2;
-                let plugin = if which == 0 { OURS } else { reference.as_str() };
-                let (a, d) = one_round(plugin, n);
-                add[which].push(a);
-                del[which].push(d);
+        for &ip_masq in &masq {
+            let rounds = if n <= 4 { 15 } else { 4 };
+            let (mut add, mut del) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+            for round in 0..rounds {
+                for turn in 0..2 {
+                    // Alternate which plugin goes first.
+                    let which = (round + turn) % 2;
+                    let plugin = if which == 0 { OURS } else { reference.as_str() };
+                    let (a, d) = one_round(plugin, n, ip_masq);
+                    add[which].push(a);
+                    del[which].push(d);
+                }
             }
-        }
-        for (phase, samples) in [("add", &add), ("del", &del)] {
-            for (which, name) in [(0, "netns-kit-cni"), (1, "cni-bridge")] {
-                let s = &samples[which];
-                println!(
-                    "  cni N={n:<3} {phase}  {name:<14} median {:>7.2} ms per container  (min {:.2}, max {:.2}, rounds {})",
-                    ms(median(s)),
-                    ms(*s.iter().min().unwrap()),
-                    ms(*s.iter().max().unwrap()),
-                    s.len()
-                );
+            for (phase, samples, goal) in [("add", &add, 0.3), ("del", &del, 0.6)] {
+                for (which, name) in [(0, "netns-kit-cni"), (1, "cni-bridge")] {
+                    let s = &samples[which];
+                    println!(
+                        "  cni N={n:<3} ipMasq={ip_masq:<5} {phase}  {name:<14} median {:>7.2} ms per container  (min {:.2}, max {:.2}, rounds {})",
+                        ms(median(s)),
+                        ms(*s.iter().min().unwrap()),
+                        ms(*s.iter().max().unwrap()),
+                        s.len()
+                    );
+                }
+                let value = median(&samples[0]).as_secs_f64() / median(&samples[1]).as_secs_f64();
+                ratios.push(format!(
+                    "ratio cni N={n} {phase} ipMasq={ip_masq} netns-kit/cni-bridge: {value:.2} (goal <= {goal})"
+                ));
             }
-            let value = median(&samples[0]).as_secs_f64() / median(&samples[1]).as_secs_f64();
-            ratios.push(format!(
-                "ratio cni N={n} {phase} netns-kit/cni-bridge: {value:.2}"
-            ));
         }
     }
     println!();
@@ -114,12 +122,12 @@ fn ms(d: Duration) -> f64 {
 
 /// One round: a fresh node, one untimed container, then N timed ADDs and N timed DELs; the
 /// mean per container of each.
-fn one_round(plugin: &str, n: usize) -> (Duration, Duration) {
+fn one_round(plugin: &str, n: usize, ip_masq: bool) -> (Duration, Duration) {
     let node = Namespace::new_blocking().expect("node namespace");
     let data = std::env::temp_dir().join(format!("netns-kit-cni-bench-{}", node.inode()));
     let conf = format!(
         r#"{{"cniVersion":"1.0.0","name":"bench","type":"bridge","bridge":"cni0","isGateway":true,
-            "ipMasq":true,"hairpinMode":true,
+            "ipMasq":{ip_masq},"hairpinMode":true,
             "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.88.0.0/16"}}]]}}}}"#,
         data.display()
     );
