@@ -480,12 +480,11 @@ fn interfaces(bridge: &Bridge, pair: &VethPair, env: &Env) -> Result<Vec<Interfa
 
 /// ADD: wires the container; returns the result to print.
 ///
-/// The IPAM plugin is started first and works while the bridge and the veth pair are made, and
-/// the `iptables-restore` of the masquerade rules works while the container side and the
-/// gateway are configured: on a node, exec-ing those two programs is most of an ADD's time.
-/// The outcome is the reference's, whose order is sequential; on any failure the started
-/// programs are waited for and undone (IPAM DEL, the masquerade chain removed) before the error
-/// is returned, and the veth pair's guard removes it.
+/// An IPAM plugin that is executed is started first and works while the bridge and the veth
+/// pair are made (exec-ing it is most of an ADD's time on a node); `host-local` runs
+/// in-process instead (see `hostlocal`). The outcome is the reference's, whose order is
+/// sequential; on any failure the addresses are released and the masquerade chain removed
+/// before the error is returned, and the veth pair's guard removes it.
 pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
     let container = open_container(&env.netns)?;
     // The interface is there already: this container was added before. Refused before anything
