@@ -140,6 +140,7 @@ async fn published_ports_are_reached_from_outside_the_host_localhost_and_other_m
     let before = firewall(&w.host);
     let member = w.net.members()[0].namespace();
     serve(member, 80, "web");
+    serve(member, 7003, "web-7003");
     // A masquerade too: its exempt-network ACCEPT must not end POSTROUTING before the
     // hairpin's masquerade.
     let masq = w.net.masquerade().create().await.unwrap();
@@ -149,11 +150,22 @@ async fn published_ports_are_reached_from_outside_the_host_localhost_and_other_m
         .publish()
         .map(PortMapping::tcp(8080, "10.0.61.2:80".parse().unwrap()))
         .map(PortMapping::tcp(8080, "[fd40:61::2]:80".parse().unwrap()))
+        .map(PortMapping::new(
+            Protocol::Tcp,
+            9000..=9009,
+            "10.0.61.2".parse().unwrap(),
+            7000,
+        ))
         .localhost(true)
         .create()
         .await
         .unwrap();
     assert_eq!(ports.backend(), Backend::detect());
+    // A range onto other ports maps in order: 9003 to 7003.
+    assert_eq!(
+        fetch(&w.outside, "10.9.61.1", 9003).unwrap(),
+        "web-7003 from 10.9.61.2"
+    );
     // From another host, to the host's address: the member sees the client's own address.
     assert_eq!(
         fetch(&w.outside, "10.9.61.1", 8080).unwrap(),
@@ -447,11 +459,29 @@ async fn a_kept_guards_chain_is_removed_by_name() {
         .keep();
     let chain = masq.chains()[0].clone();
     drop(masq);
+    // Published ports with a hairpin: a tagged POSTROUTING rule outside the chain.
+    let ports = nat::publish()
+        .host(&host)
+        .map(PortMapping::tcp(8080, "10.0.65.2:80".parse().unwrap()))
+        .hairpin("10.0.65.0/24")
+        .create()
+        .await
+        .unwrap()
+        .keep();
+    let ports_chain = ports.chains()[0].clone();
+    drop(ports);
     assert!(saved(&host, "iptables-save").contains(&chain));
     assert!(nat::remove_chain(&host, &chain).await.unwrap());
     assert!(!nat::remove_chain(&host, &chain).await.unwrap());
-    // What was created for the kept guard (the table) stays: nobody owns it now.
-    assert!(!saved(&host, "iptables-save").contains(&chain));
+    assert!(nat::remove_chain(&host, &ports_chain).await.unwrap());
+    // Every rule gone, the jumps and the tagged masquerade; what was created for the kept
+    // guards (the table, its base chains) stays: nobody owns it now.
+    let left = saved(&host, "iptables-save");
+    assert!(!left.lines().any(|l| l.starts_with("-A")), "{left}");
+    assert!(
+        !left.contains(&chain) && !left.contains(&ports_chain),
+        "{left}"
+    );
     let _ = before;
 }
 
@@ -502,6 +532,12 @@ async fn bad_input_is_refused_naming_what_and_leaves_nothing() {
             "via",
         ),
         (nat::publish().map(PortMapping::tcp(8080, member)), ".host"),
+        (
+            nat::publish()
+                .host(&host)
+                .map(PortMapping::tcp(8080, member).host_address("127.0.0.1".parse().unwrap())),
+            "loopback address",
+        ),
     ];
     for (builder, says) in cases {
         let e = builder.create().await.unwrap_err();

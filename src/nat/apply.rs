@@ -48,6 +48,10 @@ pub(crate) struct RuleSet {
     pub(crate) route_localnet: Option<String>,
     /// What describes the set in errors.
     pub(crate) object: String,
+    /// Whether the set has given back what it counts in this process (table users,
+    /// `route_localnet`): once, whichever removal (a `delete`, the guard's `Drop` after a
+    /// cancelled `delete`, `keep`) comes first. Shared by the set's clones.
+    pub(crate) released: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What this process created in a namespace's `nat` tables, and how many of its sets use
@@ -112,11 +116,13 @@ impl RuleSet {
             };
             if let Err(e) = result {
                 for v6 in done {
-                    let _ = self.remove_family(v6);
+                    let _ = self.remove_family(v6, true);
                 }
                 if let Some(iface) = &self.route_localnet {
                     let _ = self.localnet(iface, false);
                 }
+                self.released
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 return Err(e);
             }
             done.push(v6);
@@ -126,13 +132,16 @@ impl RuleSet {
 
     /// Removes the rules; what is already gone counts as removed.
     pub(crate) fn remove(&self) -> Result<()> {
+        let release = !self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
         let mut errors = Vec::new();
         for v6 in self.families() {
-            if let Err(e) = self.remove_family(v6) {
+            if let Err(e) = self.remove_family(v6, release) {
                 errors.push(e);
             }
         }
-        if let Some(iface) = &self.route_localnet {
+        if let (Some(iface), true) = (&self.route_localnet, release) {
             if let Err(e) = self.localnet(iface, false) {
                 errors.push(e);
             }
@@ -140,9 +149,11 @@ impl RuleSet {
         Error::collect(self.object.clone(), errors)
     }
 
-    fn remove_family(&self, v6: bool) -> Result<()> {
+    /// Removes the family's rules; with `release`, also gives back the set's count of the
+    /// table's users (the last one deletes what this process created).
+    fn remove_family(&self, v6: bool, release: bool) -> Result<()> {
         match self.backend {
-            Backend::Nftables => self.remove_nft(v6),
+            Backend::Nftables => self.remove_nft(v6, release),
             Backend::IptablesRestore => self.remove_legacy(v6),
         }
     }
@@ -194,7 +205,10 @@ impl RuleSet {
             match sock.apply(&batch) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    let raced = e.errno() == Some(nix::libc::EEXIST)
+                    // EEXIST: someone made the table or a base chain first; ENOENT: another
+                    // set's cleanup deleted an empty table we found. Either way nothing of the
+                    // batch took effect: look again (unless our own chain is what exists).
+                    let raced = matches!(e.errno(), Some(nix::libc::EEXIST | nix::libc::ENOENT))
                         && !self.chains.iter().any(|(c6, c)| {
                             *c6 == v6 && sock.chain_exists(family, TABLE, c).unwrap_or(false)
                         });
@@ -202,7 +216,7 @@ impl RuleSet {
                     // no longer counts as a user, and what it meant to create is not ours.
                     if matches!(e, NftError::Uncertain) {
                         // Maybe in place: removed again (which also ends this set's count).
-                        let _ = self.remove_nft(v6);
+                        let _ = self.remove_nft(v6, true);
                     } else {
                         unregister_failed(key);
                     }
@@ -223,9 +237,17 @@ impl RuleSet {
         Err(self.nft_error("add", last.unwrap_or(NftError::Refused(nix::libc::EEXIST))))
     }
 
-    fn remove_nft(&self, v6: bool) -> Result<()> {
+    fn remove_nft(&self, v6: bool, release: bool) -> Result<()> {
         let family = nft::family(v6);
-        let mut sock = self.socket()?;
+        let mut sock = match self.socket() {
+            Ok(s) => s,
+            Err(e) => {
+                if release {
+                    let _ = unregister((self.ns.id(), v6, TABLE));
+                }
+                return Err(e);
+            }
+        };
         let mine: Vec<&str> = self
             .chains
             .iter()
@@ -244,12 +266,26 @@ impl RuleSet {
                 }
             };
             let mut batch = Batch::default();
+            // The set's rules outside its chains: those that jump to them, and those carrying
+            // the comment of the set (or, removing by chain name, of the rules that jump to
+            // it: a published-ports set's POSTROUTING masquerade).
+            let mut comments: Vec<&str> = Vec::new();
+            if !self.comment.is_empty() {
+                comments.push(&self.comment);
+            }
+            for r in &rules {
+                if r.jump.as_deref().is_some_and(|j| mine.contains(&j)) {
+                    if let Some(c) = r.comment.as_deref().filter(|c| !c.is_empty()) {
+                        comments.push(c);
+                    }
+                }
+            }
             for r in &rules {
                 if mine.contains(&r.chain.as_str()) {
                     continue;
                 }
                 let jumps = r.jump.as_deref().is_some_and(|j| mine.contains(&j));
-                let tagged = r.comment.as_deref() == Some(self.comment.as_str());
+                let tagged = r.comment.as_deref().is_some_and(|c| comments.contains(&c));
                 if jumps || tagged {
                     batch.delete_rule(family, TABLE, &r.chain, r.handle);
                 }
@@ -274,7 +310,10 @@ impl RuleSet {
         }
         // This set no longer uses the table: the last one deletes what this process created,
         // if it is empty.
-        if let Some(created) = unregister((self.ns.id(), v6, TABLE)) {
+        if let Some(created) = release
+            .then(|| unregister((self.ns.id(), v6, TABLE)))
+            .flatten()
+        {
             let mut batch = Batch::default();
             for chain in &created.chains {
                 batch.delete_chain(family, TABLE, chain, true);
@@ -328,8 +367,10 @@ impl RuleSet {
 
     fn install_legacy(&self, v6: bool) -> Result<()> {
         let mut body = String::new();
+        // `-N`, not `:CHAIN - [0:0]`: with --noflush the latter would empty a chain of that
+        // name that is already there (someone else's) instead of failing.
         for (_, chain) in self.chains.iter().filter(|(c6, _)| *c6 == v6) {
-            body.push_str(&format!(":{chain} - [0:0]\n"));
+            body.push_str(&format!("-N {chain}\n"));
         }
         for rule in self.rules.iter().filter(|r| r.v6 == v6) {
             body.push_str(&rule.restore_line());
@@ -390,6 +431,12 @@ impl RuleSet {
     /// the namespace and be inherited by the next one given the same inode), and its
     /// `route_localnet` is left on.
     pub(crate) fn forget(&self) {
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         if self.backend == Backend::Nftables {
             for v6 in self.families() {
                 unregister_failed((self.ns.id(), v6, TABLE));
@@ -399,6 +446,8 @@ impl RuleSet {
             let id = (self.ns.id(), iface.clone());
             let mut all = lock(&LOCALNET);
             if let Some(i) = all.iter().position(|(k, _)| *k == id) {
+                // The kept rules need it on: nobody puts the old value back any more.
+                all[i].1.1 = "1".to_owned();
                 all[i].1.0 -= 1;
                 if all[i].1.0 == 0 {
                     all.remove(i);
@@ -434,11 +483,14 @@ impl RuleSet {
             return Ok(());
         }
         let (_, (_, before)) = all.remove(i);
-        drop(all);
         if before == "1" {
             return Ok(());
         }
-        match ns.set_sysctl_blocking(&key, &before) {
+        // Written under the lock: a set starting meanwhile must not read "1" as the value
+        // before it and then see it turned off.
+        let result = ns.set_sysctl_blocking(&key, &before);
+        drop(all);
+        match result {
             // The interface is gone (its network was removed first): nothing to put back.
             Err(e) if e.is_not_found() => Ok(()),
             other => other,
@@ -531,6 +583,25 @@ pub(crate) fn release_table(ns: &NsInner, v6: bool, table: &'static str, kept: b
     let _ = sock.apply(&batch);
 }
 
+/// The `--comment` word of an `iptables-save` line, quotes and all.
+fn comment_of(line: &str) -> Option<&str> {
+    let start = line.find(" --comment ")? + " --comment ".len();
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => return Some(&rest[..i + 2]),
+                _ => escaped = false,
+            }
+        }
+        None
+    } else {
+        rest.split_whitespace().next()
+    }
+}
+
 fn absent(out: &std::process::Output) -> bool {
     let stderr = String::from_utf8_lossy(&out.stderr);
     stderr.contains("No chain") || stderr.contains("does not exist") || stderr.contains("Bad rule")
@@ -596,6 +667,7 @@ pub(crate) fn remove_chain(ns: &Arc<NsInner>, backend: Backend, chain: &str) -> 
             comment: String::new(),
             route_localnet: None,
             object: object.clone(),
+            released: Arc::default(),
         };
         match backend {
             Backend::Nftables => {
@@ -607,7 +679,7 @@ pub(crate) fn remove_chain(ns: &Arc<NsInner>, backend: Backend, chain: &str) -> 
                 found = true;
                 // Not a user of the registry: count it as one so remove_nft's release balances.
                 register((ns.id(), v6, TABLE), Created::default());
-                set.remove_nft(v6)?;
+                set.remove_nft(v6, true)?;
             }
             Backend::IptablesRestore => {
                 let program = if v6 {
@@ -615,8 +687,12 @@ pub(crate) fn remove_chain(ns: &Arc<NsInner>, backend: Backend, chain: &str) -> 
                 } else {
                     "iptables-save"
                 };
-                let out = firewall::run_fed(ns, program, &["-t".into(), TABLE.into()], None)
-                    .map_err(|e| Error::os("read nat table for", object.clone(), e))?;
+                let out = match firewall::run_fed(ns, program, &["-t".into(), TABLE.into()], None) {
+                    Ok(out) => out,
+                    // No ip6tables (or iptables) at all: no rules of that family to remove.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::os("read nat table for", object.clone(), e)),
+                };
                 let saved = String::from_utf8_lossy(&out.stdout).into_owned();
                 if !saved
                     .lines()
@@ -625,11 +701,24 @@ pub(crate) fn remove_chain(ns: &Arc<NsInner>, backend: Backend, chain: &str) -> 
                     continue;
                 }
                 found = true;
-                let mut body = String::new();
-                for line in saved.lines().filter(|l| l.starts_with("-A ")) {
+                let jumps = |line: &str| {
                     let words: Vec<&str> = line.split_whitespace().collect();
-                    let jumps = words.windows(2).any(|w| w[0] == "-j" && w[1] == chain);
-                    if jumps && words.get(1) != Some(&chain) {
+                    words.windows(2).any(|w| w[0] == "-j" && w[1] == chain)
+                        && words.get(1) != Some(&chain)
+                };
+                let rules: Vec<&str> = saved.lines().filter(|l| l.starts_with("-A ")).collect();
+                // What jumps to the chain, and what carries the same comment outside it (a
+                // published-ports set's POSTROUTING masquerade).
+                let comments: Vec<&str> = rules
+                    .iter()
+                    .filter(|l| jumps(l))
+                    .filter_map(|l| comment_of(l))
+                    .collect();
+                let mut body = String::new();
+                for line in rules {
+                    let in_chain = line.split_whitespace().nth(1) == Some(chain);
+                    let tagged = comment_of(line).is_some_and(|c| comments.contains(&c));
+                    if jumps(line) || (tagged && !in_chain) {
                         body.push_str(&line.replacen("-A ", "-D ", 1));
                         body.push('\n');
                     }

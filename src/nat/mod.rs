@@ -214,6 +214,15 @@ impl PortMapping {
                     format!("{host} is not a host address"),
                 ));
             }
+            if host.is_loopback() {
+                return Err(Error::invalid(
+                    object(),
+                    format!(
+                        "{host} is a loopback address: publish on every address and ask for \
+                         .localhost(true) to be reached on 127.0.0.1 (::1 is never routed)"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -293,10 +302,14 @@ impl Resource for NatRules {
     async fn remove(&self) -> Result<()> {
         let set = self.set.clone();
         let object = set.object.clone();
-        let _owed = crate::sys::owed();
-        crate::sys::on_worker(move || set.remove())
-            .await
-            .map_err(|e| Error::os("delete", object, e))?
+        // Owed by the job, not this future: a dropped `delete` still finishes before exit.
+        let owed = crate::sys::owed();
+        crate::sys::on_worker(move || {
+            let _owed = owed;
+            set.remove()
+        })
+        .await
+        .map_err(|e| Error::os("delete", object, e))?
     }
 
     fn remove_blocking(&self) -> Result<()> {
@@ -489,6 +502,7 @@ impl MasqueradeBuilder {
             rules,
             comment,
             route_localnet: None,
+            released: Default::default(),
         })
     }
 
@@ -633,7 +647,8 @@ impl PublishBuilder {
                 }
             }
         }
-        let via = match (&self.via, self.localhost) {
+        let any_v4 = self.mappings.iter().any(|m| m.to.is_ipv4());
+        let via = match (&self.via, self.localhost && any_v4) {
             (Some(v), true) => {
                 crate::name::IfName::new(v)?;
                 Some(v.clone())
@@ -688,9 +703,13 @@ impl PublishBuilder {
                     r.source = Some((host_net(IpAddr::from([127, 0, 0, 1])), false));
                     rules.push(r);
                 }
+                let (first, last) = m.host_ports;
                 rules.push(base(Target::Dnat {
                     to: m.to,
                     ports: Some(m.to_ports()),
+                    // A range onto other ports: in order (host port first + i to member port
+                    // to_port + i). The same ports keep theirs without it.
+                    base: (last > first && m.to_port != first).then_some(first),
                 }));
             }
             for entry in ["PREROUTING", "OUTPUT"] {
@@ -718,6 +737,7 @@ impl PublishBuilder {
             rules,
             comment,
             route_localnet: via,
+            released: Default::default(),
         })
     }
 

@@ -17,7 +17,7 @@
 
 use std::{
     net::IpAddr,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     time::Duration,
 };
 
@@ -76,6 +76,8 @@ const XT_ADDRTYPE_LOCAL: u16 = 1 << 2;
 /// `NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED`.
 const NF_NAT_RANGE_MAP_IPS: u32 = 1;
 const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+/// `NF_NAT_RANGE_PROTO_OFFSET` (`1 << 5`).
+const NF_NAT_RANGE_PROTO_OFFSET: u32 = 1 << 5;
 
 /// How long to wait for the kernel's answers, per receive: it answers at once, so this only
 /// bounds a wait that would otherwise have no end.
@@ -245,7 +247,7 @@ fn address(list: &mut Attrs, net: IpNetwork, source: bool, negate: bool) {
 
 /// `nf_nat_range2` for a DNAT to `to` (and ports `ports`): flags, min and max address (16 bytes
 /// each), min and max port, base port (big-endian).
-fn nat_range2(to: IpAddr, ports: Option<(u16, u16)>) -> Vec<u8> {
+fn nat_range2(to: IpAddr, ports: Option<(u16, u16)>, base: Option<u16>) -> Vec<u8> {
     let mut info = vec![0u8; 42];
     let mut flags = NF_NAT_RANGE_MAP_IPS;
     let addr = address_bytes(to);
@@ -255,6 +257,11 @@ fn nat_range2(to: IpAddr, ports: Option<(u16, u16)>) -> Vec<u8> {
         flags |= NF_NAT_RANGE_PROTO_SPECIFIED;
         info[36..38].copy_from_slice(&min.to_be_bytes());
         info[38..40].copy_from_slice(&max.to_be_bytes());
+    }
+    if let Some(base) = base {
+        // Port `base + i` maps to `min + i`, not to any port of the range.
+        flags |= NF_NAT_RANGE_PROTO_OFFSET;
+        info[40..42].copy_from_slice(&base.to_be_bytes());
     }
     info[..4].copy_from_slice(&flags.to_ne_bytes());
     info
@@ -335,8 +342,14 @@ fn expressions(rule: &Rule, v6: bool) -> Attrs {
             };
             xt(&mut list, "target", "MASQUERADE", 0, info);
         }
-        Target::Dnat { to, ports } => {
-            xt(&mut list, "target", "DNAT", 2, nat_range2(*to, *ports));
+        Target::Dnat { to, ports, base } => {
+            xt(
+                &mut list,
+                "target",
+                "DNAT",
+                2,
+                nat_range2(*to, *ports, *base),
+            );
         }
         Target::SetMark { value, mask } => {
             // xt_mark_tginfo2: mark, mask.
@@ -404,40 +417,58 @@ impl Socket {
     /// Sends `buf` and reads answers until every sequence number in `acks` is acknowledged
     /// (or, with `dump`, until the dump's end); the messages that are not acknowledgements,
     /// and the first error.
+    ///
+    /// The kernel handles a request (a batch too) inside the `send`, so every answer to it is
+    /// queued by the time `send` returns: after a failure the rest is drained without waiting,
+    /// and answers to other sequence numbers (an earlier request's leftovers) are skipped, so
+    /// a reused socket never reads a stale answer as its own. A receive error after the send
+    /// leaves the outcome unknown ([`NftError::Uncertain`]).
     fn transact(&mut self, buf: &[u8], acks: &[u32], dump: bool) -> Result<Vec<Vec<u8>>, NftError> {
-        let refused = |e: nix::Error| NftError::Refused(e as i32);
-        send(self.fd.as_raw_fd(), buf, MsgFlags::empty()).map_err(refused)?;
+        // Room for every answer of a big batch (an ack takes ~1 KiB of receive buffer) and for
+        // the batch itself.
+        crate::sys::grow_receive_buffer(self.fd.as_fd(), (acks.len() + 64) * 2048);
+        grow_send_buffer(self.fd.as_fd(), buf.len() + 4096);
+        send(self.fd.as_raw_fd(), buf, MsgFlags::empty())
+            .map_err(|e| NftError::Refused(e as i32))?;
+        let mine = |seq: u32| acks.contains(&seq) || dump;
         let mut pending: Vec<u32> = acks.to_vec();
         let mut replies = Vec::new();
         let mut first_error = None;
         let mut done = !dump;
         let mut rbuf = vec![0u8; 1 << 16];
         while !pending.is_empty() || !done {
-            let n =
-                recv(self.fd.as_raw_fd(), &mut rbuf, MsgFlags::empty()).map_err(|e| match e {
-                    nix::Error::EAGAIN => NftError::Uncertain,
-                    e => refused(e),
-                })?;
+            let flags = if first_error.is_some() {
+                MsgFlags::MSG_DONTWAIT
+            } else {
+                MsgFlags::empty()
+            };
+            let n = match recv(self.fd.as_raw_fd(), &mut rbuf, flags) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => continue,
+                // Draining after a failure: nothing more is queued.
+                Err(nix::Error::EAGAIN) if first_error.is_some() => break,
+                Err(_) => return Err(NftError::Uncertain),
+            };
             let mut rest = &rbuf[..n];
             while let Ok(message) = NetlinkBuffer::new_checked(rest) {
                 let len = message.length() as usize;
-                match message.message_type() {
-                    NLMSG_ERROR => {
-                        if let Ok(error) = ErrorBuffer::new_checked(message.payload()) {
-                            if let Some(code) = error.code() {
-                                first_error.get_or_insert(-code.get());
-                                done = true;
+                let seq = message.sequence_number();
+                if mine(seq) {
+                    match message.message_type() {
+                        NLMSG_ERROR => {
+                            if let Ok(error) = ErrorBuffer::new_checked(message.payload()) {
+                                if let Some(code) = error.code() {
+                                    first_error.get_or_insert(-code.get());
+                                    done = true;
+                                }
                             }
+                            pending.retain(|s| *s != seq);
                         }
-                        pending.retain(|s| *s != message.sequence_number());
+                        NLMSG_DONE => done = true,
+                        _ => replies.push(rest[..len].to_vec()),
                     }
-                    NLMSG_DONE => done = true,
-                    _ => replies.push(rest[..len].to_vec()),
                 }
                 rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-            }
-            if first_error.is_some() {
-                break;
             }
         }
         match first_error {
@@ -540,6 +571,14 @@ impl Socket {
             &Attrs::default(),
         );
         self.transact(&buf, &acks, false).map(drop)
+    }
+}
+
+/// Raises a socket's send buffer to `bytes` (forced where allowed), for a big batch.
+fn grow_send_buffer(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) {
+    let size = bytes.min(i32::MAX as usize);
+    if setsockopt(&fd, sockopt::SndBufForce, &size).is_err() {
+        let _ = setsockopt(&fd, sockopt::SndBuf, &size);
     }
 }
 

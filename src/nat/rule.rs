@@ -12,10 +12,12 @@ pub(crate) enum Target {
     Accept,
     Jump(String),
     Masquerade,
-    /// `DNAT --to-destination ADDR[:PORT[-PORT]]`.
+    /// `DNAT --to-destination ADDR[:PORT[-PORT[/BASE]]]`: with `base`, port `base + i` goes to
+    /// the range's `i`-th port.
     Dnat {
         to: IpAddr,
         ports: Option<(u16, u16)>,
+        base: Option<u16>,
     },
     /// `MARK --set-xmark VALUE/MASK`.
     SetMark {
@@ -124,7 +126,7 @@ impl Rule {
             Target::Accept => w.push("ACCEPT".into()),
             Target::Jump(c) => w.push(c.clone()),
             Target::Masquerade => w.push("MASQUERADE".into()),
-            Target::Dnat { to, ports } => {
+            Target::Dnat { to, ports, base } => {
                 w.push("DNAT".into());
                 w.push("--to-destination".into());
                 let addr = match to {
@@ -132,10 +134,11 @@ impl Rule {
                     IpAddr::V6(a) if ports.is_some() => format!("[{a}]"),
                     IpAddr::V6(a) => a.to_string(),
                 };
+                let base = base.map(|b| format!("/{b}")).unwrap_or_default();
                 w.push(match ports {
                     None => addr,
                     Some((min, max)) if min == max => format!("{addr}:{min}"),
-                    Some((min, max)) => format!("{addr}:{min}-{max}"),
+                    Some((min, max)) => format!("{addr}:{min}-{max}{base}"),
                 });
             }
             Target::SetMark { value, mask } => {
