@@ -386,10 +386,11 @@ impl HostLocal {
         leases: &mut Vec<Lease>,
     ) -> Result<()> {
         let mut requested: Vec<IpAddr> = requested.to_vec();
+        // The plugin's `GetByID`: this interface's leases, and the older id-only ones.
         let mine: Vec<IpAddr> = self
             .leases()?
             .into_iter()
-            .filter(|(_, i, f)| i == id.trim() && f == ifname)
+            .filter(|(_, i, f)| i == id.trim() && (f == ifname || f.is_empty()))
             .map(|(ip, _, _)| ip)
             .collect();
         for (index, set) in self.sets.iter().enumerate() {
@@ -455,10 +456,7 @@ impl HostLocal {
             let list: Vec<String> = requested.iter().map(ToString::to_string).collect();
             return Err(Error::invalid(
                 "host-local allocation",
-                format!(
-                    "failed to allocate all requested IPs: {} (in no range set)",
-                    list.join(", ")
-                ),
+                format!("failed to allocate all requested IPs: {}", list.join(", ")),
             ));
         }
         Ok(())

@@ -22,7 +22,16 @@ fn main() {
     let n = std::env::var("NETNS_KIT_BENCH_PODMAN_N").unwrap_or_else(|_| "15".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/podman.sh");
     let out = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private"])
+        .args([
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+        ])
         .arg(&script)
         .args(["bench", &n])
         .env("OURS", env!("CARGO_BIN_EXE_netns-kit-cni"))
@@ -44,6 +53,10 @@ fn main() {
                 theirs.push(ms);
             }
         }
+    }
+    if ours.is_empty() || theirs.is_empty() {
+        println!("podman bench: no runs (NETNS_KIT_BENCH_PODMAN_N={n})");
+        return;
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

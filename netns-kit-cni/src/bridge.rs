@@ -677,28 +677,10 @@ impl Wired {
 /// after one failed, and the first failure is reported.
 pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     let mut errors: Vec<CniError> = Vec::new();
-    // The IP families the masquerade rules can be in: those the IPAM configuration hands out,
-    // those of the previous result and of the interface's addresses (any one suffices: the
-    // interface may have lost its addresses, or never got them, after a SIGKILL during ADD);
-    // if none names one, both — but then a family whose tools fail is not an error.
-    let mut addresses: Vec<IpAddr> = conf
-        .prev_result
-        .as_ref()
-        .and_then(|prev| CniResult::parse(prev, &conf.cni_version, "prevResult").ok())
-        .map(|prev| prev.ips.iter().map(|ip| ip.address.ip()).collect())
-        .unwrap_or_default();
     if !env.netns.is_empty() {
         match Namespace::open_path(&env.netns) {
             Ok(container) => match container.link_by_name_blocking(&env.ifname) {
                 Ok(link) => {
-                    match link.addresses_blocking() {
-                        Ok(live) => addresses.extend(
-                            live.iter()
-                                .filter(|a| !a.link_local)
-                                .map(|a| a.address.ip()),
-                        ),
-                        Err(e) => errors.push(e.into()),
-                    }
                     if let Err(e) = link.delete_blocking() {
                         errors.push(e.into());
                     }

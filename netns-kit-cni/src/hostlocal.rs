@@ -74,6 +74,14 @@ pub fn plan(stdin: &[u8], env_args: &str) -> Option<Plan> {
         return None;
     }
     let name = conf.get("name")?.as_str()?;
+    // Ranges the runtime passes (`runtimeConfig.ipRanges`) go in front of the configured ones
+    // in the plugin: left to it.
+    if conf
+        .pointer("/runtimeConfig/ipRanges")
+        .is_some_and(|r| r.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return None;
+    }
     let mut sets: Vec<Vec<IpRange>> = Vec::new();
     if ipam.contains_key("subnet") {
         let mut old = serde_json::Map::new();
@@ -92,6 +100,8 @@ pub fn plan(stdin: &[u8], env_args: &str) -> Option<Plan> {
         let set: Option<Vec<IpRange>> = set.as_array()?.iter().map(range).collect();
         sets.push(set?);
     }
+    let v6_sets = sets.iter().filter(|s| s[0].subnet().is_ipv6()).count();
+    let v4_sets = sets.len() - v6_sets;
     let data_dir = match ipam.get("dataDir") {
         Some(v) => v.as_str()?.to_owned(),
         None => ipam::DEFAULT_DATA_DIR.to_owned(),
@@ -127,18 +137,35 @@ pub fn plan(stdin: &[u8], env_args: &str) -> Option<Plan> {
     }
     // Requested addresses: CNI_ARGS IP= (the plugin reads it only with known keys or
     // IgnoreUnknown), then args.cni.ips, then runtimeConfig.ips.
-    let mut requested = Vec::new();
-    let pairs: Vec<(&str, &str)> = env_args
-        .split(';')
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| p.split_once('='))
-        .collect();
-    let ignore_unknown = pairs
-        .iter()
-        .any(|(k, v)| *k == "IgnoreUnknown" && (v.eq_ignore_ascii_case("true") || *v == "1"));
+    let mut requested: Vec<IpAddr> = Vec::new();
+    // The plugin's `LoadArgs`: `K=V` pairs, exactly one `=` each, or it refuses (then it is
+    // the one to say so).
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    if !env_args.is_empty() {
+        for pair in env_args.split(';') {
+            let mut kv = pair.split('=');
+            match (kv.next(), kv.next(), kv.next()) {
+                (Some(k), Some(v), None) if !k.is_empty() => pairs.push((k, v)),
+                _ => return None,
+            }
+        }
+    }
+    // The last `IgnoreUnknown` counts, as in the plugin; a value it would not read as a
+    // boolean: the plugin decides.
+    let ignore_unknown = match pairs.iter().rev().find(|(k, _)| *k == "IgnoreUnknown") {
+        None => false,
+        Some((_, v)) => match *v {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            _ => return None,
+        },
+    };
+    if pairs.iter().filter(|(k, _)| *k == "IP").count() > 1 {
+        return None;
+    }
     for (k, v) in &pairs {
         match *k {
-            "IP" => requested.push(v.parse().ok()?),
+            "IP" => requested.push(v.parse::<IpAddr>().ok()?.to_canonical()),
             "IgnoreUnknown" => {}
             _ if ignore_unknown => {}
             _ => return None,
@@ -152,14 +179,27 @@ pub fn plan(stdin: &[u8], env_args: &str) -> Option<Plan> {
     .flatten()
     {
         for v in list.as_array()? {
-            requested.push(ip(v)?);
+            requested.push(ip(v)?.to_canonical());
         }
     }
+    // The plugin keeps them in a map: the same address asked twice is one request.
+    let mut unique = Vec::new();
+    for ip in requested {
+        if !unique.contains(&ip) {
+            unique.push(ip);
+        }
+    }
+    let requested = unique;
     let version = conf
         .get("cniVersion")
         .and_then(Value::as_str)
         .unwrap_or("0.1.0")
         .to_owned();
+    // Results before 0.3.0 hold one address per family: the plugin refuses more.
+    let old = ["", "0.1.0", "0.2.0"].contains(&version.as_str());
+    if old && (v6_sets > 1 || v4_sets > 1) {
+        return None;
+    }
     Some(Plan {
         store,
         routes,
@@ -168,9 +208,15 @@ pub fn plan(stdin: &[u8], env_args: &str) -> Option<Plan> {
     })
 }
 
+/// The plugin's error for `e`: what it prints for a range set, `failed to allocate for range
+/// N: ...`, and code 999 as for all its errors.
 fn cni_error(e: Error) -> CniError {
     match e {
         Error::Unavailable { object, reason } => CniError::new(
+            code::INTERNAL,
+            format!("failed to allocate for {object}: {reason}"),
+        ),
+        Error::InvalidInput { object, reason } if object.starts_with("range ") => CniError::new(
             code::INTERNAL,
             format!("failed to allocate for {object}: {reason}"),
         ),

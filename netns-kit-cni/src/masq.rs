@@ -149,14 +149,31 @@ pub fn add(addresses: &[IpNetwork], chain: &str, comment: &str) -> Result<()> {
         return Ok(());
     }
     let host = Namespace::current()?;
-    let mut builder = nat::masquerade().host(&host).chain(chain).comment(comment);
-    for a in addresses {
-        let full = if a.is_ipv6() { 128 } else { 32 };
-        builder = builder
-            .source(IpNetwork::new(a.ip(), full).unwrap_or(*a))
-            .exempt(*a);
-    }
-    let _kept = builder.create_blocking()?.keep();
+    let build = || {
+        let mut builder = nat::masquerade().host(&host).chain(chain).comment(comment);
+        let mut exempt = [false, false];
+        for a in addresses {
+            let full = if a.is_ipv6() { 128 } else { 32 };
+            builder = builder.source(IpNetwork::new(a.ip(), full).unwrap_or(*a));
+            // The reference appends, per address, its network's ACCEPT and then the
+            // MASQUERADE once: a second network's ACCEPT comes after the MASQUERADE and never
+            // matches. Only the first network per family is exempt, as there.
+            if !std::mem::replace(&mut exempt[usize::from(a.is_ipv6())], true) {
+                builder = builder.exempt(*a);
+            }
+        }
+        builder.create_blocking()
+    };
+    let masq = match build() {
+        // A chain left by a DEL that could not find it (the reference's, when the namespace
+        // was gone) for a container id used again: the reference reuses it; replaced here.
+        Err(e) if e.is_invalid_input() && e.to_string().contains("already exists") => {
+            nat::remove_chain_blocking(&host, chain)?;
+            build()?
+        }
+        other => other?,
+    };
+    let _kept = masq.keep();
     Ok(())
 }
 

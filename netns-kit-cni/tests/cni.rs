@@ -1375,3 +1375,45 @@ fn host_local_leases_are_shared_with_the_reference_plugin() {
         node.leases("leases")
     );
 }
+
+/// The reference's DEL leaves a container's masquerade chain when the container's namespace is
+/// already gone; an ADD of the same container id (a restarted container) then finds the chain
+/// there. This plugin replaces it, as the reference reuses it.
+#[test]
+fn add_replaces_a_masquerade_chain_left_behind() {
+    if !have_reference("add_replaces_a_masquerade_chain_left_behind") {
+        return;
+    }
+    let node = Node::new();
+    let conf = typical(&node, "1.0.0");
+    {
+        let c = Namespace::new_blocking().unwrap();
+        cni(
+            &node,
+            &reference(),
+            "ADD",
+            "ctr1",
+            &proc_path(&c),
+            "eth0",
+            &conf,
+        )
+        .expect_ok("ADD");
+        drop(c); // the container's namespace is gone before DEL
+    }
+    cni(&node, &reference(), "DEL", "ctr1", "", "eth0", &conf).expect_ok("DEL");
+    let left = saved(&node.ns, "iptables-save");
+    assert!(
+        left.lines().any(|l| l.starts_with(":CNI-")),
+        "the reference no longer leaves the chain: {left}"
+    );
+    let c = Namespace::new_blocking().unwrap();
+    let result = cni(&node, OURS, "ADD", "ctr1", &proc_path(&c), "eth0", &conf);
+    let out = result.expect_ok("ADD again by ours");
+    assert!(out["ips"].as_array().is_some_and(|a| !a.is_empty()));
+    cni(&node, OURS, "DEL", "ctr1", &proc_path(&c), "eth0", &conf).expect_ok("DEL by ours");
+    let after = saved(&node.ns, "iptables-save");
+    assert!(
+        !after.contains(":CNI-") || after.contains(":CNI-HOSTPORT"),
+        "{after}"
+    );
+}

@@ -39,7 +39,16 @@ fn have_podman(test: &str) -> bool {
 fn podman(mode: &str) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/podman.sh");
     let out = Command::new("unshare")
-        .args(["--net", "--mount", "--propagation", "private"])
+        .args([
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+        ])
         .arg(&script)
         .arg(mode)
         .env("OURS", OURS)

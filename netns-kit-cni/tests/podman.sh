@@ -10,16 +10,18 @@
 set -euo pipefail
 MODE=$1
 # Nothing written outside this mount namespace: Podman's, crun's, libcni's and host-local's
-# state (/run, /var/lib/cni) on tmpfs mounts of its own.
+# state (/run, /var/lib/cni) and Podman's shared-memory locks (/dev/shm) on tmpfs mounts of
+# its own; containers without cgroups (--cgroups=disabled: none made on the host). The caller
+# runs this in a PID namespace of its own too (unshare --pid --fork --kill-child), so no
+# process it started (conmon, a container) outlives it.
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /var/lib
+mount -t tmpfs tmpfs /dev/shm
 mkdir -p /run/netns /var/lib/cni
 # crun refuses a cgroup2 "hybrid" mount beside the v1 controllers.
 umount /sys/fs/cgroup/unified 2>/dev/null || true
 ip link set lo up
-T=$(mktemp -d /tmp/netns-kit-podman.XXXXXX)
-trap 'umount "$T" 2>/dev/null; rmdir "$T"' EXIT
-mount -t tmpfs tmpfs "$T"
+T=$(mktemp -d /run/netns-kit-podman.XXXXXX)
 mkdir -p "$T"/{root,runroot,net.d,plugins,tmp,rootfs/bin,rootfs/www}
 cp /bin/busybox "$T/rootfs/bin/busybox"
 for c in sh true httpd ping ip cat sleep; do ln -s busybox "$T/rootfs/bin/$c"; done
@@ -51,7 +53,7 @@ export CONTAINERS_CONF=$T/containers.conf
 P=(podman --root "$T/root" --runroot "$T/runroot" --storage-driver vfs)
 "${P[@]}" network create --subnet 10.90.0.0/24 web >/dev/null
 if [ "$MODE" = bench ]; then
-  run() { "${P[@]}" run --rm --network web --rootfs "$T/rootfs" /bin/true >/dev/null; }
+  run() { "${P[@]}" run --rm --cgroups=disabled --network web --rootfs "$T/rootfs" /bin/true >/dev/null; }
   run  # the bridge and the image-less storage are made once, untimed
   for i in $(seq "${2:-10}"); do
     for who in ours reference; do
@@ -70,7 +72,7 @@ if "${P[@]}" network create --subnet 10.90.0.0/24 web2 >/dev/null 2>&1; then
 else
   echo "conflict: refused"
 fi
-"${P[@]}" run -d --name web1 --network web -p 8080:80 --rootfs "$T/rootfs" \
+"${P[@]}" run -d --cgroups=disabled --name web1 --network web -p 8080:80 --rootfs "$T/rootfs" \
   /bin/httpd -f -p 80 -h /www >/dev/null
 body=""
 for _ in $(seq 50); do
@@ -80,7 +82,7 @@ for _ in $(seq 50); do
 done
 echo "published: $body"
 echo "localhost: $(curl -s --max-time 2 http://127.0.0.1:8080/ || true)"
-if "${P[@]}" run --rm --network web --rootfs "$T/rootfs" /bin/ping -c 1 -W 2 10.90.0.1 >/dev/null; then
+if "${P[@]}" run --rm --cgroups=disabled --network web --rootfs "$T/rootfs" /bin/ping -c 1 -W 2 10.90.0.1 >/dev/null; then
   echo "ping gateway: ok"
 else
   echo "ping gateway: failed"

@@ -376,7 +376,14 @@ impl RuleSet {
             body.push_str(&rule.restore_line());
             body.push('\n');
         }
-        self.restore_checked("add", v6, body)
+        match self.restore_checked("add", v6, body) {
+            Err(e) if e.to_string().contains("Chain already exists") => Err(Error::invalid(
+                self.object.clone(),
+                "its chain already exists in the nat table (another set with the same chain \
+                 name?)",
+            )),
+            other => other,
+        }
     }
 
     fn remove_legacy(&self, v6: bool) -> Result<()> {
