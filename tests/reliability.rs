@@ -628,7 +628,9 @@ async fn a_cancelled_delete_or_add_member_leaves_nothing() {
         }
     }
     net.delete().await.unwrap();
-    assert_eq!(link_names(&host), ["lo"]);
+    // A cancelled add_member's job may still be running on its worker (it removes what it
+    // made once it sees the cancellation): the pair may exist for a moment, then go.
+    eventually("the host to hold only lo", || link_names(&host) == ["lo"]);
 }
 
 #[tokio::test]
