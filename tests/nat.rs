@@ -591,3 +591,88 @@ async fn bad_input_is_refused_naming_what_and_leaves_nothing() {
     drop(first);
     assert_eq!(firewall(&host), before);
 }
+
+/// The `iptables-restore` backend (what a host whose `iptables` is the legacy one gets), run
+/// here through this host's `iptables-restore`: the same rules, reached the same ways, and none
+/// left after the guards go (the `nat` table `iptables-restore` made stays, as documented).
+#[tokio::test]
+async fn the_iptables_restore_backend_writes_and_removes_the_same_rules() {
+    let w = world(67).await;
+    let member = w.net.members()[0].namespace();
+    serve(member, 80, "web");
+    serve(member, 7002, "web-7002");
+    serve(&w.outside, 9000, "outside");
+    let masq = w
+        .net
+        .masquerade()
+        .backend(Backend::IptablesRestore)
+        .create()
+        .await
+        .unwrap();
+    let ports = w
+        .net
+        .publish()
+        .map(PortMapping::tcp(8080, "10.0.67.2:80".parse().unwrap()))
+        .map(PortMapping::tcp(8080, "[fd40:67::2]:80".parse().unwrap()))
+        .map(PortMapping::new(
+            Protocol::Tcp,
+            9000..=9009,
+            "10.0.67.2".parse().unwrap(),
+            7000,
+        ))
+        .localhost(true)
+        .backend(Backend::IptablesRestore)
+        .create()
+        .await
+        .unwrap();
+    assert_eq!(ports.backend(), Backend::IptablesRestore);
+    assert_eq!(
+        fetch(&w.outside, "10.9.67.1", 8080).unwrap(),
+        "web from 10.9.67.2"
+    );
+    assert_eq!(
+        fetch(&w.outside, "fd49:67::1", 8080).unwrap(),
+        "web from fd49:67::2"
+    );
+    assert_eq!(
+        fetch(&w.outside, "10.9.67.1", 9002).unwrap(),
+        "web-7002 from 10.9.67.2"
+    );
+    assert!(
+        fetch(&w.host, "127.0.0.1", 8080)
+            .unwrap()
+            .starts_with("web from ")
+    );
+    let other = w.net.members()[1].namespace();
+    assert_eq!(
+        fetch(other, "10.0.67.1", 8080).unwrap(),
+        "web from 10.0.67.1"
+    );
+    assert_eq!(
+        fetch(member, "10.9.67.2", 9000).unwrap(),
+        "outside from 10.9.67.1"
+    );
+    // A second set with the chain name of the first: refused, the first untouched.
+    let chain = masq.chains()[0].clone();
+    let e = nat::masquerade()
+        .host(&w.host)
+        .source("10.0.68.0/24")
+        .chain(chain.as_str())
+        .backend(Backend::IptablesRestore)
+        .create()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    drop((ports, masq));
+    for program in ["iptables-save", "ip6tables-save"] {
+        let left = saved(&w.host, program);
+        let nat: Vec<&str> = left
+            .lines()
+            .skip_while(|l| *l != "*nat")
+            .take_while(|l| *l != "COMMIT")
+            .filter(|l| l.starts_with('-') || (l.starts_with(':') && l.contains("NK-")))
+            .collect();
+        assert!(nat.is_empty(), "{program}: {nat:?}");
+    }
+    assert!(fetch(&w.outside, "10.9.67.1", 8080).is_err());
+}
