@@ -471,7 +471,8 @@ impl HostLocal {
     }
 
     /// Releases every lease of container `id`'s interface `ifname` (and, as the plugin does,
-    /// the older id-only leases of `id` when there are none); returns the addresses released.
+    /// the older id-only leases of `id`: when there are none, or always with two or more range
+    /// sets); returns the addresses released.
     pub fn release(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         if !self.dir.exists() {
             return Ok(Vec::new());
@@ -484,12 +485,15 @@ impl HostLocal {
             .filter(|(_, i, f)| i == id && f == ifname)
             .map(|(ip, _, _)| *ip)
             .collect();
-        if mine.is_empty() {
-            mine = leases
-                .iter()
-                .filter(|(_, i, f)| i == id && f.is_empty())
-                .map(|(ip, _, _)| *ip)
-                .collect();
+        // The plugin releases once per range set, each time the old id-only leases when no
+        // new-style one is left: with one set only if there were none, with two or more always.
+        if mine.is_empty() || self.sets.len() > 1 {
+            mine.extend(
+                leases
+                    .iter()
+                    .filter(|(_, i, f)| i == id && f.is_empty())
+                    .map(|(ip, _, _)| *ip),
+            );
         }
         for ip in &mine {
             match fs::remove_file(self.dir.join(ip.to_string())) {

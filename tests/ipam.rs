@@ -177,3 +177,35 @@ fn bad_ranges_are_refused_naming_what() {
     .unwrap_err();
     assert!(e.to_string().contains("path component"), "{e}");
 }
+
+/// Leases in the plugin's older format (the container id only) count as the container's and
+/// are released as the plugin releases them: once per range set, when no new-style lease of
+/// the container is left.
+#[test]
+fn old_id_only_leases_are_released_as_the_plugin_does() {
+    let dir = std::env::temp_dir().join(format!("netns-kit-ipam-old-{}", std::process::id()));
+    let two_sets = store(&dir);
+    std::fs::create_dir_all(dir.join("lab")).unwrap();
+    let lease = |name: &str, text: &str| std::fs::write(dir.join("lab").join(name), text).unwrap();
+    lease("10.78.0.3", "c9");
+    // A second allocation in that set is refused: the old lease counts as the container's.
+    let e = two_sets.allocate("c9", "eth0", &[]).unwrap_err();
+    assert!(e.to_string().contains("duplicate allocation"), "{e}");
+    lease("10.78.0.2", "c9\r\neth0");
+    lease("fd78::2", "c9\r\neth0");
+    // Two range sets: the new leases and the old one.
+    assert_eq!(two_sets.release("c9", "eth0").unwrap().len(), 3);
+    // One range set: the old lease stays while a new-style one was found, and goes next time.
+    let one_set = HostLocal::new(
+        &dir,
+        "lab",
+        vec![vec![IpRange::new("10.78.0.0/24").unwrap()]],
+    )
+    .unwrap();
+    lease("10.78.0.9", "c8");
+    lease("10.78.0.5", "c8\r\neth0");
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(one_set.release("c8", "eth0").unwrap(), [ip("10.78.0.5")]);
+    assert_eq!(one_set.release("c8", "eth0").unwrap(), [ip("10.78.0.9")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
