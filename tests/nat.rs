@@ -676,3 +676,26 @@ async fn the_iptables_restore_backend_writes_and_removes_the_same_rules() {
     }
     assert!(fetch(&w.outside, "10.9.67.1", 8080).is_err());
 }
+
+/// Two masquerades given the same comment: removing one by name leaves the other whole.
+#[tokio::test]
+async fn remove_chain_leaves_another_set_with_the_same_comment() {
+    let host = sandbox().await;
+    let make = |net: &'static str, chain: &'static str| {
+        nat::masquerade()
+            .host(&host)
+            .source(net)
+            .chain(chain)
+            .comment("myapp")
+            .create()
+    };
+    let a = make("10.0.69.0/24", "NK-SAME-A").await.unwrap().keep();
+    let b = make("10.0.70.0/24", "NK-SAME-B").await.unwrap();
+    let with_b = |saved: &str| saved.lines().filter(|l| l.contains("NK-SAME-B")).count();
+    let before = with_b(&saved(&host, "iptables-save"));
+    assert!(nat::remove_chain(&host, "NK-SAME-A").await.unwrap());
+    let after = saved(&host, "iptables-save");
+    assert_eq!(with_b(&after), before, "{after}");
+    assert!(!after.contains("NK-SAME-A"), "{after}");
+    drop((a, b));
+}

@@ -100,7 +100,10 @@ pub fn plan(stdin: &[u8], env_args: &str) -> Option<Plan> {
         let set: Option<Vec<IpRange>> = set.as_array()?.iter().map(range).collect();
         sets.push(set?);
     }
-    let v6_sets = sets.iter().filter(|s| s[0].subnet().is_ipv6()).count();
+    let v6_sets = sets
+        .iter()
+        .filter(|s| s.first().is_some_and(|r| r.subnet().is_ipv6()))
+        .count();
     let v4_sets = sets.len() - v6_sets;
     let data_dir = match ipam.get("dataDir") {
         Some(v) => v.as_str()?.to_owned(),
@@ -154,9 +157,10 @@ pub fn plan(stdin: &[u8], env_args: &str) -> Option<Plan> {
     // boolean: the plugin decides.
     let ignore_unknown = match pairs.iter().rev().find(|(k, _)| *k == "IgnoreUnknown") {
         None => false,
-        Some((_, v)) => match *v {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+        // The plugin's `UnmarshallableBool`: lowercased, `1`/`true` or `0`/`false`.
+        Some((_, v)) => match v.to_ascii_lowercase().as_str() {
+            "1" | "true" => true,
+            "0" | "false" => false,
             _ => return None,
         },
     };

@@ -285,7 +285,12 @@ impl RuleSet {
                     continue;
                 }
                 let jumps = r.jump.as_deref().is_some_and(|j| mine.contains(&j));
-                let tagged = r.comment.as_deref().is_some_and(|c| comments.contains(&c));
+                // Only rules in the base chains with no jump elsewhere: a rule with the comment
+                // in another chain, or jumping to one, is another set's (a comment may be given
+                // twice).
+                let tagged = r.comment.as_deref().is_some_and(|c| comments.contains(&c))
+                    && r.jump.is_none()
+                    && BUILTIN.contains(&r.chain.as_str());
                 if jumps || tagged {
                     batch.delete_rule(family, TABLE, &r.chain, r.handle);
                 }
@@ -377,13 +382,36 @@ impl RuleSet {
             body.push('\n');
         }
         match self.restore_checked("add", v6, body) {
-            Err(e) if e.to_string().contains("Chain already exists") => Err(Error::invalid(
+            // The legacy tool says only "line N failed": whether the chain was there decides.
+            Err(_) if self.legacy_chain_exists(v6) => Err(Error::invalid(
                 self.object.clone(),
                 "its chain already exists in the nat table (another set with the same chain \
-                 name?)",
+                     name?)",
             )),
             other => other,
         }
+    }
+
+    /// Whether one of the set's chains of family `v6` is in the `nat` table (`iptables-save`).
+    fn legacy_chain_exists(&self, v6: bool) -> bool {
+        let program = if v6 {
+            "ip6tables-save"
+        } else {
+            "iptables-save"
+        };
+        let Ok(out) = firewall::run_fed(&self.ns, program, &["-t".into(), TABLE.into()], None)
+        else {
+            return false;
+        };
+        let saved = String::from_utf8_lossy(&out.stdout);
+        self.chains
+            .iter()
+            .filter(|(c6, _)| *c6 == v6)
+            .any(|(_, c)| {
+                saved
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(&format!(":{c}")))
+            })
     }
 
     fn remove_legacy(&self, v6: bool) -> Result<()> {
@@ -721,10 +749,27 @@ pub(crate) fn remove_chain(ns: &Arc<NsInner>, backend: Backend, chain: &str) -> 
                     .filter(|l| jumps(l))
                     .filter_map(|l| comment_of(l))
                     .collect();
+                let user_chains: Vec<&str> = saved
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(':'))
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                let jumps_elsewhere = |line: &str| {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    words
+                        .windows(2)
+                        .any(|w| w[0] == "-j" && w[1] != chain && user_chains.contains(&w[1]))
+                };
                 let mut body = String::new();
                 for line in rules {
                     let in_chain = line.split_whitespace().nth(1) == Some(chain);
-                    let tagged = comment_of(line).is_some_and(|c| comments.contains(&c));
+                    let in_builtin = line
+                        .split_whitespace()
+                        .nth(1)
+                        .is_some_and(|c| BUILTIN.contains(&c));
+                    let tagged = comment_of(line).is_some_and(|c| comments.contains(&c))
+                        && !jumps_elsewhere(line)
+                        && in_builtin;
                     if jumps(line) || (tagged && !in_chain) {
                         body.push_str(&line.replacen("-A ", "-D ", 1));
                         body.push('\n');

@@ -423,14 +423,24 @@ impl Socket {
     /// and answers to other sequence numbers (an earlier request's leftovers) are skipped, so
     /// a reused socket never reads a stale answer as its own. A receive error after the send
     /// leaves the outcome unknown ([`NftError::Uncertain`]).
-    fn transact(&mut self, buf: &[u8], acks: &[u32], dump: bool) -> Result<Vec<Vec<u8>>, NftError> {
+    ///
+    /// `also`: further sequence numbers of this request whose errors count but that get no
+    /// acknowledgement of their own (a batch's begin and end, a dump's request): the kernel
+    /// reports some batch-wide failures against the batch's begin message.
+    fn transact(
+        &mut self,
+        buf: &[u8],
+        acks: &[u32],
+        also: &[u32],
+        dump: bool,
+    ) -> Result<Vec<Vec<u8>>, NftError> {
         // Room for every answer of a big batch (an ack takes ~1 KiB of receive buffer) and for
         // the batch itself.
         crate::sys::grow_receive_buffer(self.fd.as_fd(), (acks.len() + 64) * 2048);
         grow_send_buffer(self.fd.as_fd(), buf.len() + 4096);
         send(self.fd.as_raw_fd(), buf, MsgFlags::empty())
             .map_err(|e| NftError::Refused(e as i32))?;
-        let mine = |seq: u32| acks.contains(&seq) || dump;
+        let mine = |seq: u32| acks.contains(&seq) || also.contains(&seq);
         let mut pending: Vec<u32> = acks.to_vec();
         let mut replies = Vec::new();
         let mut first_error = None;
@@ -447,6 +457,8 @@ impl Socket {
                 Err(nix::Error::EINTR) => continue,
                 // Draining after a failure: nothing more is queued.
                 Err(nix::Error::EAGAIN) if first_error.is_some() => break,
+                // Draining after a known refusal: that refusal stands.
+                Err(_) if first_error.is_some() => break,
                 Err(_) => return Err(NftError::Uncertain),
             };
             let mut rest = &rbuf[..n];
@@ -463,6 +475,10 @@ impl Socket {
                                 }
                             }
                             pending.retain(|s| *s != seq);
+                            if first_error.is_some() && also.contains(&seq) {
+                                // A batch-wide failure: no further answer is owed.
+                                pending.clear();
+                            }
                         }
                         NLMSG_DONE => done = true,
                         _ => replies.push(rest[..len].to_vec()),
@@ -489,7 +505,7 @@ impl Socket {
             family,
             attrs,
         );
-        match self.transact(&buf, &[seq], false) {
+        match self.transact(&buf, &[seq], &[], false) {
             Ok(_) => Ok(true),
             Err(NftError::Refused(e)) if e == nix::libc::ENOENT => Ok(false),
             Err(e) => Err(e),
@@ -529,7 +545,7 @@ impl Socket {
             family,
             &attrs,
         );
-        let replies = match self.transact(&buf, &[], true) {
+        let replies = match self.transact(&buf, &[], &[seq], true) {
             Ok(r) => r,
             Err(NftError::Refused(e)) if e == nix::libc::ENOENT => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -570,7 +586,7 @@ impl Socket {
             0,
             &Attrs::default(),
         );
-        self.transact(&buf, &acks, false).map(drop)
+        self.transact(&buf, &acks, &[begin, end], false).map(drop)
     }
 }
 
