@@ -396,14 +396,16 @@ async fn a_cancelled_creation_leaves_nothing() {
             .create();
         let outcome = tokio::time::timeout(Duration::from_micros(micros), build).await;
         drop(outcome);
-        assert_eq!(link_names(&host), ["lo"], "cancelled after {micros} µs");
-        assert!(
-            forward_rules(&host, "iptables").is_empty(),
-            "cancelled after {micros} µs"
-        );
-        assert!(
-            forward_rules(&host, "ip6tables").is_empty(),
-            "cancelled after {micros} µs"
+        // A member whose namespace was being made when the future was dropped goes with that
+        // namespace, which the kernel frees in a worker of its own: its veth's host end can
+        // outlive the drop by a moment on a loaded machine (seen once in a full run).
+        eventually(
+            &format!("nothing left, cancelled after {micros} µs"),
+            || {
+                link_names(&host) == ["lo"]
+                    && forward_rules(&host, "iptables").is_empty()
+                    && forward_rules(&host, "ip6tables").is_empty()
+            },
         );
     }
 }
