@@ -487,10 +487,21 @@ fn interfaces(bridge: &Bridge, pair: &VethPair, env: &Env) -> Result<Vec<Interfa
 /// before the error is returned, and the veth pair's guard removes it.
 pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
     let container = open_container(&env.netns)?;
-    // The interface is there already: this container was added before. Refused before anything
-    // runs: an IPAM plugin asked again may hand out a second address, and releasing that one
-    // would release the first too.
-    if container.link_by_name_blocking(&env.ifname).is_ok() {
+    let host = Namespace::current()?;
+    // The bridge is made (or found) while the container's interface is looked for: the first
+    // request into the container's namespace opens its connection there, which takes a while.
+    // The reference also makes the bridge before it looks.
+    let (bridge, exists) = std::thread::scope(|scope| {
+        let lookup = scope.spawn(|| container.link_by_name_blocking(&env.ifname).is_ok());
+        let bridge = ensure_bridge(&host, conf);
+        (bridge, lookup.join().unwrap_or(false))
+    });
+    // The bridge's failure first, as in the reference's order.
+    let bridge = bridge?;
+    // The interface is there already: this container was added before. Refused before the IPAM
+    // plugin runs: asked again, it may hand out a second address, and releasing that one would
+    // release the first too.
+    if exists {
         return Err(CniError::new(
             code::INTERNAL,
             format!(
@@ -499,7 +510,6 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             ),
         ));
     }
-    let host = Namespace::current()?;
     // IPAM plugins that need nothing of the interface (`host-local`, `static`) work while the
     // bridge and the pair are made; any other (`dhcp` asks for a lease on the interface) runs
     // once they exist, as in the reference.
@@ -513,7 +523,7 @@ pub fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<Value> {
             let _ = delegate::run_ipam(name, &env.path, "DEL", stdin);
         }
     };
-    let wired = match wire(host, container, conf, env) {
+    let wired = match wire(host, container, bridge, conf, env) {
         Ok(w) => w,
         Err(e) => {
             if let Some(running) = ipam {
@@ -572,9 +582,14 @@ struct Wired {
     pair: VethPair,
 }
 
-/// The bridge, and the veth pair on it with its host end configured.
-fn wire(host: Namespace, container: Namespace, conf: &NetConf, env: &Env) -> Result<Wired> {
-    let bridge = ensure_bridge(&host, conf)?;
+/// The veth pair on the bridge, with its host end configured.
+fn wire(
+    host: Namespace,
+    container: Namespace,
+    bridge: Bridge,
+    conf: &NetConf,
+    env: &Env,
+) -> Result<Wired> {
     let bridge_mac = if conf.is_gateway {
         bridge.link().info_blocking()?.mac
     } else {

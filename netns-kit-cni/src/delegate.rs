@@ -115,7 +115,10 @@ pub fn run(name: &str, cni_path: &str, command: &str, stdin: &[u8]) -> Result<Ve
 /// An IPAM plugin running (see [`start_ipam`]).
 #[derive(Debug)]
 pub enum RunningIpam<'a> {
-    /// `host-local` done in-process (see `hostlocal`): its output, or its error.
+    /// `host-local` in-process (see `hostlocal`), on a thread of its own so it works while the
+    /// bridge and the pair are made, as an executed plugin would.
+    InProcess(std::thread::JoinHandle<Result<Vec<u8>>>),
+    /// Done already.
     Done(Result<Vec<u8>>),
     Exec(ExecIpam<'a>),
 }
@@ -142,11 +145,21 @@ pub fn start_ipam<'a>(
         let env = |k: &str| std::env::var(k).unwrap_or_default();
         if let Some(plan) = crate::hostlocal::plan(stdin, &env("CNI_ARGS")) {
             let (id, ifname) = (env("CNI_CONTAINERID"), env("CNI_IFNAME"));
-            return Ok(RunningIpam::Done(if command == "ADD" {
-                plan.add(&id, &ifname)
-            } else {
-                plan.del(&id, &ifname)
-            }));
+            let add = command == "ADD";
+            let work = move || {
+                if add {
+                    plan.add(&id, &ifname)
+                } else {
+                    plan.del(&id, &ifname)
+                }
+            };
+            return Ok(match std::thread::Builder::new().spawn(work) {
+                Ok(handle) => RunningIpam::InProcess(handle),
+                Err(e) => RunningIpam::Done(Err(CniError::new(
+                    code::IO,
+                    format!("failed to start a thread for host-local: {e}"),
+                ))),
+            });
         }
     }
     Ok(RunningIpam::Exec(ExecIpam {
@@ -160,6 +173,9 @@ pub fn start_ipam<'a>(
 impl RunningIpam<'_> {
     pub fn finish(self) -> Result<Vec<u8>> {
         match self {
+            RunningIpam::InProcess(handle) => handle.join().unwrap_or_else(|_| {
+                Err(CniError::new(code::INTERNAL, "host-local failed (a panic)"))
+            }),
             RunningIpam::Done(result) => result,
             RunningIpam::Exec(exec) => exec.finish(),
         }
