@@ -1417,3 +1417,27 @@ fn add_replaces_a_masquerade_chain_left_behind() {
         "{after}"
     );
 }
+
+/// A second ADD of a container whose interface is there already is refused before any address
+/// is handed out: the lease of the first stays the only one, and a DEL still releases it.
+#[test]
+fn a_second_add_of_the_same_interface_is_refused_and_leases_nothing() {
+    let node = Node::new();
+    let conf = typical(&node, "1.0.0");
+    let c = Namespace::new_blocking().unwrap();
+    cni(&node, OURS, "ADD", "ctr1", &proc_path(&c), "eth0", &conf).expect_ok("ADD");
+    let leases = node.leases("testnet");
+    assert_eq!(leases.len(), 2, "{leases:?}"); // IPv4 and IPv6
+    let again = cni(&node, OURS, "ADD", "ctr1", &proc_path(&c), "eth0", &conf);
+    assert!(!again.ok);
+    assert!(
+        again.out["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("container veth name provided (eth0) already exists")),
+        "{}",
+        again.out
+    );
+    assert_eq!(node.leases("testnet"), leases);
+    cni(&node, OURS, "DEL", "ctr1", &proc_path(&c), "eth0", &conf).expect_ok("DEL");
+    assert!(node.leases("testnet").is_empty());
+}
