@@ -449,7 +449,6 @@ fn shell_words(line: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_kept_guards_chain_is_removed_by_name() {
     let host = sandbox().await;
-    let before = firewall(&host);
     let masq = nat::masquerade()
         .host(&host)
         .source("10.0.65.0/24")
@@ -482,7 +481,6 @@ async fn a_kept_guards_chain_is_removed_by_name() {
         !left.contains(&chain) && !left.contains(&ports_chain),
         "{left}"
     );
-    let _ = before;
 }
 
 #[tokio::test]

@@ -764,53 +764,83 @@ impl PublishBuilder {
 #[must_use = "dropping the guard removes the rules at once"]
 pub struct PublishedPorts(Guard<NatRules>);
 
-macro_rules! nat_guard {
-    ($t:ty) => {
-        impl $t {
-            /// The names of the guard's own chains in the `nat` table (one per IP family, the
-            /// same name).
-            pub fn chains(&self) -> Vec<String> {
-                let mut names: Vec<String> = self
-                    .0
-                    .get()
-                    .set
-                    .chains
-                    .iter()
-                    .map(|(_, c)| c.clone())
-                    .collect();
-                names.dedup();
-                names
-            }
+impl Masquerade {
+    /// The names of the guard's own chains in the `nat` table (one per IP family, the same
+    /// name).
+    pub fn chains(&self) -> Vec<String> {
+        self.0.get().chain_names()
+    }
 
-            /// How the rules were written.
-            pub fn backend(&self) -> Backend {
-                self.0.get().set.backend
-            }
+    /// How the rules were written.
+    pub fn backend(&self) -> Backend {
+        self.0.get().set.backend
+    }
 
-            /// Removes the rules now, reporting errors (dropping the guard removes them too).
-            pub async fn delete(self) -> Result<()> {
-                self.0.delete().await
-            }
+    /// Removes the rules now, reporting errors (dropping the guard removes them too).
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
 
-            /// The blocking form of [`delete`](Self::delete).
-            pub fn delete_blocking(self) -> Result<()> {
-                crate::netlink::block_on(self.delete())
-            }
+    /// The blocking form of [`delete`](Self::delete).
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
+    }
 
-            /// Disarms the guard: the rules stay after it is dropped ([`remove_chain`] removes
-            /// them later, by name).
-            pub fn keep(mut self) -> Self {
-                if self.0.is_armed() {
-                    self.0.get().set.forget();
-                }
-                self.0.disarm();
-                self
-            }
-        }
-    };
+    /// Disarms the guard: the rules stay after it is dropped ([`remove_chain`] removes them
+    /// later, by name).
+    pub fn keep(mut self) -> Self {
+        keep_rules(&mut self.0);
+        self
+    }
 }
-nat_guard!(Masquerade);
-nat_guard!(PublishedPorts);
+
+impl PublishedPorts {
+    /// The names of the guard's own chains in the `nat` table (one per IP family, the same
+    /// name).
+    pub fn chains(&self) -> Vec<String> {
+        self.0.get().chain_names()
+    }
+
+    /// How the rules were written.
+    pub fn backend(&self) -> Backend {
+        self.0.get().set.backend
+    }
+
+    /// Removes the rules now, reporting errors (dropping the guard removes them too).
+    pub async fn delete(self) -> Result<()> {
+        self.0.delete().await
+    }
+
+    /// The blocking form of [`delete`](Self::delete).
+    pub fn delete_blocking(self) -> Result<()> {
+        crate::netlink::block_on(self.delete())
+    }
+
+    /// Disarms the guard: the rules stay after it is dropped ([`remove_chain`] removes them
+    /// later, by name).
+    pub fn keep(mut self) -> Self {
+        keep_rules(&mut self.0);
+        self
+    }
+}
+
+impl NatRules {
+    /// The set's chain names, each once.
+    fn chain_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.set.chains.iter().map(|(_, c)| c.clone()).collect();
+        names.dedup();
+        names
+    }
+}
+
+/// `keep()` of either guard: the rules stay, and no longer count as this process's users of
+/// the tables they are in.
+fn keep_rules(guard: &mut Guard<NatRules>) {
+    if guard.is_armed() {
+        guard.get().set.forget();
+    }
+    guard.disarm();
+}
 
 fn validate_chain(chain: &str, object: &str) -> Result<()> {
     let ok = !chain.is_empty()
