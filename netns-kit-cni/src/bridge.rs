@@ -694,14 +694,22 @@ pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     let mut errors: Vec<CniError> = Vec::new();
     if !env.netns.is_empty() {
         match Namespace::open_path(&env.netns) {
-            Ok(container) => match container.link_by_name_blocking(&env.ifname) {
-                Ok(link) => {
-                    if let Err(e) = link.delete_blocking() {
-                        errors.push(e.into());
+            Ok(container) => match crate::unlink::delete(&container, &env.ifname) {
+                Ok(()) => {}
+                Err(Some(e)) => errors.push(CniError::new(
+                    code::INTERNAL,
+                    format!("failed to delete {:?}: {e}", env.ifname),
+                )),
+                // The ordinary, acknowledged removal.
+                Err(None) => match container.link_by_name_blocking(&env.ifname) {
+                    Ok(link) => {
+                        if let Err(e) = link.delete_blocking() {
+                            errors.push(e.into());
+                        }
                     }
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => errors.push(e.into()),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => errors.push(e.into()),
+                },
             },
             // The namespace is gone, or the path no longer is one (its bind mount was
             // removed and a plain file is left).

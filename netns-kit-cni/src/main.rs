@@ -12,12 +12,13 @@
 //! calling thread without starting an async runtime — a short-lived process pays no start-up
 //! for one. It runs in the runtime's (host) namespace and reaches into the container's through
 //! the namespace file it is given, never by moving a thread of its own there except for the
-//! container's sysctls.
+//! container's sysctls and DEL's removal of the interface (`unlink`).
 //!
 //! Modules: `conf` (environment and configuration, checked before any change), `spec` (errors
-//! and result formats), `delegate` (running the IPAM plugin), `masq` (`ipMasq` rules), `nft`
-//! (the same rules written over netlink), `bridge` (ADD and DEL) and `check` (CHECK, STATUS
-//! and GC).
+//! and result formats), `delegate` (running the IPAM plugin), `hostlocal` (the `host-local`
+//! IPAM plugin's work, done in-process), `masq` (`ipMasq` rules, through the library's `nat`
+//! module), `bridge` (ADD and DEL), `unlink` (DEL's removal of the interface without waiting
+//! for the kernel to free it) and `check` (CHECK, STATUS and GC).
 
 mod bridge;
 mod check;
@@ -26,6 +27,7 @@ mod delegate;
 mod hostlocal;
 mod masq;
 mod spec;
+mod unlink;
 
 use std::io::{Read, Write};
 

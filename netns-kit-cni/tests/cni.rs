@@ -780,6 +780,43 @@ fn del_is_idempotent() {
     }
 }
 
+/// DEL answers as soon as the kernel has removed the interface (it does not wait for the kernel
+/// to free it; see src/unlink.rs): when it returns, both ends are gone from `ip link` and the
+/// same interface name can be added again at once; a removal the kernel refuses is still an
+/// error.
+#[test]
+fn del_returns_with_the_interface_gone_and_reports_a_refusal() {
+    if !have_reference("del_returns_with_the_interface_gone_and_reports_a_refusal") {
+        return;
+    }
+    let conf = |n: &Node| typical(n, "1.1.0");
+    let (node, c, _, _) = add_one(OURS, conf);
+    let path = proc_path(&c);
+    for round in 0..3 {
+        cni(&node, OURS, "DEL", "ctr1", &path, "eth0", &conf(&node)).expect_ok("DEL");
+        assert_eq!(
+            common::link_names(&node.ns),
+            ["lo", "cni0"],
+            "round {round}"
+        );
+        assert_eq!(common::link_names(&c), ["lo"], "round {round}");
+        assert!(node.leases("testnet").is_empty());
+        cni(&node, OURS, "ADD", "ctr1", &path, "eth0", &conf(&node)).expect_ok("ADD again");
+        assert_eq!(common::link_names(&c), ["lo", "eth0"], "round {round}");
+    }
+    cni(&node, OURS, "DEL", "ctr1", &path, "eth0", &conf(&node)).expect_ok("DEL");
+    // The loopback interface cannot be removed: the kernel's refusal is DEL's error.
+    let out = cni(&node, OURS, "DEL", "ctr1", &path, "lo", &conf(&node));
+    assert!(!out.ok, "DEL of lo: {out:?}");
+    assert_eq!(out.out["code"], 999, "{out:?}");
+    let msg = out.out["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("\"lo\"") && msg.contains("not supported"),
+        "{msg}"
+    );
+    assert_eq!(common::link_names(&c), ["lo"]);
+}
+
 /// A node starting a burst of pods: 32 ADDs at once on one bridge, then 16 DELs interleaved
 /// with 16 new ADDs, then 32 DELs at once. Every call succeeds, no address is live twice, and
 /// nothing is left.
