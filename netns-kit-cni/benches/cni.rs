@@ -16,6 +16,17 @@
 //!
 //! compare those medians (below 1: netns-kit is faster).
 //!
+//! The plugin measured is the one `cargo bench` builds (dynamically linked), or the binary
+//! named by `NETNS_KIT_BENCH_CNI_PLUGIN`: the README installs it statically linked (a
+//! `static-pie`, which starts about 0.35 ms sooner than the dynamic build on this VM, as
+//! `perf stat -r 500` of `CNI_COMMAND=VERSION` shows), so
+//!
+//! `RUSTFLAGS="-C target-feature=+crt-static" cargo install --path netns-kit-cni --root /tmp/cni \`
+//! `  --target "$(rustc -vV | sed -n 's/host: //p')"`
+//! `NETNS_KIT_BENCH_CNI_PLUGIN=/tmp/cni/bin/netns-kit-cni cargo bench -p netns-kit-cni --bench cni`
+//!
+//! measures what a runtime runs. The first output line says which binary, and how it is linked.
+//!
 //! Everything runs in a private network and mount namespace (the bench re-executes itself under
 //! `unshare`); the plugins run in per-round node namespaces inside it. Run with
 //! `cargo bench -p netns-kit-cni --bench cni` (as root, with `containernetworking-plugins`).
@@ -71,6 +82,15 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let ours = std::env::var("NETNS_KIT_BENCH_CNI_PLUGIN").unwrap_or_else(|_| OURS.to_owned());
+    println!(
+        "netns-kit-cni: {ours} ({})",
+        if dynamic(&ours) {
+            "dynamically linked"
+        } else {
+            "statically linked"
+        }
+    );
     let mut ratios = Vec::new();
     for n in sizes {
         for &ip_masq in &masq {
@@ -80,7 +100,11 @@ fn main() {
                 for turn in 0..2 {
                     // Alternate which plugin goes first.
                     let which = (round + turn) % 2;
-                    let plugin = if which == 0 { OURS } else { reference.as_str() };
+                    let plugin = if which == 0 {
+                        ours.as_str()
+                    } else {
+                        reference.as_str()
+                    };
                     let (a, d) = one_round(plugin, n, ip_masq);
                     add[which].push(a);
                     del[which].push(d);
@@ -108,6 +132,19 @@ fn main() {
     for r in ratios {
         println!("{r}");
     }
+}
+
+/// Whether the ELF executable at `path` names a program interpreter (`PT_INTERP`): the dynamic
+/// loader that maps its shared libraries at every start.
+fn dynamic(path: &str) -> bool {
+    let elf = std::fs::read(path).expect("read the plugin");
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
+    })
 }
 
 fn median(v: &[Duration]) -> Duration {
