@@ -25,7 +25,7 @@
 //! `  --target "$(rustc -vV | sed -n 's/host: //p')"`
 //! `NETNS_KIT_BENCH_CNI_PLUGIN=/tmp/cni/bin/netns-kit-cni cargo bench -p netns-kit-cni --bench cni`
 //!
-//! measures what a runtime runs. The first output line says which binary, and how it is linked.
+//! measures what a runtime runs. The output names the binary measured and how it is linked.
 //!
 //! Everything runs in a private network and mount namespace (the bench re-executes itself under
 //! `unshare`); the plugins run in per-round node namespaces inside it. Run with

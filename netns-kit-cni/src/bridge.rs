@@ -693,7 +693,11 @@ pub fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
                 Ok(()) => {}
                 Err(Some(e)) => errors.push(CniError::new(
                     code::INTERNAL,
-                    format!("failed to delete {:?}: {e}", env.ifname),
+                    format!(
+                        "failed to delete {:?}: {}",
+                        env.ifname,
+                        crate::unlink::describe(&e)
+                    ),
                 )),
                 // The ordinary, acknowledged removal.
                 Err(None) => match container.link_by_name_blocking(&env.ifname) {

@@ -91,5 +91,6 @@ fn main() {
         let _ = stdout.write_all(b"\n");
         let _ = stdout.flush();
     }
+    unlink::reap();
     std::process::exit(status);
 }

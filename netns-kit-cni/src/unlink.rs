@@ -4,25 +4,28 @@
 //! Where the time goes (kernel 6.18, 2 vCPUs; `perf record -e sched:sched_switch -g` on
 //! `ip link del` of a veth whose peer is a bridge port): an RTM_DELLINK request blocks its
 //! sender for about 17 ms. Under 1 ms of that is the removal: the pair is closed, unlisted (its
-//! names and indexes are free), taken off the bridge, its addresses and routes dropped, and the
-//! RTM_DELLINK notifications sent, with three expedited RCU grace periods, all under the RTNL
-//! lock. The rest is `rcu_barrier()` in `netdev_run_todo`, after the lock is released: waiting
+//! names and indexes are free), its addresses and routes dropped, the host end taken off the
+//! bridge, and the RTM_DELLINK notifications sent, with three expedited RCU grace periods, all
+//! under the RTNL lock (which anything else that changes links waits for). The rest is `rcu_barrier()` in `netdev_run_todo`, after the lock is released: waiting
 //! for every pending RCU callback on every CPU before the two devices' memory is freed. Nothing
 //! can reach the devices any more by then, but the kernel acknowledges the request only after
-//! it. The reference plugin, and this one until 0.1, waited for that acknowledgement: most of
-//! DEL was that wait.
+//! it. The reference plugin waits for that acknowledgement (and so did this one): most of DEL
+//! was that wait.
 //!
 //! So the request is sent by a forked child, from a socket in the container's namespace, and
 //! DEL goes on when that namespace's own RTM_DELLINK notification for the interface arrives (on
 //! a socket subscribed before the request was sent, so it cannot be missed). The child waits
 //! for the acknowledgement and exits; an error in it reaches the plugin through a pipe (a
 //! request the kernel refuses is refused at once, with no barrier to wait for). The child does
-//! only what is safe between `fork` and `exit` in a process with threads (`dup2`, `send`,
-//! `recv`, `write`, `_exit`), with /dev/null as its standard streams, so a runtime that reads
-//! the plugin's output to its end does not wait for the child either.
+//! only what is safe between `fork` and `exit` in a process with threads (`dup2`,
+//! `close_range`, `send`, `recv`, `write`, `_exit`), with /dev/null as its standard streams and
+//! no other descriptor of the plugin's open, so a runtime that reads the plugin's output to its
+//! end does not wait for the child either. The child is reaped before the plugin exits if it
+//! has ended; otherwise, as any orphan, by the nearest subreaper or init (a runtime that runs
+//! plugins as PID 1 of a container must reap adopted children, as PID 1 must anyway).
 //!
-//! Anything that keeps this from starting (no socket, no fork) falls back to the ordinary,
-//! acknowledged delete through the library.
+//! Anything that keeps this from starting (no socket, no fork), or a child that ends without
+//! an answer, falls back to the ordinary, acknowledged delete through the library.
 //!
 //! The plugin's only module with `unsafe` (fork, and the calls allowed after it).
 #![allow(unsafe_code)]
@@ -45,11 +48,13 @@ const NLMSG_HDRLEN: usize = 16;
 pub fn delete(netns: impl AsFd + Sync, name: &str) -> Result<(), Option<io::Error>> {
     std::thread::scope(|s| {
         s.spawn(|| {
+            // The plugin's (host) namespace's notifications, for a veth's host end.
+            let host_watch = netlink_socket(RTMGRP_LINK).map_err(|_| None)?;
             // This thread alone moves into the container's namespace, and ends there.
             nix::sched::setns(netns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|_| None)?;
             let watch = netlink_socket(RTMGRP_LINK).map_err(|_| None)?;
             let request = netlink_socket(0).map_err(|_| None)?;
-            let Some(index) = index_of(&request, name).map_err(|_| None)? else {
+            let Some((index, peer)) = index_of(&request, name).map_err(|_| None)? else {
                 return Ok(());
             };
             let (from_child, to_child) = pipe().map_err(|_| None)?;
@@ -67,11 +72,50 @@ pub fn delete(netns: impl AsFd + Sync, name: &str) -> Result<(), Option<io::Erro
                 return Err(None);
             }
             drop((request, to_child, null));
-            wait(&watch, &from_child, index).map_err(Some)
+            CHILD.store(pid, std::sync::atomic::Ordering::Relaxed);
+            // Done when the interface is gone and, for a veth, its peer too (the peer goes
+            // last, off the bridge first): both notifications.
+            let mut gone = Vec::from([Removal {
+                socket: &watch,
+                index,
+            }]);
+            if let Some(peer) = peer {
+                let socket = if peer.elsewhere { &host_watch } else { &watch };
+                gone.push(Removal {
+                    socket,
+                    index: peer.index,
+                });
+            }
+            wait(gone, &from_child)
         })
         .join()
         .unwrap_or(Err(None))
     })
+}
+
+/// The child of the last [`delete`], 0 if none.
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Reaps the child of [`delete`] if it has ended (called before the plugin exits). One that
+/// has not (the kernel's barrier still runs) is adopted by the nearest subreaper or init when
+/// the plugin exits, as any orphan, and reaped there.
+pub fn reap() {
+    let pid = CHILD.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: waitpid on our own child with WNOHANG; the status is not read.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+}
+
+/// The kernel's error as the reference plugin words it (Go's `syscall.Errno`: strerror,
+/// lower case, no number).
+pub fn describe(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 /// The forked child: sends the request, passes the kernel's answer (0 or a negative errno) to
@@ -83,11 +127,23 @@ unsafe fn child(request: &OwnedFd, to_parent: &OwnedFd, null: &OwnedFd, message:
     // SAFETY: plain syscalls on open descriptors and stack buffers; the caller is the child of
     // `fork`, which must not return into the parent's code.
     unsafe {
+        // /dev/null as the standard streams, and nothing else of the plugin's open but the
+        // request socket and the pipe: the runtime's pipes, the namespace files and the
+        // library's sockets are not held for the ~17 ms this child lives.
         for stream in 0..3 {
             libc::dup2(null.as_raw_fd(), stream);
         }
-        let mut code: i32 = -libc::EIO;
-        if libc::send(
+        let (a, b) = {
+            let (x, y) = (request.as_raw_fd() as u32, to_parent.as_raw_fd() as u32);
+            (x.min(y), x.max(y))
+        };
+        for (first, last) in [(3, a.wrapping_sub(1)), (a + 1, b - 1), (b + 1, u32::MAX)] {
+            if first <= last {
+                libc::syscall(libc::SYS_close_range, first, last, 0);
+            }
+        }
+        let errno = || -*libc::__errno_location();
+        let code = if libc::send(
             request.as_raw_fd(),
             message.as_ptr().cast(),
             message.len(),
@@ -101,76 +157,102 @@ unsafe fn child(request: &OwnedFd, to_parent: &OwnedFd, null: &OwnedFd, message:
                 answer.len(),
                 0,
             );
-            if n >= (NLMSG_HDRLEN + 4) as isize
+            if n < 0 {
+                errno()
+            } else if n >= (NLMSG_HDRLEN + 4) as isize
                 && u16::from_ne_bytes([answer[4], answer[5]]) == NLMSG_ERROR
             {
-                code = i32::from_ne_bytes(answer[16..20].try_into().unwrap_or([0; 4]));
+                i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]])
+            } else {
+                -libc::EPROTO
             }
         } else {
-            code = -*libc::__errno_location();
-        }
+            errno()
+        };
         let bytes = code.to_ne_bytes();
         libc::write(to_parent.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
         libc::_exit(0)
     }
 }
 
-/// Waits for the interface's RTM_DELLINK notification, or for the child's answer.
-fn wait(watch: &OwnedFd, from_child: &OwnedFd, index: u32) -> io::Result<()> {
-    let mut watching = true;
+/// An interface whose RTM_DELLINK notification is awaited on `socket`.
+struct Removal<'a> {
+    socket: &'a OwnedFd,
+    index: u32,
+}
+
+/// Waits for the RTM_DELLINK notifications of every one of `gone`, or for the child's answer.
+/// A peer whose namespace is not the plugin's is never announced there: the child's answer
+/// ends the wait then, as when a notification was lost to an overrun.
+fn wait(mut gone: Vec<Removal<'_>>, from_child: &OwnedFd) -> Result<(), Option<io::Error>> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut watched: Vec<&OwnedFd> = Vec::new();
+    for r in &gone {
+        if !watched
+            .iter()
+            .any(|w| w.as_raw_fd() == r.socket.as_raw_fd())
+        {
+            watched.push(r.socket);
+        }
+    }
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: if watching { watch.as_raw_fd() } else { -1 },
+        let mut fds: Vec<libc::pollfd> = watched
+            .iter()
+            .map(|w| w.as_raw_fd())
+            .chain([from_child.as_raw_fd()])
+            .map(|fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
-            },
-            libc::pollfd {
-                fd: from_child.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd for the duration of the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(e);
+            return Err(Some(e));
         }
-        if fds[0].revents != 0 {
+        let (answer, notified) = fds.split_last().expect("the pipe is polled");
+        for (i, pfd) in notified.iter().enumerate() {
+            if pfd.revents == 0 {
+                continue;
+            }
             // SAFETY: `buf` is a writable buffer of `buf.len()` bytes.
             let n = unsafe {
                 libc::recv(
-                    watch.as_raw_fd(),
+                    pfd.fd,
                     buf.as_mut_ptr().cast(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
                 )
             };
             if n < 0 {
-                // Overrun (ENOBUFS): the notification may be among what was dropped, so the
+                // Overrun (ENOBUFS): a notification may be among what was dropped, so the
                 // child's answer decides.
                 if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                    watching = false;
+                    watched[i] = from_child;
                 }
-            } else if deleted(&buf[..n as usize], index) {
+                continue;
+            }
+            let got = &buf[..n as usize];
+            gone.retain(|r| r.socket.as_raw_fd() != pfd.fd || !deleted(got, r.index));
+            if gone.is_empty() {
                 return Ok(());
             }
         }
-        if fds[1].revents != 0 {
+        if answer.revents != 0 {
             let mut code = [0u8; 4];
             // SAFETY: `code` is a writable buffer of 4 bytes.
             let n = unsafe { libc::read(from_child.as_raw_fd(), code.as_mut_ptr().cast(), 4) };
             return match (n, i32::from_ne_bytes(code)) {
                 (4, 0) => Ok(()),
                 (4, e) if -e == libc::ENODEV => Ok(()),
-                (4, e) => Err(io::Error::from_raw_os_error(-e)),
-                _ => Err(io::Error::other(
-                    "the process deleting the interface ended without an answer",
-                )),
+                (4, e) => Err(Some(io::Error::from_raw_os_error(-e))),
+                // The child ended without an answer: whether the request was sent is unknown,
+                // so the caller's acknowledged delete decides (gone already counts as done).
+                _ => Err(None),
             };
         }
     }
@@ -185,8 +267,10 @@ fn deleted(mut buf: &[u8], index: u32) -> bool {
         }
         let kind = u16::from_ne_bytes([buf[4], buf[5]]);
         // struct ifinfomsg: family, pad, type (u16), index (i32) at offset 4.
+        // Family AF_UNSPEC: the device itself, not a bridge port's AF_BRIDGE message.
         if kind == RTM_DELLINK
             && len >= NLMSG_HDRLEN + 8
+            && buf[NLMSG_HDRLEN] == libc::AF_UNSPEC as u8
             && u32::from_ne_bytes([buf[20], buf[21], buf[22], buf[23]]) == index
         {
             return true;
@@ -200,8 +284,19 @@ fn deleted(mut buf: &[u8], index: u32) -> bool {
     false
 }
 
-/// The index of the interface `name`, `None` if there is none, asked on `socket`.
-fn index_of(socket: &OwnedFd, name: &str) -> io::Result<Option<u32>> {
+/// A veth's other end, as its `IFLA_LINK`: its index, and whether it is in another namespace
+/// (`IFLA_LINK_NETNSID`).
+struct Peer {
+    index: u32,
+    elsewhere: bool,
+}
+
+/// The index of the interface `name` and its veth peer, `None` if there is no such interface,
+/// asked on `socket`.
+fn index_of(socket: &OwnedFd, name: &str) -> io::Result<Option<(u32, Option<Peer>)>> {
+    const IFLA_LINK: u16 = 5;
+    const IFLA_LINK_NETNSID: u16 = 37;
+    const IFLA_LINKINFO: u16 = 18;
     const RTM_GETLINK: u16 = 18;
     const RTM_NEWLINK: u16 = 16;
     const IFLA_IFNAME: u16 = 3;
@@ -233,13 +328,52 @@ fn index_of(socket: &OwnedFd, name: &str) -> io::Result<Option<u32>> {
             0,
         )
     };
-    if n < (NLMSG_HDRLEN + 8) as isize {
+    if n < 0 {
         return Err(io::Error::last_os_error());
     }
+    let answer = &answer[..n as usize];
+    if answer.len() < NLMSG_HDRLEN + 8 {
+        return Err(io::Error::other("short answer to RTM_GETLINK"));
+    }
+    let len = (u32::from_ne_bytes([answer[0], answer[1], answer[2], answer[3]]) as usize)
+        .min(answer.len());
     match u16::from_ne_bytes([answer[4], answer[5]]) {
-        RTM_NEWLINK => Ok(Some(u32::from_ne_bytes([
-            answer[20], answer[21], answer[22], answer[23],
-        ]))),
+        RTM_NEWLINK => {
+            let index = u32::from_ne_bytes([answer[20], answer[21], answer[22], answer[23]]);
+            let (mut link, mut elsewhere, mut veth) = (None, false, false);
+            let mut at = NLMSG_HDRLEN + 16;
+            while at + 4 <= len {
+                let alen = u16::from_ne_bytes([answer[at], answer[at + 1]]) as usize;
+                let kind = u16::from_ne_bytes([answer[at + 2], answer[at + 3]]) & 0x3fff;
+                if alen < 4 || at + alen > len {
+                    break;
+                }
+                match (kind, alen) {
+                    (IFLA_LINK, 8) => {
+                        link = Some(u32::from_ne_bytes([
+                            answer[at + 4],
+                            answer[at + 5],
+                            answer[at + 6],
+                            answer[at + 7],
+                        ]));
+                    }
+                    (IFLA_LINK_NETNSID, _) => elsewhere = true,
+                    // IFLA_LINKINFO, whose first attribute is IFLA_INFO_KIND: only a veth's
+                    // IFLA_LINK is a peer that goes with it (a macvlan's is its lower device).
+                    (IFLA_LINKINFO, _) => {
+                        veth = answer[at + 4..at + alen].get(4..9) == Some(b"veth\0".as_slice())
+                            && u16::from_ne_bytes([answer[at + 6], answer[at + 7]]) == 1;
+                    }
+                    _ => {}
+                }
+                at += (alen + 3) & !3;
+            }
+            // A link that names itself (or nothing) has no peer to wait for.
+            let peer = link
+                .filter(|&l| veth && l != 0 && (elsewhere || l != index))
+                .map(|index| Peer { index, elsewhere });
+            Ok(Some((index, peer)))
+        }
         NLMSG_ERROR => {
             match -i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]) {
                 libc::ENODEV => Ok(None),
@@ -330,5 +464,15 @@ mod tests {
         assert!(!deleted(&buf[..64], 7));
         assert!(!deleted(&buf, 8));
         assert!(!deleted(&buf[..20], 7));
+        // A bridge port's AF_BRIDGE message is not the device's removal.
+        let mut port = dellink(9);
+        port[16] = libc::AF_BRIDGE as u8;
+        assert!(!deleted(&port, 9));
+    }
+
+    #[test]
+    fn errors_worded_as_the_reference() {
+        let e = io::Error::from_raw_os_error(libc::EOPNOTSUPP);
+        assert_eq!(describe(&e), "operation not supported");
     }
 }
