@@ -51,6 +51,9 @@
 //! `ratio <scenario> N=<n> <phase> netns-kit/<other>: <value>` (below 1: netns-kit is faster).
 //!
 //! Run with `cargo bench --bench topology` (as root, with the packages `.ci/test --deps` installs).
+//! One scenario alone: `-- --publish`, `-- --runtime`, `-- --profile N [--blocking]` (see
+//! benches/README.md), and `-- --peer bridged|named N ROUNDS` (the netns-kit side of
+//! `benches/peers.sh`).
 
 use std::{
     io::Write,
@@ -89,6 +92,17 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         let n = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(100);
         return profile(n, args.iter().any(|a| a == "--blocking"));
+    }
+    if let Some(i) = args.iter().position(|a| a == "--peer") {
+        let arg = |k: usize| args.get(i + k).cloned().unwrap_or_default();
+        let n = arg(2).parse().unwrap_or(100);
+        let rounds = arg(3).parse().unwrap_or(1);
+        return peer(arg(1) == "named", n, rounds);
+    }
+    if args.iter().any(|a| a == "--runtime") {
+        let mut report = Report::default();
+        runtime_add(&mut report);
+        return report.print();
     }
     if args.iter().any(|a| a == "--publish") {
         let mut report = Report::default();
@@ -537,6 +551,64 @@ fn bridged_network(report: &mut Report, n: usize) {
     ));
     report.ratio("bridged", n, "setup", &kit_setup, "ip-batch", &batch_setup);
     report.ratio("bridged", n, "teardown", &kit_down, "ip-batch", &batch_down);
+}
+
+/// `--peer bridged|named N ROUNDS`: the work of the nlink peer program (`benches/peers/nlink`,
+/// run side by side by `benches/peers.sh`), one line per round in its format: a bridge `br0`
+/// in this namespace, N members (anonymous namespaces, or named `m{i}` under `/run/netns`),
+/// each with its address and default route, ready; then all of it deleted, until only `lo` is
+/// left (and, named, `/run/netns` is empty).
+fn peer(named: bool, n: usize, rounds: usize) {
+    let rt = runtime();
+    let scenario = if named { "named" } else { "bridged" };
+    set_nofile_soft(u64::MAX);
+    for _ in 0..rounds {
+        settle(n);
+        let host = Namespace::current().unwrap();
+        let start = Instant::now();
+        let net = rt.block_on(async {
+            let members: Vec<MemberSpec> = if named {
+                let spaces = futures::future::try_join_all(
+                    (0..n).map(|i| Namespace::named(format!("m{i}"))),
+                )
+                .await
+                .unwrap();
+                spaces
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, ns)| MemberSpec::owning(ns).address(member_address(i)))
+                    .collect()
+            } else {
+                (0..n)
+                    .map(|i| MemberSpec::new().address(member_address(i)))
+                    .collect()
+            };
+            // No IPv6 link-local addresses on the members' interfaces: the default for
+            // namespaces the network makes on an IPv4-only network, asked for here for the
+            // named ones it is handed (see `BridgedBuilder::link_local_ipv6`).
+            bridged()
+                .host(&host)
+                .bridge_name("br0")
+                .gateway("10.100.255.254/16")
+                .link_local_ipv6(false)
+                .members(members)
+                .create()
+                .await
+                .unwrap()
+        });
+        let setup = start.elapsed();
+        let start = Instant::now();
+        rt.block_on(net.delete()).unwrap();
+        wait_for_links(1);
+        let teardown = start.elapsed();
+        let left = std::fs::read_dir("/run/netns").unwrap().count();
+        assert_eq!(left, 0, "{left} names left in /run/netns");
+        println!(
+            "netns-kit {scenario} N={n} setup_ms={:.1} teardown_ms={:.1}",
+            ms(setup),
+            ms(teardown)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# netns-kit side by side with nlink 0.33 (benches/peers/nlink), the closest peer crate, on the
+# same work: `benches/peers.sh [N ...]` (as root; default N: 100 1000; ROUNDS=5).
+#
+# Both build a bridge `br0` and N members (a namespace each, a veth pair to the bridge, an
+# address, a default route), then delete it all until only `lo` is left; "bridged" with
+# netns-kit's anonymous namespaces (nlink has none: it names them), "named" with names under
+# /run/netns for both. Round by round, alternating, each round in a fresh private network and
+# mount namespace. Prints the medians and `ratio <scenario> N=<n> <phase> netns-kit/nlink: x`.
+# netns-kit's setup includes its readiness wait (the first packet is never lost); nlink has none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${ROUNDS:-5}
+sizes=${*:-100 1000}
+cargo build --release --bench topology -q
+cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target-dir target/peers
+ours=$(ls -t target/release/deps/topology-* | grep -v '\.d$' | head -1)
+nlink=target/peers/release/nlink-peer
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for n in $sizes; do
+  for scenario in bridged named; do
+    for _ in $(seq "$rounds"); do
+      "$ours" --peer "$scenario" "$n" 1 >>"$out"
+      unshare --net --mount --propagation private -- bash -c \
+        'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link set lo up && sleep 0.3 && "$@"' \
+        peer "$nlink" "$scenario" "$n" 1 2>/dev/null >>"$out"
+    done
+  done
+done
+# Lines: "<tool> <scenario> N=<n> setup_ms=<x> teardown_ms=<y>".
+awk '
+  function median(list,   a, k, i, j, t) {
+    k = split(list, a, " ")
+    for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+  }
+  {
+    split($4, s, "="); split($5, d, "=")
+    key = $2 " " $3
+    setup[$1, key] = setup[$1, key] " " s[2]; down[$1, key] = down[$1, key] " " d[2]
+    if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+  }
+  END {
+    for (i = 1; i <= n; i++) {
+      key = order[i]
+      ks = median(setup["netns-kit", key]); ns = median(setup["nlink", key])
+      kd = median(down["netns-kit", key]); nd = median(down["nlink", key])
+      printf "  %-16s setup  netns-kit %8.1f ms  nlink %8.1f ms\n", key, ks, ns
+      printf "  %-16s teardown netns-kit %6.1f ms  nlink %8.1f ms\n", key, kd, nd
+      r = r sprintf("ratio %s setup netns-kit/nlink: %.2f\n", key, ks / ns)
+      r = r sprintf("ratio %s teardown netns-kit/nlink: %.2f\n", key, kd / nd)
+    }
+    printf "\n%s", r
+  }' "$out"
