@@ -620,6 +620,19 @@ const RUNTIME_RUNS: usize = 15;
 /// The child: joins the namespace at `NK_NETNS` to the existing `cni0` with address `NK_ADDR`,
 /// keeps it, and prints its thread count.
 fn runtime_add_child(role: &str) {
+    let begin = Instant::now();
+    // `NETNS_KIT_BENCH_SPANS=1`: the time of each of the crate's steps, on stderr.
+    let spans = std::env::var_os("NETNS_KIT_BENCH_SPANS").is_some();
+    if spans {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(
+                SpanTimes.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.target().starts_with("netns_kit")
+                })),
+            )
+            .init();
+    }
     let netns = std::env::var("NK_NETNS").unwrap();
     let address = std::env::var("NK_ADDR").unwrap();
     let host = Namespace::current().unwrap();
@@ -648,6 +661,12 @@ fn runtime_add_child(role: &str) {
                     .unwrap()
                     .keep();
             });
+        }
+    }
+    if spans {
+        eprintln!("main to wired: {:.3} ms", ms(begin.elapsed()));
+        for (name, (count, total)) in SPANS.lock().unwrap().iter() {
+            eprintln!("  {name:<32} {count:>3} {:>8.3} ms", ms(*total));
         }
     }
     let threads = std::fs::read_dir("/proc/self/task").unwrap().count();

@@ -55,6 +55,15 @@ impl NsConn {
         self.lock().spare = Some(socket);
     }
 
+    /// Keeps `conn`, made inside the namespace, as its blocking transport's connection, unless
+    /// it has a usable one already.
+    pub(crate) fn offer_batched(&self, conn: Arc<BatchConn>) {
+        let mut slot = self.lock();
+        if slot.batched.as_ref().is_none_or(|c| !c.is_usable()) {
+            slot.batched = Some(conn);
+        }
+    }
+
     /// A socket inside the namespace: the spare one, or a new one made on a library thread.
     async fn socket(&self) -> io::Result<Socket> {
         if let Some(socket) = self.lock().spare.take() {

@@ -40,6 +40,4 @@ mod request;
 pub(crate) use blocking_transport::BatchConn;
 pub(crate) use connection::NsConn;
 pub(crate) use framing::{BLOCKING_TIMEOUT, KernelError, new_socket};
-#[cfg(feature = "tokio")]
-pub(crate) use request::blocking_mode;
-pub(crate) use request::{Nl, Reply, block_on};
+pub(crate) use request::{Nl, Reply, block_on, blocking_mode};

@@ -456,6 +456,12 @@ fn link_ready(link: &netlink_packet_route::link::LinkMessage, ipv6: bool) -> Rea
     }
 }
 
+/// Whether `link`, as the kernel reports it, carries traffic now (see [`link_ready`]; IPv6
+/// readiness not asked).
+pub(crate) fn ready_now(link: &netlink_packet_route::link::LinkMessage) -> bool {
+    matches!(link_ready(link, false), Readiness::Ready)
+}
+
 /// What [`link_ready`] found.
 enum Readiness {
     Ready,

@@ -145,9 +145,9 @@ impl fmt::Debug for NsInner {
 
 impl NsInner {
     /// Runs `job` inside this namespace on a worker thread, with a fresh blocking netlink
-    /// socket there (closed afterwards). If the caller stopped waiting by the time `job`
-    /// succeeded, `abandoned` gets its result, back inside the namespace with a socket, to undo
-    /// what nobody will own.
+    /// socket there (kept afterwards as the namespace's blocking connection, if it has none).
+    /// If the caller stopped waiting by the time `job` succeeded, `abandoned` gets its result
+    /// and that socket, to undo what nobody will own.
     pub(crate) async fn with_socket<T: Send + 'static>(
         &self,
         job: SocketJob<T>,
@@ -155,25 +155,26 @@ impl NsInner {
     ) -> Result<T> {
         let fd = self.fd.clone();
         let label = self.label.clone();
-        let undo_fd = self.fd.clone();
-        sys::on_worker_cancellable(
-            move |cancelled| -> Result<T> {
+        let (value, conn) = sys::on_worker_cancellable(
+            move |cancelled| -> Result<(T, Arc<BatchConn>)> {
                 sys::setns_net(fd.as_fd()).map_err(|e| Error::os("enter", label.clone(), e))?;
                 let conn =
                     batch_here().map_err(|e| Error::os("open a netlink socket in", label, e))?;
-                job(&conn, cancelled)
+                let value = job(&conn, cancelled)?;
+                Ok((value, conn))
             },
             move |result| {
-                if let Ok(value) = result {
-                    let conn = sys::setns_net(undo_fd.as_fd()).and_then(|()| batch_here());
-                    if let Ok(conn) = conn {
-                        abandoned(&conn, value);
-                    }
+                if let Ok((value, conn)) = result {
+                    abandoned(&conn, value);
                 }
             },
         )
         .await
-        .map_err(|e| Error::os("run a job in", self.label.clone(), e))?
+        .map_err(|e| Error::os("run a job in", self.label.clone(), e))??;
+        // The job's socket stays this namespace's connection for the blocking transport, so a
+        // request right after it (a member's readiness check) needs no second trip to a worker.
+        self.conn.offer_batched(conn);
+        Ok(value)
     }
 }
 
@@ -210,7 +211,7 @@ pub(super) fn ns_inode(fd: &OwnedFd) -> u64 {
 }
 
 /// A job run inside a namespace on a worker thread, with a blocking netlink connection opened
-/// there for it (closed afterwards), and a check telling whether its caller stopped waiting.
+/// there for it, and a check telling whether its caller stopped waiting.
 pub(crate) type SocketJob<T> =
     Box<dyn FnOnce(&BatchConn, &dyn Fn() -> bool) -> Result<T> + Send + 'static>;
 
