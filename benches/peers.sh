@@ -17,14 +17,20 @@ cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target
 ours=$(ls -t target/release/deps/topology-* | grep -v '\.d$' | head -1)
 nlink=target/peers/release/nlink-peer
 out=$(mktemp)
+log=target/peers/nlink-peer.log
+: >"$log"
 trap 'rm -f "$out"' EXIT
 for n in $sizes; do
   for scenario in bridged named; do
     for _ in $(seq "$rounds"); do
       "$ours" --peer "$scenario" "$n" 1 >>"$out"
+      # The same pause before each round as netns-kit's (its `settle`: 0.5 s + 3 ms per
+      # member), for the kernel to finish freeing the previous round's namespaces.
+      pause=$(awk -v n="$n" 'BEGIN { print 0.5 + 0.003 * n }')
       unshare --net --mount --propagation private -- bash -c \
-        'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link set lo up && sleep 0.3 && "$@"' \
-        peer "$nlink" "$scenario" "$n" 1 2>/dev/null >>"$out"
+        'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link set lo up && sleep "$1" && shift && "$@"' \
+        peer "$pause" "$nlink" "$scenario" "$n" 1 2>>"$log" >>"$out" ||
+        { echo "nlink-peer failed: see $log" >&2; exit 1; }
     done
   done
 done

@@ -51,7 +51,8 @@
 //! `ratio <scenario> N=<n> <phase> netns-kit/<other>: <value>` (below 1: netns-kit is faster).
 //!
 //! Run with `cargo bench --bench topology` (as root, with the packages `.ci/test --deps` installs).
-//! One scenario alone: `-- --publish`, `-- --runtime`, `-- --profile N [--blocking]` (see
+//! One scenario alone: `-- --publish`, `-- --runtime`, `-- --dual-stack N`,
+//! `-- --profile N [--blocking]` (see
 //! benches/README.md), and `-- --peer bridged|named N ROUNDS` (the netns-kit side of
 //! `benches/peers.sh`).
 
@@ -98,6 +99,14 @@ fn main() {
         let n = arg(2).parse().unwrap_or(100);
         let rounds = arg(3).parse().unwrap_or(1);
         return peer(arg(1) == "named", n, rounds);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--dual-stack") {
+        let mut report = Report::default();
+        dual_stack(
+            &mut report,
+            args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(500),
+        );
+        return report.print();
     }
     if args.iter().any(|a| a == "--runtime") {
         let mut report = Report::default();
@@ -622,7 +631,7 @@ const RUNTIME_RUNS: usize = 15;
 fn runtime_add_child(role: &str) {
     let begin = Instant::now();
     // `NETNS_KIT_BENCH_SPANS=1`: the time of each of the crate's steps, on stderr.
-    let spans = std::env::var_os("NETNS_KIT_BENCH_SPANS").is_some();
+    let spans = std::env::var("NETNS_KIT_BENCH_SPANS").is_ok_and(|v| !v.is_empty() && v != "0");
     if spans {
         use tracing_subscriber::prelude::*;
         tracing_subscriber::registry()

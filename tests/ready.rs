@@ -201,6 +201,43 @@ fn bridged_round(t: usize, r: usize) -> Vec<String> {
     problems
 }
 
+/// A runtime adding one container: IPv4 only, a bridge that exists, a container namespace
+/// that exists, the blocking API. `create` then asks the links' state on its own connections
+/// and starts no wait when they are up already (see `member::ready_already`).
+fn runtime_round(t: usize, r: usize) -> Vec<String> {
+    let host = Namespace::new_blocking().unwrap();
+    let container = Namespace::new_blocking().unwrap();
+    let subnet = t * ROUNDS + r;
+    let gw = format!("10.152.{subnet}.1");
+    let cni0 = netns_kit::Bridge::builder("cni0")
+        .namespace(&host)
+        .address(format!("{gw}/24"))
+        .create_blocking()
+        .unwrap();
+    let listener = listen(&host);
+    let (go, connects) = connector(&container, vec![gw.parse().unwrap()]);
+    let net = bridged()
+        .existing_bridge(&cni0)
+        .gateway(format!("{gw}/24"))
+        .member(MemberSpec::in_namespace(&container).address(format!("10.152.{subnet}.2/24")))
+        .create_blocking()
+        .unwrap();
+    go.send(()).unwrap();
+    let mut problems: Vec<String> = connects
+        .join()
+        .unwrap()
+        .into_iter()
+        .map(|p| format!("runtime: {p}"))
+        .collect();
+    for m in net.members() {
+        problems.extend(not_ready(m.namespace(), m.link().name(), false, None));
+        problems.extend(not_ready(&host, m.peer().name(), true, None));
+    }
+    stop(&host, listener);
+    drop((net, cni0));
+    problems
+}
+
 fn routed_round(t: usize, r: usize) -> Vec<String> {
     let (a, b, c) = (
         Namespace::new_blocking().unwrap(),
@@ -308,6 +345,7 @@ fn what_create_returns_carries_traffic_at_once_under_parallel_load() {
                         let mut p = direct_round(t, r);
                         p.extend(bridged_round(t, r));
                         p.extend(routed_round(t, r));
+                        p.extend(runtime_round(t, r));
                         p
                     })
                     .collect::<Vec<_>>()

@@ -64,6 +64,11 @@ impl NsConn {
         }
     }
 
+    /// The blocking transport's connection, if one is open and usable.
+    pub(crate) fn batched_if_open(&self) -> Option<Arc<BatchConn>> {
+        self.lock().batched.clone().filter(|c| c.is_usable())
+    }
+
     /// A socket inside the namespace: the spare one, or a new one made on a library thread.
     async fn socket(&self) -> io::Result<Socket> {
         if let Some(socket) = self.lock().spare.take() {

@@ -103,6 +103,11 @@ impl NsInner {
         self.conn.nl(&self.label).await
     }
 
+    /// The namespace's blocking connection if one is open already (none is opened).
+    pub(crate) fn batched_if_open(&self) -> Option<Nl> {
+        self.conn.batched_if_open().map(Nl::Batched)
+    }
+
     /// Closes the connection (if any); the next request opens a new one.
     pub(crate) fn close_netlink(&self) {
         self.conn.close();
@@ -145,13 +150,15 @@ impl fmt::Debug for NsInner {
 
 impl NsInner {
     /// Runs `job` inside this namespace on a worker thread, with a fresh blocking netlink
-    /// socket there (kept afterwards as the namespace's blocking connection, if it has none).
-    /// If the caller stopped waiting by the time `job` succeeded, `abandoned` gets its result
-    /// and that socket, to undo what nobody will own.
+    /// socket there: closed afterwards, or with `keep` kept as the namespace's blocking
+    /// connection (if it has none) for requests right after. If the caller stopped waiting by
+    /// the time `job` succeeded, `abandoned` gets its result and that socket, to undo what
+    /// nobody will own.
     pub(crate) async fn with_socket<T: Send + 'static>(
         &self,
         job: SocketJob<T>,
         abandoned: AbandonedJob<T>,
+        keep: bool,
     ) -> Result<T> {
         let fd = self.fd.clone();
         let label = self.label.clone();
@@ -173,7 +180,9 @@ impl NsInner {
         .map_err(|e| Error::os("run a job in", self.label.clone(), e))??;
         // The job's socket stays this namespace's connection for the blocking transport, so a
         // request right after it (a member's readiness check) needs no second trip to a worker.
-        self.conn.offer_batched(conn);
+        if keep {
+            self.conn.offer_batched(conn);
+        }
         Ok(value)
     }
 }
@@ -215,6 +224,6 @@ pub(super) fn ns_inode(fd: &OwnedFd) -> u64 {
 pub(crate) type SocketJob<T> =
     Box<dyn FnOnce(&BatchConn, &dyn Fn() -> bool) -> Result<T> + Send + 'static>;
 
-/// What undoes a [`SocketJob`]'s work when nobody took its result (run inside the same
-/// namespace, with a fresh connection).
+/// What undoes a [`SocketJob`]'s work when nobody took its result (with the job's own
+/// connection, in the same namespace).
 pub(crate) type AbandonedJob<T> = Box<dyn FnOnce(&BatchConn, T) + Send + 'static>;

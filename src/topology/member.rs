@@ -275,15 +275,23 @@ pub(super) async fn wait_ready(
 
 /// Networks of at most this many members (a runtime adding one container) are first asked
 /// whether they are ready already; see [`ready_already`].
-const QUICK_CHECK_MAX: usize = 2;
+pub(super) const QUICK_CHECK_MAX: usize = 2;
+
+/// Whether members built now, `count` of them, are asked [`ready_already`] (see [`build`]).
+pub(super) fn quick_check(count: usize) -> bool {
+    count <= QUICK_CHECK_MAX && crate::netlink::blocking_mode()
+}
 
 /// Whether the members' links (and the bridge, if the network made it) carry traffic already,
 /// asked once on the connections the build used, from the calling thread. Usually they do by
 /// the time the last one is attached; then the wait's own thread, sockets and subscriptions
 /// (about half a millisecond on a 2-vCPU VM, most of it the thread's start) are not needed.
-/// Only with the blocking transport, whose connections any thread may use; and not where IPv6
-/// readiness counts, which is read from the namespace's joined groups, inside it. Anything not
-/// ready yet, or any failure to ask, leaves it to the wait.
+/// Only with the blocking transport, whose connections any thread may use, and only where the
+/// member's build left its connection open (in an existing namespace; a new namespace's would
+/// cost a trip to a worker); not where IPv6 readiness counts, which is read from the
+/// namespace's joined groups, inside it. The criteria are the wait's own
+/// ([`ready_now`](crate::netlink::ready::ready_now)). Anything not ready yet, or any failure
+/// to ask, leaves it to the wait.
 async fn ready_already(net: &NetworkContext, own_bridge: bool, members: &[Member]) -> bool {
     if !crate::netlink::blocking_mode() {
         return false;
@@ -293,19 +301,25 @@ async fn ready_already(net: &NetworkContext, own_bridge: bool, members: &[Member
     };
     let mut asks = Vec::new();
     if own_bridge {
-        asks.push((host.clone(), net.bridge.index()));
+        asks.push(host.send(crate::netlink::msg::get_link(net.bridge.index()), 0));
     }
     for m in members {
-        let Ok(inside) = m.ns.inner().nl().await else {
+        let Some(inside) = m.ns.inner().batched_if_open() else {
             return false;
         };
-        asks.push((host.clone(), m.host.index()));
-        asks.push((inside, m.inside.index()));
+        asks.push(host.send(crate::netlink::msg::get_link(m.host.index()), 0));
+        asks.push(inside.send(crate::netlink::msg::get_link(m.inside.index()), 0));
     }
-    for (nl, index) in asks {
-        match nl.link(index).await {
-            Ok(link) if crate::netlink::ready::ready_now(&link) => {}
-            _ => return false,
+    // All asked first, then the answers read: one round trip per connection.
+    for reply in asks {
+        let ready = reply
+            .messages()
+            .await
+            .ok()
+            .and_then(|answer| crate::netlink::msg::first_link(answer).ok())
+            .is_some_and(|link| crate::netlink::ready::ready_now(&link));
+        if !ready {
+            return false;
         }
     }
     true
@@ -770,7 +784,7 @@ impl InsideJob {
 
 /// Steps 2–4: builds `member` of the network (see the [module docs](self)): the inside job in
 /// the member's namespace, then the host end attached to the bridge and up, in one request.
-pub(super) async fn build(net: &NetworkContext, member: Planned) -> Result<Member> {
+pub(super) async fn build(net: &NetworkContext, member: Planned, quick: bool) -> Result<Member> {
     let object = format!(
         "member {} ({:?} <-> {:?} in {})",
         member
@@ -784,10 +798,18 @@ pub(super) async fn build(net: &NetworkContext, member: Planned) -> Result<Membe
         net.host.label()
     );
     let span = trace::op!("member", "member", object, net.host.label());
-    trace::timed(span, build_traced(net, member, object)).await
+    trace::timed(span, build_traced(net, member, object, quick)).await
 }
 
-async fn build_traced(net: &NetworkContext, member: Planned, object: String) -> Result<Member> {
+/// `quick`: the network is small enough for [`ready_already`], whose question about the
+/// member's interface then goes over the connection its build leaves open (none is kept for a
+/// larger network: a thousand members must not hold a thousand more sockets).
+async fn build_traced(
+    net: &NetworkContext,
+    member: Planned,
+    object: String,
+    quick: bool,
+) -> Result<Member> {
     // The host's connection, before anything is made, so that failing to get it leaves nothing.
     let nl = net.host.nl().await?;
     let job = InsideJob::new(net, &member, object.clone());
@@ -810,11 +832,11 @@ async fn build_traced(net: &NetworkContext, member: Planned, object: String) -> 
         Ok::<_, Error>(match member.ns {
             MemberNs::New => Namespace::create_with(inside).await?,
             MemberNs::Borrowed(inner) => {
-                let found = inner.with_socket(inside, abandoned()).await?;
+                let found = inner.with_socket(inside, abandoned(), quick).await?;
                 (Namespace::view(inner), found)
             }
             MemberNs::Owned(ns) => {
-                let found = ns.inner().with_socket(inside, abandoned()).await?;
+                let found = ns.inner().with_socket(inside, abandoned(), quick).await?;
                 (ns, found)
             }
         })

@@ -685,8 +685,11 @@ async fn build_members(
     context: &NetworkContext,
     planned: Vec<Planned>,
 ) -> (Vec<Member>, Option<Error>) {
+    let quick = member::quick_check(planned.len());
     let mut built = futures::stream::iter(planned.into_iter().enumerate())
-        .map(|(order, planned)| async move { (order, member::build(context, planned).await) })
+        .map(
+            |(order, planned)| async move { (order, member::build(context, planned, quick).await) },
+        )
         .buffer_unordered(MEMBER_CONCURRENCY);
     let mut first_error = None;
     let mut members = Vec::new();

@@ -691,7 +691,7 @@ impl BridgedNetwork {
             &mut taken,
             &|| describe.clone(),
         )?;
-        let member = match member::build(&context, planned).await {
+        let member = match member::build(&context, planned, member::quick_check(1)).await {
             Ok(member) => member,
             // Deleted behind the network's back: say so rather than the kernel's EINVAL.
             Err(_) if context.bridge.info().await.is_err_and(|e| e.is_not_found()) => {
