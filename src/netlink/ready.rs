@@ -423,10 +423,19 @@ fn link_ready(link: &netlink_packet_route::link::LinkMessage, ipv6: bool) -> Rea
     let mut port_ready = true;
     let mut ipv6_ready = !ipv6;
     let mut master = None;
+    // A device whose carrier was on from the start (a bridge set up before its first port)
+    // never had a carrier event, so its operational state stays UNKNOWN: its carrier
+    // (`LOWER_UP`) says it, and its queueing discipline was attached when it was set up.
+    let carrier = link
+        .header
+        .flags
+        .contains(netlink_packet_route::link::LinkFlags::LowerUp);
     for attr in &link.attributes {
         match attr {
             LinkAttribute::Controller(index) => master = Some(*index),
-            LinkAttribute::OperState(state) => up = *state == State::Up,
+            LinkAttribute::OperState(state) => {
+                up = *state == State::Up || (*state == State::Unknown && carrier);
+            }
             LinkAttribute::Qdisc(name) => qdisc = name != "noop",
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {

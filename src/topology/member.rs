@@ -229,6 +229,13 @@ pub(super) async fn wait_ready(
         return;
     }
     use crate::netlink::ready::Watched;
+    // The bridge's own state counts where it forwards as soon as a port is up: one the network
+    // made, or an existing one without spanning tree. Such a bridge that had no port up before
+    // (a runtime's first container) comes up only in the kernel's `linkwatch` work, which for
+    // a bridge may wait up to a second behind other link events; until then its queueing
+    // discipline is `noop` and the gateway's first answer to a member is lost. (With spanning
+    // tree, ports forward after the owner's forward delay, seconds: not waited for.)
+    let own_or_quick_bridge = own_bridge || bridge_without_stp(net).await;
     // The bridge's `nodad` gateway addresses too: they are what members reach first.
     let bridge = Watched {
         ns: net.host.fd().clone(),
@@ -239,7 +246,7 @@ pub(super) async fn wait_ready(
             && net.gateways.iter().any(IpNetwork::is_ipv6)
             && own_bridge
             && net.fast_link_local,
-        state: own_bridge,
+        state: own_or_quick_bridge,
     };
     let links: Vec<Watched> = members
         .iter()
@@ -266,11 +273,34 @@ pub(super) async fn wait_ready(
         .collect();
     if members.len() <= QUICK_CHECK_MAX
         && links.iter().all(|w| !w.ipv6 && !w.link_local)
-        && ready_already(net, own_bridge, members).await
+        && ready_already(net, own_or_quick_bridge, members).await
     {
         return;
     }
     crate::netlink::ready::wait_ready(links, object).await;
+}
+
+/// Whether the network's existing bridge is up with spanning tree off (see [`wait_ready`]).
+async fn bridge_without_stp(net: &NetworkContext) -> bool {
+    use netlink_packet_route::link::{
+        BridgeStpState, InfoBridge, InfoData, LinkAttribute, LinkFlags, LinkInfo,
+    };
+    let Ok(nl) = net.host.nl().await else {
+        return false;
+    };
+    let Ok(link) = nl.link(net.bridge.index()).await else {
+        return false;
+    };
+    link.header.flags.contains(LinkFlags::Up)
+        && link.attributes.iter().any(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
+                LinkInfo::Data(InfoData::Bridge(data)) => data
+                    .iter()
+                    .any(|d| matches!(d, InfoBridge::StpState(BridgeStpState::Disabled))),
+                _ => false,
+            }),
+            _ => false,
+        })
 }
 
 /// Networks of at most this many members (a runtime adding one container) are first asked
