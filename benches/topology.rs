@@ -1115,6 +1115,31 @@ fn dual_stack(report: &mut Report, n: usize) {
         dual.push(setup(true, None));
         quiet.push(setup(true, Some(false)));
     }
+    // `NETNS_KIT_BENCH_SPANS=1`: one more run of each, with the crate's steps timed.
+    if std::env::var("NETNS_KIT_BENCH_SPANS").is_ok_and(|v| !v.is_empty() && v != "0") {
+        use tracing_subscriber::prelude::*;
+        let _ = tracing_subscriber::registry()
+            .with(
+                SpanTimes.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.target().starts_with("netns_kit")
+                })),
+            )
+            .try_init();
+        for (name, ipv6, link_local) in [
+            ("ipv4-only", false, None),
+            ("dual-stack", true, None),
+            ("dual, no fe80", true, Some(false)),
+        ] {
+            SPANS.lock().unwrap().clear();
+            let took = setup(ipv6, link_local);
+            println!("  {name}: {:.1} ms", ms(took));
+            for (span, (count, total)) in SPANS.lock().unwrap().iter() {
+                if span.starts_with("network") || span.starts_with("member") {
+                    println!("    {span:<34} {count:>5} {:>10.1} ms", ms(*total));
+                }
+            }
+        }
+    }
     let scenario = format!("bridged N={n} setup");
     report.add(&scenario, "ipv4-only", v4.clone());
     report.add(&scenario, "dual-stack", dual.clone());
