@@ -113,8 +113,10 @@
 //!   executor. It is the default feature `tokio`; with `default-features = false` only the
 //!   blocking API is built, and neither Tokio nor that thread is part of the program
 //!   ([`Namespace::tokio_command`] exists only with the feature);
-//! * a short-lived thread per [`Namespace::run`] call (the closure's), per readiness wait, and per
-//!   `iptables` run of the FORWARD fix.
+//! * a short-lived thread per [`Namespace::run`] call (the closure's), per readiness wait (none
+//!   for a network of one or two members built with the blocking API whose links carry traffic
+//!   already when asked, as a runtime's one container usually does), and per `iptables` run of
+//!   the FORWARD fix.
 //!
 //! # CNI plugin
 //!
