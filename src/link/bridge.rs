@@ -440,8 +440,8 @@ impl Bridge {
     /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn open(ns: &Namespace, name: impl AsRef<str>) -> Result<Bridge> {
-        let link = ns.link_by_name(name).await?;
-        let info = link.info().await?;
+        // One lookup gives both the handle and what it is.
+        let (link, info) = ns.link_and_info_by_name(name).await?;
         if info.kind.as_deref() != Some("bridge") {
             return Err(Error::invalid(
                 link.label(),

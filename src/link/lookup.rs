@@ -34,6 +34,14 @@ impl Namespace {
     /// ```
     #[cfg_attr(not(feature = "tokio"), doc(hidden))]
     pub async fn link_by_name(&self, name: impl AsRef<str>) -> Result<Link> {
+        Ok(self.link_and_info_by_name(name).await?.0)
+    }
+
+    /// [`link_by_name`](Self::link_by_name), with what the same answer says of the link.
+    pub(crate) async fn link_and_info_by_name(
+        &self,
+        name: impl AsRef<str>,
+    ) -> Result<(Link, LinkInfo)> {
         let name = IfName::new(name)?;
         let nl = self.inner().nl().await?;
         let msg = nl.link_named(name.as_str()).await.map_err(|e| {
@@ -42,7 +50,11 @@ impl Namespace {
                 format!("interface {:?} in {}", name.as_str(), self.label()),
             )
         })?;
-        Ok(Link::new(self.inner().clone(), msg.header.index, name).handed_out())
+        let info = LinkInfo::from_message(&msg);
+        Ok((
+            Link::new(self.inner().clone(), msg.header.index, name).handed_out(),
+            info,
+        ))
     }
 
     /// The blocking form of [`link_by_name`](Self::link_by_name): the same work, checks and errors,

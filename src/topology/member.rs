@@ -235,7 +235,7 @@ pub(super) async fn wait_ready(
     // a bridge may wait up to a second behind other link events; until then its queueing
     // discipline is `noop` and the gateway's first answer to a member is lost. (With spanning
     // tree, ports forward after the owner's forward delay, seconds: not waited for.)
-    let own_or_quick_bridge = own_bridge || bridge_without_stp(net).await;
+    let own_or_quick_bridge = own_bridge || net.bridge_waited;
     // The bridge's `nodad` gateway addresses too: they are what members reach first.
     let bridge = Watched {
         ns: net.host.fd().clone(),
@@ -278,29 +278,6 @@ pub(super) async fn wait_ready(
         return;
     }
     crate::netlink::ready::wait_ready(links, object).await;
-}
-
-/// Whether the network's existing bridge is up with spanning tree off (see [`wait_ready`]).
-async fn bridge_without_stp(net: &NetworkContext) -> bool {
-    use netlink_packet_route::link::{
-        BridgeStpState, InfoBridge, InfoData, LinkAttribute, LinkFlags, LinkInfo,
-    };
-    let Ok(nl) = net.host.nl().await else {
-        return false;
-    };
-    let Ok(link) = nl.link(net.bridge.index()).await else {
-        return false;
-    };
-    link.header.flags.contains(LinkFlags::Up)
-        && link.attributes.iter().any(|a| match a {
-            LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
-                LinkInfo::Data(InfoData::Bridge(data)) => data
-                    .iter()
-                    .any(|d| matches!(d, InfoBridge::StpState(BridgeStpState::Disabled))),
-                _ => false,
-            }),
-            _ => false,
-        })
 }
 
 /// Networks of at most this many members (a runtime adding one container) are first asked
@@ -455,6 +432,9 @@ pub(super) struct NetworkContext {
     /// Whether the bridge's link-local address skips duplicate-address detection (see
     /// `Bridge`'s `nodad`), so it is worth waiting for.
     pub(super) fast_link_local: bool,
+    /// Whether the bridge's own state counts in the readiness wait: one the network made, or an
+    /// existing one whose spanning tree was off when the network joined it (see [`wait_ready`]).
+    pub(super) bridge_waited: bool,
 }
 
 /// Names, addresses and namespaces already used in a network.

@@ -370,7 +370,7 @@ impl BridgedNetworkBuilder {
             plan.check_subnets_free()
                 .instrument(tracing::debug_span!("network: subnet check"))
                 .await?;
-            let (bridge, rules, mtu, fast_link_local) = plan
+            let (bridge, rules, mtu, fast_link_local, bridge_waited) = plan
                 .make_bridge()
                 .instrument(tracing::debug_span!("network: bridge"))
                 .await?;
@@ -394,6 +394,7 @@ impl BridgedNetworkBuilder {
                     group: group_hold.hand_over(),
                     has_ipv6: gateways.iter().any(IpNetwork::is_ipv6),
                     fast_link_local,
+                    bridge_waited,
                     gateways,
                     link_local_ipv6: builder.link_local_ipv6,
                     link_name,
@@ -610,10 +611,10 @@ impl BridgedNetworkBuilder {
 impl Plan {
     /// The bridge: the existing one adopted as it is, or a new one with the gateways. Returns
     /// it with its FORWARD rules, its MTU and whether its link-local address came fast.
-    async fn make_bridge(&self) -> Result<(Link, Option<ForwardRules>, Option<u32>, bool)> {
+    async fn make_bridge(&self) -> Result<(Link, Option<ForwardRules>, Option<u32>, bool, bool)> {
         if let Some(link) = &self.builder.existing {
-            let mtu = adopt_bridge(link).await?;
-            return Ok((link.clone(), None, self.want_mtu.or(mtu), false));
+            let (mtu, stp_off) = adopt_bridge(link).await?;
+            return Ok((link.clone(), None, self.want_mtu.or(mtu), false, stp_off));
         }
         let bridge = Bridge::builder(self.bridge_name.as_str())
             .namespace(&Namespace::view(self.host.clone()))
@@ -629,27 +630,48 @@ impl Plan {
         let bridge = self.gateways.iter().fold(bridge, |b, gw| b.address(*gw));
         // If this fails, or the future is dropped, `group_hold` gives the number back.
         let (bridge, rules, fast_link_local) = bridge.create().await?.into_parts();
-        Ok((bridge, rules, self.want_mtu, fast_link_local))
+        Ok((bridge, rules, self.want_mtu, fast_link_local, true))
     }
 }
 
-/// Checks that `link` is still a bridge, sets it up if it is down, and returns its MTU.
-async fn adopt_bridge(link: &Link) -> Result<Option<u32>> {
-    let info = link.info().await.map_err(|e| {
+/// Checks that `link` is still a bridge, sets it up if it is down, and returns its MTU and
+/// whether its spanning tree is off (its ports forward as soon as they are up; see
+/// `member::wait_ready`).
+async fn adopt_bridge(link: &Link) -> Result<(Option<u32>, bool)> {
+    use netlink_packet_route::link::{BridgeStpState, InfoBridge, InfoData, LinkAttribute};
+    let gone = |e: crate::netlink::KernelError| {
+        let e = e.into_error("look up", link.label());
         if e.is_not_found() {
             let gone = std::io::Error::from_raw_os_error(nix::libc::ENODEV);
             Error::os("attach members to", link.label(), gone)
         } else {
             e
         }
-    })?;
+    };
+    let msg = link
+        .ns()
+        .nl()
+        .await?
+        .link(link.index())
+        .await
+        .map_err(gone)?;
+    let info = crate::link::LinkInfo::from_message(&msg);
     if info.kind.as_deref() != Some("bridge") {
         return Err(Error::invalid(link.label(), "it is no longer a bridge"));
     }
+    let stp_off = msg.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
+            netlink_packet_route::link::LinkInfo::Data(InfoData::Bridge(data)) => data
+                .iter()
+                .any(|d| matches!(d, InfoBridge::StpState(BridgeStpState::Disabled))),
+            _ => false,
+        }),
+        _ => false,
+    });
     if !info.up {
         link.set_up().await?;
     }
-    Ok(info.mtu)
+    Ok((info.mtu, stp_off))
 }
 
 /// The gateways of a bridged network: at least one, at most one per IP version, host addresses.
