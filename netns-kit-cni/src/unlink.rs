@@ -186,19 +186,22 @@ struct Removal<'a> {
 /// ends the wait then, as when a notification was lost to an overrun.
 fn wait(mut gone: Vec<Removal<'_>>, from_child: &OwnedFd) -> Result<(), Option<io::Error>> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut watched: Vec<&OwnedFd> = Vec::new();
+    // The notification sockets; one that overran is no longer read (`None`).
+    let mut watched: Vec<Option<&OwnedFd>> = Vec::new();
     for r in &gone {
         if !watched
             .iter()
+            .flatten()
             .any(|w| w.as_raw_fd() == r.socket.as_raw_fd())
         {
-            watched.push(r.socket);
+            watched.push(Some(r.socket));
         }
     }
     loop {
         let mut fds: Vec<libc::pollfd> = watched
             .iter()
-            .map(|w| w.as_raw_fd())
+            // poll(2) skips a negative descriptor.
+            .map(|w| w.map_or(-1, AsRawFd::as_raw_fd))
             .chain([from_child.as_raw_fd()])
             .map(|fd| libc::pollfd {
                 fd,
@@ -216,7 +219,7 @@ fn wait(mut gone: Vec<Removal<'_>>, from_child: &OwnedFd) -> Result<(), Option<i
         }
         let (answer, notified) = fds.split_last().expect("the pipe is polled");
         for (i, pfd) in notified.iter().enumerate() {
-            if pfd.revents == 0 {
+            if pfd.fd < 0 || pfd.revents == 0 {
                 continue;
             }
             // SAFETY: `buf` is a writable buffer of `buf.len()` bytes.
@@ -232,7 +235,7 @@ fn wait(mut gone: Vec<Removal<'_>>, from_child: &OwnedFd) -> Result<(), Option<i
                 // Overrun (ENOBUFS): a notification may be among what was dropped, so the
                 // child's answer decides.
                 if io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
-                    watched[i] = from_child;
+                    watched[i] = None;
                 }
                 continue;
             }
