@@ -102,10 +102,11 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--dual-stack") {
         let mut report = Report::default();
-        dual_stack(
-            &mut report,
-            args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(500),
-        );
+        let n = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(500);
+        match args.get(i + 2).map(String::as_str) {
+            Some(variant) if !variant.starts_with('-') => dual_stack_only(n, variant),
+            _ => dual_stack(&mut report, n),
+        }
         return report.print();
     }
     if args.iter().any(|a| a == "--runtime") {
@@ -1083,32 +1084,7 @@ fn publish(report: &mut Report, n: usize) {
 fn dual_stack(report: &mut Report, n: usize) {
     println!("dual-stack against IPv4-only, bridged N={n}");
     let runs = runs_for(n).max(3);
-    let setup = |ipv6: bool, link_local: Option<bool>| {
-        settle(n);
-        let host = Namespace::new_blocking().unwrap();
-        let start = Instant::now();
-        let mut net = bridged().host(&host).gateway("10.100.255.254/16");
-        if ipv6 {
-            net = net.gateway("fd64::ffff/64");
-        }
-        if let Some(on) = link_local {
-            net = net.link_local_ipv6(on);
-        }
-        let net = net
-            .members((0..n).map(|i| {
-                let m = MemberSpec::new().address(member_address(i));
-                if ipv6 {
-                    m.address(format!("fd64::{:x}/64", i + 1))
-                } else {
-                    m
-                }
-            }))
-            .create_blocking()
-            .unwrap();
-        let took = start.elapsed();
-        drop((net, host));
-        took
-    };
+    let setup = |ipv6, link_local| dual_stack_setup(n, ipv6, link_local);
     let (mut v4, mut dual, mut quiet) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         v4.push(setup(false, None));
@@ -1150,6 +1126,51 @@ fn dual_stack(report: &mut Report, n: usize) {
             "ratio bridged N={n} setup {name}/ipv4-only: {value:.2}"
         ));
     }
+}
+
+/// `-- --dual-stack N VARIANT`: one variant alone (`ipv4-only`, `dual-stack` or `no-fe80`),
+/// five builds, each build's time printed: for `perf record -a` of one variant.
+fn dual_stack_only(n: usize, variant: &str) {
+    let (ipv6, link_local) = match variant {
+        "ipv4-only" => (false, None),
+        "dual-stack" => (true, None),
+        "no-fe80" => (true, Some(false)),
+        other => panic!("unknown variant {other:?}: ipv4-only, dual-stack or no-fe80"),
+    };
+    for _ in 0..5 {
+        println!(
+            "  {variant}: {:.1} ms",
+            ms(dual_stack_setup(n, ipv6, link_local))
+        );
+    }
+}
+
+/// One bridged build of `n` members for the dual-stack scenario, timed; torn down after.
+fn dual_stack_setup(n: usize, ipv6: bool, link_local: Option<bool>) -> Duration {
+    settle(n);
+    let host = Namespace::new_blocking().unwrap();
+    let start = Instant::now();
+    let mut net = bridged().host(&host).gateway("10.100.255.254/16");
+    if ipv6 {
+        net = net.gateway("fd64::ffff/64");
+    }
+    if let Some(on) = link_local {
+        net = net.link_local_ipv6(on);
+    }
+    let net = net
+        .members((0..n).map(|i| {
+            let m = MemberSpec::new().address(member_address(i));
+            if ipv6 {
+                m.address(format!("fd64::{:x}/64", i + 1))
+            } else {
+                m
+            }
+        }))
+        .create_blocking()
+        .unwrap();
+    let took = start.elapsed();
+    drop((net, host));
+    took
 }
 
 fn tracing_overhead(report: &mut Report, n: usize) {

@@ -111,11 +111,14 @@ fn udp_probe(from: &Namespace, at: &Namespace, to: &str, n: u32) -> Vec<u32> {
     receiver.join().unwrap()
 }
 
-/// Whether `k` successes of `n` fit a binomial(n, p) at 99 % (normal approximation).
+/// Whether `k` successes of `n` fit a binomial with probability `p`: within the 99.9 % normal
+/// interval. (With 99 %, the suite's three such checks failed about one run in 35 by chance
+/// alone: 239 duplicates of 2000 at 10 % was seen once; a broken backend is far outside
+/// either, e.g. 0 or 400.)
 fn fits(k: usize, n: usize, p: f64) -> bool {
     let (n, k) = (n as f64, k as f64);
     let sd = (n * p * (1.0 - p)).sqrt();
-    (k - n * p).abs() <= 2.576 * sd + 1.0
+    (k - n * p).abs() <= 3.291 * sd + 1.0
 }
 
 #[tokio::test]

@@ -99,6 +99,13 @@ impl Drop for CreationGroup {
 
 /// `RTM_SETLINK` that gives a new link its ownership mark (with `txqlen` in place of the
 /// creation queue length) and/or moves it to its final group.
+///
+/// Send it while the link is still down, and bring the link up with a request of its own after
+/// it: the kernel changes the queue length of a link that is up by deactivating its queues
+/// (`dev_deactivate`), which waits for an expedited RCU grace period under the RTNL lock, and
+/// within one request it applies the flags (`up`) before the queue length. Measured with
+/// `perf` on 500-member bridged networks: one such wait per member, 40–90 ms per network
+/// spent with every other netlink request of the host queued behind it.
 pub(crate) fn settle_message(
     index: u32,
     mark: bool,

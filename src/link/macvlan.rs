@@ -256,12 +256,15 @@ impl MacvlanBuilder {
             // From here on a rollback removes exactly this link.
             pending.get_mut().index = Some(index);
             let link = Link::new(ns.clone(), index, name.clone());
-            let up = set_link(index, |b| {
-                b.alias(owner::marker())
-                    .txqueuelen(owner::DEFAULT_TXQLEN)
-                    .up()
+            // Marked while down, then up (see `settle_message`).
+            let mark = set_link(index, |b| {
+                b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN)
             });
-            let mut requests = vec![(nl.send(up, 0), "bring up and mark", object())];
+            let up = set_link(index, |b| b.up());
+            let mut requests = vec![
+                (nl.send(mark, 0), "mark", object()),
+                (nl.send(up, 0), "bring up", object()),
+            ];
             for net in &addresses {
                 let (m, flags) = add_address(index, net, self.nodad);
                 requests.push((nl.send(m, flags), "add", address_label(net, &link)));

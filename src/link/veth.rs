@@ -16,8 +16,8 @@
 use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkMessage};
-use rtnetlink::{LinkUnspec, LinkVeth};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::{
     CreationGroup, Link, MacAddr, address_label, await_all, check_group, check_mac, create_link,
@@ -30,7 +30,7 @@ use crate::{
     name::IfName,
     netlink::{
         BLOCKING_TIMEOUT, Nl, Reply,
-        msg::{add_address, del_link, set_link_named},
+        msg::{add_address, del_link, set_link, set_link_named},
     },
     netns::{Namespace, NsInner},
     owner, trace,
@@ -435,12 +435,15 @@ impl VethPlan {
             peer_ns_fd: (self.peer_ns.id() != self.ns.id())
                 .then(|| std::os::fd::AsRawFd::as_raw_fd(&**self.peer_ns.fd())),
             mtu: self.mtu,
-            up: self.up,
+            // Brought up in `configure`, after the queue length is restored (see
+            // `settle_message`).
+            up: false,
             mac: self.macs[0],
             peer_mac: self.macs[1],
             controller: self.controller.as_ref().map(Link::index),
             group: creation.create_in(),
             peer_group: None,
+            single_queue: false,
         })
     }
 
@@ -457,28 +460,47 @@ impl VethPlan {
         let object = || self.to_string();
         let marked =
             settle_message(index, true, creation.final_group(), self.txqlen).map(|m| nl.send(m, 0));
-        let peer_up = peer_nl.send(
+        let up = self
+            .up
+            .then(|| nl.send(set_link(index, LinkMessageBuilder::up), 0));
+        let peer_marked = peer_nl.send(
             set_link_named(self.peer.as_str(), |b| {
-                let b = b.alias(owner::marker()).txqueuelen(self.txqlen);
-                if self.up { b.up() } else { b }
+                b.alias(owner::marker()).txqueuelen(self.txqlen)
             }),
             0,
         );
+        let peer_up = self.up.then(|| {
+            peer_nl.send(
+                set_link_named(self.peer.as_str(), LinkMessageBuilder::up),
+                0,
+            )
+        });
         let peer_index = peer_nl
             .link_named(self.peer.as_str())
             .await
             .map_err(|e| e.into_error("look up the peer of", object()))?
             .header
             .index;
-        peer_up
+        peer_marked
             .ack()
             .await
-            .map_err(|e| e.into_error("bring up and mark the peer of", object()))?;
+            .map_err(|e| e.into_error("mark the peer of", object()))?;
+        if let Some(peer_up) = peer_up {
+            peer_up
+                .ack()
+                .await
+                .map_err(|e| e.into_error("bring up the peer of", object()))?;
+        }
         if let Some(marked) = marked {
             marked
                 .ack()
                 .await
                 .map_err(|e| e.into_error("mark", object()))?;
+        }
+        if let Some(up) = up {
+            up.ack()
+                .await
+                .map_err(|e| e.into_error("bring up", object()))?;
         }
         let ends = [
             Link::new(self.ns.clone(), index, self.name.clone()),
@@ -511,6 +533,8 @@ pub(crate) struct VethMessage<'a> {
     pub(crate) controller: Option<u32>,
     pub(crate) group: Option<u32>,
     pub(crate) peer_group: Option<u32>,
+    /// One queue each way per end instead of the kernel's default (see [`veth_message`]).
+    pub(crate) single_queue: bool,
 }
 
 /// Interface indexes for the two ends of a veth pair whose ends live in different namespaces:
@@ -540,11 +564,30 @@ fn pair_indexes() -> (u32, u32) {
 }
 
 /// The `RTM_NEWLINK` message for a veth pair.
+///
+/// With `single_queue`, each end is created with one transmit and one receive queue, the number
+/// the kernel leaves in use anyway. Asked for none, it allocates one per possible CPU and then,
+/// both ends registered, reduces each end's queues in use to one, and each reduction waits for
+/// an expedited RCU grace period under the RTNL lock (`netif_set_real_num_tx_queues`): 50–200
+/// µs per end here, during which every other netlink request of the host waits too. Without
+/// it, the pair is the kernel's default one (as `ip link add type veth` makes it, and as a
+/// runtime's plugin must, whose interfaces may get more channels with `ethtool -L` later).
 pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     // Both ends start with the creation queue length, until their alias marks are set (see
     // `owner`).
     let indexes = v.peer_ns_fd.map(|_| pair_indexes());
-    let mut peer = LinkUnspec::new_with_name(v.peer).txqueuelen(owner::CREATION_TXQLEN);
+    fn queues<T>(b: LinkMessageBuilder<T>, single: bool) -> LinkMessageBuilder<T> {
+        if single {
+            b.append_extra_attribute(LinkAttribute::NumTxQueues(1))
+                .append_extra_attribute(LinkAttribute::NumRxQueues(1))
+        } else {
+            b
+        }
+    }
+    let mut peer = queues(
+        LinkUnspec::new_with_name(v.peer).txqueuelen(owner::CREATION_TXQLEN),
+        v.single_queue,
+    );
     if let Some((_, peer_index)) = indexes {
         peer = peer.index(peer_index);
     }
@@ -560,9 +603,12 @@ pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     if let Some(group) = v.peer_group {
         peer = peer.link_group(group);
     }
-    let mut msg = LinkVeth::new(v.name, v.peer)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
-        .txqueuelen(owner::CREATION_TXQLEN);
+    let mut msg = queues(
+        LinkVeth::new(v.name, v.peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .txqueuelen(owner::CREATION_TXQLEN),
+        v.single_queue,
+    );
     if let Some((index, _)) = indexes {
         msg = msg.index(index);
     }

@@ -284,8 +284,7 @@ impl VxlanBuilder {
             let mut msg = LinkVxlan::new(name.as_str(), self.vni)
                 .port(self.port)
                 .learning(self.learning)
-                .txqueuelen(owner::CREATION_TXQLEN)
-                .up();
+                .txqueuelen(owner::CREATION_TXQLEN);
             match self.local {
                 Some(IpAddr::V4(a)) => msg = msg.local(a),
                 Some(IpAddr::V6(a)) => msg = msg.local6(a),
@@ -323,11 +322,17 @@ impl VxlanBuilder {
             )
             .await?;
             let link = Link::new(ns.clone(), index, name.clone());
+            // Marked while down, then up (see `settle_message`).
             let mut requests: Vec<_> =
                 settle_message(index, true, creation.final_group(), owner::DEFAULT_TXQLEN)
                     .map(|m| (nl.send(m, 0), "mark", object()))
                     .into_iter()
                     .collect();
+            requests.push((
+                nl.send(crate::netlink::msg::set_link(index, |b| b.up()), 0),
+                "bring up",
+                object(),
+            ));
             requests.extend(self.remotes.iter().map(|remote| {
                 (
                     nl.send(fdb_message(index, *remote), NLM_F_CREATE | NLM_F_APPEND),

@@ -679,6 +679,9 @@ impl InsideJob {
                 controller: None,
                 group: self.creation_group.as_ref().map(owner::GroupHold::group),
                 peer_group: Some(self.group),
+                // A member's interface is the network's, not a runtime's: one queue, without
+                // the two waits under the RTNL lock that the kernel's default costs.
+                single_queue: true,
             });
             let created = conn.exchange(vec![(
                 RouteNetlinkMessage::NewLink(veth),
@@ -757,12 +760,14 @@ impl InsideJob {
             batch.push((no_link_local(index), 0));
             labels.push(None);
         }
+        // Out of its temporary group with the queue length restored while still down, then
+        // up (see `link::create::settle_message`).
         batch.push((
-            set_link(index, |b| {
-                b.up().link_group(0).txqueuelen(owner::DEFAULT_TXQLEN)
-            }),
+            set_link(index, |b| b.link_group(0).txqueuelen(owner::DEFAULT_TXQLEN)),
             0,
         ));
+        labels.push(Some(("settle", self.object.clone())));
+        batch.push((set_link(index, |b| b.up()), 0));
         labels.push(Some(("bring up", self.object.clone())));
         for ((msg, flags), label) in std::mem::take(&mut self.requests) {
             batch.push((with_index(msg, index), flags));
@@ -896,18 +901,22 @@ async fn attach_host_end(
         alone_in_group: None,
     });
     let bridge = net.bridge.index();
-    // With its ownership mark, replacing the creation queue length (see `owner`).
-    let attach = crate::netlink::msg::set_link_named(name.as_str(), |b| {
-        b.controller(bridge)
-            .up()
-            .alias(owner::marker())
-            .txqueuelen(owner::DEFAULT_TXQLEN)
+    // Its ownership mark, replacing the creation queue length (see `owner`), while it is still
+    // down; then onto the bridge and up (see `link::create::settle_message`).
+    let mark = crate::netlink::msg::set_link_named(name.as_str(), |b| {
+        b.alias(owner::marker()).txqueuelen(owner::DEFAULT_TXQLEN)
     });
-    // Both in one round trip; the address mode first, so it is in place before the carrier-on
+    let attach = crate::netlink::msg::set_link_named(name.as_str(), |b| b.controller(bridge).up());
+    // All in one round trip; the address mode first, so it is in place before the carrier-on
     // event (which `up` leads to) would make a link-local address.
     let quiet = nl.send(no_link_local_named(name.as_str()), 0);
+    let mark = nl.send(mark, 0);
     let attach = nl.send(attach, 0);
-    for (reply, op) in [(quiet, "quiet IPv6 on"), (attach, "attach to the bridge")] {
+    for (reply, op) in [
+        (quiet, "quiet IPv6 on"),
+        (mark, "mark"),
+        (attach, "attach to the bridge"),
+    ] {
         match reply.ack().await {
             Ok(()) => {}
             // Where the link has no IPv6 at all (IPv6 disabled in the host namespace, an MTU
