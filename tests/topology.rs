@@ -355,6 +355,15 @@ async fn members_of_an_ipv4_only_network_keep_ipv6_quiet_and_ports_have_none() {
     let port = m.peer().name().to_owned();
     let link = ip_json(&host, &["-d", "link", "show", "dev", &port]);
     assert_eq!(link[0]["inet6_addr_gen_mode"], "none", "{link}");
+    // Both ends: one queue each way (no kernel reduction from one per CPU, which waits under
+    // the RTNL lock), and the kernel's default queue length back after the creation mark.
+    let inside = ip_json(m.namespace(), &["-d", "link", "show", "dev", "eth0"]);
+    for end in [&link[0], &inside[0]] {
+        assert_eq!(end["num_tx_queues"], 1, "{end}");
+        assert_eq!(end["num_rx_queues"], 1, "{end}");
+        assert_eq!(end["txqlen"], 1000, "{end}");
+        assert_eq!(end["operstate"], "UP", "{end}");
+    }
     let addrs = ip_json(&host, &["-6", "addr", "show", "dev", &port]);
     let v6 = addrs[0]["addr_info"]
         .as_array()
