@@ -14,8 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--dual-stack 500 ipv4-only)
-cargo build --release --bench topology -q
-bench=$(ls -t target/release/deps/topology-* | grep -v '\.d$' | head -1)
+# The bench's own executable, as cargo reports it (`ls -t` could pick the integration test of
+# the same name).
+bench=$(cargo build --release --bench topology -q --message-format=json |
+  sed -n 's/.*"kind":\["bench"\].*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 data=$(mktemp)
 trap 'rm -f "$data"' EXIT
 perf record -q -a -e sched:sched_switch -g -o "$data" -- "$bench" --bench "${args[@]}"

@@ -12,9 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
 sizes=${*:-100 1000}
-cargo build --release --bench topology -q
+# The bench's own executable, as cargo reports it (`ls -t` could pick the integration test of
+# the same name).
+ours=$(cargo build --release --bench topology -q --message-format=json |
+  sed -n 's/.*"kind":\["bench"\].*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target-dir target/peers
-ours=$(ls -t target/release/deps/topology-* | grep -v '\.d$' | head -1)
 nlink=target/peers/release/nlink-peer
 out=$(mktemp)
 log=target/peers/nlink-peer.log

@@ -11,8 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-100}
 shift || true
-cargo build --release --bench topology -q
-bin=$(ls -t target/release/deps/topology-* | grep -v '\.d$' | head -1)
+# The bench's own executable, as cargo reports it (`ls -t` could pick the integration test of
+# the same name).
+bin=$(cargo build --release --bench topology -q --message-format=json |
+  sed -n 's/.*"kind":\["bench"\].*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 "$bin" --profile "$n" "$@"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

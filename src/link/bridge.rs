@@ -8,7 +8,7 @@
 use std::{fmt, sync::Arc};
 
 use ipnetwork::IpNetwork;
-use rtnetlink::LinkBridge;
+use rtnetlink::{LinkBridge, LinkMessageBuilder};
 
 use super::{
     CreationGroup, Link, LinkInfo, MacAddr, address_label, await_all, check_group, check_mac,
@@ -20,7 +20,7 @@ use crate::{
     guard::{self, Guard, Resource},
     ip::{IntoIpNetwork, host_addresses},
     name::IfName,
-    netlink::msg::add_address,
+    netlink::msg::{add_address, set_link},
     netns::{Namespace, NsInner},
     owner, trace,
 };
@@ -206,7 +206,10 @@ impl BridgeBuilder {
             check_group(self.group, object)?;
             let addresses = host_addresses(self.addresses, object)?;
 
-            let mut msg = LinkBridge::new(name.as_str()).txqueuelen(owner::CREATION_TXQLEN);
+            // Created down (`LinkBridge::new` would add `up`): marked, then up (see
+            // `settle_message`).
+            let mut msg = LinkMessageBuilder::<LinkBridge>::new(name.as_str())
+                .txqueuelen(owner::CREATION_TXQLEN);
             if let Some(mtu) = self.mtu {
                 msg = msg.mtu(mtu);
             }
@@ -241,6 +244,11 @@ impl BridgeBuilder {
                     .map(|msg| (nl.send(msg, 0), "mark", object()))
                     .into_iter()
                     .collect();
+            requests.push((
+                nl.send(set_link(index, |b| b.up()), 0),
+                "bring up",
+                object(),
+            ));
             requests.extend(addresses.iter().map(|net| {
                 let (m, flags) = add_address(index, net, self.nodad);
                 (nl.send(m, flags), "add", address_label(net, &link))

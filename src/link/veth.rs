@@ -4,11 +4,12 @@
 //! part of the message carries `IFLA_NET_NS_FD`, so the kernel creates the peer directly inside
 //! its target namespace. The classic shell recipe instead creates both ends in the current
 //! namespace and moves each with `ip link set ... netns`, which costs 15–20 ms per move on these
-//! machines against ~1 ms for creating in place. The first end's flags (up), MTU, MAC and
-//! controller (bridge) travel in the same message. The peer cannot be brought up in it (the kernel
-//! opens the peer before the two are joined and answers `ENOTCONN`), so it is brought up right
-//! after, by name, pipelined with the one direct lookup of its ifindex; the address requests
-//! follow, pipelined too.
+//! machines against ~1 ms for creating in place. The first end's MTU, MAC and controller
+//! (bridge) travel in the same message. Both ends are created down: each gets its ownership mark
+//! (and its queue length back from the creation marker) by a request of its own and is brought
+//! up by the next one, pipelined with the one direct lookup of the peer's ifindex (see
+//! `create::settle_message` for why not in one request); the address requests follow, pipelined
+//! too.
 //!
 //! `NLM_F_ECHO` makes the kernel answer with the new link, so the first end's ifindex comes back
 //! without another request.
@@ -435,9 +436,6 @@ impl VethPlan {
             peer_ns_fd: (self.peer_ns.id() != self.ns.id())
                 .then(|| std::os::fd::AsRawFd::as_raw_fd(&**self.peer_ns.fd())),
             mtu: self.mtu,
-            // Brought up in `configure`, after the queue length is restored (see
-            // `settle_message`).
-            up: false,
             mac: self.macs[0],
             peer_mac: self.macs[1],
             controller: self.controller.as_ref().map(Link::index),
@@ -525,9 +523,6 @@ pub(crate) struct VethMessage<'a> {
     /// Creates the peer directly in the namespace this fd refers to (`IFLA_NET_NS_FD`).
     pub(crate) peer_ns_fd: Option<std::os::fd::RawFd>,
     pub(crate) mtu: Option<u32>,
-    /// Brings the first end up. (The peer cannot be brought up in this message: the kernel
-    /// opens it before the pair is joined and refuses with `ENOTCONN`.)
-    pub(crate) up: bool,
     pub(crate) mac: Option<MacAddr>,
     pub(crate) peer_mac: Option<MacAddr>,
     pub(crate) controller: Option<u32>,
@@ -563,7 +558,8 @@ fn pair_indexes() -> (u32, u32) {
     ((1 << 24) + 2 * n, (1 << 24) + 2 * n + 1)
 }
 
-/// The `RTM_NEWLINK` message for a veth pair.
+/// The `RTM_NEWLINK` message for a veth pair, both ends down: each is brought up after its
+/// ownership mark (see `create::settle_message`).
 ///
 /// With `single_queue`, each end is created with one transmit and one receive queue, the number
 /// the kernel leaves in use anyway. Asked for none, it allocates one per possible CPU and then,
@@ -611,9 +607,6 @@ pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     );
     if let Some((index, _)) = indexes {
         msg = msg.index(index);
-    }
-    if v.up {
-        msg = msg.up();
     }
     if let Some(mtu) = v.mtu {
         msg = msg.mtu(mtu);

@@ -9,11 +9,17 @@
 //! A member costs one job on a library worker thread inside its namespace — right after
 //! `unshare` for a new one: the veth pair is created from that side, its peer placed directly in
 //! the host namespace in the network's link group, then the addresses and default routes go in
-//! one `sendmsg` — and one `RTM_SETLINK` in the host (attach to the bridge, up). This is the same
-//! work as `VethPair` + `Address` + `Route` (built from the same messages), but it needs no
-//! netlink connection kept in the member's namespace: a member costs one worker job, one host
-//! request and, once built, one file descriptor (the namespace's). Anything made is removed if a
-//! later step fails.
+//! one `sendmsg` — and one round trip in the host (the host end's IPv6 address mode, its mark,
+//! then attached to the bridge and up). This is the same work as `VethPair` + `Address` +
+//! `Route` (built from the same messages), but it needs no netlink connection kept in the
+//! member's namespace: a member costs one worker job, one host round trip and, once built, one
+//! file descriptor (the namespace's). Anything made is removed if a later step fails.
+//!
+//! A member's veth pair has one queue each way per end, unless the member joins an existing
+//! namespace (a container's), whose interface keeps the kernel's default, one per possible CPU,
+//! like any runtime's (`ethtool -L` can then give it more channels): reducing that default to
+//! one costs two expedited RCU grace periods under the RTNL lock per pair (see
+//! `link::veth::veth_message`).
 
 use std::{
     collections::HashSet,
@@ -591,6 +597,8 @@ struct InsideJob {
     mtu: Option<u32>,
     /// No IPv6 link-local address on the member's interface.
     quiet_ipv6: bool,
+    /// One queue each way per end (see the module docs): not in an existing namespace.
+    single_queue: bool,
     /// Addresses and default routes, built before the interface's index is known, with labels.
     requests: Vec<((RouteNetlinkMessage, u16), String)>,
     /// A group of its own for the member's end until it is configured, so that a failure before
@@ -632,6 +640,7 @@ impl InsideJob {
             group: net.group,
             mtu: net.mtu,
             quiet_ipv6,
+            single_queue: !matches!(member.ns, MemberNs::Borrowed(_)),
             requests,
             creation_group: owner::allocate_group().map(owner::GroupHold::new),
         }
@@ -672,16 +681,12 @@ impl InsideJob {
                 peer: self.host_name.as_str(),
                 peer_ns_fd: Some(self.host_fd.as_raw_fd()),
                 mtu: self.mtu,
-                // Brought up in `configure`, after its IPv6 address generation is settled.
-                up: false,
                 mac: None,
                 peer_mac: None,
                 controller: None,
                 group: self.creation_group.as_ref().map(owner::GroupHold::group),
                 peer_group: Some(self.group),
-                // A member's interface is the network's, not a runtime's: one queue, without
-                // the two waits under the RTNL lock that the kernel's default costs.
-                single_queue: true,
+                single_queue: self.single_queue,
             });
             let created = conn.exchange(vec![(
                 RouteNetlinkMessage::NewLink(veth),
@@ -766,7 +771,7 @@ impl InsideJob {
             set_link(index, |b| b.link_group(0).txqueuelen(owner::DEFAULT_TXQLEN)),
             0,
         ));
-        labels.push(Some(("settle", self.object.clone())));
+        labels.push(Some(("restore the queue length of", self.object.clone())));
         batch.push((set_link(index, |b| b.up()), 0));
         labels.push(Some(("bring up", self.object.clone())));
         for ((msg, flags), label) in std::mem::take(&mut self.requests) {
@@ -798,7 +803,7 @@ impl InsideJob {
 }
 
 /// Steps 2–4: builds `member` of the network (see the [module docs](self)): the inside job in
-/// the member's namespace, then the host end attached to the bridge and up, in one request.
+/// the member's namespace, then the host end attached to the bridge and up, in one round trip.
 pub(super) async fn build(net: &NetworkContext, member: Planned, quick: bool) -> Result<Member> {
     let object = format!(
         "member {} ({:?} <-> {:?} in {})",
