@@ -51,7 +51,7 @@
 //! `ratio <scenario> N=<n> <phase> netns-kit/<other>: <value>` (below 1: netns-kit is faster).
 //!
 //! Run with `cargo bench --bench topology` (as root, with the packages `.ci/test --deps` installs).
-//! One scenario alone: `-- --publish`, `-- --runtime`, `-- --dual-stack N`,
+//! One scenario alone: `-- --publish`, `-- --runtime`, `-- --impairable N`, `-- --dual-stack N`,
 //! `-- --profile N [--blocking]` (see
 //! benches/README.md), and `-- --peer bridged|named N ROUNDS` (the netns-kit side of
 //! `benches/peers.sh`).
@@ -107,6 +107,14 @@ fn main() {
             Some(variant) if !variant.starts_with('-') => dual_stack_only(n, variant),
             _ => dual_stack(&mut report, n),
         }
+        return report.print();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--impairable") {
+        let mut report = Report::default();
+        impairable_setup(
+            &mut report,
+            args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(100),
+        );
         return report.print();
     }
     if args.iter().any(|a| a == "--runtime") {
