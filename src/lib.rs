@@ -221,7 +221,10 @@
 //!   directly with an argument vector; arguments are never interpreted.
 //! * **Nothing global changes unless asked.** Sysctls are reachable only under `net.` (the
 //!   per-namespace ones) and only through an explicit call; the FORWARD fix adds rules for one
-//!   bridge, in one namespace, and removes them with it.
+//!   bridge, in one namespace, and removes them with it; a bridged network whose members have
+//!   IPv6 adds one nf_tables table that drops its own members' MLD reports and router
+//!   solicitations on their way to other members (see
+//!   [`BridgedNetworkBuilder::filter_router_messages`]), and removes it with it.
 //! * **Only what this crate created is destroyed.** Opened namespaces are never deleted; a
 //!   named namespace is unmounted only if its name still refers to the namespace we made; the
 //!   reaper acts only on objects bearing a dead owner's mark.

@@ -34,7 +34,9 @@ pub struct Reaped {
     /// Links removed from the host namespace (a bridged network's group counts once, with the
     /// names of its links).
     pub links: Vec<String>,
-    /// `iptables`/`ip6tables` rules removed from the host namespace's `FORWARD` chain.
+    /// `iptables`/`ip6tables` rules removed from the host namespace's `FORWARD` chain, and
+    /// bridged networks' router-message filters (`nft table bridge netns-kit-rm-…`, see
+    /// [`BridgedNetworkBuilder::filter_router_messages`](crate::BridgedNetworkBuilder::filter_router_messages)).
     pub firewall_rules: Vec<String>,
     /// Removals that failed; everything else was still attempted.
     pub errors: Vec<Error>,
@@ -62,7 +64,8 @@ impl Reaped {
 }
 
 /// Finds and removes everything this crate created whose owning process is dead: named
-/// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host`.
+/// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host` (with
+/// the nf_tables tables that filter bridged networks' router messages).
 ///
 /// Every such object carries its owner's mark — PID namespace, process id *and* start time,
 /// so neither a reused pid nor a process with the same pid in another PID namespace is
@@ -102,6 +105,11 @@ pub async fn reap(host: &Namespace) -> Result<Reaped> {
         reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
         reap_links(host, &mut reaped).await?;
         reap_rules(host, &mut reaped).await;
+        // A bridged network's filter of its members' router messages (one nf_tables
+        // transaction per table; no process to wait for).
+        reaped
+            .firewall_rules
+            .extend(crate::nat::router_messages::reap(host.inner()));
         Ok(reaped)
     })
     .await

@@ -749,3 +749,56 @@ async fn ten_thousand_concurrent_requests_on_one_namespace_all_succeed() {
         start.elapsed()
     );
 }
+
+#[test]
+fn a_killed_owners_router_message_filter_is_reaped() {
+    let _reaper = common::reaper_lock();
+    const TEST: &str = "a_killed_owners_router_message_filter_is_reaped";
+    let tables = |host: &Namespace| -> String {
+        let out = outside(host, "nft", &["list", "tables", "bridge"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if role().is_some() {
+        let host = sandbox_from_env();
+        let _net = netns_kit::bridged()
+            .host(&host)
+            .gateway("fd72::fe/64")
+            .member(netns_kit::MemberSpec::new().address("fd72::1/64"))
+            .create_blocking()
+            .unwrap();
+        println!("READY");
+        wait_for_go();
+        return;
+    }
+    let host = Namespace::new_blocking().unwrap();
+    let mut kid = {
+        let mut c = child(TEST, "owner");
+        c.env("NK_SANDBOX", proc_path(&host));
+        Kid::spawn(c)
+    };
+    kid.expect("READY");
+    assert!(tables(&host).contains("netns-kit-rm-"), "{}", tables(&host));
+    kid.kill();
+    let reaped = reap_blocking(&host).unwrap();
+    assert!(reaped.errors.is_empty(), "{reaped:?}");
+    assert!(
+        reaped
+            .firewall_rules
+            .iter()
+            .any(|r| r.contains("netns-kit-rm-")),
+        "{reaped:?}"
+    );
+    assert!(
+        !tables(&host).contains("netns-kit-rm-"),
+        "{}",
+        tables(&host)
+    );
+    assert_eq!(link_names(&host), ["lo"]);
+}

@@ -441,3 +441,144 @@ async fn guards_inside_a_namespace_whose_handle_is_gone_leave_it_to_the_kernel()
         !link_names(&host).contains(&"wit0".to_owned())
     });
 }
+
+/// The packets the rules of bridge-family table `table` in `ns` counted, and the link groups
+/// they match (`meta iifgroup`).
+fn filter_counts(ns: &Namespace, table: &str) -> (u64, Vec<String>) {
+    let out = outside(ns, "nft", &["-j", "list", "table", "bridge", table])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut packets, mut groups) = (0, Vec::new());
+    for rule in v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+    {
+        for e in rule["expr"].as_array().unwrap() {
+            if let Some(n) = e["counter"]["packets"].as_u64() {
+                packets += n;
+            }
+            if e["match"]["left"]["meta"]["key"] == "iifgroup" {
+                groups.push(e["match"]["right"].to_string());
+            }
+        }
+    }
+    (packets, groups)
+}
+
+/// The bridge-family tables in `ns` whose names start with `netns-kit-rm-`.
+fn router_message_tables(ns: &Namespace) -> Vec<String> {
+    let out = outside(ns, "nft", &["-j", "list", "tables", "bridge"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["table"]["name"].as_str())
+        .filter(|n| n.starts_with("netns-kit-rm-"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn members_router_messages_are_dropped_between_members_unless_turned_off() {
+    for filter in [true, false] {
+        let host = sandbox().await;
+        let mut net = bridged()
+            .host(&host)
+            .bridge_name("brm")
+            .gateway("10.71.0.254/24")
+            .gateway("fd71::fe/64")
+            .filter_router_messages(filter)
+            .member(
+                MemberSpec::new()
+                    .address("10.71.0.1/24")
+                    .address("fd71::1/64"),
+            )
+            .member(
+                MemberSpec::new()
+                    .address("10.71.0.2/24")
+                    .address("fd71::2/64"),
+            )
+            .create()
+            .await
+            .unwrap();
+        assert_eq!(router_message_tables(&host).len(), usize::from(filter));
+        let third = net
+            .add_member(
+                MemberSpec::new()
+                    .address("10.71.0.3/24")
+                    .address("fd71::3/64"),
+            )
+            .await
+            .unwrap();
+        // Its link-local address skipped DAD with the filter: not tentative at once.
+        let addrs = ip_json(third.namespace(), &["-6", "addr", "show", "dev", "eth0"]);
+        let link_local = addrs[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["scope"] == "link")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            link_local.get("tentative").is_none(),
+            filter,
+            "filter {filter}: {link_local}"
+        );
+        // A member that joins a group says so at once (an MLD report). With the filter, its
+        // rules drop those on their way to other members: they count them (at most 10
+        // addresses, 0.3 s apart, until they do). The rules match the network's link group,
+        // the one every member's host end is in.
+        if filter {
+            let table = &router_message_tables(&host)[0];
+            let port = net.members()[2].peer().name().to_owned();
+            // `ip` shows the group as a signed number, nft as an unsigned one.
+            let group: i64 = link_json(&host, &port)["group"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let group = (group as i32 as u32).to_string();
+            let (_, groups) = filter_counts(&host, table);
+            assert_eq!(groups, vec![group; 4], "the rules' groups and the port's");
+            for i in 0..10 {
+                let address = format!("fd71::3{i}/64");
+                let joined = outside(
+                    net.members()[2].namespace(),
+                    "ip",
+                    &["addr", "add", &address, "dev", "eth0", "nodad"],
+                )
+                .status()
+                .unwrap();
+                assert!(joined.success());
+                std::thread::sleep(Duration::from_millis(300));
+                if filter_counts(&host, table).0 > 0 {
+                    break;
+                }
+            }
+            assert!(filter_counts(&host, table).0 > 0, "nothing dropped");
+        }
+        // Neighbour discovery between members and with the gateway is untouched.
+        let (first, third) = (net.members()[0].namespace(), net.members()[2].namespace());
+        assert!(ping(first, "fd71::3"), "filter {filter}");
+        assert!(ping(third, "fd71::2"), "filter {filter}");
+        assert!(ping(third, "fd71::fe"), "filter {filter}");
+        drop(net);
+        assert!(router_message_tables(&host).is_empty(), "left behind");
+    }
+}

@@ -536,7 +536,7 @@ impl RuleSet {
 /// An nf_tables socket in `ns`, opened on a short-lived thread of its own (this may run on a
 /// library worker already: waiting for another would deadlock a busy pool). The socket stays in
 /// that namespace.
-fn socket_in(ns: &NsInner) -> std::io::Result<Socket> {
+pub(super) fn socket_in(ns: &NsInner) -> std::io::Result<Socket> {
     let fd = ns.fd().clone();
     if crate::sys::is_thread_ns(fd.as_fd()) {
         return Socket::open();

@@ -77,6 +77,7 @@
 mod apply;
 pub(crate) use apply::{acquire_table, release_table};
 mod nft;
+pub(crate) mod router_messages;
 mod rule;
 
 use std::{

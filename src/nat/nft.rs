@@ -58,6 +58,14 @@ const NLA_F_NESTED: u16 = 0x8000;
 const NETLINK_HEADER_LEN: usize = 16;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
+pub(crate) const NFPROTO_BRIDGE: u8 = 7;
+/// `NF_BR_FORWARD`: frames a bridge forwards from one port to another.
+const NF_BR_FORWARD: u32 = 2;
+/// `NF_BR_PRI_FILTER_BRIDGED`: before `br_netfilter` (priority 0) hands a frame to ip6tables.
+const NF_BR_PRI_FILTER_BRIDGED: i32 = -200;
+const NFT_META_IIFGROUP: u32 = 21;
+const NF_DROP: u32 = 0;
+const IPPROTO_ICMPV6: u8 = 58;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_META_MARK: u32 = 3;
@@ -709,6 +717,95 @@ impl Batch {
         let mut a = Attrs::default();
         a.string(1, table);
         self.push(NFT_MSG_DELTABLE, NLM_F_NONREC, family, a);
+    }
+}
+
+impl Batch {
+    /// Creates bridge-family table `table` with a `forward` base chain that drops ICMPv6
+    /// messages of the given `types` arriving from a port in link group `group`.
+    pub(crate) fn new_port_group_filter(&mut self, table: &str, group: u32, types: &[u8]) {
+        const CHAIN: &str = "forward";
+        self.new_table(NFPROTO_BRIDGE, table);
+        let mut h = Attrs::default();
+        h.be32(1, NF_BR_FORWARD)
+            .be32(2, NF_BR_PRI_FILTER_BRIDGED as u32);
+        let mut c = Attrs::default();
+        c.string(1, table)
+            .string(3, CHAIN)
+            .nested(4, h)
+            .be32(5, NF_ACCEPT)
+            .string(7, "filter");
+        self.push(
+            NFT_MSG_NEWCHAIN,
+            NLM_F_CREATE | NLM_F_EXCL,
+            NFPROTO_BRIDGE,
+            c,
+        );
+        for &kind in types {
+            let mut list = Attrs::default();
+            meta(&mut list, NFT_META_IIFGROUP);
+            // The meta key's register holds the group in host byte order.
+            cmp(&mut list, false, &group.to_ne_bytes());
+            meta(&mut list, NFT_META_L4PROTO);
+            cmp(&mut list, false, &[IPPROTO_ICMPV6]);
+            payload(&mut list, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1);
+            cmp(&mut list, false, &[kind]);
+            // What it dropped shows in `nft list table bridge ...`.
+            let mut counter = Attrs::default();
+            counter.be64(1, 0).be64(2, 0);
+            expr(&mut list, "counter", counter);
+            let mut verdict = Attrs::default();
+            verdict.be32(1, NF_DROP);
+            let mut data = Attrs::default();
+            data.nested(2, verdict);
+            let mut i = Attrs::default();
+            i.be32(1, NFT_REG_VERDICT).nested(2, data);
+            expr(&mut list, "immediate", i);
+            let mut a = Attrs::default();
+            a.string(1, table).string(2, CHAIN).nested(4, list);
+            self.push(
+                NFT_MSG_NEWRULE,
+                NLM_F_CREATE | NLM_F_APPEND,
+                NFPROTO_BRIDGE,
+                a,
+            );
+        }
+    }
+
+    /// Deletes table `table` with everything in it.
+    pub(crate) fn delete_table(&mut self, family: u8, table: &str) {
+        let mut a = Attrs::default();
+        a.string(1, table);
+        self.push(NFT_MSG_DELTABLE, 0, family, a);
+    }
+}
+
+impl Socket {
+    /// The names of every table of `family`.
+    pub(crate) fn tables(&mut self, family: u8) -> Result<Vec<String>, NftError> {
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        message(
+            &mut buf,
+            nft_type(NFT_MSG_GETTABLE),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family,
+            &Attrs::default(),
+        );
+        let replies = self.transact(&buf, &[], &[seq], true)?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| {
+                let message = NetlinkBuffer::new_checked(&m[..]).ok()?;
+                // After the `nfgenmsg` (4 bytes): NFTA_TABLE_NAME is attribute 1.
+                let attrs = message.payload().get(4..)?;
+                attributes(attrs)
+                    .into_iter()
+                    .find(|(kind, _)| *kind == 1)
+                    .map(|(_, v)| c_string(v))
+            })
+            .collect())
     }
 }
 

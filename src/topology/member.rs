@@ -441,6 +441,10 @@ pub(super) struct NetworkContext {
     /// Whether the bridge's own state counts in the readiness wait: one the network made, or an
     /// existing one whose spanning tree was off when the network joined it (see [`wait_ready`]).
     pub(super) bridge_waited: bool,
+    /// Whether members' router messages are filtered (see
+    /// `BridgedNetworkBuilder::filter_router_messages`): then members' link-local addresses
+    /// skip duplicate-address detection too.
+    pub(super) router_messages_filtered: bool,
 }
 
 /// Names, addresses and namespaces already used in a network.
@@ -470,6 +474,23 @@ pub(super) struct Planned {
     link_name: IfName,
     peer_name: IfName,
     impairment: Option<Impairment>,
+}
+
+impl Planned {
+    /// Whether the member's interface gets no IPv6 link-local address: as asked, or by default
+    /// only in a namespace the network made and only on an IPv4-only network. An existing
+    /// namespace (a container's) keeps the kernel's defaults unless the caller says otherwise.
+    pub(super) fn quiet_ipv6(&self, has_ipv6: bool, link_local_ipv6: Option<bool>) -> bool {
+        match link_local_ipv6 {
+            Some(on) => !on,
+            None => !has_ipv6 && matches!(self.ns, MemberNs::New),
+        }
+    }
+
+    /// Whether the member has IPv6 at all: addresses, or a link-local address.
+    pub(super) fn has_ipv6(&self, has_ipv6: bool, link_local_ipv6: Option<bool>) -> bool {
+        self.addresses.iter().any(IpNetwork::is_ipv6) || !self.quiet_ipv6(has_ipv6, link_local_ipv6)
+    }
 }
 
 /// Step 1: checks `spec` against the network (`gateways`, what is `taken`) before anything is
@@ -599,6 +620,8 @@ struct InsideJob {
     quiet_ipv6: bool,
     /// One queue each way per end (see the module docs): not in an existing namespace.
     single_queue: bool,
+    /// The link-local address without duplicate-address detection (`accept_dad` 0).
+    link_local_nodad: bool,
     /// Addresses and default routes, built before the interface's index is known, with labels.
     requests: Vec<((RouteNetlinkMessage, u16), String)>,
     /// A group of its own for the member's end until it is configured, so that a failure before
@@ -624,14 +647,7 @@ impl InsideJob {
                 requests.push((route.add_message(), format!("default route of {object}")));
             }
         }
-        // Quiet IPv6 (no link-local address) on the member's interface: as asked, or by
-        // default only in a namespace the network made and only on an IPv4-only network. An
-        // existing namespace (a container's) keeps the kernel's defaults unless the caller says
-        // otherwise.
-        let quiet_ipv6 = match net.link_local_ipv6 {
-            Some(on) => !on,
-            None => !net.has_ipv6 && matches!(member.ns, MemberNs::New),
-        };
+        let quiet_ipv6 = member.quiet_ipv6(net.has_ipv6, net.link_local_ipv6);
         InsideJob {
             object,
             inside_name: member.link_name.clone(),
@@ -641,6 +657,7 @@ impl InsideJob {
             mtu: net.mtu,
             quiet_ipv6,
             single_queue: !matches!(member.ns, MemberNs::Borrowed(_)),
+            link_local_nodad: !quiet_ipv6 && net.router_messages_filtered,
             requests,
             creation_group: owner::allocate_group().map(owner::GroupHold::new),
         }
@@ -757,6 +774,17 @@ impl InsideJob {
     /// Step 3: one batch — quiet IPv6 if asked, the interface up and out of its temporary
     /// group, its addresses, its default routes.
     fn configure(&mut self, conn: &BatchConn, index: u32) -> Result<()> {
+        if self.link_local_nodad {
+            // Before it is up, from this thread (in the member's namespace). Best effort: where
+            // `/proc/sys` is read-only the address only takes the usual second or two.
+            let path = format!(
+                "/proc/sys/net/ipv6/conf/{}/accept_dad",
+                self.inside_name.as_str()
+            );
+            if let Err(e) = std::fs::write(&path, "0") {
+                tracing::debug!(object = %self.object, error = %e, "link-local address with DAD");
+            }
+        }
         let mut batch = Vec::new();
         let mut labels = Vec::new();
         if self.quiet_ipv6 {

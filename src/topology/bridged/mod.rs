@@ -6,8 +6,9 @@
 //! containers, often wired by separate short-lived processes. A network made with
 //! [`existing_bridge`](BridgedNetworkBuilder::existing_bridge) attaches its members to that
 //! bridge and, on teardown, removes only what it added: the members (their host ends carry the
-//! network's link group; the bridge does not), its own FORWARD rules, and — only if it is the
-//! last on the bridge — the gateway addresses. Several networks, in one process or several, can
+//! network's link group; the bridge does not), its own FORWARD rules and router-message filter
+//! (which matches that link group), and — only if it is the last on the bridge — the gateway
+//! addresses. Several networks, in one process or several, can
 //! share one bridge:
 //!
 //! * each has its own link group and rule tag;
@@ -34,6 +35,7 @@ use crate::{
     guard::{self, Guard, Resource},
     link::Link,
     name::IfName,
+    nat::router_messages::RouterMessageFilter,
     netlink::{
         BLOCKING_TIMEOUT,
         msg::{add_shared_gateway, del_address, del_group, set_link},
@@ -102,6 +104,9 @@ struct NetworkResource {
     added_gateways: Vec<IpNetwork>,
     /// The VXLAN port's index, if the network has one (in its group, removed with it).
     vxlan_port: Option<u32>,
+    /// The filter of members' router messages, if made (see
+    /// [`BridgedNetworkBuilder::filter_router_messages`]).
+    router_messages: Option<RouterMessageFilter>,
 }
 
 impl NetworkResource {
@@ -372,6 +377,14 @@ impl Resource for NetworkResource {
                 errors.push(e);
             }
         }
+        // One nf_tables transaction, done in place.
+        if let Some(Err(e)) = self
+            .router_messages
+            .as_ref()
+            .map(RouterMessageFilter::remove)
+        {
+            errors.push(e);
+        }
         Error::collect(what, errors)
     }
 
@@ -426,6 +439,13 @@ impl Resource for NetworkResource {
             if let Err(e) = rules.remove_blocking() {
                 errors.push(e);
             }
+        }
+        if let Some(Err(e)) = self
+            .router_messages
+            .as_ref()
+            .map(RouterMessageFilter::remove)
+        {
+            errors.push(e);
         }
         Error::collect(what, errors)
     }
