@@ -9,7 +9,10 @@
 //! multicast querier nothing is registered. So N members cost on the order of N² deliveries,
 //! each a trip through the receiving member's IPv6 stack (and `br_netfilter`'s ip6tables hooks
 //! where that module is loaded). Measured on 500 members (`benches/README.md`): dual-stack
-//! setup took 2.1× an IPv4-only one, without member-to-member multicast 1.1–1.3×.
+//! setup took 2.1–2.6× an IPv4-only one, 1.4–1.6× with this filter and link-local addresses
+//! without DAD; with no multicast between members at all (ports' `mcast_flood` off, which
+//! would break neighbour discovery) 1.1–1.3×. What is left is the bridge's copy of each message
+//! per port, made before the forward hook drops it.
 //!
 //! Only routers, queriers and snooping switches listen to these messages, and a member is none
 //! of those unless it says so: the gateway (the bridge itself) still gets them (they reach the

@@ -222,8 +222,8 @@ impl BridgedNetworkBuilder {
     /// (default: yes). Only routers, multicast queriers and snooping switches listen to them;
     /// the gateway (the bridge) still gets them. A bridge floods them to every port, so
     /// without this filter N members with IPv6 cost on the order of N² deliveries at start-up
-    /// (measured: 500 dual-stack members 2.1× an IPv4-only network's setup, about 1.3× with
-    /// it; see `benches/README.md`). Turn it off for members that act as multicast routers or
+    /// (measured: 500 dual-stack members 2.1–2.6× an IPv4-only network's setup, 1.4–1.6×
+    /// with it; see `benches/README.md`). Turn it off for members that act as multicast routers or
     /// queriers.
     ///
     /// The filter is one nf_tables table in the host namespace (family `bridge`, named
