@@ -222,7 +222,7 @@
 //! * **Nothing global changes unless asked.** Sysctls are reachable only under `net.` (the
 //!   per-namespace ones) and only through an explicit call; the FORWARD fix adds rules for one
 //!   bridge, in one namespace, and removes them with it; a bridged network whose members have
-//!   IPv6 adds one nf_tables table that drops its own members' MLD reports and router
+//!   IPv6, on a bridge of its own, adds one nf_tables table that drops its own members' MLD reports and router
 //!   solicitations on their way to other members (see
 //!   [`BridgedNetworkBuilder::filter_router_messages`]), and removes it with it.
 //! * **Only what this crate created is destroyed.** Opened namespaces are never deleted; a

@@ -107,9 +107,9 @@ pub async fn reap(host: &Namespace) -> Result<Reaped> {
         reap_rules(host, &mut reaped).await;
         // A bridged network's filter of its members' router messages (one nf_tables
         // transaction per table; no process to wait for).
-        reaped
-            .firewall_rules
-            .extend(crate::nat::router_messages::reap(host.inner()));
+        let (tables, errors) = crate::nat::router_messages::reap(host.inner());
+        reaped.firewall_rules.extend(tables);
+        reaped.errors.extend(errors);
         Ok(reaped)
     })
     .await

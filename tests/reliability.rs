@@ -242,6 +242,7 @@ fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothi
         let tables = outside(&sandbox, "nft", &["list", "tables", "bridge"])
             .output()
             .unwrap();
+        assert!(tables.status.success(), "{tables:?}");
         let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
         if tables.contains("netns-kit-rm-") {
             println!("{what}: filter left {tables}");

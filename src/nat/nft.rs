@@ -64,6 +64,7 @@ const NF_BR_FORWARD: u32 = 2;
 /// `NF_BR_PRI_FILTER_BRIDGED`: before `br_netfilter` (priority 0) hands a frame to ip6tables.
 const NF_BR_PRI_FILTER_BRIDGED: i32 = -200;
 const NFT_META_IIFGROUP: u32 = 21;
+const NFT_META_OIFGROUP: u32 = 22;
 const NF_DROP: u32 = 0;
 const IPPROTO_ICMPV6: u8 = 58;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
@@ -722,7 +723,7 @@ impl Batch {
 
 impl Batch {
     /// Creates bridge-family table `table` with a `forward` base chain that drops ICMPv6
-    /// messages of the given `types` arriving from a port in link group `group`.
+    /// messages of the given `types` forwarded from a port in link group `group` to another.
     pub(crate) fn new_port_group_filter(&mut self, table: &str, group: u32, types: &[u8]) {
         const CHAIN: &str = "forward";
         self.new_table(NFPROTO_BRIDGE, table);
@@ -743,8 +744,10 @@ impl Batch {
         );
         for &kind in types {
             let mut list = Attrs::default();
+            // The meta keys' register holds the group in host byte order.
             meta(&mut list, NFT_META_IIFGROUP);
-            // The meta key's register holds the group in host byte order.
+            cmp(&mut list, false, &group.to_ne_bytes());
+            meta(&mut list, NFT_META_OIFGROUP);
             cmp(&mut list, false, &group.to_ne_bytes());
             meta(&mut list, NFT_META_L4PROTO);
             cmp(&mut list, false, &[IPPROTO_ICMPV6]);

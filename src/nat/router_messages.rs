@@ -28,9 +28,12 @@
 //! One nf_tables table per network, family `bridge`, in the host namespace, named after the
 //! network's link group ([`TABLE_PREFIX`] and the group in hex): a base chain on the `forward`
 //! hook at priority -200 (before `br_netfilter`) drops ICMPv6 MLD reports and done messages
-//! (types 131, 132, 143) and router solicitations (133) whose input port is in the network's
-//! link group — every member's host end is, and nothing else is. One transaction makes it, one
-//! deletes it; the name says whose it is, so `reap` deletes the tables of dead owners' groups.
+//! (types 131, 132, 143) and router solicitations (133) forwarded from a port in the network's
+//! link group to another port in it — its members' host ends (a network with a VXLAN port, also
+//! in that group, gets no filter: routers may be on the other side). A port of anyone else on
+//! the bridge still gets them. One transaction makes it, one deletes it; the name says whose
+//! group it is, so `reap` deletes the tables of dead owners' groups — judged, like a link's
+//! group, only from the initial PID namespace, which sees every process.
 //!
 //! It is an optimisation: where nf_tables refuses (no `nf_tables` in the kernel, no
 //! `CAP_NET_ADMIN`), the network is built without it and a `debug` event says why. It is
@@ -70,7 +73,12 @@ impl RouterMessageFilter {
         batch.new_port_group_filter(&table, group, &TYPES);
         let installed = socket_in(ns)
             .map_err(|e| e.to_string())
-            .and_then(|mut sock| sock.apply(&batch).map_err(|e| e.to_string()));
+            .and_then(|mut sock| match sock.apply(&batch) {
+                // No answer: it may be in place, so it is recorded (removing one that is not
+                // is fine).
+                Ok(()) | Err(super::nft::NftError::Uncertain) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            });
         match installed {
             Ok(()) => Some(RouterMessageFilter {
                 ns: ns.clone(),
@@ -106,15 +114,25 @@ impl RouterMessageFilter {
     }
 }
 
-/// Deletes, in `ns`, the filters of networks whose owner is gone; their tables' names.
-pub(crate) fn reap(ns: &NsInner) -> Vec<String> {
-    let Ok(mut sock) = socket_in(ns) else {
-        return Vec::new();
+/// Deletes, in `ns`, the filters of networks whose owner is gone: their tables' names, and the
+/// errors.
+pub(crate) fn reap(ns: &NsInner) -> (Vec<String>, Vec<Error>) {
+    let object = || format!("bridge tables in {}", ns.label());
+    let listed = socket_in(ns)
+        .map_err(|e| Error::os("open an nf_tables socket for", object(), e))
+        .and_then(|mut sock| {
+            let tables = sock
+                .tables(NFPROTO_BRIDGE)
+                .map_err(|e| Error::os("list", object(), std::io::Error::other(e.to_string())))?;
+            Ok((sock, tables))
+        });
+    let (mut sock, tables) = match listed {
+        Ok(listed) => listed,
+        // No nf_tables at all: there can be no table of ours.
+        Err(_) if socket_in(ns).is_err() => return (Vec::new(), Vec::new()),
+        Err(e) => return (Vec::new(), vec![e]),
     };
-    let Ok(tables) = sock.tables(NFPROTO_BRIDGE) else {
-        return Vec::new();
-    };
-    let mut removed = Vec::new();
+    let (mut removed, mut errors) = (Vec::new(), Vec::new());
     for table in tables {
         let Some(group) = table
             .strip_prefix(TABLE_PREFIX)
@@ -127,9 +145,16 @@ pub(crate) fn reap(ns: &NsInner) -> Vec<String> {
         }
         let mut batch = Batch::default();
         batch.delete_table(NFPROTO_BRIDGE, &table);
-        if sock.apply(&batch).is_ok() {
-            removed.push(format!("nft table bridge {table}"));
+        match sock.apply(&batch) {
+            Ok(()) => removed.push(format!("nft table bridge {table}")),
+            // Another reaper was faster.
+            Err(e) if e.errno() == Some(nix::libc::ENOENT) => {}
+            Err(e) => errors.push(Error::os(
+                "delete",
+                format!("table bridge {table} in {}", ns.label()),
+                std::io::Error::other(e.to_string()),
+            )),
         }
     }
-    removed
+    (removed, errors)
 }

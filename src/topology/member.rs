@@ -441,9 +441,12 @@ pub(super) struct NetworkContext {
     /// Whether the bridge's own state counts in the readiness wait: one the network made, or an
     /// existing one whose spanning tree was off when the network joined it (see [`wait_ready`]).
     pub(super) bridge_waited: bool,
-    /// Whether members' router messages are filtered (see
-    /// `BridgedNetworkBuilder::filter_router_messages`): then members' link-local addresses
-    /// skip duplicate-address detection too.
+    /// Whether members' router messages are to be filtered (see
+    /// `BridgedNetworkBuilder::filter_router_messages`): asked for, on a bridge of the
+    /// network's own, without a VXLAN port.
+    pub(super) filter_router_messages: bool,
+    /// Whether they are: then members' link-local addresses skip duplicate-address detection
+    /// too.
     pub(super) router_messages_filtered: bool,
 }
 

@@ -10,7 +10,6 @@ use crate::{
     ip::{IntoIpNetwork, validate_host, validate_routable},
     link::{Link, bridge::Bridge},
     name::IfName,
-    nat::router_messages::RouterMessageFilter,
     netns::{Namespace, NsInner},
     owner, trace,
 };
@@ -228,9 +227,15 @@ impl BridgedNetworkBuilder {
     ///
     /// The filter is one nf_tables table in the host namespace (family `bridge`, named
     /// `netns-kit-rm-` and the network's link group in hex) that drops ICMPv6 types 131, 132,
-    /// 133 and 143 arriving from the members' ports; it is made only when a member has IPv6 (a
-    /// dual-stack network, link-local addresses kept), goes with the network, and is removed
-    /// by [`reap`](crate::reap) after a SIGKILL. Where nf_tables refuses (no `CAP_NET_ADMIN`,
+    /// 133 and 143 forwarded from one member's port to another's (any other port on the bridge
+    /// still gets them). It is made only on a bridge the network makes (never on an
+    /// [existing](Self::existing_bridge) one: a runtime's bridge, with one network per
+    /// container, would pass every frame through one chain per network), not with a
+    /// [VXLAN](Self::vxlan) port (routers may be on the other side), and only once a member
+    /// has IPv6 (a dual-stack network, link-local addresses kept; also a member added later);
+    /// it goes with the network (and with [`keep`](BridgedNetwork::keep), whose ports leave
+    /// the group it matches), and is removed by [`reap`](crate::reap) after a SIGKILL when the
+    /// reaper runs in the initial PID namespace. Where nf_tables refuses (no `CAP_NET_ADMIN`,
     /// a kernel without it) the network is made without it.
     ///
     /// With it, a member's link-local address also skips duplicate-address detection
@@ -427,6 +432,12 @@ impl BridgedNetworkBuilder {
                     link_name,
                     nodad: builder.nodad,
                     mtu,
+                    // Only on a bridge of the network's own: on an existing one (a runtime's,
+                    // with one network per container) every forwarded frame would pass one chain
+                    // per network. Not with a VXLAN port: routers may be on the other side.
+                    filter_router_messages: builder.filter_router_messages
+                        && builder.existing.is_none()
+                        && builder.vxlan.is_none(),
                     router_messages_filtered: false,
                 },
                 rules,
@@ -456,18 +467,11 @@ impl BridgedNetworkBuilder {
                     return Err(guard::roll_back(network, e).await);
                 }
             }
-            let wants_filter = {
+            if let Some(first) = planned.iter().find(|m| {
                 let c = &network.get().context;
-                builder.filter_router_messages
-                    && planned
-                        .iter()
-                        .any(|m| m.has_ipv6(c.has_ipv6, c.link_local_ipv6))
-            };
-            if wants_filter {
-                let net = network.get_mut();
-                net.router_messages =
-                    RouterMessageFilter::install(&net.context.host, net.context.group);
-                net.context.router_messages_filtered = net.router_messages.is_some();
+                m.has_ipv6(c.has_ipv6, c.link_local_ipv6)
+            }) {
+                network.get_mut().filter_router_messages_for(first);
             }
             let (members, first_error) = build_members(&network.get().context, planned)
                 .instrument(tracing::debug_span!("network: members"))

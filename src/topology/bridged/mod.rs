@@ -319,7 +319,29 @@ impl NetworkResource {
         for rules in self.rules.iter_mut().chain(&mut self.isolation) {
             unmarked &= rules.keep_blocking();
         }
+        // The router-message filter matches the link group the ports just left: it would
+        // match nothing, and a later network given the same group would find it in the way.
+        if let Some(filter) = self.router_messages.take() {
+            if let Err(e) = filter.remove() {
+                trace::swallowed!(&"keeping a bridged network", &e);
+                unmarked = false;
+            }
+        }
         unmarked
+    }
+
+    /// Installs the router-message filter if the network wants one, has none yet, and
+    /// `member` has IPv6 (see [`BridgedNetworkBuilder::filter_router_messages`]).
+    pub(super) fn filter_router_messages_for(&mut self, member: &member::Planned) {
+        let c = &self.context;
+        if !c.filter_router_messages
+            || self.router_messages.is_some()
+            || !member.has_ipv6(c.has_ipv6, c.link_local_ipv6)
+        {
+            return;
+        }
+        self.router_messages = RouterMessageFilter::install(&c.host, c.group);
+        self.context.router_messages_filtered = self.router_messages.is_some();
     }
 }
 
@@ -711,6 +733,8 @@ impl BridgedNetwork {
             &mut taken,
             &|| describe.clone(),
         )?;
+        resource.filter_router_messages_for(&planned);
+        let context = resource.context.clone();
         let member = match member::build(&context, planned, member::quick_check(1)).await {
             Ok(member) => member,
             // Deleted behind the network's back: say so rather than the kernel's EINVAL.
