@@ -239,13 +239,9 @@ fn the_reaper_removes_what_killed_processes_left_with_named_namespaces_and_nothi
         }
         // The network's filter of its members' router messages (its members keep IPv6
         // link-local addresses: handed-over namespaces keep the kernel's defaults).
-        let tables = outside(&sandbox, "nft", &["list", "tables", "bridge"])
-            .output()
-            .unwrap();
-        assert!(tables.status.success(), "{tables:?}");
-        let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
-        if tables.contains("netns-kit-rm-") {
-            println!("{what}: filter left {tables}");
+        let tables = router_message_tables(&sandbox);
+        if !tables.is_empty() {
+            println!("{what}: filter left {tables:?}");
             clean = false;
         }
         let names = run_netns_entries("nkcrash");

@@ -445,15 +445,7 @@ async fn guards_inside_a_namespace_whose_handle_is_gone_leave_it_to_the_kernel()
 /// The packets the rules of bridge-family table `table` in `ns` counted, and the link groups
 /// they match (`meta iifgroup`).
 fn filter_counts(ns: &Namespace, table: &str) -> (u64, Vec<String>) {
-    let out = outside(ns, "nft", &["-j", "list", "table", "bridge", table])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = nft_json(ns, &["list", "table", "bridge", table]);
     let (mut packets, mut groups) = (0, Vec::new());
     for rule in v["nftables"]
         .as_array()
@@ -472,27 +464,6 @@ fn filter_counts(ns: &Namespace, table: &str) -> (u64, Vec<String>) {
         }
     }
     (packets, groups)
-}
-
-/// The bridge-family tables in `ns` whose names start with `netns-kit-rm-`.
-fn router_message_tables(ns: &Namespace) -> Vec<String> {
-    let out = outside(ns, "nft", &["-j", "list", "tables", "bridge"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o["table"]["name"].as_str())
-        .filter(|n| n.starts_with("netns-kit-rm-"))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test]

@@ -191,6 +191,34 @@ pub fn ip_json(ns: &Namespace, args: &[&str]) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON from ip {full:?}: {e}: {text}"))
 }
 
+/// Runs `nft -j ARGS` in `ns` from outside and parses its JSON.
+#[allow(dead_code)]
+pub fn nft_json(ns: &Namespace, args: &[&str]) -> Value {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    let out = outside(ns, "nft", &full).output().expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {full:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from nft")
+}
+
+/// The names of the bridge-family tables in `ns` that filter a bridged network's router
+/// messages (`netns-kit-rm-…`).
+#[allow(dead_code)]
+pub fn router_message_tables(ns: &Namespace) -> Vec<String> {
+    nft_json(ns, &["list", "tables", "bridge"])["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["table"]["name"].as_str())
+        .filter(|n| n.starts_with("netns-kit-rm-"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Names of the links in `ns`, from `ip -j link`.
 pub fn link_names(ns: &Namespace) -> Vec<String> {
     ip_json(ns, &["link"])
