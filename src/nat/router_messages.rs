@@ -36,9 +36,9 @@
 //! group, only from the initial PID namespace, which sees every process.
 //!
 //! It is an optimisation: where nf_tables refuses (no `nf_tables` in the kernel, no
-//! `CAP_NET_ADMIN`), the network is built without it and a `debug` event says why. It is
-//! installed synchronously (one nf_tables transaction, once per network), so a dropped `create`
-//! future cannot leave it unrecorded.
+//! `CAP_NET_ADMIN`), the network is built without it and a `debug` event says why. The async
+//! paths make and delete it on a library worker, as the other nf_tables work; a table made
+//! for a caller that stopped waiting is deleted again.
 
 use std::sync::Arc;
 
@@ -93,6 +93,38 @@ impl RouterMessageFilter {
                 None
             }
         }
+    }
+
+    /// [`install`](Self::install) on a library worker (an async caller's thread is not blocked);
+    /// removed again if the caller stopped waiting.
+    pub(crate) async fn install_on_worker(
+        ns: &Arc<NsInner>,
+        group: u32,
+    ) -> Option<RouterMessageFilter> {
+        let ns = ns.clone();
+        crate::sys::on_worker_cancellable(
+            move |_| RouterMessageFilter::install(&ns, group),
+            |installed: Option<RouterMessageFilter>| {
+                if let Some(filter) = installed {
+                    let _ = filter.remove();
+                }
+            },
+        )
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// [`remove`](Self::remove) on a library worker.
+    pub(crate) async fn remove_on_worker(&self) -> Result<()> {
+        let filter = RouterMessageFilter {
+            ns: self.ns.clone(),
+            table: self.table.clone(),
+        };
+        let object = format!("table bridge {} in {}", self.table, self.ns.label());
+        crate::sys::on_worker(move || filter.remove())
+            .await
+            .map_err(|e| Error::os("delete", object, e))?
     }
 
     /// Deletes the filter (gone already is fine).

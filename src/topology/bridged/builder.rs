@@ -471,7 +471,7 @@ impl BridgedNetworkBuilder {
                 let c = &network.get().context;
                 m.has_ipv6(c.has_ipv6, c.link_local_ipv6)
             }) {
-                network.get_mut().filter_router_messages_for(first);
+                network.get_mut().filter_router_messages_for(first).await;
             }
             let (members, first_error) = build_members(&network.get().context, planned)
                 .instrument(tracing::debug_span!("network: members"))

@@ -332,7 +332,7 @@ impl NetworkResource {
 
     /// Installs the router-message filter if the network wants one, has none yet, and
     /// `member` has IPv6 (see [`BridgedNetworkBuilder::filter_router_messages`]).
-    pub(super) fn filter_router_messages_for(&mut self, member: &member::Planned) {
+    pub(super) async fn filter_router_messages_for(&mut self, member: &member::Planned) {
         let c = &self.context;
         if !c.filter_router_messages
             || self.router_messages.is_some()
@@ -340,7 +340,7 @@ impl NetworkResource {
         {
             return;
         }
-        self.router_messages = RouterMessageFilter::install(&c.host, c.group);
+        self.router_messages = RouterMessageFilter::install_on_worker(&c.host, c.group).await;
         self.context.router_messages_filtered = self.router_messages.is_some();
     }
 }
@@ -399,13 +399,10 @@ impl Resource for NetworkResource {
                 errors.push(e);
             }
         }
-        // One nf_tables transaction, done in place.
-        if let Some(Err(e)) = self
-            .router_messages
-            .as_ref()
-            .map(RouterMessageFilter::remove)
-        {
-            errors.push(e);
+        if let Some(filter) = &self.router_messages {
+            if let Err(e) = filter.remove_on_worker().await {
+                errors.push(e);
+            }
         }
         Error::collect(what, errors)
     }
@@ -733,7 +730,7 @@ impl BridgedNetwork {
             &mut taken,
             &|| describe.clone(),
         )?;
-        resource.filter_router_messages_for(&planned);
+        resource.filter_router_messages_for(&planned).await;
         let context = resource.context.clone();
         let member = match member::build(&context, planned, member::quick_check(1)).await {
             Ok(member) => member,
