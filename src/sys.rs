@@ -532,6 +532,14 @@ impl Pool {
 thread_local! {
     /// Whether this worker already counts itself idle for the job it is finishing.
     static AVAILABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether this thread is a library worker.
+    static WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is a library worker: a job on it may enter any namespace, since
+/// the worker goes back to its own after every job.
+pub(crate) fn on_worker_thread() -> bool {
+    WORKER.get()
 }
 
 /// Called by a job on a worker once its work is done, before it hands over its result: the
@@ -550,6 +558,7 @@ fn worker(pool: &'static Pool) {
     // namespace it needs before doing anything, so a worker that cannot go home still serves
     // correctly; it only pins the namespace it is in, hence the retries after each job.
     let _ = setns_net(pool.home.as_fd());
+    WORKER.set(true);
     pool.lock().idle += 1;
     AVAILABLE.set(true);
     loop {

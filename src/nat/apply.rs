@@ -533,13 +533,22 @@ impl RuleSet {
     }
 }
 
-/// An nf_tables socket in `ns`, opened on a short-lived thread of its own (this may run on a
-/// library worker already: waiting for another would deadlock a busy pool). The socket stays in
-/// that namespace.
+/// An nf_tables socket in `ns`, opened where the calling thread is; on a library worker, by
+/// entering `ns` and going back to where the job was (no thread per socket); on any other
+/// thread, on a short-lived thread of its own (a caller's thread never changes namespace, and
+/// waiting for a worker from a worker would deadlock a busy pool). The socket stays in `ns`.
 pub(super) fn socket_in(ns: &NsInner) -> std::io::Result<Socket> {
     let fd = ns.fd().clone();
     if crate::sys::is_thread_ns(fd.as_fd()) {
         return Socket::open();
+    }
+    if crate::sys::on_worker_thread() {
+        let here = std::fs::File::open("/proc/thread-self/ns/net")?;
+        crate::sys::setns_net(fd.as_fd())?;
+        let sock = Socket::open();
+        // The worker goes home after its job anyway; back now for the rest of this one.
+        crate::sys::setns_net(here.as_fd())?;
+        return sock;
     }
     std::thread::scope(|scope| {
         std::thread::Builder::new()
