@@ -8,6 +8,12 @@
 # /run/netns for both. Round by round, alternating, each round in a fresh private network and
 # mount namespace. Prints the medians and `ratio <scenario> N=<n> <phase> netns-kit/nlink: x`.
 # netns-kit's setup includes its readiness wait (the first packet is never lost); nlink has none.
+#
+# A third program, the kernel's floor (benches/peers/floor), builds the same network with no
+# library: hand-built rtnetlink requests, batched, one thread per CPU, no readiness wait. Its time
+# is the least any library can take here; `ratio ... floor/nlink` is the best a ratio against
+# nlink can be on this machine, `ratio ... netns-kit/floor` how far netns-kit is above it. (Its
+# teardown is shown, not a floor: it waits for the namespaces' own cleanup.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
@@ -17,7 +23,9 @@ sizes=${*:-100 1000}
 ours=$(cargo build --release --bench topology -q --message-format=json |
   sed -n 's/.*"kind":\["bench"\].*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target-dir target/peers
+cargo build --release -q --manifest-path benches/peers/floor/Cargo.toml --target-dir target/peers
 nlink=target/peers/release/nlink-peer
+floor=target/peers/release/floor-peer
 out=$(mktemp)
 log=target/peers/nlink-peer.log
 : >"$log"
@@ -33,6 +41,10 @@ for n in $sizes; do
         'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link set lo up && sleep "$1" && shift && "$@"' \
         peer "$pause" "$nlink" "$scenario" "$n" 1 2>>"$log" >>"$out" ||
         { echo "nlink-peer failed: see $log" >&2; exit 1; }
+      unshare --net --mount --propagation private -- bash -c \
+        'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link set lo up && sleep "$1" && shift && "$@"' \
+        peer "$pause" "$floor" "$scenario" "$n" 1 2>>"$log" >>"$out" ||
+        { echo "floor-peer failed: see $log" >&2; exit 1; }
     done
   done
 done
@@ -54,9 +66,12 @@ awk '
       key = order[i]
       ks = median(setup["netns-kit", key]); ns = median(setup["nlink", key])
       kd = median(down["netns-kit", key]); nd = median(down["nlink", key])
-      printf "  %-16s setup  netns-kit %8.1f ms  nlink %8.1f ms\n", key, ks, ns
-      printf "  %-16s teardown netns-kit %6.1f ms  nlink %8.1f ms\n", key, kd, nd
+      fs = median(setup["floor", key]); fd = median(down["floor", key])
+      printf "  %-16s setup    netns-kit %8.1f ms  nlink %8.1f ms  floor %8.1f ms\n", key, ks, ns, fs
+      printf "  %-16s teardown netns-kit %8.1f ms  nlink %8.1f ms  floor %8.1f ms\n", key, kd, nd, fd
       r = r sprintf("ratio %s setup netns-kit/nlink: %.2f\n", key, ks / ns)
+      r = r sprintf("ratio %s setup floor/nlink: %.2f\n", key, fs / ns)
+      r = r sprintf("ratio %s setup netns-kit/floor: %.2f\n", key, ks / fs)
       r = r sprintf("ratio %s teardown netns-kit/nlink: %.2f\n", key, kd / nd)
     }
     printf "\n%s", r

@@ -1,0 +1,440 @@
+//! The kernel-floor side of `benches/peers.sh`: `floor-peer bridged|named N ROUNDS [THREADS]`
+//! builds the network the other two build (a bridge `br0`, 10.100.255.254/16, in the current
+//! namespace; N members, each a namespace with a veth pair to the bridge, its address and default
+//! route) with no library: each request is a hand-built rtnetlink message, and everything the
+//! kernel accepts together goes in one `sendmsg`. It is the least user-space work for this
+//! network, so its time is (close to) the kernel's own, the floor under any library here.
+//!
+//! What it asks of the kernel, per member, on THREADS threads (default: one per CPU), each
+//! building its share of the members one after another:
+//! * `unshare(CLONE_NEWNET)` on the thread (the new namespace), its `/proc/thread-self/ns/net`
+//!   opened (kept open: "bridged"; or bind-mounted to `/run/netns/m{i}` and closed: "named");
+//! * on the thread's host socket, one batch: `RTM_NEWLINK` of the pair (host end `vh{i}` with its
+//!   index, on `br0`, one queue each way; the peer `eth0`, index 2, in the new namespace), then
+//!   `addrgenmode none` on the host end (the kernel takes it only for an existing link), then `up`;
+//! * on a socket opened in the new namespace, one batch: `addrgenmode none` on `eth0`, `eth0` up,
+//!   `lo` up, the address, the default route.
+//!
+//! It keeps no IPv6 link-local addresses (as netns-kit on an IPv4-only network), waits for no
+//! readiness (netns-kit waits until the bridge forwards) and checks nothing but the answers; so it
+//! is a bound from below, not a competitor. Teardown: one `RTM_DELLINK` of the host ends' link
+//! group (the kernel unregisters them, and their peers, as one batch) and one of `br0`, the
+//! namespaces released (fds closed, or names unmounted and removed), then a link dump every
+//! millisecond until only `lo` is left. One line per round: `floor SCENARIO N=n setup_ms=.. teardown_ms=..`. Run only inside
+//! a throw-away network and mount namespace, as `benches/peers.sh` does.
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
+    socket,
+};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 100, 255, 254);
+const BR_INDEX: i32 = 2;
+const PEER_INDEX: i32 = 2;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const IFF_UP: u32 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_GROUP: u16 = 27;
+/// The link group of the host ends, for one `RTM_DELLINK` of them all.
+const GROUP: u32 = 7;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
+const AF_INET: u8 = 2;
+const AF_INET6: u16 = 10;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RTN_UNICAST: u8 = 1;
+
+fn member_addr(i: usize) -> Ipv4Addr {
+    let k = i + 1;
+    Ipv4Addr::new(10, 100, (k / 250) as u8, (k % 250 + 1) as u8)
+}
+
+/// One batch of rtnetlink requests, each asking for an acknowledgement.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl Batch {
+    /// Appends a request: its header, then what `body` writes (the family header and
+    /// attributes).
+    fn msg(&mut self, ty: u16, flags: u16, body: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 16]);
+        body(&mut self.buf);
+        let len = (self.buf.len() - start) as u32;
+        self.count += 1;
+        let h = &mut self.buf[start..start + 16];
+        h[0..4].copy_from_slice(&len.to_ne_bytes());
+        h[4..6].copy_from_slice(&ty.to_ne_bytes());
+        h[6..8].copy_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        h[8..12].copy_from_slice(&(self.count as u32).to_ne_bytes());
+        self
+    }
+
+    /// Sends the batch and reads one answer per request; the first error is returned.
+    fn run(&self, sock: &OwnedFd, what: &str) -> Res<()> {
+        send(sock.as_raw_fd(), &self.buf, MsgFlags::empty())?;
+        let mut buf = vec![0u8; 16384];
+        let mut acked = 0;
+        while acked < self.count {
+            let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            for (ty, seq, payload) in messages(&buf[..n]) {
+                if ty == NLMSG_ERROR {
+                    let errno = i32::from_ne_bytes(payload[0..4].try_into()?);
+                    if errno != 0 {
+                        let e = std::io::Error::from_raw_os_error(-errno);
+                        return Err(format!("{what}: request {seq}: {e}").into());
+                    }
+                    acked += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The messages in a netlink datagram: (type, sequence number, payload).
+fn messages(mut buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        let ty = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
+        let seq = u32::from_ne_bytes(buf[8..12].try_into().unwrap());
+        out.push((ty, seq, &buf[16..len]));
+        buf = &buf[align(len).min(buf.len())..];
+    }
+    out
+}
+
+fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn pad(buf: &mut Vec<u8>) {
+    buf.resize(align(buf.len()), 0);
+}
+
+fn attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(data);
+    pad(buf);
+}
+
+fn nest(buf: &mut Vec<u8>, ty: u16, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    body(buf);
+    let len = (buf.len() - start) as u16;
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    buf[start + 2..start + 4].copy_from_slice(&ty.to_ne_bytes());
+}
+
+fn name(buf: &mut Vec<u8>, s: &str) {
+    let mut z = s.as_bytes().to_vec();
+    z.push(0);
+    attr(buf, IFLA_IFNAME, &z);
+}
+
+/// `struct ifinfomsg`.
+fn ifinfo(buf: &mut Vec<u8>, index: i32, flags: u32, change: u32) {
+    buf.extend_from_slice(&[0, 0, 0, 0]);
+    buf.extend_from_slice(&index.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&change.to_ne_bytes());
+}
+
+fn set_up(b: &mut Batch, index: i32) {
+    b.msg(RTM_SETLINK, NLM_F_ACK, |m| ifinfo(m, index, IFF_UP, IFF_UP));
+}
+
+fn no_link_local(b: &mut Batch, index: i32) {
+    b.msg(RTM_SETLINK, NLM_F_ACK, |m| {
+        ifinfo(m, index, 0, 0);
+        nest(m, IFLA_AF_SPEC, |m| {
+            nest(m, AF_INET6, |m| {
+                attr(m, IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE])
+            })
+        });
+    });
+}
+
+fn add_addr(b: &mut Batch, index: i32, a: Ipv4Addr, prefix: u8) {
+    b.msg(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+        m.extend_from_slice(&[AF_INET, prefix, 0, 0]);
+        m.extend_from_slice(&(index as u32).to_ne_bytes());
+        attr(m, IFA_LOCAL, &a.octets());
+        attr(m, IFA_ADDRESS, &a.octets());
+    });
+}
+
+fn route_socket() -> Res<OwnedFd> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    Ok(fd)
+}
+
+/// A member's namespace as the round keeps it: its fd ("bridged") or its name ("named").
+enum Held {
+    Fd(File),
+    Name(String),
+}
+
+/// Builds members `t`, `t + threads`, ... on this thread.
+fn members(t: usize, threads: usize, n: usize, named: bool) -> Res<Vec<Held>> {
+    let host = route_socket()?;
+    let mut held = Vec::new();
+    for i in (t..n).step_by(threads) {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        let ns = File::open("/proc/thread-self/ns/net")?;
+        let host_index = 3 + i as i32;
+        let mut b = Batch::default();
+        b.msg(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+            ifinfo(m, host_index, 0, 0);
+            name(m, &format!("vh{i}"));
+            attr(m, IFLA_MASTER, &(BR_INDEX as u32).to_ne_bytes());
+            attr(m, IFLA_GROUP, &GROUP.to_ne_bytes());
+            attr(m, IFLA_NUM_TX_QUEUES, &1u32.to_ne_bytes());
+            attr(m, IFLA_NUM_RX_QUEUES, &1u32.to_ne_bytes());
+            nest(m, IFLA_LINKINFO, |m| {
+                attr(m, IFLA_INFO_KIND, b"veth");
+                nest(m, IFLA_INFO_DATA, |m| {
+                    nest(m, VETH_INFO_PEER, |m| {
+                        ifinfo(m, PEER_INDEX, 0, 0);
+                        name(m, "eth0");
+                        attr(m, IFLA_NET_NS_FD, &(ns.as_raw_fd() as u32).to_ne_bytes());
+                        attr(m, IFLA_NUM_TX_QUEUES, &1u32.to_ne_bytes());
+                        attr(m, IFLA_NUM_RX_QUEUES, &1u32.to_ne_bytes());
+                    })
+                })
+            });
+        });
+        no_link_local(&mut b, host_index);
+        set_up(&mut b, host_index);
+        b.run(&host, &format!("member {i}: host end"))?;
+
+        let inside = route_socket()?;
+        let mut b = Batch::default();
+        no_link_local(&mut b, PEER_INDEX);
+        set_up(&mut b, PEER_INDEX);
+        set_up(&mut b, 1);
+        add_addr(&mut b, PEER_INDEX, member_addr(i), 16);
+        b.msg(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+            // `struct rtmsg`: family, lengths, tos, table, protocol, scope, type, flags.
+            m.extend_from_slice(&[AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST]);
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            attr(m, RTA_GATEWAY, &GW.octets());
+            attr(m, RTA_OIF, &(PEER_INDEX as u32).to_ne_bytes());
+        });
+        b.run(&inside, &format!("member {i}: inside"))?;
+        if named {
+            let path = format!("/run/netns/m{i}");
+            File::create_new(&path)?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                path.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+            held.push(Held::Name(path));
+        } else {
+            held.push(Held::Fd(ns));
+        }
+    }
+    Ok(held)
+}
+
+fn setup(n: usize, threads: usize, named: bool) -> Res<Vec<Held>> {
+    let host = route_socket()?;
+    let mut b = Batch::default();
+    b.msg(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+        ifinfo(m, BR_INDEX, 0, 0);
+        name(m, "br0");
+        nest(m, IFLA_LINKINFO, |m| attr(m, IFLA_INFO_KIND, b"bridge"));
+    });
+    no_link_local(&mut b, BR_INDEX);
+    add_addr(&mut b, BR_INDEX, GW, 16);
+    set_up(&mut b, BR_INDEX);
+    b.run(&host, "br0")?;
+    if named {
+        // Once per round (`ip netns add` does it per name).
+        mount(
+            Some(""),
+            "/run/netns",
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
+    }
+    let workers: Vec<_> = (0..threads)
+        .map(|t| std::thread::spawn(move || members(t, threads, n, named)))
+        .collect();
+    let mut held = Vec::with_capacity(n);
+    for w in workers {
+        held.extend(w.join().map_err(|_| "worker panicked")??);
+    }
+    Ok(held)
+}
+
+/// How many links the current namespace has (one `RTM_GETLINK` dump).
+fn link_count(sock: &OwnedFd) -> Res<usize> {
+    let mut b = Batch::default();
+    b.msg(RTM_GETLINK, NLM_F_DUMP, |m| ifinfo(m, 0, 0, 0));
+    send(sock.as_raw_fd(), &b.buf, MsgFlags::empty())?;
+    let mut buf = vec![0u8; 65536];
+    let mut links = 0;
+    loop {
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        for (ty, _, payload) in messages(&buf[..n]) {
+            match ty {
+                RTM_NEWLINK => links += 1,
+                NLMSG_DONE => return Ok(links),
+                NLMSG_ERROR => {
+                    let errno = i32::from_ne_bytes(payload[0..4].try_into()?);
+                    return Err(std::io::Error::from_raw_os_error(-errno).into());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn teardown(held: Vec<Held>) -> Res<()> {
+    let host = route_socket()?;
+    let mut b = Batch::default();
+    b.msg(RTM_DELLINK, NLM_F_ACK, |m| {
+        ifinfo(m, 0, 0, 0);
+        attr(m, IFLA_GROUP, &GROUP.to_ne_bytes());
+    });
+    b.msg(RTM_DELLINK, NLM_F_ACK, |m| ifinfo(m, BR_INDEX, 0, 0));
+    b.run(&host, "links deleted")?;
+    for h in held {
+        if let Held::Name(path) = h {
+            umount2(path.as_str(), MntFlags::MNT_DETACH)?;
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while link_count(&host)? > 1 {
+        if Instant::now() > deadline {
+            return Err("teardown: links still there after 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Pings the gateway from member 0's namespace (a thread entered there spawns `ping`).
+fn verify(member0: &Held) -> Res<()> {
+    let ns = match member0 {
+        Held::Fd(f) => f.try_clone()?,
+        Held::Name(path) => File::open(path)?,
+    };
+    let out = std::thread::spawn(move || -> Res<std::process::Output> {
+        setns(&ns, CloneFlags::CLONE_NEWNET)?;
+        Ok(std::process::Command::new("ping")
+            .args(["-c1", "-W1", &GW.to_string()])
+            .output()?)
+    })
+    .join()
+    .map_err(|_| "verify thread panicked")??;
+    if !out.status.success() {
+        return Err(format!(
+            "verify: ping from member 0 failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+        .into());
+    }
+    eprintln!("verify: ping -c1 -W1 {GW} from member 0: ok");
+    Ok(())
+}
+
+fn run() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 4 && args.len() != 5 {
+        return Err("usage: floor-peer <bridged|named> <N> <rounds> [threads]".into());
+    }
+    let named = match args[1].as_str() {
+        "bridged" => false,
+        "named" => true,
+        other => return Err(format!("unknown scenario {other}").into()),
+    };
+    let n: usize = args[2].parse()?;
+    let rounds: usize = args[3].parse()?;
+    let threads = match args.get(4) {
+        Some(t) => t.parse()?,
+        None => std::thread::available_parallelism()?.get(),
+    };
+    if n == 0 || n > 60_000 || threads == 0 {
+        return Err("N must be 1..=60000 and threads at least 1".into());
+    }
+    for r in 0..rounds {
+        let t0 = Instant::now();
+        let held = setup(n, threads, named)?;
+        let setup_ms = t0.elapsed().as_secs_f64() * 1e3;
+        if r == 0 {
+            verify(&held[0])?;
+        }
+        let t1 = Instant::now();
+        teardown(held)?;
+        let teardown_ms = t1.elapsed().as_secs_f64() * 1e3;
+        println!(
+            "floor {} N={n} setup_ms={setup_ms:.1} teardown_ms={teardown_ms:.1}",
+            args[1]
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("floor-peer: error: {e}");
+        std::process::exit(1);
+    }
+}
