@@ -11,7 +11,7 @@ use crate::{
 use netlink_packet_route::RouteNetlinkMessage;
 use std::{
     fmt,
-    os::fd::{AsFd, OwnedFd},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
@@ -213,6 +213,17 @@ pub(crate) fn current_inner() -> Result<Arc<NsInner>> {
 /// A blocking connection in the calling thread's namespace (a worker's, inside a namespace).
 pub(super) fn batch_here() -> std::io::Result<Arc<BatchConn>> {
     BatchConn::new(netlink::new_socket()?, BLOCKING_TIMEOUT)
+}
+
+/// From a job on a library worker: enters namespace `fd` on the worker's thread (the worker goes
+/// home after the job) and opens a blocking connection there.
+pub(crate) fn batch_entering(fd: BorrowedFd<'_>) -> std::io::Result<Arc<BatchConn>> {
+    debug_assert!(
+        sys::on_worker_thread(),
+        "only a worker's job may enter a namespace"
+    );
+    sys::setns_net(fd)?;
+    batch_here()
 }
 
 pub(super) fn ns_inode(fd: &OwnedFd) -> u64 {

@@ -46,7 +46,7 @@ mod run;
 mod sysctl;
 
 pub use create::NamespaceBuilder;
-pub(crate) use inner::{AbandonedJob, NsInner, SocketJob, current_inner};
+pub(crate) use inner::{AbandonedJob, NsInner, SocketJob, batch_entering, current_inner};
 
 use crate::{
     error::{Error, Result},
