@@ -215,8 +215,9 @@ pub(super) fn batch_here() -> std::io::Result<Arc<BatchConn>> {
     BatchConn::new(netlink::new_socket()?, BLOCKING_TIMEOUT)
 }
 
-/// From a job on a library worker: enters namespace `fd` on the worker's thread (the worker goes
-/// home after the job) and opens a blocking connection there.
+/// From a job on a library worker: enters namespace `fd` on the worker's thread and opens a
+/// blocking connection there. The thread stays in that namespace (the worker goes home after the
+/// job): whatever the job does next must not depend on the thread's own namespace.
 pub(crate) fn batch_entering(fd: BorrowedFd<'_>) -> std::io::Result<Arc<BatchConn>> {
     debug_assert!(
         sys::on_worker_thread(),

@@ -1,8 +1,9 @@
 //! One member of a bridged network: what the caller asks for ([`MemberSpec`]), what it becomes
 //! ([`Member`]), and the job that builds it, in named steps — [`plan`] (validate against the
 //! network), [`InsideJob::create`] (the veth pair, from inside the member's namespace),
-//! [`InsideJob::configure`] (addresses, routes, up: one batch), [`InsideJob::undo`], and the
-//! host side ([`build`]: attach to the bridge).
+//! [`InsideJob::configure`] (addresses, routes, up: one batch), [`InsideJob::attach`] (the host
+//! end on the bridge, from the same job) and [`InsideJob::undo`]; [`build`] runs the job and
+//! makes the [`Member`].
 //!
 //! # Why a member is built from inside its namespace
 //!
@@ -683,7 +684,12 @@ impl InsideJob {
     }
 
     /// Runs every step; on failure, or if the caller stopped waiting, undoes what it made.
-    /// Returns the member's interface index and, if the kernel said, the host end's.
+    /// Returns the member's interface index, the host end's if the kernel said, and whether
+    /// the host end was attached here ([`Built`]).
+    ///
+    /// After [`attach`](Self::attach) this thread is in the host namespace: every step after it
+    /// may use `conn` (opened in the member's namespace), nothing that depends on the thread's
+    /// own namespace.
     fn run(mut self, conn: &BatchConn, cancelled: &dyn Fn() -> bool) -> Result<Built> {
         let (index, host_index) = self.create(conn)?;
         if let Err(e) = self.configure(conn, index) {
@@ -691,8 +697,9 @@ impl InsideJob {
             return Err(e);
         }
         // Jobs run on workers, which may enter the host namespace; were this one not, the
-        // caller's host connection attaches the host end instead.
-        let attached = crate::sys::on_worker_thread();
+        // caller's host connection would attach the host end instead. Not for a caller that
+        // stopped waiting: its member is not put on the bridge only to be deleted.
+        let attached = crate::sys::on_worker_thread() && !cancelled();
         if attached && let Err(e) = self.attach() {
             self.undo(conn, Some(index));
             return Err(e);
@@ -714,6 +721,8 @@ impl InsideJob {
     /// undone by the caller's [`undo`](Self::undo): deleting the member's end deletes the host
     /// end.
     fn attach(&self) -> Result<()> {
+        // The same step name as on the caller's side, for `benches/profile.sh`.
+        let _span = tracing::debug_span!("member: host end attached").entered();
         let bridge = self.attach_to;
         let host = batch_entering(self.host_fd.as_fd())
             .map_err(|e| Error::os("attach the host end of", self.object.clone(), e))?;
@@ -878,8 +887,9 @@ impl InsideJob {
     }
 }
 
-/// Steps 2–4: builds `member` of the network (see the [module docs](self)): the inside job in
-/// the member's namespace, then the host end attached to the bridge and up, in one round trip.
+/// Steps 2–4: builds `member` of the network (see the [module docs](self)): the job in the
+/// member's namespace, which also attaches the host end to the bridge (in the host namespace,
+/// one round trip), then the [`Member`].
 pub(super) async fn build(net: &NetworkContext, member: Planned, quick: bool) -> Result<Member> {
     let object = format!(
         "member {} ({:?} <-> {:?} in {})",
@@ -982,9 +992,10 @@ fn host_end_requests(name: &IfName, bridge: u32) -> [(RouteNetlinkMessage, &'sta
     ]
 }
 
-/// Step 4: attaches the host end to the bridge and brings it up (one round trip; `attached`:
-/// the member's job did that already on its worker, and only the index is looked up); returns
-/// its index. Until then a pending guard removes the pair if this fails or the future is dropped.
+/// Step 4 on the caller's side: attaches the host end to the bridge and brings it up (one round
+/// trip), unless the member's job did that already on its worker (`attached`); returns its
+/// index, looked up if the kernel did not say. Until then a pending guard removes the pair if
+/// this fails or the future is dropped.
 ///
 /// The host end is a bridge port and needs no IPv6 address: it gets none (address generation
 /// mode `none`, set in the same round trip), so it sends no duplicate-address detection or MLD
