@@ -14,9 +14,18 @@
 # is the least any library can take here; `ratio ... floor/nlink` is the best a ratio against
 # nlink can be on this machine, `ratio ... netns-kit/floor` how far netns-kit is above it. (Its
 # teardown is shown, not a floor: it waits for the namespaces' own cleanup.)
+#
+# `benches/peers.sh --runtime` runs the topology bench's "runtime ADD" scenario (one process per
+# container, exec to exit) with the floor as a fourth child (`floor-peer runtime`), for the
+# lines `ratio runtime N=1 add floor/cni-bridge` and `... netns-kit-blocking/floor`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
+runtime=
+if [ "${1:-}" = --runtime ]; then
+  runtime=1
+  shift
+fi
 sizes=${*:-100 1000}
 # The bench's own executable, as cargo reports it (`ls -t` could pick the integration test of
 # the same name).
@@ -26,6 +35,9 @@ cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target
 cargo build --release -q --manifest-path benches/peers/floor/Cargo.toml --target-dir target/peers
 nlink=target/peers/release/nlink-peer
 floor=target/peers/release/floor-peer
+if [ -n "$runtime" ]; then
+  NETNS_KIT_BENCH_FLOOR="$PWD/$floor" exec "$ours" --bench --runtime
+fi
 out=$(mktemp)
 log=target/peers/nlink-peer.log
 : >"$log"

@@ -737,6 +737,12 @@ fn runtime_add(report: &mut Report) {
         ("netns-kit-async", Vec::new(), Vec::new()),
         ("cni-bridge", Vec::new(), Vec::new()),
     ];
+    // The kernel's floor for this work (`benches/peers/floor`, no library, `floor-peer
+    // runtime`), where `NETNS_KIT_BENCH_FLOOR` names it (`benches/peers.sh --runtime` does).
+    let floor = std::env::var_os("NETNS_KIT_BENCH_FLOOR").map(std::path::PathBuf::from);
+    if floor.is_some() {
+        samples.push(("floor", Vec::new(), Vec::new()));
+    }
     let mut threads: Vec<(&str, u64)> = Vec::new();
     for run in 0..RUNTIME_RUNS {
         for (tool, times, rss) in samples.iter_mut() {
@@ -751,6 +757,13 @@ fn runtime_add(report: &mut Report) {
             let start = Instant::now();
             let mut child = match *tool {
                 "cni-bridge" => cni_add_child(&name, &address),
+                "floor" => Command::new(floor.as_ref().unwrap())
+                    .arg("runtime")
+                    .env("NK_NETNS", &netns)
+                    .env("NK_ADDR", format!("{address}/16"))
+                    .env("NK_GW", RUNTIME_GATEWAY.split('/').next().unwrap())
+                    .spawn()
+                    .unwrap(),
                 role => Command::new(&me)
                     .env(ROLE_ENV, role.trim_start_matches("netns-kit-"))
                     .env("NK_NETNS", &netns)
@@ -809,6 +822,9 @@ fn runtime_add(report: &mut Report) {
         report.add("runtime N=1 ADD (exec to exit)", tool, times.clone());
         let mut rss = rss.clone();
         rss.sort();
+        if rss.is_empty() {
+            continue;
+        }
         let sampled = if *tool == "cni-bridge" {
             " (sampled: at least)"
         } else {
@@ -829,13 +845,22 @@ fn runtime_add(report: &mut Report) {
         ));
         return;
     }
+    let median_of =
+        |tool: &str| median(&samples.iter().find(|(t, _, _)| *t == tool).unwrap().1).as_secs_f64();
     for ours in ["netns-kit-blocking", "netns-kit-async"] {
-        let median_of = |tool: &str| {
-            median(&samples.iter().find(|(t, _, _)| *t == tool).unwrap().1).as_secs_f64()
-        };
         report.ratios.push(format!(
             "ratio runtime N=1 add {ours}/cni-bridge: {:.2}",
             median_of(ours) / median_of("cni-bridge")
+        ));
+    }
+    if floor.is_some() {
+        report.ratios.push(format!(
+            "ratio runtime N=1 add floor/cni-bridge: {:.2}",
+            median_of("floor") / median_of("cni-bridge")
+        ));
+        report.ratios.push(format!(
+            "ratio runtime N=1 add netns-kit-blocking/floor: {:.2}",
+            median_of("netns-kit-blocking") / median_of("floor")
         ));
     }
 }

@@ -22,6 +22,15 @@
 //! namespaces released (fds closed, or names unmounted and removed), then a link dump every
 //! millisecond until only `lo` is left. One line per round: `floor SCENARIO N=n setup_ms=.. teardown_ms=..`. Run only inside
 //! a throw-away network and mount namespace, as `benches/peers.sh` does.
+//!
+//! `floor-peer runtime` is the same floor for a runtime's one-container ADD (the topology
+//! bench's `--runtime` scenario runs it as a fourth child when `NETNS_KIT_BENCH_FLOOR` names this
+//! program): it joins the existing namespace at `NK_NETNS` to the existing bridge `cni0` with
+//! address `NK_ADDR` and a default route via `NK_GW`, with the fewest requests: `cni0` looked up,
+//! one batch in the host (the pair, its host end on `cni0`, then `addrgenmode none` and `up`),
+//! then the main thread enters the container's namespace for one batch there (`addrgenmode
+//! none`, `up`, the address, the route). The pair keeps the kernel's default queues, as a
+//! container's interface does in that scenario. No output; exec to exit is what is timed.
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -188,14 +197,29 @@ fn set_up(b: &mut Batch, index: i32) {
     b.msg(RTM_SETLINK, NLM_F_ACK, |m| ifinfo(m, index, IFF_UP, IFF_UP));
 }
 
+/// `addrgenmode none`: no IPv6 link-local address (the kernel takes it only for an existing link).
+fn quiet_attr(m: &mut Vec<u8>) {
+    nest(m, IFLA_AF_SPEC, |m| {
+        nest(m, AF_INET6, |m| {
+            attr(m, IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE])
+        })
+    });
+}
+
 fn no_link_local(b: &mut Batch, index: i32) {
     b.msg(RTM_SETLINK, NLM_F_ACK, |m| {
         ifinfo(m, index, 0, 0);
-        nest(m, IFLA_AF_SPEC, |m| {
-            nest(m, AF_INET6, |m| {
-                attr(m, IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE])
-            })
-        });
+        quiet_attr(m);
+    });
+}
+
+fn default_route(b: &mut Batch, gw: Ipv4Addr) {
+    b.msg(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+        // `struct rtmsg`: family, lengths, tos, table, protocol, scope, type, flags.
+        m.extend_from_slice(&[AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST]);
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        attr(m, RTA_GATEWAY, &gw.octets());
+        attr(m, RTA_OIF, &(PEER_INDEX as u32).to_ne_bytes());
     });
 }
 
@@ -264,13 +288,7 @@ fn members(t: usize, threads: usize, n: usize, named: bool) -> Res<Vec<Held>> {
         set_up(&mut b, PEER_INDEX);
         set_up(&mut b, 1);
         add_addr(&mut b, PEER_INDEX, member_addr(i), 16);
-        b.msg(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
-            // `struct rtmsg`: family, lengths, tos, table, protocol, scope, type, flags.
-            m.extend_from_slice(&[AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST]);
-            m.extend_from_slice(&0u32.to_ne_bytes());
-            attr(m, RTA_GATEWAY, &GW.octets());
-            attr(m, RTA_OIF, &(PEER_INDEX as u32).to_ne_bytes());
-        });
+        default_route(&mut b, GW);
         b.run(&inside, &format!("member {i}: inside"))?;
         if named {
             let path = format!("/run/netns/m{i}");
@@ -395,10 +413,90 @@ fn verify(member0: &Held) -> Res<()> {
     Ok(())
 }
 
+/// `floor-peer runtime`: see the module docs.
+fn runtime() -> Res<()> {
+    let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
+    let ns = File::open(var("NK_NETNS")?)?;
+    let (addr, prefix) = var("NK_ADDR")?
+        .split_once('/')
+        .map(|(a, p)| (a.parse::<Ipv4Addr>(), p.parse::<u8>()))
+        .ok_or("NK_ADDR: not ADDRESS/PREFIX")?;
+    let (addr, prefix) = (addr?, prefix?);
+    let gw: Ipv4Addr = var("NK_GW")?.parse()?;
+    let host = route_socket()?;
+    let bridge = link_index(&host, "cni0")?;
+    let host_end = format!("vf{:x}", std::process::id());
+    let by_name = |b: &mut Batch, flags: u32, quiet: bool| {
+        b.msg(RTM_SETLINK, NLM_F_ACK, |m| {
+            ifinfo(m, 0, flags, flags);
+            name(m, &host_end);
+            if quiet {
+                quiet_attr(m);
+            }
+        });
+    };
+    let mut b = Batch::default();
+    b.msg(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+        ifinfo(m, 0, 0, 0);
+        name(m, &host_end);
+        attr(m, IFLA_MASTER, &bridge.to_ne_bytes());
+        nest(m, IFLA_LINKINFO, |m| {
+            attr(m, IFLA_INFO_KIND, b"veth");
+            nest(m, IFLA_INFO_DATA, |m| {
+                nest(m, VETH_INFO_PEER, |m| {
+                    ifinfo(m, PEER_INDEX, 0, 0);
+                    name(m, "eth0");
+                    attr(m, IFLA_NET_NS_FD, &(ns.as_raw_fd() as u32).to_ne_bytes());
+                })
+            })
+        });
+    });
+    by_name(&mut b, 0, true);
+    by_name(&mut b, IFF_UP, false);
+    b.run(&host, "host end")?;
+    // Single-threaded: the main thread itself enters the container's namespace.
+    setns(&ns, CloneFlags::CLONE_NEWNET)?;
+    let inside = route_socket()?;
+    let mut b = Batch::default();
+    no_link_local(&mut b, PEER_INDEX);
+    set_up(&mut b, PEER_INDEX);
+    add_addr(&mut b, PEER_INDEX, addr, prefix);
+    default_route(&mut b, gw);
+    b.run(&inside, "container end")
+}
+
+/// The index of the link called `name` (`RTM_GETLINK` by name).
+fn link_index(sock: &OwnedFd, link: &str) -> Res<u32> {
+    let mut b = Batch::default();
+    b.msg(RTM_GETLINK, 0, |m| {
+        ifinfo(m, 0, 0, 0);
+        name(m, link);
+    });
+    send(sock.as_raw_fd(), &b.buf, MsgFlags::empty())?;
+    let mut buf = vec![0u8; 65536];
+    let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    for (ty, _, payload) in messages(&buf[..n]) {
+        match ty {
+            RTM_NEWLINK => return Ok(u32::from_ne_bytes(payload[4..8].try_into()?)),
+            NLMSG_ERROR => {
+                let errno = i32::from_ne_bytes(payload[0..4].try_into()?);
+                return Err(
+                    format!("{link}: {}", std::io::Error::from_raw_os_error(-errno)).into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Err(format!("{link}: no answer").into())
+}
+
 fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("runtime") {
+        return runtime();
+    }
     if args.len() != 4 && args.len() != 5 {
-        return Err("usage: floor-peer <bridged|named> <N> <rounds> [threads]".into());
+        return Err("usage: floor-peer <bridged|named> <N> <rounds> [threads] | runtime".into());
     }
     let named = match args[1].as_str() {
         "bridged" => false,
