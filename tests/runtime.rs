@@ -1,7 +1,8 @@
 //! A container runtime's flows, with the blocking API only (as a synchronous runtime or a CNI
 //! plugin uses it): removing a kept named namespace, joining a bridge the runtime already owns
 //! (also from several processes at once), the FORWARD fix on a live network with no trace left,
-//! and wiring a process's namespace by pid, then unwiring it from a fresh handle.
+//! wiring a process's namespace by pid, then unwiring it from a fresh handle, and a bridge MAC
+//! pinned once, not again by every network that joins (which flushed the host's neighbours).
 //!
 //! Everything is checked from outside: `ip -j`, `bridge -j`, `ip netns list`, `nsenter`,
 //! `iptables-save`/`ip6tables-save`, a real `ping`.
@@ -468,4 +469,87 @@ fn two_networks_share_an_existing_bridge_and_its_gateway_until_the_last_goes() {
         "the last network left the gateway"
     );
     assert!(ports(&host, "cni0").is_empty());
+}
+
+/// A runtime's bridge whose gateway address is the runtime's own (no shared gateway of this
+/// crate on it): the first network pins the bridge's MAC, and a second one joining later does
+/// not set it again, which would make the kernel flush the host's neighbour entries of every
+/// container on the bridge. The kernel's `addr_assign_type` is read from sysfs, so this runs
+/// as a child in a network and mount namespace of its own with sysfs mounted for it.
+#[test]
+fn a_pinned_bridge_mac_is_not_set_again_by_the_next_network() {
+    const TEST: &str = "a_pinned_bridge_mac_is_not_set_again_by_the_next_network";
+    if role().as_deref() == Some("pinned-mac") {
+        use nix::mount::{MsFlags, mount};
+        mount(
+            Some("sysfs"),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount sysfs for this namespace");
+        let ip = |args: &[&str]| {
+            assert!(
+                tool("ip").args(args).status().unwrap().success(),
+                "ip {args:?}"
+            );
+        };
+        ip(&["link", "add", "cni0", "type", "bridge"]);
+        ip(&["addr", "add", "10.88.0.1/16", "dev", "cni0"]);
+        ip(&["link", "set", "cni0", "up"]);
+        let host = Namespace::current().unwrap();
+        let cni0 = Bridge::open_blocking(&host, "cni0").unwrap();
+        let network = |member: &str| {
+            bridged()
+                .existing_bridge(&cni0)
+                .gateway("10.88.0.1/16")
+                .member(MemberSpec::new().address(member))
+                .create_blocking()
+                .unwrap()
+        };
+        let assign_type = || std::fs::read_to_string("/sys/class/net/cni0/addr_assign_type");
+        let first = network("10.88.0.2/16");
+        assert_eq!(
+            assign_type().unwrap().trim(),
+            "3",
+            "the first network pinned the MAC"
+        );
+        let mac = || ip_json(&host, &["link", "show", "cni0"])[0]["address"].clone();
+        let pinned = mac();
+        assert!(
+            tool("ping")
+                .args(["-c1", "-W2", "10.88.0.2"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let neighbours = || {
+            ip_json(&host, &["neigh", "show", "dev", "cni0"])
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["dst"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(neighbours(), ["10.88.0.2"]);
+        let second = network("10.88.0.3/16");
+        assert_eq!(
+            neighbours(),
+            ["10.88.0.2"],
+            "the second network flushed the host's neighbour entries on cni0"
+        );
+        assert_eq!(mac(), pinned);
+        assert!(ping(second.members()[0].namespace(), "10.88.0.1"));
+        drop((first, second));
+        return;
+    }
+    let status = tool("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([TEST, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_ENV, "pinned-mac")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child failed: {status}");
 }

@@ -146,10 +146,15 @@ impl NetworkResource {
         // gateway would then be wrong. Setting the MAC it has pins it.
         let present = bridge.addresses().await?;
         // Once: a shared gateway on it means a network of this crate joined (and pinned it)
-        // already, and setting a MAC, even the same one, makes the kernel flush the neighbour
-        // entries of everyone on the bridge.
+        // already, and setting a MAC, even the same one, makes the kernel flush the host's
+        // neighbour entries of everyone on the bridge. Nor where the kernel says the MAC was set
+        // already (a runtime's bridge whose gateway address is the runtime's own, so no shared
+        // gateway tells: without this, every container added would flush them).
         if !present.iter().any(|a| a.shared_gateway) {
-            if let Some(mac) = bridge.info().await?.mac {
+            let info = bridge.info().await?;
+            if let Some(mac) = info.mac
+                && !mac_set_already(&info.name, info.index, mac)
+            {
                 bridge.set_mac(mac).await?;
             }
         }
@@ -886,4 +891,22 @@ impl BridgedNetwork {
         self.0.disarm();
         self
     }
+}
+
+/// Whether the kernel says the MAC of bridge `name` (index `index`, MAC `mac`) was set
+/// explicitly already: its `addr_assign_type` is 3 (`NET_ADDR_SET`), after which a bridge no
+/// longer follows its ports' MACs. Netlink does not carry it; sysfs does, for the namespace of
+/// whoever mounted it, so it is believed only where `/sys/class/net/NAME` there has the same
+/// index and MAC (a link of the same name in another namespace is told apart). Anything else
+/// (no sysfs, another namespace's, unreadable) counts as not set.
+fn mac_set_already(name: &str, index: u32, mac: crate::link::MacAddr) -> bool {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    read("ifindex") == index.to_string()
+        && read("address").eq_ignore_ascii_case(&mac.to_string())
+        && read("addr_assign_type") == "3"
 }
