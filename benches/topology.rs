@@ -85,7 +85,11 @@ fn main() {
             .expect("run unshare");
         std::process::exit(status.code().unwrap_or(1));
     }
-    sh("mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && ip link set lo up");
+    // As a host has them: its own `/run/netns`, and sysfs for its namespace (where the crate
+    // reads what netlink does not carry, such as whether a bridge's MAC was set already).
+    sh(
+        "mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && mount -t sysfs sysfs /sys && ip link set lo up",
+    );
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list`
     }

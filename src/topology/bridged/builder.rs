@@ -399,7 +399,8 @@ impl BridgedNetworkBuilder {
         trace::timed(span, async move {
             use tracing::Instrument;
             let plan = self.validate()?;
-            plan.check_subnets_free()
+            let present = plan
+                .check_subnets_free()
                 .instrument(tracing::debug_span!("network: subnet check"))
                 .await?;
             let (bridge, rules, mtu, fast_link_local, bridge_waited) = plan
@@ -452,7 +453,7 @@ impl BridgedNetworkBuilder {
             if adopted {
                 let adopt = network
                     .get_mut()
-                    .adopt(builder.nodad, builder.accept_forward);
+                    .adopt(builder.nodad, builder.accept_forward, present);
                 if let Err(e) = adopt.await {
                     return Err(guard::roll_back(network, e).await);
                 }
@@ -555,7 +556,10 @@ impl Plan {
     /// equal routes on two bridges, of which the kernel uses one, would leave one network cut
     /// off without a word. (Joining an existing bridge whose own addresses are in the subnet is
     /// sharing it, not a clash.)
-    async fn check_subnets_free(&self) -> Result<()> {
+    ///
+    /// Returns the host namespace's addresses it listed (an existing bridge's are looked at
+    /// again when the network adopts it: one dump, on a host with many interfaces a long one).
+    async fn check_subnets_free(&self) -> Result<Vec<crate::addr::AddressInfo>> {
         let present = Namespace::view(self.host.clone()).addresses().await?;
         let bridge = self.builder.existing.as_ref().map(Link::index);
         for gw in &self.gateways {
@@ -587,7 +591,7 @@ impl Plan {
                 ));
             }
         }
-        Ok(())
+        Ok(present)
     }
 }
 

@@ -139,12 +139,18 @@ impl NetworkResource {
     /// shared), and the FORWARD rules if asked. A gateway another network of this crate put
     /// there (marked) is shared: whichever network goes last removes it. One the bridge had
     /// otherwise is never removed.
-    async fn adopt(&mut self, nodad: bool, accept_forward: bool) -> Result<()> {
+    async fn adopt(
+        &mut self,
+        nodad: bool,
+        accept_forward: bool,
+        mut present: Vec<crate::addr::AddressInfo>,
+    ) -> Result<()> {
         let bridge = self.context.bridge.clone();
         // A bridge whose MAC was never set follows its lowest port, and changes it when that
         // port goes (another network's member, say): every member's neighbour entry for the
-        // gateway would then be wrong. Setting the MAC it has pins it.
-        let present = bridge.addresses().await?;
+        // gateway would then be wrong. Setting the MAC it has pins it. (`present`: the host's
+        // addresses, listed by the subnet check just before.)
+        present.retain(|a| a.index == bridge.index());
         // Once: a shared gateway on it means a network of this crate joined (and pinned it)
         // already, and setting a MAC, even the same one, makes the kernel flush the host's
         // neighbour entries of everyone on the bridge. Nor where the kernel says the MAC was set
