@@ -45,7 +45,7 @@ use crate::{
 };
 use ipnetwork::IpNetwork;
 use netlink_packet_route::RouteNetlinkMessage;
-use std::net::IpAddr;
+use std::{net::IpAddr, os::fd::AsFd};
 
 /// The most ports a Linux bridge takes (`BR_MAX_PORTS` is 1024 and port number 0 is reserved):
 /// checked before anything is made, instead of meeting `EXFULL` at member 1024.
@@ -159,7 +159,8 @@ impl NetworkResource {
         if !present.iter().any(|a| a.shared_gateway) {
             let info = bridge.info().await?;
             if let Some(mac) = info.mac
-                && !mac_set_already(&info.name, info.index, mac)
+                && !(crate::sys::is_thread_ns(bridge.ns().fd().as_fd())
+                    && mac_set_already(&info.name, info.index, mac))
             {
                 bridge.set_mac(mac).await?;
             }
@@ -900,11 +901,14 @@ impl BridgedNetwork {
 }
 
 /// Whether the kernel says the MAC of bridge `name` (index `index`, MAC `mac`) was set
-/// explicitly already: its `addr_assign_type` is 3 (`NET_ADDR_SET`), after which a bridge no
-/// longer follows its ports' MACs. Netlink does not carry it; sysfs does, for the namespace of
-/// whoever mounted it, so it is believed only where `/sys/class/net/NAME` there has the same
-/// index and MAC (a link of the same name in another namespace is told apart). Anything else
-/// (no sysfs, another namespace's, unreadable) counts as not set.
+/// explicitly already: its `addr_assign_type` is 3 (`NET_ADDR_SET`, whoever set it), after
+/// which a bridge no longer follows its ports' MACs. Netlink does not carry it; sysfs does, for
+/// the namespace of whoever mounted it, which need not be the bridge's: the caller asks only for
+/// a bridge in the calling thread's own namespace, and sysfs is believed only where
+/// `/sys/class/net/NAME` has the same index and MAC (a same-named link of another namespace
+/// with another index or MAC is told apart; one with the same MAC as well is not, which takes
+/// a MAC copied on purpose). Anything else (no sysfs, unreadable) counts as not set, and the
+/// MAC is set as before.
 fn mac_set_already(name: &str, index: u32, mac: crate::link::MacAddr) -> bool {
     let dir = std::path::Path::new("/sys/class/net").join(name);
     let read = |file: &str| {
