@@ -51,7 +51,8 @@
 //! `ratio <scenario> N=<n> <phase> netns-kit/<other>: <value>` (below 1: netns-kit is faster).
 //!
 //! Run with `cargo bench --bench topology` (as root, with the packages `.ci/test --deps` installs).
-//! One scenario alone: `-- --publish`, `-- --runtime`, `-- --impairable N`, `-- --dual-stack N`,
+//! One scenario alone: `-- --publish`, `-- --runtime`, `-- --impairment`, `-- --impairable N`,
+//! `-- --dual-stack N`,
 //! `-- --profile N [--blocking]` (see
 //! benches/README.md), and `-- --peer bridged|named N ROUNDS` (the netns-kit side of
 //! `benches/peers.sh`).
@@ -124,6 +125,11 @@ fn main() {
     if args.iter().any(|a| a == "--runtime") {
         let mut report = Report::default();
         runtime_add(&mut report);
+        return report.print();
+    }
+    if args.iter().any(|a| a == "--impairment") {
+        let mut report = Report::default();
+        impairment(&mut report);
         return report.print();
     }
     if args.iter().any(|a| a == "--publish") {
