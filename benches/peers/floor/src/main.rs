@@ -243,6 +243,54 @@ fn route_socket() -> Res<OwnedFd> {
     Ok(fd)
 }
 
+/// A veth pair: its host end (`index`, 0 for the kernel's choice; `name`) on bridge `master`,
+/// its other end `eth0` (index 2) created directly in namespace `ns`.
+struct Pair<'a> {
+    index: i32,
+    name: &'a str,
+    master: u32,
+    group: Option<u32>,
+    ns: &'a File,
+    /// One queue each way per end (else the kernel's default, one per possible CPU).
+    single_queue: bool,
+}
+
+impl Pair<'_> {
+    /// Appends its `RTM_NEWLINK`.
+    fn request(&self, b: &mut Batch) {
+        let queues = |m: &mut Vec<u8>| {
+            if self.single_queue {
+                attr(m, IFLA_NUM_TX_QUEUES, &1u32.to_ne_bytes());
+                attr(m, IFLA_NUM_RX_QUEUES, &1u32.to_ne_bytes());
+            }
+        };
+        b.msg(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+            ifinfo(m, self.index, 0, 0);
+            name(m, self.name);
+            attr(m, IFLA_MASTER, &self.master.to_ne_bytes());
+            if let Some(group) = self.group {
+                attr(m, IFLA_GROUP, &group.to_ne_bytes());
+            }
+            queues(m);
+            nest(m, IFLA_LINKINFO, |m| {
+                attr(m, IFLA_INFO_KIND, b"veth");
+                nest(m, IFLA_INFO_DATA, |m| {
+                    nest(m, VETH_INFO_PEER, |m| {
+                        ifinfo(m, PEER_INDEX, 0, 0);
+                        name(m, "eth0");
+                        attr(
+                            m,
+                            IFLA_NET_NS_FD,
+                            &(self.ns.as_raw_fd() as u32).to_ne_bytes(),
+                        );
+                        queues(m);
+                    })
+                })
+            });
+        });
+    }
+}
+
 /// A member's namespace as the round keeps it: its fd ("bridged") or its name ("named").
 enum Held {
     Fd(File),
@@ -258,26 +306,15 @@ fn members(t: usize, threads: usize, n: usize, named: bool) -> Res<Vec<Held>> {
         let ns = File::open("/proc/thread-self/ns/net")?;
         let host_index = 3 + i as i32;
         let mut b = Batch::default();
-        b.msg(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
-            ifinfo(m, host_index, 0, 0);
-            name(m, &format!("vh{i}"));
-            attr(m, IFLA_MASTER, &(BR_INDEX as u32).to_ne_bytes());
-            attr(m, IFLA_GROUP, &GROUP.to_ne_bytes());
-            attr(m, IFLA_NUM_TX_QUEUES, &1u32.to_ne_bytes());
-            attr(m, IFLA_NUM_RX_QUEUES, &1u32.to_ne_bytes());
-            nest(m, IFLA_LINKINFO, |m| {
-                attr(m, IFLA_INFO_KIND, b"veth");
-                nest(m, IFLA_INFO_DATA, |m| {
-                    nest(m, VETH_INFO_PEER, |m| {
-                        ifinfo(m, PEER_INDEX, 0, 0);
-                        name(m, "eth0");
-                        attr(m, IFLA_NET_NS_FD, &(ns.as_raw_fd() as u32).to_ne_bytes());
-                        attr(m, IFLA_NUM_TX_QUEUES, &1u32.to_ne_bytes());
-                        attr(m, IFLA_NUM_RX_QUEUES, &1u32.to_ne_bytes());
-                    })
-                })
-            });
-        });
+        let pair = Pair {
+            index: host_index,
+            name: &format!("vh{i}"),
+            master: BR_INDEX as u32,
+            group: Some(GROUP),
+            ns: &ns,
+            single_queue: true,
+        };
+        pair.request(&mut b);
         no_link_local(&mut b, host_index);
         set_up(&mut b, host_index);
         b.run(&host, &format!("member {i}: host end"))?;
@@ -436,21 +473,15 @@ fn runtime() -> Res<()> {
         });
     };
     let mut b = Batch::default();
-    b.msg(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
-        ifinfo(m, 0, 0, 0);
-        name(m, &host_end);
-        attr(m, IFLA_MASTER, &bridge.to_ne_bytes());
-        nest(m, IFLA_LINKINFO, |m| {
-            attr(m, IFLA_INFO_KIND, b"veth");
-            nest(m, IFLA_INFO_DATA, |m| {
-                nest(m, VETH_INFO_PEER, |m| {
-                    ifinfo(m, PEER_INDEX, 0, 0);
-                    name(m, "eth0");
-                    attr(m, IFLA_NET_NS_FD, &(ns.as_raw_fd() as u32).to_ne_bytes());
-                })
-            })
-        });
-    });
+    let pair = Pair {
+        index: 0,
+        name: &host_end,
+        master: bridge,
+        group: None,
+        ns: &ns,
+        single_queue: false,
+    };
+    pair.request(&mut b);
     by_name(&mut b, 0, true);
     by_name(&mut b, IFF_UP, false);
     b.run(&host, "host end")?;
