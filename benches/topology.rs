@@ -752,6 +752,7 @@ fn runtime_add(report: &mut Report) {
     let floor = std::env::var_os("NETNS_KIT_BENCH_FLOOR").map(std::path::PathBuf::from);
     if floor.is_some() {
         samples.push(("floor", Vec::new(), Vec::new()));
+        samples.push(("floor-guarded", Vec::new(), Vec::new()));
     }
     let mut threads: Vec<(&str, u64)> = Vec::new();
     for run in 0..RUNTIME_RUNS {
@@ -767,8 +768,9 @@ fn runtime_add(report: &mut Report) {
             let start = Instant::now();
             let mut child = match *tool {
                 "cni-bridge" => cni_add_child(&name, &address),
-                "floor" => Command::new(floor.as_ref().unwrap())
+                "floor" | "floor-guarded" => Command::new(floor.as_ref().unwrap())
                     .arg("runtime")
+                    .args((*tool == "floor-guarded").then_some("--guarded"))
                     .env("NK_NETNS", &netns)
                     .env("NK_ADDR", format!("{address}/16"))
                     .env("NK_GW", RUNTIME_GATEWAY.split('/').next().unwrap())
@@ -871,6 +873,14 @@ fn runtime_add(report: &mut Report) {
         report.ratios.push(format!(
             "ratio runtime N=1 add netns-kit-blocking/floor: {:.2}",
             median_of("netns-kit-blocking") / median_of("floor")
+        ));
+        report.ratios.push(format!(
+            "ratio runtime N=1 add floor-guarded/cni-bridge: {:.2}",
+            median_of("floor-guarded") / median_of("cni-bridge")
+        ));
+        report.ratios.push(format!(
+            "ratio runtime N=1 add netns-kit-blocking/floor-guarded: {:.2}",
+            median_of("netns-kit-blocking") / median_of("floor-guarded")
         ));
     }
 }

@@ -31,6 +31,10 @@
 //! then the main thread enters the container's namespace for one batch there (`addrgenmode
 //! none`, `up`, the address, the route). The pair keeps the kernel's default queues, as a
 //! container's interface does in that scenario. No output; exec to exit is what is timed.
+//! `floor-peer runtime --guarded` adds what netns-kit promises on top, at its least cost: the
+//! host's addresses listed (the subnet check), the container's side done by a thread of its
+//! own (the calling thread never changes namespace), and each end asked once whether it is up
+//! (the readiness question). The difference between the two is the price of those promises.
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -54,6 +58,7 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -379,8 +384,14 @@ fn setup(n: usize, threads: usize, named: bool) -> Res<Vec<Held>> {
 
 /// How many links the current namespace has (one `RTM_GETLINK` dump).
 fn link_count(sock: &OwnedFd) -> Res<usize> {
+    dump_count(sock, RTM_GETLINK)
+}
+
+/// How many objects one dump (`RTM_GETLINK`, `RTM_GETADDR`) of the socket's namespace lists.
+fn dump_count(sock: &OwnedFd, ty: u16) -> Res<usize> {
+    let answer = ty - 2; // RTM_NEWLINK for RTM_GETLINK, RTM_NEWADDR for RTM_GETADDR
     let mut b = Batch::default();
-    b.msg(RTM_GETLINK, NLM_F_DUMP, |m| ifinfo(m, 0, 0, 0));
+    b.msg(ty, NLM_F_DUMP, |m| ifinfo(m, 0, 0, 0));
     send(sock.as_raw_fd(), &b.buf, MsgFlags::empty())?;
     let mut buf = vec![0u8; 65536];
     let mut links = 0;
@@ -388,7 +399,7 @@ fn link_count(sock: &OwnedFd) -> Res<usize> {
         let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
         for (ty, _, payload) in messages(&buf[..n]) {
             match ty {
-                RTM_NEWLINK => links += 1,
+                t if t == answer => links += 1,
                 NLMSG_DONE => return Ok(links),
                 NLMSG_ERROR => {
                     let errno = i32::from_ne_bytes(payload[0..4].try_into()?);
@@ -451,7 +462,7 @@ fn verify(member0: &Held) -> Res<()> {
 }
 
 /// `floor-peer runtime`: see the module docs.
-fn runtime() -> Res<()> {
+fn runtime(guarded: bool) -> Res<()> {
     let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
     let ns = File::open(var("NK_NETNS")?)?;
     let (addr, prefix) = var("NK_ADDR")?
@@ -462,6 +473,10 @@ fn runtime() -> Res<()> {
     let gw: Ipv4Addr = var("NK_GW")?.parse()?;
     let host = route_socket()?;
     let bridge = link_index(&host, "cni0")?;
+    if guarded {
+        // The subnet check: the host's addresses.
+        dump_count(&host, RTM_GETADDR)?;
+    }
     let host_end = format!("vf{:x}", std::process::id());
     let by_name = |b: &mut Batch, flags: u32, quiet: bool| {
         b.msg(RTM_SETLINK, NLM_F_ACK, |m| {
@@ -485,15 +500,32 @@ fn runtime() -> Res<()> {
     by_name(&mut b, 0, true);
     by_name(&mut b, IFF_UP, false);
     b.run(&host, "host end")?;
-    // Single-threaded: the main thread itself enters the container's namespace.
-    setns(&ns, CloneFlags::CLONE_NEWNET)?;
-    let inside = route_socket()?;
-    let mut b = Batch::default();
-    no_link_local(&mut b, PEER_INDEX);
-    set_up(&mut b, PEER_INDEX);
-    add_addr(&mut b, PEER_INDEX, addr, prefix);
-    default_route(&mut b, gw);
-    b.run(&inside, "container end")
+    let container_end = move || -> Res<()> {
+        setns(&ns, CloneFlags::CLONE_NEWNET)?;
+        let inside = route_socket()?;
+        let mut b = Batch::default();
+        no_link_local(&mut b, PEER_INDEX);
+        set_up(&mut b, PEER_INDEX);
+        add_addr(&mut b, PEER_INDEX, addr, prefix);
+        default_route(&mut b, gw);
+        b.run(&inside, "container end")?;
+        if guarded {
+            // The readiness question, inside.
+            link_index(&inside, "eth0")?;
+        }
+        Ok(())
+    };
+    if !guarded {
+        // Single-threaded: the main thread itself enters the container's namespace.
+        return container_end();
+    }
+    // The calling thread never changes namespace: a thread of its own goes in.
+    std::thread::spawn(container_end)
+        .join()
+        .map_err(|_| "container thread panicked")??;
+    // The readiness question, in the host.
+    link_index(&host, &host_end)?;
+    Ok(())
 }
 
 /// The index of the link called `name` (`RTM_GETLINK` by name).
@@ -524,7 +556,7 @@ fn link_index(sock: &OwnedFd, link: &str) -> Res<u32> {
 fn run() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("runtime") {
-        return runtime();
+        return runtime(args.get(2).map(String::as_str) == Some("--guarded"));
     }
     if args.len() != 4 && args.len() != 5 {
         return Err("usage: floor-peer <bridged|named> <N> <rounds> [threads] | runtime".into());
