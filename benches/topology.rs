@@ -859,28 +859,22 @@ fn runtime_add(report: &mut Report) {
     }
     let median_of =
         |tool: &str| median(&samples.iter().find(|(t, _, _)| *t == tool).unwrap().1).as_secs_f64();
-    for ours in ["netns-kit-blocking", "netns-kit-async"] {
-        report.ratios.push(format!(
-            "ratio runtime N=1 add {ours}/cni-bridge: {:.2}",
-            median_of(ours) / median_of("cni-bridge")
-        ));
-    }
+    let mut pairs = vec![
+        ("netns-kit-blocking", "cni-bridge"),
+        ("netns-kit-async", "cni-bridge"),
+    ];
     if floor.is_some() {
+        pairs.extend([
+            ("floor", "cni-bridge"),
+            ("netns-kit-blocking", "floor"),
+            ("floor-guarded", "cni-bridge"),
+            ("netns-kit-blocking", "floor-guarded"),
+        ]);
+    }
+    for (tool, other) in pairs {
         report.ratios.push(format!(
-            "ratio runtime N=1 add floor/cni-bridge: {:.2}",
-            median_of("floor") / median_of("cni-bridge")
-        ));
-        report.ratios.push(format!(
-            "ratio runtime N=1 add netns-kit-blocking/floor: {:.2}",
-            median_of("netns-kit-blocking") / median_of("floor")
-        ));
-        report.ratios.push(format!(
-            "ratio runtime N=1 add floor-guarded/cni-bridge: {:.2}",
-            median_of("floor-guarded") / median_of("cni-bridge")
-        ));
-        report.ratios.push(format!(
-            "ratio runtime N=1 add netns-kit-blocking/floor-guarded: {:.2}",
-            median_of("netns-kit-blocking") / median_of("floor-guarded")
+            "ratio runtime N=1 add {tool}/{other}: {:.2}",
+            median_of(tool) / median_of(other)
         ));
     }
 }
