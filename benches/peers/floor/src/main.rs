@@ -33,8 +33,10 @@
 //! container's interface does in that scenario. No output; exec to exit is what is timed.
 //! `floor-peer runtime --guarded` adds what netns-kit promises on top, at its least cost: the
 //! host's addresses listed (the subnet check), the container's side done by a thread of its
-//! own (the calling thread never changes namespace), and each end asked once whether it is up
-//! (the readiness question). The difference between the two is the price of those promises.
+//! own (the calling thread never changes namespace), each end asked once whether it is up (the
+//! readiness question), and an ownership mark on the host end while it is made (an alias in
+//! its first request, so that a crash leaves nothing unreapable), taken off again once the
+//! container is wired and kept. The difference between the two is the price of those promises.
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -76,6 +78,7 @@ const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_GROUP: u16 = 27;
+const IFLA_IFALIAS: u16 = 20;
 /// The link group of the host ends, for one `RTM_DELLINK` of them all.
 const GROUP: u32 = 7;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -478,15 +481,21 @@ fn runtime(guarded: bool) -> Res<()> {
         dump_count(&host, RTM_GETADDR)?;
     }
     let host_end = format!("vf{:x}", std::process::id());
-    let by_name = |b: &mut Batch, flags: u32, quiet: bool| {
+    let by_name = |b: &mut Batch, flags: u32, quiet: bool, alias: Option<&str>| {
         b.msg(RTM_SETLINK, NLM_F_ACK, |m| {
             ifinfo(m, 0, flags, flags);
             name(m, &host_end);
             if quiet {
                 quiet_attr(m);
             }
+            if let Some(alias) = alias {
+                attr(m, IFLA_IFALIAS, alias.as_bytes());
+            }
         });
     };
+    // The ownership mark (`--guarded`): in the host end's first request, while it is down.
+    let mark = format!("floor-peer {}", std::process::id());
+    let mark = guarded.then_some(mark.as_str());
     let mut b = Batch::default();
     let pair = Pair {
         index: 0,
@@ -497,8 +506,8 @@ fn runtime(guarded: bool) -> Res<()> {
         single_queue: false,
     };
     pair.request(&mut b);
-    by_name(&mut b, 0, true);
-    by_name(&mut b, IFF_UP, false);
+    by_name(&mut b, 0, true, mark);
+    by_name(&mut b, IFF_UP, false, None);
     b.run(&host, "host end")?;
     let container_end = move || -> Res<()> {
         setns(&ns, CloneFlags::CLONE_NEWNET)?;
@@ -525,7 +534,10 @@ fn runtime(guarded: bool) -> Res<()> {
         .map_err(|_| "container thread panicked")??;
     // The readiness question, in the host.
     link_index(&host, &host_end)?;
-    Ok(())
+    // Kept: the ownership mark comes off again (an empty alias removes it).
+    let mut b = Batch::default();
+    by_name(&mut b, 0, false, Some(""));
+    b.run(&host, "host end unmarked")
 }
 
 /// The index of the link called `name` (`RTM_GETLINK` by name).
