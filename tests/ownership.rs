@@ -96,6 +96,12 @@ fn sandbox_from_env() -> Namespace {
     Namespace::open_path(std::env::var("NK_SANDBOX").unwrap()).unwrap()
 }
 
+/// Starts child `c` with `host` as its sandbox (what [`sandbox_from_env`] opens there).
+fn spawn_in(host: &Namespace, mut c: Command) -> Kid {
+    c.env("NK_SANDBOX", proc_path(host));
+    Kid::spawn(c)
+}
+
 /// Links of `ns` as `ip -j link` shows them: (name, group, alias).
 fn links_outside(ns: &Namespace) -> Vec<(String, i64, Option<String>)> {
     ip_json(ns, &["link"])
@@ -151,11 +157,7 @@ fn processes_in_different_pid_namespaces_never_share_names_or_link_groups() {
         return;
     }
     let host = Namespace::new_blocking().unwrap();
-    let spawn = |role: &str| {
-        let mut c = child_in_new_pid_ns(TEST, role);
-        c.env("NK_SANDBOX", proc_path(&host));
-        Kid::spawn(c)
-    };
+    let spawn = |role: &str| spawn_in(&host, child_in_new_pid_ns(TEST, role));
     let (mut a, mut b) = (spawn("a"), spawn("bb"));
     let read = |kid: &mut Kid| {
         let mut nets = Vec::new();
@@ -234,11 +236,7 @@ fn a_reaper_in_another_pid_namespace_keeps_a_live_owners_objects() {
             .unwrap()
             .success()
     );
-    let mut owner = {
-        let mut c = child_in_new_pid_ns(TEST, "owner");
-        c.env("NK_SANDBOX", proc_path(&host));
-        Kid::spawn(c)
-    };
+    let mut owner = spawn_in(&host, child_in_new_pid_ns(TEST, "owner"));
     let name = owner.expect("NS ");
     owner.expect("READY");
     let cleanup = IpNetnsCleanup(name.clone());
@@ -249,11 +247,7 @@ fn a_reaper_in_another_pid_namespace_keeps_a_live_owners_objects() {
     );
     assert_eq!(before.2.len(), 2);
     // A reaper that is pid 1 of yet another PID namespace cannot judge the owner: keeps all.
-    let mut reaper = {
-        let mut c = child_in_new_pid_ns(TEST, "reaper");
-        c.env("NK_SANDBOX", proc_path(&host));
-        Kid::spawn(c)
-    };
+    let mut reaper = spawn_in(&host, child_in_new_pid_ns(TEST, "reaper"));
     assert_eq!(reaper.expect("REAPED "), "0 0 0 0");
     reaper.wait_success();
     // The initial PID namespace sees the owner alive: keeps all too.
@@ -338,10 +332,8 @@ fn the_reaper_never_reads_a_fifo_a_device_or_a_huge_file_in_run_netns() {
     file.set_len(3 << 30).unwrap(); // sparse: costs no disk
     std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o600)).unwrap();
     let host = Namespace::new_blocking().unwrap();
-    let mut c = child(TEST, "reaper");
-    c.env("NK_SANDBOX", proc_path(&host));
     let start = Instant::now();
-    let mut kid = Kid::spawn(c);
+    let mut kid = spawn_in(&host, child(TEST, "reaper"));
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let reaped = kid.expect("REAPED ");
@@ -430,11 +422,7 @@ fn both_ends_of_a_veth_pair_carry_the_mark_and_a_killed_owners_pair_is_reaped() 
         return;
     }
     let host = Namespace::new_blocking().unwrap();
-    let mut kid = {
-        let mut c = child(TEST, "owner");
-        c.env("NK_SANDBOX", proc_path(&host));
-        Kid::spawn(c)
-    };
+    let mut kid = spawn_in(&host, child(TEST, "owner"));
     kid.expect("READY");
     let links = links_outside(&host);
     assert_eq!(links.len(), 9);
@@ -493,9 +481,7 @@ fn rules_are_removed_even_when_the_process_ran_out_of_file_descriptors() {
             .unwrap()
             .success()
     );
-    let mut c = child(TEST, "owner");
-    c.env("NK_SANDBOX", proc_path(&host));
-    let mut kid = Kid::spawn(c);
+    let mut kid = spawn_in(&host, child(TEST, "owner"));
     kid.expect("RULES");
     kid.expect("DROPPED");
     kid.wait_success();
@@ -531,9 +517,7 @@ fn the_netlink_thread_never_stays_in_a_callers_namespace() {
         return;
     }
     let host = Namespace::new_blocking().unwrap();
-    let mut c = child(TEST, "owner");
-    c.env("NK_SANDBOX", proc_path(&host));
-    let mut kid = Kid::spawn(c);
+    let mut kid = spawn_in(&host, child(TEST, "owner"));
     kid.expect("FREED");
     kid.wait_success();
 }
@@ -571,12 +555,12 @@ fn teardown_is_bounded_when_iptables_leaves_a_child_holding_its_pipes() {
     }
     let host = Namespace::new_blocking().unwrap();
     let mut c = child(TEST, "owner");
-    c.env("NK_SANDBOX", proc_path(&host)).env(
+    c.env(
         "PATH",
         format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
     );
     let start = Instant::now();
-    let mut kid = Kid::spawn(c);
+    let mut kid = spawn_in(&host, c);
     let millis: u64 = kid.expect("DROP ").parse().unwrap();
     kid.wait_success();
     std::fs::remove_dir_all(&bin).unwrap();
@@ -767,11 +751,7 @@ fn a_killed_owners_router_message_filter_is_reaped() {
         return;
     }
     let host = Namespace::new_blocking().unwrap();
-    let mut kid = {
-        let mut c = child(TEST, "owner");
-        c.env("NK_SANDBOX", proc_path(&host));
-        Kid::spawn(c)
-    };
+    let mut kid = spawn_in(&host, child(TEST, "owner"));
     kid.expect("READY");
     assert_eq!(router_message_tables(&host).len(), 1);
     kid.kill();
