@@ -256,7 +256,8 @@ impl RuleSet {
             .collect();
         let mut result = Ok(());
         // A rule or chain removed by someone else between the dump and the batch fails the
-        // batch with ENOENT: dump again.
+        // batch with ENOENT, a rule jumping to one of the chains added meanwhile with EBUSY:
+        // dump again.
         for attempt in 0..3 {
             let rules = match sock.rules(family, TABLE) {
                 Ok(r) => r,
@@ -306,7 +307,12 @@ impl RuleSet {
                     result = Ok(());
                     break;
                 }
-                Err(e) if e.errno() == Some(nix::libc::ENOENT) && attempt < 2 => continue,
+                Err(e)
+                    if matches!(e.errno(), Some(nix::libc::ENOENT | nix::libc::EBUSY))
+                        && attempt < 2 =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     result = Err(self.nft_error("delete", e));
                     break;

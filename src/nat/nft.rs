@@ -50,6 +50,8 @@ const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
+/// Set on a dump's messages when the ruleset changed while it was read: it may miss rules.
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLM_F_NONREC: u16 = 0x100;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
@@ -454,6 +456,7 @@ impl Socket {
         let mut replies = Vec::new();
         let mut first_error = None;
         let mut done = !dump;
+        let mut interrupted = false;
         let mut rbuf = vec![0u8; 1 << 16];
         while !pending.is_empty() || !done {
             let flags = if first_error.is_some() {
@@ -475,6 +478,7 @@ impl Socket {
                 let len = message.length() as usize;
                 let seq = message.sequence_number();
                 if mine(seq) {
+                    interrupted |= dump && message.flags() & NLM_F_DUMP_INTR != 0;
                     match message.message_type() {
                         NLMSG_ERROR => {
                             if let Ok(error) = ErrorBuffer::new_checked(message.payload()) {
@@ -498,8 +502,36 @@ impl Socket {
         }
         match first_error {
             Some(errno) => Err(NftError::Refused(errno)),
+            // Inconsistent: read again (see `dump`).
+            None if interrupted => Err(NftError::Refused(nix::libc::EINTR)),
             None => Ok(replies),
         }
+    }
+
+    /// A dump of `msg` for `family` with `attrs`, read again while the kernel says the ruleset
+    /// changed meanwhile (`NLM_F_DUMP_INTR`: other processes' transactions, say many
+    /// containers' masquerade rules added and removed at once), so that no rule is missed; a
+    /// rule missed would, for one, leave a jump to a chain this crate then fails to delete
+    /// (`EBUSY`). After 8 interrupted reads, `EINTR`.
+    fn dump(&mut self, msg: u16, family: u8, attrs: &Attrs) -> Result<Vec<Vec<u8>>, NftError> {
+        let mut last = NftError::Refused(nix::libc::EINTR);
+        for _ in 0..8 {
+            let seq = self.next_seq();
+            let mut buf = Vec::new();
+            message(
+                &mut buf,
+                nft_type(msg),
+                NLM_F_REQUEST | NLM_F_DUMP,
+                seq,
+                family,
+                attrs,
+            );
+            match self.transact(&buf, &[], &[seq], true) {
+                Err(e) if e.errno() == Some(nix::libc::EINTR) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
     }
 
     /// One `GET` request acknowledged: `true` if the object exists, `false` on ENOENT.
@@ -542,19 +574,9 @@ impl Socket {
 
     /// Every rule of `table`: chain, handle, jump target, comment.
     pub(crate) fn rules(&mut self, family: u8, table: &str) -> Result<Vec<SavedRule>, NftError> {
-        let seq = self.next_seq();
         let mut attrs = Attrs::default();
         attrs.string(1, table);
-        let mut buf = Vec::new();
-        message(
-            &mut buf,
-            nft_type(NFT_MSG_GETRULE),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            family,
-            &attrs,
-        );
-        let replies = match self.transact(&buf, &[], &[seq], true) {
+        let replies = match self.dump(NFT_MSG_GETRULE, family, &attrs) {
             Ok(r) => r,
             Err(NftError::Refused(e)) if e == nix::libc::ENOENT => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -786,17 +808,7 @@ impl Batch {
 impl Socket {
     /// The names of every table of `family`.
     pub(crate) fn tables(&mut self, family: u8) -> Result<Vec<String>, NftError> {
-        let seq = self.next_seq();
-        let mut buf = Vec::new();
-        message(
-            &mut buf,
-            nft_type(NFT_MSG_GETTABLE),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            family,
-            &Attrs::default(),
-        );
-        let replies = self.transact(&buf, &[], &[seq], true)?;
+        let replies = self.dump(NFT_MSG_GETTABLE, family, &Attrs::default())?;
         Ok(replies
             .iter()
             .filter_map(|m| {
