@@ -121,7 +121,7 @@ fn proc_depth() -> usize {
 }
 
 fn ns_pids(entry: &str) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{entry}/status"))
+    crate::sys::read_small(format!("/proc/{entry}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))

@@ -777,13 +777,38 @@ pub(crate) fn register_async_fd<T: OwnsFd>(
 // ---------------------------------------------------------------------------------------------
 // Misc.
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`),
-/// which together with the pid identifies a process even after its pid is reused.
-/// The start time of the process `/proc/ENTRY` is (`ENTRY` a pid as that `/proc` numbers it, or
-/// `self`, which is right even when `/proc` belongs to another PID namespace). A process that
-/// has exited but not been reaped yet (a zombie) counts as gone: `NotFound`.
+/// A small text file of `/proc` or `/sys`, read whole. `fs::read_to_string` learns nothing from
+/// such a file's size (0, or 4096 for any sysfs attribute) and reads a `/proc` file in reads of
+/// 32, 32, 64, 128... bytes after a `statx`: nine system calls for `/proc/self/stat`, where a
+/// 4 KiB buffer from the start needs four (open, read, the read that says the end, close).
+/// (`File::read_to_string` still asks for the size and position first.)
+pub(crate) fn read_small(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The start time, in clock ticks since boot (field 22 of `/proc/PID/stat`), of the process
+/// `/proc/ENTRY` is (`ENTRY` a pid as that `/proc` numbers it, or `self`, which is right even
+/// when `/proc` belongs to another PID namespace): with the pid it identifies a process even
+/// after its pid is reused. A process that has exited but not been reaped yet (a zombie) counts
+/// as gone: `NotFound`.
 pub(crate) fn start_time_at(entry: &str) -> io::Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{entry}/stat"))?;
+    let stat = read_small(format!("/proc/{entry}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces: split after it.
     let malformed = || io::Error::other("malformed /proc/PID/stat");
     let rest = stat

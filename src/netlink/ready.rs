@@ -272,7 +272,7 @@ fn solicited_node(address: &std::net::Ipv6Addr) -> std::net::Ipv6Addr {
 /// `/proc/thread-self/net/igmp6` (rtnetlink can list them too, but `netlink-packet-route` does
 /// not parse those messages).
 fn joined_groups() -> std::io::Result<Vec<(u32, std::net::Ipv6Addr)>> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/igmp6")?;
+    let text = crate::sys::read_small("/proc/thread-self/net/igmp6")?;
     Ok(text
         .lines()
         .filter_map(|line| {
