@@ -403,7 +403,14 @@ impl BridgedNetworkBuilder {
                 .check_subnets_free()
                 .instrument(tracing::debug_span!("network: subnet check"))
                 .await?;
-            let (bridge, rules, mtu, fast_link_local, bridge_waited) = plan
+            let MadeBridge {
+                bridge,
+                rules,
+                mtu,
+                fast_link_local,
+                waited: bridge_waited,
+                found,
+            } = plan
                 .make_bridge()
                 .instrument(tracing::debug_span!("network: bridge"))
                 .await?;
@@ -451,9 +458,10 @@ impl BridgedNetworkBuilder {
                 router_messages: None,
             });
             if adopted {
-                let adopt = network
-                    .get_mut()
-                    .adopt(builder.nodad, builder.accept_forward, present);
+                let adopt =
+                    network
+                        .get_mut()
+                        .adopt(builder.nodad, builder.accept_forward, present, found);
                 if let Err(e) = adopt.await {
                     return Err(guard::roll_back(network, e).await);
                 }
@@ -661,10 +669,17 @@ impl BridgedNetworkBuilder {
 impl Plan {
     /// The bridge: the existing one adopted as it is, or a new one with the gateways. Returns
     /// it with its FORWARD rules, its MTU and whether its link-local address came fast.
-    async fn make_bridge(&self) -> Result<(Link, Option<ForwardRules>, Option<u32>, bool, bool)> {
+    async fn make_bridge(&self) -> Result<MadeBridge> {
         if let Some(link) = &self.builder.existing {
-            let (mtu, stp_off) = adopt_bridge(link).await?;
-            return Ok((link.clone(), None, self.want_mtu.or(mtu), false, stp_off));
+            let (info, stp_off) = adopt_bridge(link).await?;
+            return Ok(MadeBridge {
+                bridge: link.clone(),
+                rules: None,
+                mtu: self.want_mtu.or(info.mtu),
+                fast_link_local: false,
+                waited: stp_off,
+                found: Some(info),
+            });
         }
         let bridge = Bridge::builder(self.bridge_name.as_str())
             .namespace(&Namespace::view(self.host.clone()))
@@ -680,14 +695,36 @@ impl Plan {
         let bridge = self.gateways.iter().fold(bridge, |b, gw| b.address(*gw));
         // If this fails, or the future is dropped, `group_hold` gives the number back.
         let (bridge, rules, fast_link_local) = bridge.create().await?.into_parts();
-        Ok((bridge, rules, self.want_mtu, fast_link_local, true))
+        Ok(MadeBridge {
+            bridge,
+            rules,
+            mtu: self.want_mtu,
+            fast_link_local,
+            waited: true,
+            found: None,
+        })
     }
 }
 
-/// Checks that `link` is still a bridge, sets it up if it is down, and returns its MTU and
-/// whether its spanning tree is off (its ports forward as soon as they are up; see
-/// `member::wait_ready`).
-async fn adopt_bridge(link: &Link) -> Result<(Option<u32>, bool)> {
+/// The network's bridge, made or existing, and what is known about it.
+struct MadeBridge {
+    bridge: Link,
+    /// The FORWARD rules made with a new bridge.
+    rules: Option<ForwardRules>,
+    /// The members' MTU.
+    mtu: Option<u32>,
+    /// Whether the new bridge's link-local address is usable at once (see `Bridge`).
+    fast_link_local: bool,
+    /// Whether the bridge's own readiness is waited for (see `member::wait_ready`).
+    waited: bool,
+    /// An existing bridge as just looked up (its MAC, for `adopt`).
+    found: Option<crate::link::LinkInfo>,
+}
+
+/// Checks that `link` is still a bridge, sets it up if it is down, and returns what the kernel
+/// said about it and whether its spanning tree is off (its ports forward as soon as they are
+/// up; see `member::wait_ready`).
+async fn adopt_bridge(link: &Link) -> Result<(crate::link::LinkInfo, bool)> {
     use netlink_packet_route::link::{BridgeStpState, InfoBridge, InfoData, LinkAttribute};
     let gone = |e: crate::netlink::KernelError| {
         let e = e.into_error("look up", link.label());
@@ -721,7 +758,7 @@ async fn adopt_bridge(link: &Link) -> Result<(Option<u32>, bool)> {
     if !info.up {
         link.set_up().await?;
     }
-    Ok((info.mtu, stp_off))
+    Ok((info, stp_off))
 }
 
 /// The gateways of a bridged network: at least one, at most one per IP version, host addresses.

@@ -81,7 +81,7 @@ fn check_port_count(members: usize, object: &dyn Fn() -> String) -> Result<()> {
 fn neighbour_limit() -> Option<usize> {
     static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        crate::sys::read_small("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
             .ok()?
             .trim()
             .parse()
@@ -144,6 +144,7 @@ impl NetworkResource {
         nodad: bool,
         accept_forward: bool,
         mut present: Vec<crate::addr::AddressInfo>,
+        found: Option<crate::link::LinkInfo>,
     ) -> Result<()> {
         let bridge = self.context.bridge.clone();
         // A bridge whose MAC was never set follows its lowest port, and changes it when that
@@ -155,9 +156,13 @@ impl NetworkResource {
         // already, and setting a MAC, even the same one, makes the kernel flush the host's
         // neighbour entries of everyone on the bridge. Nor where the kernel says the MAC was set
         // already (a runtime's bridge whose gateway address is the runtime's own, so no shared
-        // gateway tells: without this, every container added would flush them).
+        // gateway tells: without this, every container added would flush them). `found`: the
+        // bridge as looked up just before, when the network was checked to be joinable.
         if !present.iter().any(|a| a.shared_gateway) {
-            let info = bridge.info().await?;
+            let info = match found {
+                Some(info) => info,
+                None => bridge.info().await?,
+            };
             if let Some(mac) = info.mac
                 && !(crate::sys::is_thread_ns(bridge.ns().fd().as_fd())
                     && mac_set_already(&info.name, info.index, mac))
@@ -912,7 +917,7 @@ impl BridgedNetwork {
 fn mac_set_already(name: &str, index: u32, mac: crate::link::MacAddr) -> bool {
     let dir = std::path::Path::new("/sys/class/net").join(name);
     let read = |file: &str| {
-        std::fs::read_to_string(dir.join(file))
+        crate::sys::read_small(dir.join(file))
             .map(|s| s.trim().to_owned())
             .unwrap_or_default()
     };
