@@ -12,7 +12,9 @@
 //! the host namespace in the network's link group, then the addresses and default routes go in
 //! one `sendmsg` — and one round trip in the host (the host end's IPv6 address mode, its mark,
 //! then attached to the bridge and up), which the same job sends: the worker enters the host
-//! namespace on its own thread and opens a socket there (it goes home after every job). This is
+//! namespace on its own thread and opens a socket there (it goes home after every job), or,
+//! for a network of one or two members built with the blocking API (a runtime adding a
+//! container), uses the caller's host connection, which any thread may use. This is
 //! the same work as `VethPair` + `Address` + `Route` (built from the same messages), but it
 //! needs no netlink connection kept in the member's namespace: a member costs one worker job
 //! and, once built, one file descriptor (the namespace's). Anything made is removed if a later
@@ -642,6 +644,11 @@ struct InsideJob {
     creation_group: Option<owner::GroupHold>,
     /// The bridge's index: the job attaches the host end itself (see the module docs).
     attach_to: u32,
+    /// The caller's blocking connection in the host namespace, which the job attaches the host
+    /// end over (any thread may use it) instead of entering the host namespace and opening a
+    /// socket there; only for a network of at most [`QUICK_CHECK_MAX`] members (a runtime
+    /// adding one container), whose one or two jobs barely wait for each other on it.
+    host_conn: Option<Arc<BatchConn>>,
 }
 
 /// What a member's inside job found: its interface's index, the host end's if the kernel said,
@@ -649,7 +656,12 @@ struct InsideJob {
 type Built = (u32, Option<u32>, bool);
 
 impl InsideJob {
-    fn new(net: &NetworkContext, member: &Planned, object: String) -> InsideJob {
+    fn new(
+        net: &NetworkContext,
+        member: &Planned,
+        object: String,
+        host_conn: Option<Arc<BatchConn>>,
+    ) -> InsideJob {
         let mut requests: Vec<_> = member
             .addresses
             .iter()
@@ -680,6 +692,7 @@ impl InsideJob {
             requests,
             creation_group: owner::allocate_group().map(owner::GroupHold::new),
             attach_to: net.bridge.index(),
+            host_conn,
         }
     }
 
@@ -687,19 +700,20 @@ impl InsideJob {
     /// Returns the member's interface index, the host end's if the kernel said, and whether
     /// the host end was attached here ([`Built`]).
     ///
-    /// After [`attach`](Self::attach) this thread is in the host namespace: every step after it
-    /// may use `conn` (opened in the member's namespace), nothing that depends on the thread's
-    /// own namespace.
+    /// After [`attach`](Self::attach) this thread may be in the host namespace: every step after
+    /// it may use `conn` (opened in the member's namespace), nothing that depends on the
+    /// thread's own namespace.
     fn run(mut self, conn: &BatchConn, cancelled: &dyn Fn() -> bool) -> Result<Built> {
         let (index, host_index) = self.create(conn)?;
         if let Err(e) = self.configure(conn, index) {
             self.undo(conn, Some(index));
             return Err(e);
         }
-        // Jobs run on workers, which may enter the host namespace; were this one not, the
-        // caller's host connection would attach the host end instead. Not for a caller that
-        // stopped waiting: its member is not put on the bridge only to be deleted.
-        let attached = crate::sys::on_worker_thread() && !cancelled();
+        // Jobs run on workers, which may enter the host namespace (or have the caller's host
+        // connection); were this one not, the caller's host connection would attach the host
+        // end instead. Not for a caller that stopped waiting: its member is not put on the
+        // bridge only to be deleted.
+        let attached = (self.host_conn.is_some() || crate::sys::on_worker_thread()) && !cancelled();
         if attached && let Err(e) = self.attach() {
             self.undo(conn, Some(index));
             return Err(e);
@@ -716,16 +730,20 @@ impl InsideJob {
         Ok((index, host_index, attached))
     }
 
-    /// Step 4 on the worker: enters the host namespace on this thread (the worker goes home
-    /// after the job) and sends [`host_end_requests`] there in one round trip. A failure is
-    /// undone by the caller's [`undo`](Self::undo): deleting the member's end deletes the host
-    /// end.
+    /// Step 4 on the worker: sends [`host_end_requests`] in the host namespace in one round
+    /// trip, over the caller's host connection if the job has it, else entering the host
+    /// namespace on this thread (the worker goes home after the job) with a socket of its own.
+    /// A failure is undone by the caller's [`undo`](Self::undo): deleting the member's end
+    /// deletes the host end.
     fn attach(&self) -> Result<()> {
         // The same step name as on the caller's side, for `benches/profile.sh`.
         let _span = tracing::debug_span!("member: host end attached").entered();
         let bridge = self.attach_to;
-        let host = batch_entering(self.host_fd.as_fd())
-            .map_err(|e| Error::os("attach the host end of", self.object.clone(), e))?;
+        let host = match &self.host_conn {
+            Some(conn) => conn.clone(),
+            None => batch_entering(self.host_fd.as_fd())
+                .map_err(|e| Error::os("attach the host end of", self.object.clone(), e))?,
+        };
         let (requests, ops): (Vec<_>, Vec<_>) = host_end_requests(&self.host_name, bridge)
             .into_iter()
             .map(|(msg, op)| ((msg, 0), op))
@@ -918,7 +936,11 @@ async fn build_traced(
 ) -> Result<Member> {
     // The host's connection, before anything is made, so that failing to get it leaves nothing.
     let nl = net.host.nl().await?;
-    let job = InsideJob::new(net, &member, object.clone());
+    let host_conn = match &nl {
+        Nl::Batched(conn) if quick => Some(conn.clone()),
+        _ => None,
+    };
+    let job = InsideJob::new(net, &member, object.clone(), host_conn);
     let inside: SocketJob<Built> = Box::new(move |conn, cancelled| job.run(conn, cancelled));
     // In an existing namespace, a member whose future was dropped just as its job finished is
     // removed again there (a new namespace simply dies with its fd).
