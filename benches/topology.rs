@@ -691,8 +691,14 @@ fn runtime_add_child(role: &str) {
             });
         }
     }
+    // `NETNS_KIT_BENCH_WIRED=1`: only the time from `main` to wired, with no subscriber (as
+    // `floor-peer runtime` prints it), to split a run's time into the work and the process's
+    // start and exit.
+    let wired = begin.elapsed();
+    if spans || std::env::var_os("NETNS_KIT_BENCH_WIRED").is_some() {
+        eprintln!("main to wired: {:.3} ms", ms(wired));
+    }
     if spans {
-        eprintln!("main to wired: {:.3} ms", ms(begin.elapsed()));
         for (name, (count, total)) in SPANS.lock().unwrap().iter() {
             eprintln!("  {name:<32} {count:>3} {:>8.3} ms", ms(*total));
         }
