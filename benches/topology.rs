@@ -695,7 +695,7 @@ fn runtime_add_child(role: &str) {
     // `floor-peer runtime` prints it), to split a run's time into the work and the process's
     // start and exit.
     let wired = begin.elapsed();
-    if spans || std::env::var_os("NETNS_KIT_BENCH_WIRED").is_some() {
+    if spans || std::env::var("NETNS_KIT_BENCH_WIRED").is_ok_and(|v| !v.is_empty() && v != "0") {
         eprintln!("main to wired: {:.3} ms", ms(wired));
     }
     if spans {

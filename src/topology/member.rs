@@ -13,8 +13,8 @@
 //! one `sendmsg` — and one round trip in the host (the host end's IPv6 address mode, its mark,
 //! then attached to the bridge and up), which the same job sends: the worker enters the host
 //! namespace on its own thread and opens a socket there (it goes home after every job), or,
-//! for a network of one or two members built with the blocking API (a runtime adding a
-//! container), uses the caller's host connection, which any thread may use. This is
+//! when at most two members are built in one call with the blocking API (a runtime's ADD,
+//! `add_member_blocking`), uses the caller's host connection, which any thread may use. This is
 //! the same work as `VethPair` + `Address` + `Route` (built from the same messages), but it
 //! needs no netlink connection kept in the member's namespace: a member costs one worker job
 //! and, once built, one file descriptor (the namespace's). Anything made is removed if a later
@@ -646,8 +646,9 @@ struct InsideJob {
     attach_to: u32,
     /// The caller's blocking connection in the host namespace, which the job attaches the host
     /// end over (any thread may use it) instead of entering the host namespace and opening a
-    /// socket there; only for a network of at most [`QUICK_CHECK_MAX`] members (a runtime
-    /// adding one container), whose one or two jobs barely wait for each other on it.
+    /// socket there; only when at most [`QUICK_CHECK_MAX`] members are built in one call (a
+    /// runtime's ADD, `add_member_blocking`), whose one or two jobs barely wait for each other
+    /// on it.
     host_conn: Option<Arc<BatchConn>>,
 }
 
@@ -709,11 +710,10 @@ impl InsideJob {
             self.undo(conn, Some(index));
             return Err(e);
         }
-        // Jobs run on workers, which may enter the host namespace (or have the caller's host
-        // connection); were this one not, the caller's host connection would attach the host
-        // end instead. Not for a caller that stopped waiting: its member is not put on the
-        // bridge only to be deleted.
-        let attached = (self.host_conn.is_some() || crate::sys::on_worker_thread()) && !cancelled();
+        // Jobs run on workers, which may enter the host namespace; were this one not, the
+        // caller's host connection would attach the host end instead. Not for a caller that
+        // stopped waiting: its member is not put on the bridge only to be deleted.
+        let attached = crate::sys::on_worker_thread() && !cancelled();
         if attached && let Err(e) = self.attach() {
             self.undo(conn, Some(index));
             return Err(e);
@@ -739,7 +739,9 @@ impl InsideJob {
         // The same step name as on the caller's side, for `benches/profile.sh`.
         let _span = tracing::debug_span!("member: host end attached").entered();
         let bridge = self.attach_to;
-        let host = match &self.host_conn {
+        // A connection that stopped answering (another job's request timed out on it) is not
+        // used: this job opens its own.
+        let host = match self.host_conn.as_ref().filter(|c| c.is_usable()) {
             Some(conn) => conn.clone(),
             None => batch_entering(self.host_fd.as_fd())
                 .map_err(|e| Error::os("attach the host end of", self.object.clone(), e))?,

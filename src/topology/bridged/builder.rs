@@ -457,7 +457,8 @@ impl BridgedNetworkBuilder {
                 vxlan_port: None,
                 router_messages: None,
             });
-            if adopted {
+            // `found`: the existing bridge as just looked up (none for a new one).
+            if let Some(found) = found {
                 let adopt =
                     network
                         .get_mut()
@@ -667,8 +668,8 @@ impl BridgedNetworkBuilder {
 }
 
 impl Plan {
-    /// The bridge: the existing one adopted as it is, or a new one with the gateways. Returns
-    /// it with its FORWARD rules, its MTU and whether its link-local address came fast.
+    /// The bridge: the existing one adopted as it is, or a new one with the gateways; see
+    /// [`MadeBridge`] for what comes with it.
     async fn make_bridge(&self) -> Result<MadeBridge> {
         if let Some(link) = &self.builder.existing {
             let (info, stp_off) = adopt_bridge(link).await?;

@@ -144,7 +144,7 @@ impl NetworkResource {
         nodad: bool,
         accept_forward: bool,
         mut present: Vec<crate::addr::AddressInfo>,
-        found: Option<crate::link::LinkInfo>,
+        found: crate::link::LinkInfo,
     ) -> Result<()> {
         let bridge = self.context.bridge.clone();
         // A bridge whose MAC was never set follows its lowest port, and changes it when that
@@ -159,10 +159,7 @@ impl NetworkResource {
         // gateway tells: without this, every container added would flush them). `found`: the
         // bridge as looked up just before, when the network was checked to be joinable.
         if !present.iter().any(|a| a.shared_gateway) {
-            let info = match found {
-                Some(info) => info,
-                None => bridge.info().await?,
-            };
+            let info = found;
             if let Some(mac) = info.mac
                 && !(crate::sys::is_thread_ns(bridge.ns().fd().as_fd())
                     && mac_set_already(&info.name, info.index, mac))
