@@ -13,7 +13,7 @@ use std::{
 
 use common::*;
 use netns_kit::{
-    Error, Namespace, VethPair,
+    Error, MemberSpec, Namespace, VethPair, bridged,
     impair::{Backend, Direction, Impairment, Percent, Rate},
     lab::{Lab, Topology},
 };
@@ -550,6 +550,52 @@ async fn bad_input_and_what_this_kernel_cannot_do_leave_nothing_behind() {
     assert_eq!(link_names(&a), ["lo", "va"], "a device left behind");
     assert!(Percent::new(101.0).is_err() && Rate::new(4).is_err());
     assert!("fast".parse::<Rate>().is_err() && "-1%".parse::<Percent>().is_err());
+}
+
+/// A member whose impairment cannot be made (netem asked for, on a kernel without it) is
+/// refused whole: in an existing namespace (a container's) added to a running network, its
+/// interface, addresses and routes do not stay until the network's teardown.
+#[tokio::test]
+async fn a_member_whose_impairment_fails_is_not_left_half_made() {
+    let host = sandbox().await;
+    let container = Namespace::new().await.unwrap();
+    let mut net = bridged()
+        .host(&host)
+        .gateway("10.93.0.254/24")
+        .member(MemberSpec::new().address("10.93.0.1/24"))
+        .create()
+        .await
+        .unwrap();
+    let host_links = link_names(&host);
+    let added = net
+        .add_member(
+            MemberSpec::in_namespace(&container)
+                .address("10.93.0.2/24")
+                .impair(Impairment::new().delay(MS(1)).backend(Backend::Netem)),
+        )
+        .await
+        .map(|_| ());
+    match added {
+        Err(e @ Error::Unsupported { .. }) => {
+            assert!(e.to_string().contains("netem"), "{e}");
+            assert_eq!(
+                link_names(&container),
+                ["lo"],
+                "the refused member's interface stayed in its namespace"
+            );
+            assert_eq!(
+                ip_json(&container, &["route"]),
+                serde_json::json!([]),
+                "its routes stayed"
+            );
+            assert_eq!(link_names(&host), host_links, "its host end stayed");
+            assert_eq!(net.members().len(), 1);
+        }
+        Err(e) => panic!("{e}"),
+        Ok(()) => println!("skip: the failed-impairment check (this kernel has netem)"),
+    }
+    net.delete().await.unwrap();
+    assert_eq!(link_names(&host), ["lo"]);
 }
 
 #[test]

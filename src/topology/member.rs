@@ -981,10 +981,27 @@ async fn build_traced(
         }
     };
     let inside = Link::new(ns.inner().clone(), inside_index, member.link_name);
-    // Before the member exists for anyone: its first packet is impaired. On error the network
-    // removes the member with the rest (its host end is in the network's group).
+    // Before the member exists for anyone: its first packet is impaired. If that fails (or this
+    // future is dropped meanwhile), the pair goes again, with the addresses and routes on the
+    // member's end: a member added to a running network, in an existing namespace (a
+    // container's), would otherwise stay half-made until the network's teardown.
     let impaired = match &member.impairment {
-        Some(impairment) => Some(inside.impair(Direction::Outbound, impairment).await?),
+        Some(impairment) => {
+            let pending = Guard::new(PendingLink {
+                ns: net.host.clone(),
+                via: nl.clone(),
+                name: member.peer_name.clone(),
+                index: Some(host_index),
+                alone_in_group: None,
+            });
+            match inside.impair(Direction::Outbound, impairment).await {
+                Ok(impaired) => {
+                    pending.into_inner();
+                    Some(impaired)
+                }
+                Err(e) => return Err(guard::roll_back(pending, e).await),
+            }
+        }
         None => None,
     };
     Ok(Member {
