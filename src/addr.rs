@@ -389,6 +389,11 @@ impl Link {
     /// Lists this link's addresses (IPv4 and IPv6, link-local ones included), like
     /// `ip addr show dev LINK`.
     ///
+    /// Taken while other processes change addresses, the listing is read again while the kernel
+    /// says it changed as it was sent (up to 8 reads in all), so an address there throughout is
+    /// listed once: the kernel sends addresses by their place in each interface's list, and an
+    /// address removed meanwhile would make another be skipped or sent twice.
+    ///
     /// # Errors
     ///
     /// [`Error::Os`](crate::Error::Os) if the listing fails.
@@ -415,6 +420,11 @@ impl Link {
 
 impl Namespace {
     /// Lists every address in this namespace (one dump), like `ip addr show`.
+    ///
+    /// Taken while other processes change addresses, the listing is read again while the kernel
+    /// says it changed as it was sent (up to 8 reads in all), so an address there throughout is
+    /// listed once: the kernel sends addresses by their place in each interface's list, and an
+    /// address removed meanwhile would make another be skipped or sent twice.
     ///
     /// # Errors
     ///

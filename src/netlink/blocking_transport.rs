@@ -11,7 +11,7 @@
 //! stands on. A receive timeout bounds every wait.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io,
     sync::{Arc, Mutex},
     time::Duration,
@@ -19,7 +19,7 @@ use std::{
 
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{
-    packet_core::{NLM_F_ACK, NLM_F_DUMP, NetlinkMessage, NetlinkPayload},
+    packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NetlinkMessage, NetlinkPayload},
     sys::Socket,
 };
 
@@ -40,6 +40,9 @@ struct State {
     queued_seqs: Vec<u32>,
     /// Answers read but not yet collected by their waiter.
     answers: HashMap<u32, Answer>,
+    /// Dumps among them whose messages the kernel marked interrupted (`NLM_F_DUMP_INTR`: what
+    /// was listed changed while it was read).
+    interrupted: HashSet<u32>,
     /// Set when the socket can no longer be trusted to answer in step (a timeout mid-batch).
     broken: bool,
 }
@@ -75,6 +78,7 @@ impl BatchConn {
                 queued: Vec::new(),
                 queued_seqs: Vec::new(),
                 answers: HashMap::new(),
+                interrupted: HashSet::new(),
                 broken: false,
             }),
         }))
@@ -126,17 +130,22 @@ impl BatchConn {
 
     /// Waits for the answer to request `seq`, sending the queue first if it is still in it.
     pub(crate) fn wait(&self, seq: u32) -> Answer {
+        self.wait_dump(seq).0
+    }
+
+    /// [`wait`](Self::wait), and whether the kernel marked the answer, a dump's, interrupted
+    /// (`NLM_F_DUMP_INTR`).
+    pub(crate) fn wait_dump(&self, seq: u32) -> (Answer, bool) {
         let mut state = self.lock();
-        if let Some(answer) = state.answers.remove(&seq) {
-            return answer;
-        }
-        if state.queued_seqs.contains(&seq) {
+        if !state.answers.contains_key(&seq) && state.queued_seqs.contains(&seq) {
             state.flush();
         }
-        state
+        let interrupted = state.interrupted.remove(&seq);
+        let answer = state
             .answers
             .remove(&seq)
-            .unwrap_or_else(|| Err(lost("no answer from the kernel for this request")))
+            .unwrap_or_else(|| Err(lost("no answer from the kernel for this request")));
+        (answer, interrupted)
     }
 }
 
@@ -195,6 +204,9 @@ impl State {
                 let seq = message.header.sequence_number;
                 if !seqs.contains(&seq) || self.answers.contains_key(&seq) {
                     continue;
+                }
+                if message.header.flags & NLM_F_DUMP_INTR != 0 {
+                    self.interrupted.insert(seq);
                 }
                 match message.payload {
                     NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => {

@@ -144,6 +144,10 @@ struct Waiting {
     link_local: Vec<u32>,
     /// Whether the address dump has ended.
     addresses_listed: bool,
+    /// Whether the kernel marked the address dump being read interrupted (`NLM_F_DUMP_INTR`):
+    /// an address present throughout may be missing from it, so it is read again (see
+    /// `netlink::request::rereads`).
+    address_dump_interrupted: bool,
     /// The dump being read, if any, and the dumps to ask for after it: one socket runs one dump
     /// at a time (a second one started meanwhile fails with `EBUSY`).
     dumping: Option<u32>,
@@ -193,6 +197,12 @@ impl Waiting {
         self.dumping = None;
         if code != 0 {
             return Err(std::io::Error::from_raw_os_error(code.abs()));
+        }
+        if seq == ADDRESS_DUMP
+            && std::mem::take(&mut self.address_dump_interrupted)
+            && !self.dumps.contains(&ADDRESS_DUMP)
+        {
+            self.dumps.push_back(ADDRESS_DUMP);
         }
         if seq == ADDRESS_DUMP && !self.dumps.contains(&ADDRESS_DUMP) {
             self.addresses_listed = true;
@@ -577,6 +587,11 @@ fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result
                 }
             };
             let len = message.header.length as usize;
+            if message.header.sequence_number == ADDRESS_DUMP
+                && message.header.flags & rtnetlink::packet_core::NLM_F_DUMP_INTR != 0
+            {
+                waiting.address_dump_interrupted = true;
+            }
             match &message.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
                     waiting.update(link);
