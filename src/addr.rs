@@ -390,9 +390,10 @@ impl Link {
     /// `ip addr show dev LINK`.
     ///
     /// Taken while other processes change addresses, the listing is read again while the kernel
-    /// says it changed as it was sent (up to 8 reads in all), so an address there throughout is
-    /// listed once: the kernel sends addresses by their place in each interface's list, and an
-    /// address removed meanwhile would make another be skipped or sent twice.
+    /// says it changed as it was sent, so an address there throughout is listed once (the kernel
+    /// sends addresses by their place in each interface's list, and an address removed
+    /// meanwhile would make another be skipped or sent twice) — unless it kept changing through
+    /// all of 8 reads, when the last is returned.
     ///
     /// # Errors
     ///
@@ -422,9 +423,10 @@ impl Namespace {
     /// Lists every address in this namespace (one dump), like `ip addr show`.
     ///
     /// Taken while other processes change addresses, the listing is read again while the kernel
-    /// says it changed as it was sent (up to 8 reads in all), so an address there throughout is
-    /// listed once: the kernel sends addresses by their place in each interface's list, and an
-    /// address removed meanwhile would make another be skipped or sent twice.
+    /// says it changed as it was sent, so an address there throughout is listed once (the kernel
+    /// sends addresses by their place in each interface's list, and an address removed
+    /// meanwhile would make another be skipped or sent twice) — unless it kept changing through
+    /// all of 8 reads, when the last is returned.
     ///
     /// # Errors
     ///

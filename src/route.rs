@@ -730,8 +730,7 @@ impl RouteInfo {
 
 impl Namespace {
     /// Lists the unicast routes of the main table, IPv4 and IPv6 (one dump of both), like
-    /// `ip route show; ip -6 route show`. Taken while other processes change routes, the listing
-    /// is read again while the kernel says it changed as it was sent (up to 8 reads in all).
+    /// `ip route show; ip -6 route show`.
     ///
     /// # Errors
     ///

@@ -20,7 +20,9 @@
 //! the first IPv6 packet to it waits for the one-second neighbour retransmit (seen in 2 to 4 of
 //! 80 parallel `two_patterns` runs once the links themselves were waited for). The kernel announces
 //! a `nodad` address (`RTM_NEWADDR`) only from that work, after the join. So the same socket also
-//! follows IPv6 address notifications (`RTNLGRP_IPV6_IFADDR`) and dumps the IPv6 addresses once;
+//! follows IPv6 address notifications (`RTNLGRP_IPV6_IFADDR`) and dumps the IPv6 addresses once
+//! (again while the kernel marks the dump interrupted, up to 8 reads: see
+//! `netlink::request::rereads`);
 //! for every `nodad` address of a watched link it checks the joined groups
 //! (`/proc/thread-self/net/igmp6`) after the dump and again on each notification, and a link is
 //! ready when it is up and all its `nodad` addresses' groups are joined. (Addresses without
@@ -40,11 +42,11 @@ use netlink_packet_route::{
     link::{LinkAttribute, State},
 };
 use rtnetlink::{
-    packet_core::{ErrorBuffer, NetlinkBuffer, NetlinkMessage, NetlinkPayload},
+    packet_core::{ErrorBuffer, NLM_F_DUMP_INTR, NetlinkBuffer, NetlinkMessage, NetlinkPayload},
     sys::{Socket, SocketAddr},
 };
 
-use super::framing::request_message;
+use super::{framing::request_message, request::DUMP_READS};
 
 /// How long [`wait_ready`] waits: far longer than the kernel takes (microseconds to a few
 /// milliseconds under load), short enough that a link that will never be up (its peer kept
@@ -146,8 +148,10 @@ struct Waiting {
     addresses_listed: bool,
     /// Whether the kernel marked the address dump being read interrupted (`NLM_F_DUMP_INTR`):
     /// an address present throughout may be missing from it, so it is read again (see
-    /// `netlink::request::rereads`).
+    /// `netlink::request::rereads`), up to [`DUMP_READS`] reads in all.
     address_dump_interrupted: bool,
+    /// Address dumps read to their end so far.
+    address_reads: usize,
     /// The dump being read, if any, and the dumps to ask for after it: one socket runs one dump
     /// at a time (a second one started meanwhile fails with `EBUSY`).
     dumping: Option<u32>,
@@ -198,11 +202,14 @@ impl Waiting {
         if code != 0 {
             return Err(std::io::Error::from_raw_os_error(code.abs()));
         }
-        if seq == ADDRESS_DUMP
-            && std::mem::take(&mut self.address_dump_interrupted)
-            && !self.dumps.contains(&ADDRESS_DUMP)
-        {
-            self.dumps.push_back(ADDRESS_DUMP);
+        if seq == ADDRESS_DUMP {
+            self.address_reads += 1;
+            if std::mem::take(&mut self.address_dump_interrupted)
+                && self.address_reads < DUMP_READS
+                && !self.dumps.contains(&ADDRESS_DUMP)
+            {
+                self.dumps.push_back(ADDRESS_DUMP);
+            }
         }
         if seq == ADDRESS_DUMP && !self.dumps.contains(&ADDRESS_DUMP) {
             self.addresses_listed = true;
@@ -570,6 +577,13 @@ fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result
         };
         let mut offset = 0;
         while offset < buf.len() {
+            // Looked at in the header, so that a message the parser does not take counts too.
+            if let Ok(header) = NetlinkBuffer::new_checked(&buf[offset..])
+                && header.sequence_number() == ADDRESS_DUMP
+                && header.flags() & NLM_F_DUMP_INTR != 0
+            {
+                waiting.address_dump_interrupted = true;
+            }
             let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..])
             else {
                 // A message this crate's parser does not take (a link kind it does not know,
@@ -587,11 +601,6 @@ fn read_available(socket: &mut Socket, waiting: &mut Waiting) -> std::io::Result
                 }
             };
             let len = message.header.length as usize;
-            if message.header.sequence_number == ADDRESS_DUMP
-                && message.header.flags & rtnetlink::packet_core::NLM_F_DUMP_INTR != 0
-            {
-                waiting.address_dump_interrupted = true;
-            }
             match &message.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
                     waiting.update(link);

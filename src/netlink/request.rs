@@ -74,26 +74,26 @@ enum ReplyKind {
 
 /// How many times in all a dump the kernel keeps marking interrupted is read; the last read is
 /// returned as it is. (Not an error, unlike the nf_tables dumps of `nat::nft`: while another
-/// process changes addresses every millisecond or two, a listing of 1,500 of them was marked
+/// process changed addresses every millisecond or two, a listing of 1,500 of them was marked
 /// at every one of 8 reads in 120 of 150 tries, and such a listing was never whole-or-nothing
 /// before either.)
-const DUMP_READS: usize = 8;
+pub(crate) const DUMP_READS: usize = 8;
 
 /// Whether a dump of `msg` is read again while the kernel marks it interrupted
-/// (`NLM_F_DUMP_INTR`: what it lists changed while it was read): addresses and routes. The
-/// kernel resumes those by position in each interface's (or table's) list, so an entry removed
-/// meanwhile shifts the rest and one present throughout is skipped or sent twice — measured on
-/// this VM's 6.18 kernel: 1,500 addresses listed while another process added and removed
-/// others on the same interface came back as 1,499 or 1,501 in 1,120 of 2,338 reads, every one
-/// of them marked. Link dumps resume by interface index: none of 1,478 taken while links were
-/// made and deleted missed or repeated a link present throughout, though 479 were marked; and
-/// on a host where containers come and go most are marked, so reading them again would
-/// multiply their cost for nothing.
+/// (`NLM_F_DUMP_INTR`: what it lists changed while it was read): addresses. The kernel sends
+/// them by their place in each interface's list, so an address removed meanwhile shifts the
+/// rest and one present throughout is skipped or sent twice — measured on a 6.18 kernel: 1,500
+/// addresses listed while another process added and removed others on the same interface came
+/// back as 1,499 or 1,501 in 1,120 of 2,338 reads, every one of them marked. (The kernel also
+/// marks an address listing when a link is made or deleted in the namespace meanwhile: on a
+/// busy host a large listing may be read a few times for nothing.) Link dumps resume by
+/// interface index: none of 1,478 taken while links were made and deleted missed or repeated a
+/// link present throughout, though 479 were marked, and on a host where containers come and go
+/// most are marked, so reading them again would multiply their cost for nothing. Route dumps
+/// are not marked by the kernel at all (IPv4's resume by key; IPv6's restart their walk
+/// without the mark), so there is nothing to read again for.
 fn rereads(msg: &RouteNetlinkMessage) -> bool {
-    matches!(
-        msg,
-        RouteNetlinkMessage::GetAddress(_) | RouteNetlinkMessage::GetRoute(_)
-    )
+    matches!(msg, RouteNetlinkMessage::GetAddress(_))
 }
 
 /// Says that a dump was marked interrupted at every one of its [`DUMP_READS`] reads.
@@ -105,7 +105,8 @@ fn kept_changing() {
 }
 
 /// Waits for dump `seq` on `conn`, and queues `msg` again while the answer is marked
-/// interrupted (see [`rereads`]), at most [`DUMP_READS`] reads in all.
+/// interrupted (see [`rereads`]), at most [`DUMP_READS`] reads in all. A read again goes out
+/// behind whatever was queued after the first one (no caller queues anything in between).
 fn reread_batched(conn: &BatchConn, mut seq: u32, msg: RouteNetlinkMessage) -> Answer {
     let mut read = 1;
     loop {
