@@ -732,6 +732,11 @@ impl Namespace {
     /// Lists the unicast routes of the main table, IPv4 and IPv6 (one dump of both), like
     /// `ip route show; ip -6 route show`.
     ///
+    /// Taken while other processes change IPv6 routes in the namespace, a listing of many may
+    /// miss or repeat one that was there throughout, and the kernel does not say so (unlike for
+    /// addresses): measured with 1,500 IPv6 routes while another process added and removed
+    /// others, 130 of 272 listings. IPv4 listings were whole.
+    ///
     /// # Errors
     ///
     /// [`Error::Os`] if the listing fails.
