@@ -548,3 +548,60 @@ fn two_removers_racing_for_one_name_get_ok_or_not_found() {
         assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
     }
 }
+
+/// Blocking listings from several threads at once on one namespace (one shared connection)
+/// all succeed: the kernel runs one dump at a time per socket, and refuses a second one sent
+/// while the first is still being read (`EBUSY`).
+#[test]
+fn blocking_listings_from_several_threads_at_once_all_succeed() {
+    let ns = Namespace::new_blocking().unwrap();
+    // Enough links and addresses that a listing takes more than one datagram.
+    let mut batch = outside(&ns, "ip", &["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: String = (0..200)
+        .map(|i| {
+            format!(
+                "link add lb{i} type veth peer name lc{i}\naddr add 10.42.{}.{}/32 dev lb{i}\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    std::io::Write::write_all(&mut batch.stdin.take().unwrap(), lines.as_bytes()).unwrap();
+    assert!(batch.wait().unwrap().success());
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let ns = &ns;
+                scope.spawn(move || {
+                    let mut failed = Vec::new();
+                    for _ in 0..100 {
+                        let result = if t % 2 == 0 {
+                            ns.links_blocking().map(|l| l.len() == 401)
+                        } else {
+                            ns.addresses_blocking().map(|a| a.len() >= 201)
+                        };
+                        match result {
+                            Ok(true) => {}
+                            Ok(false) => failed.push("a listing was not whole".to_owned()),
+                            Err(e) => failed.push(e.to_string()),
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+}

@@ -38,6 +38,9 @@ struct State {
     /// Serialised requests not sent yet, and their sequence numbers.
     queued: Vec<u8>,
     queued_seqs: Vec<u32>,
+    /// Whether a dump is among the queued requests: a second one goes in a batch of its own
+    /// (see [`BatchConn::queue`]).
+    queued_dump: bool,
     /// Answers read but not yet collected by their waiter.
     answers: HashMap<u32, Answer>,
     /// Dumps among them whose messages the kernel marked interrupted (`NLM_F_DUMP_INTR`: what
@@ -77,6 +80,7 @@ impl BatchConn {
                 next_seq: 1,
                 queued: Vec::new(),
                 queued_seqs: Vec::new(),
+                queued_dump: false,
                 answers: HashMap::new(),
                 interrupted: HashSet::new(),
                 broken: false,
@@ -100,11 +104,18 @@ impl BatchConn {
     }
 
     /// Queues `msg` (with `NLM_F_ACK | flags`, or as a dump) and returns its sequence number.
+    ///
+    /// The kernel runs one dump at a time per socket and refuses a second one that arrives
+    /// while the first is still being sent (`EBUSY`): with threads sharing this connection, two
+    /// dumps could be queued for one `sendmsg` (20 of 400 listings failed so, from four
+    /// threads). So a dump queued behind another goes out after it, in a batch of its own; a
+    /// batch is read to its end under the lock, so no dump ever overlaps another.
     pub(crate) fn queue(&self, msg: RouteNetlinkMessage, flags: u16, dump: bool) -> u32 {
         let mut state = self.lock();
-        if state.queued_seqs.len() >= MAX_QUEUED {
+        if state.queued_seqs.len() >= MAX_QUEUED || (dump && state.queued_dump) {
             state.flush();
         }
+        state.queued_dump |= dump;
         let seq = state.next_seq;
         state.next_seq = state.next_seq.wrapping_add(1).max(1);
         let flags = if dump { NLM_F_DUMP } else { NLM_F_ACK | flags };
@@ -156,6 +167,7 @@ impl State {
     fn flush(&mut self) {
         let seqs = std::mem::take(&mut self.queued_seqs);
         let bytes = std::mem::take(&mut self.queued);
+        self.queued_dump = false;
         if seqs.is_empty() {
             return;
         }
