@@ -1,8 +1,9 @@
 //! The blocking transport: requests queued, then sent in one `sendmsg` and answered in order.
 //!
 //! A [`BatchConn`] owns a blocking `NETLINK_ROUTE` socket made inside one namespace. Sending a
-//! request only queues it; the first time anyone waits for an answer, every queued request
-//! goes out in one `sendmsg` and the answers are read until each of them is complete (an
+//! request only queues it; the first time anyone waits for an answer (or when the queue is
+//! full, or a second dump is queued: see [`BatchConn::queue`]), every queued request goes out
+//! in one `sendmsg` and the answers are read until each of them is complete (an
 //! acknowledgement, or the end of a dump), so code that sends several requests before awaiting
 //! the first gets them into the kernel in one system call. The kernel handles the messages of
 //! one `sendmsg` in order and answers each, also after a failure.
@@ -109,7 +110,8 @@ impl BatchConn {
     /// while the first is still being sent (`EBUSY`): with threads sharing this connection, two
     /// dumps could be queued for one `sendmsg` (20 of 400 listings failed so, from four
     /// threads). So a dump queued behind another goes out after it, in a batch of its own; a
-    /// batch is read to its end under the lock, so no dump ever overlaps another.
+    /// batch is read to its end under the lock, so no dump ever overlaps another. So queuing
+    /// may block, as waiting does.
     pub(crate) fn queue(&self, msg: RouteNetlinkMessage, flags: u16, dump: bool) -> u32 {
         let mut state = self.lock();
         if state.queued_seqs.len() >= MAX_QUEUED || (dump && state.queued_dump) {
