@@ -144,7 +144,7 @@ impl NetworkResource {
         nodad: bool,
         accept_forward: bool,
         mut present: Vec<crate::addr::AddressInfo>,
-        found: crate::link::LinkInfo,
+        info: crate::link::LinkInfo,
     ) -> Result<()> {
         let bridge = self.context.bridge.clone();
         // A bridge whose MAC was never set follows its lowest port, and changes it when that
@@ -156,16 +156,14 @@ impl NetworkResource {
         // already, and setting a MAC, even the same one, makes the kernel flush the host's
         // neighbour entries of everyone on the bridge. Nor where the kernel says the MAC was set
         // already (a runtime's bridge whose gateway address is the runtime's own, so no shared
-        // gateway tells: without this, every container added would flush them). `found`: the
+        // gateway tells: without this, every container added would flush them). `info`: the
         // bridge as looked up just before, when the network was checked to be joinable.
-        if !present.iter().any(|a| a.shared_gateway) {
-            let info = found;
-            if let Some(mac) = info.mac
-                && !(crate::sys::is_thread_ns(bridge.ns().fd().as_fd())
-                    && mac_set_already(&info.name, info.index, mac))
-            {
-                bridge.set_mac(mac).await?;
-            }
+        if !present.iter().any(|a| a.shared_gateway)
+            && let Some(mac) = info.mac
+            && !(crate::sys::is_thread_ns(bridge.ns().fd().as_fd())
+                && mac_set_already(&info.name, info.index, mac))
+        {
+            bridge.set_mac(mac).await?;
         }
         let nl = self.context.host.nl().await?;
         for gw in self.context.gateways.clone() {
