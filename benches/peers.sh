@@ -16,8 +16,10 @@
 # teardown is shown, not a floor: it waits for the namespaces' own cleanup.)
 #
 # `benches/peers.sh --runtime` runs the topology bench's "runtime ADD" scenario (one process per
-# container, exec to exit) with the floor as a fourth child (`floor-peer runtime`), for the
-# lines `ratio runtime N=1 add floor/cni-bridge` and `... netns-kit-blocking/floor`.
+# container, exec to exit) with two more children: the floor (`floor-peer runtime`), for the
+# lines `ratio runtime N=1 add floor/cni-bridge` and `... netns-kit-blocking/floor`, and
+# `benches/peers/adder`, netns-kit in a binary built the way a runtime would ship it, for the
+# lines `... netns-kit-shipped/...`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
@@ -32,11 +34,26 @@ sizes=${*:-100 1000}
 ours=$(cargo build --release --bench topology -q --message-format=json |
   sed -n 's/.*"kind":\["bench"\].*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target-dir target/peers
-cargo build --release -q --manifest-path benches/peers/floor/Cargo.toml --target-dir target/peers
+# The floor and `adder` (a runtime's one-container ADD as its own small binary, blocking API
+# only) are built as a short-lived program is best built: fat LTO (their Cargo.toml) and linked
+# statically, not position-independent, so that no dynamic loader runs at exec (the CNI reference
+# plugins, Go programs, are static too). Without glibc's static libraries: linked as usual.
+triple=$(rustc -vV | sed -n 's/^host: //p')
+short_lived() { # crate name -> path of its binary
+  local dir=target/peers/$triple/release
+  if ! RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --release -q \
+    --manifest-path "benches/peers/$1/Cargo.toml" --target "$triple" --target-dir target/peers 2>/dev/null; then
+    echo "peers.sh: $1 could not be linked statically; linked as usual" >&2
+    cargo build --release -q --manifest-path "benches/peers/$1/Cargo.toml" --target-dir target/peers
+    dir=target/peers/release
+  fi
+  echo "$PWD/$dir/$2"
+}
+floor=$(short_lived floor floor-peer)
 nlink=target/peers/release/nlink-peer
-floor=target/peers/release/floor-peer
 if [ -n "$runtime" ]; then
-  NETNS_KIT_BENCH_FLOOR="$PWD/$floor" exec "$ours" --bench --runtime
+  NETNS_KIT_BENCH_FLOOR="$floor" NETNS_KIT_BENCH_ADDER="$(short_lived adder adder)" \
+    exec "$ours" --bench --runtime
 fi
 out=$(mktemp)
 log=target/peers/nlink-peer.log

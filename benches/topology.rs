@@ -19,7 +19,12 @@
 //!   report their own `VmHWM`; the plugin's is sampled from `/proc` while it runs, in extra
 //!   untimed runs, so it is a lower bound — `wait4`'s `ru_maxrss` would not do: it keeps the
 //!   parent's size from before `exec`); ratio lines
-//!   `ratio runtime N=1 add netns-kit-blocking/cni-bridge: <value>`;
+//!   `ratio runtime N=1 add netns-kit-blocking/cni-bridge: <value>`. Where
+//!   `NETNS_KIT_BENCH_ADDER` names `benches/peers/adder` (`benches/peers.sh --runtime` builds
+//!   it), a third netns-kit child, "netns-kit-shipped": the same blocking ADD in a binary built
+//!   the way a runtime would ship a short-lived one (no Tokio, fat LTO, linked statically, as
+//!   the plugin, a Go program, is), with the line
+//!   `ratio runtime N=1 add netns-kit-shipped/cni-bridge: <value>`;
 //! * **overlay**: one network of N members (N up to 100) spanning two machines (namespaces
 //!   joined by an underlay veth) over VXLAN, netns-kit's `bridged().vxlan(..)` on each against
 //!   `ip -batch` + `bridge fdb append`; ratio line `ratio overlay N=<n> setup netns-kit/ip-batch`;
@@ -760,6 +765,13 @@ fn runtime_add(report: &mut Report) {
         samples.push(("floor", Vec::new(), Vec::new()));
         samples.push(("floor-guarded", Vec::new(), Vec::new()));
     }
+    // netns-kit's blocking API in a binary built the way a runtime would ship a short-lived
+    // one (`benches/peers/adder`: no Tokio, fat LTO, linked statically), where
+    // `NETNS_KIT_BENCH_ADDER` names it (`benches/peers.sh --runtime` does).
+    let adder = std::env::var_os("NETNS_KIT_BENCH_ADDER").map(std::path::PathBuf::from);
+    if adder.is_some() {
+        samples.push(("netns-kit-shipped", Vec::new(), Vec::new()));
+    }
     let mut threads: Vec<(&str, u64)> = Vec::new();
     for run in 0..RUNTIME_RUNS {
         for (tool, times, rss) in samples.iter_mut() {
@@ -780,6 +792,13 @@ fn runtime_add(report: &mut Report) {
                     .env("NK_NETNS", &netns)
                     .env("NK_ADDR", format!("{address}/16"))
                     .env("NK_GW", RUNTIME_GATEWAY.split('/').next().unwrap())
+                    .spawn()
+                    .unwrap(),
+                "netns-kit-shipped" => Command::new(adder.as_ref().unwrap())
+                    .env("NK_NETNS", &netns)
+                    .env("NK_ADDR", format!("{address}/16"))
+                    .env("NK_GW", RUNTIME_GATEWAY.split('/').next().unwrap())
+                    .stdout(Stdio::piped())
                     .spawn()
                     .unwrap(),
                 role => Command::new(&me)
@@ -876,6 +895,12 @@ fn runtime_add(report: &mut Report) {
             ("floor-guarded", "cni-bridge"),
             ("netns-kit-blocking", "floor-guarded"),
         ]);
+    }
+    if adder.is_some() {
+        pairs.push(("netns-kit-shipped", "cni-bridge"));
+        if floor.is_some() {
+            pairs.push(("netns-kit-shipped", "floor-guarded"));
+        }
     }
     for (tool, other) in pairs {
         report.ratios.push(format!(
