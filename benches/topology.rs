@@ -651,7 +651,7 @@ const RUNTIME_GATEWAY: &str = "10.102.0.1/16";
 const RUNTIME_RUNS: usize = 15;
 
 /// The child: joins the namespace at `NK_NETNS` to the existing `cni0` with address `NK_ADDR`,
-/// keeps it, and prints its thread count.
+/// keeps it, and with `NK_REPORT` set prints its thread count and peak RSS.
 fn runtime_add_child(role: &str) {
     let begin = Instant::now();
     // `NETNS_KIT_BENCH_SPANS=1`: the time of each of the crate's steps, on stderr.
@@ -708,8 +708,12 @@ fn runtime_add_child(role: &str) {
             eprintln!("  {name:<32} {count:>3} {:>8.3} ms", ms(*total));
         }
     }
-    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
-    println!("{threads} {}", vm_hwm_kib(std::process::id()).unwrap());
+    // Only in the untimed runs that ask (`NK_REPORT`): the timed ones do the ADD alone, as the
+    // floor and the plugin do.
+    if std::env::var_os("NK_REPORT").is_some() {
+        let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+        println!("{threads} {}", vm_hwm_kib(std::process::id()).unwrap());
+    }
 }
 
 /// The peak resident set of process `pid` so far, in KiB (`VmHWM`).
@@ -772,56 +776,53 @@ fn runtime_add(report: &mut Report) {
     if adder.is_some() {
         samples.push(("netns-kit-shipped", Vec::new(), Vec::new()));
     }
+    // One ADD process of `tool` for namespace `name`, with `address`; netns-kit's children print
+    // their thread count and peak RSS where `report` (untimed runs only).
+    let spawn = |tool: &str, name: &str, address: &str, report: bool| {
+        let netns = format!("/run/netns/{name}");
+        let gateway = RUNTIME_GATEWAY.split('/').next().unwrap();
+        let mut command = match tool {
+            "cni-bridge" => return cni_add_child(name, address),
+            "floor" | "floor-guarded" => {
+                let mut c = Command::new(floor.as_ref().unwrap());
+                c.arg("runtime")
+                    .args((tool == "floor-guarded").then_some("--guarded"))
+                    .env("NK_GW", gateway);
+                c
+            }
+            "netns-kit-shipped" => {
+                let mut c = Command::new(adder.as_ref().unwrap());
+                c.env("NK_GW", gateway);
+                c
+            }
+            role => {
+                let mut c = Command::new(&me);
+                c.env(ROLE_ENV, role.trim_start_matches("netns-kit-"));
+                c
+            }
+        };
+        command
+            .env("NK_NETNS", &netns)
+            .env("NK_ADDR", format!("{address}/16"));
+        if report {
+            command.env("NK_REPORT", "1").stdout(Stdio::piped());
+        }
+        command.spawn().unwrap()
+    };
     let mut threads: Vec<(&str, u64)> = Vec::new();
     for run in 0..RUNTIME_RUNS {
-        for (tool, times, rss) in samples.iter_mut() {
+        for (tool, times, _) in samples.iter_mut() {
             if *tool == "cni-bridge" && !cni {
                 continue;
             }
             let name = format!("rt{run}");
             sh(&format!("ip netns add {name}"));
             settle(1);
-            let netns = format!("/run/netns/{name}");
             let address = format!("10.102.1.{}", run + 2);
             let start = Instant::now();
-            let mut child = match *tool {
-                "cni-bridge" => cni_add_child(&name, &address),
-                "floor" | "floor-guarded" => Command::new(floor.as_ref().unwrap())
-                    .arg("runtime")
-                    .args((*tool == "floor-guarded").then_some("--guarded"))
-                    .env("NK_NETNS", &netns)
-                    .env("NK_ADDR", format!("{address}/16"))
-                    .env("NK_GW", RUNTIME_GATEWAY.split('/').next().unwrap())
-                    .spawn()
-                    .unwrap(),
-                "netns-kit-shipped" => Command::new(adder.as_ref().unwrap())
-                    .env("NK_NETNS", &netns)
-                    .env("NK_ADDR", format!("{address}/16"))
-                    .env("NK_GW", RUNTIME_GATEWAY.split('/').next().unwrap())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap(),
-                role => Command::new(&me)
-                    .env(ROLE_ENV, role.trim_start_matches("netns-kit-"))
-                    .env("NK_NETNS", &netns)
-                    .env("NK_ADDR", format!("{address}/16"))
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap(),
-            };
-            let status = child.wait().unwrap();
+            let status = spawn(tool, &name, &address, false).wait().unwrap();
             times.push(start.elapsed());
             assert!(status.success(), "{tool}: the ADD process failed");
-            if let Some(mut out) = child.stdout.take() {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut out, &mut text).unwrap();
-                let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());
-                let (t, hwm) = (fields.next().unwrap(), fields.next().unwrap());
-                rss.push(hwm);
-                if run == 0 {
-                    threads.push((tool, t));
-                }
-            }
             // The container is wired: its default route goes via the gateway.
             let route = Command::new("ip")
                 .args(["-n", &name, "route", "show", "default"])
@@ -831,6 +832,28 @@ fn runtime_add(report: &mut Report) {
                 String::from_utf8_lossy(&route.stdout).contains("10.102.0.1"),
                 "{tool} did not wire {name}"
             );
+            sh(&format!("ip netns del {name}"));
+        }
+    }
+    // netns-kit's children report their own threads at exit and peak RSS (untimed runs).
+    for (tool, _, rss) in samples.iter_mut() {
+        if !tool.starts_with("netns-kit") {
+            continue;
+        }
+        for run in 0..5 {
+            let name = format!("rtr{run}");
+            sh(&format!("ip netns add {name}"));
+            let out = spawn(tool, &name, &format!("10.102.3.{}", run + 2), true)
+                .wait_with_output()
+                .unwrap();
+            assert!(out.status.success(), "{tool}: the ADD process failed");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());
+            let (t, hwm) = (fields.next().unwrap(), fields.next().unwrap());
+            rss.push(hwm);
+            if run == 0 {
+                threads.push((tool, t));
+            }
             sh(&format!("ip netns del {name}"));
         }
     }
