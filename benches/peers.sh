@@ -36,12 +36,12 @@ ours=$(cargo build --release --bench topology -q --message-format=json |
 cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target-dir target/peers
 # The floor and `adder` (a runtime's one-container ADD as its own small binary, blocking API
 # only) are built as a short-lived program is best built: fat LTO (their Cargo.toml) and linked
-# statically, not position-independent, so that no dynamic loader runs at exec (the CNI reference
-# plugins, Go programs, are static too). Without glibc's static libraries: linked as usual.
+# statically (a static PIE), so that no dynamic loader runs at exec (the CNI reference plugins,
+# Go programs, are static too). Without glibc's static libraries: linked as usual.
 triple=$(rustc -vV | sed -n 's/^host: //p')
 short_lived() { # crate name -> path of its binary
   local dir=target/peers/$triple/release
-  if ! RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --release -q \
+  if ! RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q \
     --manifest-path "benches/peers/$1/Cargo.toml" --target "$triple" --target-dir target/peers 2>/dev/null; then
     echo "peers.sh: $1 could not be linked statically; linked as usual" >&2
     cargo build --release -q --manifest-path "benches/peers/$1/Cargo.toml" --target-dir target/peers
