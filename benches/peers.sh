@@ -16,10 +16,12 @@
 # teardown is shown, not a floor: it waits for the namespaces' own cleanup.)
 #
 # `benches/peers.sh --runtime` runs the topology bench's "runtime ADD" scenario (one process per
-# container, exec to exit) with two more children: the floor (`floor-peer runtime`), for the
-# lines `ratio runtime N=1 add floor/cni-bridge` and `... netns-kit-blocking/floor`, and
+# container, exec to exit) with three more children: the floor (`floor-peer runtime`, and with
+# `--guarded` the floor that keeps netns-kit's promises), for the lines
+# `ratio runtime N=1 add floor/cni-bridge`, `... floor-guarded/cni-bridge`,
+# `... netns-kit-blocking/floor` and `... netns-kit-blocking/floor-guarded`, and
 # `benches/peers/adder`, netns-kit in a binary built the way a runtime would ship it, for the
-# lines `... netns-kit-shipped/...`.
+# lines `... netns-kit-shipped/cni-bridge` and `... netns-kit-shipped/floor-guarded`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
@@ -37,23 +39,26 @@ cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target
 # The floor and `adder` (a runtime's one-container ADD as its own small binary, blocking API
 # only) are built as a short-lived program is best built: fat LTO (their Cargo.toml) and linked
 # statically (a static PIE), so that no dynamic loader runs at exec (the CNI reference plugins,
-# Go programs, are static too). Without glibc's static libraries: linked as usual.
+# Go programs, are static too). Where that fails (glibc's static archive missing, say), they are
+# built again as usual. `adder` gets the workspace's lock file, so that it is built from the
+# same versions as the library's own tests and benches.
 triple=$(rustc -vV | sed -n 's/^host: //p')
-short_lived() { # crate name -> path of its binary
-  local dir=target/peers/$triple/release
+short_lived() { # crate, binary -> sets $built to the binary's path
+  built=$PWD/target/peers/$triple/release/$2
   if ! RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q \
-    --manifest-path "benches/peers/$1/Cargo.toml" --target "$triple" --target-dir target/peers 2>/dev/null; then
-    echo "peers.sh: $1 could not be linked statically; linked as usual" >&2
+    --manifest-path "benches/peers/$1/Cargo.toml" --target "$triple" --target-dir target/peers; then
+    echo "peers.sh: $1 could not be built statically (above); building it as usual" >&2
     cargo build --release -q --manifest-path "benches/peers/$1/Cargo.toml" --target-dir target/peers
-    dir=target/peers/release
+    built=$PWD/target/peers/release/$2
   fi
-  echo "$PWD/$dir/$2"
 }
-floor=$(short_lived floor floor-peer)
+short_lived floor floor-peer
+floor=$built
 nlink=target/peers/release/nlink-peer
 if [ -n "$runtime" ]; then
-  NETNS_KIT_BENCH_FLOOR="$floor" NETNS_KIT_BENCH_ADDER="$(short_lived adder adder)" \
-    exec "$ours" --bench --runtime
+  cp Cargo.lock benches/peers/adder/Cargo.lock
+  short_lived adder adder
+  NETNS_KIT_BENCH_FLOOR="$floor" NETNS_KIT_BENCH_ADDER="$built" exec "$ours" --bench --runtime
 fi
 out=$(mktemp)
 log=target/peers/nlink-peer.log

@@ -15,16 +15,18 @@
 //!   again in that role, once with the blocking API (no async runtime) and once with the async
 //!   API on a current-thread Tokio runtime, against the CNI reference `bridge` plugin with
 //!   `static` IPAM (it runs the IPAM plugin as a second process: that is how CNI works) on the
-//!   same work. Reported with each process's peak RSS and, for ours, its threads at exit (ours
-//!   report their own `VmHWM`; the plugin's is sampled from `/proc` while it runs, in extra
-//!   untimed runs, so it is a lower bound — `wait4`'s `ru_maxrss` would not do: it keeps the
-//!   parent's size from before `exec`); ratio lines
+//!   same work. Reported with each process's peak RSS and, for ours, its threads at exit, both
+//!   from extra untimed runs (ours report their own `VmHWM` there, so the timed runs do the ADD
+//!   alone; the plugin's is sampled from `/proc` while it runs, so it is a lower bound —
+//!   `wait4`'s `ru_maxrss` would not do: it keeps the parent's size from before `exec`); ratio
+//!   lines
 //!   `ratio runtime N=1 add netns-kit-blocking/cni-bridge: <value>`. Where
 //!   `NETNS_KIT_BENCH_ADDER` names `benches/peers/adder` (`benches/peers.sh --runtime` builds
 //!   it), a third netns-kit child, "netns-kit-shipped": the same blocking ADD in a binary built
 //!   the way a runtime would ship a short-lived one (no Tokio, fat LTO, linked statically, as
 //!   the plugin, a Go program, is), with the line
-//!   `ratio runtime N=1 add netns-kit-shipped/cni-bridge: <value>`;
+//!   `ratio runtime N=1 add netns-kit-shipped/cni-bridge: <value>` (and
+//!   `... netns-kit-shipped/floor-guarded` where `NETNS_KIT_BENCH_FLOOR` names the floor);
 //! * **overlay**: one network of N members (N up to 100) spanning two machines (namespaces
 //!   joined by an underlay veth) over VXLAN, netns-kit's `bridged().vxlan(..)` on each against
 //!   `ip -batch` + `bridge fdb append`; ratio line `ratio overlay N=<n> setup netns-kit/ip-batch`;
@@ -806,6 +808,8 @@ fn runtime_add(report: &mut Report) {
             .env("NK_ADDR", format!("{address}/16"));
         if report {
             command.env("NK_REPORT", "1").stdout(Stdio::piped());
+        } else {
+            command.env_remove("NK_REPORT");
         }
         command.spawn().unwrap()
     };
@@ -859,7 +863,11 @@ fn runtime_add(report: &mut Report) {
     }
     if cni {
         // The plugin's peak RSS, sampled while it runs (untimed runs).
-        let rss = &mut samples[2].2;
+        let rss = &mut samples
+            .iter_mut()
+            .find(|(tool, _, _)| *tool == "cni-bridge")
+            .unwrap()
+            .2;
         for run in 0..5 {
             let name = format!("rtm{run}");
             sh(&format!("ip netns add {name}"));

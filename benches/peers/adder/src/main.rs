@@ -10,7 +10,14 @@ use netns_kit::{Bridge, MemberSpec, Namespace, bridged};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = add() {
+        eprintln!("adder: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn add() -> Result<()> {
     let begin = Instant::now();
     let var = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set"));
     let container = Namespace::open_path(var("NK_NETNS")?)?;

@@ -24,8 +24,8 @@
 //! a throw-away network and mount namespace, as `benches/peers.sh` does.
 //!
 //! `floor-peer runtime` is the same floor for a runtime's one-container ADD (the topology
-//! bench's `--runtime` scenario runs it as a fourth child when `NETNS_KIT_BENCH_FLOOR` names this
-//! program): it joins the existing namespace at `NK_NETNS` to the existing bridge `cni0` with
+//! bench's `--runtime` scenario runs it, plain and `--guarded`, when `NETNS_KIT_BENCH_FLOOR` names
+//! this program): it joins the existing namespace at `NK_NETNS` to the existing bridge `cni0` with
 //! address `NK_ADDR` and a default route via `NK_GW`, with the fewest requests: `cni0` looked up,
 //! one batch in the host (the pair, its host end on `cni0`, then `addrgenmode none` and `up`),
 //! then the main thread enters the container's namespace for one batch there (`addrgenmode
