@@ -34,8 +34,13 @@ pub struct Reaped {
     /// Links removed from the host namespace (a bridged network's group counts once, with the
     /// names of its links).
     pub links: Vec<String>,
-    /// `iptables`/`ip6tables` rules removed from the host namespace's `FORWARD` chain, and
-    /// bridged networks' router-message filters (`nft table bridge netns-kit-rm-…`, see
+    /// Firewall rules removed from the host namespace: `iptables`/`ip6tables` rules of the
+    /// `filter` table's `FORWARD` chain (a bridge's accept rules) and of the `mangle` table's
+    /// `PREROUTING` and `FORWARD` chains (an [isolated](crate::BridgedNetworkBuilder::isolate)
+    /// network's), each as `PROGRAM -t TABLE -A ...`; `nat` chains of masquerades and published
+    /// ports (`nat chain NK-... in ...`, both IP families, with the rules that jump to them, see
+    /// [`nat`](crate::nat)); and bridged networks' router-message filters
+    /// (`nft table bridge netns-kit-rm-…`, see
     /// [`BridgedNetworkBuilder::filter_router_messages`](crate::BridgedNetworkBuilder::filter_router_messages)).
     pub firewall_rules: Vec<String>,
     /// Removals that failed; everything else was still attempted.
@@ -64,8 +69,9 @@ impl Reaped {
 }
 
 /// Finds and removes everything this crate created whose owning process is dead: named
-/// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host` (with
-/// the nf_tables tables that filter bridged networks' router messages).
+/// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host` (FORWARD
+/// accept rules, isolation rules, masquerade and published-port chains, and the nf_tables
+/// tables that filter bridged networks' router messages).
 ///
 /// Every such object carries its owner's mark — PID namespace, process id *and* start time,
 /// so neither a reused pid nor a process with the same pid in another PID namespace is
@@ -105,6 +111,10 @@ pub async fn reap(host: &Namespace) -> Result<Reaped> {
         reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
         reap_links(host, &mut reaped).await?;
         reap_rules(host, &mut reaped).await;
+        // Masquerade and published ports: their chains in the `nat` table.
+        let (chains, errors) = crate::nat::reap(host).await;
+        reaped.firewall_rules.extend(chains);
+        reaped.errors.extend(errors);
         // A bridged network's filter of its members' router messages (one nf_tables
         // transaction per table; no process to wait for).
         let (tables, errors) = crate::nat::router_messages::reap(host.inner());
@@ -250,10 +260,25 @@ async fn reap_links(host: &Namespace, reaped: &mut Reaped) -> Result<()> {
     Ok(())
 }
 
+/// The chains where this crate inserts single rules (not chains of its own): the FORWARD
+/// accept rules of a bridge (`filter`) and a bridged network's isolation rules (`mangle`).
+const RULE_CHAINS: [(&str, &str); 3] = [
+    ("filter", "FORWARD"),
+    ("mangle", "PREROUTING"),
+    ("mangle", "FORWARD"),
+];
+
 async fn reap_rules(host: &Namespace, reaped: &mut Reaped) {
-    for program in ["iptables", "ip6tables"] {
-        let listed =
-            crate::firewall::run(host.inner(), program, vec!["-S".into(), "FORWARD".into()]).await;
+    for (program, (table, chain)) in ["iptables", "ip6tables"]
+        .into_iter()
+        .flat_map(|p| RULE_CHAINS.map(|c| (p, c)))
+    {
+        let listed = crate::firewall::run(
+            host.inner(),
+            program,
+            vec!["-t".into(), table.into(), "-S".into(), chain.into()],
+        )
+        .await;
         let Ok(out) = listed else {
             continue; // not installed: there can be no rules of ours
         };
@@ -271,17 +296,20 @@ async fn reap_rules(host: &Namespace, reaped: &mut Reaped) {
             {
                 continue;
             }
-            let mut args = vec!["-D".to_owned()];
+            let mut args = vec!["-t".to_owned(), table.to_owned(), "-D".to_owned()];
             args.extend(words.into_iter().skip(1));
             match crate::firewall::run(host.inner(), program, args.clone()).await {
-                Ok(out) if out.status.success() => {
-                    reaped.firewall_rules.push(format!("{program} {line}"))
-                }
+                Ok(out) if out.status.success() => reaped
+                    .firewall_rules
+                    .push(format!("{program} -t {table} {line}")),
                 // Another reaper was faster.
                 Ok(out) if crate::firewall::rule_absent(&out) => {}
                 result => reaped.errors.push(crate::firewall::command_error(
                     "delete",
-                    format!("a FORWARD rule left by a dead process in {}", host.label()),
+                    format!(
+                        "a {table} {chain} rule left by a dead process in {}",
+                        host.label()
+                    ),
                     program,
                     &args,
                     result,

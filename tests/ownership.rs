@@ -767,3 +767,96 @@ fn a_killed_owners_router_message_filter_is_reaped() {
     assert_eq!(router_message_tables(&host), Vec::<String>::new());
     assert_eq!(link_names(&host), ["lo"]);
 }
+
+#[test]
+fn a_killed_owners_nat_and_isolation_rules_are_reaped_and_a_live_owners_stay() {
+    let _reaper = common::reaper_lock();
+    const TEST: &str = "a_killed_owners_nat_and_isolation_rules_are_reaped_and_a_live_owners_stay";
+    // An isolated dual-stack network with its members masqueraded and a port published: rules
+    // in the `nat` table (chains of their own, jumps from the base chains, the hairpin
+    // masquerade) and in `mangle` (the isolation mark and drop), in both IP families.
+    let dual_stack = |host: &Namespace, v4: &str, v6: &str| {
+        let net = bridged()
+            .host(host)
+            .gateway(format!("{v4}.1/24"))
+            .gateway(format!("{v6}::1/64"))
+            .member(
+                MemberSpec::new()
+                    .address(format!("{v4}.2/24"))
+                    .address(format!("{v6}::2/64")),
+            )
+            .isolate(true)
+            .create_blocking()
+            .unwrap();
+        let masq = net.masquerade().create_blocking().unwrap();
+        let ports = net
+            .publish()
+            .map(netns_kit::nat::PortMapping::tcp(
+                8080,
+                format!("{v4}.2:80").parse().unwrap(),
+            ))
+            .map(netns_kit::nat::PortMapping::tcp(
+                8080,
+                format!("[{v6}::2]:80").parse().unwrap(),
+            ))
+            .create_blocking()
+            .unwrap();
+        (net, masq, ports)
+    };
+    if role().is_some() {
+        let host = sandbox_from_env();
+        let _kept = dual_stack(&host, "10.79.2", "fd79:2");
+        println!("READY");
+        wait_for_go();
+        return;
+    }
+    let host = Namespace::new_blocking().unwrap();
+    // A live owner's rules of the same kinds, in the same tables: never touched.
+    let _live = dual_stack(&host, "10.79.1", "fd79:1");
+    let before = [
+        saved(&host, "iptables-save"),
+        saved(&host, "ip6tables-save"),
+    ];
+    let mut kid = spawn_in(&host, child(TEST, "owner"));
+    kid.expect("READY");
+    for (program, saved_now) in ["iptables-save", "ip6tables-save"].into_iter().zip([
+        saved(&host, "iptables-save"),
+        saved(&host, "ip6tables-save"),
+    ]) {
+        for made in [":NK-MASQ-", ":NK-PORTS-", "-A PREROUTING -i nkbr"] {
+            assert_eq!(
+                saved_now.matches(made).count(),
+                2,
+                "{program}: the live owner's and the child's {made:?}:\n{saved_now}"
+            );
+        }
+    }
+    kid.kill();
+    let reaped = reap_blocking(&host).unwrap();
+    assert!(reaped.errors.is_empty(), "{reaped:?}");
+    // Named in what it says it removed: both chains (each in both families, one entry), and the
+    // isolation rules of each family's PREROUTING and FORWARD.
+    let said = |what: &str| {
+        reaped
+            .firewall_rules
+            .iter()
+            .filter(|r| r.contains(what))
+            .count()
+    };
+    assert_eq!(said("nat chain NK-MASQ-"), 1, "{reaped:?}");
+    assert_eq!(said("nat chain NK-PORTS-"), 1, "{reaped:?}");
+    assert_eq!(said("-t mangle -A PREROUTING"), 2, "{reaped:?}");
+    assert_eq!(said("-t mangle -A FORWARD"), 2, "{reaped:?}");
+    let after = [
+        saved(&host, "iptables-save"),
+        saved(&host, "ip6tables-save"),
+    ];
+    assert_eq!(
+        after[0], before[0],
+        "iptables-save: not exactly what the killed owner left was removed ({reaped:?})"
+    );
+    assert_eq!(
+        after[1], before[1],
+        "ip6tables-save: not exactly what the killed owner left was removed ({reaped:?})"
+    );
+}
