@@ -37,10 +37,8 @@ pub struct Reaped {
     /// Firewall rules removed from the host namespace: `iptables`/`ip6tables` rules of the
     /// `filter` table's `FORWARD` chain (a bridge's accept rules) and of the `mangle` table's
     /// `PREROUTING` and `FORWARD` chains (an [isolated](crate::BridgedNetworkBuilder::isolate)
-    /// network's), each as `PROGRAM -t TABLE -A ...`; `nat` chains of masquerades and published
-    /// ports (`nat chain NK-... in ...`, both IP families, with the rules that jump to them, see
-    /// [`nat`](crate::nat)); and bridged networks' router-message filters
-    /// (`nft table bridge netns-kit-rm-…`, see
+    /// network's), each as `PROGRAM -t TABLE -A ...`; and bridged networks' router-message
+    /// filters (`nft table bridge netns-kit-rm-…`, see
     /// [`BridgedNetworkBuilder::filter_router_messages`](crate::BridgedNetworkBuilder::filter_router_messages)).
     pub firewall_rules: Vec<String>,
     /// Removals that failed; everything else was still attempted.
@@ -70,8 +68,9 @@ impl Reaped {
 
 /// Finds and removes everything this crate created whose owning process is dead: named
 /// namespaces under `/run/netns`, and bridges, veth pairs and firewall rules in `host` (FORWARD
-/// accept rules, isolation rules, masquerade and published-port chains, and the nf_tables
-/// tables that filter bridged networks' router messages).
+/// accept rules, isolation rules, and the nf_tables tables that filter bridged networks' router
+/// messages). Not the `nat` rules of [masquerades and published ports](crate::nat): those of a
+/// killed process are removed by chain name with [`nat::remove_chain`](crate::nat::remove_chain).
 ///
 /// Every such object carries its owner's mark — PID namespace, process id *and* start time,
 /// so neither a reused pid nor a process with the same pid in another PID namespace is
@@ -111,10 +110,6 @@ pub async fn reap(host: &Namespace) -> Result<Reaped> {
         reap_run_dir(Path::new(NETNS_RUN_DIR), &mut reaped).await?;
         reap_links(host, &mut reaped).await?;
         reap_rules(host, &mut reaped).await;
-        // Masquerade and published ports: their chains in the `nat` table.
-        let (chains, errors) = crate::nat::reap(host).await;
-        reaped.firewall_rules.extend(chains);
-        reaped.errors.extend(errors);
         // A bridged network's filter of its members' router messages (one nf_tables
         // transaction per table; no process to wait for).
         let (tables, errors) = crate::nat::router_messages::reap(host.inner());
@@ -260,38 +255,43 @@ async fn reap_links(host: &Namespace, reaped: &mut Reaped) -> Result<()> {
     Ok(())
 }
 
-/// The chains where this crate inserts single rules (not chains of its own): the FORWARD
-/// accept rules of a bridge (`filter`) and a bridged network's isolation rules (`mangle`).
+/// The chains where this crate inserts single rules, each with its owner's mark (replaced by
+/// `KEPT` on `keep()`): a bridge's FORWARD accept rules (`filter`) and an isolated network's
+/// rules (`mangle`).
 const RULE_CHAINS: [(&str, &str); 3] = [
     ("filter", "FORWARD"),
     ("mangle", "PREROUTING"),
     ("mangle", "FORWARD"),
 ];
 
+/// Removes the rules of [`RULE_CHAINS`] whose owner is dead. The rules are listed with a
+/// plain `iptables-save`, which shows only the tables that exist and creates none (see
+/// `firewall`'s module docs).
 async fn reap_rules(host: &Namespace, reaped: &mut Reaped) {
-    for (program, (table, chain)) in ["iptables", "ip6tables"]
-        .into_iter()
-        .flat_map(|p| RULE_CHAINS.map(|c| (p, c)))
-    {
-        let listed = crate::firewall::run(
-            host.inner(),
-            program,
-            vec!["-t".into(), table.into(), "-S".into(), chain.into()],
-        )
-        .await;
-        let Ok(out) = listed else {
+    for (save, program) in [
+        ("iptables-save", "iptables"),
+        ("ip6tables-save", "ip6tables"),
+    ] {
+        let Ok(out) = crate::firewall::run(host.inner(), save, Vec::new()).await else {
             continue; // not installed: there can be no rules of ours
         };
+        let mut table = String::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                name.trim().clone_into(&mut table);
+                continue;
+            }
             let words: Vec<String> = line
                 .split_whitespace()
                 .map(|w| w.trim_matches('"').to_owned())
                 .collect();
+            let chain = words.get(1).cloned().unwrap_or_default();
             let mark = words
                 .iter()
                 .position(|w| w == "--comment")
                 .and_then(|i| words.get(i + 1));
             if words.first().map(String::as_str) != Some("-A")
+                || !RULE_CHAINS.contains(&(table.as_str(), chain.as_str()))
                 || !mark.is_some_and(|m| owner::is_dead_mark(m))
             {
                 continue;

@@ -769,14 +769,13 @@ fn a_killed_owners_router_message_filter_is_reaped() {
 }
 
 #[test]
-fn a_killed_owners_nat_and_isolation_rules_are_reaped_and_a_live_owners_stay() {
+fn a_killed_owners_isolation_rules_are_reaped_and_kept_and_live_ones_stay() {
     let _reaper = common::reaper_lock();
-    const TEST: &str = "a_killed_owners_nat_and_isolation_rules_are_reaped_and_a_live_owners_stay";
-    // An isolated dual-stack network with its members masqueraded and a port published: rules
-    // in the `nat` table (chains of their own, jumps from the base chains, the hairpin
-    // masquerade) and in `mangle` (the isolation mark and drop), in both IP families.
-    let dual_stack = |host: &Namespace, v4: &str, v6: &str| {
-        let net = bridged()
+    const TEST: &str = "a_killed_owners_isolation_rules_are_reaped_and_kept_and_live_ones_stay";
+    // An isolated dual-stack network: its rules are in the `mangle` table (the mark on what
+    // arrives on the bridge, the drop of what is forwarded to it), in both IP families.
+    let isolated = |host: &Namespace, v4: &str, v6: &str| {
+        bridged()
             .host(host)
             .gateway(format!("{v4}.1/24"))
             .gateway(format!("{v6}::1/64"))
@@ -787,76 +786,74 @@ fn a_killed_owners_nat_and_isolation_rules_are_reaped_and_a_live_owners_stay() {
             )
             .isolate(true)
             .create_blocking()
-            .unwrap();
-        let masq = net.masquerade().create_blocking().unwrap();
-        let ports = net
-            .publish()
-            .map(netns_kit::nat::PortMapping::tcp(
-                8080,
-                format!("{v4}.2:80").parse().unwrap(),
-            ))
-            .map(netns_kit::nat::PortMapping::tcp(
-                8080,
-                format!("[{v6}::2]:80").parse().unwrap(),
-            ))
-            .create_blocking()
-            .unwrap();
-        (net, masq, ports)
+            .unwrap()
+    };
+    let mangle = |host: &Namespace| {
+        ["iptables-save", "ip6tables-save"].map(|program| {
+            saved(host, program)
+                .lines()
+                .filter(|l| l.contains("-m comment"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
     };
     if role().is_some() {
         let host = sandbox_from_env();
-        let _kept = dual_stack(&host, "10.79.2", "fd79:2");
+        // One network kept (its rules now carry the kept mark, and outlive the process), one
+        // left to the kill.
+        isolated(&host, "10.79.3", "fd79:3").keep();
+        let _killed = isolated(&host, "10.79.2", "fd79:2");
         println!("READY");
         wait_for_go();
         return;
     }
     let host = Namespace::new_blocking().unwrap();
-    // A live owner's rules of the same kinds, in the same tables: never touched.
-    let _live = dual_stack(&host, "10.79.1", "fd79:1");
-    let before = [
-        saved(&host, "iptables-save"),
-        saved(&host, "ip6tables-save"),
-    ];
+    // A live owner's network, in the same tables: never touched.
+    let _live = isolated(&host, "10.79.1", "fd79:1");
+    let live_rules = mangle(&host);
     let mut kid = spawn_in(&host, child(TEST, "owner"));
     kid.expect("READY");
-    for (program, saved_now) in ["iptables-save", "ip6tables-save"].into_iter().zip([
-        saved(&host, "iptables-save"),
-        saved(&host, "ip6tables-save"),
-    ]) {
-        for made in [":NK-MASQ-", ":NK-PORTS-", "-A PREROUTING -i nkbr"] {
-            assert_eq!(
-                saved_now.matches(made).count(),
-                2,
-                "{program}: the live owner's and the child's {made:?}:\n{saved_now}"
-            );
-        }
+    let all_rules = mangle(&host);
+    for (family, rules) in all_rules.iter().enumerate() {
+        // Two rules per network (PREROUTING, FORWARD), three networks.
+        assert_eq!(rules.len(), 6, "family {family}: {rules:?}");
     }
     kid.kill();
     let reaped = reap_blocking(&host).unwrap();
     assert!(reaped.errors.is_empty(), "{reaped:?}");
-    // Named in what it says it removed: both chains (each in both families, one entry), and the
-    // isolation rules of each family's PREROUTING and FORWARD.
-    let said = |what: &str| {
-        reaped
-            .firewall_rules
+    // The killed network's rules went, named as removed: PREROUTING and FORWARD, per family.
+    for (program, chain) in [
+        ("iptables", "PREROUTING"),
+        ("iptables", "FORWARD"),
+        ("ip6tables", "PREROUTING"),
+        ("ip6tables", "FORWARD"),
+    ] {
+        let said = format!("{program} -t mangle -A {chain} ");
+        assert_eq!(
+            reaped
+                .firewall_rules
+                .iter()
+                .filter(|r| r.starts_with(&said))
+                .count(),
+            1,
+            "{said}: {reaped:?}"
+        );
+    }
+    // What is left: the live owner's rules and the kept network's, as they were.
+    let kept = |rules: &Vec<String>| -> Vec<String> {
+        rules
             .iter()
-            .filter(|r| r.contains(what))
-            .count()
+            .filter(|r| r.contains("\"netns-kit:kept\""))
+            .cloned()
+            .collect()
     };
-    assert_eq!(said("nat chain NK-MASQ-"), 1, "{reaped:?}");
-    assert_eq!(said("nat chain NK-PORTS-"), 1, "{reaped:?}");
-    assert_eq!(said("-t mangle -A PREROUTING"), 2, "{reaped:?}");
-    assert_eq!(said("-t mangle -A FORWARD"), 2, "{reaped:?}");
-    let after = [
-        saved(&host, "iptables-save"),
-        saved(&host, "ip6tables-save"),
-    ];
-    assert_eq!(
-        after[0], before[0],
-        "iptables-save: not exactly what the killed owner left was removed ({reaped:?})"
-    );
-    assert_eq!(
-        after[1], before[1],
-        "ip6tables-save: not exactly what the killed owner left was removed ({reaped:?})"
-    );
+    for family in 0..2 {
+        assert_eq!(kept(&all_rules[family]).len(), 2, "{all_rules:?}");
+        let mut expected = live_rules[family].clone();
+        expected.extend(kept(&all_rules[family]));
+        expected.sort();
+        let mut after = mangle(&host)[family].clone();
+        after.sort();
+        assert_eq!(after, expected, "family {family}");
+    }
 }

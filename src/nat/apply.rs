@@ -24,7 +24,6 @@ use crate::{
     error::{Error, Result},
     firewall,
     netns::NsInner,
-    owner,
 };
 
 use super::{
@@ -702,67 +701,6 @@ fn unregister(key: Key) -> Option<Created> {
     }
     let (_, created) = all.remove(i);
     (created.table || !created.chains.is_empty()).then_some(created)
-}
-
-/// The chains of `ns`'s `nat` table (either IP family) that a rule carrying a dead owner's mark
-/// jumps to: the chains of sets whose process died without removing them (a guard's rules
-/// outside its chains carry the mark; see `nat`'s module docs). A set given a comment of its
-/// own carries no mark and is never found. A family whose rules cannot be listed (no
-/// `ip6tables`, say) has none.
-pub(crate) fn dead_owners_chains(ns: &NsInner, backend: Backend) -> Vec<String> {
-    let mut chains: Vec<String> = Vec::new();
-    for v6 in [false, true] {
-        let found: Vec<String> = match backend {
-            Backend::Nftables => {
-                let rules = socket_in(ns)
-                    .ok()
-                    .and_then(|mut s| s.rules(nft::family(v6), TABLE).ok())
-                    .unwrap_or_default();
-                rules
-                    .into_iter()
-                    .filter(|r| r.comment.as_deref().is_some_and(owner::is_dead_mark))
-                    .filter_map(|r| r.jump)
-                    .collect()
-            }
-            Backend::IptablesRestore => {
-                let program = if v6 {
-                    "ip6tables-save"
-                } else {
-                    "iptables-save"
-                };
-                let Ok(out) = firewall::run_fed(ns, program, &["-t".into(), TABLE.into()], None)
-                else {
-                    continue;
-                };
-                let saved = String::from_utf8_lossy(&out.stdout).into_owned();
-                let user_chains: Vec<&str> = saved
-                    .lines()
-                    .filter_map(|l| l.strip_prefix(':'))
-                    .filter_map(|l| l.split_whitespace().next())
-                    .collect();
-                saved
-                    .lines()
-                    .filter(|l| l.starts_with("-A "))
-                    .filter(|l| {
-                        comment_of(l).is_some_and(|c| owner::is_dead_mark(c.trim_matches('"')))
-                    })
-                    .filter_map(|l| {
-                        let words: Vec<&str> = l.split_whitespace().collect();
-                        words
-                            .windows(2)
-                            .find(|w| w[0] == "-j" && user_chains.contains(&w[1]))
-                            .map(|w| w[1].to_owned())
-                    })
-                    .collect()
-            }
-        };
-        for chain in found {
-            if !chains.contains(&chain) {
-                chains.push(chain);
-            }
-        }
-    }
-    chains
 }
 
 /// Removes chain `chain` of the `nat` table in both IP families, with every rule that jumps to

@@ -71,12 +71,8 @@
 //! ([`BridgedNetworkBuilder::accept_forward`](crate::BridgedNetworkBuilder::accept_forward)).
 //! A port reached from the host itself needs neither.
 //!
-//! After a SIGKILL the rules stay (they live in the host namespace): [`reap`](crate::reap)
-//! removes those whose owner is dead (found by the mark in their comment; a set given a
-//! comment of its own is not found), and [`remove_chain`] removes a set by chain name, from any
-//! process. A `nat` table the dead process created stays, empty (whether anyone else relies on
-//! it cannot be told), as does `route_localnet` on an existing bridge after
-//! [`localhost`](PublishBuilder::localhost).
+//! After a SIGKILL the rules stay (they live in the host namespace); [`remove_chain`] removes
+//! them by chain name, from any process.
 
 mod apply;
 pub(crate) use apply::{acquire_table, release_table};
@@ -905,33 +901,4 @@ pub async fn remove_chain(host: &Namespace, chain: &str) -> Result<bool> {
 /// The blocking form of [`remove_chain`].
 pub fn remove_chain_blocking(host: &Namespace, chain: &str) -> Result<bool> {
     crate::netlink::block_on(remove_chain(host, chain))
-}
-
-/// For [`reap`](crate::reap): removes the `nat` chains of sets whose owner died (killed, say)
-/// without removing them, each as [`remove_chain`] does (with the rules that jump to it and
-/// those outside it that carry the same mark); returns what it removed and what failed.
-pub(crate) async fn reap(host: &Namespace) -> (Vec<String>, Vec<Error>) {
-    let ns = host.inner().clone();
-    let label = host.label();
-    let job = move || {
-        let backend = Backend::detect();
-        let mut removed = Vec::new();
-        let mut errors = Vec::new();
-        for chain in apply::dead_owners_chains(&ns, backend) {
-            match apply::remove_chain(&ns, backend, &chain) {
-                Ok(true) => removed.push(format!("nat chain {chain} in {}", ns.label())),
-                // Another reaper was faster.
-                Ok(false) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        (removed, errors)
-    };
-    match crate::sys::on_worker(job).await {
-        Ok(found) => found,
-        Err(e) => (
-            Vec::new(),
-            vec![Error::os("look for dead owners' nat chains in", label, e)],
-        ),
-    }
 }
