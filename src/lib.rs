@@ -178,9 +178,10 @@
 //!   of its own, killed whole at 10 s, and once `iptables` has exited nothing waits for a child it
 //!   left holding its pipes; after one run times out, every later run for the same rules (the
 //!   other IP family, the roll-back of a failed creation, the teardown) is skipped, so a
-//!   creation fails and a teardown ends within those 10 s (FORWARD and isolation rules
-//!   left behind carry their owner's mark, for [`reap`]). FORWARD rules hold the few file descriptors their removal needs from the moment
-//!   they are inserted, so they are removed even in a process that ran out of descriptors.
+//!   creation fails and a teardown ends within those 10 s (FORWARD and isolation rules left
+//!   behind carry their owner's mark, for [`reap`]). FORWARD rules hold the few file
+//!   descriptors their removal needs from the moment they are inserted, so they are removed
+//!   even in a process that ran out of descriptors.
 //! * **Failures and cancellation leave nothing.** Every builder puts what it creates under a
 //!   guard as soon as it is requested: if a later step fails, it is removed before the error is
 //!   returned; if the future is dropped (a timeout), the guard's `Drop` removes it — or, for a

@@ -788,7 +788,8 @@ fn a_killed_owners_isolation_rules_are_reaped_and_kept_and_live_ones_stay() {
             .create_blocking()
             .unwrap()
     };
-    let mangle = |host: &Namespace| {
+    // Every rule with a comment (the crate's marks), per family, as `iptables-save` shows it.
+    let marked_rules = |host: &Namespace| {
         ["iptables-save", "ip6tables-save"].map(|program| {
             saved(host, program)
                 .lines()
@@ -810,10 +811,10 @@ fn a_killed_owners_isolation_rules_are_reaped_and_kept_and_live_ones_stay() {
     let host = Namespace::new_blocking().unwrap();
     // A live owner's network, in the same tables: never touched.
     let _live = isolated(&host, "10.79.1", "fd79:1");
-    let live_rules = mangle(&host);
+    let live_rules = marked_rules(&host);
     let mut kid = spawn_in(&host, child(TEST, "owner"));
     kid.expect("READY");
-    let all_rules = mangle(&host);
+    let all_rules = marked_rules(&host);
     for (family, rules) in all_rules.iter().enumerate() {
         // Two rules per network (PREROUTING, FORWARD), three networks.
         assert_eq!(rules.len(), 6, "family {family}: {rules:?}");
@@ -852,7 +853,7 @@ fn a_killed_owners_isolation_rules_are_reaped_and_kept_and_live_ones_stay() {
         let mut expected = live_rules[family].clone();
         expected.extend(kept(&all_rules[family]));
         expected.sort();
-        let mut after = mangle(&host)[family].clone();
+        let mut after = marked_rules(&host)[family].clone();
         after.sort();
         assert_eq!(after, expected, "family {family}");
     }
