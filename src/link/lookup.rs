@@ -142,7 +142,9 @@ pub(crate) async fn dump_ports(ns: &NsInner, controller: u32) -> Result<Vec<Link
 async fn dump_links_filtered(ns: &NsInner, request: LinkMessage) -> Result<Vec<LinkInfo>> {
     let nl = ns.nl().await?;
     let msgs = nl
-        .dump(RouteNetlinkMessage::GetLink(request))
+        .dump(RouteNetlinkMessage::GetLink(
+            crate::netlink::msg::without_stats(request),
+        ))
         .messages()
         .await
         .map_err(|e| e.into_error("list the links of", ns.label()))?;

@@ -184,7 +184,9 @@ impl Waiting {
         }
         self.dumping = Some(seq);
         let msg = if seq == LINK_DUMP {
-            RouteNetlinkMessage::GetLink(netlink_packet_route::link::LinkMessage::default())
+            RouteNetlinkMessage::GetLink(super::msg::without_stats(
+                netlink_packet_route::link::LinkMessage::default(),
+            ))
         } else {
             let mut addresses = AddressMessage::default();
             addresses.header.family = AddressFamily::Inet6;

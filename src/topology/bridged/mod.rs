@@ -434,11 +434,10 @@ impl Resource for NetworkResource {
                 .push(netlink_packet_route::link::LinkAttribute::Controller(
                     self.context.bridge.index(),
                 ));
-            match self
-                .context
-                .host
-                .blocking_dump(RouteNetlinkMessage::GetLink(request), BLOCKING_TIMEOUT)
-            {
+            match self.context.host.blocking_dump(
+                RouteNetlinkMessage::GetLink(crate::netlink::msg::without_stats(request)),
+                BLOCKING_TIMEOUT,
+            ) {
                 Ok(Ok(messages)) => {
                     let ports: Vec<_> = messages
                         .iter()
