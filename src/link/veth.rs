@@ -623,6 +623,21 @@ pub(crate) fn veth_message(v: &VethMessage<'_>) -> LinkMessage {
     msg.build()
 }
 
+/// The indexes `msg` (made by [`veth_message`]) asks for, the first end's and the peer's, if
+/// it asks for explicit ones: the pair's indexes if the kernel creates it.
+pub(crate) fn requested_indexes(msg: &LinkMessage) -> Option<(u32, u32)> {
+    let peer = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            netlink_packet_route::link::LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) => {
+                Some(peer.header.index)
+            }
+            _ => None,
+        }),
+        _ => None,
+    })?;
+    (msg.header.index > 0 && peer > 0).then_some((msg.header.index, peer))
+}
+
 /// Whether a deletion removed the link or found it gone.
 enum Gone {
     Deleted,
