@@ -462,6 +462,9 @@ struct PoolState {
     alive: usize,
     /// Workers waiting for a job, or finishing one whose result is already handed over.
     idle: usize,
+    /// Workers spawned that have not counted themselves idle yet: each takes a queued job as
+    /// soon as it has started, so no second one is spawned for it.
+    starting: usize,
 }
 
 static POOL: OnceLock<Pool> = OnceLock::new();
@@ -485,6 +488,7 @@ fn pool() -> io::Result<&'static Pool> {
             queue: VecDeque::new(),
             alive: 0,
             idle: 0,
+            starting: 0,
         }),
         wake: Condvar::new(),
         home,
@@ -512,10 +516,17 @@ impl Pool {
     /// the members of a bridged network are built concurrently — where one idle worker would
     /// otherwise take them all in turn.)
     fn grow(&'static self, state: &mut PoolState) -> io::Result<()> {
-        if state.alive >= self.size || state.idle >= state.queue.len() {
+        if state.alive >= self.size || state.idle + state.starting >= state.queue.len() {
             return Ok(());
         }
+        self.spawn(state)
+    }
+
+    /// Starts one more worker. Called with the state locked; `Err` only when no worker is
+    /// alive.
+    fn spawn(&'static self, state: &mut PoolState) -> io::Result<()> {
         state.alive += 1;
+        state.starting += 1;
         let spawned = std::thread::Builder::new()
             .name("netns-kit-worker".into())
             .spawn(move || worker(self));
@@ -523,9 +534,24 @@ impl Pool {
             Ok(_) => Ok(()),
             Err(e) => {
                 state.alive -= 1;
+                state.starting -= 1;
                 if state.alive == 0 { Err(e) } else { Ok(()) }
             }
         }
+    }
+}
+
+/// Starts a worker now if none is idle or starting (and the pool is not full), for a job the
+/// caller is about to submit once its own checks are done: the thread's start (its stack,
+/// its allocator arena, its way home: a tenth of a millisecond or more on a 2-vCPU VM) then
+/// runs on another CPU beside those checks, instead of before the job. A worker started so
+/// for a job that never comes exits after [`IDLE_EXIT`], as any idle one does. Failing to
+/// start one is not reported: the job's own submission tries again and says why.
+pub(crate) fn start_worker_early() {
+    let Ok(pool) = pool() else { return };
+    let mut state = pool.lock();
+    if state.alive < pool.size && state.idle + state.starting == 0 {
+        let _ = pool.spawn(&mut state);
     }
 }
 
@@ -559,7 +585,11 @@ fn worker(pool: &'static Pool) {
     // correctly; it only pins the namespace it is in, hence the retries after each job.
     let _ = setns_net(pool.home.as_fd());
     WORKER.set(true);
-    pool.lock().idle += 1;
+    {
+        let mut state = pool.lock();
+        state.starting -= 1;
+        state.idle += 1;
+    }
     AVAILABLE.set(true);
     loop {
         let job = {

@@ -3,6 +3,7 @@
 //! second has only its main thread again: the library's idle workers and relay threads exit (the
 //! members' links are impaired and captured meanwhile), and the blocking API
 //! starts no async runtime. Work in the caller's own namespace needs no library thread at all.
+//! A runtime's one-container ADD starts one worker, early, and no other.
 
 use std::time::{Duration, Instant};
 
@@ -92,5 +93,34 @@ fn main() {
         start.elapsed().as_millis()
     );
     assert_eq!(left, 1, "the library's idle threads did not exit");
+    one_container_add_starts_one_worker();
     println!("threads: 1 passed, 0 failed");
+}
+
+/// A runtime's ADD (one existing namespace joined to an existing bridge) with no worker alive:
+/// the one worker started early, beside the checks, takes the member's job; none is started
+/// for the job itself.
+fn one_container_add_starts_one_worker() {
+    let host = Namespace::new_blocking().unwrap();
+    let container = Namespace::new_blocking().unwrap();
+    let cni0 = netns_kit::Bridge::builder("cni0")
+        .namespace(&host)
+        .address("10.0.78.1/24")
+        .create_blocking()
+        .unwrap();
+    let start = Instant::now();
+    while threads() > 1 && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(threads(), 1, "the library's idle threads did not exit");
+    let net = bridged()
+        .existing_bridge(&cni0)
+        .gateway("10.0.78.1/24")
+        .member(MemberSpec::in_namespace(&container).address("10.0.78.2/24"))
+        .create_blocking()
+        .unwrap();
+    let during = threads();
+    println!("threads after a one-container ADD with no worker alive before: {during}");
+    assert_eq!(during, 2, "one worker for the one member's job");
+    drop(net);
 }

@@ -10,11 +10,13 @@ use crate::{
     ip::{IntoIpNetwork, validate_host, validate_routable},
     link::{Link, bridge::Bridge},
     name::IfName,
+    netlink::msg::get_link,
     netns::{Namespace, NsInner},
     owner, trace,
 };
 use futures::StreamExt;
 use ipnetwork::IpNetwork;
+use netlink_packet_route::RouteNetlinkMessage;
 use std::sync::Arc;
 
 /// How many members are set up at once: enough to overlap namespace creation (on the worker
@@ -399,10 +401,26 @@ impl BridgedNetworkBuilder {
         trace::timed(span, async move {
             use tracing::Instrument;
             let plan = self.validate()?;
+            // Every member is built by a job on a worker: one starts now, beside the checks
+            // and the bridge below, unless one is idle already.
+            if !plan.planned.is_empty() {
+                crate::sys::start_worker_early();
+            }
+            // An existing bridge is looked up in the same round trip as the subnet check's
+            // listing (both asked before either answer is read), and adopted only after it.
+            let lookup = match &plan.builder.existing {
+                Some(link) => Some(link.ns().nl().await?.send(get_link(link.index()), 0)),
+                None => None,
+            };
             let present = plan
                 .check_subnets_free()
                 .instrument(tracing::debug_span!("network: subnet check"))
-                .await?;
+                .await;
+            let found = match lookup {
+                Some(reply) => Some(reply.messages().await),
+                None => None,
+            };
+            let present = present?;
             let MadeBridge {
                 bridge,
                 rules,
@@ -411,7 +429,7 @@ impl BridgedNetworkBuilder {
                 waited: bridge_waited,
                 found,
             } = plan
-                .make_bridge()
+                .make_bridge(found)
                 .instrument(tracing::debug_span!("network: bridge"))
                 .await?;
             let Plan {
@@ -670,9 +688,22 @@ impl BridgedNetworkBuilder {
 impl Plan {
     /// The bridge: the existing one adopted as it is, or a new one with the gateways; see
     /// [`MadeBridge`] for what comes with it.
-    async fn make_bridge(&self) -> Result<MadeBridge> {
+    ///
+    /// `found`: the existing bridge as looked up already, if it was.
+    async fn make_bridge(&self, found: Option<LinkAnswer>) -> Result<MadeBridge> {
         if let Some(link) = &self.builder.existing {
-            let (info, stp_off) = adopt_bridge(link).await?;
+            let found = match found {
+                Some(found) => found,
+                None => {
+                    link.ns()
+                        .nl()
+                        .await?
+                        .send(get_link(link.index()), 0)
+                        .messages()
+                        .await
+                }
+            };
+            let (info, stp_off) = adopt_bridge(link, found).await?;
             return Ok(MadeBridge {
                 bridge: link.clone(),
                 rules: None,
@@ -722,10 +753,13 @@ struct MadeBridge {
     found: Option<crate::link::LinkInfo>,
 }
 
-/// Checks that `link` is still a bridge, sets it up if it is down, and returns what the kernel
-/// said about it and whether its spanning tree is off (its ports forward as soon as they are
-/// up; see `member::wait_ready`).
-async fn adopt_bridge(link: &Link) -> Result<(crate::link::LinkInfo, bool)> {
+/// The kernel's answer to looking up an existing bridge.
+type LinkAnswer = std::result::Result<Vec<RouteNetlinkMessage>, crate::netlink::KernelError>;
+
+/// Checks from `found`, the kernel's answer to looking `link` up, that it is still a bridge,
+/// sets it up if it is down, and returns what the kernel said about it and whether its
+/// spanning tree is off (its ports forward as soon as they are up; see `member::wait_ready`).
+async fn adopt_bridge(link: &Link, found: LinkAnswer) -> Result<(crate::link::LinkInfo, bool)> {
     use netlink_packet_route::link::{BridgeStpState, InfoBridge, InfoData, LinkAttribute};
     let gone = |e: crate::netlink::KernelError| {
         let e = e.into_error("look up", link.label());
@@ -736,12 +770,8 @@ async fn adopt_bridge(link: &Link) -> Result<(crate::link::LinkInfo, bool)> {
             e
         }
     };
-    let msg = link
-        .ns()
-        .nl()
-        .await?
-        .link(link.index())
-        .await
+    let msg = found
+        .and_then(crate::netlink::msg::first_link)
         .map_err(gone)?;
     let info = crate::link::LinkInfo::from_message(&msg);
     if info.kind.as_deref() != Some("bridge") {
