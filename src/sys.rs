@@ -559,20 +559,20 @@ thread_local! {
     /// Whether this worker already counts itself idle for the job it is finishing.
     static AVAILABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Whether this thread is a library worker.
-    static WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static WORKER: std::cell::Cell<Option<&'static Pool>> = const { std::cell::Cell::new(None) };
 }
 
 /// Whether the calling thread is a library worker: a job on it may enter any namespace, since
 /// the worker goes back to its own after every job.
 pub(crate) fn on_worker_thread() -> bool {
-    WORKER.get()
+    WORKER.get().is_some()
 }
 
 /// Called by a job on a worker once its work is done, before it hands over its result: the
 /// worker counts as idle from here, so a caller that submits its next job as soon as it has the
 /// result does not start a second worker while this one is only going home.
 fn available() {
-    if let Some(pool) = POOL.get()
+    if let Some(pool) = WORKER.get()
         && !AVAILABLE.replace(true)
     {
         pool.lock().idle += 1;
@@ -584,7 +584,7 @@ fn worker(pool: &'static Pool) {
     // namespace it needs before doing anything, so a worker that cannot go home still serves
     // correctly; it only pins the namespace it is in, hence the retries after each job.
     let _ = setns_net(pool.home.as_fd());
-    WORKER.set(true);
+    WORKER.set(Some(pool));
     {
         let mut state = pool.lock();
         state.starting -= 1;
@@ -1185,5 +1185,43 @@ extern "C" fn drain_at_exit() {
             .wait_timeout(owed, left)
             .unwrap_or_else(|p| p.into_inner())
             .0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job submitted while a worker is starting (as one does right after
+    /// [`start_worker_early`]) is left to that worker: no second one is started for it. Both
+    /// happen under one lock, so the starting worker cannot have counted itself idle yet. On a
+    /// pool of the test's own, so other tests' jobs do not count.
+    #[test]
+    fn a_starting_worker_takes_the_next_job() {
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            state: Mutex::new(PoolState {
+                queue: VecDeque::new(),
+                alive: 0,
+                idle: 0,
+                starting: 0,
+            }),
+            wake: Condvar::new(),
+            home: home().unwrap(),
+            size: 4,
+        }));
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut state = pool.lock();
+            pool.spawn(&mut state).unwrap();
+            state
+                .queue
+                .push_back(Box::new(move || tx.send(()).unwrap()));
+            pool.grow(&mut state).unwrap();
+            assert_eq!(state.alive, 1, "a second worker was started for the job");
+        }
+        pool.wake.notify_one();
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the starting worker took the job");
+        assert_eq!(pool.lock().alive, 1);
     }
 }

@@ -3,7 +3,7 @@
 //! second has only its main thread again: the library's idle workers and relay threads exit (the
 //! members' links are impaired and captured meanwhile), and the blocking API
 //! starts no async runtime. Work in the caller's own namespace needs no library thread at all.
-//! A runtime's one-container ADD starts one worker, early, and no other.
+//! A runtime's one-container ADD leaves one worker and no other.
 
 use std::time::{Duration, Instant};
 
@@ -97,9 +97,9 @@ fn main() {
     println!("threads: 1 passed, 0 failed");
 }
 
-/// A runtime's ADD (one existing namespace joined to an existing bridge) with no worker alive:
-/// the one worker started early, beside the checks, takes the member's job; none is started
-/// for the job itself.
+/// A runtime's ADD (one existing namespace joined to an existing bridge) with no worker alive
+/// before leaves exactly one: the one started early, beside the checks, takes the member's
+/// job (whether one more could be started for the job is `sys`'s unit test).
 fn one_container_add_starts_one_worker() {
     let host = Namespace::new_blocking().unwrap();
     let container = Namespace::new_blocking().unwrap();
