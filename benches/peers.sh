@@ -37,7 +37,7 @@ ours=$(cargo build --release --bench topology -q --message-format=json |
   sed -n 's/.*"kind":\["bench"\].*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 cargo build --release -q --manifest-path benches/peers/nlink/Cargo.toml --target-dir target/peers
 # The floor and `adder` (a runtime's one-container ADD as its own small binary, blocking API
-# only) are built as a short-lived program is best built: fat LTO (their Cargo.toml) and linked
+# only) are built as a short-lived program is best built: size-optimised with fat LTO (their Cargo.toml) and linked
 # statically (a static PIE), so that no dynamic loader runs at exec (the CNI reference plugins,
 # Go programs, are static too). Where that fails (glibc's static archive missing, say), they are
 # built again as usual. `adder` gets the workspace's lock file, so that it is built from the

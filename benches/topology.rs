@@ -650,7 +650,10 @@ fn peer(named: bool, n: usize, rounds: usize) {
 // Runtime ADD: one short-lived process per container.
 
 const RUNTIME_GATEWAY: &str = "10.102.0.1/16";
-const RUNTIME_RUNS: usize = 15;
+/// Runs per child. The children's medians moved by up to a tenth from one run of the bench to
+/// the next with 15 (the plugin's from 7.8 to 9.9 ms); more runs, and each run's children in
+/// another order (none always follows the same one), steady them.
+const RUNTIME_RUNS: usize = 40;
 
 /// The child: joins the namespace at `NK_NETNS` to the existing `cni0` with address `NK_ADDR`,
 /// keeps it, and with `NK_REPORT` set prints its thread count and peak RSS.
@@ -815,7 +818,9 @@ fn runtime_add(report: &mut Report) {
     };
     let mut threads: Vec<(&str, u64)> = Vec::new();
     for run in 0..RUNTIME_RUNS {
-        for (tool, times, _) in samples.iter_mut() {
+        let count = samples.len();
+        for i in 0..count {
+            let (tool, times, _) = &mut samples[(i + run) % count];
             if *tool == "cni-bridge" && !cni {
                 continue;
             }
