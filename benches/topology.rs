@@ -23,8 +23,8 @@
 //!   `ratio runtime N=1 add netns-kit-blocking/cni-bridge: <value>`. Where
 //!   `NETNS_KIT_BENCH_ADDER` names `benches/peers/adder` (`benches/peers.sh --runtime` builds
 //!   it), a third netns-kit child, "netns-kit-shipped": the same blocking ADD in a binary built
-//!   the way a runtime would ship a short-lived one (no Tokio, fat LTO, linked statically, as
-//!   the plugin, a Go program, is), with the line
+//!   the way a runtime would ship a short-lived one (no Tokio, optimised for size, fat LTO,
+//!   linked statically, as the plugin, a Go program, is), with the line
 //!   `ratio runtime N=1 add netns-kit-shipped/cni-bridge: <value>` (and
 //!   `... netns-kit-shipped/floor-guarded` where `NETNS_KIT_BENCH_FLOOR` names the floor);
 //! * **overlay**: one network of N members (N up to 100) spanning two machines (namespaces
@@ -775,7 +775,7 @@ fn runtime_add(report: &mut Report) {
         samples.push(("floor-guarded", Vec::new(), Vec::new()));
     }
     // netns-kit's blocking API in a binary built the way a runtime would ship a short-lived
-    // one (`benches/peers/adder`: no Tokio, fat LTO, linked statically), where
+    // one (`benches/peers/adder`: no Tokio, optimised for size, fat LTO, linked statically), where
     // `NETNS_KIT_BENCH_ADDER` names it (`benches/peers.sh --runtime` does).
     let adder = std::env::var_os("NETNS_KIT_BENCH_ADDER").map(std::path::PathBuf::from);
     if adder.is_some() {
