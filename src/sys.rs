@@ -483,17 +483,7 @@ fn pool() -> io::Result<&'static Pool> {
     // The CPUs this process may run on (one syscall; `available_parallelism` also reads the
     // cgroup's CPU quota from four files, a tenth of a millisecond of a CNI plugin's ADD).
     let size = cpus().clamp(2, 4);
-    Ok(POOL.get_or_init(|| Pool {
-        state: Mutex::new(PoolState {
-            queue: VecDeque::new(),
-            alive: 0,
-            idle: 0,
-            starting: 0,
-        }),
-        wake: Condvar::new(),
-        home,
-        size,
-    }))
+    Ok(POOL.get_or_init(|| Pool::new(home, size)))
 }
 
 /// How many CPUs the calling thread may run on (2 if that cannot be read).
@@ -506,6 +496,21 @@ fn cpus() -> usize {
 }
 
 impl Pool {
+    /// A pool with no worker yet, whose workers go home to `home`, at most `size` at once.
+    fn new(home: &'static OwnedFd, size: usize) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState {
+                queue: VecDeque::new(),
+                alive: 0,
+                idle: 0,
+                starting: 0,
+            }),
+            wake: Condvar::new(),
+            home,
+            size,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -543,8 +548,9 @@ impl Pool {
 
 /// Starts a worker now if none is idle or starting (and the pool is not full), for a job the
 /// caller is about to submit once its own checks are done: the thread's start (its stack,
-/// its allocator arena, its way home: a tenth of a millisecond or more on a 2-vCPU VM) then
-/// runs on another CPU beside those checks, instead of before the job. A worker started so
+/// its allocator arena, its way home: a tenth of a millisecond or more on a 2-vCPU VM) can then
+/// run on another CPU beside those checks, instead of before the job. (Where the scheduler
+/// keeps it on the caller's CPU, as the development VM's mostly did, it gains little.) A worker started so
 /// for a job that never comes exits after [`IDLE_EXIT`], as any idle one does. Failing to
 /// start one is not reported: the job's own submission tries again and says why.
 pub(crate) fn start_worker_early() {
@@ -1198,17 +1204,7 @@ mod tests {
     /// pool of the test's own, so other tests' jobs do not count.
     #[test]
     fn a_starting_worker_takes_the_next_job() {
-        let pool: &'static Pool = Box::leak(Box::new(Pool {
-            state: Mutex::new(PoolState {
-                queue: VecDeque::new(),
-                alive: 0,
-                idle: 0,
-                starting: 0,
-            }),
-            wake: Condvar::new(),
-            home: home().unwrap(),
-            size: 4,
-        }));
+        let pool: &'static Pool = Box::leak(Box::new(Pool::new(home().unwrap(), 4)));
         let (tx, rx) = mpsc::channel();
         {
             let mut state = pool.lock();
