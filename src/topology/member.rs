@@ -324,30 +324,34 @@ async fn ready_already(net: &NetworkContext, own_bridge: bool, members: &[Member
     let Ok(host) = net.host.nl().await else {
         return false;
     };
+    let Some(insides) = members
+        .iter()
+        .map(|m| m.ns.inner().batched_if_open())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return false;
+    };
     let mut asks = Vec::new();
     if own_bridge {
         asks.push(host.send(crate::netlink::msg::get_link(net.bridge.index()), 0));
     }
-    for m in members {
-        let Some(inside) = m.ns.inner().batched_if_open() else {
-            return false;
-        };
+    for (m, inside) in members.iter().zip(insides) {
         asks.push(host.send(crate::netlink::msg::get_link(m.host.index()), 0));
         asks.push(inside.send(crate::netlink::msg::get_link(m.inside.index()), 0));
     }
-    // All asked first, then the answers read: one round trip per connection.
+    // All asked first, then the answers read: one round trip per connection. Every answer is
+    // read, also after a link that is not ready: one left unread would stay in its
+    // connection's table of answers for as long as the connection lives.
+    let mut ready = true;
     for reply in asks {
-        let ready = reply
+        ready &= reply
             .messages()
             .await
             .ok()
             .and_then(|answer| crate::netlink::msg::first_link(answer).ok())
             .is_some_and(|link| crate::netlink::ready::ready_now(&link));
-        if !ready {
-            return false;
-        }
     }
-    true
+    ready
 }
 
 /// A member of a [`BridgedNetwork`](crate::BridgedNetwork): its namespace, its interface (inside)
