@@ -409,15 +409,15 @@ impl BridgedNetworkBuilder {
             // An existing bridge is looked up in the same round trip as the subnet check's
             // listing (both asked before either answer is read), and adopted only after it.
             let lookup = match &plan.builder.existing {
-                Some(link) => Some(link.ns().nl().await?.send(get_link(link.index()), 0)),
+                Some(link) => Some((link, link.ns().nl().await?.send(get_link(link.index()), 0))),
                 None => None,
             };
             let present = plan
                 .check_subnets_free()
                 .instrument(tracing::debug_span!("network: subnet check"))
                 .await;
-            let found = match lookup {
-                Some(reply) => Some(reply.messages().await),
+            let looked_up = match lookup {
+                Some((link, reply)) => Some((link, reply.messages().await)),
                 None => None,
             };
             let present = present?;
@@ -428,10 +428,14 @@ impl BridgedNetworkBuilder {
                 fast_link_local,
                 waited: bridge_waited,
                 found,
-            } = plan
-                .make_bridge(found)
-                .instrument(tracing::debug_span!("network: bridge"))
-                .await?;
+            } = async {
+                match looked_up {
+                    Some((link, answer)) => plan.adopted_bridge(link, answer).await,
+                    None => plan.make_bridge().await,
+                }
+            }
+            .instrument(tracing::debug_span!("network: bridge"))
+            .await?;
             let Plan {
                 host,
                 link_name,
@@ -686,33 +690,22 @@ impl BridgedNetworkBuilder {
 }
 
 impl Plan {
-    /// The bridge: the existing one adopted as it is, or a new one with the gateways; see
-    /// [`MadeBridge`] for what comes with it.
-    ///
-    /// `found`: the existing bridge as looked up already, if it was.
-    async fn make_bridge(&self, found: Option<LinkAnswer>) -> Result<MadeBridge> {
-        if let Some(link) = &self.builder.existing {
-            let found = match found {
-                Some(found) => found,
-                None => {
-                    link.ns()
-                        .nl()
-                        .await?
-                        .send(get_link(link.index()), 0)
-                        .messages()
-                        .await
-                }
-            };
-            let (info, stp_off) = adopt_bridge(link, found).await?;
-            return Ok(MadeBridge {
-                bridge: link.clone(),
-                rules: None,
-                mtu: self.want_mtu.or(info.mtu),
-                fast_link_local: false,
-                waited: stp_off,
-                found: Some(info),
-            });
-        }
+    /// The existing bridge `link`, adopted as it is from `found`, the kernel's answer to looking
+    /// it up; see [`MadeBridge`] for what comes with it.
+    async fn adopted_bridge(&self, link: &Link, found: LinkAnswer) -> Result<MadeBridge> {
+        let (info, stp_off) = adopt_bridge(link, found).await?;
+        Ok(MadeBridge {
+            bridge: link.clone(),
+            rules: None,
+            mtu: self.want_mtu.or(info.mtu),
+            fast_link_local: false,
+            waited: stp_off,
+            found: Some(info),
+        })
+    }
+
+    /// A new bridge with the gateways; see [`MadeBridge`] for what comes with it.
+    async fn make_bridge(&self) -> Result<MadeBridge> {
         let bridge = Bridge::builder(self.bridge_name.as_str())
             .namespace(&Namespace::view(self.host.clone()))
             .owned_group(self.group_hold.group())
