@@ -22,13 +22,22 @@
 # `... netns-kit-blocking/floor` and `... netns-kit-blocking/floor-guarded`, and
 # `benches/peers/adder`, netns-kit in a binary built the way a runtime would ship it, for the
 # lines `... netns-kit-shipped/cni-bridge` and `... netns-kit-shipped/floor-guarded`.
+#
+# `benches/peers.sh --dual-stack [N]` runs the topology bench's dual-stack scenario (default
+# N=500) with the floor's own IPv4-only and dual-stack builds alternating with netns-kit's, for
+# the line `ratio bridged N=<n> setup floor dual-stack/ipv4-only`: what dual-stack costs the
+# kernel itself on this machine (with the same router-message filter netns-kit makes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
 runtime=
+dual=
 if [ "${1:-}" = --runtime ]; then
   runtime=1
   shift
+elif [ "${1:-}" = --dual-stack ]; then
+  dual=${2:-500}
+  shift $#
 fi
 sizes=${*:-100 1000}
 # The bench's own executable, as cargo reports it (`ls -t` could pick the integration test of
@@ -59,6 +68,9 @@ if [ -n "$runtime" ]; then
   cp Cargo.lock benches/peers/adder/Cargo.lock
   short_lived adder adder
   NETNS_KIT_BENCH_FLOOR="$floor" NETNS_KIT_BENCH_ADDER="$built" exec "$ours" --bench --runtime
+fi
+if [ -n "$dual" ]; then
+  NETNS_KIT_BENCH_FLOOR="$floor" exec "$ours" --bench --dual-stack "$dual"
 fi
 out=$(mktemp)
 log=target/peers/nlink-peer.log

@@ -32,7 +32,12 @@
 //!   `ip -batch` + `bridge fdb append`; ratio line `ratio overlay N=<n> setup netns-kit/ip-batch`;
 //! * **dual-stack**: the bridged setup at N=500 (or the largest size below) with IPv4 only,
 //!   dual-stack, and dual-stack without members' link-local addresses; ratio lines
-//!   `ratio bridged N=<n> setup dual-stack/ipv4-only: <value>`;
+//!   `ratio bridged N=<n> setup dual-stack/ipv4-only: <value>`. Where `NETNS_KIT_BENCH_FLOOR`
+//!   names `benches/peers/floor`, the floor's own builds of the same two networks alternate
+//!   with them (`floor-peer bridged` and `floor-peer dual-stack`, each in a network namespace
+//!   of its own: no library, the same IPv6 work and router-message filter), for the line
+//!   `ratio bridged N=<n> setup floor dual-stack/ipv4-only: <value>`, the least that ratio can
+//!   be here;
 //! * **tracing overhead**: the bridged setup at N=100 (or the largest size below) with no
 //!   subscriber at all, then with a `tracing-subscriber` `fmt` layer at `debug` recording every
 //!   span of the crate (span-close events with durations, formatted into a sink), interleaved
@@ -1203,10 +1208,17 @@ fn dual_stack(report: &mut Report, n: usize) {
     let runs = runs_for(n).max(3);
     let setup = |ipv6, link_local| dual_stack_setup(n, ipv6, link_local);
     let (mut v4, mut dual, mut quiet) = (Vec::new(), Vec::new(), Vec::new());
+    // The kernel's floor for both networks, where `NETNS_KIT_BENCH_FLOOR` names it.
+    let floor = std::env::var_os("NETNS_KIT_BENCH_FLOOR").map(std::path::PathBuf::from);
+    let (mut floor_v4, mut floor_dual) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         v4.push(setup(false, None));
         dual.push(setup(true, None));
         quiet.push(setup(true, Some(false)));
+        if let Some(floor) = &floor {
+            floor_v4.push(floor_setup(floor, "bridged", n));
+            floor_dual.push(floor_setup(floor, "dual-stack", n));
+        }
     }
     // `NETNS_KIT_BENCH_SPANS=1`: one more run of each, with the crate's steps timed.
     if std::env::var("NETNS_KIT_BENCH_SPANS").is_ok_and(|v| !v.is_empty() && v != "0") {
@@ -1243,6 +1255,38 @@ fn dual_stack(report: &mut Report, n: usize) {
             "ratio bridged N={n} setup {name}/ipv4-only: {value:.2}"
         ));
     }
+    if floor.is_some() {
+        report.add(&scenario, "floor ipv4-only", floor_v4.clone());
+        report.add(&scenario, "floor dual", floor_dual.clone());
+        let value = median(&floor_dual).as_secs_f64() / median(&floor_v4).as_secs_f64();
+        report.ratios.push(format!(
+            "ratio bridged N={n} setup floor dual-stack/ipv4-only: {value:.2}"
+        ));
+    }
+}
+
+/// One build of `n` members by the kernel's floor (`floor-peer SCENARIO N 1`, `bridged` or
+/// `dual-stack`), in a network namespace of its own; its setup time as it reports it.
+fn floor_setup(floor: &std::path::Path, scenario: &str, n: usize) -> Duration {
+    settle(n);
+    let out = Command::new("unshare")
+        .arg("--net")
+        .arg(floor)
+        .args([scenario, &n.to_string(), "1"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "floor-peer {scenario} {n} failed: {text}"
+    );
+    let setup_ms: f64 = text
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("setup_ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("floor-peer {scenario}: no setup_ms in {text:?}"));
+    Duration::from_secs_f64(setup_ms / 1e3)
 }
 
 /// `-- --dual-stack N VARIANT`: one variant alone (`ipv4-only`, `dual-stack` or `no-fe80`),

@@ -1,9 +1,10 @@
-//! The kernel-floor side of `benches/peers.sh`: `floor-peer bridged|named N ROUNDS [THREADS]`
-//! builds the network the other two build (a bridge `br0`, 10.100.255.254/16, in the current
-//! namespace; N members, each a namespace with a veth pair to the bridge, its address and default
-//! route) with no library: each request is a hand-built rtnetlink message, and everything the
-//! kernel accepts together goes in one `sendmsg`. It is the least user-space work for this
-//! network, so its time is (close to) the kernel's own, the floor under any library here.
+//! The kernel-floor side of `benches/peers.sh`:
+//! `floor-peer bridged|named|dual-stack N ROUNDS [THREADS]` builds the network the other two
+//! build (a bridge `br0`, 10.100.255.254/16, in the current namespace; N members, each a
+//! namespace with a veth pair to the bridge, its address and default route) with no library:
+//! each request is a hand-built rtnetlink message, and everything the kernel accepts together
+//! goes in one `sendmsg`. It is the least user-space work for this network, so its time is
+//! (close to) the kernel's own, the floor under any library here.
 //!
 //! What it asks of the kernel, per member, on THREADS threads (default: one per CPU), each
 //! building its share of the members one after another:
@@ -23,6 +24,16 @@
 //! millisecond until only `lo` is left. One line per round: `floor SCENARIO N=n setup_ms=.. teardown_ms=..`. Run only inside
 //! a throw-away network and mount namespace, as `benches/peers.sh` does.
 //!
+//! `floor-peer dual-stack` is "bridged" with IPv6 as well, as the topology bench's dual-stack
+//! scenario builds it with netns-kit: the bridge gets `fd64::ffff/64` and keeps its link-local
+//! address, both without DAD; each member's `eth0` keeps its link-local address, without DAD
+//! (`accept_dad` 0, written to the new namespace's `default` before the pair is made), and gets
+//! `fd64::{i+1}/64` and a default route via `fd64::ffff` in its one batch; and, once, untimed
+//! (netns-kit's setup includes it), the router-message filter netns-kit makes for such a
+//! network (`nft`: MLD reports and done messages and router solicitations from one member's
+//! port to another's dropped). The first round also pings the gateway over IPv6. Its setup
+//! against `bridged`'s is what dual-stack costs the kernel itself.
+//!
 //! `floor-peer runtime` is the same floor for a runtime's one-container ADD (the topology
 //! bench's `--runtime` scenario runs it, plain and `--guarded`, when `NETNS_KIT_BENCH_FLOOR` names
 //! this program): it joins the existing namespace at `NK_NETNS` to the existing bridge `cni0` with
@@ -38,7 +49,7 @@
 //! its first request, so that a crash leaves nothing unreapable), taken off again once the
 //! container is wired and kept. The difference between the two is the price of those promises.
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -52,6 +63,8 @@ use nix::sys::socket::{
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 100, 255, 254);
+/// The bridge's IPv6 address (`dual-stack`): the members' gateway in `fd64::/64`.
+const GW6: Ipv6Addr = Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, 0xffff);
 const BR_INDEX: i32 = 2;
 const PEER_INDEX: i32 = 2;
 
@@ -91,6 +104,8 @@ const AF_INET6: u16 = 10;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_OIF: u16 = 4;
+const IFA_FLAGS: u16 = 8;
+const IFA_F_NODAD: u32 = 0x02;
 const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
@@ -222,11 +237,16 @@ fn no_link_local(b: &mut Batch, index: i32) {
 }
 
 fn default_route(b: &mut Batch, gw: Ipv4Addr) {
+    default_route_via(b, AF_INET, &gw.octets());
+}
+
+/// The default route of family `family` via `gw` on the member's interface.
+fn default_route_via(b: &mut Batch, family: u8, gw: &[u8]) {
     b.msg(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
         // `struct rtmsg`: family, lengths, tos, table, protocol, scope, type, flags.
-        m.extend_from_slice(&[AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST]);
+        m.extend_from_slice(&[family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST]);
         m.extend_from_slice(&0u32.to_ne_bytes());
-        attr(m, RTA_GATEWAY, &gw.octets());
+        attr(m, RTA_GATEWAY, gw);
         attr(m, RTA_OIF, &(PEER_INDEX as u32).to_ne_bytes());
     });
 }
@@ -238,6 +258,28 @@ fn add_addr(b: &mut Batch, index: i32, a: Ipv4Addr, prefix: u8) {
         attr(m, IFA_LOCAL, &a.octets());
         attr(m, IFA_ADDRESS, &a.octets());
     });
+}
+
+/// An IPv6 address, `/64`; without duplicate address detection where `nodad`.
+fn add_addr6(b: &mut Batch, index: i32, a: Ipv6Addr, nodad: bool) {
+    b.msg(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
+        m.extend_from_slice(&[AF_INET6 as u8, 64, 0, 0]);
+        m.extend_from_slice(&(index as u32).to_ne_bytes());
+        attr(m, IFA_ADDRESS, &a.octets());
+        if nodad {
+            attr(m, IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
+        }
+    });
+}
+
+/// Member `i`'s IPv6 address (`dual-stack`), as the topology bench's dual-stack scenario gives.
+fn member_addr6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd64, 0, 0, 0, 0, 0, 0, (i + 1) as u16)
+}
+
+/// Writes `value` to sysctl file `path` (of the calling thread's network namespace).
+fn sysctl(path: &str, value: &str) -> Res<()> {
+    std::fs::write(path, value).map_err(|e| format!("{path}: {e}").into())
 }
 
 fn route_socket() -> Res<OwnedFd> {
@@ -306,12 +348,17 @@ enum Held {
 }
 
 /// Builds members `t`, `t + threads`, ... on this thread.
-fn members(t: usize, threads: usize, n: usize, named: bool) -> Res<Vec<Held>> {
+fn members(t: usize, threads: usize, n: usize, named: bool, dual: bool) -> Res<Vec<Held>> {
     let host = route_socket()?;
     let mut held = Vec::new();
     for i in (t..n).step_by(threads) {
         unshare(CloneFlags::CLONE_NEWNET)?;
         let ns = File::open("/proc/thread-self/ns/net")?;
+        if dual {
+            // The member's interface inherits it: its link-local address without DAD, as
+            // netns-kit makes a dual-stack member's (one write per member, as netns-kit's).
+            sysctl("/proc/sys/net/ipv6/conf/default/accept_dad", "0")?;
+        }
         let host_index = 3 + i as i32;
         let mut b = Batch::default();
         let pair = Pair {
@@ -329,11 +376,19 @@ fn members(t: usize, threads: usize, n: usize, named: bool) -> Res<Vec<Held>> {
 
         let inside = route_socket()?;
         let mut b = Batch::default();
-        no_link_local(&mut b, PEER_INDEX);
+        if !dual {
+            no_link_local(&mut b, PEER_INDEX);
+        }
         set_up(&mut b, PEER_INDEX);
         set_up(&mut b, 1);
         add_addr(&mut b, PEER_INDEX, member_addr(i), 16);
+        if dual {
+            add_addr6(&mut b, PEER_INDEX, member_addr6(i), false);
+        }
         default_route(&mut b, GW);
+        if dual {
+            default_route_via(&mut b, AF_INET6 as u8, &GW6.octets());
+        }
         b.run(&inside, &format!("member {i}: inside"))?;
         if named {
             let path = format!("/run/netns/m{i}");
@@ -353,7 +408,7 @@ fn members(t: usize, threads: usize, n: usize, named: bool) -> Res<Vec<Held>> {
     Ok(held)
 }
 
-fn setup(n: usize, threads: usize, named: bool) -> Res<Vec<Held>> {
+fn setup(n: usize, threads: usize, named: bool, dual: bool) -> Res<Vec<Held>> {
     let host = route_socket()?;
     let mut b = Batch::default();
     b.msg(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, |m| {
@@ -361,7 +416,15 @@ fn setup(n: usize, threads: usize, named: bool) -> Res<Vec<Held>> {
         name(m, "br0");
         nest(m, IFLA_LINKINFO, |m| attr(m, IFLA_INFO_KIND, b"bridge"));
     });
-    no_link_local(&mut b, BR_INDEX);
+    if dual {
+        // The gateway: its link-local address and its own without DAD, as netns-kit's bridge.
+        b.run(&host, "br0")?;
+        sysctl("/proc/sys/net/ipv6/conf/br0/accept_dad", "0")?;
+        b = Batch::default();
+        add_addr6(&mut b, BR_INDEX, GW6, true);
+    } else {
+        no_link_local(&mut b, BR_INDEX);
+    }
     add_addr(&mut b, BR_INDEX, GW, 16);
     set_up(&mut b, BR_INDEX);
     b.run(&host, "br0")?;
@@ -376,7 +439,7 @@ fn setup(n: usize, threads: usize, named: bool) -> Res<Vec<Held>> {
         )?;
     }
     let workers: Vec<_> = (0..threads)
-        .map(|t| std::thread::spawn(move || members(t, threads, n, named)))
+        .map(|t| std::thread::spawn(move || members(t, threads, n, named, dual)))
         .collect();
     let mut held = Vec::with_capacity(n);
     for w in workers {
@@ -439,28 +502,63 @@ fn teardown(held: Vec<Held>) -> Res<()> {
     Ok(())
 }
 
-/// Pings the gateway from member 0's namespace (a thread entered there spawns `ping`).
-fn verify(member0: &Held) -> Res<()> {
-    let ns = match member0 {
-        Held::Fd(f) => f.try_clone()?,
-        Held::Name(path) => File::open(path)?,
-    };
-    let out = std::thread::spawn(move || -> Res<std::process::Output> {
-        setns(&ns, CloneFlags::CLONE_NEWNET)?;
-        Ok(std::process::Command::new("ping")
-            .args(["-c1", "-W1", &GW.to_string()])
-            .output()?)
-    })
-    .join()
-    .map_err(|_| "verify thread panicked")??;
-    if !out.status.success() {
-        return Err(format!(
-            "verify: ping from member 0 failed:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-        .into());
+/// Pings the gateway from member 0's namespace (a thread entered there spawns `ping`), over
+/// IPv6 as well where `dual`.
+fn verify(member0: &Held, dual: bool) -> Res<()> {
+    let gateways = [GW.to_string(), GW6.to_string()];
+    for gw in &gateways[..if dual { 2 } else { 1 }] {
+        let ns = match member0 {
+            Held::Fd(f) => f.try_clone()?,
+            Held::Name(path) => File::open(path)?,
+        };
+        let target = gw.clone();
+        let out = std::thread::spawn(move || -> Res<std::process::Output> {
+            setns(&ns, CloneFlags::CLONE_NEWNET)?;
+            Ok(std::process::Command::new("ping")
+                .args(["-c1", "-W1", &target])
+                .output()?)
+        })
+        .join()
+        .map_err(|_| "verify thread panicked")??;
+        if !out.status.success() {
+            return Err(format!(
+                "verify: ping {gw} from member 0 failed:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+            .into());
+        }
+        eprintln!("verify: ping -c1 -W1 {gw} from member 0: ok");
     }
-    eprintln!("verify: ping -c1 -W1 {GW} from member 0: ok");
+    Ok(())
+}
+
+/// `dual-stack`: the bridge-family filter netns-kit makes for a dual-stack network
+/// (`BridgedNetworkBuilder::filter_router_messages`, see `src/nat/router_messages.rs`), the same
+/// rules written for `nft`: MLD reports and done messages and router solicitations forwarded
+/// from one member's port to another's (both in link group `GROUP`) are dropped.
+fn router_message_filter() -> Res<()> {
+    // ICMPv6 (58), its type: the transport header's first byte.
+    const ICMPV6_TYPE: &str = "meta l4proto 58 @th,0,8";
+    let rules: String = [131, 132, 133, 143]
+        .iter()
+        .map(|t| {
+            format!("meta iifgroup {GROUP} meta oifgroup {GROUP} {ICMPV6_TYPE} {t} counter drop\n")
+        })
+        .collect();
+    let chain = "type filter hook forward priority -200; policy accept;";
+    let script = format!("table bridge floor-rm {{\nchain forward {{\n{chain}\n{rules}}}\n}}\n");
+    let mut nft = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    std::io::Write::write_all(
+        &mut nft.stdin.take().ok_or("nft: no stdin")?,
+        script.as_bytes(),
+    )?;
+    if !nft.wait()?.success() {
+        return Err("nft: the router-message filter was refused".into());
+    }
     Ok(())
 }
 
@@ -571,11 +669,14 @@ fn run() -> Res<()> {
         return runtime(args.get(2).map(String::as_str) == Some("--guarded"));
     }
     if args.len() != 4 && args.len() != 5 {
-        return Err("usage: floor-peer <bridged|named> <N> <rounds> [threads] | runtime".into());
+        return Err(
+            "usage: floor-peer <bridged|named|dual-stack> <N> <rounds> [threads] | runtime".into(),
+        );
     }
-    let named = match args[1].as_str() {
-        "bridged" => false,
-        "named" => true,
+    let (named, dual) = match args[1].as_str() {
+        "bridged" => (false, false),
+        "named" => (true, false),
+        "dual-stack" => (false, true),
         other => return Err(format!("unknown scenario {other}").into()),
     };
     let n: usize = args[2].parse()?;
@@ -587,12 +688,16 @@ fn run() -> Res<()> {
     if n == 0 || n > 60_000 || threads == 0 {
         return Err("N must be 1..=60000 and threads at least 1".into());
     }
+    if dual {
+        // Untimed (netns-kit's setup includes making it): a bound from below.
+        router_message_filter()?;
+    }
     for r in 0..rounds {
         let t0 = Instant::now();
-        let held = setup(n, threads, named)?;
+        let held = setup(n, threads, named, dual)?;
         let setup_ms = t0.elapsed().as_secs_f64() * 1e3;
         if r == 0 {
-            verify(&held[0])?;
+            verify(&held[0], dual)?;
         }
         let t1 = Instant::now();
         teardown(held)?;
