@@ -29,7 +29,10 @@
 //! the initial user namespace and `CAP_NET_ADMIN` where the link is: root, not a user namespace.
 //!
 //! The TAP gets no IPv6 of its own (its own neighbour discovery would otherwise be relayed out
-//! of the link) and is named `nkdivN`.
+//! of the link) and is named `nkdivN`. The two programs are called `nk_divert` (the link's) and
+//! `nk_return` (the TAP's) in `bpftool prog`, and diversions with the same programs share one
+//! loaded copy (see `sys::shared_sched_cls`): a network's members, whose TAPs have the same
+//! index in their own namespaces, load one `nk_divert` between them.
 
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
@@ -57,6 +60,9 @@ const RETURN_MARK: u32 = 0x6e6b_6476; // "nkdv"
 /// The name prefix of the diversion TAPs (the kernel adds the number).
 pub(crate) const TAP_PREFIX: &str = "nkdiv";
 
+/// The names of the two programs, as `bpftool prog` shows them: the link's, then the TAP's.
+const PROGRAM_NAMES: [&str; 2] = ["nk_divert", "nk_return"];
+
 /// The priority of the classic filters; each has a handle of its own.
 const FILTER_PRIO: u32 = 0xc0de;
 
@@ -70,6 +76,9 @@ pub(crate) struct Diversion {
     link_clsact: Option<(Arc<NsInner>, u32)>,
     /// The TAP, opened with a `virtio_net_hdr` before each frame.
     pub(crate) tap: OwnedFd,
+    /// Its two programs, held so that the next diversion with the same ones shares them
+    /// (`sys::shared_sched_cls`); the kernel keeps an attached program alive by itself.
+    _programs: [Arc<OwnedFd>; 2],
 }
 
 #[derive(Debug)]
@@ -171,8 +180,8 @@ fn filter_handle() -> u32 {
 struct Made {
     tap: OwnedFd,
     tap_index: u32,
-    divert_program: OwnedFd,
-    back_program: OwnedFd,
+    divert_program: Arc<OwnedFd>,
+    back_program: Arc<OwnedFd>,
 }
 
 /// Diverts link `index` in `ns` through a new TAP there: what it sends (`ingress` false) or
@@ -198,9 +207,10 @@ pub(crate) async fn divert(
         let (tap, name) = sys::open_tap(&format!("{TAP_PREFIX}%d"))?;
         let tap_index =
             nix::net::if_::if_nametoindex(name.as_str()).map_err(std::io::Error::from)?;
-        let divert_program = sys::bpf_load_sched_cls(&sys::divert_program(tap_index, RETURN_MARK))?;
-        let back_program =
-            sys::bpf_load_sched_cls(&sys::return_program(index, RETURN_MARK, ingress))?;
+        let divert = sys::divert_program(tap_index, RETURN_MARK);
+        let divert_program = sys::shared_sched_cls(PROGRAM_NAMES[0], &divert)?;
+        let back = sys::return_program(index, RETURN_MARK, ingress);
+        let back_program = sys::shared_sched_cls(PROGRAM_NAMES[1], &back)?;
         Ok(Made {
             tap,
             tap_index,
@@ -224,6 +234,7 @@ pub(crate) async fn divert(
         link: LinkSide::None,
         link_clsact: None,
         tap,
+        _programs: [divert_program.clone(), back_program.clone()],
     };
     let inner = ns.inner();
     let handle = filter_handle();
