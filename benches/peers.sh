@@ -36,6 +36,7 @@ if [ "${1:-}" = --runtime ]; then
   runtime=1
   shift
 elif [ "${1:-}" = --dual-stack ]; then
+  [ $# -le 2 ] || { echo "usage: benches/peers.sh --dual-stack [N]" >&2; exit 2; }
   dual=${2:-500}
   shift $#
 fi

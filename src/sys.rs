@@ -988,26 +988,36 @@ pub(crate) fn return_program(link: u32, mark: u32, ingress: bool) -> [BpfInsn; 6
 /// program loaded from the same instructions, that one is handed out again instead of loading
 /// another. A program is not tied to a namespace (`bpf_redirect` looks its ifindex up in the
 /// namespace of the packet's device), and a network's members, each diverted in its own
-/// namespace, have the same indexes there (the member's interface and its TAP): so all of them
-/// share two programs rather than load two each, each load a run of the verifier and the JIT
-/// (0.1 ms or more under `strace` on the 2-vCPU development VM). Nothing is kept loaded for
-/// nobody: the table holds weak references, and a program goes when its last holder drops it.
+/// namespace, have TAPs of the same index there: so they share one link-side program rather
+/// than load one each (the TAP-side program names the member's own interface, whose index
+/// differs, and is one per member). Each load is a run of the verifier and the JIT (0.1 ms or
+/// more under `strace` on the 2-vCPU development VM). Nothing is kept loaded for nobody: the
+/// table holds weak references, and a program goes when its last holder drops it.
 pub(crate) fn shared_sched_cls(name: &str, insns: &[BpfInsn]) -> io::Result<Arc<OwnedFd>> {
     type Loaded = Vec<(Vec<BpfInsn>, std::sync::Weak<OwnedFd>)>;
     static LOADED: Mutex<Loaded> = Mutex::new(Vec::new());
-    // Held across the load: two threads asking for the same program load it once.
-    let mut loaded = LOADED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    loaded.retain(|(_, program)| program.strong_count() > 0);
-    let found = loaded
-        .iter()
-        .find(|(loaded_insns, _)| loaded_insns.as_slice() == insns)
-        .and_then(|(_, program)| program.upgrade());
-    if let Some(program) = found {
+    let find = |loaded: &mut Loaded| {
+        loaded.retain(|(_, program)| program.strong_count() > 0);
+        loaded
+            .iter()
+            .find(|(loaded_insns, _)| loaded_insns.as_slice() == insns)
+            .and_then(|(_, program)| program.upgrade())
+    };
+    let lock = || {
+        LOADED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(program) = find(&mut lock()) {
         return Ok(program);
     }
+    // Loaded without the lock, so that different programs load side by side; two threads
+    // loading the same one at once keep the first to be recorded.
     let program = Arc::new(bpf_load_sched_cls(name, insns)?);
+    let mut loaded = lock();
+    if let Some(recorded) = find(&mut loaded) {
+        return Ok(recorded);
+    }
     loaded.push((insns.to_vec(), Arc::downgrade(&program)));
     Ok(program)
 }
@@ -1015,7 +1025,7 @@ pub(crate) fn shared_sched_cls(name: &str, insns: &[BpfInsn]) -> io::Result<Arc<
 /// Loads `insns` as a `BPF_PROG_TYPE_SCHED_CLS` program called `name` (what `bpftool prog`
 /// shows; at most 15 bytes); the verifier's log comes back in the error when it refuses. The
 /// first attempt asks for no log (the verifier's log of every instruction costs time on every
-/// load); only a refused program is loaded again with it.
+/// load); only a program the verifier refused (`EACCES`, `EINVAL`) is loaded again with it.
 fn bpf_load_sched_cls(name: &str, insns: &[BpfInsn]) -> io::Result<OwnedFd> {
     const BPF_PROG_LOAD: libc::c_long = 5;
     const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
@@ -1032,8 +1042,10 @@ fn bpf_load_sched_cls(name: &str, insns: &[BpfInsn]) -> io::Result<OwnedFd> {
     let name = &name.as_bytes()[..name.len().min(15)];
     attr[48..48 + name.len()].copy_from_slice(name);
     // The instructions and the license stay alive, and so valid, for the call.
-    if let Ok(program) = bpf(BPF_PROG_LOAD, &mut attr.clone()) {
-        return Ok(program);
+    match bpf(BPF_PROG_LOAD, &mut attr.clone()) {
+        Ok(program) => return Ok(program),
+        Err(e) if !matches!(e.raw_os_error(), Some(libc::EACCES | libc::EINVAL)) => return Err(e),
+        Err(_) => {}
     }
     attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
     attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());

@@ -78,7 +78,7 @@ async fn impaired_members_share_their_links_program_and_none_is_left_after() {
         let (id, name) = filter_program(ns, member.link().name(), "egress");
         assert_eq!(name, "nk_divert");
         divert.insert(id);
-        // The member's TAP: the link that is not `lo` or the member's interface.
+        // The member's TAP (`nkdivN`).
         let tap = link_names(ns)
             .into_iter()
             .find(|n| n.starts_with("nkdiv"))
