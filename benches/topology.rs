@@ -53,7 +53,8 @@
 //!   a 25 ms delay under a bulk transfer (peak RSS growth). And the bridged setup at N=100 (or
 //!   the largest size below) plain against the same with every member impaired from its
 //!   creation (`MemberSpec::impair`): `ratio bridged N=<n> setup impairable/plain: <value>`
-//!   (goal ≤ 1.5).
+//!   (goal ≤ 1.5), and the two networks' teardown (the network's drop):
+//!   `ratio bridged N=<n> teardown impairable/plain: <value>`.
 //!
 //! Everything runs inside a private network and mount namespace (the bench re-executes itself
 //! under `unshare --net --mount`, with a private `/run/netns`), so it changes nothing on the
@@ -1706,21 +1707,33 @@ fn impairable_setup(report: &mut Report, n: usize) {
             .create_blocking()
             .unwrap();
         let took = start.elapsed();
-        drop((net, host));
-        took
+        let start = Instant::now();
+        drop(net);
+        let teardown = start.elapsed();
+        drop(host);
+        (took, teardown)
     };
     let (mut plain, mut impaired) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         plain.push(setup(false));
         impaired.push(setup(true));
     }
-    let scenario = format!("bridged N={n} setup");
-    report.add(&scenario, "plain", plain.clone());
-    report.add(&scenario, "impaired", impaired.clone());
-    let value = median(&impaired).as_secs_f64() / median(&plain).as_secs_f64();
-    report.ratios.push(format!(
-        "ratio bridged N={n} setup impairable/plain: {value:.2} (goal <= 1.5)"
-    ));
+    for (phase, pick) in [("setup", 0), ("teardown", 1)] {
+        let times = |runs: &[(Duration, Duration)]| -> Vec<Duration> {
+            runs.iter()
+                .map(|r| if pick == 0 { r.0 } else { r.1 })
+                .collect()
+        };
+        let (plain, impaired) = (times(&plain), times(&impaired));
+        let scenario = format!("bridged N={n} {phase}");
+        report.add(&scenario, "plain", plain.clone());
+        report.add(&scenario, "impaired", impaired.clone());
+        let value = median(&impaired).as_secs_f64() / median(&plain).as_secs_f64();
+        let goal = if pick == 0 { " (goal <= 1.5)" } else { "" };
+        report.ratios.push(format!(
+            "ratio bridged N={n} {phase} impairable/plain: {value:.2}{goal}"
+        ));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -922,6 +922,19 @@ pub(crate) fn set_tap_offloads(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the TAP of `fd` persistent: its last close no longer unregisters it (its namespace's
+/// end does, or `ip link del`).
+pub(crate) fn set_tap_persist(fd: BorrowedFd<'_>) -> io::Result<()> {
+    const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
+    let on: libc::c_ulong = 1;
+    // SAFETY: TUNSETPERSIST takes its argument by value (non-zero for persistent); `fd` is an
+    // open TAP.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, on) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One eBPF instruction (`struct bpf_insn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]

@@ -846,3 +846,71 @@ fn a_labs_captures_are_kept_only_when_the_test_fails() {
     );
     std::fs::remove_dir_all(kept[0].parent().unwrap()).unwrap();
 }
+
+/// Tearing an impaired network down leaves each member's TAP to the kernel, which deletes it
+/// with the member's namespace; where something outside still holds that namespace (here a
+/// process started inside), the TAP is deleted by the teardown itself, and the namespace is
+/// left as the network found it: `lo` alone. Nothing lands in the namespace this test started
+/// in either.
+#[tokio::test]
+async fn an_impaired_networks_teardown_leaves_no_tap_behind() {
+    let host = sandbox().await;
+    let impairment = Impairment::new()
+        .delay(std::time::Duration::from_millis(1))
+        .backend(Backend::UserSpace);
+    let net = bridged()
+        .host(&host)
+        .gateway("10.97.0.1/24")
+        .members((2..4).map(|i| {
+            MemberSpec::new()
+                .address(format!("10.97.0.{i}/24"))
+                .impair(impairment.clone())
+        }))
+        .create()
+        .await
+        .unwrap();
+    let held = net.members()[0].namespace();
+    assert!(
+        link_names(held).iter().any(|n| n.starts_with("nkdiv")),
+        "the member's TAP"
+    );
+    let mut sleeper = outside(held, "sleep", &["30"]).spawn().unwrap();
+    let path = format!("/proc/{}/ns/net", sleeper.id());
+    // `nsenter` has entered the namespace once `/proc/PID/ns/net` differs from ours.
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_link(&path).ok().is_none_or(|ns| ns == ours) {
+        assert!(std::time::Instant::now() < deadline, "sleep never entered");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let started_in = tool("ip").args(["-j", "link"]).output().unwrap().stdout;
+    drop(net);
+    let out = tool("nsenter")
+        .arg(format!("--net={path}"))
+        .args(["ip", "-j", "link"])
+        .output()
+        .unwrap();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from ip");
+    let names: Vec<&str> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .collect();
+    assert_eq!(names, ["lo"], "the held member namespace after teardown");
+    assert_eq!(link_names(&host), ["lo"]);
+    let after = tool("ip").args(["-j", "link"]).output().unwrap().stdout;
+    assert!(
+        !String::from_utf8_lossy(&after).contains("nkdiv"),
+        "a TAP in the namespace the test started in"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&started_in)
+            .matches("ifname")
+            .count(),
+        String::from_utf8_lossy(&after).matches("ifname").count(),
+        "the namespace the test started in has other links now"
+    );
+}

@@ -484,12 +484,15 @@ impl Resource for NetworkResource {
         let what = self.describe();
         self.release_mangle(!removed);
         let mut errors = Vec::new();
-        for mut member in self.members {
-            // The relay of an impaired member holds its namespace: gone first.
-            drop(member.impaired.take());
-            if let Err(e) = member.ns.close() {
+        for member in self.members {
+            let Member { impaired, ns, .. } = member;
+            // The namespace's owning handle first: an anonymous one is then doomed, and an
+            // impaired member's TAP is left to the kernel to delete with it (see
+            // `impair::divert`). The relay, which still holds the namespace, goes next.
+            if let Err(e) = ns.close() {
                 errors.push(e);
             }
+            drop(impaired);
         }
         if removed {
             owner::release_group(self.context.group);
