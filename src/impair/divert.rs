@@ -38,7 +38,7 @@ use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
 };
 
@@ -67,18 +67,22 @@ const PROGRAM_NAMES: [&str; 2] = ["nk_divert", "nk_return"];
 const FILTER_PRIO: u32 = 0xc0de;
 
 /// A link diverted through a TAP; dropping it undoes the diversion: the link's program first
-/// (the link is direct again), then what was added to the link, then the TAP. In a namespace
-/// that is doomed (its owning handle gone, nothing outside the crate holding it: a network's
-/// member being torn down) nothing is undone: the TAP is made persistent before its last close,
-/// so that the kernel deletes it with the namespace, together with the namespace's other links.
-/// Closed alone, a TAP is unregistered alone, and each such unregistration waits for the
-/// kernel's `rcu_barrier`: about 37 ms per member of a 100-member network, one after another,
-/// on the 2-vCPU development VM (`benches/offcpu.sh --impairable 100`: `tun_chr_close <
-/// netdev_run_todo < rcu_barrier`).
+/// (the link is direct again), then what was added to the link, then the TAP. Except for a
+/// network's member being torn down ([`left`](Self::left) set by the network, which has
+/// deleted the member's link and closed the namespace it owns) in a namespace that is doomed
+/// (nothing outside the crate holding it): then nothing is undone, and the TAP is made
+/// persistent before its last close, so that the kernel deletes it when it cleans up the
+/// namespace, with the namespace's other links. Closed alone, a TAP is unregistered alone, and
+/// each such unregistration waits for the kernel's `rcu_barrier`: about 37 ms per member of a
+/// 100-member network, one after another, on the 2-vCPU development VM (`benches/offcpu.sh
+/// --impairable 100`: `tun_chr_close < netdev_run_todo < rcu_barrier`).
 #[derive(Debug)]
 pub(crate) struct Diversion {
     /// The namespace of the link and the TAP.
     ns: Arc<NsInner>,
+    /// Set when the link is gone with its network and the namespace is being let go (see
+    /// above); never by dropping an impairment alone.
+    pub(crate) left: Arc<AtomicBool>,
     /// How the link's program is attached.
     link: LinkSide,
     /// The `clsact` qdisc this diversion added to the link, removed with it.
@@ -107,7 +111,7 @@ enum LinkSide {
 
 impl Drop for Diversion {
     fn drop(&mut self) {
-        if self.ns.is_doomed() {
+        if self.left.load(Ordering::Acquire) && self.ns.is_doomed() {
             // Best effort: where it fails, the TAP is unregistered alone, only slower.
             let _ = sys::set_tap_persist(self.tap.as_fd());
             self.link = LinkSide::None;
@@ -248,6 +252,7 @@ pub(crate) async fn divert(
     // From here on, dropping `diversion` undoes whatever was done.
     let mut diversion = Diversion {
         ns: ns.inner().clone(),
+        left: Arc::default(),
         link: LinkSide::None,
         link_clsact: None,
         tap,
@@ -408,6 +413,50 @@ mod tests {
 
     use super::*;
     use crate::link::veth::VethPair;
+
+    /// A diversion let go with its namespace (a network's teardown: `left` set, the namespace's
+    /// owning handle closed, nothing outside holding it) leaves its TAP, made persistent, for
+    /// the kernel to delete with the namespace; dropped on its own, it deletes the TAP itself.
+    /// The links are listed over the crate's own connection, which lets nothing escape.
+    #[test]
+    fn a_diversion_left_with_its_doomed_namespace_leaves_the_tap_to_the_kernel() {
+        for left in [false, true] {
+            let ns = match Namespace::new_blocking() {
+                Ok(ns) => ns,
+                Err(e) if e.is_permission_denied() => return,
+                Err(e) => panic!("{e}"),
+            };
+            let inner = ns.inner().clone();
+            let cable = VethPair::builder("nkl0", "nkl1")
+                .namespace(&ns)
+                .create_blocking()
+                .unwrap();
+            let end = cable.link().index();
+            let diversion =
+                crate::netlink::block_on(divert(&ns, end, false, &|| "test link".into())).unwrap();
+            ns.close().unwrap();
+            assert!(inner.is_doomed(), "the namespace's owning handle is closed");
+            diversion.left.store(left, Ordering::Release);
+            drop(diversion);
+            let links = inner
+                .blocking_dump(
+                    RouteNetlinkMessage::GetLink(Default::default()),
+                    std::time::Duration::from_secs(5),
+                )
+                .unwrap()
+                .unwrap();
+            let taps = links
+                .iter()
+                .filter_map(|m| match m {
+                    RouteNetlinkMessage::NewLink(l) => crate::netlink::msg::link_name(l),
+                    _ => None,
+                })
+                .filter(|name| name.starts_with(TAP_PREFIX))
+                .count();
+            assert_eq!(taps, usize::from(left), "TAPs left with left = {left}");
+            drop(cable);
+        }
+    }
 
     /// A link diverted through a pass-through relay still carries a ping both ways, every frame
     /// it sends crosses the relay, and the link works as before once the diversion is dropped.

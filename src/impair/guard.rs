@@ -38,6 +38,8 @@ type Key = ((u64, u64), u32, Direction);
 #[derive(Debug)]
 pub(crate) struct Channel {
     pub(crate) shared: Arc<Shared>,
+    /// The diversion's [`left`](super::divert::Diversion::left).
+    left: Arc<AtomicBool>,
     handle: Mutex<Option<relay::Handle>>,
     /// A second descriptor of the TAP, to switch its offloads from the caller's thread
     /// (`TUNSETOFFLOAD` takes the RTNL lock, which must not hold up the relay thread).
@@ -121,10 +123,12 @@ pub(crate) async fn channel(link: &Link, direction: Direction) -> Result<Arc<Cha
         .tap
         .try_clone()
         .map_err(|e| Error::os("start the relay for", link.label(), e))?;
+    let left = diversion.left.clone();
     let handle = relay::relay(diversion, shared.clone(), seed)
         .map_err(|e| Error::os("start the relay for", link.label(), e))?;
     let channel = Arc::new(Channel {
         shared,
+        left,
         handle: Mutex::new(Some(handle)),
         tap,
     });
@@ -389,6 +393,16 @@ impl Impaired {
     /// The kernel's error when netem's qdisc cannot be removed.
     pub fn clear(mut self) -> Result<()> {
         self.take_away()
+    }
+
+    /// For a network tearing down the member this impairment is on, after it deleted the
+    /// member's link and closed the namespace it owned: when this guard (and any other on the
+    /// same link) goes, its TAP is left to the kernel to delete with the namespace if nothing
+    /// outside the crate holds that (see `divert::Diversion`).
+    pub(crate) fn leave_to_namespace(&self) {
+        if let State::UserSpace(channel) = &self.state {
+            channel.left.store(true, Ordering::Release);
+        }
     }
 
     fn take_away(&mut self) -> Result<()> {

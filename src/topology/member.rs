@@ -374,7 +374,8 @@ async fn ready_already(net: &NetworkContext, own_bridge: bool, members: &[Member
 /// ```
 #[derive(Debug)]
 pub struct Member {
-    /// Dropped first: its relay holds the member's namespace.
+    /// Dropped first where a member is dropped whole: its relay holds the member's namespace.
+    /// (A network's teardown closes the namespace first; see `NetworkResource::finish`.)
     pub(super) impaired: Option<Impaired>,
     pub(super) ns: Namespace,
     pub(super) inside: Link,

@@ -487,10 +487,13 @@ impl Resource for NetworkResource {
         for member in self.members {
             let Member { impaired, ns, .. } = member;
             // The namespace's owning handle first: an anonymous one is then doomed, and an
-            // impaired member's TAP is left to the kernel to delete with it (see
-            // `impair::divert`). The relay, which still holds the namespace, goes next.
+            // impaired member's TAP (its link is gone) is left to the kernel to delete with
+            // it (see `impair::divert`). The relay, which still holds the namespace, goes next.
             if let Err(e) = ns.close() {
                 errors.push(e);
+            }
+            if let Some(impaired) = &impaired {
+                impaired.leave_to_namespace();
             }
             drop(impaired);
         }
@@ -819,6 +822,11 @@ impl BridgedNetwork {
         }
         if let Err(e) = member.ns.close() {
             errors.push(e);
+        }
+        // Its link deleted, its namespace closed: its TAP may go with the namespace (see
+        // `finish`).
+        if let Some(impaired) = &member.impaired {
+            impaired.leave_to_namespace();
         }
         Error::collect(format!("member {address}"), errors)
     }
