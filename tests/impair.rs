@@ -907,3 +907,51 @@ async fn an_impaired_networks_teardown_leaves_no_tap_behind() {
     assert_eq!(names, ["lo"], "the held member namespace after teardown");
     assert_eq!(link_names(&host), ["lo"]);
 }
+
+/// The same for a lab: its end leaves its hosts' TAPs to the kernel, and a host namespace that
+/// something outside still holds is left with `lo` alone.
+#[test]
+fn a_labs_end_leaves_no_tap_in_a_host_held_from_outside() {
+    let mut lab = Lab::new_blocking("held_impaired").unwrap();
+    lab.add_lan_blocking(["10.93.0.0/24"], ["a", "b"]).unwrap();
+    for host in ["a", "b"] {
+        lab.impair_blocking(host, &Impairment::new().delay(MS(1)))
+            .unwrap();
+    }
+    let held = lab.host("a").unwrap();
+    assert!(
+        link_names(held).iter().any(|n| n.starts_with("nkdiv")),
+        "the host's TAP"
+    );
+    /// Our own child, killed (by its PID) however the test ends.
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sleeper = Sleeper(outside(held, "sleep", &["30"]).spawn().unwrap());
+    let path = format!("/proc/{}/ns/net", sleeper.0.id());
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(&path).ok().is_none_or(|ns| ns == ours) {
+        assert!(Instant::now() < deadline, "sleep never entered");
+        std::thread::sleep(MS(5));
+    }
+    drop(lab);
+    let out = tool("nsenter")
+        .arg(format!("--net={path}"))
+        .args(["ip", "-j", "link"])
+        .output()
+        .unwrap();
+    drop(sleeper);
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from ip");
+    let names: Vec<&str> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .collect();
+    assert_eq!(names, ["lo"], "the held host namespace after the lab's end");
+}

@@ -25,6 +25,11 @@ pub(super) struct Misbehaviour {
 }
 
 impl Misbehaviour {
+    /// The impairments, for the lab's end to let go after the networks (see `Lab`'s `Drop`).
+    pub(super) fn take_impairments(&mut self) -> Vec<(String, Impaired)> {
+        std::mem::take(&mut self.impaired)
+    }
+
     /// Stops the captures (flushing them) and keeps or removes their files; called when the
     /// lab goes.
     pub(super) fn finish(&mut self, test: &str, failed: bool) {

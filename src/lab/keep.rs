@@ -130,12 +130,26 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         let failed = self.failed || std::thread::panicking();
+        let impaired = self.misbehaviour.take_impairments();
         self.misbehaviour.finish(&self.test, failed);
         if failed && env_is_1(KEEP_ENV) {
+            drop(impaired);
             self.keep_for_inspection();
+            return;
         }
-        // Otherwise the fields go in order: networks (each torn down by its guard), then the
-        // namespaces.
+        // The networks first (each torn down by its guard: the hosts' interfaces go), then the
+        // hosts' namespaces: one that nothing outside the crate holds (no process was started
+        // in it) is doomed then, and each impaired interface's TAP is left to the kernel to
+        // delete with it, rather than unregistered alone behind an `rcu_barrier` (as a bridged
+        // network's teardown does; see `impair::divert`).
+        drop(std::mem::take(&mut self.parts));
+        for (_, ns) in std::mem::take(&mut self.hosts) {
+            let _ = ns.close();
+        }
+        for (_, guard) in &impaired {
+            guard.leave_to_namespace();
+        }
+        drop(impaired);
     }
 }
 

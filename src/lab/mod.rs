@@ -101,7 +101,8 @@ pub struct Lab {
     test: String,
     /// Processes started in hosts, killed first.
     processes: Vec<Child>,
-    /// Impairments, partitions and captures, ended before the networks go.
+    /// Impairments, partitions and captures: partitions and captures end before the networks
+    /// go, impairments after them and the hosts' namespaces (see the lab's `Drop`).
     misbehaviour: impair::Misbehaviour,
     /// Torn down before the namespaces are freed.
     parts: Vec<Part>,
