@@ -847,6 +847,35 @@ fn a_labs_captures_are_kept_only_when_the_test_fails() {
     std::fs::remove_dir_all(kept[0].parent().unwrap()).unwrap();
 }
 
+/// The links of the namespace at `path` (`/proc/PID/ns/net`), from `ip -j link` run there,
+/// once only `lo` is left or after 5 s: a TAP goes with the last reference to its file, which
+/// a child process another test forks just then holds until its `exec`, and the relay thread
+/// lets go of its own in a moment.
+fn links_left_in(path: &str) -> Vec<String> {
+    let names = || {
+        let out = tool("nsenter")
+            .arg(format!("--net={path}"))
+            .args(["ip", "-j", "link"])
+            .output()
+            .unwrap();
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from ip");
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| Some(l["ifname"].as_str()?.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = names();
+        if now == ["lo"] || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(MS(20));
+    }
+}
+
 /// Tearing an impaired network down leaves each member's TAP to the kernel, which deletes it
 /// with the member's namespace; where something outside still holds that namespace (here a
 /// process started inside), the TAP is deleted by the teardown itself, and the namespace is
@@ -891,19 +920,8 @@ async fn an_impaired_networks_teardown_leaves_no_tap_behind() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     drop(net);
-    let out = tool("nsenter")
-        .arg(format!("--net={path}"))
-        .args(["ip", "-j", "link"])
-        .output()
-        .unwrap();
+    let names = links_left_in(&path);
     drop(sleeper);
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from ip");
-    let names: Vec<&str> = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["ifname"].as_str())
-        .collect();
     assert_eq!(names, ["lo"], "the held member namespace after teardown");
     assert_eq!(link_names(&host), ["lo"]);
 }
@@ -940,18 +958,7 @@ fn a_labs_end_leaves_no_tap_in_a_host_held_from_outside() {
         std::thread::sleep(MS(5));
     }
     drop(lab);
-    let out = tool("nsenter")
-        .arg(format!("--net={path}"))
-        .args(["ip", "-j", "link"])
-        .output()
-        .unwrap();
+    let names = links_left_in(&path);
     drop(sleeper);
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from ip");
-    let names: Vec<&str> = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|l| l["ifname"].as_str())
-        .collect();
     assert_eq!(names, ["lo"], "the held host namespace after the lab's end");
 }

@@ -438,22 +438,33 @@ mod tests {
             assert!(inner.is_doomed(), "the namespace's owning handle is closed");
             diversion.left.store(left, Ordering::Release);
             drop(diversion);
-            let links = inner
-                .blocking_dump(
-                    RouteNetlinkMessage::GetLink(Default::default()),
-                    std::time::Duration::from_secs(5),
-                )
-                .unwrap()
-                .unwrap();
-            let taps = links
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewLink(l) => crate::netlink::msg::link_name(l),
-                    _ => None,
-                })
-                .filter(|name| name.starts_with(TAP_PREFIX))
-                .count();
-            assert_eq!(taps, usize::from(left), "TAPs left with left = {left}");
+            let taps = || {
+                let links = inner
+                    .blocking_dump(
+                        RouteNetlinkMessage::GetLink(Default::default()),
+                        std::time::Duration::from_secs(5),
+                    )
+                    .unwrap()
+                    .unwrap();
+                links
+                    .iter()
+                    .filter_map(|m| match m {
+                        RouteNetlinkMessage::NewLink(l) => crate::netlink::msg::link_name(l),
+                        _ => None,
+                    })
+                    .filter(|name| name.starts_with(TAP_PREFIX))
+                    .count()
+            };
+            // The TAP goes with the last reference to its file, which a child process that
+            // another test forks just then holds until its `exec`: a moment, not a state.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !left && taps() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if left {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            assert_eq!(taps(), usize::from(left), "TAPs left with left = {left}");
             drop(cable);
         }
     }
