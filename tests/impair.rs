@@ -847,6 +847,43 @@ fn a_labs_captures_are_kept_only_when_the_test_fails() {
     std::fs::remove_dir_all(kept[0].parent().unwrap()).unwrap();
 }
 
+/// Something outside the crate holding a namespace: a `sleep` started in it with `nsenter`,
+/// our own child, killed (by its PID) however the test ends.
+struct Holder {
+    child: std::process::Child,
+    /// The namespace as the holder sees it, `/proc/PID/ns/net`.
+    path: String,
+}
+
+impl Holder {
+    /// Starts the holder in `ns` and waits until it is inside (its `/proc/PID/ns/net` is no
+    /// longer ours).
+    fn new(ns: &Namespace) -> Holder {
+        let child = outside(ns, "sleep", &["30"]).spawn().unwrap();
+        let holder = Holder {
+            path: format!("/proc/{}/ns/net", child.id()),
+            child,
+        };
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(&holder.path)
+            .ok()
+            .is_none_or(|ns| ns == ours)
+        {
+            assert!(Instant::now() < deadline, "sleep never entered");
+            std::thread::sleep(MS(5));
+        }
+        holder
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The links of the namespace at `path` (`/proc/PID/ns/net`), from `ip -j link` run there,
 /// once only `lo` is left or after 5 s: a TAP goes with the last reference to its file, which
 /// a child process another test forks just then holds until its `exec`, and the relay thread
@@ -883,9 +920,7 @@ fn links_left_in(path: &str) -> Vec<String> {
 #[tokio::test]
 async fn an_impaired_networks_teardown_leaves_no_tap_behind() {
     let host = sandbox().await;
-    let impairment = Impairment::new()
-        .delay(std::time::Duration::from_millis(1))
-        .backend(Backend::UserSpace);
+    let impairment = Impairment::new().delay(MS(1)).backend(Backend::UserSpace);
     let net = bridged()
         .host(&host)
         .gateway("10.97.0.1/24")
@@ -902,26 +937,10 @@ async fn an_impaired_networks_teardown_leaves_no_tap_behind() {
         link_names(held).iter().any(|n| n.starts_with("nkdiv")),
         "the member's TAP"
     );
-    /// Our own child, killed (by its PID) however the test ends.
-    struct Sleeper(std::process::Child);
-    impl Drop for Sleeper {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let sleeper = Sleeper(outside(held, "sleep", &["30"]).spawn().unwrap());
-    let path = format!("/proc/{}/ns/net", sleeper.0.id());
-    // `nsenter` has entered the namespace once `/proc/PID/ns/net` differs from ours.
-    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::fs::read_link(&path).ok().is_none_or(|ns| ns == ours) {
-        assert!(std::time::Instant::now() < deadline, "sleep never entered");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let holder = Holder::new(held);
     drop(net);
-    let names = links_left_in(&path);
-    drop(sleeper);
+    let names = links_left_in(&holder.path);
+    drop(holder);
     assert_eq!(names, ["lo"], "the held member namespace after teardown");
     assert_eq!(link_names(&host), ["lo"]);
 }
@@ -941,24 +960,9 @@ fn a_labs_end_leaves_no_tap_in_a_host_held_from_outside() {
         link_names(held).iter().any(|n| n.starts_with("nkdiv")),
         "the host's TAP"
     );
-    /// Our own child, killed (by its PID) however the test ends.
-    struct Sleeper(std::process::Child);
-    impl Drop for Sleeper {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let sleeper = Sleeper(outside(held, "sleep", &["30"]).spawn().unwrap());
-    let path = format!("/proc/{}/ns/net", sleeper.0.id());
-    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_link(&path).ok().is_none_or(|ns| ns == ours) {
-        assert!(Instant::now() < deadline, "sleep never entered");
-        std::thread::sleep(MS(5));
-    }
+    let holder = Holder::new(held);
     drop(lab);
-    let names = links_left_in(&path);
-    drop(sleeper);
+    let names = links_left_in(&holder.path);
+    drop(holder);
     assert_eq!(names, ["lo"], "the held host namespace after the lab's end");
 }
